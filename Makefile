@@ -1,0 +1,29 @@
+# Two commands on a fresh machine: `make demo` (main job) and `make test`.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+DEMO_OUT ?= runs/demo
+
+.PHONY: install demo test test-slow bench clean
+
+$(STAMP): pyproject.toml requirements-lock.txt
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c requirements-lock.txt -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Main job: the study on the synthetic phantom cohort with configs/cpu.yaml (or ACDC with ACDC_ROOT=...).
+demo: $(STAMP)
+	$(BIN)/cmrprior demo --out $(DEMO_OUT) $(if $(ACDC_ROOT),--data $(ACDC_ROOT),)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
+
+clean:
+	rm -rf $(VENV) runs

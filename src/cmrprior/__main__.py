@@ -1,0 +1,3 @@
+from cmrprior.cli import main
+
+raise SystemExit(main())

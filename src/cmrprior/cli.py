@@ -1,0 +1,44 @@
+"""Command-line interface: thin subcommands that build a config and call one library function.
+
+Each stage package owns a `commands.py` with `register(subparsers)`; listed in COMMAND_MODULES.
+Library code raises `CmrPriorError`; here it becomes one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from cmrprior import __version__
+from cmrprior.errors import CmrPriorError
+
+COMMAND_MODULES: list[str] = [
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cmrprior", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"cmrprior {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result = args.func(args)
+    except CmrPriorError as exc:
+        print(f"cmrprior {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"cmrprior {args.command}: interrupted (re-run the same command to resume)", file=sys.stderr)
+        return 130
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

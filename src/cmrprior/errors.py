@@ -1,0 +1,26 @@
+"""Exceptions raised by cmrprior. Every message names the file (or patient) and the problem."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class CmrPriorError(Exception):
+    """Base class: the CLI turns these into one clear line and a non-zero exit code."""
+
+
+class DataError(CmrPriorError):
+    """Bad input data: `path` is the offending file or folder, `problem` what is wrong with it."""
+
+    def __init__(self, path: str | Path | None, problem: str) -> None:
+        self.path = None if path is None else Path(path)
+        self.problem = problem
+        super().__init__(f"{path}: {problem}" if path is not None else problem)
+
+
+class ConfigError(CmrPriorError):
+    """An invalid configuration value or combination of options."""
+
+
+class WeightsUnavailableError(CmrPriorError):
+    """Pretrained weights were requested but cannot be found or downloaded."""
