@@ -14,6 +14,13 @@ from cmrprior import __version__
 from cmrprior.errors import CmrPriorError
 
 COMMAND_MODULES: list[str] = [
+    "cmrprior.data.commands",
+    "cmrprior.data.phantom_commands",
+    "cmrprior.segmentation.commands",
+    "cmrprior.ssl.commands",
+    "cmrprior.experiments.commands",
+    "cmrprior.saliency.commands",
+    "cmrprior.report.commands",
 ]
 
 

@@ -40,6 +40,8 @@ class PreparedCohort:
     classes: tuple[str, ...]
     pixel_spacing_mm: float
     config_hash: str = ""
+    # (patient id or path, reason) for patients left out by prepare_cohort(..., skip_bad=True).
+    skipped: tuple[tuple[str, str], ...] = ()
 
     def __len__(self) -> int:
         return int(self.ed.shape[0])
@@ -104,6 +106,7 @@ class PreparedCohort:
             "pixel_spacing_mm": self.pixel_spacing_mm,
             "config_hash": self.config_hash,
             "n_slices": len(self),
+            "skipped": [list(s) for s in self.skipped],
         }
         atomic.write_json(folder / "cohort.json", meta)
         return folder
@@ -131,4 +134,5 @@ class PreparedCohort:
             classes=tuple(meta["classes"]),
             pixel_spacing_mm=float(meta["pixel_spacing_mm"]),
             config_hash=meta.get("config_hash", ""),
+            skipped=tuple((str(a), str(b)) for a, b in meta.get("skipped", [])),
         )

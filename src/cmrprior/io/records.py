@@ -82,6 +82,8 @@ class Cohort:
     source: Path
     patients: tuple[PatientRecord, ...]
     classes: tuple[str, ...]
+    # (patient id or path, reason) for entries a reader left out with skip_bad=True.
+    skipped: tuple[tuple[str, str], ...] = ()
 
     def __len__(self) -> int:
         return len(self.patients)

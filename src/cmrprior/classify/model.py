@@ -1,0 +1,122 @@
+"""The study's diagnosis model: one encoder for the ED image, one for the ES image of the same slice
+position, pooled features concatenated, one fully connected output layer (Nakashima et al., sec. 5.1).
+
+Encoders come from `cmrprior.models.registry.create_backbone` (any registered backbone:
+`forward_features(x (B, 1, H, W)) -> (B, F)`, `num_features = F`). Initialisations:
+
+* `none`: random weights (seeded),
+* `imagenet`: torchvision ImageNet weights (raises WeightsUnavailableError when not available offline),
+* `full_sscl` / `segmented_sscl`: a SimCLR checkpoint (`cmrprior.ssl.pretrain.load_encoder`); both branches
+  start from the same checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from cmrprior.errors import ConfigError
+from cmrprior.utils import atomic
+
+INITS: tuple[str, ...] = ("none", "imagenet", "full_sscl", "segmented_sscl")
+
+
+class DiagnosisModel(nn.Module):
+    """ED/ES two-branch classifier.
+
+    Args:
+        ed_encoder, es_encoder: backbones with `forward_features` and `num_features`.
+        n_classes: K output logits.
+
+    `forward(ed (B, H, W) or (B, 1, H, W), es same) -> logits (B, K)`.
+    """
+
+    def __init__(self, ed_encoder: nn.Module, es_encoder: nn.Module, n_classes: int) -> None:
+        super().__init__()
+        if n_classes < 2:
+            raise ConfigError(f"n_classes must be >= 2, got {n_classes}")
+        self.ed_encoder = ed_encoder
+        self.es_encoder = es_encoder
+        self.num_features = int(ed_encoder.num_features) + int(es_encoder.num_features)
+        self.head = nn.Linear(self.num_features, n_classes)
+
+    @staticmethod
+    def _as_4d(x: torch.Tensor) -> torch.Tensor:
+        return x.unsqueeze(1) if x.dim() == 3 else x
+
+    def features(self, ed: torch.Tensor, es: torch.Tensor) -> torch.Tensor:
+        """Concatenated pooled features `(B, F_ed + F_es)`."""
+        return torch.cat(
+            [self.ed_encoder.forward_features(self._as_4d(ed)), self.es_encoder.forward_features(self._as_4d(es))], dim=1
+        )
+
+    def forward(self, ed: torch.Tensor, es: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(ed, es))
+
+
+def build_encoders(
+    backbone: str,
+    init: str,
+    *,
+    checkpoint: str | Path | None = None,
+    seed: int = 0,
+) -> tuple[nn.Module, nn.Module]:
+    """Two encoders of architecture `backbone` initialised as `init` (see module doc).
+
+    Raises ConfigError (unknown init, missing checkpoint for an SSCL init), WeightsUnavailableError.
+    """
+    from cmrprior.models.registry import create_backbone
+
+    if init not in INITS:
+        raise ConfigError(f"unknown init {init!r}; expected one of {INITS}")
+    if init == "none":
+        torch.manual_seed(seed)
+        ed = create_backbone(backbone, in_chans=1, weights=None)
+        es = create_backbone(backbone, in_chans=1, weights=None)
+        return ed, es
+    if init == "imagenet":
+        ed = create_backbone(backbone, in_chans=1, weights="imagenet")
+        return ed, copy.deepcopy(ed)
+    if checkpoint is None:
+        raise ConfigError(f"init {init!r} needs a pre-training checkpoint")
+    from cmrprior.ssl.pretrain import load_encoder
+
+    ed = load_encoder(checkpoint)
+    return ed, copy.deepcopy(ed)
+
+
+def build_model(
+    backbone: str, init: str, n_classes: int, *, checkpoint: str | Path | None = None, seed: int = 0
+) -> DiagnosisModel:
+    """A DiagnosisModel with encoders from `build_encoders` and a seeded output layer."""
+    ed, es = build_encoders(backbone, init, checkpoint=checkpoint, seed=seed)
+    torch.manual_seed(seed + 1)
+    return DiagnosisModel(ed, es, n_classes)
+
+
+def save_classifier(model: DiagnosisModel, path: str | Path, *, backbone: str, classes: list[str], meta: dict) -> Path:
+    """Write the state dict plus what is needed to rebuild the model (atomic)."""
+    payload = {
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "backbone": backbone,
+        "classes": list(classes),
+        "meta": meta,
+    }
+    return atomic.save_torch(path, payload)
+
+
+def load_classifier(path: str | Path) -> tuple[DiagnosisModel, dict]:
+    """Rebuild a saved DiagnosisModel (eval mode) -> (model, {"backbone", "classes", "meta"})."""
+    from cmrprior.models.registry import create_backbone
+
+    payload = torch.load(Path(path), map_location="cpu", weights_only=True)
+    backbone = payload["backbone"]
+    model = DiagnosisModel(
+        create_backbone(backbone, in_chans=1), create_backbone(backbone, in_chans=1), len(payload["classes"])
+    )
+    model.load_state_dict(payload["state_dict"])
+    model.eval()
+    return model, {k: payload[k] for k in ("backbone", "classes", "meta")}

@@ -1,0 +1,249 @@
+"""Training the diagnosis model: `linear` (encoders frozen, output layer only, as in the study) or
+`finetune` (all layers, encoder learning rate lower than the head's). Adam, weight decay, cross-entropy.
+
+Two paths give the same linear model:
+
+* `fit_end_to_end(model, train, mode="linear", ...)`: frozen encoders (eval mode) run on every batch;
+* `extract_features` once + `fit_head(head, features, ...)`: the frozen features are computed one time and
+  the output layer is trained on them. Same initial head, same seeded batch order, same optimiser ->
+  the same weights (up to float rounding); the test checks it. The study uses the fast path.
+
+Validation (when given): after every epoch, slice-level cross-entropy (`val_loss`) and the macro
+one-vs-rest AUC of per-patient mean probabilities (`val_auc`). Early stopping on `val_loss` with
+`patience` epochs; the best epoch's weights are restored.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cmrprior.classify.data import SliceSet
+from cmrprior.evaluate.metrics import macro_auc, patient_probabilities
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """`history`: one dict per epoch {epoch, train_loss, val_loss, val_auc}; `best_epoch` 1-based."""
+
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = 0
+    stopped_early: bool = False
+
+
+@torch.no_grad()
+def extract_features(model: nn.Module, data: SliceSet, *, batch_size: int = 128) -> np.ndarray:
+    """Frozen features `(N, F)` float32 of `model.features(ed, es)` in eval mode."""
+    was_training = model.training
+    model.eval()
+    out = []
+    for start in range(0, len(data), batch_size):
+        ed = torch.from_numpy(data.ed[start : start + batch_size])
+        es = torch.from_numpy(data.es[start : start + batch_size])
+        out.append(model.features(ed, es).float())
+    model.train(was_training)
+    if not out:
+        return np.zeros((0, getattr(model, "num_features", 0)), np.float32)
+    return torch.cat(out).numpy()
+
+
+@torch.no_grad()
+def predict_proba(model: nn.Module, data: SliceSet, *, batch_size: int = 128) -> np.ndarray:
+    """Slice class probabilities `(N, K)` float64 (eval mode)."""
+    was_training = model.training
+    model.eval()
+    out = []
+    for start in range(0, len(data), batch_size):
+        ed = torch.from_numpy(data.ed[start : start + batch_size])
+        es = torch.from_numpy(data.es[start : start + batch_size])
+        out.append(torch.softmax(model(ed, es).float(), dim=1))
+    model.train(was_training)
+    return torch.cat(out).double().numpy()
+
+
+def head_proba(head: nn.Linear, features: np.ndarray) -> np.ndarray:
+    """Slice probabilities `(N, K)` of a linear head on cached features."""
+    with torch.no_grad():
+        return torch.softmax(head(torch.from_numpy(features)), dim=1).double().numpy()
+
+
+def _evaluate(probs: np.ndarray, labels: np.ndarray, patient_index: np.ndarray, n_patients: int) -> tuple[float, float]:
+    """(slice cross-entropy, patient macro AUC) of slice probabilities."""
+    p = np.clip(probs[np.arange(labels.size), labels], 1e-12, 1.0)
+    loss = float(-np.log(p).mean())
+    pp = patient_probabilities(probs, patient_index, n_patients)
+    plabels = np.full(n_patients, -1, np.int64)
+    plabels[patient_index] = labels
+    ok = plabels >= 0
+    return loss, macro_auc(plabels[ok], pp[ok])
+
+
+def _loop(
+    *,
+    n_train: int,
+    labels: torch.Tensor,
+    batch_logits: Callable[[torch.Tensor], torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    set_train_mode: Callable[[], None],
+    state_module: nn.Module,
+    val_probs: Callable[[], np.ndarray] | None,
+    val_labels: np.ndarray | None,
+    val_patient_index: np.ndarray | None,
+    val_n_patients: int,
+    epochs: int,
+    batch_size: int,
+    patience: int | None,
+    seed: int,
+    on_epoch: Callable[[dict], None] | None,
+) -> FitResult:
+    gen = torch.Generator().manual_seed(seed)
+    history: list[dict] = []
+    best_loss, best_epoch, best_state, bad = math.inf, 0, None, 0
+    stopped = False
+    for epoch in range(1, epochs + 1):
+        set_train_mode()
+        order = torch.randperm(n_train, generator=gen)
+        total, seen = 0.0, 0
+        for start in range(0, n_train, batch_size):
+            idx = order[start : start + batch_size]
+            loss = F.cross_entropy(batch_logits(idx), labels[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach()) * idx.numel()
+            seen += idx.numel()
+        row = {"epoch": epoch, "train_loss": total / max(seen, 1), "val_loss": None, "val_auc": None}
+        if val_probs is not None:
+            vloss, vauc = _evaluate(val_probs(), val_labels, val_patient_index, val_n_patients)
+            row["val_loss"], row["val_auc"] = vloss, (None if math.isnan(vauc) else vauc)
+            if vloss < best_loss - 1e-6:
+                best_loss, best_epoch, bad = vloss, epoch, 0
+                best_state = copy.deepcopy(state_module.state_dict())
+            else:
+                bad += 1
+        history.append(row)
+        if on_epoch is not None:
+            on_epoch(row)
+        if val_probs is not None and patience is not None and bad >= patience:
+            stopped = True
+            break
+    if best_state is not None:
+        state_module.load_state_dict(best_state)
+    else:
+        best_epoch = len(history)
+    return FitResult(history=history, best_epoch=best_epoch, stopped_early=stopped)
+
+
+def fit_head(
+    head: nn.Linear,
+    features: np.ndarray,
+    labels: np.ndarray,
+    *,
+    lr: float,
+    weight_decay: float = 1e-4,
+    epochs: int = 30,
+    batch_size: int = 32,
+    seed: int = 0,
+    val: tuple[np.ndarray, np.ndarray, np.ndarray, int] | None = None,
+    patience: int | None = None,
+    on_epoch: Callable[[dict], None] | None = None,
+) -> FitResult:
+    """Train `head` (in place) on cached features `(N, F)` with labels `(N,)`.
+
+    `val`: (features (M, F), labels (M,), patient_index (M,), n_patients) for per-epoch validation and
+    early stopping. The head ends at its best validation epoch (or the last epoch without `val`).
+    """
+    x = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
+    y = torch.from_numpy(np.asarray(labels, dtype=np.int64))
+    opt = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=weight_decay)
+    val_probs = None
+    if val is not None:
+        vf = np.ascontiguousarray(val[0], dtype=np.float32)
+        val_probs = lambda: head_proba(head, vf)  # noqa: E731
+    return _loop(
+        n_train=len(y),
+        labels=y,
+        batch_logits=lambda idx: head(x[idx]),
+        optimizer=opt,
+        set_train_mode=lambda: head.train(),
+        state_module=head,
+        val_probs=val_probs,
+        val_labels=None if val is None else np.asarray(val[1], np.int64),
+        val_patient_index=None if val is None else np.asarray(val[2], np.int64),
+        val_n_patients=0 if val is None else int(val[3]),
+        epochs=epochs,
+        batch_size=batch_size,
+        patience=patience,
+        seed=seed,
+        on_epoch=on_epoch,
+    )
+
+
+def fit_end_to_end(
+    model: nn.Module,
+    train: SliceSet,
+    *,
+    mode: str,
+    lr: float,
+    encoder_lr: float = 1e-5,
+    weight_decay: float = 1e-4,
+    epochs: int = 30,
+    batch_size: int = 32,
+    seed: int = 0,
+    val: SliceSet | None = None,
+    patience: int | None = None,
+    on_epoch: Callable[[dict], None] | None = None,
+) -> FitResult:
+    """Train a DiagnosisModel on slice pairs. `mode="linear"`: encoders frozen in eval mode, head only;
+    `mode="finetune"`: everything, encoders at `encoder_lr`, head at `lr`."""
+    if mode not in ("linear", "finetune"):
+        raise ValueError(f"mode must be 'linear' or 'finetune', got {mode!r}")
+    encoders = [model.ed_encoder, model.es_encoder]
+    for enc in encoders:
+        enc.requires_grad_(mode == "finetune")
+    if mode == "linear":
+        opt = torch.optim.Adam(model.head.parameters(), lr=lr, weight_decay=weight_decay)
+        state_module: nn.Module = model.head
+
+        def set_train_mode() -> None:
+            model.eval()
+            model.head.train()
+
+    else:
+        enc_params = [p for enc in encoders for p in enc.parameters()]
+        opt = torch.optim.Adam(
+            [{"params": enc_params, "lr": encoder_lr}, {"params": model.head.parameters(), "lr": lr}],
+            weight_decay=weight_decay,
+        )
+        state_module = model
+
+        def set_train_mode() -> None:
+            model.train()
+
+    ed = torch.from_numpy(train.ed)
+    es = torch.from_numpy(train.es)
+    y = torch.from_numpy(train.labels.astype(np.int64))
+    return _loop(
+        n_train=len(y),
+        labels=y,
+        batch_logits=lambda idx: model(ed[idx], es[idx]),
+        optimizer=opt,
+        set_train_mode=set_train_mode,
+        state_module=state_module,
+        val_probs=None if val is None else (lambda: predict_proba(model, val)),
+        val_labels=None if val is None else val.labels,
+        val_patient_index=None if val is None else val.patient_index,
+        val_n_patients=0 if val is None else val.n_patients,
+        epochs=epochs,
+        batch_size=batch_size,
+        patience=patience,
+        seed=seed,
+        on_epoch=on_epoch,
+    )

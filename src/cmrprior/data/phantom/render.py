@@ -1,0 +1,240 @@
+"""Render one phantom patient: ED/ES short-axis stacks `(Z, H, W)` and their ACDC masks.
+
+Order of operations per patient (all randomness from three independent seeded streams: anatomy, noise,
+cue, so switching the cue on or off changes nothing else):
+1. physiology (class targets) -> acquisition (pixel size, matrix, slices, rotation, heart position);
+2. heart geometry with ED/ES volumes matched on the pixel grid -> masks; the masks are measured with
+   `cmrprior.anatomy.measure.measure_patient` and the patient is re-drawn if its class definition fails;
+3. extra-cardiac tissues, heart tissues painted with partial volume, a Gaussian point-spread function
+   (sigma 0.35-0.75 px, the acquisition's limited resolution), tissue texture, contrast (gamma),
+   smooth multiplicative coil bias field, optional spurious cue, Rician noise (magnitude of complex
+   Gaussian), fixed-gain quantisation to int16.
+
+Spurious cue (off by default): with probability `cue_probability` a patient carries a bright 7 mm square
+"burned-in marker" near the top edge of every slice, whose horizontal position and brightness depend on
+its class (position (k + 0.5) / n_classes of the width, brightness 1.4 + 0.6 k / (n_classes - 1) x blood,
+k = class index). The heart never reaches the top 12 % of rows where markers lie, so the cue changes only
+pixels outside the heart.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from cmrprior.anatomy.measure import AnatomyMeasures, measure_patient
+from cmrprior.data.phantom.body import paint, paint_atria, render_body, sample_body
+from cmrprior.data.phantom.config import PhantomConfig
+from cmrprior.data.phantom.heart import (
+    Grid,
+    PhaseGeometry,
+    build_ed,
+    build_es,
+    heart_extent_estimate,
+    heart_labels,
+    lv_fields,
+    lv_lengths,
+    papillary_field,
+    rv_fields,
+)
+from cmrprior.data.phantom.physiology import Physiology, sample_physiology, violates_definition
+
+CUE_TOP_FRACTION = 0.12
+
+
+@dataclass(frozen=True, eq=False)
+class RenderedPatient:
+    """One patient. Images int16 `(Z, H, W)`, masks uint8 `(Z, H, W)`, spacing `(z, y, x)` mm."""
+
+    label: str
+    ed_image: np.ndarray
+    es_image: np.ndarray
+    ed_mask: np.ndarray
+    es_mask: np.ndarray
+    spacing: tuple[float, float, float]
+    height_cm: float
+    weight_kg: float
+    es_frame: int
+    n_frames: int
+    cue: bool
+    physiology: Physiology
+    measures: AnatomyMeasures
+    attempts: int
+
+
+@dataclass(frozen=True)
+class _Acquisition:
+    pixel: float
+    shape: tuple[int, int]
+    centre: tuple[float, float]  # LV centre (row, col), float pixels
+    psi: float
+    s: np.ndarray  # slice depths (mm below the ED base)
+    dz: float
+    tilt: tuple[float, float]
+
+
+def _acquisition(phys: Physiology, cfg: PhantomConfig, rng: np.random.Generator) -> _Acquisition:
+    pixel = float(rng.uniform(*cfg.pixel_spacing_mm))
+    extent = heart_extent_estimate(phys)
+    need = 2 * (extent + 12.0) / pixel
+    h = int(rng.integers(cfg.image_size[0] // 2, cfg.image_size[1] // 2 + 1)) * 2
+    w = int(rng.integers(cfg.image_size[0] // 2, cfg.image_size[1] // 2 + 1)) * 2
+    h = max(h, int(math.ceil(need / (1 - CUE_TOP_FRACTION) / 2)) * 2)
+    w = max(w, int(math.ceil(need / 2)) * 2)
+    # LV centre: image centre + jitter, kept so that the heart stays clear of the borders and the cue band
+    jit = cfg.position_jitter_mm / pixel
+    half = extent / pixel + 3
+    row = float(np.clip(h / 2 + rng.uniform(-jit, jit), CUE_TOP_FRACTION * h + half, h - 1 - half))
+    col = float(np.clip(w / 2 + rng.uniform(-jit, jit), half, w - 1 - half))
+    psi = math.pi / 2 + math.radians(float(rng.uniform(-cfg.rotation_deg, cfg.rotation_deg)))
+    _, _, l_epi = lv_lengths(phys)
+    n = int(rng.integers(cfg.n_slices[0], cfg.n_slices[1] + 1))
+    dz = float(np.clip((l_epi + 4.0) / (n - 0.8), *cfg.slice_spacing_mm))
+    s0 = float(rng.uniform(-0.35, 0.15)) * dz
+    n = max(n, int(math.ceil((l_epi + 3.0 - s0) / dz)) + 1)
+    dz = round(dz, 2)
+    tilt = (float(rng.uniform(-0.12, 0.12)), float(rng.uniform(-0.12, 0.12)))
+    return _Acquisition(pixel, (h, w), (row, col), psi, s0 + dz * np.arange(n), dz, tilt)
+
+
+def _canonical_coords(acq: _Acquisition) -> tuple[np.ndarray, np.ndarray]:
+    """Canonical (u, v) mm of every pixel centre `(H, W)`: rotation psi maps anterior towards the image left."""
+    h, w = acq.shape
+    yy, xx = np.mgrid[:h, :w].astype(np.float64)
+    x = (xx - acq.centre[1]) * acq.pixel
+    y = (yy - acq.centre[0]) * acq.pixel
+    c, s = math.cos(acq.psi), math.sin(acq.psi)
+    return c * x - s * y, -s * x - c * y
+
+
+def _paint_heart(img: np.ndarray, geo: PhaseGeometry, grid: Grid, it: dict[str, float], pixel: float) -> None:
+    """Paint pericardial fat, RV free wall and cavity, LV myocardium, cavity and papillary muscles."""
+    d_endo, d_epi = lv_fields(geo, grid)
+    d_rv, d_wall = rv_fields(geo, grid)
+    d_fat = np.minimum(d_epi, d_wall) - grid.angular(geo.fat)
+    paint(img, d_fat, it["fat"], pixel)
+    paint(img, d_wall, it["myocardium"], pixel)
+    paint(img, d_rv, it["blood"], pixel)
+    paint(img, d_epi, it["myocardium"], pixel)
+    paint(img, d_endo, it["blood"], pixel)
+    paint(img, papillary_field(geo, grid, d_endo), it["myocardium"], pixel)
+
+
+def _crop(acq: _Acquisition, radius_mm: float) -> tuple[slice, slice]:
+    """Rows and columns within `radius_mm` of the LV centre (the heart never leaves this box)."""
+    h, w = acq.shape
+    r = radius_mm / acq.pixel
+    rows = slice(max(0, int(acq.centre[0] - r)), min(h, int(math.ceil(acq.centre[0] + r)) + 1))
+    cols = slice(max(0, int(acq.centre[1] - r)), min(w, int(math.ceil(acq.centre[1] + r)) + 1))
+    return rows, cols
+
+
+def _bias_field(shape: tuple[int, int], strength: float, rng: np.random.Generator) -> np.ndarray:
+    h, w = shape
+    y, x = np.mgrid[-1 : 1 : h * 1j, -1 : 1 : w * 1j]
+    c = rng.normal(0.0, strength, size=5)
+    field = np.exp(c[0] * x + c[1] * y + 0.5 * c[2] * x * y + 0.5 * c[3] * x**2 + 0.5 * c[4] * y**2)
+    return field.astype(np.float32)
+
+
+def _draw_anatomy(label: str, cfg: PhantomConfig, rng: np.random.Generator):
+    """Physiology, acquisition and heart geometry whose measured masks satisfy the class definition."""
+    for attempt in range(1, cfg.max_attempts + 1):
+        phys = sample_physiology(label, rng)
+        acq = _acquisition(phys, cfg, rng)
+        u, v = _canonical_coords(acq)
+        rows, cols = _crop(acq, heart_extent_estimate(phys))
+        uc, vc = u[rows, cols], v[rows, cols]
+        du = uc[None] - acq.tilt[0] * acq.s[:, None, None]
+        dv = vc[None] - acq.tilt[1] * acq.s[:, None, None]
+        grid = Grid.crop(du, dv, acq.s, voxel_mm3=acq.pixel**2 * acq.dz)
+        ed = build_ed(phys, grid, rng=rng)
+        es = build_es(phys, ed, grid)
+        crop_ed, crop_es = heart_labels(ed, grid), heart_labels(es, grid)
+        touches = any(m[:, [0, -1], :].any() or m[:, :, [0, -1]].any() for m in (crop_ed, crop_es))
+        z = acq.s.size
+        ed_mask = np.zeros((z,) + acq.shape, dtype=np.uint8)
+        es_mask = np.zeros_like(ed_mask)
+        ed_mask[:, rows, cols] = crop_ed
+        es_mask[:, rows, cols] = crop_es
+        spacing = (acq.dz, acq.pixel, acq.pixel)
+        m = measure_patient(ed_mask, es_mask, spacing, phys.height_cm, phys.weight_kg)
+        in_cue_band = ed_mask[:, : int(math.ceil(CUE_TOP_FRACTION * acq.shape[0]))].any()
+        enough = (ed_mask == 3).any(axis=(1, 2)).sum() >= 3
+        if violates_definition(label, m) is None and not touches and not in_cue_band and enough:
+            return phys, acq, u, v, (rows, cols), grid, ed, es, ed_mask, es_mask, m, attempt
+    raise RuntimeError(f"phantom: could not draw a {label} patient within {cfg.max_attempts} attempts")
+
+
+def render_patient(
+    label: str,
+    class_index: int,
+    n_classes: int,
+    config: PhantomConfig,
+    seed: np.random.SeedSequence,
+    spurious_cue: bool = False,
+) -> RenderedPatient:
+    """Render one patient of class `label`. `seed` spawns the anatomy, noise and cue streams."""
+    rng_anat, rng_noise, rng_cue = (np.random.default_rng(s) for s in seed.spawn(3))
+    phys, acq, u, v, (rows, cols), grid, ed, es, ed_mask, es_mask, m, attempts = _draw_anatomy(
+        label, config, rng_anat
+    )
+    heart = (ed_mask > 0).any(axis=0)
+    extent = float(np.max(np.hypot(u[heart], v[heart]))) + 6.0
+    body = sample_body(rng_anat, extent)
+    it = body.intensity
+    z = acq.s.size
+    texture = np.stack([ndimage.gaussian_filter(rng_noise.standard_normal(acq.shape, dtype=np.float32), 2.5)
+                        for _ in range(z)])
+    texture /= texture.std() + 1e-12
+    gamma = float(rng_anat.uniform(0.85, 1.2))
+    psf_px = float(rng_anat.uniform(0.35, 0.75))
+    bias = _bias_field(acq.shape, config.bias_strength, rng_anat)
+    gain = float(rng_anat.uniform(*config.gain)) / it["blood"]
+    sigma = float(rng_anat.uniform(*config.noise)) * it["blood"]
+    es_frame = int(rng_anat.integers(9, 16))
+    n_frames = int(rng_anat.integers(max(25, es_frame + 6), 36))
+
+    background = render_body(body, u.astype(np.float32), v.astype(np.float32), np.clip(acq.s / ed.l_epi, 0, 1),
+                             acq.pixel)
+    cue_img = None
+    cue_level = 0.0
+    has_cue = bool(spurious_cue) and rng_cue.random() < config.cue_probability
+    if has_cue:
+        cue_img = np.zeros(acq.shape, dtype=bool)
+        side = max(3, int(round(7.0 / acq.pixel)))
+        col = int((class_index + 0.5) / n_classes * acq.shape[1]) - side // 2
+        row = int(0.03 * acq.shape[0])
+        cue_img[row : row + side, col : col + side] = True
+        cue_level = (1.4 + 0.6 * class_index / max(1, n_classes - 1)) * it["blood"]
+
+    images = []
+    for geo in (ed, es):
+        img = background.astype(np.float64)
+        crop = img[:, rows, cols]  # a view: painting it paints the image
+        for k in range(z):
+            paint_atria(crop[k], grid.du[k], grid.dv[k], geo.base_s - acq.s[k], float(np.mean(ed.endo)),
+                        ed.rv_direction, it, acq.pixel)
+        _paint_heart(crop, geo, grid, it, acq.pixel)
+        img = ndimage.gaussian_filter(img.astype(np.float32), sigma=(0.0, psf_px, psf_px))
+        img *= 1 + 0.05 * texture
+        img = np.clip(img, 0, None) ** np.float32(gamma)
+        img *= bias[None]
+        if cue_img is not None:
+            img[:, cue_img] = np.float32(cue_level)  # only the marker's pixels change
+        n1 = rng_noise.standard_normal(img.shape, dtype=np.float32)
+        n2 = rng_noise.standard_normal(img.shape, dtype=np.float32)
+        img = np.hypot(img + np.float32(sigma) * n1, np.float32(sigma) * n2)
+        images.append(np.clip(np.rint(img * gain), 0, 32767).astype(np.int16))
+
+    return RenderedPatient(
+        label=label, ed_image=images[0], es_image=images[1], ed_mask=ed_mask, es_mask=es_mask,
+        spacing=(acq.dz, acq.pixel, acq.pixel), height_cm=phys.height_cm, weight_kg=phys.weight_kg,
+        es_frame=es_frame, n_frames=n_frames, cue=has_cue, physiology=phys, measures=m, attempts=attempts,
+    )
+
+
+__all__ = ["RenderedPatient", "render_patient"]

@@ -1,0 +1,81 @@
+"""Figure 1 of the study: convergence of the diagnosis models.
+
+For every backbone, two panels: validation macro AUC per epoch and validation loss per epoch, one line per
+configuration (initialisation x training images), the mean over splits of each cell's `history`
+(in linear mode: the mean over the CV folds of the training part for the chosen learning rate).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from cmrprior.utils import atomic
+
+_COLOURS = {"none": "tab:grey", "imagenet": "tab:orange", "full_sscl": "tab:blue", "segmented_sscl": "tab:green"}
+_NAMES = {"none": "None", "imagenet": "ImageNet", "full_sscl": "Full-SSCL", "segmented_sscl": "Segmented-SSCL"}
+
+
+def mean_curves(results: list[dict]) -> dict:
+    """{(backbone, init, images): {"val_auc": (E,), "val_loss": (E,)}} averaged over splits (NaN-aware)."""
+    groups = defaultdict(list)
+    for r in results:
+        if r.get("status") == "ok" and r.get("history"):
+            groups[(r["backbone"], r["init"], r["images"])].append(r["history"])
+    out = {}
+    for key, hs in groups.items():
+        n = max(len(h) for h in hs)
+        curves = {}
+        for field in ("val_auc", "val_loss"):
+            arr = np.full((len(hs), n), np.nan)
+            for i, h in enumerate(hs):
+                for row in h:
+                    v = row.get(field)
+                    if v is not None:
+                        arr[i, row["epoch"] - 1] = v
+            with np.errstate(all="ignore"):
+                import warnings
+
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    curves[field] = np.nanmean(arr, axis=0)
+        out[key] = curves
+    return out
+
+
+def write_figure1(results: list[dict], path: str | Path) -> Path | None:
+    """Draw Figure 1 into `path` (PNG, atomic); None when no cell has a history."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = mean_curves(results)
+    if not curves:
+        return None
+    backbones = sorted({k[0] for k in curves})
+    fig, axes = plt.subplots(len(backbones), 2, figsize=(11, 3.8 * len(backbones)), squeeze=False)
+    for row, b in enumerate(backbones):
+        ax_auc, ax_loss = axes[row]
+        for (bb, init, images), c in sorted(curves.items()):
+            if bb != b:
+                continue
+            style = "-" if images == "full" else "--"
+            label = f"{_NAMES.get(init, init)}, {images} images"
+            epochs = np.arange(1, len(c["val_auc"]) + 1)
+            ax_auc.plot(epochs, c["val_auc"], style, color=_COLOURS.get(init), label=label)
+            ax_loss.plot(epochs, c["val_loss"], style, color=_COLOURS.get(init), label=label)
+        ax_auc.set(title=f"{b}: validation macro AUC", xlabel="epoch", ylabel="macro AUC")
+        ax_loss.set(title=f"{b}: validation loss", xlabel="epoch", ylabel="cross-entropy")
+        ax_auc.grid(alpha=0.3)
+        ax_loss.grid(alpha=0.3)
+        ax_auc.legend(fontsize=7, loc="lower right")
+    fig.suptitle("Figure 1: convergence of the diagnosis models (mean over splits)")
+    fig.tight_layout()
+    path = Path(path)
+    with atomic.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,270 @@
+"""Tables 1-3 of the study from cell results, in Markdown, CSV and JSON, with mean and CIs per cell.
+
+* Table 1: macro AUC of classifiers trained on FULL images; rows backbones, columns initialisations
+  (None, ImageNet, Full-SSCL, Segmented-SSCL).
+* Table 2: the same for classifiers trained on SEGMENTED images.
+* Table 3: pre-training images x training images for the SSCL inits: Full-Full, Full-Segmented,
+  Segmented-Full, Segmented-Segmented (first = pre-training images, second = training images).
+
+Each cell: mean macro AUC over splits, the Student-t 95% interval across splits, and the bootstrap interval
+over test patients (`cmrprior.evaluate.ci.bootstrap_ci`). A cell without a result says why
+("n/a: <reason>"). `metrics.*` lists every cell's macro AUC, accuracy, balanced accuracy and per-class AUC;
+`comparisons.*` the paired tests (`cmrprior.evaluate.compare`).
+
+Input: the `result.json` dicts of the cells (see `cmrprior/experiments/README.md`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from cmrprior.evaluate.ci import bootstrap_ci, t_interval
+from cmrprior.evaluate.compare import delong_test, paired_bootstrap, paired_t
+from cmrprior.evaluate.metrics import macro_auc
+from cmrprior.utils import atomic
+
+INIT_NAMES = {"none": "None", "imagenet": "ImageNet", "full_sscl": "Full-SSCL", "segmented_sscl": "Segmented-SSCL"}
+TABLE3 = (("Full-Full", "full_sscl", "full"), ("Full-Segmented", "full_sscl", "segmented"),
+          ("Segmented-Full", "segmented_sscl", "full"), ("Segmented-Segmented", "segmented_sscl", "segmented"))
+# The study's ACDC macro AUCs (Nakashima et al., Tables 1 and 2), for side-by-side display only.
+PAPER_ACDC = {
+    ("vgg16", "full"): {"none": 0.542, "imagenet": 0.532, "full_sscl": 0.849, "segmented_sscl": 0.738},
+    ("densenet121", "full"): {"none": 0.574, "imagenet": 0.766, "full_sscl": 0.867, "segmented_sscl": 0.765},
+    ("vgg16", "segmented"): {"none": 0.746, "imagenet": 0.814, "full_sscl": 0.890, "segmented_sscl": 0.901},
+    ("densenet121", "segmented"): {"none": 0.744, "imagenet": 0.890, "full_sscl": 0.888, "segmented_sscl": 0.878},
+}
+ACDC_CLASSES = ("NOR", "DCM", "HCM", "MINF", "RV")
+
+
+def _nan_none(x):
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
+
+
+def summarise_cells(results: list[dict], *, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
+    """{(backbone, init, images): summary dict} over splits (see module doc)."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in results:
+        groups[(r["backbone"], r["init"], r["images"])].append(r)
+    out = {}
+    for key, rs in groups.items():
+        ok = sorted([r for r in rs if r.get("status") == "ok"], key=lambda r: str(r["split"]))
+        bad = [r for r in rs if r.get("status") != "ok"]
+        summary = {"backbone": key[0], "init": key[1], "images": key[2], "n_splits": len(ok), "n_missing": len(bad),
+                   "status": "ok" if ok and not bad else ("partial" if ok else (bad[0].get("status") if bad else "missing")),
+                   "reason": bad[0].get("reason") if bad else None,
+                   "masks_source": rs[0].get("masks_source"), "masks_note": rs[0].get("masks_note")}
+        if ok:
+            aucs = [r["test"]["metrics"]["macro_auc"] for r in ok]
+            mean, lo, hi = t_interval([np.nan if a is None else a for a in aucs], level)
+            per_split = [(np.asarray(r["test"]["labels"]), np.asarray(r["test"]["probabilities"])) for r in ok]
+            _, blo, bhi = bootstrap_ci(per_split, macro_auc, n_boot=n_boot, seed=seed, level=level)
+            classes = ok[0]["classes"]
+            summary.update({
+                "macro_auc": _nan_none(mean), "t_low": _nan_none(lo), "t_high": _nan_none(hi),
+                "boot_low": _nan_none(blo), "boot_high": _nan_none(bhi),
+                "split_aucs": aucs, "splits": [r["split"] for r in ok],
+                "accuracy": _nan_none(float(np.mean([r["test"]["metrics"]["accuracy"] for r in ok]))),
+                "balanced_accuracy": _nan_none(float(np.nanmean([np.nan if r["test"]["metrics"]["balanced_accuracy"] is None
+                                                                  else r["test"]["metrics"]["balanced_accuracy"] for r in ok]))),
+                "per_class_auc": {c: _nan_none(float(np.nanmean([np.nan if r["test"]["metrics"]["per_class_auc"][c] is None
+                                                                 else r["test"]["metrics"]["per_class_auc"][c] for r in ok])))
+                                  for c in classes},
+                "hyperparameters": [r.get("hyperparameters") for r in ok],
+            })
+        out[key] = summary
+    return out
+
+
+def format_cell(s: dict | None) -> str:
+    """'0.812 [0.770, 0.850] (boot 0.780-0.840)' or 'n/a: reason'."""
+    if s is None:
+        return "not run"
+    if s.get("macro_auc") is None:
+        reason = (s.get("reason") or s.get("status") or "no result").splitlines()[0]
+        return f"n/a: {reason[:160]}"
+    text = f"{s['macro_auc']:.3f}"
+    if s.get("t_low") is not None:
+        text += f" [{s['t_low']:.3f}, {s['t_high']:.3f}]"
+    if s.get("boot_low") is not None:
+        text += f" (boot {s['boot_low']:.3f}-{s['boot_high']:.3f})"
+    if s.get("n_missing"):
+        text += f" ({s['n_missing']} split(s) missing)"
+    return text
+
+
+def _table_rows(summ: dict, backbones: list[str], columns: list[tuple[str, str, str]]) -> list[dict]:
+    rows = []
+    for b in backbones:
+        for name, init, images in columns:
+            s = summ.get((b, init, images))
+            rows.append({"backbone": b, "column": name, "init": init, "images": images,
+                         **({} if s is None else {k: s.get(k) for k in ("macro_auc", "t_low", "t_high", "boot_low", "boot_high",
+                                                                         "n_splits", "status", "reason", "split_aucs")}),
+                         "cell": format_cell(s)})
+    return rows
+
+
+def _markdown(title: str, rows: list[dict], backbones: list[str], columns: list[str], notes: list[str],
+              paper: dict | None) -> str:
+    lines = [f"## {title}", "", "| Backbone | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for b in backbones:
+        cells = [r["cell"] for r in rows if r["backbone"] == b]
+        lines.append(f"| {b} | " + " | ".join(cells) + " |")
+        if paper and b in paper:
+            lines.append(f"| {b} (paper, ACDC) | " + " | ".join(f"{v:.3f}" if v is not None else "" for v in paper[b]) + " |")
+    lines += [""] + [f"- {n}" for n in notes] + [""]
+    return "\n".join(lines)
+
+
+def _csv(rows: list[dict]) -> str:
+    cols = ["backbone", "column", "init", "images", "macro_auc", "t_low", "t_high", "boot_low", "boot_high",
+            "n_splits", "status", "reason", "cell"]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in cols})
+    return buf.getvalue()
+
+
+def default_comparisons(backbones: list[str], inits: list[str], images: list[str]) -> list[tuple[tuple, tuple]]:
+    """Pairs (A, B) of cells (backbone, init, images) whose difference A - B is tested."""
+    pairs = []
+    for b in backbones:
+        for im in images:
+            for a, c in (("full_sscl", "none"), ("full_sscl", "imagenet"), ("segmented_sscl", "none"),
+                         ("segmented_sscl", "imagenet"), ("segmented_sscl", "full_sscl")):
+                if a in inits and c in inits:
+                    pairs.append(((b, a, im), (b, c, im)))
+        if "segmented" in images and "full" in images:
+            for i in inits:
+                pairs.append(((b, i, "segmented"), (b, i, "full")))
+            if "segmented_sscl" in inits and "full_sscl" in inits:
+                pairs.append(((b, "segmented_sscl", "segmented"), (b, "full_sscl", "full")))
+    return pairs
+
+
+def compare_cells(results: list[dict], a: tuple, b: tuple, *, n_boot: int = 1000, seed: int = 0) -> dict | None:
+    """Paired bootstrap (pooled over splits), DeLong per split, paired t over splits; None when not comparable."""
+    def pick(key):
+        return {str(r["split"]): r for r in results if (r["backbone"], r["init"], r["images"]) == key and r.get("status") == "ok"}
+
+    ra, rb = pick(a), pick(b)
+    common = sorted(set(ra) & set(rb))
+    if not common:
+        return None
+    per_split, delong, diffs = [], [], []
+    for s in common:
+        ta, tb = ra[s]["test"], rb[s]["test"]
+        if ta["patient_ids"] != tb["patient_ids"]:
+            raise ValueError(f"split {s}: {a} and {b} were scored on different patients")
+        y = np.asarray(ta["labels"])
+        pa, pb = np.asarray(ta["probabilities"]), np.asarray(tb["probabilities"])
+        per_split.append((y, pa, pb))
+        diffs.append(macro_auc(y, pa) - macro_auc(y, pb))
+        try:
+            delong.append({"split": s, **delong_test(y, pa, pb).as_dict()})
+        except ValueError as exc:
+            delong.append({"split": s, "error": str(exc)})
+    boot = paired_bootstrap(per_split, macro_auc, n_boot=n_boot, seed=seed)
+    return {"a": "/".join(a), "b": "/".join(b), "n_splits": len(common), "difference": boot.difference,
+            "paired_bootstrap": boot.as_dict(), "paired_t": paired_t(diffs).as_dict(), "delong_per_split": delong}
+
+
+def write_tables(results: list[dict], folder: Path, *, classes, config, prefix: str = "") -> dict:
+    """Write table1-3, metrics and comparisons (MD/CSV/JSON) into `folder`; returns {name: md path}."""
+    folder = Path(folder)
+    ev = config.evaluation
+    c = config.classifier
+    summ = summarise_cells(results, n_boot=ev.n_boot, seed=config.protocol.seed, level=ev.level)
+    backbones = list(c.backbones)
+    any_r = results[0] if results else {}
+    n_splits = len({str(r["split"]) for r in results})
+    notes = [
+        f"Macro one-vs-rest AUC on test patients (binary AUC for 2 classes); classes: {', '.join(classes)}.",
+        f"Cell: mean over {n_splits} split(s) [{int(ev.level * 100)}% Student-t interval across splits] "
+        f"(boot: {int(ev.level * 100)}% bootstrap interval over test patients, {ev.n_boot} resamples).",
+        f"Masks for segmented images: {any_r.get('masks_source', '?')}"
+        + (f" ({any_r['masks_note']})" if any_r.get("masks_note") else "")
+        + f"; segmented mode: {config.images.segmented_mode}, margin {config.images.margin_mm} mm.",
+        f"Classifier: {c.mode} mode, input {c.input_size} px; pre-training {config.pretrain.epochs} epoch(s) max.",
+    ]
+    is_acdc = tuple(classes) == ACDC_CLASSES
+    written = {}
+    specs = [("table1", "Table 1: macro AUC, classifier trained on full images", [(INIT_NAMES[i], i, "full") for i in c.inits], "full"),
+             ("table2", "Table 2: macro AUC, classifier trained on segmented images", [(INIT_NAMES[i], i, "segmented") for i in c.inits], "segmented"),
+             ("table3", "Table 3: pre-training images - training images (SSCL inits)",
+              [t for t in TABLE3 if t[1] in c.inits and t[2] in c.images], None)]
+    for name, title, columns, images in specs:
+        if images is not None and images not in c.images:
+            continue
+        if not columns:
+            continue
+        rows = _table_rows(summ, backbones, columns)
+        paper = None
+        if is_acdc:
+            paper = {}
+            for b in backbones:
+                if images is not None and (b, images) in PAPER_ACDC:
+                    paper[b] = [PAPER_ACDC[(b, images)].get(i) for _, i, _ in columns]
+                elif images is None and (b, "full") in PAPER_ACDC:
+                    paper[b] = [PAPER_ACDC[(b, im)][i] for _, i, im in columns]
+        md = _markdown(("Held-out cohort - " if prefix else "") + title, rows, backbones, [col[0] for col in columns], notes, paper)
+        atomic.write_text(folder / f"{prefix}{name}.md", md)
+        atomic.write_text(folder / f"{prefix}{name}.csv", _csv(rows))
+        atomic.write_json(folder / f"{prefix}{name}.json", {"title": title, "notes": notes, "rows": rows})
+        written[prefix + name] = folder / f"{prefix}{name}.md"
+    # every cell's metrics
+    mrows = sorted(summ.values(), key=lambda s: (s["backbone"], s["images"], s["init"]))
+    lines = ["## Metrics per cell (means over splits)", "",
+             "| Backbone | Init | Images | Macro AUC | Accuracy | Balanced acc. | " + " | ".join(f"AUC {k}" for k in classes) + " |",
+             "|---" * (6 + len(classes)) + "|"]
+    for s in mrows:
+        f = lambda v: "" if v is None else f"{v:.3f}"  # noqa: E731
+        pcs = [f((s.get("per_class_auc") or {}).get(k)) for k in classes]
+        lines.append(f"| {s['backbone']} | {INIT_NAMES[s['init']]} | {s['images']} | {format_cell(s)} | {f(s.get('accuracy'))} | "
+                     f"{f(s.get('balanced_accuracy'))} | " + " | ".join(pcs) + " |")
+    atomic.write_text(folder / f"{prefix}metrics.md", "\n".join(lines) + "\n")
+    atomic.write_json(folder / f"{prefix}metrics.json", mrows)
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["backbone", "init", "images", "macro_auc", "t_low", "t_high", "boot_low", "boot_high", "accuracy",
+                "balanced_accuracy", *[f"auc_{k}" for k in classes], "status", "reason"])
+    for s in mrows:
+        pc = s.get("per_class_auc") or {}
+        w.writerow([s["backbone"], s["init"], s["images"], *[s.get(k) for k in ("macro_auc", "t_low", "t_high", "boot_low",
+                    "boot_high", "accuracy", "balanced_accuracy")], *[pc.get(k) for k in classes], s["status"], s.get("reason")])
+    atomic.write_text(folder / f"{prefix}metrics.csv", buf.getvalue())
+    written[prefix + "metrics"] = folder / f"{prefix}metrics.md"
+    # paired comparisons
+    comps = []
+    for a, b in default_comparisons(backbones, list(c.inits), list(c.images)):
+        r = compare_cells(results, a, b, n_boot=ev.n_boot, seed=config.protocol.seed)
+        if r is not None:
+            comps.append(r)
+    lines = ["## Paired comparisons (A - B, macro AUC, same test patients)", "",
+             "| A | B | splits | diff | paired bootstrap 95% CI | p (bootstrap) | p (paired t over splits) | DeLong p per split |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in comps:
+        pb, pt = r["paired_bootstrap"], r["paired_t"]
+        dl = ", ".join("-" if d.get("p_value") is None else f"{d['p_value']:.3f}" for d in r["delong_per_split"])
+        ptv = "" if pt["p_value"] is None else f"{pt['p_value']:.3f}"
+        lines.append(f"| {r['a']} | {r['b']} | {r['n_splits']} | {r['difference']:+.3f} | {pb['low']:+.3f} to {pb['high']:+.3f} | "
+                     f"{pb['p_value']:.3f} | {ptv} | {dl} |")
+    atomic.write_text(folder / f"{prefix}comparisons.md", "\n".join(lines) + "\n")
+    atomic.write_json(folder / f"{prefix}comparisons.json", comps)
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["a", "b", "n_splits", "difference", "boot_low", "boot_high", "p_bootstrap", "p_paired_t"])
+    for r in comps:
+        w.writerow([r["a"], r["b"], r["n_splits"], r["difference"], r["paired_bootstrap"]["low"], r["paired_bootstrap"]["high"],
+                    r["paired_bootstrap"]["p_value"], r["paired_t"]["p_value"]])
+    atomic.write_text(folder / f"{prefix}comparisons.csv", buf.getvalue())
+    written[prefix + "comparisons"] = folder / f"{prefix}comparisons.md"
+    return written

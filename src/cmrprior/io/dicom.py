@@ -1,0 +1,139 @@
+"""DICOM series (one folder = one 3D phase, one file per slice) into a `Volume` (pydicom).
+
+* Slices are sorted by their position along the slice normal n = row_cosine x column_cosine
+  (`ImagePositionPatient . n`), so the array's z follows the normal's direction.
+* Spacing: `PixelSpacing` = (row spacing, column spacing) gives (y, x); z is the distance between
+  neighbouring slice positions (uniform within 1 %), or `SpacingBetweenSlices`/`SliceThickness` for a single
+  slice.
+* Affine: voxel (i = column, j = row, k = slice) -> RAS+ mm (DICOM's LPS with x and y negated), the same
+  convention as NIfTI so that `write_nifti(volume.array, volume.affine, ...)` places it correctly.
+* Intensities: `RescaleSlope * stored + RescaleIntercept`, float32.
+
+Hidden files and a DICOMDIR are ignored; every other file must be a readable DICOM image.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from cmrprior.errors import DataError
+from cmrprior.io.records import Volume
+
+_TOL = 1e-3
+
+
+def _read(path: Path):  # -> pydicom.Dataset
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        ds = pydicom.dcmread(str(path))
+    except (InvalidDicomError, EOFError, OSError, ValueError, AttributeError, KeyError, TypeError) as exc:
+        raise DataError(path, f"corrupt or not a DICOM file ({type(exc).__name__}: {exc})") from exc
+    return ds
+
+
+def _attr(ds, name: str, path: Path, n: int | None = None) -> list[float]:
+    value = getattr(ds, name, None)
+    if value is None:
+        raise DataError(path, f"DICOM attribute {name} missing")
+    from pydicom.multival import MultiValue
+
+    items = list(value) if isinstance(value, (list, tuple, MultiValue)) else [value]
+    try:
+        vals = [float(v) for v in items]
+    except (TypeError, ValueError) as exc:
+        raise DataError(path, f"DICOM attribute {name} is not numeric: {value!r}") from exc
+    if n is not None and len(vals) != n:
+        raise DataError(path, f"DICOM attribute {name} should have {n} values, has {len(vals)}")
+    return vals
+
+
+def _pixels(ds, path: Path) -> np.ndarray:
+    try:
+        arr = ds.pixel_array
+    except Exception as exc:  # noqa: BLE001 - pydicom raises many types for truncated/unsupported pixel data
+        raise DataError(path, f"cannot decode pixel data, file truncated or compressed in an unsupported way "
+                              f"({type(exc).__name__}: {exc})") from exc
+    if arr.ndim != 2:
+        raise DataError(path, f"expected one 2D image per file, got pixel data of shape {arr.shape}")
+    slope = float(getattr(ds, "RescaleSlope", 1.0) or 1.0)
+    intercept = float(getattr(ds, "RescaleIntercept", 0.0) or 0.0)
+    return arr.astype(np.float32) * np.float32(slope) + np.float32(intercept)
+
+
+def dicom_files(folder: Path) -> list[Path]:
+    """Files of a series folder that should be DICOM images (hidden files and DICOMDIR ignored)."""
+    return sorted(f for f in folder.iterdir()
+                  if f.is_file() and not f.name.startswith(".") and f.name.upper() != "DICOMDIR")
+
+
+def read_dicom_series(folder: str | Path) -> Volume:
+    """Read a folder holding one DICOM series (one phase) as a float32 `(Z, H, W)` Volume.
+
+    Raises:
+        DataError: folder missing or empty, a file that is not DICOM or whose pixels cannot be decoded,
+            missing geometry attributes, or an inconsistent series (different image sizes, orientations,
+            pixel spacings or series UIDs; two slices at one position; non-uniform slice spacing;
+            non-finite values).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(folder, "DICOM series folder not found")
+    files = dicom_files(folder)
+    if not files:
+        raise DataError(folder, "no DICOM files in the series folder")
+    slices = []
+    for f in files:
+        ds = _read(f)
+        iop = np.array(_attr(ds, "ImageOrientationPatient", f, 6))
+        ipp = np.array(_attr(ds, "ImagePositionPatient", f, 3))
+        ps = _attr(ds, "PixelSpacing", f, 2)
+        rows, cols = int(getattr(ds, "Rows", 0)), int(getattr(ds, "Columns", 0))
+        slices.append({"path": f, "ds": ds, "iop": iop, "ipp": ipp, "ps": ps, "shape": (rows, cols),
+                       "uid": str(getattr(ds, "SeriesInstanceUID", ""))})
+    ref = slices[0]
+    for s in slices[1:]:
+        if s["shape"] != ref["shape"]:
+            raise DataError(s["path"], f"image size {s['shape']} differs from {ref['shape']} of {ref['path'].name}; "
+                                       "inconsistent series")
+        if not np.allclose(s["iop"], ref["iop"], atol=_TOL):
+            raise DataError(s["path"], f"ImageOrientationPatient differs from {ref['path'].name}; inconsistent series")
+        if not np.allclose(s["ps"], ref["ps"], rtol=_TOL):
+            raise DataError(s["path"], f"PixelSpacing {s['ps']} differs from {ref['ps']} of {ref['path'].name}")
+        if s["uid"] != ref["uid"]:
+            raise DataError(s["path"], f"SeriesInstanceUID differs from {ref['path'].name}: the folder mixes series")
+    row_cos, col_cos = ref["iop"][:3], ref["iop"][3:]
+    normal = np.cross(row_cos, col_cos)
+    if not (abs(np.linalg.norm(row_cos) - 1) < 1e-2 and abs(np.linalg.norm(col_cos) - 1) < 1e-2
+            and abs(row_cos @ col_cos) < 1e-2):
+        raise DataError(ref["path"], f"ImageOrientationPatient {ref['iop'].tolist()} is not two orthonormal vectors")
+    dist = np.array([s["ipp"] @ normal for s in slices])
+    order = np.argsort(dist, kind="stable")
+    slices = [slices[i] for i in order]
+    dist = dist[order]
+    gaps = np.diff(dist)
+    if len(gaps) and gaps.min() < _TOL:
+        k = int(np.argmin(gaps))
+        raise DataError(slices[k + 1]["path"], f"same slice position as {slices[k]['path'].name}: the folder holds "
+                                               "several images per position (several phases or series?)")
+    if len(gaps):
+        dz = float(gaps.mean())
+        if np.abs(gaps - dz).max() > 0.01 * dz + _TOL:
+            raise DataError(folder, f"non-uniform slice spacing {np.round(gaps, 3).tolist()} mm (missing slices?)")
+    else:
+        ds = ref["ds"]
+        dz = float(getattr(ds, "SpacingBetweenSlices", 0) or getattr(ds, "SliceThickness", 0) or 1.0)
+    array = np.stack([_pixels(s["ds"], s["path"]) for s in slices])
+    if not np.isfinite(array).all():
+        raise DataError(folder, "non-finite voxel values after rescaling")
+    dy, dx = (float(v) for v in ref["ps"])
+    affine = np.eye(4)
+    affine[:3, 0] = row_cos * dx  # column index i moves along the row direction
+    affine[:3, 1] = col_cos * dy  # row index j moves along the column direction
+    affine[:3, 2] = normal * dz
+    affine[:3, 3] = slices[0]["ipp"]
+    lps_to_ras = np.diag([-1.0, -1.0, 1.0, 1.0])
+    return Volume(array=array, spacing=(dz, dy, dx), affine=lps_to_ras @ affine, path=folder)

@@ -1,0 +1,151 @@
+"""NIfTI reading and writing (nibabel) into `Volume` records.
+
+Array convention (see `cmrprior.io.records`): a NIfTI 3D image with data `(X, Y, Z)` becomes a float32
+`Volume.array` `(Z, H, W) = data.transpose(2, 1, 0)`, spacing `(z, y, x)` mm from the header zooms, and the
+header affine (voxel (i, j, k) -> RAS+ mm) unchanged. Masks keep their integer values (cast to float32 here;
+`cmrprior.io.load` turns them into uint8 after checking the labels).
+"""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from cmrprior.errors import DataError
+from cmrprior.io.records import Volume
+from cmrprior.utils import atomic
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+def is_nifti(path: str | Path) -> bool:
+    """True when the file name ends in .nii or .nii.gz."""
+    name = Path(path).name.lower()
+    return name.endswith(".nii") or name.endswith(".nii.gz")
+
+
+def _load(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
+    """Raw data (native dtype, scaling applied), affine and zooms; any read failure -> DataError."""
+    if not path.exists():
+        raise DataError(path, "file not found")
+    if not path.is_file():
+        raise DataError(path, "not a file (expected a NIfTI .nii or .nii.gz file)")
+    try:
+        img = nib.load(str(path))
+        data = np.asanyarray(img.dataobj)
+    except (nib.filebasedimages.ImageFileError, EOFError, OSError, zlib.error, gzip.BadGzipFile, ValueError) as exc:
+        raise DataError(path, f"corrupt or truncated NIfTI file ({type(exc).__name__}: {exc})") from exc
+    zooms = tuple(float(z) for z in img.header.get_zooms())
+    return data, np.asarray(img.affine, dtype=np.float64), zooms
+
+
+def _check_finite(path: Path, array: np.ndarray) -> None:
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        n_bad = int((~np.isfinite(array)).sum())
+        raise DataError(path, f"{n_bad} non-finite voxel(s) (NaN or Inf)")
+
+
+def _to_volume(data_xyz: np.ndarray, affine: np.ndarray, zooms: tuple[float, ...], path: Path) -> Volume:
+    array = np.ascontiguousarray(data_xyz.transpose(2, 1, 0), dtype=np.float32)
+    _check_finite(path, array)
+    sx, sy, sz = (abs(z) for z in zooms[:3])
+    if not all(np.isfinite(s) and s > 0 for s in (sx, sy, sz)):
+        raise DataError(path, f"invalid voxel spacing {zooms[:3]} in the header")
+    return Volume(array=array, spacing=(sz, sy, sx), affine=affine, path=path)
+
+
+def read_nifti(path: str | Path) -> Volume:
+    """Read a 3D NIfTI image as a float32 `(Z, H, W)` Volume.
+
+    A 4D file with a single frame `(X, Y, Z, 1)` is accepted; a 2D image or one with a real 4th/5th
+    dimension is rejected (use `read_nifti_4d` for cine).
+
+    Raises:
+        DataError: missing, corrupt or truncated file; not 3D; non-finite voxels; invalid spacing.
+    """
+    path = Path(path)
+    data, affine, zooms = _load(path)
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise DataError(path, f"expected a 3D image (X, Y, Z), got a {data.ndim}D array of shape {tuple(data.shape)}")
+    if min(data.shape) < 1:
+        raise DataError(path, f"empty image of shape {tuple(data.shape)}")
+    return _to_volume(data, affine, zooms, path)
+
+
+def read_nifti_4d(path: str | Path) -> list[Volume]:
+    """Read a 4D cine NIfTI `(X, Y, Z, T)` as T Volumes `(Z, H, W)` (frame t = list index t, 0-based).
+
+    Raises:
+        DataError: missing or corrupt file, or not a 4D image.
+    """
+    path = Path(path)
+    data, affine, zooms = _load(path)
+    if data.ndim != 4:
+        raise DataError(path, f"expected a 4D cine image (X, Y, Z, T), got a {data.ndim}D array of shape {tuple(data.shape)}")
+    return [_to_volume(data[..., t], affine, zooms, path) for t in range(data.shape[3])]
+
+
+def read_nifti_frame(path: str | Path, frame: int) -> Volume:
+    """Frame `frame` (1-based, as in ACDC's Info.cfg) of a 4D cine NIfTI, without decoding the others.
+
+    Raises:
+        DataError: missing/corrupt file, not 4D, or frame out of range.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(path, "file not found")
+    try:
+        img = nib.load(str(path))
+        shape = img.shape
+        if len(shape) != 4:
+            raise DataError(path, f"expected a 4D cine image (X, Y, Z, T), got shape {tuple(shape)}")
+        if not 1 <= frame <= shape[3]:
+            raise DataError(path, f"frame {frame} out of range 1..{shape[3]}")
+        data = np.asanyarray(img.dataobj[..., frame - 1])
+    except DataError:
+        raise
+    except (nib.filebasedimages.ImageFileError, EOFError, OSError, zlib.error, gzip.BadGzipFile, ValueError) as exc:
+        raise DataError(path, f"corrupt or truncated NIfTI file ({type(exc).__name__}: {exc})") from exc
+    zooms = tuple(float(z) for z in img.header.get_zooms())
+    return _to_volume(data, np.asarray(img.affine, dtype=np.float64), zooms, path)
+
+
+def write_nifti(
+    array_zyx: np.ndarray,
+    affine: np.ndarray | None,
+    path: str | Path,
+    like: Volume | None = None,
+) -> Path:
+    """Write a `(Z, H, W)` array (or `(Z, H, W, T)` -> 4D) as NIfTI, atomically (temp file, then rename).
+
+    The file holds `array_zyx.transpose(2, 1, 0)` so that `read_nifti` gives the array back. `affine` is the
+    voxel-to-world matrix; when None it is taken from `like`, else the identity (the header's zooms
+    follow from the affine). uint8/int16/int32/float32 arrays keep their dtype; other types are stored as float32.
+    `.nii.gz` is gzip-compressed, `.nii` not.
+
+    Raises:
+        ValueError: array not 3D/4D, or file name not ending in .nii/.nii.gz.
+    """
+    path = Path(path)
+    if not is_nifti(path):
+        raise ValueError(f"{path}: a NIfTI file name must end in .nii or .nii.gz")
+    array = np.asarray(array_zyx)
+    if array.ndim not in (3, 4):
+        raise ValueError(f"expected a (Z, H, W) or (Z, H, W, T) array, got shape {array.shape}")
+    if array.dtype not in (np.uint8, np.int16, np.int32, np.float32):
+        array = array.astype(np.float32)
+    if affine is None:
+        affine = like.affine if like is not None else np.eye(4)
+    data = array.transpose(2, 1, 0) if array.ndim == 3 else array.transpose(2, 1, 0, 3)
+    img = nib.Nifti1Image(np.ascontiguousarray(data), np.asarray(affine, dtype=np.float64))
+    img.header.set_xyzt_units("mm", "sec")
+    raw = img.to_bytes()
+    if path.name.lower().endswith(".gz"):
+        raw = gzip.compress(raw, compresslevel=6, mtime=0)
+    return atomic.write_bytes(path, raw)

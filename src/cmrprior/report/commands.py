@@ -1,0 +1,24 @@
+"""CLI: `cmrprior report RUN` (the self-contained HTML report of a study run)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def _report(args: argparse.Namespace) -> int:
+    from cmrprior.report.build import build_report
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    path = build_report(args.run, compute_saliency=not args.no_saliency)
+    print(f"report: {path}")
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("report", help="write RUN/report/index.html (self-contained, opens from disk)")
+    p.add_argument("run", help="study run folder (from `cmrprior study`)")
+    p.add_argument("--no-saliency", action="store_true",
+                   help="do not run the saliency stage first (use what saliency/ and tables/ already hold)")
+    p.set_defaults(func=_report)

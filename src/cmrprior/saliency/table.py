@@ -1,0 +1,130 @@
+"""The in-heart saliency table: one more table of the study, in Markdown, CSV and JSON.
+
+Rows: backbone x training images, per saliency method; columns: the initialisations (as Tables 1 and 2),
+each cell the mean in-heart share over splits [95% t-interval across splits] (boot: 95% bootstrap
+interval over patients), formatted by the study tables' `cmrprior.evaluate.tables.format_cell`; plus the
+chance level (the mean heart-area fraction: the score of a uniform map). Held-out cells (split
+"holdout") go into `holdout_saliency.*`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+from cmrprior.errors import ConfigError
+from cmrprior.evaluate.tables import INIT_NAMES, format_cell
+from cmrprior.saliency.score import summarize_scores
+from cmrprior.utils import atomic
+
+METHOD_NAMES = {"gradcam": "Grad-CAM", "integrated_gradients": "Integrated gradients"}
+INIT_ORDER = ("none", "imagenet", "full_sscl", "segmented_sscl")
+COLUMNS = ["method", "backbone", "init", "images", "mean", "t_low", "t_high", "boot_low", "boot_high", "n_splits",
+           "n_patients", "chance", "cell"]
+
+
+def saliency_table(records: Sequence[dict], *, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> list[dict]:
+    """Summary rows from per-cell score records (the `scores.json` dicts of `cmrprior.saliency.run`).
+
+    One row per (method, backbone, init, images): the `ScoreSummary` of the patients' scores grouped by
+    split, and `chance`, the same mean over the patients' heart-area fractions.
+    """
+    groups: dict[tuple, dict] = defaultdict(lambda: {"scores": {}, "chance": {}})
+    for rec in records:
+        for method, m in rec["methods"].items():
+            g = groups[(method, rec["backbone"], rec["init"], rec["images"])]
+            g["scores"][str(rec["split"])] = m["patients"]
+            g["chance"][str(rec["split"])] = m["chance"]
+    rows = []
+    for (method, backbone, init, images), g in sorted(groups.items(), key=lambda kv: _order(kv[0])):
+        row = {"method": method, "backbone": backbone, "init": init, "images": images}
+        try:
+            s = summarize_scores(g["scores"], level=level, n_boot=n_boot, seed=seed)
+            chance = summarize_scores(g["chance"], level=level, n_boot=0, seed=seed).mean
+        except ConfigError as exc:
+            row.update({"mean": None, "reason": str(exc), "cell": f"n/a: {exc}"})
+            rows.append(row)
+            continue
+        nan_none = lambda v: None if v != v else float(v)  # noqa: E731
+        row.update({"mean": s.mean, "t_low": nan_none(s.ci_splits[0]), "t_high": nan_none(s.ci_splits[1]),
+                    "boot_low": nan_none(s.ci_boot[0]), "boot_high": nan_none(s.ci_boot[1]), "n_splits": s.n_splits,
+                    "n_patients": s.n_patients, "split_means": list(s.split_means), "chance": chance})
+        row["cell"] = format_cell({"macro_auc": row["mean"], **{k: row[k] for k in ("t_low", "t_high", "boot_low", "boot_high")}})
+        rows.append(row)
+    return rows
+
+
+def _order(key: tuple) -> tuple:
+    method, backbone, init, images = key
+    m = list(METHOD_NAMES).index(method) if method in METHOD_NAMES else 99
+    i = INIT_ORDER.index(init) if init in INIT_ORDER else 99
+    return (m, backbone, images, i)
+
+
+def saliency_markdown(rows: list[dict], *, title: str, notes: list[str]) -> str:
+    """Markdown: per method a table, rows backbone/images, columns initialisations, then chance."""
+    lines = [f"## {title}", ""]
+    for method in dict.fromkeys(r["method"] for r in rows):
+        mrows = [r for r in rows if r["method"] == method]
+        inits = [i for i in INIT_ORDER if any(r["init"] == i for r in mrows)]
+        lines += [f"### {METHOD_NAMES.get(method, method)}", "",
+                  "| Backbone | Training images | " + " | ".join(INIT_NAMES.get(i, i) for i in inits) + " | Chance (heart area) |",
+                  "|---" * (len(inits) + 3) + "|"]
+        for backbone, images in dict.fromkeys((r["backbone"], r["images"]) for r in mrows):
+            cells, chance = [], []
+            for i in inits:
+                r = next((r for r in mrows if (r["backbone"], r["images"], r["init"]) == (backbone, images, i)), None)
+                cells.append("not run" if r is None else r["cell"])
+                if r is not None and r.get("chance") is not None:
+                    chance.append(r["chance"])
+            ch = f"{sum(chance) / len(chance):.3f}" if chance else ""
+            lines.append(f"| {backbone} | {images} | " + " | ".join(cells) + f" | {ch} |")
+        lines.append("")
+    lines += [f"- {n}" for n in notes] + [""]
+    return "\n".join(lines)
+
+
+def write_saliency_table(records: Sequence[dict], folder: str | Path, *, n_boot: int = 1000, level: float = 0.95,
+                         seed: int = 0, margin_mm: float = 5.0, target: str = "predicted") -> dict:
+    """Write `saliency.{md,csv,json}` (and `holdout_saliency.*` for held-out cells) into `folder`.
+
+    Returns {"md": Path, "csv": Path, "json": Path} of the repeated-split table (or of the held-out one
+    when there are only held-out cells).
+    """
+    folder = Path(folder)
+    pct = int(round(level * 100))
+    notes = [
+        "In-heart saliency: share of positive saliency inside the heart mask (LV cavity, myocardium and RV, "
+        f"dilated by {margin_mm:g} mm), per image; per patient the mean over its slices and both branches (ED, ES).",
+        f"Saliency explains the {'predicted' if target == 'predicted' else 'true'} class of each slice.",
+        f"Cell: mean over splits of the mean over test patients [{pct}% Student-t interval across splits] "
+        f"(boot: {pct}% bootstrap interval over patients, {n_boot} resamples).",
+        "Chance (heart area): the score a uniform saliency map would get (mean heart-area fraction of the images).",
+    ]
+    for method in dict.fromkeys(m for r in records for m in r["methods"]):
+        per = {r["methods"][method].get("slices_per_patient", None) for r in records if method in r["methods"]}
+        splits = {str(r["split"]) for r in records if method in r["methods"] and str(r["split"]) != "holdout"}
+        k = ", ".join("all" if v is None else str(v) for v in sorted(per, key=lambda v: -1 if v is None else v))
+        notes.append(f"{METHOD_NAMES.get(method, method)}: {k} slice(s) per test patient (evenly spaced base to apex), "
+                     f"{len(splits)} split(s).")
+    written: dict = {}
+    for prefix, recs in (("", [r for r in records if str(r["split"]) != "holdout"]),
+                         ("holdout_", [r for r in records if str(r["split"]) == "holdout"])):
+        if not recs:
+            continue
+        rows = saliency_table(recs, n_boot=n_boot, level=level, seed=seed)
+        title = ("Held-out cohort - " if prefix else "") + "In-heart saliency score (share of positive saliency on the heart)"
+        md = atomic.write_text(folder / f"{prefix}saliency.md", saliency_markdown(rows, title=title, notes=notes))
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: "" if r.get(k) is None else r.get(k) for k in COLUMNS})
+        csv_path = atomic.write_text(folder / f"{prefix}saliency.csv", buf.getvalue())
+        js = atomic.write_json(folder / f"{prefix}saliency.json", {"title": title, "notes": notes, "rows": rows})
+        if not written or not prefix:
+            written = {"md": md, "csv": csv_path, "json": js}
+    return written

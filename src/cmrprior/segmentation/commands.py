@@ -1,0 +1,85 @@
+"""`cmrprior segment train|predict`: thin wrappers that build configs and call one library function."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from cmrprior.segmentation.augment import AugmentConfig
+from cmrprior.segmentation.network import UNetArgs
+from cmrprior.segmentation.train import SegTrainConfig
+
+log = logging.getLogger(__name__)
+_DEFAULT = SegTrainConfig()
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    seg = subparsers.add_parser("segment", help="heart segmentation: train, predict")
+    sub = seg.add_subparsers(dest="segment_command", required=True)
+
+    tr = sub.add_parser("train", help="train the U-Net segmenter (optionally with K-fold cross-validation)")
+    tr.add_argument("--data", required=True, type=Path, help="ACDC-layout folder or manifest CSV (with masks)")
+    tr.add_argument("--out", required=True, type=Path, help="run folder (re-run the same command to resume)")
+    tr.add_argument("--folds", type=int, default=1, help="K >= 2: K-fold CV by patient before the final model")
+    tr.add_argument("--no-final", action="store_true", help="with --folds: skip the final model on all patients")
+    tr.add_argument("--cache", type=Path, default=None, help="prepared-cohort cache (default RUN/cache)")
+    tr.add_argument("--seed", type=int, default=_DEFAULT.seed)
+    tr.add_argument("--epochs", type=int, default=_DEFAULT.max_epochs, help="maximum epochs")
+    tr.add_argument("--final-epochs", type=int, default=None, help="maximum epochs of the final model (default --epochs)")
+    tr.add_argument("--patience", type=int, default=_DEFAULT.patience)
+    tr.add_argument("--batch-size", type=int, default=_DEFAULT.batch_size)
+    tr.add_argument("--lr", type=float, default=_DEFAULT.lr)
+    tr.add_argument("--train-crop", type=int, default=_DEFAULT.train_crop, help="0 = no random crop")
+    tr.add_argument("--channels", type=str, default=",".join(map(str, UNetArgs().channels)))
+    tr.add_argument("--res-units", type=int, default=UNetArgs().num_res_units)
+    tr.add_argument("--bf16", action="store_true", help="bfloat16 autocast (slower than float32 on this CPU)")
+    tr.add_argument("--threads", type=int, default=None, help="torch threads")
+    tr.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (resume later)")
+    tr.set_defaults(func=_train)
+
+    pr = sub.add_parser("predict", help="masks for every frame (ED, ES, 4D cine) as NIfTI in the input geometry")
+    pr.add_argument("--data", required=True, type=Path, help="ACDC-layout folder or manifest CSV")
+    pr.add_argument("--model", type=Path, default=None, help="segmenter .safetensors (default: the shipped one)")
+    pr.add_argument("--out", required=True, type=Path, help="run folder (never the input folder)")
+    pr.add_argument("--no-cine", action="store_true", help="only ED and ES, even when a 4D cine exists")
+    pr.add_argument("--threads", type=int, default=None)
+    pr.set_defaults(func=_predict)
+
+
+def _config(args: argparse.Namespace, epochs: int) -> SegTrainConfig:
+    channels = tuple(int(c) for c in args.channels.split(","))
+    unet = UNetArgs(channels=channels, strides=(2,) * (len(channels) - 1), num_res_units=args.res_units)
+    return SegTrainConfig(seed=args.seed, unet=unet, augment=AugmentConfig(), max_epochs=epochs,
+                          batch_size=args.batch_size, lr=args.lr, patience=args.patience,
+                          train_crop=args.train_crop or None, bf16=args.bf16, max_steps=args.max_steps,
+                          num_threads=args.threads)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from cmrprior.data.prepare import PrepareConfig, prepare_cohort
+    from cmrprior.io.cohort import open_cohort
+    from cmrprior.segmentation.cv import cross_validate
+    from cmrprior.segmentation.train import train_segmenter
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    out = Path(args.out)
+    prepared = prepare_cohort(open_cohort(args.data), PrepareConfig(), cache_dir=args.cache or out / "cache")
+    if args.folds >= 2:
+        cross_validate(prepared, _config(args, args.epochs), out / "cv", folds=args.folds)
+        if not (out / "cv" / "cv_summary.csv").exists() or args.no_final:
+            return 0
+    model = train_segmenter(prepared, _config(args, args.final_epochs or args.epochs), out / "final")
+    log.info("segmenter: %s", model)
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from cmrprior.segmentation.volumes import predict_cohort
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    predict_cohort(args.data, args.out, model_path=args.model, include_cine=not args.no_cine)
+    return 0

@@ -1,0 +1,85 @@
+"""Cross-validation of the segmenter: patient-level stratified folds, held-out Dice/Hausdorff per fold.
+
+Each fold trains with `train_segmenter` on the other folds (which split off their own validation
+patients for early stopping), predicts its held-out patients (post-processed) and scores them with
+`qc.evaluate_prepared`. Folds that finished (their `metrics.csv` exists) are not redone, so a killed
+cross-validation resumes; a fold killed mid-training resumes from its checkpoint.
+
+Run folder: `fold_<k>/` (training run, `metrics.csv`, `test_patients.json`), `cv_metrics.csv` (all
+held-out rows), `cv_summary.csv` (mean and 95% t-interval per metric and phase).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from cmrprior.data.prepared import PreparedCohort
+from cmrprior.errors import ConfigError
+from cmrprior.segmentation import qc
+from cmrprior.segmentation.predict import segment_prepared
+from cmrprior.segmentation.train import SegTrainConfig, train_segmenter
+from cmrprior.utils import atomic
+
+log = logging.getLogger(__name__)
+
+
+def make_folds(prepared: PreparedCohort, k: int, seed: int) -> list[tuple[list[str], list[str]]]:
+    """`k` patient-level folds, stratified by class when possible: (train ids, held-out ids) per fold."""
+    from cmrprior.data.splits import stratified_kfold
+
+    ids = prepared.patient_ids
+    labels = [p.label for p in prepared.patients]
+    try:
+        return [(list(s.train), list(s.test)) for s in stratified_kfold(ids, labels, k=k, seed=seed)]
+    except ConfigError:
+        if k < 2 or k > len(ids):
+            raise
+        from sklearn.model_selection import KFold
+
+        kf = KFold(n_splits=k, shuffle=True, random_state=seed % (2**32))
+        return [([ids[i] for i in tr], [ids[i] for i in te]) for tr, te in kf.split(np.zeros(len(ids)))]
+
+
+def _read_csv(path: Path) -> list[dict]:
+    def conv(v: str):
+        if v in ("True", "False"):
+            return v == "True"
+        try:
+            return float(v)
+        except ValueError:
+            return v
+
+    with open(path, newline="") as fh:
+        return [{k: conv(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+
+
+def cross_validate(prepared: PreparedCohort, config: SegTrainConfig, out_dir: str | Path, *, folds: int = 2) -> list[dict]:
+    """Run (or resume) `folds`-fold cross-validation; returns the held-out QC rows (with a `fold` key)."""
+    out_dir = Path(out_dir)
+    all_rows: list[dict] = []
+    for k, (train_ids, test_ids) in enumerate(make_folds(prepared, folds, config.seed)):
+        fold_dir = out_dir / f"fold_{k}"
+        metrics_path = fold_dir / "metrics.csv"
+        if not metrics_path.exists():
+            atomic.write_json(fold_dir / "test_patients.json", {"train": train_ids, "test": test_ids})
+            log.info("fold %d/%d: %d train, %d held-out patients", k + 1, folds, len(train_ids), len(test_ids))
+            model = train_segmenter(prepared.select_patients(train_ids), config, fold_dir)
+            if model.name != "model.safetensors":  # stopped by max_steps: not finished
+                return all_rows
+            test = prepared.select_patients(test_ids)
+            pred = segment_prepared(test, model)
+            rows = qc.evaluate_prepared(pred, test)
+            for r in rows:
+                r["fold"] = k
+            qc.write_csv(rows, metrics_path)
+        all_rows.extend(_read_csv(metrics_path))
+    qc.write_csv(all_rows, out_dir / "cv_metrics.csv")
+    qc.write_csv(qc.summarise(all_rows), out_dir / "cv_summary.csv")
+    atomic.write_json(out_dir / "cv.json", {"folds": folds, "seed": config.seed, "config": config.to_json(),
+                                            "n_patients": len(prepared.patients)})
+    return all_rows

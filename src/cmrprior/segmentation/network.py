@@ -1,0 +1,120 @@
+"""The segmentation network: MONAI's 2D U-Net over short-axis slices, 4 classes (BG, RV, MYO, LV).
+
+`UNetArgs` holds every constructor argument; it is stored next to the weights (JSON) so a model file is
+self-describing. Weights are saved as safetensors (no pickle) and loaded with `load_segmenter`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+from monai.networks.nets import UNet
+from torch import nn
+
+from cmrprior.errors import DataError
+from cmrprior.utils import atomic
+
+N_CLASSES = 4
+
+
+@dataclass(frozen=True)
+class UNetArgs:
+    """Arguments of `monai.networks.nets.UNet` (spatial_dims=2). Input `(B, in_channels, H, W)` with H, W
+    divisible by prod(strides); output logits `(B, out_channels, H, W)`."""
+
+    in_channels: int = 1
+    out_channels: int = N_CLASSES
+    channels: tuple[int, ...] = (8, 16, 32, 64, 128)
+    strides: tuple[int, ...] = (2, 2, 2, 2)
+    num_res_units: int = 1
+    dropout: float = 0.0
+    norm: str = "instance"
+
+    def __post_init__(self) -> None:
+        if len(self.channels) < 2 or len(self.strides) != len(self.channels) - 1:
+            raise ValueError(f"need len(strides) == len(channels) - 1 >= 1, got {self.channels}, {self.strides}")
+        if any(c < 1 for c in self.channels) or any(s < 1 for s in self.strides):
+            raise ValueError("channels and strides must be positive")
+        if self.in_channels < 1 or self.out_channels < 2:
+            raise ValueError("in_channels must be >= 1 and out_channels >= 2")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    @property
+    def divisor(self) -> int:
+        """H and W of the input must be multiples of this."""
+        d = 1
+        for s in self.strides:
+            d *= s
+        return d
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, obj: dict) -> "UNetArgs":
+        known = {f.name for f in fields(cls)}
+        kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in obj.items() if k in known}
+        return cls(**kw)
+
+
+def build_unet(args: UNetArgs) -> nn.Module:
+    """A MONAI 2D U-Net from `args` (randomly initialised from torch's global generator)."""
+    return UNet(
+        spatial_dims=2,
+        in_channels=args.in_channels,
+        out_channels=args.out_channels,
+        channels=args.channels,
+        strides=args.strides,
+        num_res_units=args.num_res_units,
+        dropout=args.dropout,
+        norm=args.norm,
+    )
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def save_segmenter(model: nn.Module, args: UNetArgs, path: str | Path, extra: dict | None = None) -> Path:
+    """Write `path` (.safetensors) and `path` with suffix .json (model args + `extra` metadata), atomically."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    with atomic.atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt"})
+    atomic.write_json(path.with_suffix(".json"), {"unet_args": args.to_json(), **(extra or {})})
+    return path
+
+
+def load_segmenter(path: str | Path) -> tuple[nn.Module, UNetArgs, dict]:
+    """Load a segmenter written by `save_segmenter`: (model in eval mode, args, metadata).
+
+    Raises:
+        DataError: missing weights or JSON, or weights that do not match the stored arguments.
+    """
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    meta_path = path.with_suffix(".json")
+    if not path.exists():
+        raise DataError(path, "segmenter weights not found")
+    if not meta_path.exists():
+        raise DataError(meta_path, "segmenter arguments (JSON next to the weights) not found")
+    try:
+        meta = json.loads(meta_path.read_text())
+        args = UNetArgs.from_json(meta["unet_args"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DataError(meta_path, f"unreadable segmenter arguments: {exc}") from exc
+    model = build_unet(args)
+    try:
+        state = load_file(str(path))
+        model.load_state_dict(state, strict=True)
+    except Exception as exc:  # safetensors raises its own error types
+        raise DataError(path, f"cannot load segmenter weights: {exc}") from exc
+    model.eval()
+    return model, args, meta

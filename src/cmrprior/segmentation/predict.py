@@ -1,0 +1,100 @@
+"""Inference: labels for prepared slices, and the default (shipped) segmenter.
+
+`predict_slices` runs a U-Net on `(N, H, W)` slices (per-slice intensity normalisation, padding to the
+network's divisor, argmax). `segment_prepared` replaces a prepared cohort's masks by predictions
+(post-processed per patient and phase in 3D: largest component per structure, holes filled).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cmrprior.data.prepared import PreparedCohort
+from cmrprior.errors import WeightsUnavailableError
+from cmrprior.segmentation.augment import normalise_slices
+
+SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "weights" / "segmenter_unet.safetensors"
+
+
+def default_model_path() -> Path:
+    """The segmenter shipped with the package.
+
+    Raises:
+        WeightsUnavailableError: the package was installed without it.
+    """
+    if not SHIPPED_MODEL.exists():
+        raise WeightsUnavailableError(f"{SHIPPED_MODEL}: shipped segmenter not found; pass a model path")
+    return SHIPPED_MODEL
+
+
+@torch.no_grad()
+def predict_probabilities(
+    model: nn.Module, images: np.ndarray, *, divisor: int = 16, batch_size: int = 32, bf16: bool = False
+) -> np.ndarray:
+    """Softmax probabilities float32 `(N, C, H, W)` for float `(N, H, W)` slices (any H, W; padded inside)."""
+    if images.ndim != 3:
+        raise ValueError(f"images must be (N, H, W), got shape {images.shape}")
+    model.eval()
+    n, h, w = images.shape
+    ph, pw = (-h) % divisor, (-w) % divisor
+    outs = []
+    for i in range(0, n, batch_size):
+        x = torch.from_numpy(np.ascontiguousarray(images[i : i + batch_size], dtype=np.float32))[:, None]
+        x = normalise_slices(x)
+        x = F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = model(x)
+        prob = torch.softmax(logits.float(), dim=1)[:, :, ph // 2 : ph // 2 + h, pw // 2 : pw // 2 + w]
+        outs.append(prob.numpy())
+    if not outs:
+        return np.zeros((0, 4, h, w), np.float32)
+    return np.concatenate(outs).astype(np.float32)
+
+
+def predict_slices(
+    model: nn.Module, images: np.ndarray, *, divisor: int = 16, batch_size: int = 32, bf16: bool = False
+) -> np.ndarray:
+    """uint8 labels `(N, H, W)` (argmax, no post-processing) for float `(N, H, W)` slices."""
+    prob = predict_probabilities(model, images, divisor=divisor, batch_size=batch_size, bf16=bf16)
+    return prob.argmax(axis=1).astype(np.uint8)
+
+
+def segment_prepared(
+    prepared: PreparedCohort,
+    model_path: str | Path | None = None,
+    *,
+    postprocess: bool = True,
+    batch_size: int = 32,
+) -> PreparedCohort:
+    """A copy of `prepared` whose `ed_mask`/`es_mask` are the segmenter's predictions.
+
+    Args:
+        prepared: a prepared cohort (masks, if any, are ignored and replaced).
+        model_path: a `.safetensors` written by `save_segmenter`; None = the shipped segmenter.
+        postprocess: per patient and phase, keep the largest 3D component per structure and fill holes.
+
+    Raises:
+        WeightsUnavailableError: no model path and no shipped model. DataError: unreadable model.
+    """
+    from cmrprior.segmentation.network import load_segmenter
+    from cmrprior.segmentation.postprocess import postprocess_labels
+
+    model, args, _ = load_segmenter(model_path if model_path is not None else default_model_path())
+    masks = {}
+    for phase in ("ed", "es"):
+        images = getattr(prepared, phase)
+        pred = predict_slices(model, images, divisor=args.divisor, batch_size=batch_size)
+        if postprocess:
+            for p in range(len(prepared.patients)):
+                idx = np.flatnonzero(prepared.patient_index == p)
+                if idx.size:
+                    order = idx[np.argsort(prepared.slice_index[idx], kind="stable")]
+                    pred[order] = postprocess_labels(pred[order])
+        masks[phase] = pred
+    return dataclasses.replace(prepared, ed_mask=masks["ed"], es_mask=masks["es"])

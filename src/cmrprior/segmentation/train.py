@@ -1,0 +1,267 @@
+"""Training of the heart segmenter on prepared slices (every ED and ES slice with a mask is a sample).
+
+Reads top to bottom: split patients (train / validation), build the network, then per epoch: a seeded
+permutation, seeded augmentation per step, Dice+CE loss, AdamW with a cosine learning rate; after each
+epoch the validation Dice (MONAI `DiceMetric`, 3D per patient and phase, mean over RV, MYO, LV) decides
+early stopping. Checkpoints (`checkpoint.pt`, atomic) hold the model arguments, the full config, the
+optimizer, the epoch/step and the early-stopping state; every random value derives from
+`config.seed` and the step or epoch number, so a killed run resumed from its checkpoint continues exactly
+as an uninterrupted run would.
+
+Run folder (`out_dir`):
+    checkpoint.pt       latest state (resume from here)
+    best.safetensors    best weights so far (+ best.json: model args, config, validation Dice)
+    model.safetensors   final model = best weights (+ model.json), written when training ends
+    log.jsonl           one line per epoch (loss, validation Dice, slices/s, peak memory)
+    split.json          train and validation patient ids
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import resource
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cmrprior.data.prepared import PreparedCohort
+from cmrprior.errors import ConfigError, DataError
+from cmrprior.segmentation.augment import AugmentConfig, augment_batch, normalise_slices
+from cmrprior.segmentation.losses import make_seg_loss
+from cmrprior.segmentation.network import UNetArgs, build_unet, save_segmenter
+from cmrprior.segmentation.predict import predict_slices
+from cmrprior.utils import atomic
+from cmrprior.utils.seeding import derive_seed, torch_generator
+
+log = logging.getLogger(__name__)
+
+# config fields that may change between a killed run and its resumption
+_RESUMABLE_CHANGES = {"max_steps", "num_threads"}
+
+
+@dataclass(frozen=True)
+class SegTrainConfig:
+    """Everything that defines a segmenter training run (stored in every checkpoint)."""
+
+    seed: int = 0
+    unet: UNetArgs = field(default_factory=UNetArgs)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    max_epochs: int = 60
+    batch_size: int = 8
+    train_crop: int | None = 96  # random square crop (pixels) of each augmented training slice; None = whole
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 50
+    val_fraction: float = 0.1
+    patience: int = 10  # epochs without improvement of validation Dice before stopping
+    min_epochs: int = 5
+    bf16: bool = False
+    max_steps: int | None = None  # stop (with a checkpoint) after this many optimizer steps in total
+    checkpoint_every: int = 200  # steps; a checkpoint is also written after every epoch
+    num_threads: int | None = None  # torch.set_num_threads when set
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.max_epochs < 1:
+            raise ConfigError("batch_size and max_epochs must be >= 1")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.lr <= 0:
+            raise ConfigError("lr must be > 0")
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, obj: dict) -> "SegTrainConfig":
+        obj = dict(obj)
+        obj["unet"] = UNetArgs.from_json(obj.get("unet", {}))
+        aug_fields = {f.name for f in dataclasses.fields(AugmentConfig)}
+        obj["augment"] = AugmentConfig(**{k: v for k, v in obj.get("augment", {}).items() if k in aug_fields})
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in obj.items() if k in known})
+
+
+def split_patients(prepared: PreparedCohort, val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    """Patient-level train/validation split: stratified by class (`cmrprior.data.splits`) when the labels
+    allow it, else a seeded random split of patients (unlabelled or single-class cohorts, tiny classes)."""
+    ids = prepared.patient_ids
+    if val_fraction <= 0 or len(ids) < 2:
+        return list(ids), []
+    labels = [p.label for p in prepared.patients]
+    try:
+        from cmrprior.data.splits import stratified_split
+
+        split = stratified_split(ids, labels, test_fraction=val_fraction, seed=seed)
+        return list(split.train), list(split.test)
+    except ConfigError:
+        pass
+    n_val = min(len(ids) - 1, max(1, int(round(val_fraction * len(ids)))))
+    order = np.random.default_rng(seed).permutation(len(ids))
+    val = sorted(order[:n_val].tolist())
+    return [ids[i] for i in range(len(ids)) if i not in set(val)], [ids[i] for i in val]
+
+
+def stack_samples(prepared: PreparedCohort) -> tuple[np.ndarray, np.ndarray]:
+    """All ED and ES slices of a cohort as samples: float32 `(2N, H, W)` images, uint8 `(2N, H, W)` masks.
+
+    Raises:
+        DataError: the cohort has no masks.
+    """
+    if prepared.ed_mask is None or prepared.es_mask is None:
+        raise DataError(None, "segmenter training needs ground-truth masks; the prepared cohort has none")
+    images = np.concatenate([prepared.ed, prepared.es]).astype(np.float32, copy=False)
+    masks = np.concatenate([prepared.ed_mask, prepared.es_mask]).astype(np.uint8, copy=False)
+    return images, masks
+
+
+def volume_dice(model: torch.nn.Module, prepared: PreparedCohort, *, bf16: bool = False) -> np.ndarray:
+    """Per patient and phase 3D Dice of RV, MYO, LV with MONAI `DiceMetric`: float `(2P, 3)` (NaN where
+    both prediction and truth lack a structure). Raw argmax predictions, no post-processing."""
+    from monai.metrics import DiceMetric
+
+    metric = DiceMetric(include_background=False, reduction="none", ignore_empty=True)
+    rows = []
+    for phase in ("ed", "es"):
+        images = getattr(prepared, phase)
+        truth = getattr(prepared, f"{phase}_mask")
+        pred = predict_slices(model, images, bf16=bf16)
+        for p in range(len(prepared.patients)):
+            idx = np.flatnonzero(prepared.patient_index == p)
+            if idx.size == 0:
+                continue
+            onehot = lambda a: torch.nn.functional.one_hot(torch.from_numpy(a[idx].astype(np.int64)), 4).permute(3, 0, 1, 2)[None]  # noqa: E731
+            rows.append(metric(onehot(pred), onehot(truth))[0].numpy())
+    return np.array(rows, dtype=np.float64).reshape(-1, 3)
+
+
+def learning_rate(step: int, total_steps: int, config: SegTrainConfig) -> float:
+    """Linear warm-up over `warmup_steps`, then cosine decay to 1% of `lr` at `total_steps`."""
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    t = min(1.0, (step - config.warmup_steps) / max(1, total_steps - config.warmup_steps))
+    return config.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _check_resume(stored: dict, config: SegTrainConfig, path: Path) -> None:
+    now = config.to_json()
+    diff = sorted(k for k in set(stored) | set(now) if k not in _RESUMABLE_CHANGES and stored.get(k) != now.get(k))
+    if diff:
+        raise ConfigError(f"{path}: checkpoint was written with a different config ({', '.join(diff)}); use a new run folder")
+
+
+def train_segmenter(prepared: PreparedCohort, config: SegTrainConfig, out_dir: str | Path) -> Path:
+    """Train a U-Net on `prepared` (needs masks); returns the path of the final `model.safetensors`.
+
+    Resumes from `out_dir/checkpoint.pt` when present (the config must match, except `max_steps` and
+    `num_threads`). When `config.max_steps` is reached first, returns the path of `checkpoint.pt` instead.
+
+    Raises:
+        DataError: no masks. ConfigError: checkpoint written with another config.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    final = out_dir / "model.safetensors"
+    ckpt_path = out_dir / "checkpoint.pt"
+
+    train_ids, val_ids = split_patients(prepared, config.val_fraction, derive_seed(config.seed, "val-split"))
+    train_set = prepared.select_patients(train_ids)
+    val_set = prepared.select_patients(val_ids) if val_ids else None
+    atomic.write_json(out_dir / "split.json", {"train": train_ids, "val": val_ids, "seed": config.seed})
+    images, masks = stack_samples(train_set)
+    n = images.shape[0]
+    crop = config.train_crop if config.train_crop and config.train_crop < images.shape[-1] else None
+    steps_per_epoch = math.ceil(n / config.batch_size)
+    total_steps = steps_per_epoch * config.max_epochs
+
+    torch.manual_seed(derive_seed(config.seed, "init"))
+    model = build_unet(config.unet)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    loss_fn = make_seg_loss()
+    state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_score": -1.0, "best_epoch": -1,
+             "bad_epochs": 0, "done": False, "epoch_loss_sum": 0.0, "epoch_seconds": 0.0}
+    if ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        _check_resume(ckpt["config"], config, ckpt_path)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        state.update(ckpt["state"])
+        log.info("resumed from %s at epoch %d step %d", ckpt_path, state["epoch"], state["global_step"])
+
+    def save_checkpoint() -> None:
+        atomic.save_torch(ckpt_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                      "state": dict(state), "config": config.to_json(),
+                                      "unet_args": config.unet.to_json()})
+
+    meta = {"config": config.to_json(), "train_patients": len(train_ids), "val_patients": len(val_ids)}
+    while not state["done"] and state["epoch"] < config.max_epochs:
+        epoch = state["epoch"]
+        perm = torch.randperm(n, generator=torch_generator(derive_seed(config.seed, "perm", epoch))).numpy()
+        model.train()
+        t0 = time.perf_counter()
+        for s in range(state["step_in_epoch"], steps_per_epoch):
+            if config.max_steps is not None and state["global_step"] >= config.max_steps:
+                state["epoch_seconds"] += time.perf_counter() - t0
+                save_checkpoint()
+                return ckpt_path
+            step = state["global_step"]
+            idx = perm[s * config.batch_size : (s + 1) * config.batch_size]
+            x = normalise_slices(torch.from_numpy(images[idx])[:, None])
+            y = torch.from_numpy(masks[idx].astype(np.int64))
+            x, y = augment_batch(x, y, config.augment, torch_generator(derive_seed(config.seed, "aug", step)),
+                                 out_size=crop)
+            torch.manual_seed(derive_seed(config.seed, "step", step))  # dropout, if any
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(step, total_steps, config)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
+                logits = model(x)
+            loss = loss_fn(logits.float(), y[:, None])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            state["epoch_loss_sum"] += float(loss.detach())
+            state["global_step"] = step + 1
+            state["step_in_epoch"] = s + 1
+            if state["global_step"] % config.checkpoint_every == 0:
+                save_checkpoint()
+        state["epoch_seconds"] += time.perf_counter() - t0
+        record = {"epoch": epoch, "step": state["global_step"], "train_loss": state["epoch_loss_sum"] / steps_per_epoch,
+                  "train_seconds": state["epoch_seconds"], "slices_per_s": n / max(state["epoch_seconds"], 1e-9),
+                  "lr": learning_rate(state["global_step"], total_steps, config), "peak_rss_mb": _peak_rss_mb()}
+        if val_set is not None:
+            dice = volume_dice(model, val_set, bf16=config.bf16)
+            per = np.nanmean(dice, axis=0)
+            score = float(np.nanmean(per))
+            record.update({"val_dice_rv": per[0], "val_dice_myo": per[1], "val_dice_lv": per[2], "val_dice": score})
+        else:
+            score = float(-record["train_loss"])
+        if score > state["best_score"]:
+            state.update(best_score=score, best_epoch=epoch, bad_epochs=0)
+            save_segmenter(model, config.unet, out_dir / "best.safetensors", {**meta, "epoch": epoch, "val_dice": record.get("val_dice")})
+        else:
+            state["bad_epochs"] += 1
+        if epoch + 1 >= config.min_epochs and state["bad_epochs"] >= config.patience:
+            state["done"] = True
+        record["best_epoch"] = state["best_epoch"]
+        atomic.append_jsonl(out_dir / "log.jsonl", record)
+        log.info("epoch %d %s", epoch, json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()}))
+        state.update(epoch=epoch + 1, step_in_epoch=0, epoch_loss_sum=0.0, epoch_seconds=0.0)
+        save_checkpoint()
+
+    with atomic.atomic_path(final) as tmp:
+        shutil.copyfile(out_dir / "best.safetensors", tmp)
+    best_meta = json.loads((out_dir / "best.json").read_text())
+    atomic.write_json(final.with_suffix(".json"), {**best_meta, "stopped_epoch": state["epoch"] - 1})
+    return final

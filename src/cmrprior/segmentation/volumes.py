@@ -1,0 +1,182 @@
+"""Segment whole volumes in their own geometry, and a cohort into a run folder (`cmrprior segment predict`).
+
+Per volume `(Z, H, W)` with in-plane spacing `(sy, sx)` mm:
+1. Intensity normalised per volume (1st/99th percentiles) and resampled in-plane to the network's
+   1.5 mm grid, exactly as `cmrprior.data.prepare` does for training.
+2. Localisation: the network runs on the whole field of view; the centroid of the largest 3D heart
+   component gives the heart centre (image centre when nothing is found). A caller may pass the centre
+   (cine frames reuse the ED centre).
+3. Segmentation: the network runs on a `crop` x `crop` window around that centre (the training view);
+   class probabilities outside the window are background.
+4. Probabilities are resampled bilinearly back to the input pixel grid (pixel-centre aligned, the inverse
+   of step 1's mapping), the argmax taken, and the labels post-processed (largest 3D component per
+   structure, holes filled). The output has the input's shape and is written with the input's affine.
+
+Bad input: a tiny field of view (less than `MIN_FOV_MM` on a side) raises `DataError`; a constant (e.g.
+all-zero) image gives an empty mask and a `blank_image` flag in the QC table, with a logged warning.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import ndimage
+from torch import nn
+
+from cmrprior.errors import ConfigError, DataError
+from cmrprior.io.records import Volume
+from cmrprior.segmentation.postprocess import largest_component, postprocess_labels
+from cmrprior.segmentation.predict import predict_probabilities
+
+log = logging.getLogger(__name__)
+
+NET_SPACING_MM = 1.5
+CROP_PX = 128
+MIN_FOV_MM = 48.0
+
+
+@dataclass(frozen=True)
+class VolumePrediction:
+    labels: np.ndarray  # uint8 (Z, H, W) in the input geometry
+    centre: tuple[float, float]  # heart centre (row, col) on the 1.5 mm grid
+    blank: bool
+
+
+def _to_net_grid(array: np.ndarray, spacing_yx: tuple[float, float]) -> np.ndarray:
+    from cmrprior.data.prepare import normalise_percentile, resample_inplane
+
+    norm = normalise_percentile(array)
+    return np.clip(resample_inplane(norm, spacing_yx, target_mm=NET_SPACING_MM), 0.0, 1.0)
+
+
+def _back_to_input(prob: np.ndarray, in_hw: tuple[int, int], spacing_yx: tuple[float, float]) -> np.ndarray:
+    """`(Z, C, h, w)` probabilities on the 1.5 mm grid -> `(Z, C, H, W)` on the input grid (bilinear).
+
+    Input pixel i lies at net-grid coordinate `(i + 0.5) * s / 1.5 - 0.5` (the inverse of the prepare
+    mapping); coordinates outside the net grid are clamped to its edge.
+    """
+    z, c, h, w = prob.shape
+    rows = np.clip((np.arange(in_hw[0]) + 0.5) * spacing_yx[0] / NET_SPACING_MM - 0.5, 0, h - 1)
+    cols = np.clip((np.arange(in_hw[1]) + 0.5) * spacing_yx[1] / NET_SPACING_MM - 0.5, 0, w - 1)
+    r0 = np.floor(rows).astype(int)
+    c0 = np.floor(cols).astype(int)
+    r1, c1 = np.minimum(r0 + 1, h - 1), np.minimum(c0 + 1, w - 1)
+    fr, fc = (rows - r0)[:, None], (cols - c0)[None, :]
+    p = prob
+    top = p[..., r0, :][..., c0] * (1 - fc) + p[..., r0, :][..., c1] * fc
+    bot = p[..., r1, :][..., c0] * (1 - fc) + p[..., r1, :][..., c1] * fc
+    return top * (1 - fr) + bot * fr
+
+
+def predict_volume(
+    model: nn.Module, volume: Volume, *, divisor: int = 16, centre: tuple[float, float] | None = None,
+    crop: int = CROP_PX,
+) -> VolumePrediction:
+    """Labels uint8 `(Z, H, W)` for one volume, in its own geometry (module docstring).
+
+    Raises:
+        DataError: not 3D, or a field of view under `MIN_FOV_MM` mm on a side.
+    """
+    from cmrprior.data.prepare import crop_or_pad
+
+    arr = np.asarray(volume.array)
+    if arr.ndim != 3:
+        raise DataError(volume.path, f"expected a 3D volume (Z, H, W), got shape {arr.shape}")
+    sy, sx = float(volume.spacing[1]), float(volume.spacing[2])
+    fov = (arr.shape[1] * sy, arr.shape[2] * sx)
+    if min(fov) < MIN_FOV_MM:
+        raise DataError(volume.path, f"field of view {fov[0]:.0f} x {fov[1]:.0f} mm is too small for a heart "
+                                     f"(need >= {MIN_FOV_MM:.0f} mm on each side)")
+    if float(arr.max()) == float(arr.min()):
+        log.warning("%s: constant image, no heart can be found", volume.path)
+        return VolumePrediction(np.zeros(arr.shape, np.uint8), (0.0, 0.0), True)
+    grid = _to_net_grid(arr, (sy, sx))
+    z, h, w = grid.shape
+    if centre is None:
+        coarse = predict_probabilities(model, grid, divisor=divisor).argmax(axis=1)
+        heart = largest_component(coarse > 0)
+        centre = tuple(ndimage.center_of_mass(heart)[1:]) if heart.any() else ((h - 1) / 2, (w - 1) / 2)
+    window = crop_or_pad(grid, centre, size=crop)
+    prob_win = predict_probabilities(model, window, divisor=divisor)
+    n_cls = prob_win.shape[1]
+    prob = np.zeros((z, n_cls, h, w), np.float32)
+    prob[:, 0] = 1.0
+    r0 = int(round(centre[0] - (crop - 1) / 2))
+    c0 = int(round(centre[1] - (crop - 1) / 2))
+    sr0, sr1 = max(r0, 0), min(r0 + crop, h)
+    sc0, sc1 = max(c0, 0), min(c0 + crop, w)
+    prob[:, :, sr0:sr1, sc0:sc1] = prob_win[:, :, sr0 - r0 : sr1 - r0, sc0 - c0 : sc1 - c0]
+    back = _back_to_input(prob, arr.shape[1:], (sy, sx))
+    labels = postprocess_labels(back.argmax(axis=1).astype(np.uint8))
+    return VolumePrediction(labels, (float(centre[0]), float(centre[1])), False)
+
+
+def _check_out(data: Path, out: Path) -> None:
+    data_r, out_r = data.resolve(), out.resolve()
+    root = data_r if data_r.is_dir() else data_r.parent
+    if out_r == root or root in out_r.parents:
+        raise ConfigError(f"{out}: the run folder must not be inside the input folder {root}")
+
+
+def predict_cohort(
+    data: str | Path, out: str | Path, *, model_path: str | Path | None = None, include_cine: bool = True,
+    overlays: int = 3,
+) -> list[dict]:
+    """Segment every patient of a cohort (ACDC folder or manifest CSV) into `out`.
+
+    Writes `out/<patient>/<patient>_ED.nii.gz`, `_ES.nii.gz` and, when the record has a 4D cine and
+    `include_cine`, `_cine.nii.gz` `(X, Y, Z, T)`; `out/qc.csv` (flags per volume, Dice/Hausdorff where
+    ground-truth masks exist) and `out/overlays/<patient>.png` (`overlays` slices per phase). Returns the
+    QC rows.
+
+    Raises:
+        ConfigError: `out` inside the input folder. DataError: unreadable input, bad volumes.
+        WeightsUnavailableError: no model given and none shipped.
+    """
+    from cmrprior.io.cohort import open_cohort
+    from cmrprior.io.load import as_mask, read_image
+    from cmrprior.io.nifti import read_nifti_4d, write_nifti
+    from cmrprior.segmentation import qc
+    from cmrprior.segmentation.network import load_segmenter
+    from cmrprior.segmentation.overlay import save_overlay
+    from cmrprior.segmentation.predict import default_model_path
+
+    data, out = Path(data), Path(out)
+    _check_out(data, out)
+    cohort = open_cohort(data)
+    model, args, _ = load_segmenter(model_path if model_path is not None else default_model_path())
+    torch.set_grad_enabled(False)
+    rows: list[dict] = []
+    for rec in cohort.patients:
+        pdir = out / rec.patient_id
+        shown = {}
+        centre = None
+        for phase, img_path, mask_path, frame in (("ED", rec.ed_image, rec.ed_mask, rec.ed_frame),
+                                                  ("ES", rec.es_image, rec.es_mask, rec.es_frame)):
+            vol = read_image(img_path, frame=frame)
+            pred = predict_volume(model, vol, divisor=args.divisor)
+            if phase == "ED":
+                centre = pred.centre
+            write_nifti(pred.labels, vol.affine, pdir / f"{rec.patient_id}_{phase}.nii.gz")
+            row = {"patient_id": rec.patient_id, "phase": phase, "source": str(vol.path)}
+            row.update(qc.image_flags(vol.array))
+            row.update(qc.mask_flags(pred.labels))
+            if mask_path is not None:
+                truth = as_mask(read_image(mask_path, frame=frame), vol).array
+                row.update(qc.structure_metrics(pred.labels, truth, vol.spacing))
+            rows.append(row)
+            shown[phase] = (vol.array, pred.labels)
+        if include_cine and rec.cine is not None:
+            frames = read_nifti_4d(rec.cine)
+            cine = np.stack([predict_volume(model, f, divisor=args.divisor, centre=centre if not
+                                            (centre == (0.0, 0.0)) else None).labels for f in frames], axis=-1)
+            write_nifti(cine, frames[0].affine, pdir / f"{rec.patient_id}_cine.nii.gz")
+        if overlays > 0:
+            save_overlay(shown, out / "overlays" / f"{rec.patient_id}.png", n_slices=overlays, title=rec.patient_id)
+    keys = sorted({k for r in rows for k in r}, key=lambda k: (k not in rows[0], list(rows[0]).index(k) if k in rows[0] else 0))
+    qc.write_csv([{k: r.get(k, "") for k in keys} for r in rows], out / "qc.csv")
+    return rows

@@ -1,0 +1,81 @@
+"""Tables 1-3, comparisons and Figure 1 from synthetic cell results."""
+
+import json
+
+import numpy as np
+import pytest
+
+from cmrprior.evaluate.curves import write_figure1
+from cmrprior.evaluate.metrics import classification_metrics, macro_auc
+from cmrprior.evaluate.tables import format_cell, summarise_cells, write_tables
+from cmrprior.experiments.config import StudyConfig
+
+CLASSES = ["NOR", "DCM", "HCM", "MINF", "RV"]
+
+
+def fake_result(init, images, split, strength, rng, backbone="vgg16"):
+    y = np.repeat(np.arange(5), 4)
+    logits = rng.normal(size=(20, 5)) + strength * np.eye(5)[y]
+    p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    return {"status": "ok", "backbone": backbone, "init": init, "images": images, "split": str(split), "classes": CLASSES,
+            "masks_source": "ground_truth", "masks_note": "",
+            "test": {"patient_ids": [f"p{i}" for i in range(20)], "labels": y.tolist(), "probabilities": p.tolist(),
+                     "metrics": classification_metrics(y, p, CLASSES)},
+            "history": [{"epoch": e, "val_auc": 0.5 + 0.05 * e, "val_loss": 1.5 - 0.1 * e} for e in range(1, 6)]}
+
+
+@pytest.fixture()
+def results():
+    rng = np.random.default_rng(0)
+    out = []
+    for split in range(3):
+        for init, s in (("none", 0.2), ("full_sscl", 2.0), ("segmented_sscl", 2.5)):
+            for images in ("full", "segmented"):
+                out.append(fake_result(init, images, split, s, rng))
+        for images in ("full", "segmented"):
+            out.append({"status": "unavailable", "backbone": "vgg16", "init": "imagenet", "images": images, "split": str(split),
+                        "reason": "ImageNet weights for vgg16 not found at /x/vgg16.pth"})
+    return out
+
+
+def test_summary_mean_and_intervals(results):
+    s = summarise_cells(results, n_boot=100, seed=0)
+    cell = s[("vgg16", "full_sscl", "full")]
+    aucs = [r["test"]["metrics"]["macro_auc"] for r in results if (r["init"], r["images"]) == ("full_sscl", "full")]
+    assert cell["macro_auc"] == pytest.approx(np.mean(aucs))
+    assert cell["t_low"] < cell["macro_auc"] < cell["t_high"]
+    assert cell["boot_low"] <= cell["macro_auc"] <= cell["boot_high"]
+    assert s[("vgg16", "imagenet", "full")]["status"] == "unavailable"
+    assert format_cell(s[("vgg16", "imagenet", "full")]).startswith("n/a: ImageNet weights")
+
+
+def test_write_tables_layout(results, tmp_path):
+    cfg = StudyConfig.from_dict({"classifier": {"backbones": ["vgg16"]}, "evaluation": {"n_boot": 50}})
+    written = write_tables(results, tmp_path, classes=CLASSES, config=cfg)
+    assert {"table1", "table2", "table3", "metrics", "comparisons"} <= set(written)
+    t1 = (tmp_path / "table1.md").read_text()
+    assert "| Backbone | None | ImageNet | Full-SSCL | Segmented-SSCL |" in t1
+    assert "n/a: ImageNet weights" in t1 and "vgg16 (paper, ACDC) | 0.542 | 0.532 | 0.849 | 0.738" in t1
+    t3 = json.loads((tmp_path / "table3.json").read_text())
+    cols = [r["column"] for r in t3["rows"]]
+    assert cols == ["Full-Full", "Full-Segmented", "Segmented-Full", "Segmented-Segmented"]
+    s = summarise_cells(results, n_boot=50, seed=0)
+    ff = next(r for r in t3["rows"] if r["column"] == "Segmented-Full")
+    assert ff["macro_auc"] == pytest.approx(s[("vgg16", "segmented_sscl", "full")]["macro_auc"])
+    csv_text = (tmp_path / "table2.csv").read_text().splitlines()
+    assert csv_text[0].startswith("backbone,column,init,images,macro_auc") and len(csv_text) == 5
+    comps = json.loads((tmp_path / "comparisons.json").read_text())
+    c = next(c for c in comps if c["a"] == "vgg16/full_sscl/full" and c["b"] == "vgg16/none/full")
+    assert c["difference"] > 0.2 and c["paired_bootstrap"]["p_value"] < 0.05 and len(c["delong_per_split"]) == 3
+    diffs = []
+    by = {(r["init"], r["images"], r["split"]): r for r in results if r["status"] == "ok"}
+    for sp in "012":
+        a, b = by[("full_sscl", "full", sp)]["test"], by[("none", "full", sp)]["test"]
+        diffs.append(macro_auc(np.array(a["labels"]), np.array(a["probabilities"])) - macro_auc(np.array(b["labels"]), np.array(b["probabilities"])))
+    assert c["difference"] == pytest.approx(np.mean(diffs))
+
+
+def test_figure1_png(results, tmp_path):
+    path = write_figure1(results, tmp_path / "f.png")
+    assert path.read_bytes()[:4] == b"\x89PNG"
+    assert write_figure1([r for r in results if r["status"] != "ok"], tmp_path / "g.png") is None

@@ -1,0 +1,123 @@
+"""Test doubles for the study: a tiny synthetic prepared cohort and a recording SimCLR stand-in."""
+
+from __future__ import annotations
+
+import sys
+import types
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cmrprior.data.prepared import PreparedCohort, PreparedPatient
+from cmrprior.experiments.config import StudyConfig
+
+
+def tiny_cohort(n_patients: int = 18, slices: int = 2, size: int = 32, classes=("A", "B", "C"), seed: int = 0,
+                prefix: str = "p") -> PreparedCohort:
+    """Per patient `slices` slice pairs; the heart (a disk, mask labels 1-3) has a class-dependent size and
+    brightness; every image has its own noise, so each slice is unique."""
+    rng = np.random.default_rng(seed)
+    k = len(classes)
+    yy, xx = np.mgrid[:size, :size]
+    ed, es, edm, esm, pidx, sidx, pos, patients = [], [], [], [], [], [], [], []
+    for p in range(n_patients):
+        label = p % k
+        for s in range(slices):
+            r_ed = 5 + 2 * label
+            r_es = r_ed - 1 - label
+            for arr, marr, r in ((ed, edm, r_ed), (es, esm, r_es)):
+                d = np.hypot(yy - size / 2, xx - size / 2)
+                m = np.zeros((size, size), np.uint8)
+                m[d < r + 2] = 2
+                m[d < r] = 3
+                m[(d < r + 3) & (xx < size / 2 - r)] = 1
+                img = rng.random((size, size)).astype(np.float32) * 0.2 + 0.2 * (m > 0) + 0.5 * (m == 3)
+                arr.append(img)
+                marr.append(m)
+            pidx.append(p)
+            sidx.append(s)
+            pos.append(s / max(slices - 1, 1))
+        patients.append(PreparedPatient(f"{prefix}{p:03d}", classes[label], None, None, 8.0, slices, "synthetic"))
+    return PreparedCohort(
+        ed=np.stack(ed), es=np.stack(es), ed_mask=np.stack(edm), es_mask=np.stack(esm),
+        patient_index=np.array(pidx, np.int64), slice_index=np.array(sidx, np.int64),
+        slice_position=np.array(pos, np.float32), patients=tuple(patients), classes=tuple(classes),
+        pixel_spacing_mm=1.5,
+    )
+
+
+def tiny_config(**over) -> StudyConfig:
+    base = {
+        "name": "tiny",
+        "masks": {"source": "ground_truth"},
+        "images": {"segmented_mode": "mask", "margin_mm": 3.0},
+        "protocol": {"n_splits": 2, "test_fraction": 0.3, "seed": 0, "cv_folds": 2, "val_fraction": 0.25},
+        "pretrain": {"epochs": 1, "batch_sizes": [16], "temperature": 0.1, "lr": 1e-3, "patience": 1},
+        "classifier": {"backbones": ["tiny"], "inits": ["none", "imagenet", "full_sscl", "segmented_sscl"],
+                       "images": ["full", "segmented"], "mode": "linear", "input_size": 32, "lrs": [1e-2],
+                       "max_epochs": 3, "batch_size": 16, "feature_batch_size": 64},
+        "evaluation": {"n_boot": 30, "level": 0.95},
+    }
+    for key, value in over.items():
+        base[key] = {**base[key], **value} if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    return StudyConfig.from_dict(base)
+
+
+@dataclass(frozen=True)
+class FakePretrainConfig:
+    backbone: str = "tiny"
+    batch_size: int = 16
+    epochs: int = 1
+    temperature: float = 0.1
+    lr: float = 1e-3
+    patience: int = 1
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class FakePretrainResult:
+    checkpoint: Path
+    best_val_loss: float
+
+
+class RecordingPretrain:
+    """Stands in for `cmrprior.ssl.pretrain`: saves a seeded tiny encoder and records every image it saw."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict] = []
+
+    def install(self, monkeypatch) -> None:
+        mod = types.ModuleType("cmrprior.ssl.pretrain")
+        mod.PretrainConfig = FakePretrainConfig
+        mod.pretrain = self.pretrain
+        mod.load_encoder = self.load_encoder
+        monkeypatch.setitem(sys.modules, "cmrprior.ssl.pretrain", mod)
+
+    def pretrain(self, train_images, config, out_dir, val_images=None):
+        from cmrprior.models.registry import create_backbone
+
+        self.calls.append({"train": np.array(train_images), "val": None if val_images is None else np.array(val_images),
+                           "config": config, "out_dir": Path(out_dir)})
+        torch.manual_seed(config.seed)
+        enc = create_backbone(config.backbone)
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        torch.save(enc.state_dict(), out / "encoder.pt")
+        return FakePretrainResult(out / "encoder.pt", 1.0)
+
+    @staticmethod
+    def load_encoder(path):
+        from cmrprior.models.registry import create_backbone
+
+        enc = create_backbone("tiny")
+        enc.load_state_dict(torch.load(path, weights_only=True))
+        return enc
+
+
+def install_cohort(monkeypatch, cohorts: dict) -> None:
+    """`prepare_data(path, ...)` returns `cohorts[str(path)]` (the study's data seam)."""
+    import cmrprior.experiments.cohort_data as cd
+
+    monkeypatch.setattr(cd, "prepare_data", lambda data, config, cache_dir: cohorts[str(data)])

@@ -1,0 +1,54 @@
+"""Study configs: the shipped YAML files, strict loading."""
+
+from pathlib import Path
+
+import pytest
+
+from cmrprior.errors import ConfigError
+from cmrprior.experiments.config import StudyConfig, builtin_config_path, load_config
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("name", ["paper", "cpu"])
+def test_repo_and_package_configs_are_identical_and_load(name):
+    repo_file = REPO / "configs" / f"{name}.yaml"
+    assert repo_file.read_text() == builtin_config_path(name).read_text()
+    cfg = load_config(name)
+    assert cfg.name == name
+    assert StudyConfig.from_yaml(repo_file).digest() == cfg.digest()
+
+
+def test_paper_config_is_the_study():
+    c = load_config("paper")
+    assert c.classifier.backbones == ("vgg16", "densenet121") and c.classifier.input_size == 224
+    assert set(c.classifier.inits) == {"none", "imagenet", "full_sscl", "segmented_sscl"}
+    assert c.protocol.n_splits == 5 and c.protocol.test_fraction == 0.3
+    assert c.pretrain.temperature == 0.1 and c.pretrain.lr == 1e-4
+    assert min(c.pretrain.batch_sizes) == 64 and max(c.pretrain.batch_sizes) == 256
+    assert c.classifier.weight_decay == 1e-4 and c.classifier.mode == "linear"
+
+
+def test_yaml_roundtrip(tmp_path):
+    c = load_config("cpu")
+    p = tmp_path / "c.yaml"
+    p.write_text(c.to_yaml())
+    assert StudyConfig.from_yaml(p) == c
+
+
+def test_unknown_keys_and_bad_values_are_errors(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("classifier:\n  backbonez: [vgg16]\n")
+    with pytest.raises(ConfigError, match="backbonez"):
+        StudyConfig.from_yaml(p)
+    with pytest.raises(ConfigError, match="inits"):
+        StudyConfig.from_dict({"classifier": {"inits": ["random"]}})
+    with pytest.raises(ConfigError):
+        StudyConfig.from_dict({"protocol": {"test_fraction": 1.5}})
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_replace_nested():
+    c = load_config("cpu").replace(protocol={"n_splits": 2})
+    assert c.protocol.n_splits == 2 and c.protocol.test_fraction == 0.3

@@ -1,0 +1,67 @@
+"""Report building blocks against hand-computed values and scikit-learn."""
+
+from __future__ import annotations
+
+import io
+
+import matplotlib.image as mpimg
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from cmrprior.report.html import Section, markdown_to_html, render_page, table_html
+from cmrprior.report.plots import confusion_grid_png, pooled_predictions, roc_grid_png, roc_points, summed_confusion
+
+
+def test_markdown_table_heading_list_and_escaping():
+    md = "## Table 1: AUC\n\n| Backbone | None |\n|---|---|\n| tiny | 0.5 [0.4, 0.6] |\n| <b> | a & b |\n\n- note **x**\n- `y`\n"
+    out = markdown_to_html(md)
+    assert "<h3>Table 1: AUC</h3>" in out
+    assert "<thead><tr><th>Backbone</th><th>None</th></tr></thead>" in out
+    assert "<tr><td>tiny</td><td>0.5 [0.4, 0.6]</td></tr>" in out
+    assert "<td>&lt;b&gt;</td><td>a &amp; b</td>" in out
+    assert "<ul><li>note <strong>x</strong></li><li><code>y</code></li></ul>" in out
+    assert out.count("<tr>") == 3  # header + 2 rows; the separator line is not a row
+
+
+def test_page_marks_missing_sections_and_escapes():
+    page = render_page("T <1>", "sub", [Section("a", "A", "<p>body</p>"), Section("b", "B & C", missing="no <file>")])
+    assert "<title>T &lt;1&gt;</title>" in page
+    assert '<section id="b">' in page and "Not available: no &lt;file&gt;" in page
+    assert "<p>body</p>" in page
+    assert "data-render-check" in page
+    t = table_html(["x"], [[1], ["<y>"]], caption="c")
+    assert t == "<table><caption>c</caption><thead><tr><th>x</th></tr></thead><tbody><tr><td>1</td></tr><tr><td>&lt;y&gt;</td></tr></tbody></table>"
+
+
+def _result(labels, probs, cm=True):
+    r = {"test": {"labels": list(labels), "probabilities": [list(p) for p in probs], "metrics": {}}}
+    if cm:
+        k = len(probs[0])
+        m = np.zeros((k, k), int)
+        for y, p in zip(labels, probs):
+            m[y, int(np.argmax(p))] += 1
+        r["test"]["metrics"]["confusion_matrix"] = m.tolist()
+    return r
+
+
+def test_roc_points_and_confusion_against_references():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 40)
+    p = rng.dirichlet(np.ones(3), 40)
+    a, b = _result(y[:20], p[:20]), _result(y[20:], p[20:], cm=False)
+    yy, pp = pooled_predictions([a, b])
+    np.testing.assert_array_equal(yy, y)
+    for k in range(3):
+        fpr, tpr, auc = roc_points(yy, pp, k)
+        assert auc == pytest.approx(roc_auc_score(y == k, p[:, k]))
+        assert np.trapezoid(tpr, fpr) == pytest.approx(auc)
+    assert roc_points(np.zeros(5, int), p[:5], 0) is None
+    cm = summed_confusion([a, b], 3)
+    expected = np.zeros((3, 3), int)
+    for t, q in zip(y, p):
+        expected[t, q.argmax()] += 1
+    np.testing.assert_array_equal(cm, expected)
+    for png in (roc_grid_png([("a", [a]), ("b", [b])], ["X", "Y", "Z"]), confusion_grid_png([("a", [a, b])], ["X", "Y", "Z"])):
+        img = mpimg.imread(io.BytesIO(png), format="png")
+        assert img.ndim == 3 and img.shape[0] > 100

@@ -1,0 +1,109 @@
+"""`run_saliency` / `cmrprior saliency` on a run folder built with the study's own writers."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from fake_run import SALIENCY_TEST_SETTINGS, shared_run_with_saliency
+
+from cmrprior.errors import DataError
+from cmrprior.saliency.run import SaliencyConfig, run_saliency
+
+CFG = SaliencyConfig(**SALIENCY_TEST_SETTINGS)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """The CPU is shared: one intra-op thread is many times faster here than two contending ones."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def run_dir():
+    return shared_run_with_saliency()
+
+
+def test_outputs_for_every_configuration(run_dir):
+    cells = sorted(run_dir.glob("saliency/cells/*/tiny/*/scores.json"))
+    assert len(cells) == 2 * 2 * 2  # splits x inits x images
+    assert all(("integrated_gradients" in json.loads(c.read_text())["methods"]) == (c.parts[-4] == "0") for c in cells)
+    rec = json.loads(cells[0].read_text())
+    assert set(rec["methods"]) == {"gradcam", "integrated_gradients"}
+    for name, m in rec["methods"].items():
+        vals = list(m["patients"].values())
+        assert len(vals) == 6 and all(0.0 <= v <= 1.0 for v in vals)
+        assert all(0.0 < c < 1.0 for c in m["chance"].values())
+        assert m["n_images"] == 2 * 6 * (1 if name == "integrated_gradients" else 2)  # IG: middle slice only
+    overlays = sorted(run_dir.glob("saliency/overlays/gradcam/tiny/*/split_0/*.png"))
+    assert len(overlays) == 4 * 1  # 4 configurations x 1 patient, first split only
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in overlays)
+    grids = sorted(run_dir.glob("saliency/grids/*/tiny/split_0__*.png"))
+    assert len(grids) == 2 * 1  # methods x patients
+    md = (run_dir / "tables" / "saliency.md").read_text()
+    assert "Grad-CAM" in md and "Integrated gradients" in md and "Full-SSCL" in md
+    rows = json.loads((run_dir / "tables" / "saliency.json").read_text())["rows"]
+    assert len(rows) == 2 * 2 * 2  # methods x inits x images
+    for r in rows:  # IG runs on the first split only (SaliencyConfig.ig_splits)
+        assert (r["n_splits"], r["n_patients"]) == ((2, 12) if r["method"] == "gradcam" else (1, 6))
+    assert "1 split(s)" in md and "Integrated gradients: 1 slice(s) per test patient" in md
+    csv_lines = (run_dir / "tables" / "saliency.csv").read_text().strip().splitlines()
+    assert len(csv_lines) == 1 + len(rows)
+
+
+def test_scores_match_independent_recomputation(run_dir):
+    """Recompute one cell's Grad-CAM in-heart scores by hand: C's heart mask on the (unresized) full images,
+    E's model loader, shares per image, mean per patient over slices and both branches."""
+    from cmrprior.anatomy.heart import heart_mask
+    from cmrprior.classify.model import load_classifier
+    from cmrprior.data.prepared import PreparedCohort
+    from cmrprior.saliency.gradcam import gradcam
+
+    split, cell = "1", "none__full"
+    rec = json.loads((run_dir / "saliency" / "cells" / split / "tiny" / cell / "scores.json").read_text())
+    result = json.loads((run_dir / "splits" / f"split_{split}" / "cells" / "tiny" / cell / "result.json").read_text())
+    model, _ = load_classifier(run_dir / "splits" / f"split_{split}" / "cells" / "tiny" / cell / "model.pt")
+    prepared = PreparedCohort.load(run_dir / "prepared").select_patients(result["test"]["patient_ids"])
+    res = gradcam(model, torch.from_numpy(prepared.ed)[:, None], torch.from_numpy(prepared.es)[:, None])
+    for pi, pid in enumerate(result["test"]["patient_ids"]):
+        shares = []
+        for cam, masks in ((res.ed, prepared.ed_mask), (res.es, prepared.es_mask)):
+            heart = heart_mask(masks, margin_mm=CFG.margin_mm, pixel_spacing_mm=1.5)
+            for k in np.flatnonzero(prepared.patient_index == pi):
+                c = cam[k].numpy().astype(np.float64)
+                if c.sum() > 0:
+                    shares.append(c[heart[k]].sum() / c.sum())
+        expected = float(np.mean(shares)) if shares else math.nan
+        assert rec["methods"]["gradcam"]["patients"][pid] == pytest.approx(expected, rel=1e-5)
+
+
+def test_resume_does_not_recompute(run_dir):
+    marker = run_dir / "saliency" / "cells" / "0" / "tiny" / "none__full" / "scores.json"
+    before = marker.stat().st_mtime_ns
+    out = run_saliency(run_dir, CFG)
+    assert marker.stat().st_mtime_ns == before
+    assert out.n_cells == 8
+
+
+def test_cli_and_bad_run_folder(tmp_path, capsys):
+    from cmrprior.cli import main
+
+    with pytest.raises(DataError, match="config.yaml"):
+        run_saliency(tmp_path)
+    assert main(["saliency", "--run", str(tmp_path)]) == 2
+    assert "config.yaml" in capsys.readouterr().err
+
+
+def test_select_slices_evenly_spaced():
+    from cmrprior.saliency.run import select_slices
+
+    pidx = np.array([0] * 9 + [1] * 2 + [2] * 1)
+    np.testing.assert_array_equal(select_slices(pidx, 3), [1, 4, 7, 9, 10, 11])
+    np.testing.assert_array_equal(select_slices(pidx, 1), [4, 10, 11])  # the middle slice
+    np.testing.assert_array_equal(select_slices(pidx, None), np.arange(12))

@@ -1,0 +1,52 @@
+"""Post-processing on hand-made label stacks."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cmrprior.segmentation.postprocess import largest_component, postprocess_labels
+
+from seg_doubles import disc_heart
+
+
+def test_largest_component_keeps_biggest_3d_blob():
+    m = np.zeros((3, 10, 10), bool)
+    m[0:2, 1:4, 1:4] = True  # 18 voxels, spans two slices
+    m[2, 7:9, 7:9] = True  # 4 voxels
+    m[0, 8, 0] = True
+    out = largest_component(m)
+    assert out.sum() == 18 and out[0:2, 1:4, 1:4].all()
+    assert not largest_component(np.zeros((2, 3, 3), bool)).any()
+
+
+def test_diagonal_neighbours_across_slices_are_connected():
+    m = np.zeros((2, 5, 5), bool)
+    m[0, 1, 1] = m[1, 2, 2] = True  # touch only by a corner
+    m[0, 4, 4] = True
+    m[1, 4, 4] = True  # a 2-voxel blob elsewhere
+    out = largest_component(m)
+    assert out.sum() == 2
+
+
+def test_postprocess_removes_islands_and_fills_holes():
+    lab = np.stack([disc_heart(40, (20, 22), 6, 2, 10) for _ in range(3)])
+    clean = lab.copy()
+    lab[1, 2:4, 2:4] = 3  # a stray LV island far away
+    lab[1, 20, 22] = 2  # a myocardium speck inside the LV cavity -> LV
+    lab[2, 5, 35] = 1  # an RV island
+    out = postprocess_labels(lab)
+    np.testing.assert_array_equal(out, clean)
+    assert out.dtype == np.uint8
+
+
+def test_enclosed_background_takes_the_nearest_label_and_myo_ring_is_kept():
+    lab = np.stack([disc_heart(40, (20, 20), 6, 3, 12)])
+    assert (lab[0] == 3).sum() > 0
+    holed = lab.copy()
+    assert lab[0, 20, 27] == 2  # inside the ring 6 <= r < 9, all 4-neighbours myocardium
+    holed[0, 20, 27] = 0  # an enclosed background pixel
+    out = postprocess_labels(holed)
+    assert out[0, 20, 27] == 2  # takes the nearest label
+    # the LV cavity is the myocardium's hole and must stay LV
+    assert (out == 3).sum() == (lab == 3).sum()
+    np.testing.assert_array_equal(postprocess_labels(lab[0]), lab[0])  # 2D input accepted

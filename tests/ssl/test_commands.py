@@ -1,0 +1,71 @@
+"""`cmrprior pretrain` on a small prepared cohort written by the test: split hygiene, resume flag, segmented."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from cmrprior.cli import main
+from cmrprior.data.prepared import PreparedCohort, PreparedPatient
+from cmrprior.ssl.commands import select_pretrain_data
+
+CLASSES = ("NOR", "DCM", "HCM", "MINF", "RV")
+
+
+def _cohort(n_per_class=4, slices=2, size=24, seed=0) -> PreparedCohort:
+    rng = np.random.default_rng(seed)
+    n_pat = n_per_class * len(CLASSES)
+    n = n_pat * slices
+    ed = rng.random((n, size, size), dtype=np.float32)
+    mask = np.zeros((n, size, size), np.uint8)
+    mask[:, 8:16, 8:16] = 3
+    patients = tuple(
+        PreparedPatient(patient_id=f"p{i:03d}", label=CLASSES[i % 5], height_cm=None, weight_kg=None,
+                        slice_thickness_mm=10.0, n_slices=slices, source="test")
+        for i in range(n_pat)
+    )
+    es = rng.random((n, size, size), dtype=np.float32)
+    return PreparedCohort(ed=ed, es=es, ed_mask=mask, es_mask=mask.copy(),
+                          patient_index=np.repeat(np.arange(n_pat), slices), slice_index=np.tile(np.arange(slices), n_pat),
+                          slice_position=np.zeros(n, np.float32), patients=patients, classes=CLASSES,
+                          pixel_spacing_mm=1.5)
+
+
+def test_split_excludes_test_patients_and_segments():
+    prep = _cohort()
+    sel = select_pretrain_data(prep, split_seed=3, test_fraction=0.3, val_fraction=0.2)
+    assert set(sel.train_ids).isdisjoint(sel.test_ids) and set(sel.val_ids).isdisjoint(sel.test_ids)
+    assert set(sel.train_ids).isdisjoint(sel.val_ids)
+    assert len(sel.test_ids) == 6 and set(sel.train_ids) | set(sel.val_ids) | set(sel.test_ids) == set(prep.patient_ids)
+    assert sel.train.shape == (2 * 2 * len(sel.train_ids), 24, 24)  # ED + ES slices
+    # the images really are the training patients' (no test image)
+    test_sub = prep.select_patients(list(sel.test_ids))
+    test_img = np.concatenate([test_sub.ed, test_sub.es])
+    assert not any(np.array_equal(t, x) for t in test_img for x in sel.train)
+    seg = select_pretrain_data(prep, images="segmented", split_seed=3, val_fraction=0.2, margin_mm=0.0)
+    assert seg.train.shape == sel.train.shape
+    assert (seg.train[:, :8, :] == 0).all() and (seg.train[:, 8:16, 8:16] != 0).any()
+
+
+def test_cli_pretrain_and_resume_flag(tmp_path, capsys):
+    prep_dir = tmp_path / "prepared"
+    _cohort().save(prep_dir)
+    out = tmp_path / "run"
+    argv = ["pretrain", "--data", str(prep_dir), "--backbone", "tiny", "--out", str(out), "--batch-size", "8",
+            "--epochs", "1", "--split-seed", "1", "--no-progress", "--image-size", "16", "--device", "cpu"]
+    assert main(argv) == 0
+    assert "pretrain finished: 1 epoch(s)" in capsys.readouterr().out
+    split = json.loads((out / "split.json").read_text())
+    assert set(split["train_patients"]).isdisjoint(split["test_patients_excluded"])
+    assert (out / "best.pt").exists() and (out / "metrics.jsonl").exists()
+    assert main(argv) == 2  # the folder holds a run: refuses without --resume
+    assert "--resume" in capsys.readouterr().err
+    assert main(argv[:-6] + ["--epochs", "2", "--resume", "--no-progress", "--image-size", "16", "--device", "cpu"]) == 0
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_cli_bad_data(tmp_path, capsys):
+    assert main(["pretrain", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
+    assert "missing" in capsys.readouterr().err
