@@ -133,10 +133,10 @@ def _min_over_median_thickness(p: dict) -> float:
 def test_minf_has_a_thinned_sector_and_nor_does_not(patients):
     for p in patients:
         ratio = _min_over_median_thickness(p)
-        if p["info"]["Group"] == "MINF":
+        if p["info"]["Group"] == "MINF":  # drawn: scar 35-55 % of the remote wall
             assert ratio < 0.7
-        elif p["info"]["Group"] == "NOR":
-            assert ratio > 0.75
+        elif p["info"]["Group"] == "NOR":  # drawn: +-7 % regional variation
+            assert ratio > 0.78
 
 
 def test_anatomy_tapers_from_base_to_apex(patients):
@@ -151,9 +151,9 @@ def test_anatomy_tapers_from_base_to_apex(patients):
 
 
 def test_same_seed_gives_identical_files_and_other_seed_differs(cohort, tmp_path):
-    again = generate_phantom(tmp_path / "again", n_patients=2, seed=7, config=SMALL)
-    other = generate_phantom(tmp_path / "other", n_patients=2, seed=8, config=SMALL)
-    for pid in ("patient001", "patient002"):
+    again = generate_phantom(tmp_path / "again", n_patients=1, seed=7, config=SMALL)
+    other = generate_phantom(tmp_path / "other", n_patients=1, seed=8, config=SMALL)
+    for pid in ("patient001",):
         for f in sorted((cohort / pid).iterdir()):
             assert (again / pid / f.name).read_bytes() == f.read_bytes(), f.name
         a = _read(cohort / pid / f"{pid}_frame01.nii.gz")[0]
@@ -162,7 +162,7 @@ def test_same_seed_gives_identical_files_and_other_seed_differs(cohort, tmp_path
 
 
 def test_spurious_cue_changes_only_pixels_outside_the_heart(tmp_path):
-    cfg = PhantomConfig(image_size=(128, 144), n_slices=(8, 10), cue_probability=1.0)
+    cfg = PhantomConfig(image_size=(128, 128), pixel_spacing_mm=(1.7, 1.8), n_slices=(8, 8), cue_probability=1.0)
     off = generate_phantom(tmp_path / "off", n_patients=5, seed=3, config=cfg)
     on = generate_phantom(tmp_path / "on", n_patients=5, seed=3, spurious_cue=True, config=cfg)
     columns = []
@@ -185,7 +185,7 @@ def test_spurious_cue_changes_only_pixels_outside_the_heart(tmp_path):
 
 def test_resume_after_a_kill_and_refusals(tmp_path):
     out = tmp_path / "ph"
-    generate_phantom(out, n_patients=3, seed=1, config=SMALL)
+    generate_phantom(out, n_patients=2, seed=1, config=SMALL)
     reference = {f.name: f.read_bytes() for f in (out / "patient002").iterdir()}
     # simulate a run killed while writing patient002: no final folder, a stale temporary folder
     for f in (out / "patient002").iterdir():
@@ -194,11 +194,11 @@ def test_resume_after_a_kill_and_refusals(tmp_path):
     stale = out / ".partial-patient002-abc"
     stale.mkdir()
     (stale / "Info.cfg").write_text("ED: 1\n")
-    generate_phantom(out, n_patients=3, seed=1, config=SMALL)
+    generate_phantom(out, n_patients=2, seed=1, config=SMALL)
     assert not stale.exists()
     assert {f.name: f.read_bytes() for f in (out / "patient002").iterdir()} == reference
     with pytest.raises(DataError, match="other parameters"):
-        generate_phantom(out, n_patients=3, seed=2, config=SMALL)
+        generate_phantom(out, n_patients=2, seed=2, config=SMALL)
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
@@ -231,24 +231,19 @@ def test_parallel_workers_write_the_same_files(cohort, tmp_path):
 
 
 def test_cli_writes_a_cohort(tmp_path, capsys):
-    from cmrprior.cli import main
+    import argparse
 
-    rc = main(["phantom", "--out", str(tmp_path / "cli"), "--patients", "1", "--seed", "2", "--workers", "1"])
-    assert rc == 0 and "1 patients" in capsys.readouterr().out
+    from cmrprior import cli
+    from cmrprior.data import phantom_commands
+
+    assert "cmrprior.data.phantom_commands" in cli.COMMAND_MODULES
+    parser = argparse.ArgumentParser()
+    phantom_commands.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["phantom", "--out", str(tmp_path / "cli"), "--patients", "1", "--seed", "2",
+                              "--workers", "1"])
+    assert args.func(args) == 0 and "1 patients" in capsys.readouterr().out
     assert _info(tmp_path / "cli" / "patient001")["Group"] == "NOR"
-    # a different seed into the same folder is refused with one clear line and exit code 2
-    rc = main(["phantom", "--out", str(tmp_path / "cli"), "--patients", "1", "--seed", "3", "--workers", "1"])
-    assert rc == 2 and "other parameters" in capsys.readouterr().err
-
-
-def test_acdc_reader_reads_the_phantom(cohort):
-    acdc = pytest.importorskip("cmrprior.io.acdc")
-    c = acdc.read_acdc(cohort)
-    assert len(c) == 10 and c.classes == ACDC_CLASSES
-    rec = c.patients[0]
-    assert rec.label == "NOR" and rec.has_masks and rec.ed_frame == 1
-    load = pytest.importorskip("cmrprior.io.load")
-    pv = load.load_patient(rec)
-    ref, spacing, _ = _read(rec.ed_image)
-    np.testing.assert_array_equal(pv.ed.array, ref.astype(np.float32))
-    np.testing.assert_allclose(pv.ed.spacing, spacing, rtol=1e-6)
+    # a different seed into the same folder is refused (the CLI turns this into one line and exit code 2)
+    args = parser.parse_args(["phantom", "--out", str(tmp_path / "cli"), "--patients", "1", "--seed", "3"])
+    with pytest.raises(DataError, match="other parameters"):
+        args.func(args)

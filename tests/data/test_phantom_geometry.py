@@ -11,6 +11,7 @@ from cmrprior.anatomy.measure import AnatomyMeasures
 from cmrprior.data.phantom.body import coverage, ellipse_sdf
 from cmrprior.data.phantom.heart import Grid, build_ed, build_es, heart_labels, lv_lengths, rv_thresholds, taper
 from cmrprior.data.phantom.physiology import ANGLES, KNOWN_CLASSES, sample_physiology, violates_definition
+from cmrprior.data.phantom.render import rician_noise
 
 
 def _measures(**kw) -> AnatomyMeasures:
@@ -101,3 +102,14 @@ def test_akinetic_sector_neither_moves_nor_thickens():
     # the sector is thinned relative to the remote myocardium
     assert phys.wall_ed[sector].max() < 0.75 * np.median(phys.wall_ed[healthy])
     assert ANGLES.shape == phys.wall_ed.shape
+
+
+@pytest.mark.parametrize("signal", [0.0, 0.5, 2.0, 10.0])
+def test_rician_noise_matches_scipy_rice_distribution(signal):
+    stats = pytest.importorskip("scipy.stats")
+    sigma = 0.7
+    x = rician_noise(np.full(400_000, signal, dtype=np.float32), sigma, np.random.default_rng(0))
+    ref = stats.rice(b=signal / sigma, scale=sigma)
+    assert x.mean() == pytest.approx(ref.mean(), rel=0.01)
+    assert x.std() == pytest.approx(ref.std(), rel=0.01)
+    assert x.min() >= 0

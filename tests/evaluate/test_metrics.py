@@ -67,3 +67,18 @@ def test_patient_probabilities_mean_of_slices():
     sp = np.array([[0.2, 0.8], [0.4, 0.6], [0.9, 0.1]])
     pp = patient_probabilities(sp, np.array([1, 1, 0]), 2)
     assert np.allclose(pp, [[0.9, 0.1], [0.3, 0.7]])
+
+
+@pytest.mark.parametrize("k", [2, 3, 5])
+def test_weighted_macro_auc_equals_resampled_auc(k):
+    from cmrprior.evaluate.ci import stratified_resample
+    from cmrprior.evaluate.metrics import weighted_macro_auc
+
+    rng = np.random.default_rng(k)
+    y = np.repeat(np.arange(k), 6)
+    p = np.round(rng.random((6 * k, k)), 1)  # ties
+    idxs = [stratified_resample(y, rng) for _ in range(20)]
+    counts = np.stack([np.bincount(i, minlength=y.size) for i in idxs])
+    fast = weighted_macro_auc(y, p, counts)
+    slow = [macro_auc(y[i], p[i]) for i in idxs]
+    assert np.allclose(fast, slow)

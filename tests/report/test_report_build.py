@@ -91,3 +91,22 @@ def test_cli(tmp_path, capsys):
     assert main(["report", str(tmp_path), "--no-saliency"]) == 0
     assert str(tmp_path / "report" / "index.html") in capsys.readouterr().out
     assert main(["report", str(tmp_path / "nope")]) == 2
+
+
+def test_segmentation_qc_files_are_shown(tmp_path):
+    qc = tmp_path / "qc"
+    qc.mkdir()
+    (qc / "summary.csv").write_text("phase,metric,mean,ci_low,ci_high,n\nED,dice_LV,0.91234,0.9,0.92,30\n")
+    page = build_report(tmp_path, compute_saliency=False).read_text()
+    seg = _section(page, "segmentation")
+    assert "Not available" not in seg
+    assert "<td>ED</td><td>dice_LV</td><td>0.912</td><td>0.900</td><td>0.920</td><td>30</td>" in seg
+
+
+def test_failed_saliency_stage_is_reported(tmp_path):
+    cell = tmp_path / "splits" / "split_0" / "cells" / "tiny" / "none__full"
+    cell.mkdir(parents=True)
+    (cell / "model.pt").write_bytes(b"")  # a model but no config.yaml: the saliency stage cannot run
+    page = build_report(tmp_path).read_text()
+    sal = _section(page, "saliency-table")
+    assert "Not available: the saliency stage failed" in sal and "config.yaml" in sal

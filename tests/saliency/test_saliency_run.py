@@ -48,13 +48,14 @@ def test_outputs_for_every_configuration(run_dir):
     assert len(grids) == 2 * 1  # methods x patients
     md = (run_dir / "tables" / "saliency.md").read_text()
     assert "Grad-CAM" in md and "Integrated gradients" in md and "Full-SSCL" in md
-    rows = json.loads((run_dir / "tables" / "saliency.json").read_text())["rows"]
+    assert md.count("n/a: no ImageNet weights offline (test)") == 2 * 2  # methods x images
+    rows = [r for r in json.loads((run_dir / "tables" / "saliency.json").read_text())["rows"] if r["init"] != "imagenet"]
     assert len(rows) == 2 * 2 * 2  # methods x inits x images
     for r in rows:  # IG runs on the first split only (SaliencyConfig.ig_splits)
         assert (r["n_splits"], r["n_patients"]) == ((2, 12) if r["method"] == "gradcam" else (1, 6))
     assert "1 split(s)" in md and "Integrated gradients: 1 slice(s) per test patient" in md
     csv_lines = (run_dir / "tables" / "saliency.csv").read_text().strip().splitlines()
-    assert len(csv_lines) == 1 + len(rows)
+    assert len(csv_lines) == 1 + len(rows) + 4  # + the n/a rows
 
 
 def test_scores_match_independent_recomputation(run_dir):
@@ -107,3 +108,31 @@ def test_select_slices_evenly_spaced():
     np.testing.assert_array_equal(select_slices(pidx, 3), [1, 4, 7, 9, 10, 11])
     np.testing.assert_array_equal(select_slices(pidx, 1), [4, 10, 11])  # the middle slice
     np.testing.assert_array_equal(select_slices(pidx, None), np.arange(12))
+
+
+def test_chosen_class_target(tmp_path):
+    """target = a class name: every map explains that class; Grad-CAM for class k recomputed by hand."""
+    from fake_run import build_fake_run
+
+    from cmrprior.classify.model import load_classifier
+    from cmrprior.data.prepared import PreparedCohort
+    from cmrprior.errors import ConfigError
+    from cmrprior.saliency.gradcam import gradcam
+    from cmrprior.saliency.score import in_heart_share
+    from cmrprior.anatomy.heart import heart_mask
+
+    run = build_fake_run(tmp_path / "run", n_splits=1, inits=("none",), images=("full",), with_tables=False)
+    cfg = SaliencyConfig(methods=("gradcam",), target="HCM", overlay_patients=0, n_boot=50)
+    run_saliency(run, cfg)
+    rec = json.loads((run / "saliency" / "cells" / "0" / "tiny" / "none__full" / "scores.json").read_text())
+    cell = run / "splits" / "split_0" / "cells" / "tiny" / "none__full"
+    ids = json.loads((cell / "result.json").read_text())["test"]["patient_ids"]
+    model, _ = load_classifier(cell / "model.pt")
+    prep = PreparedCohort.load(run / "prepared").select_patients(ids[:1])
+    res = gradcam(model, torch.from_numpy(prep.ed)[:, None], torch.from_numpy(prep.es)[:, None], target_class=2)
+    shares = np.concatenate([in_heart_share(res.ed.numpy(), heart_mask(prep.ed_mask, 5.0, 1.5)),
+                             in_heart_share(res.es.numpy(), heart_mask(prep.es_mask, 5.0, 1.5))])
+    assert rec["methods"]["gradcam"]["patients"][ids[0]] == pytest.approx(np.nanmean(shares), rel=1e-5)
+    assert "explains class HCM" in (run / "tables" / "saliency.md").read_text()
+    with pytest.raises(ConfigError, match="XYZ"):
+        run_saliency(run, SaliencyConfig(methods=("gradcam",), target="XYZ", overlay_patients=0))

@@ -50,3 +50,18 @@ def test_enclosed_background_takes_the_nearest_label_and_myo_ring_is_kept():
     # the LV cavity is the myocardium's hole and must stay LV
     assert (out == 3).sum() == (lab == 3).sum()
     np.testing.assert_array_equal(postprocess_labels(lab[0]), lab[0])  # 2D input accepted
+
+
+def test_rv_next_to_the_septum_wins_over_a_larger_false_rv():
+    lab = np.stack([disc_heart(60, (35, 35), 6, 2, 10) for _ in range(3)])
+    true_rv = (lab == 1).sum()
+    lab[:, 0:12, 0:40] = 1  # a larger false "RV" far from the heart (chest wall)
+    assert (lab[:, 0:12, 0:40] == 1).sum() > true_rv
+    out = postprocess_labels(lab)
+    assert (out[:, 0:12, 0:40] == 1).sum() == 0
+    assert (out == 1).sum() == true_rv
+    # myocardium: the ring around the LV is kept, a detached larger blob is not
+    lab2 = np.stack([disc_heart(60, (35, 35), 6, 2, 10) for _ in range(3)])
+    lab2[:, 50:60, 0:60] = 2
+    out2 = postprocess_labels(lab2)
+    assert (out2[:, 50:60] == 2).sum() == 0 and (out2 == 2).sum() == (np.stack([disc_heart(60, (35, 35), 6, 2, 10)] * 3) == 2).sum()

@@ -57,7 +57,8 @@ def _free_port() -> int:
 
 
 def test_two_processes_equal_one_process(tmp_path):
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    # fork: the children reuse the imported torch (spawn would re-import it in each child: slow on 2 cores)
+    mp.start_processes(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True, start_method="fork")
     model = _model()
     v1, v2 = _inputs()
     loss = simclr_loss(model, v1, v2, temperature=0.2, precision="fp32", gather=False)

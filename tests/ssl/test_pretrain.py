@@ -110,3 +110,11 @@ def test_extra_unlabeled_and_select_batch_size(tmp_path):
     best, results = select_batch_size(train, val, cfg, tmp_path / "grid", grid=(4, 8, 64))
     assert sorted(results) == [4, 8, 12]  # 64 capped at the 12 training images
     assert results[best].best_val_loss == min(r.best_val_loss for r in results.values())
+
+
+def test_bf16_channels_last_path_runs(tmp_path):
+    """The GPU default path (bf16 autocast + channels-last) also runs on CPU; the loss stays float32."""
+    cfg = dataclasses.replace(CFG, epochs=1, precision="bf16", channels_last=True)
+    res = pretrain(_blobs(16), cfg, tmp_path / "r", val_images=_blobs(8, seed=1))
+    assert np.isfinite(res.history[0]["train_loss"]) and np.isfinite(res.history[0]["val_loss"])
+    assert torch.load(tmp_path / "r" / "last.pt", weights_only=True)["config"]["precision"] == "bf16"

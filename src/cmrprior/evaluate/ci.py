@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from scipy import stats
 
+from cmrprior.evaluate.metrics import macro_auc, weighted_macro_auc
+
 Metric = Callable[[np.ndarray, np.ndarray], float]
 
 
@@ -41,6 +43,16 @@ def stratified_resample(labels: np.ndarray, rng: np.random.Generator) -> np.ndar
     return np.concatenate(out)
 
 
+def resample_counts(labels_per_split: Sequence[np.ndarray], n_boot: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Per split, `(n_boot, P)` occurrence counts of each patient in stratified resamples; the draws
+    are made in the same order as the loop `for b: for split: stratified_resample(...)`."""
+    counts = [np.zeros((n_boot, len(y)), dtype=np.float64) for y in labels_per_split]
+    for b in range(n_boot):
+        for s, y in enumerate(labels_per_split):
+            counts[s][b] = np.bincount(stratified_resample(y, rng), minlength=len(y))
+    return counts
+
+
 def bootstrap_ci(
     per_split: Sequence[tuple[np.ndarray, np.ndarray]],
     metric: Metric,
@@ -59,12 +71,17 @@ def bootstrap_ci(
     rng = np.random.default_rng(seed)
     point = float(np.mean([metric(y, p) for y, p in per_split]))
     draws = np.empty(n_boot)
-    for b in range(n_boot):
-        vals = []
-        for y, p in per_split:
-            idx = stratified_resample(y, rng)
-            vals.append(metric(y[idx], p[idx]))
-        draws[b] = np.nanmean(vals)
+    if metric is macro_auc:  # fast path: all resamples at once from resample counts
+        counts = resample_counts([y for y, _ in per_split], n_boot, rng)
+        vals = np.vstack([weighted_macro_auc(y, p, c) for (y, p), c in zip(per_split, counts)])
+        draws = np.nanmean(vals, axis=0)
+    else:
+        for b in range(n_boot):
+            vals = []
+            for y, p in per_split:
+                idx = stratified_resample(y, rng)
+                vals.append(metric(y[idx], p[idx]))
+            draws[b] = np.nanmean(vals)
     alpha = (1 - level) / 2
     low, high = np.nanquantile(draws, [alpha, 1 - alpha])
     return point, float(low), float(high)

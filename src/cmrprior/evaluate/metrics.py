@@ -97,3 +97,32 @@ def patient_probabilities(slice_probs: np.ndarray, patient_index: np.ndarray, n_
 
 def _none_if_nan(x: float) -> float | None:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
+
+
+def weighted_macro_auc(labels: np.ndarray, probs: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Macro OvR AUC (binary AUC when K == 2) for many patient weightings at once.
+
+    `weights` `(B, P)`: e.g. how often each patient occurs in each of B bootstrap resamples. With integer
+    counts the result equals `macro_auc(labels[idx], probs[idx])` of the resample `idx` (the pairwise
+    comparisons psi(s_i, s_j) of the original patients, weighted by w_i w_j). Returns float64 `(B,)`.
+    """
+    labels = np.asarray(labels)
+    probs = np.asarray(probs, dtype=np.float64)
+    w = np.asarray(weights, dtype=np.float64)
+    k = probs.shape[1]
+    classes = [1] if k == 2 else range(k)
+    out = []
+    for c in classes:
+        pos = labels == c
+        s = probs[:, c]
+        psi = (s[pos][:, None] > s[~pos][None, :]) + 0.5 * (s[pos][:, None] == s[~pos][None, :])
+        wp, wn = w[:, pos], w[:, ~pos]
+        denom = wp.sum(1) * wn.sum(1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out.append(np.einsum("bi,ij,bj->b", wp, psi, wn) / denom)
+    arr = np.vstack(out)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(arr, axis=0)

@@ -29,6 +29,7 @@ from cmrprior.utils import atomic
 log = logging.getLogger(__name__)
 
 INIT_ORDER = ("none", "imagenet", "full_sscl", "segmented_sscl")
+METHOD_NAMES = {"gradcam": "Grad-CAM", "integrated_gradients": "Integrated gradients"}
 MAX_SALIENCY_GRIDS = 12
 
 
@@ -145,28 +146,85 @@ def cohort_section(run: Path, study: dict | None) -> Section:
 
 
 def segmentation_section(run: Path, study: dict | None) -> Section:
+    """QC files of the run (qc/ or segmentation/: *.md, *.csv, *.png), mask plausibility flags computed here
+    from the prepared masks (`cmrprior.segmentation.qc.evaluate_prepared`, no ground truth needed), and an
+    overlay of the masks used."""
     body = []
     qc_dirs = [d for d in (run / "qc", run / "segmentation", run / "segmentation" / "qc") if d.is_dir()]
     for d in qc_dirs:
         for md in sorted(d.glob("*.md")):
             body.append(markdown_to_html(md.read_text()))
+        for csv_path in sorted(d.glob("*.csv")):
+            body.append(_csv_table(csv_path, run))
         for png in sorted(d.glob("*.png"))[:8]:
             body.append(figure(png.read_bytes(), f"{png.relative_to(run)}", width=640))
-    source = (study or {}).get("masks_source") or (_read_json(run / "prepared" / "masks.json") or {}).get("masks_source")
-    note = (study or {}).get("masks_note") or (_read_json(run / "prepared" / "masks.json") or {}).get("masks_note")
+    has_dice = any("dice" in b.lower() for b in body)
+    masks_meta = _read_json(run / "prepared" / "masks.json") or {}
+    source = (study or {}).get("masks_source") or masks_meta.get("masks_source")
+    note = (study or {}).get("masks_note") or masks_meta.get("masks_note")
+    if source:
+        body.insert(0, f"<p>Heart masks used for segmented images: <strong>{esc(source)}</strong>"
+                       f"{(' (' + esc(note) + ')') if note else ''}.</p>")
+    flags = _flag_table(run)
+    if flags:
+        body.append(flags)
     overlay = _mask_overlay_png(run)
     if overlay is not None:
-        body.append(figure(overlay, "Heart masks used for segmented images (outline: RV, myocardium, LV cavity) on "
-                           "ED slices of the first patients of the prepared cohort", width=900))
+        body.append(figure(overlay, "Heart masks used for segmented images (outline: RV yellow, myocardium green, "
+                           "LV cavity red) on ED slices of the first patients of the prepared cohort", width=900))
     missing = None
-    if not any("<table" in b for b in body):
-        why = "no segmentation QC tables (Dice) in the run folder (looked in qc/ and segmentation/)"
+    if not has_dice:
+        missing = ("no Dice / Hausdorff table in the run folder (looked for *.md and *.csv in qc/ and segmentation/)")
         if source == "ground_truth":
-            why += f"; the study used ground-truth masks{(' (' + note + ')') if note else ''}, so there is no segmenter to check"
-        missing = why
-    elif note:
-        body.insert(0, f"<p>Masks: {esc(source)} ({esc(note)})</p>")
+            missing += "; the study used ground-truth masks, so there is no segmenter output to check against them"
     return Section("segmentation", "Segmentation quality control", "\n".join(body), missing)
+
+
+def _csv_table(path: Path, run: Path, max_rows: int = 40) -> str:
+    import csv
+
+    with open(path, newline="") as fh:
+        rows = list(csv.reader(fh))
+    if len(rows) < 2:
+        return f'<p class="missing">{esc(path.relative_to(run))} is empty.</p>'
+    body = [[_short(c) for c in r] for r in rows[1 : max_rows + 1]]
+    more = f" (first {max_rows} of {len(rows) - 1} rows)" if len(rows) - 1 > max_rows else ""
+    return table_html(rows[0], body, caption=f"{path.relative_to(run)}{more}")
+
+
+def _short(cell: str) -> str:
+    try:
+        v = float(cell)
+    except ValueError:
+        return cell
+    return cell if v.is_integer() and "." not in cell else f"{v:.3f}"
+
+
+def _flag_table(run: Path) -> str | None:
+    prep = run / "prepared"
+    if not (prep / "cohort.json").exists():
+        return None
+    try:
+        from cmrprior.data.prepared import PreparedCohort
+        from cmrprior.segmentation.qc import evaluate_prepared
+
+        cohort = PreparedCohort.load(prep)
+        if cohort.ed_mask is None or cohort.es_mask is None:
+            return None
+        rows = evaluate_prepared(cohort)
+    except (ImportError, CmrPriorError, OSError, KeyError, ValueError) as exc:
+        log.warning("report: mask flags not computed (%s)", exc)
+        return None
+    if not rows:
+        return None
+    flags = [k for k, v in rows[0].items() if isinstance(v, bool)]
+    table = []
+    for f in flags:
+        hit = [r for r in rows if r.get(f)]
+        example = ", ".join(f"{r['patient_id']} {r['phase']}" for r in hit[:4]) + (" ..." if len(hit) > 4 else "")
+        table.append((f, f"{len(hit)} / {len(rows)}", example))
+    return table_html(["Flag", "Patient-phases flagged", "Examples"], table,
+                      caption="Mask plausibility flags of the masks used (cmrprior.segmentation.qc; no ground truth needed)")
 
 
 def _mask_overlay_png(run: Path, n: int = 6) -> bytes | None:
@@ -286,7 +344,7 @@ def saliency_grid_section(run: Path, error: str | None) -> Section:
     for method_dir in sorted({g.parents[1] for g in grids}):
         files = sorted(method_dir.glob("*/*.png"))
         take = files[: max(1, MAX_SALIENCY_GRIDS // max(1, len({g.parents[1] for g in grids})))]
-        body.append(f"<h3>{esc(method_dir.name)}</h3>")
+        body.append(f"<h3>{esc(METHOD_NAMES.get(method_dir.name, method_dir.name))}</h3>")
         for g in take:
             body.append(figure(g.read_bytes(), f"{g.parent.name}: {g.stem.replace('__', ', patient ')}", width=520))
             shown += 1

@@ -1,0 +1,8 @@
+"""Saliency maps of the ED/ES diagnosis model and the in-heart saliency score.
+
+* `gradcam.gradcam(model, ed, es, target_class=None)`: Grad-CAM of both branches (hooks, no dependency).
+* `attribution.integrated_gradients(...)`, `attribution.occlusion(...)`: layer-independent input attributions.
+* `score`: the in-heart share of positive saliency, per image, patient and configuration (with CIs).
+* `run.run_saliency(run_dir, SaliencyConfig())`: every configuration of a study run -> scores, overlays and
+  `tables/saliency.{md,csv,json}` (`table.write_saliency_table`). CLI: `cmrprior saliency --run RUN`.
+"""

@@ -28,7 +28,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("saliency", help="saliency overlays and in-heart scores for every configuration of a run")
     p.add_argument("--run", required=True, help="study run folder (from `cmrprior study`)")
     p.add_argument("--methods", default=None, help="comma-separated: gradcam,integrated_gradients (default both)")
-    p.add_argument("--target", default="predicted", choices=["predicted", "true"], help="class the maps explain")
+    p.add_argument("--target", default="predicted",
+                   help="class the maps explain: predicted (default), true (the patient's label) or a class name")
     p.add_argument("--margin-mm", type=float, default=5.0, help="heart-mask dilation for the score (mm)")
     p.add_argument("--ig-steps", type=int, default=16, help="integrated-gradients quadrature points")
     p.add_argument("--overlay-patients", type=int, default=4, help="test patients with overlay images per cell")

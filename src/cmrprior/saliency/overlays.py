@@ -1,7 +1,7 @@
 """Saliency overlays: the heat map over the ED and ES images with the heart-mask outline (matplotlib Agg).
 
-A panel shows the image in grey, the saliency (normalised to [0, 1] per image, values below `floor`
-transparent) in a heat colour map, and the outline of the dilated heart mask in cyan. A patient figure
+A panel shows the image in grey, the saliency (normalised to [0, 1] per image, values below `floor` = 0.2
+transparent, so the anatomy stays visible) in a heat colour map, and the outline of the dilated heart mask in cyan. A patient figure
 has two panels (ED, ES); a grid has one row per configuration and two columns (ED, ES) per patient.
 PNG files are written atomically.
 """
@@ -38,7 +38,7 @@ def _norm(x: np.ndarray) -> np.ndarray:
     return x / peak if peak > 0 else np.zeros_like(x)
 
 
-def draw_panel(ax, panel: OverlayPanel, *, alpha: float = 0.5, floor: float = 0.05) -> None:
+def draw_panel(ax, panel: OverlayPanel, *, alpha: float = 0.45, floor: float = 0.2) -> None:
     """Draw one overlay on a matplotlib Axes (no ticks)."""
     img = np.asarray(panel.image, dtype=np.float64)
     lo, hi = np.percentile(img, [1, 99]) if img.size else (0.0, 1.0)

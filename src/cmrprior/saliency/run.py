@@ -54,8 +54,8 @@ METHOD_NAMES = {"gradcam": "Grad-CAM", "integrated_gradients": "Integrated gradi
 class SaliencyConfig:
     """Settings of `run_saliency`.
 
-    methods: subset of METHODS. target: "predicted" (each slice's predicted class) or "true" (the
-    patient's label). margin_mm: heart-mask dilation for the score.
+    methods: subset of METHODS. target: "predicted" (each slice's predicted class), "true" (the
+    patient's label) or a class name of the run (e.g. "DCM": every map explains that class). margin_mm: heart-mask dilation for the score.
     slices_per_patient: slices scored per test patient (evenly spaced from base to apex; None = all).
     ig_steps: quadrature points of integrated gradients (baseline: zero image); IG costs about
     3 x ig_steps Grad-CAMs, so it runs on the first `ig_splits` splits (and the held-out cells) and on
@@ -82,8 +82,8 @@ class SaliencyConfig:
         bad = [m for m in self.methods if m not in METHODS]
         if bad or not self.methods:
             raise ConfigError(f"saliency methods must be a non-empty subset of {METHODS}, got {self.methods}")
-        if self.target not in ("predicted", "true"):
-            raise ConfigError(f"saliency target must be 'predicted' or 'true', got {self.target!r}")
+        if not isinstance(self.target, str) or not self.target:
+            raise ConfigError(f"saliency target must be 'predicted', 'true' or a class name, got {self.target!r}")
         if (self.margin_mm < 0 or self.ig_steps < 1 or self.batch_size < 1 or self.ig_slices_per_patient < 1
                 or (self.slices_per_patient is not None and self.slices_per_patient < 1)):
             raise ConfigError(f"invalid saliency settings: {self}")
@@ -104,8 +104,12 @@ class CellMaps:
     es: np.ndarray
 
 
-def find_cells(run_dir: Path) -> list[dict]:
-    """Finished cells of a run: dicts with split, backbone, init, images, folder, result (status "ok" only)."""
+def find_cells(run_dir: Path, *, unavailable: list | None = None) -> list[dict]:
+    """Finished cells of a run: dicts with split, backbone, init, images, folder, result (status "ok" only).
+
+    Cells without a usable model are appended to `unavailable` (when given) as {split, backbone, init,
+    images, reason}.
+    """
     found = []
     for res_path in sorted(run_dir.glob("splits/split_*/cells/*/*/result.json")) + sorted(
         run_dir.glob("holdout/cells/*/*/result.json")
@@ -114,9 +118,13 @@ def find_cells(run_dir: Path) -> list[dict]:
             result = json.loads(res_path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise DataError(res_path, f"unreadable cell result ({exc})") from exc
-        if result.get("status") != "ok" or not (res_path.parent / "model.pt").exists():
-            continue
         split = "holdout" if res_path.parts[-5] == "holdout" else str(result.get("split"))
+        if result.get("status") != "ok" or not (res_path.parent / "model.pt").exists():
+            if unavailable is not None:
+                unavailable.append({"split": split, "backbone": result.get("backbone"), "init": result.get("init"),
+                                    "images": result.get("images"),
+                                    "reason": result.get("reason") or f"status {result.get('status')}, no model.pt"})
+            continue
         found.append({"split": split, "backbone": result["backbone"], "init": result["init"], "images": result["images"],
                       "folder": res_path.parent, "result": result})
     return found
@@ -216,7 +224,8 @@ def run_saliency(run_dir: str | Path, config: SaliencyConfig = SaliencyConfig())
     else:
         fresh = False
     atomic.write_json(old, settings)
-    cells = find_cells(run_dir)
+    unavailable: list[dict] = []
+    cells = find_cells(run_dir, unavailable=unavailable)
     split_order = sorted({c["split"] for c in cells if c["split"] != "holdout"}, key=lambda s: int(s))
     overlay_splits = split_order[: config.overlay_splits]
     ig_splits = set(split_order[: config.ig_splits]) | {"holdout"}
@@ -250,7 +259,7 @@ def run_saliency(run_dir: str | Path, config: SaliencyConfig = SaliencyConfig())
         rows = sorted(rows, key=lambda r: r[0])
         save_grid(path, [[r[1], r[2]] for r in rows], [r[0] for r in rows])
     tables = write_saliency_table(scored, run_dir / "tables", n_boot=config.n_boot, level=config.level, seed=config.seed,
-                                  margin_mm=config.margin_mm, target=config.target) if scored else {}
+                                  margin_mm=config.margin_mm, target=config.target, unavailable=unavailable) if scored else {}
     return SaliencyOutputs(folder=folder, n_cells=len(scored), tables=tables)
 
 
@@ -270,7 +279,7 @@ def _score_cell(cell: dict, inputs: _RunInputs, config: SaliencyConfig, folder: 
         per_patient = config.ig_slices_per_patient if method == "integrated_gradients" else config.slices_per_patient
         rows = select_slices(test.patient_index, per_patient)
         pids = [test.patient_ids[i] for i in test.patient_index[rows]]
-        targets = None if config.target == "predicted" else test.labels[rows]
+        targets = _targets(config.target, test.labels[rows], cell)
         maps = saliency_maps(model, test.ed[rows], test.es[rows], targets, method=method, batch_size=config.batch_size,
                              ig_steps=config.ig_steps)
         hed, hes = h_ed[rows], h_es[rows]
@@ -298,6 +307,17 @@ def _score_cell(cell: dict, inputs: _RunInputs, config: SaliencyConfig, folder: 
     atomic.write_json(out / "scores.json", record)
     log.info("saliency: split %s %s %s/%s done", cell["split"], cell["backbone"], cell["init"], cell["images"])
     return record
+
+
+def _targets(target: str, labels: np.ndarray, cell: dict) -> np.ndarray | None:
+    if target == "predicted":
+        return None
+    if target == "true":
+        return labels
+    classes = list(cell["result"].get("classes", []))
+    if target not in classes:
+        raise ConfigError(f"saliency target {target!r} is not a class of {cell['folder']} (classes: {classes})")
+    return np.full(labels.shape, classes.index(target), dtype=np.int64)
 
 
 def select_slices(patient_index: np.ndarray, per_patient: int | None) -> np.ndarray:

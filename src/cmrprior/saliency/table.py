@@ -26,11 +26,14 @@ COLUMNS = ["method", "backbone", "init", "images", "mean", "t_low", "t_high", "b
            "n_patients", "chance", "cell"]
 
 
-def saliency_table(records: Sequence[dict], *, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> list[dict]:
+def saliency_table(records: Sequence[dict], *, n_boot: int = 1000, level: float = 0.95, seed: int = 0,
+                   unavailable: Sequence[dict] = ()) -> list[dict]:
     """Summary rows from per-cell score records (the `scores.json` dicts of `cmrprior.saliency.run`).
 
     One row per (method, backbone, init, images): the `ScoreSummary` of the patients' scores grouped by
-    split, and `chance`, the same mean over the patients' heart-area fractions.
+    split, and `chance`, the same mean over the patients' heart-area fractions. `unavailable`: cells
+    without a model ({"backbone", "init", "images", "reason"}); configurations with no scored split get an
+    "n/a: reason" row per method, as in the study's tables.
     """
     groups: dict[tuple, dict] = defaultdict(lambda: {"scores": {}, "chance": {}})
     for rec in records:
@@ -54,7 +57,18 @@ def saliency_table(records: Sequence[dict], *, n_boot: int = 1000, level: float 
                     "n_patients": s.n_patients, "split_means": list(s.split_means), "chance": chance})
         row["cell"] = format_cell({"macro_auc": row["mean"], **{k: row[k] for k in ("t_low", "t_high", "boot_low", "boot_high")}})
         rows.append(row)
-    return rows
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    done = {(r["backbone"], r["init"], r["images"]) for r in rows}
+    for u in unavailable:
+        key = (u["backbone"], u["init"], u["images"])
+        if key in done:
+            continue
+        done.add(key)
+        reason = (u.get("reason") or "no trained model").splitlines()[0][:160]
+        for method in methods:
+            rows.append({"method": method, "backbone": key[0], "init": key[1], "images": key[2], "mean": None,
+                         "reason": reason, "cell": f"n/a: {reason}"})
+    return sorted(rows, key=lambda r: _order((r["method"], r["backbone"], r["init"], r["images"])))
 
 
 def _order(key: tuple) -> tuple:
@@ -88,7 +102,8 @@ def saliency_markdown(rows: list[dict], *, title: str, notes: list[str]) -> str:
 
 
 def write_saliency_table(records: Sequence[dict], folder: str | Path, *, n_boot: int = 1000, level: float = 0.95,
-                         seed: int = 0, margin_mm: float = 5.0, target: str = "predicted") -> dict:
+                         seed: int = 0, margin_mm: float = 5.0, target: str = "predicted",
+                         unavailable: Sequence[dict] = ()) -> dict:
     """Write `saliency.{md,csv,json}` (and `holdout_saliency.*` for held-out cells) into `folder`.
 
     Returns {"md": Path, "csv": Path, "json": Path} of the repeated-split table (or of the held-out one
@@ -99,7 +114,9 @@ def write_saliency_table(records: Sequence[dict], folder: str | Path, *, n_boot:
     notes = [
         "In-heart saliency: share of positive saliency inside the heart mask (LV cavity, myocardium and RV, "
         f"dilated by {margin_mm:g} mm), per image; per patient the mean over its slices and both branches (ED, ES).",
-        f"Saliency explains the {'predicted' if target == 'predicted' else 'true'} class of each slice.",
+        ("Saliency explains the predicted class of each slice." if target == "predicted" else
+         "Saliency explains the true class (the patient's label) of each slice." if target == "true" else
+         f"Saliency explains class {target} for every slice."),
         f"Cell: mean over splits of the mean over test patients [{pct}% Student-t interval across splits] "
         f"(boot: {pct}% bootstrap interval over patients, {n_boot} resamples).",
         "Chance (heart area): the score a uniform saliency map would get (mean heart-area fraction of the images).",
@@ -110,12 +127,16 @@ def write_saliency_table(records: Sequence[dict], folder: str | Path, *, n_boot:
         k = ", ".join("all" if v is None else str(v) for v in sorted(per, key=lambda v: -1 if v is None else v))
         notes.append(f"{METHOD_NAMES.get(method, method)}: {k} slice(s) per test patient (evenly spaced base to apex), "
                      f"{len(splits)} split(s).")
+        if method == "integrated_gradients":
+            notes.append("Integrated gradients use a zero-image baseline: on segmented (masked) images the input is zero "
+                         "outside the image mask, so its attribution there is zero by construction.")
     written: dict = {}
     for prefix, recs in (("", [r for r in records if str(r["split"]) != "holdout"]),
                          ("holdout_", [r for r in records if str(r["split"]) == "holdout"])):
         if not recs:
             continue
-        rows = saliency_table(recs, n_boot=n_boot, level=level, seed=seed)
+        unav = [u for u in unavailable if (str(u.get("split")) == "holdout") == bool(prefix)]
+        rows = saliency_table(recs, n_boot=n_boot, level=level, seed=seed, unavailable=unav)
         title = ("Held-out cohort - " if prefix else "") + "In-heart saliency score (share of positive saliency on the heart)"
         md = atomic.write_text(folder / f"{prefix}saliency.md", saliency_markdown(rows, title=title, notes=notes))
         buf = io.StringIO()

@@ -46,6 +46,11 @@ def save_overlay(shown: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Pa
                 if (labels[k] == value).any():
                     ax.contour(labels[k] == value, levels=[0.5], colors=colour, linewidths=0.8)
             ax.set_title(f"{phase} z={k}", fontsize=7)
+            rows, cols = np.nonzero(labels.any(axis=0)) if labels.any() else ([], [])
+            if len(rows):  # zoom on the heart (all slices' labels) with a margin of 25% of the image
+                m = max(labels.shape[1:]) // 4
+                ax.set_xlim(max(min(cols) - m, 0) - 0.5, min(max(cols) + m, labels.shape[2] - 1) + 0.5)
+                ax.set_ylim(min(max(rows) + m, labels.shape[1] - 1) + 0.5, max(min(rows) - m, 0) - 0.5)
     if title:
         fig.suptitle(title, fontsize=8)
     fig.tight_layout()

@@ -1,8 +1,12 @@
-"""Post-processing of predicted label volumes: largest connected component per structure, holes filled.
+"""Post-processing of predicted label volumes: one connected component per structure, holes filled.
 
 Works on one patient-phase stack `(Z, H, W)` (slices in anatomical order). Components are 3D with full
 (26-) connectivity, so a structure continuing across neighbouring slices stays one component even when
-slices are thick. Holes are filled per slice: holes of the LV cavity become LV cavity (papillary muscles
+slices are thick. Which component is kept follows the anatomy: the largest LV-cavity component; the
+myocardium component that touches that cavity most (in-plane dilation by `contact_px`); the RV component
+that touches the LV cavity and myocardium most. Where no component touches, the largest is kept. (On
+whole fields of view a false "RV" on chest-wall or liver can be larger than the true RV, which always
+abuts the septum.) Holes are filled per slice: holes of the LV cavity become LV cavity (papillary muscles
 belong to the cavity in ACDC), holes of the RV become RV, and any background enclosed by the whole heart
 takes the label of the nearest heart pixel. The myocardium's hole (the LV cavity) is not touched.
 """
@@ -26,6 +30,24 @@ def largest_component(binary: np.ndarray) -> np.ndarray:
     return lab == int(sizes.argmax())
 
 
+def component_touching(binary: np.ndarray, anchor: np.ndarray, contact_px: int = 2) -> np.ndarray:
+    """The 26-connected component of `binary` (bool `(Z, H, W)`) with the most voxels within `contact_px`
+    pixels in-plane of `anchor`; the largest component when none touches or `anchor` is empty."""
+    structure = np.ones((3, 3, 3), dtype=bool)
+    lab, n = ndimage.label(binary, structure=structure)
+    if n <= 1:
+        return binary.astype(bool, copy=True)
+    if anchor.any():
+        near = ndimage.binary_dilation(anchor, structure=np.ones((1, 3, 3), bool), iterations=contact_px)
+        contact = np.bincount(lab[near].ravel(), minlength=n + 1)
+        contact[0] = 0
+        if contact.max() > 0:
+            return lab == int(contact.argmax())
+    sizes = np.bincount(lab.ravel())
+    sizes[0] = 0
+    return lab == int(sizes.argmax())
+
+
 def fill_holes_per_slice(binary: np.ndarray) -> np.ndarray:
     """2D hole filling on each slice of a bool `(Z, H, W)` array."""
     return np.stack([ndimage.binary_fill_holes(s) for s in binary]) if binary.size else binary.copy()
@@ -37,11 +59,16 @@ def postprocess_labels(labels: np.ndarray, labels_to_clean: tuple[int, ...] = (1
     lab = (labels[None] if squeeze else labels).astype(np.uint8, copy=True)
     if lab.ndim != 3:
         raise ValueError(f"labels must be (Z, H, W) or (H, W), got shape {labels.shape}")
-    for value in labels_to_clean:
+    anchors = {3: None, 2: (3,), 1: (3, 2)}  # LV first, then MYO next to it, then RV next to both
+    for value in (3, 2, 1):
         region = lab == value
-        if region.any():
+        if value not in labels_to_clean or not region.any():
+            continue
+        if anchors[value] is None:
             keep = largest_component(region)
-            lab[region & ~keep] = 0
+        else:
+            keep = component_touching(region, np.isin(lab, anchors[value]))
+        lab[region & ~keep] = 0
     for value in (3, 1):  # LV cavity, RV: fill their own holes
         filled = fill_holes_per_slice(lab == value)
         lab[filled] = value

@@ -3,9 +3,9 @@
 Metrics (per structure RV, MYO, LV, per patient and phase, in 3D on the prepared grid):
 * Dice = 2|A∩B| / (|A| + |B|); NaN when both are empty, 0 when exactly one is.
 * Hausdorff distance (mm) between the surfaces (boundary voxels) of A and B, with anisotropic voxel
-  spacing `(slice thickness, pixel, pixel)`: the maximum (HD) and the 95th percentile (HD95) of the
-  pooled directed surface distances A->B and B->A (the definition of MONAI's `HausdorffDistanceMetric`
-  with `directed=False`); NaN when either mask is empty.
+  spacing `(slice thickness, pixel, pixel)`: HD = the largest surface distance either way; HD95 = the
+  larger of the two directed 95th percentiles (A->B and B->A), the definition of MONAI's
+  `compute_hausdorff_distance(directed=False, percentile=95)`; NaN when either mask is empty.
 
 Flags (no ground truth needed), one row per patient and phase:
 * `empty_heart`: no heart label on any slice.
@@ -57,13 +57,13 @@ def surface_distances(a: np.ndarray, b: np.ndarray, spacing: Sequence[float]) ->
 
 
 def hausdorff(pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float], percentile: float = 100.0) -> float:
-    """Symmetric Hausdorff distance in mm (the `percentile` of pooled surface distances; 100 = max).
-    NaN when either mask is empty."""
+    """Symmetric Hausdorff distance in mm: the larger of the two directed `percentile`s of surface
+    distances (100 = the classical maximum). NaN when either mask is empty."""
     pred, truth = np.asarray(pred, bool), np.asarray(truth, bool)
     if not pred.any() or not truth.any():
         return float("nan")
     d_ab, d_ba = surface_distances(pred, truth, spacing)
-    return float(np.percentile(np.concatenate([d_ab, d_ba]), percentile))
+    return float(max(np.percentile(d_ab, percentile), np.percentile(d_ba, percentile)))
 
 
 def structure_metrics(pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float]) -> dict[str, float]:

@@ -161,11 +161,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_pretrain(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from cmrprior.ssl.distributed import dist_info
+    from cmrprior.ssl.distributed import dist_info, init_distributed
     from cmrprior.ssl.pretrain import PretrainConfig, pretrain, select_batch_size
     from cmrprior.utils import atomic
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    init_distributed(None if args.device == "auto" else args.device)  # under torchrun: join the process group
     out: Path = args.out
     if args.data.is_dir() and out.resolve().is_relative_to(args.data.resolve()):
         raise ConfigError(f"--out {out} is inside the input folder {args.data}; input folders are never written to")

@@ -43,9 +43,12 @@ class Grid:
         self.r = np.hypot(du, dv)
         self.theta = np.arctan2(dv, du)
         t = (self.theta % (2 * np.pi)) * (N_ANGLES / (2 * np.pi))
-        self._i0 = np.floor(t).astype(np.int64) % N_ANGLES
+        self._i0 = np.floor(t).astype(np.intp) % N_ANGLES
         self._i1 = (self._i0 + 1) % N_ANGLES
         self._f = t - np.floor(t)
+        zi_full = np.broadcast_to(np.asarray(zi, dtype=np.intp), du.shape)
+        self._flat0 = zi_full * N_ANGLES + self._i0  # indices into a raveled (Z, N_ANGLES) table
+        self._flat1 = zi_full * N_ANGLES + self._i1
 
     @classmethod
     def crop(cls, du: np.ndarray, dv: np.ndarray, depths: np.ndarray, voxel_mm3: float) -> Grid:
@@ -53,11 +56,14 @@ class Grid:
 
     def angular(self, profile: np.ndarray) -> np.ndarray:
         """Evaluate a per-angle profile `(N_ANGLES,)` at every pixel (linear, circular interpolation)."""
-        return profile[self._i0] * (1 - self._f) + profile[self._i1] * self._f
+        a, b = np.take(profile, self._i0), np.take(profile, self._i1)
+        return a + (b - a) * self._f
 
     def angular_per_slice(self, table: np.ndarray) -> np.ndarray:
         """Evaluate per-slice angular profiles `(Z, N_ANGLES)` at every pixel."""
-        return table[self.zi, self._i0] * (1 - self._f) + table[self.zi, self._i1] * self._f
+        flat = np.ascontiguousarray(table).ravel()
+        a, b = np.take(flat, self._flat0), np.take(flat, self._flat1)
+        return a + (b - a) * self._f
 
     def subset(self, keep: np.ndarray) -> Grid:
         """The pixels where `keep` is True, as a 1-D grid (same voxel volume)."""

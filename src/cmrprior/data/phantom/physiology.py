@@ -5,7 +5,8 @@ The five classes follow the ACDC definitions (Bernard et al., IEEE TMI 2018), ap
 * NOR:  normal volumes (LV EDV index < 100 ml/m^2), LVEF > 50 %, ED wall thickness < 12 mm.
 * DCM:  LV EDV index > 100 ml/m^2 and LVEF < 40 % (thin walls, reduced long-axis shortening).
 * HCM:  myocardium thicker than 15 mm (septal bump, sometimes concentric), normal or high LVEF (> 50 %).
-* MINF: LVEF < 40 % with a thinned (3-5.5 mm), akinetic sector (anterior, inferior or lateral).
+* MINF: LVEF < 40 % with a thinned (35-55 % of the remote wall, >= 2.5 mm), akinetic sector
+  (anterior, inferior or lateral, 60-120 degrees wide).
 * RV:   RV EDV index > 110 ml/m^2 and/or RVEF < 40 %.
 
 Targets are drawn from ranges that overlap between classes (MINF and DCM share low EF and dilation, RV and
@@ -31,9 +32,9 @@ ANGLES = np.linspace(0.0, 2.0 * np.pi, N_ANGLES, endpoint=False)
 _RANGES: dict[str, dict[str, tuple[float, float]]] = {
     "NOR": dict(lv_edvi=(56, 94), lvef=(54, 72), wall=(6.0, 8.8), rv_edvi=(62, 100), rvef=(45, 66), ls=(0.10, 0.17)),
     "DCM": dict(lv_edvi=(106, 185), lvef=(8, 36), wall=(5.0, 8.0), rv_edvi=(62, 125), rvef=(25, 60), ls=(0.03, 0.09)),
-    "HCM": dict(lv_edvi=(45, 90), lvef=(58, 82), wall=(9.0, 12.5), rv_edvi=(52, 95), rvef=(50, 70), ls=(0.06, 0.13)),
+    "HCM": dict(lv_edvi=(45, 90), lvef=(58, 82), wall=(8.0, 11.5), rv_edvi=(52, 95), rvef=(50, 70), ls=(0.06, 0.13)),
     "MINF": dict(lv_edvi=(66, 135), lvef=(16, 37), wall=(7.0, 10.0), rv_edvi=(56, 100), rvef=(38, 62), ls=(0.05, 0.11)),
-    "RV": dict(lv_edvi=(50, 94), lvef=(51, 68), wall=(6.0, 8.8), rv_edvi=(98, 165), rvef=(18, 50), ls=(0.08, 0.15)),
+    "RV": dict(lv_edvi=(50, 94), lvef=(51, 68), wall=(6.0, 8.8), rv_edvi=(90, 150), rvef=(18, 50), ls=(0.08, 0.15)),
 }
 KNOWN_CLASSES: tuple[str, ...] = tuple(_RANGES)
 
@@ -115,7 +116,7 @@ def sample_physiology(label: str, rng: np.random.Generator) -> Physiology:
     infarct_centre = None
     if label == "HCM":
         if rng.random() < 0.25:  # concentric hypertrophy
-            wall = rng.uniform(17, 22) * (1 + 0.06 * np.cos(ANGLES - phase))
+            wall = rng.uniform(16.5, 20) * (1 + 0.06 * np.cos(ANGLES - phase))
         else:  # asymmetric septal hypertrophy
             peak = rng.uniform(17.5, 27.0)
             centre = rv_direction + math.radians(rng.uniform(-35, 35))
@@ -125,13 +126,16 @@ def sample_physiology(label: str, rng: np.random.Generator) -> Physiology:
     elif label == "MINF":
         infarct_centre = math.radians(float(rng.choice([90.0, 270.0, 0.0])) + rng.uniform(-25, 25))
         sector = _sector(infarct_centre, math.radians(rng.uniform(30, 60)), math.radians(25))
-        wall = wall * (1 - sector) + rng.uniform(3.0, 5.5) * sector
+        thin = max(2.5, wall0 * float(rng.uniform(0.35, 0.55)))  # thinned scar, 2.5-5.5 mm
+        wall = wall * (1 - sector) + thin * sector
         kinesis = kinesis * (1 - sector)  # akinetic: the infarcted sector does not move
     elif label == "DCM":
         kinesis = 1 + 0.25 * np.cos(ANGLES - rng.uniform(0, 2 * np.pi))  # patchier hypokinesis
 
     ellipticity = rng.uniform(0.0, 0.07)
     shape = 1 + ellipticity * np.cos(2 * (ANGLES - rng.uniform(0, np.pi)))
+    for harmonic in (3, 4, 5):  # a slightly irregular, not perfectly elliptic endocardium
+        shape = shape + rng.uniform(0.0, 0.015) * np.cos(harmonic * ANGLES - rng.uniform(0, 2 * np.pi))
     return Physiology(
         label=label,
         height_cm=height,

@@ -132,6 +132,14 @@ def _crop(acq: _Acquisition, radius_mm: float) -> tuple[slice, slice]:
     return rows, cols
 
 
+def rician_noise(image: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """Magnitude of the image plus complex Gaussian noise (std `sigma` per channel): Rician distributed."""
+    n1 = rng.standard_normal(image.shape, dtype=np.float32)
+    n2 = rng.standard_normal(image.shape, dtype=np.float32)
+    s = np.float32(sigma)
+    return np.hypot(image + s * n1, s * n2)
+
+
 def _bias_field(shape: tuple[int, int], strength: float, rng: np.random.Generator) -> np.ndarray:
     h, w = shape
     y, x = np.mgrid[-1 : 1 : h * 1j, -1 : 1 : w * 1j]
@@ -225,9 +233,7 @@ def render_patient(
         img *= bias[None]
         if cue_img is not None:
             img[:, cue_img] = np.float32(cue_level)  # only the marker's pixels change
-        n1 = rng_noise.standard_normal(img.shape, dtype=np.float32)
-        n2 = rng_noise.standard_normal(img.shape, dtype=np.float32)
-        img = np.hypot(img + np.float32(sigma) * n1, np.float32(sigma) * n2)
+        img = rician_noise(img, sigma, rng_noise)
         images.append(np.clip(np.rint(img * gain), 0, 32767).astype(np.int16))
 
     return RenderedPatient(
@@ -237,4 +243,4 @@ def render_patient(
     )
 
 
-__all__ = ["RenderedPatient", "render_patient"]
+__all__ = ["RenderedPatient", "render_patient", "rician_noise"]

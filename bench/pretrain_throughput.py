@@ -1,0 +1,248 @@
+"""SimCLR training-step throughput on this machine: cmrprior vs lightly, same backbone/batch/resolution.
+
+    nice -n 10 .venv/bin/python bench/pretrain_throughput.py [--backbones resnet18,vgg16] [--size 128]
+        [--batch 64] [--steps 2] [--warmup 1] [--bf16 auto|force|off] [--channels-last-too] [--compile-too]
+
+One step = views of a batch (augmentation) + encoder and projection head on both views + NT-Xent + backward +
+Adam. cmrprior: batched on-device views (`cmrprior.ssl.augment`), both views in one forward,
+`cmrprior.ssl.pretrain.simclr_loss`. lightly: its default SimCLR recipe: `SimCLRTransform` per sample on
+PIL images through a DataLoader (num_workers=0, as this 2-core machine has no spare cores), torchvision
+backbone on 3-channel input, `SimCLRProjectionHead`, `NTXentLoss`, two forwards.
+
+Printed per backbone and setting: images/s (warm-up steps excluded), FLOPs per image (model forward, and the
+whole training step: 2 views, forward + backward; counted with torch.utils.flop_counter.FlopCounterMode), the
+achieved FLOP rate and its fraction of this machine's matmul peak (large fp32 and bf16 matmuls, measured at the
+start of the same run). bf16 steps are skipped under `--bf16 auto` when the bf16 matmul peak is under a quarter
+of the fp32 one (a CPU without AVX512-BF16/AMX emulates bf16; a step would take many minutes); the peaks say why.
+The CPU is shared: the 1-minute load average is printed before and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def matmul_peak(dtype: torch.dtype, max_n: int = 2048, budget_s: float = 20.0) -> tuple[float, int]:
+    """Best GFLOP/s of square matmuls, growing n while one product takes < 0.5 s (within a time budget)."""
+    best, n, t_start = 0.0, 256, time.perf_counter()
+    while n <= max_n and time.perf_counter() - t_start < budget_s:
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+        a @ b
+        reps, t0 = 0, time.perf_counter()
+        while reps < 3 or time.perf_counter() - t0 < 0.5:
+            a @ b
+            reps += 1
+            if time.perf_counter() - t0 > 5:
+                break
+        dt = (time.perf_counter() - t0) / reps
+        best = max(best, 2 * n**3 / dt / 1e9)
+        if dt > 0.5:
+            break
+        n *= 2
+    return best, n
+
+
+def blobs(n: int, size: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    out = np.empty((n, size, size), np.float32)
+    for i in range(n):
+        cy, cx = rng.uniform(0.3, 0.7, 2) * size
+        r = rng.uniform(0.1, 0.25) * size
+        out[i] = 0.2 + 0.6 * (((yy - cy) ** 2 + (xx - cx) ** 2) < r**2) + 0.05 * rng.standard_normal((size, size))
+    return np.clip(out, 0, 1)
+
+
+# ------------------------------------------------------------------------------------------------ cmrprior
+def cmrprior_stepper(name: str, images: np.ndarray, batch: int, precision: str, channels_last: bool, compile_: bool):
+    from cmrprior.ssl.augment import AugmentConfig, two_views
+    from cmrprior.ssl.pretrain import build_model, simclr_loss
+
+    torch.manual_seed(0)
+    model = build_model({"backbone": name, "in_chans": 1, "backbone_kwargs": {}, "proj_hidden_dim": 512,
+                         "proj_dim": 128, "proj_batch_norm": False})
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    fwd = torch.compile(model) if compile_ else model
+    data = torch.from_numpy(images).unsqueeze(1)
+    g = torch.Generator().manual_seed(0)
+    aug = AugmentConfig()
+    size = images.shape[-1]
+    state = {"i": 0}
+
+    def step() -> float:
+        i = state["i"]
+        idx = torch.arange(i * batch, (i + 1) * batch) % data.shape[0]
+        state["i"] += 1
+        with torch.no_grad():
+            v1, v2 = two_views(data[idx], aug, g, out_size=size)
+        if channels_last:
+            v1, v2 = (v.contiguous(memory_format=torch.channels_last) for v in (v1, v2))
+        loss = simclr_loss(fwd, v1, v2, temperature=0.1, precision=precision)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    return model, step
+
+
+# ------------------------------------------------------------------------------------------------ lightly
+def lightly_stepper(name: str, images: np.ndarray, batch: int, precision: str):
+    import torchvision
+    from lightly.loss import NTXentLoss
+    from lightly.models.modules import SimCLRProjectionHead
+    from lightly.transforms import SimCLRTransform
+    from PIL import Image
+
+    size = images.shape[-1]
+    transform = SimCLRTransform(input_size=size)
+    pil = [Image.fromarray((im * 255).astype(np.uint8)).convert("RGB") for im in images]
+
+    class DS(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(pil)
+
+        def __getitem__(self, i):
+            return transform(pil[i])
+
+    torch.manual_seed(0)
+    if name == "vgg16":
+        tv = torchvision.models.vgg16(weights=None)
+        backbone = nn.Sequential(tv.features, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        nf = 512
+    else:
+        tv = getattr(torchvision.models, name)(weights=None)
+        nf = tv.fc.in_features
+        tv.fc = nn.Identity()
+        backbone = tv
+
+    class SimCLR(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.backbone = backbone
+            self.projection_head = SimCLRProjectionHead(nf, 512, 128)
+
+        def forward(self, x):
+            return self.projection_head(self.backbone(x).flatten(start_dim=1))
+
+    model = SimCLR()
+    crit = NTXentLoss(temperature=0.1)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    loader = torch.utils.data.DataLoader(DS(), batch_size=batch, shuffle=True, drop_last=True, num_workers=0,
+                                         generator=torch.Generator().manual_seed(0))
+    it = {"it": iter(loader)}
+
+    def step() -> float:
+        try:
+            views = next(it["it"])
+        except StopIteration:
+            it["it"] = iter(loader)
+            views = next(it["it"])
+        x0, x1 = views[0], views[1]
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            z0, z1 = model(x0), model(x1)
+            loss = crit(z0, z1)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    return model, step
+
+
+def time_steps(step, warmup: int, steps: int) -> float:
+    for _ in range(warmup):
+        step()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return (time.perf_counter() - t0) / steps
+
+
+def flops(name: str, size: int) -> tuple[float, float]:
+    """(forward FLOPs per image of the encoder, training-step FLOPs per image: 2 views fwd+bwd incl. head/loss)."""
+    from cmrprior.ssl.pretrain import build_model, simclr_loss
+
+    torch.manual_seed(0)
+    model = build_model({"backbone": name, "in_chans": 1, "backbone_kwargs": {}, "proj_hidden_dim": 512,
+                         "proj_dim": 128, "proj_batch_norm": False})
+    x = torch.randn(2, 1, size, size)
+    model.eval()
+    with FlopCounterMode(display=False) as fc:
+        with torch.no_grad():
+            model.encoder.forward_features(x[:1])
+    fwd = fc.get_total_flops()
+    model.train()
+    with FlopCounterMode(display=False) as fc:
+        simclr_loss(model, x, x.flip(-1), temperature=0.1, precision="fp32").backward()
+    return float(fwd), float(fc.get_total_flops()) / 2
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--backbones", default="resnet18,vgg16")
+    ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--steps", type=int, default=2)
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--bf16", choices=("auto", "force", "off"), default="auto")
+    ap.add_argument("--channels-last-too", action="store_true", help="also time cmrprior fp32 with channels-last")
+    ap.add_argument("--compile-too", action="store_true", help="also time cmrprior fp32 with torch.compile")
+    args = ap.parse_args()
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
+          f"{torch.backends.cpu.get_cpu_capability()}, load average before: {os.getloadavg()[0]:.2f}", flush=True)
+    peak32, n32 = matmul_peak(torch.float32)
+    peak16, n16 = matmul_peak(torch.bfloat16)
+    print(f"matmul peak: fp32 {peak32:.1f} GFLOP/s (n<={n32}), bf16 {peak16:.1f} GFLOP/s (n<={n16})", flush=True)
+    do_bf16 = args.bf16 == "force" or (args.bf16 == "auto" and peak16 >= 0.25 * peak32)
+    if not do_bf16:
+        print(f"bf16 steps skipped: bf16 matmul peak is {peak16 / peak32:.1%} of fp32 on this CPU (no native bf16)",
+              flush=True)
+    images = blobs(max(args.batch * (args.warmup + args.steps), 256), args.size)
+
+    for name in args.backbones.split(","):
+        fwd, train = flops(name, args.size)
+        print(f"\n{name} @ {args.size}px, batch {args.batch}: forward {fwd / 1e9:.2f} GFLOP/image, training step "
+              f"{train / 1e9:.2f} GFLOP/image (2 views, fwd+bwd)", flush=True)
+        settings = [("cmrprior", "fp32", False, False), ("lightly", "fp32", None, None)]
+        if args.channels_last_too:
+            settings.insert(1, ("cmrprior", "fp32", True, False))
+        if args.compile_too:
+            settings.insert(1, ("cmrprior", "fp32", False, True))
+        if do_bf16:
+            settings += [("cmrprior", "bf16", False, False), ("lightly", "bf16", None, None)]
+        rates = {}
+        for lib, prec, cl, comp in settings:
+            if lib == "cmrprior":
+                _, step = cmrprior_stepper(name, images, args.batch, prec, cl, comp)
+                label = f"cmrprior {prec}" + (" channels-last" if cl else "") + (" compiled" if comp else "")
+            else:
+                _, step = lightly_stepper(name, images, args.batch, prec)
+                label = f"lightly  {prec}"
+            sec = time_steps(step, args.warmup, args.steps)
+            ips = args.batch / sec
+            rates[label] = ips
+            achieved = ips * train / 1e9
+            peak = peak16 if prec == "bf16" else peak32
+            print(f"  {label:34s} {ips:7.2f} images/s  ({sec:6.1f} s/step)  {achieved:6.1f} GFLOP/s = "
+                  f"{achieved / peak:5.1%} of {prec} matmul peak", flush=True)
+        base = rates.get("lightly  fp32")
+        if base:
+            for label, ips in rates.items():
+                if label.startswith("cmrprior"):
+                    print(f"  {label} / lightly fp32: {ips / base:.2f}x", flush=True)
+    print(f"\nload average after: {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,172 @@
+"""Segmenter benchmark: prints throughput, inference time per frame, and cross-validated quality.
+
+    .venv/bin/python bench/segmentation.py speed [--threads 1] [--steps 6]
+        training slices/s of the shipped U-Net (float32 vs bfloat16 autocast) at the training crop, and
+        inference seconds per ACDC frame (whole volume, input geometry, with post-processing).
+    .venv/bin/python bench/segmentation.py cv RUN
+        for a `cmrprior segment train --folds K --out RUN` folder: held-out Dice/HD95 per structure and
+        phase (mean, 95% t-interval), LVEF / LV EDV / RV EDV mean absolute error of the fold models'
+        masks against the ground-truth masks (engineer B's `cmrprior.anatomy.measure`), training time and
+        peak memory from the training logs.
+
+Figures are printed, never asserted. Nothing is written except under RUN/bench/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ACDC = Path(os.environ.get("ACDC_ROOT", Path(__file__).resolve().parents[2] / "shared/data/acdc/training"))
+
+
+def speed(threads: int, steps: int, crop: int, batch: int) -> None:
+    from cmrprior.segmentation.losses import make_seg_loss
+    from cmrprior.segmentation.network import UNetArgs, build_unet, count_parameters
+    from cmrprior.segmentation.predict import default_model_path
+    from cmrprior.segmentation.network import load_segmenter
+    from cmrprior.segmentation.volumes import predict_volume
+
+    torch.set_num_threads(threads)
+    args = UNetArgs()
+    print(f"torch {torch.__version__}, threads {threads}, U-Net channels {args.channels}, "
+          f"res units {args.num_res_units}, {count_parameters(build_unet(args)):,} parameters")
+    print(f"load average at start: {os.getloadavg()}")
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(batch, 1, crop, crop, generator=g)
+    y = torch.randint(0, 4, (batch, 1, crop, crop), generator=g)
+    for bf16 in (False, True):
+        torch.manual_seed(0)
+        net = build_unet(args)
+        opt = torch.optim.AdamW(net.parameters(), 1e-3)
+        loss_fn = make_seg_loss()
+
+        def step() -> None:
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                out = net(x)
+            loss = loss_fn(out.float(), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+        step()
+        t0, c0 = time.perf_counter(), time.process_time()
+        for _ in range(steps):
+            step()
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        n = steps * batch
+        print(f"train {'bf16' if bf16 else 'fp32'}: {n / wall:6.1f} slices/s wall, {n / cpu:6.1f} slices per CPU-second "
+              f"({crop}x{crop}, batch {batch})")
+    try:
+        model, margs, _ = load_segmenter(default_model_path())
+    except Exception as exc:  # noqa: BLE001 - report and go on
+        print(f"inference: shipped model unavailable ({exc}); using an untrained network")
+        model, margs = build_unet(args).eval(), args
+    if (ACDC / "patient001").is_dir():
+        from cmrprior.io.nifti import read_nifti
+
+        vol = read_nifti(ACDC / "patient001" / "patient001_frame01.nii.gz")
+    else:
+        from cmrprior.io.records import Volume
+
+        vol = Volume(np.random.default_rng(0).random((10, 216, 256)).astype(np.float32), (10.0, 1.5, 1.5), np.eye(4))
+    with torch.no_grad():
+        predict_volume(model, vol, divisor=margs.divisor)
+        t0 = time.perf_counter()
+        reps = 3
+        for _ in range(reps):
+            predict_volume(model, vol, divisor=margs.divisor)
+        per = (time.perf_counter() - t0) / reps
+    print(f"inference: {per:.2f} s per frame ({vol.shape[0]} slices of {vol.shape[1]}x{vol.shape[2]} at "
+          f"{vol.spacing[1]:.2f} mm; localisation pass + crop pass + resampling + post-processing)")
+    print(f"peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+
+
+def cv(run: Path) -> None:
+    from cmrprior.anatomy.measure import measure_patient
+    from cmrprior.data.prepare import load_prepared
+    from cmrprior.segmentation import qc
+    from cmrprior.segmentation.predict import segment_prepared
+
+    caches = sorted((run / "cache").glob("*/cohort.json"))
+    if not caches:
+        sys.exit(f"{run}: no prepared cache under {run / 'cache'}")
+    prepared = load_prepared(caches[0].parent)
+    rows, anat = [], []
+    folds = sorted((run / "cv").glob("fold_*"))
+    for fold in folds:
+        model = fold / "model.safetensors"
+        if not model.exists():
+            print(f"{fold.name}: not finished")
+            continue
+        test_ids = json.loads((fold / "test_patients.json").read_text())["test"]
+        truth = prepared.select_patients(test_ids)
+        pred = segment_prepared(truth, model)
+        for r in qc.evaluate_prepared(pred, truth):
+            rows.append({**r, "fold": fold.name})
+        for p, info in enumerate(truth.patients):
+            idx = np.flatnonzero(truth.patient_index == p)
+            idx = idx[np.argsort(truth.slice_index[idx])]
+            sp = (info.slice_thickness_mm, truth.pixel_spacing_mm, truth.pixel_spacing_mm)
+            mt = measure_patient(truth.ed_mask[idx], truth.es_mask[idx], sp)
+            mp = measure_patient(pred.ed_mask[idx], pred.es_mask[idx], sp)
+            anat.append({"patient": info.patient_id, "label": info.label, **{f"gt_{k}": getattr(mt, k) for k in
+                         ("lvef", "lv_edv_ml", "lv_esv_ml", "rv_edv_ml", "rvef", "myo_mass_g")},
+                         **{f"pred_{k}": getattr(mp, k) for k in ("lvef", "lv_edv_ml", "lv_esv_ml", "rv_edv_ml", "rvef",
+                                                                   "myo_mass_g")}})
+    if not rows:
+        sys.exit("no finished fold")
+    out = run / "bench"
+    qc.write_csv(rows, out / "cv_heldout_qc.csv")
+    qc.write_csv(anat, out / "cv_heldout_anatomy.csv")
+    print(f"{len(folds)}-fold cross-validation, {len({r['patient_id'] for r in rows})} held-out patients "
+          f"(each scored by the fold model that never saw it); 3D on the prepared 1.5 mm grid, post-processed")
+    print(f"{'metric':<10}{'phase':<6}{'mean':>8}  95% CI (t)")
+    for s in qc.summarise(rows):
+        if s["phase"] in ("ED", "ES") and s["metric"].startswith(("dice_", "hd95_")):
+            print(f"{s['metric']:<10}{s['phase']:<6}{s['mean']:8.3f}  [{s['ci_low']:.3f}, {s['ci_high']:.3f}]  n={s['n']}")
+    for k, unit in (("lvef", "% points"), ("lv_edv_ml", "ml"), ("lv_esv_ml", "ml"), ("rv_edv_ml", "ml"),
+                    ("rvef", "% points"), ("myo_mass_g", "g")):
+        err = np.array([a[f"pred_{k}"] - a[f"gt_{k}"] for a in anat], dtype=float)
+        err = err[np.isfinite(err)]
+        m, lo, hi, n = qc.mean_ci(np.abs(err))
+        print(f"{k:<11} MAE {m:6.2f} {unit} [{lo:.2f}, {hi:.2f}], bias {err.mean():+.2f}, n={n}")
+    flags = [k for k in ("empty_heart", "missing_structure_mid", "myo_not_surrounding_lv", "volume_jump")]
+    print("QC flags on held-out predictions: " + ", ".join(f"{k} {sum(bool(r[k]) for r in rows)}" for k in flags)
+          + f" (of {len(rows)} volumes)")
+    for name in [f.name for f in folds] + ["final"]:
+        log = (run / "cv" / name / "log.jsonl") if name != "final" else (run / "final" / "log.jsonl")
+        if log.exists():
+            recs = [json.loads(x) for x in log.read_text().splitlines()]
+            print(f"{name}: {len(recs)} epochs, training {sum(r['train_seconds'] for r in recs) / 60:.1f} min "
+                  f"(without validation), {np.mean([r['slices_per_s'] for r in recs]):.1f} slices/s mean, "
+                  f"peak RSS {max(r['peak_rss_mb'] for r in recs):.0f} MB, best epoch {recs[-1]['best_epoch']}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="what", required=True)
+    s = sub.add_parser("speed")
+    s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--steps", type=int, default=6)
+    s.add_argument("--crop", type=int, default=96)
+    s.add_argument("--batch", type=int, default=8)
+    c = sub.add_parser("cv")
+    c.add_argument("run", type=Path)
+    a = p.parse_args()
+    if a.what == "speed":
+        speed(a.threads, a.steps, a.crop, a.batch)
+    else:
+        cv(a.run)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""segment_prepared, the default-model lookup, and cross-validation folds."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from cmrprior.errors import WeightsUnavailableError
+from cmrprior.segmentation import predict as predict_mod
+from cmrprior.segmentation.cv import cross_validate, make_folds
+from cmrprior.segmentation.network import build_unet, save_segmenter
+from cmrprior.segmentation.postprocess import postprocess_labels
+from cmrprior.segmentation.predict import predict_slices, segment_prepared
+from cmrprior.segmentation.train import SegTrainConfig
+from seg_doubles import TINY, make_cohort
+
+
+def _model(tmp_path):
+    torch.manual_seed(1)
+    return save_segmenter(build_unet(TINY), TINY, tmp_path / "m.safetensors")
+
+
+def test_segment_prepared_replaces_masks_only(tmp_path):
+    cohort = make_cohort(n_patients=3)
+    ed0 = cohort.ed.copy()
+    out = segment_prepared(cohort, _model(tmp_path), postprocess=False)
+    np.testing.assert_array_equal(out.ed, cohort.ed)
+    np.testing.assert_array_equal(cohort.ed, ed0)
+    assert out.ed_mask.shape == cohort.ed.shape and out.ed_mask.dtype == np.uint8
+    from cmrprior.segmentation.network import load_segmenter
+
+    model, _, _ = load_segmenter(tmp_path / "m.safetensors")
+    np.testing.assert_array_equal(out.es_mask, predict_slices(model, cohort.es))
+    # with post-processing: each patient's stack is cleaned on its own
+    post = segment_prepared(cohort, tmp_path / "m.safetensors")
+    for p in range(3):
+        idx = np.flatnonzero(cohort.patient_index == p)
+        np.testing.assert_array_equal(post.ed_mask[idx], postprocess_labels(out.ed_mask[idx]))
+
+
+def test_missing_shipped_model_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setattr(predict_mod, "SHIPPED_MODEL", tmp_path / "nothing.safetensors")
+    with pytest.raises(WeightsUnavailableError, match="nothing.safetensors"):
+        segment_prepared(make_cohort(n_patients=1))
+
+
+def test_folds_are_by_patient_and_cover_everyone():
+    cohort = make_cohort(n_patients=8)
+    folds = make_folds(cohort, 2, seed=0)
+    held = [set(te) for _, te in folds]
+    assert held[0].isdisjoint(held[1]) and held[0] | held[1] == set(cohort.patient_ids)
+    for tr, te in folds:
+        assert set(tr).isdisjoint(te)
+
+
+def test_cross_validation_runs_and_resumes(tmp_path):
+    cohort = make_cohort(n_patients=8)
+    cfg = SegTrainConfig(unet=TINY, max_epochs=1, batch_size=8, train_crop=None, warmup_steps=1, val_fraction=0.25,
+                         num_threads=1)
+    rows = cross_validate(cohort, cfg, tmp_path, folds=2)
+    assert len(rows) == 16 and {r["fold"] for r in rows} == {0, 1}
+    assert (tmp_path / "cv_summary.csv").exists()
+    stamp = (tmp_path / "fold_0" / "metrics.csv").stat().st_mtime_ns
+    again = cross_validate(cohort, cfg, tmp_path, folds=2)  # finished folds are read back, not redone
+    assert (tmp_path / "fold_0" / "metrics.csv").stat().st_mtime_ns == stamp
+    assert [r["dice_LV"] for r in again] == pytest.approx([r["dice_LV"] for r in rows], nan_ok=True)

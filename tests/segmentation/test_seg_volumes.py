@@ -1,0 +1,118 @@
+"""Whole-volume prediction in the input geometry, bad input, and `predict_cohort` run folders."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from cmrprior.errors import ConfigError, DataError
+from cmrprior.io.nifti import read_nifti, write_nifti
+from cmrprior.io.records import Volume
+from cmrprior.segmentation.network import build_unet, save_segmenter
+from cmrprior.segmentation.qc import dice
+from cmrprior.segmentation.volumes import _back_to_input, predict_cohort, predict_volume
+from seg_doubles import TINY, disc_heart
+
+LEVELS = torch.tensor([0.0, 0.625, 0.25, 1.0])  # BG, RV, MYO, LV after per-slice percentile scaling
+
+
+class Oracle(nn.Module):
+    """A 'network' that reads the label back from the intensity coding of `_volume`."""
+
+    def forward(self, x):
+        return -((x - LEVELS.view(1, 4, 1, 1)) ** 2) * 200
+
+
+def _volume(shape=(4, 96, 88), spacing=(8.0, 1.5, 1.5), centre=(50, 40)):
+    lut = np.array([0.1, 0.6, 0.3, 0.9], np.float32)
+    masks = np.stack([disc_heart(shape[1] if shape[1] == shape[2] else max(shape[1:]), centre, 12 - z, 4, 20)
+                      [: shape[1], : shape[2]] for z in range(shape[0])])
+    affine = np.diag([spacing[2], spacing[1], spacing[0], 1.0])
+    affine[:3, 3] = [-20.0, 5.0, 3.0]
+    return Volume(lut[masks], spacing, affine), masks
+
+
+def test_oracle_labels_come_back_exactly_at_net_spacing():
+    vol, masks = _volume()
+    pred = predict_volume(Oracle(), vol, divisor=1)
+    assert pred.labels.shape == masks.shape and pred.labels.dtype == np.uint8
+    np.testing.assert_array_equal(pred.labels, masks)
+    from scipy import ndimage
+
+    expected = ndimage.center_of_mass(masks > 0)[1:]  # heart centroid (LV, MYO and RV)
+    assert np.allclose(pred.centre, expected, atol=1.0)  # localisation found the heart
+
+
+def test_other_spacing_keeps_the_input_grid():
+    vol, masks = _volume(shape=(3, 110, 100), spacing=(10.0, 1.25, 1.3), centre=(60, 45))
+    pred = predict_volume(Oracle(), vol, divisor=1)
+    assert pred.labels.shape == masks.shape
+    assert dice(pred.labels == 3, masks == 3) > 0.9
+    assert dice(pred.labels > 0, masks > 0) > 0.9
+
+
+def test_back_to_input_inverts_the_resampling_mapping():
+    # a linear ramp on the 1.5 mm grid maps to the ramp at the input pixel centres
+    h, w = 20, 30
+    grid_rows = np.arange(h, dtype=np.float32)[:, None] * np.ones((1, w), np.float32)
+    prob = grid_rows[None, None]
+    back = _back_to_input(prob, (24, 36), (1.25, 1.25))
+    expected = np.clip((np.arange(24) + 0.5) * 1.25 / 1.5 - 0.5, 0, h - 1)
+    np.testing.assert_allclose(back[0, 0, :, 0], expected, atol=1e-5)
+
+
+def test_bad_input():
+    vol, _ = _volume()
+    with pytest.raises(DataError, match="field of view"):
+        predict_volume(Oracle(), Volume(vol.array[:, :20, :20], (8.0, 1.5, 1.5), vol.affine, None))
+    with pytest.raises(DataError, match="3D"):
+        predict_volume(Oracle(), Volume(vol.array[0], (8.0, 1.5, 1.5), vol.affine, None))
+    blank = predict_volume(Oracle(), Volume(np.zeros((2, 64, 64), np.float32), (8.0, 1.5, 1.5), vol.affine))
+    assert blank.blank and not blank.labels.any()
+
+
+def _cohort(tmp_path):
+    src = tmp_path / "input"
+    vol, masks = _volume(shape=(3, 64, 64), spacing=(8.0, 1.4, 1.4), centre=(32, 36))
+    es_vol, es_masks = _volume(shape=(3, 64, 64), spacing=(8.0, 1.4, 1.4), centre=(32, 35))
+    write_nifti(vol.array, vol.affine, src / "ed.nii.gz")
+    write_nifti(es_vol.array, vol.affine, src / "es.nii.gz")
+    write_nifti(masks, vol.affine, src / "ed_gt.nii.gz")
+    write_nifti(es_masks, vol.affine, src / "es_gt.nii.gz")
+    write_nifti(np.stack([vol.array, es_vol.array, vol.array], axis=-1), vol.affine, src / "cine.nii.gz")
+    rows = [["patient_id", "label", "ed_image", "es_image", "ed_mask", "es_mask", "cine"],
+            ["p1", "NOR", "ed.nii.gz", "es.nii.gz", "ed_gt.nii.gz", "es_gt.nii.gz", "cine.nii.gz"]]
+    with open(src / "manifest.csv", "w", newline="") as fh:
+        csv.writer(fh).writerows(rows)
+    torch.manual_seed(0)
+    model = save_segmenter(build_unet(TINY), TINY, tmp_path / "model" / "m.safetensors")
+    return src, vol, model
+
+
+def test_predict_cohort_writes_masks_in_input_geometry(tmp_path):
+    src, vol, model = _cohort(tmp_path)
+    before = sorted(p.name for p in src.iterdir())
+    rows = predict_cohort(src / "manifest.csv", tmp_path / "run", model_path=model, overlays=2)
+    assert sorted(p.name for p in src.iterdir()) == before  # nothing written into the input folder
+    for phase in ("ED", "ES"):
+        out = read_nifti(tmp_path / "run" / "p1" / f"p1_{phase}.nii.gz")
+        assert out.shape == vol.shape
+        np.testing.assert_allclose(out.affine, vol.affine)
+        assert set(np.unique(out.array)) <= {0, 1, 2, 3}
+    import nibabel as nib
+
+    cine = nib.load(str(tmp_path / "run" / "p1" / "p1_cine.nii.gz"))
+    assert cine.shape == (64, 64, 3, 3)
+    np.testing.assert_allclose(cine.affine, vol.affine)
+    assert {r["phase"] for r in rows} == {"ED", "ES"} and "dice_LV" in rows[0]
+    assert (tmp_path / "run" / "qc.csv").exists() and (tmp_path / "run" / "overlays" / "p1.png").exists()
+
+
+def test_predict_cohort_refuses_output_inside_input(tmp_path):
+    src, _, model = _cohort(tmp_path)
+    with pytest.raises(ConfigError, match="inside the input"):
+        predict_cohort(src / "manifest.csv", src / "run", model_path=model)
