@@ -3,20 +3,32 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 import time
 from pathlib import Path
 
 
-def _setup_logging(out: Path) -> None:
+@contextlib.contextmanager
+def _logging_to(out: Path):
+    """INFO log lines of the study to stderr and to `out/log.txt` while the command runs."""
     out.mkdir(parents=True, exist_ok=True)
     root = logging.getLogger("cmrprior")
+    old_level = root.level
     root.setLevel(logging.INFO)
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for handler in (logging.StreamHandler(sys.stderr), logging.FileHandler(out / "log.txt")):
+    handlers = [logging.StreamHandler(sys.stderr), logging.FileHandler(out / "log.txt")]
+    for handler in handlers:
         handler.setFormatter(fmt)
         root.addHandler(handler)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            root.removeHandler(handler)
+            handler.close()
+        root.setLevel(old_level)
 
 
 def _print_result(res, t0: float) -> None:
@@ -34,9 +46,9 @@ def _study(args: argparse.Namespace) -> int:
     from cmrprior.experiments.study import run_study
 
     config = load_config(args.config)
-    _setup_logging(Path(args.out))
     t0 = time.time()
-    res = run_study(args.data, args.out, config, test_data=args.test)
+    with _logging_to(Path(args.out)):
+        res = run_study(args.data, args.out, config, test_data=args.test)
     _print_result(res, t0)
     return 0
 
@@ -46,9 +58,9 @@ def _demo(args: argparse.Namespace) -> int:
     from cmrprior.experiments.demo import run_demo
 
     config = load_config(args.config)
-    _setup_logging(Path(args.out))
     t0 = time.time()
-    res = run_demo(args.out, data=args.data, config=config, n_patients=args.patients, seed=args.seed)
+    with _logging_to(Path(args.out)):
+        res = run_demo(args.out, data=args.data, config=config, n_patients=args.patients, seed=args.seed)
     _print_result(res, t0)
     return 0
 
@@ -64,6 +76,6 @@ def register(subparsers) -> None:
     d.add_argument("--out", required=True, help="run folder (a rerun resumes it)")
     d.add_argument("--data", default=None, help="use this cohort instead of generating a phantom")
     d.add_argument("--config", default=None, help="YAML file or built-in name (default: cpu)")
-    d.add_argument("--patients", type=int, default=80, help="phantom patients (default 80)")
+    d.add_argument("--patients", type=int, default=60, help="phantom patients (default 60)")
     d.add_argument("--seed", type=int, default=0)
     d.set_defaults(func=_demo)

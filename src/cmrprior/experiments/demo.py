@@ -24,7 +24,7 @@ def make_phantom(folder: Path, *, n_patients: int, seed: int) -> Path:
         return folder / "cohort"
     from cmrprior.data.phantom import generate_phantom
 
-    cohort = Path(generate_phantom(folder / "cohort", n_patients=n_patients, seed=seed))
+    cohort = Path(generate_phantom(folder / "cohort", n_patients=n_patients, seed=seed, workers=2))
     atomic.write_json(marker, {"n_patients": n_patients, "seed": seed, "path": str(cohort)})
     return cohort
 
@@ -34,7 +34,7 @@ def run_demo(
     *,
     data: str | Path | None = None,
     config: StudyConfig | None = None,
-    n_patients: int = 80,
+    n_patients: int = 60,
     seed: int = 0,
 ) -> StudyResult:
     """Run the demo study; returns where the tables, figure and report are."""

@@ -214,6 +214,24 @@ def run_study(
         holdout = _holdout(Path(test_data), out, config, data_obj)
         tables.update(write_tables(holdout, out / "tables", classes=classes, config=config, prefix="holdout_"))
     figure = write_figure1(results, out / "figures" / "figure1.png")
+    meta = {
+        "data": str(data), "test_data": None if test_data is None else str(test_data),
+        "classes": list(classes), "n_patients": len(data_obj.patient_ids), "n_slices": len(data_obj.prepared),
+        "masks_source": data_obj.masks_source, "masks_note": data_obj.masks_note,
+        "n_splits": len(splits), "n_results": len(results), "n_holdout_results": len(holdout),
+        "config_digest": config.digest(), "versions": _versions(),
+    }
+
+    def write_meta(report_path=None) -> float:
+        wall = time.time() - t0
+        atomic.write_json(out / "study.json", {
+            **meta, "wall_s_this_invocation": wall, "report": None if report_path is None else str(report_path),
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        })
+        return wall
+
+    write_meta()  # the report reads it
     report_path = None
     build_report = None
     if report:
@@ -226,16 +244,7 @@ def run_study(
             report_path = build_report(out)
         except Exception as exc:  # the report must not lose a finished study
             log.error("report failed: %s", exc)
-    wall = time.time() - t0
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    atomic.write_json(out / "study.json", {
-        "data": str(data), "test_data": None if test_data is None else str(test_data),
-        "classes": list(classes), "n_patients": len(data_obj.patient_ids), "n_slices": len(data_obj.prepared),
-        "masks_source": data_obj.masks_source, "masks_note": data_obj.masks_note,
-        "n_splits": len(splits), "n_results": len(results), "n_holdout_results": len(holdout),
-        "config_digest": config.digest(), "wall_s_this_invocation": wall, "peak_rss_mb": peak_mb,
-        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "versions": _versions(),
-    })
+    wall = write_meta(report_path)
     return StudyResult(out, tables, figure, None if report_path is None else Path(report_path), len(results) + len(holdout), wall)
 
 

@@ -339,7 +339,7 @@ def saliency_grid_section(run: Path, error: str | None) -> Section:
         return Section("saliency-overlays", title, "", error or "no saliency overlay grids in saliency/grids/")
     body = ["<p>Saliency heat maps (normalised per image) over the ED and ES input images of test patients, one row per "
             "configuration (initialisation / training images); cyan: heart mask outline (dilated). The number in "
-            "each panel title is that image's in-heart share.</p>"]
+            "each panel title is that image's in-heart share (n/a: the map has no positive value).</p>"]
     shown = 0
     for method_dir in sorted({g.parents[1] for g in grids}):
         files = sorted(method_dir.glob("*/*.png"))

@@ -249,8 +249,8 @@ def run_saliency(run_dir: str | Path, config: SaliencyConfig = SaliencyConfig())
                 continue
             with np.load(panels) as z:
                 for i, pid in enumerate(z["patient_ids"].tolist()):
-                    ed_p = OverlayPanel(z["ed_image"][i], z["ed_map"][i], z["ed_heart"][i], f"ED {z['ed_share'][i]:.2f}")
-                    es_p = OverlayPanel(z["es_image"][i], z["es_map"][i], z["es_heart"][i], f"ES {z['es_share'][i]:.2f}")
+                    ed_p = OverlayPanel(z["ed_image"][i], z["ed_map"][i], z["ed_heart"][i], _title("ED", z["ed_share"][i]))
+                    es_p = OverlayPanel(z["es_image"][i], z["es_map"][i], z["es_heart"][i], _title("ES", z["es_share"][i]))
                     grid_rows[(method, cell["backbone"], cell["split"], pid)].append((label, ed_p, es_p))
     for (method, backbone, split, pid), rows in grid_rows.items():
         path = folder / "grids" / method / backbone / f"split_{split}__{pid}.png"
@@ -296,8 +296,8 @@ def _score_cell(cell: dict, inputs: _RunInputs, config: SaliencyConfig, folder: 
                 r = rows[k]
                 save_patient_overlay(
                     _overlay_path(folder, method, cell, pid),
-                    OverlayPanel(test.ed[r], maps.ed[k], hed[k], f"ED {shares_ed[k]:.2f}"),
-                    OverlayPanel(test.es[r], maps.es[k], hes[k], f"ES {shares_es[k]:.2f}"),
+                    OverlayPanel(test.ed[r], maps.ed[k], hed[k], _title("ED", shares_ed[k])),
+                    OverlayPanel(test.es[r], maps.es[k], hes[k], _title("ES", shares_es[k])),
                     title=f"{pid}  {cell['backbone']}  {label}  split {cell['split']}",
                 )
             ks = np.array(list(local.values()), dtype=np.int64)
@@ -307,6 +307,10 @@ def _score_cell(cell: dict, inputs: _RunInputs, config: SaliencyConfig, folder: 
     atomic.write_json(out / "scores.json", record)
     log.info("saliency: split %s %s %s/%s done", cell["split"], cell["backbone"], cell["init"], cell["images"])
     return record
+
+
+def _title(phase: str, share: float) -> str:
+    return f"{phase} {share:.2f}" if np.isfinite(share) else f"{phase} n/a"  # n/a: no positive saliency
 
 
 def _targets(target: str, labels: np.ndarray, cell: dict) -> np.ndarray | None:

@@ -125,8 +125,12 @@ def write_saliency_table(records: Sequence[dict], folder: str | Path, *, n_boot:
         per = {r["methods"][method].get("slices_per_patient", None) for r in records if method in r["methods"]}
         splits = {str(r["split"]) for r in records if method in r["methods"] and str(r["split"]) != "holdout"}
         k = ", ".join("all" if v is None else str(v) for v in sorted(per, key=lambda v: -1 if v is None else v))
+        n_img = sum(r["methods"][method].get("n_images", 0) for r in records if method in r["methods"])
+        n_none = sum(r["methods"][method].get("n_images_without_positive_saliency", 0) for r in records if method in r["methods"])
+        share = f"{100 * n_none / n_img:.1f}%" if n_img else "n/a"
         notes.append(f"{METHOD_NAMES.get(method, method)}: {k} slice(s) per test patient (evenly spaced base to apex), "
-                     f"{len(splits)} split(s).")
+                     f"{len(splits)} split(s); {n_none} of {n_img} images ({share}) had no positive saliency "
+                     "(score undefined, left out).")
         if method == "integrated_gradients":
             notes.append("Integrated gradients use a zero-image baseline: on segmented (masked) images the input is zero "
                          "outside the image mask, so its attribution there is zero by construction.")

@@ -391,7 +391,9 @@ def pretrain(
             "world_size": info.world_size,
         }
         if val is not None:
-            vloss = heldout_loss(raw_model, val, config, device)
+            # averaged over ranks: BatchNorm buffers may differ slightly between ranks (DDP broadcasts them at the
+            # next forward), and every rank must take the same early-stopping decision
+            vloss = D.all_reduce_mean(heldout_loss(raw_model, val, config, device), device)
             record["val_loss"] = vloss
             best = state["best_val_loss"]
             if best is None or vloss < best - config.min_delta:
