@@ -80,12 +80,13 @@ def speed(threads: int, steps: int, crop: int, batch: int) -> None:
         vol = Volume(np.random.default_rng(0).random((10, 216, 256)).astype(np.float32), (10.0, 1.5, 1.5), np.eye(4))
     with torch.no_grad():
         predict_volume(model, vol, divisor=margs.divisor)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         reps = 3
         for _ in range(reps):
             predict_volume(model, vol, divisor=margs.divisor)
         per = (time.perf_counter() - t0) / reps
-    print(f"inference: {per:.2f} s per frame ({vol.shape[0]} slices of {vol.shape[1]}x{vol.shape[2]} at "
+        per_cpu = (time.process_time() - c0) / reps
+    print(f"inference: {per:.2f} s per frame wall, {per_cpu:.2f} CPU-s per frame ({vol.shape[0]} slices of {vol.shape[1]}x{vol.shape[2]} at "
           f"{vol.spacing[1]:.2f} mm; localisation pass + crop pass + resampling + post-processing)")
     print(f"peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 
@@ -142,6 +143,18 @@ def cv(run: Path) -> None:
     flags = [k for k in ("empty_heart", "missing_structure_mid", "myo_not_surrounding_lv", "volume_jump")]
     print("QC flags on held-out predictions: " + ", ".join(f"{k} {sum(bool(r[k]) for r in rows)}" for k in flags)
           + f" (of {len(rows)} volumes)")
+    final_model = run / "final" / "model.safetensors"
+    if final_model.exists():
+        val_ids = json.loads((run / "final" / "split.json").read_text())["val"]
+        truth = prepared.select_patients(val_ids)
+        frows = qc.evaluate_prepared(segment_prepared(truth, final_model), truth)
+        qc.write_csv(frows, out / "final_val_qc.csv")
+        parts = []
+        for s in qc.summarise(frows):
+            if s["phase"] in ("ED", "ES") and s["metric"].startswith("dice_"):
+                parts.append(f"{s['metric'][5:]} {s['phase']} {s['mean']:.3f}")
+        print(f"final model on its {len(val_ids)} validation patients (never trained on, used to pick the epoch): "
+              + ", ".join(parts))
     for name in [f.name for f in folds] + ["final"]:
         log = (run / "cv" / name / "log.jsonl") if name != "final" else (run / "final" / "log.jsonl")
         if log.exists():

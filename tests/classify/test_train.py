@@ -100,3 +100,18 @@ def test_subset_patients_keeps_patient_structure():
     assert sub.patient_ids == ("p003", "p001") and sub.n_patients == 2
     assert np.array_equal(sub.patient_labels, data.patient_labels[[3, 1]])
     assert np.array_equal(sub.ed[0], data.ed[data.patient_index == 3][0])
+
+
+def test_fold_standardization_is_exact():
+    from torch import nn
+
+    from cmrprior.classify.train import fold_standardization, standardization
+
+    rng = np.random.default_rng(0)
+    f = (rng.normal(size=(50, 6)) * [1, 10, 0.1, 5, 2, 3] + [0, 4, -2, 1, 0, 9]).astype(np.float32)
+    mean, sd = standardization(f)
+    assert np.allclose(((f - mean) / sd).mean(0), 0, atol=1e-5) and np.allclose(((f - mean) / sd).std(0), 1, atol=1e-4)
+    head = nn.Linear(6, 3)
+    want = head_proba(head, (f - mean) / sd)
+    fold_standardization(head, mean, sd)
+    assert np.allclose(head_proba(head, f), want, atol=1e-6)

@@ -32,6 +32,7 @@ def test_hausdorff_of_shifted_squares_in_mm():
     assert np.isnan(qc.hausdorff(a, np.zeros_like(a), (1, 1, 1)))
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # MONAI-internal deprecation notice
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_hausdorff_matches_monai(seed):
     from monai.metrics import compute_hausdorff_distance

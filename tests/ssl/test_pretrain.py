@@ -118,3 +118,23 @@ def test_bf16_channels_last_path_runs(tmp_path):
     res = pretrain(_blobs(16), cfg, tmp_path / "r", val_images=_blobs(8, seed=1))
     assert np.isfinite(res.history[0]["train_loss"]) and np.isfinite(res.history[0]["val_loss"])
     assert torch.load(tmp_path / "r" / "last.pt", weights_only=True)["config"]["precision"] == "bf16"
+
+
+def test_recalibrate_batchnorm_matches_dataset_statistics():
+    from cmrprior.models.registry import create_backbone
+    from cmrprior.ssl.pretrain import recalibrate_batchnorm
+
+    torch.manual_seed(0)
+    enc = create_backbone("tiny", widths=(4,))
+    x = torch.from_numpy(_blobs(10)).unsqueeze(1) * 3 + 1
+    recalibrate_batchnorm(enc, x, batch_size=4)
+    assert not enc.training
+    with torch.no_grad():
+        pre = enc.features[0][0](x)  # conv output before the BN
+    bn = enc.features[0][1]
+    # batches of 4, 4, 2: per-batch means and unbiased variances averaged with equal weights
+    # (torch's cumulative average for momentum=None)
+    mean = torch.stack([pre[i:i + 4].mean(dim=(0, 2, 3)) for i in (0, 4, 8)]).mean(0)
+    torch.testing.assert_close(bn.running_mean, mean, rtol=1e-4, atol=1e-5)
+    var = torch.stack([pre[i:i + 4].var(dim=(0, 2, 3), unbiased=True) for i in (0, 4, 8)]).mean(0)
+    torch.testing.assert_close(bn.running_var, var, rtol=1e-4, atol=1e-5)

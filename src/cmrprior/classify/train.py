@@ -247,3 +247,24 @@ def fit_end_to_end(
         seed=seed,
         on_epoch=on_epoch,
     )
+
+
+def standardization(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and standard deviation `(F,)` (float32; sd floored at 1e-6) of `(N, F)` features."""
+    f = np.asarray(features, dtype=np.float64)
+    return f.mean(0).astype(np.float32), np.maximum(f.std(0), 1e-6).astype(np.float32)
+
+
+@torch.no_grad()
+def fold_standardization(head: nn.Linear, mean: np.ndarray, sd: np.ndarray) -> None:
+    """Make `head(x)` equal the trained `head((x - mean) / sd)` in place: W' = W / sd, b' = b - W' mean.
+
+    The diagnosis model then stays "features -> one fully connected layer" while the output layer was
+    trained on standardised features (a usual linear-probe practice; the statistics come from training
+    patients only).
+    """
+    m = torch.from_numpy(np.asarray(mean, np.float32))
+    s = torch.from_numpy(np.asarray(sd, np.float32))
+    w = head.weight / s
+    head.bias.copy_(head.bias - w @ m)
+    head.weight.copy_(w)

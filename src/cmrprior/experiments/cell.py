@@ -27,7 +27,15 @@ from torch import nn
 from cmrprior.classify.data import SliceSet
 from cmrprior.classify.model import build_model, save_classifier
 from cmrprior.classify.search import cv_search_linear
-from cmrprior.classify.train import extract_features, fit_end_to_end, fit_head, head_proba, predict_proba
+from cmrprior.classify.train import (
+    extract_features,
+    fit_end_to_end,
+    fit_head,
+    fold_standardization,
+    head_proba,
+    predict_proba,
+    standardization,
+)
 from cmrprior.errors import WeightsUnavailableError
 from cmrprior.evaluate.metrics import classification_metrics, patient_probabilities
 from cmrprior.utils import atomic
@@ -131,21 +139,27 @@ def _train_and_score(folder, data, *, train_ids, test_ids, inner_train, inner_va
         for cand in candidates:
             model = build_model(backbone, init, k, checkpoint=cand["checkpoint"], seed=seed)
             f_train = extract_features(model, train, batch_size=c.feature_batch_size)
+            if c.standardize:  # statistics of the training part only
+                mean, sd = standardization(f_train)
+                f_train = (f_train - mean) / sd
             search = cv_search_linear(f_train, train.labels, train.patient_index, train.patient_ids, folds, n_classes=k,
                                       lrs=c.lrs, max_epochs=c.max_epochs, batch_size=c.batch_size,
                                       weight_decay=c.weight_decay, seed=derive_seed(seed, "cv"))
             if best is None or search.cv_auc > best[1].cv_auc:
-                best = (cand, search, model, f_train)
-        cand, search, model, f_train = best
+                best = (cand, search, model, f_train, (mean, sd) if c.standardize else None)
+        cand, search, model, f_train, stats = best
         torch.manual_seed(derive_seed(seed, "head"))
         head = nn.Linear(f_train.shape[1], k)
         fit = fit_head(head, f_train, train.labels, lr=search.lr, weight_decay=c.weight_decay, epochs=search.epochs,
                        batch_size=c.batch_size, seed=derive_seed(seed, "final"))
+        if stats is not None:
+            fold_standardization(head, *stats)
         model.head.load_state_dict(head.state_dict())
         slice_probs = head_proba(head, extract_features(model, test, batch_size=c.feature_batch_size))
         history = [{"epoch": i + 1, "val_auc": a, "val_loss": lo, "train_loss": t} for i, (a, lo, t) in
                    enumerate(zip(search.curves["val_auc"], search.curves["val_loss"], search.curves["train_loss"]))]
-        hyper = {"lr": search.lr, "epochs": search.epochs, "pretrain_batch_size": cand["batch_size"]}
+        hyper = {"lr": search.lr, "epochs": search.epochs, "pretrain_batch_size": cand["batch_size"],
+                 "standardized_features": bool(c.standardize)}
         search_info = {**search.as_dict(), "candidates": [x["batch_size"] for x in candidates]}
         history_source = "mean over CV folds of the training part (chosen lr)"
         final_train_loss = fit.history[-1]["train_loss"] if fit.history else None

@@ -69,6 +69,7 @@ class ClassifierSettings:
     encoder_lr: float = 1e-5  # finetune mode only
     patience: int = 5  # finetune mode early stopping
     feature_batch_size: int = 128
+    standardize: bool = True  # linear mode: train the output layer on standardised features (folded in after)
 
 
 @dataclass(frozen=True)

@@ -65,7 +65,9 @@ def build_report(run_dir: str | Path, *, compute_saliency: bool = True) -> Path:
     title = f"cmrprior study report: {run.resolve().name}"
     subtitle = f"Run folder {run.resolve()}; report written {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}."
     page = render_page(title, subtitle, sections)
-    return atomic.write_text(run / "report" / "index.html", page)
+    path = atomic.write_text(run / "report" / "index.html", page)
+    path.chmod(0o644)  # the temporary file of the atomic write is private (0600); a report is meant to be shared
+    return path
 
 
 # ---- inputs -------------------------------------------------------------------------------------------

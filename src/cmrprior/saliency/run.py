@@ -259,7 +259,8 @@ def run_saliency(run_dir: str | Path, config: SaliencyConfig = SaliencyConfig())
         rows = sorted(rows, key=lambda r: r[0])
         save_grid(path, [[r[1], r[2]] for r in rows], [r[0] for r in rows])
     tables = write_saliency_table(scored, run_dir / "tables", n_boot=config.n_boot, level=config.level, seed=config.seed,
-                                  margin_mm=config.margin_mm, target=config.target, unavailable=unavailable) if scored else {}
+                                  margin_mm=config.margin_mm, target=config.target, unavailable=unavailable,
+                                  masks_source=_masks_source(run_dir)) if scored else {}
     return SaliencyOutputs(folder=folder, n_cells=len(scored), tables=tables)
 
 
@@ -307,6 +308,15 @@ def _score_cell(cell: dict, inputs: _RunInputs, config: SaliencyConfig, folder: 
     atomic.write_json(out / "scores.json", record)
     log.info("saliency: split %s %s %s/%s done", cell["split"], cell["backbone"], cell["init"], cell["images"])
     return record
+
+
+def _masks_source(run_dir: Path) -> str | None:
+    meta = run_dir / "prepared" / "masks.json"
+    try:
+        m = json.loads(meta.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return str(m.get("masks_source")) if m.get("masks_source") else None
 
 
 def _title(phase: str, share: float) -> str:

@@ -103,7 +103,7 @@ def saliency_markdown(rows: list[dict], *, title: str, notes: list[str]) -> str:
 
 def write_saliency_table(records: Sequence[dict], folder: str | Path, *, n_boot: int = 1000, level: float = 0.95,
                          seed: int = 0, margin_mm: float = 5.0, target: str = "predicted",
-                         unavailable: Sequence[dict] = ()) -> dict:
+                         unavailable: Sequence[dict] = (), masks_source: str | None = None) -> dict:
     """Write `saliency.{md,csv,json}` (and `holdout_saliency.*` for held-out cells) into `folder`.
 
     Returns {"md": Path, "csv": Path, "json": Path} of the repeated-split table (or of the held-out one
@@ -113,7 +113,8 @@ def write_saliency_table(records: Sequence[dict], folder: str | Path, *, n_boot:
     pct = int(round(level * 100))
     notes = [
         "In-heart saliency: share of positive saliency inside the heart mask (LV cavity, myocardium and RV, "
-        f"dilated by {margin_mm:g} mm), per image; per patient the mean over its slices and both branches (ED, ES).",
+        f"dilated by {margin_mm:g} mm{'; masks: ' + masks_source if masks_source else ''}), per image; per patient the "
+        "mean over its slices and both branches (ED, ES).",
         ("Saliency explains the predicted class of each slice." if target == "predicted" else
          "Saliency explains the true class (the patient's label) of each slice." if target == "true" else
          f"Saliency explains class {target} for every slice."),

@@ -21,6 +21,7 @@ over all ranks (`nt_xent_loss(gather=True)`), DDP averages gradients; rank 0 wri
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import logging
@@ -209,10 +210,14 @@ def simclr_loss(model: nn.Module, v1: torch.Tensor, v2: torch.Tensor, *, tempera
 def heldout_loss(model: nn.Module, images: torch.Tensor, config: PretrainConfig, device: torch.device) -> float:
     """Mean NT-Xent of held-out images `(N, 1, H, W)` with fixed-seed views, batches of `val_batch_size`.
 
-    Eval mode (batch norm uses running statistics). A last batch of one image is merged into the previous.
+    Computed as in training: batch norm uses the batch's statistics (on a copy of `model`, so its running
+    statistics are untouched). Measured on ACDC/resnet18 (lr 1e-3): after 2 epochs the eval-mode
+    (running-statistics) loss was 4.91 on held-out AND on training images, worse than the untrained
+    network's 4.70, while the batch-statistics loss fell to 4.54 (held-out) / 4.26 (training): running
+    statistics lag a fast-changing network, so they would hide the learning. A last batch of one image is
+    merged into the previous one.
     """
-    was_training = model.training
-    model.eval()
+    model = copy.deepcopy(model).train()
     g = torch_generator(derive_seed(config.seed, "heldout-views"))
     n = images.shape[0]
     bounds = list(range(0, n, config.val_batch_size)) + [n]
@@ -226,8 +231,27 @@ def heldout_loss(model: nn.Module, images: torch.Tensor, config: PretrainConfig,
             v1, v2 = (v.contiguous(memory_format=torch.channels_last) for v in (v1, v2))
         total += simclr_loss(model, v1, v2, temperature=config.temperature, precision=config.precision).item() * (hi - lo)
         count += hi - lo
-    model.train(was_training)
     return total / count
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(encoder: nn.Module, images: torch.Tensor, *, batch_size: int = 64) -> nn.Module:
+    """Re-estimate the running statistics of every BatchNorm of `encoder` (in place) as the exact average
+    over `images (N, C, H, W)` (momentum None, "precise BN"), then return it in eval mode.
+
+    Use before eval-mode feature extraction from an encoder whose running statistics lag its weights.
+    """
+    bns = [m for m in encoder.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+    encoder.train()
+    for lo in range(0, images.shape[0], batch_size):
+        encoder(images[lo : lo + batch_size])
+    for m, mom in zip(bns, momenta):
+        m.momentum = mom
+    return encoder.eval()
 
 
 def _check_resumable(saved: dict[str, Any], config: PretrainConfig, path: Path) -> None:
