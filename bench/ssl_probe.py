@@ -6,7 +6,7 @@
 2. Patient split (stratified 70/30, --split-seed): the 30 test patients are never seen by pre-training.
    Inside the 70 training patients, a stratified 85/15 part: pre-training images / held-out NT-Xent.
 3. SimCLR pre-training of --backbone on the ED+ES slices of the pre-training patients (views resampled
-   to --image-size); held-out NT-Xent printed before training (epoch 0) and after each epoch.
+   to --image-size); the per-epoch held-out NT-Xent of the run's log is printed.
 4. Held-out NT-Xent (batch statistics, as in training) of the untrained and the final encoder.
 5. Linear probe: BatchNorm statistics of each encoder re-estimated on the pre-training images (precise BN),
    then frozen, pooled features of ED and ES slices (concatenated per slice position), standardised,

@@ -214,8 +214,9 @@ def heldout_loss(model: nn.Module, images: torch.Tensor, config: PretrainConfig,
     statistics are untouched). Measured on ACDC/resnet18 (lr 1e-3): after 2 epochs the eval-mode
     (running-statistics) loss was 4.91 on held-out AND on training images, worse than the untrained
     network's 4.70, while the batch-statistics loss fell to 4.54 (held-out) / 4.26 (training): running
-    statistics lag a fast-changing network, so they would hide the learning. A last batch of one image is
-    merged into the previous one.
+    statistics lag a fast-changing network and would make early stopping pick the wrong epoch. Before
+    eval-mode feature extraction use `recalibrate_batchnorm`. A last batch of one image is merged into the
+    previous one.
     """
     model = copy.deepcopy(model).train()
     g = torch_generator(derive_seed(config.seed, "heldout-views"))
