@@ -6,13 +6,14 @@ the three heart structures (background excluded); cross-entropy on all four clas
 
 from __future__ import annotations
 
-from monai.losses import DiceCELoss
 from torch import nn
 
 
 def make_seg_loss(lambda_dice: float = 1.0, lambda_ce: float = 1.0) -> nn.Module:
     """`loss(logits (B, C, H, W), target (B, 1, H, W) int64) -> scalar`:
     `lambda_dice * (1 - mean_c Dice_c) + lambda_ce * CE`, softmax Dice over classes 1..C-1."""
+    from monai.losses import DiceCELoss  # imported here: MONAI takes seconds to import
+
     return DiceCELoss(
         include_background=False,
         to_onehot_y=True,

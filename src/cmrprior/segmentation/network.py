@@ -11,7 +11,6 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
-from monai.networks.nets import UNet
 from torch import nn
 
 from cmrprior.errors import DataError
@@ -63,6 +62,8 @@ class UNetArgs:
 
 def build_unet(args: UNetArgs) -> nn.Module:
     """A MONAI 2D U-Net from `args` (randomly initialised from torch's global generator)."""
+    from monai.networks.nets import UNet  # imported here: MONAI takes seconds to import
+
     return UNet(
         spatial_dims=2,
         in_channels=args.in_channels,
