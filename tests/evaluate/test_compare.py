@@ -98,3 +98,11 @@ def test_paired_t_hand_value():
     assert c.difference == pytest.approx(0.2)
     assert c.p_value == pytest.approx(0.07418, abs=1e-4)
     assert math.isnan(paired_t([0.1]).p_value)
+
+
+def test_delong_multiclass_without_a_testable_class_raises_value_error():
+    # 3 classes on 3 patients: no class has 2 positives and 2 negatives, so DeLong is undefined.
+    labels = np.array([0, 1, 2])
+    probs = np.full((3, 3), 1 / 3)
+    with pytest.raises(ValueError, match="at least 2 positives"):
+        delong_test(labels, probs, probs)

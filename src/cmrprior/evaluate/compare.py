@@ -126,6 +126,8 @@ def delong_test(labels: np.ndarray, probs_a: np.ndarray, probs_b: np.ndarray) ->
         diff = a - b
     else:
         classes = [c for c in range(k) if 2 <= (labels == c).sum() <= labels.size - 2]
+        if not classes:
+            raise ValueError("DeLong needs a class with at least 2 positives and 2 negatives")
         w = 1.0 / len(classes)
         diffs, variances, infl = [], [], []
         for c in classes:
