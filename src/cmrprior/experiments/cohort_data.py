@@ -129,10 +129,43 @@ def load_cohort_data(data: str | Path, config: StudyConfig, *, prepared_dir: Pat
     else:
         from cmrprior.utils import atomic
 
-        prepared, source, note = choose_masks(prepare_data(data, config, cache_dir=cache_dir), config)
+        raw = prepare_data(data, config, cache_dir=cache_dir)
+        prepared, source, note = choose_masks(raw, config)
         prepared.save(prepared_dir)
+        if source == "segmenter" and raw.ed_mask is not None and raw.es_mask is not None:
+            write_segmentation_qc(prepared, raw, prepared_dir.parent / "qc")
         atomic.write_json(meta_path, {"masks_source": source, "masks_note": note, "data": str(data)})
     return CohortData(prepared=prepared, images=build_slice_sets(prepared, config), masks_source=source, masks_note=note)
+
+
+def write_segmentation_qc(pred: PreparedCohort, truth: PreparedCohort, qc_dir: Path) -> Path:
+    """Dice / Hausdorff of the segmenter's masks against the cohort's ground truth, into `qc_dir`.
+
+    Writes `segmentation_dice.md` (summary per phase and structure, mean and 95% t-interval over patients)
+    and `data/segmentation_{summary,per_patient}.csv`. Returns the Markdown path.
+    """
+    from cmrprior.segmentation.qc import evaluate_prepared, summarise, write_csv
+    from cmrprior.utils import atomic
+
+    rows = evaluate_prepared(pred, truth)
+    summary = summarise(rows)
+    write_csv(rows, qc_dir / "data" / "segmentation_per_patient.csv")
+    write_csv(summary, qc_dir / "data" / "segmentation_summary.csv")
+    lines = [
+        "## Segmenter masks against the ground-truth masks of this cohort",
+        "",
+        "| Phase | Metric | Mean | 95% CI | n |",
+        "|---|---|---|---|---|",
+    ]
+    for r in summary:
+        lines.append(f"| {r['phase']} | {r['metric']} | {r['mean']:.3f} | [{r['ci_low']:.3f}, {r['ci_high']:.3f}] | {r['n']} |")
+    lines += [
+        "",
+        "- 3D per patient and phase on the prepared grid (Dice; HD95 and HD in mm); t-interval over patients.",
+        "- If the segmenter was trained on these patients (the shipped one was trained on the 100 ACDC training",
+        "  patients), these are not held-out scores: see the model card for the cross-validated ones.",
+    ]
+    return atomic.write_text(qc_dir / "segmentation_dice.md", "\n".join(lines) + "\n")
 
 
 def merge_slice_sets(a: SliceSet, b: SliceSet) -> SliceSet:
