@@ -39,32 +39,30 @@ class FitResult:
 
 
 @torch.no_grad()
-def extract_features(model: nn.Module, data: SliceSet, *, batch_size: int = 128) -> np.ndarray:
-    """Frozen features `(N, F)` float32 of `model.features(ed, es)` in eval mode."""
+def _eval_batches(model: nn.Module, data: SliceSet, fn, batch_size: int) -> list[torch.Tensor]:
+    """`fn(ed, es)` over `data` in batches, in eval mode (the model's mode is restored)."""
     was_training = model.training
     model.eval()
     out = []
     for start in range(0, len(data), batch_size):
         ed = torch.from_numpy(data.ed[start : start + batch_size])
         es = torch.from_numpy(data.es[start : start + batch_size])
-        out.append(model.features(ed, es).float())
+        out.append(fn(ed, es))
     model.train(was_training)
+    return out
+
+
+def extract_features(model: nn.Module, data: SliceSet, *, batch_size: int = 128) -> np.ndarray:
+    """Frozen features `(N, F)` float32 of `model.features(ed, es)` in eval mode."""
+    out = _eval_batches(model, data, lambda ed, es: model.features(ed, es).float(), batch_size)
     if not out:
         return np.zeros((0, getattr(model, "num_features", 0)), np.float32)
     return torch.cat(out).numpy()
 
 
-@torch.no_grad()
 def predict_proba(model: nn.Module, data: SliceSet, *, batch_size: int = 128) -> np.ndarray:
     """Slice class probabilities `(N, K)` float64 (eval mode)."""
-    was_training = model.training
-    model.eval()
-    out = []
-    for start in range(0, len(data), batch_size):
-        ed = torch.from_numpy(data.ed[start : start + batch_size])
-        es = torch.from_numpy(data.es[start : start + batch_size])
-        out.append(torch.softmax(model(ed, es).float(), dim=1))
-    model.train(was_training)
+    out = _eval_batches(model, data, lambda ed, es: torch.softmax(model(ed, es).float(), dim=1), batch_size)
     return torch.cat(out).double().numpy()
 
 
