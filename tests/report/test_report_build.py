@@ -8,7 +8,6 @@ import re
 
 import matplotlib.image as mpimg
 import pytest
-import torch
 from report_helpers import shared_report, shared_run_with_saliency
 
 from cmrprior.report import build_report
@@ -18,12 +17,7 @@ SECTIONS = ["cohort", "segmentation", "tables", "comparisons", "metrics", "roc",
             "saliency-table", "saliency-overlays", "holdout", "config"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -16,13 +16,7 @@ from cmrprior.saliency.run import SaliencyConfig, run_saliency
 CFG = SaliencyConfig(**SALIENCY_TEST_SETTINGS)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """The CPU is shared: one intra-op thread is many times faster here than two contending ones."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
