@@ -1,7 +1,7 @@
 """SimCLR training-step throughput on this machine: cmrprior vs lightly, same backbone/batch/resolution.
 
     nice -n 10 .venv/bin/python bench/pretrain_throughput.py [--backbones resnet18,vgg16] [--size 128]
-        [--batch 64] [--steps 2] [--warmup 1] [--bf16 auto|force|off] [--channels-last-too] [--compile-too]
+        [--batch 64] [--steps 3] [--warmup 1] [--bf16 auto|force|off] [--compile-too]
 
 One step = views of a batch (augmentation) + encoder and projection head on both views + NT-Xent + backward +
 Adam. cmrprior: batched on-device views (`cmrprior.ssl.augment`), both views in one forward,
@@ -9,7 +9,12 @@ Adam. cmrprior: batched on-device views (`cmrprior.ssl.augment`), both views in 
 PIL images through a DataLoader (num_workers=0, as this 2-core machine has no spare cores), torchvision
 backbone on 3-channel input, `SimCLRProjectionHead`, `NTXentLoss`, two forwards.
 
-Printed per backbone and setting: images/s (warm-up steps excluded), FLOPs per image (model forward, and the
+Settings per backbone: cmrprior's defaults as `cmrprior pretrain` resolves them on this machine
+(`resolve_auto`), cmrprior fp32 in NCHW (lightly's layout: like for like), lightly's default (fp32), and
+with --compile-too / bf16 more. The settings are timed round-robin (step k of each before step k+1 of any), so
+a load change hits all alike, and the median step is reported.
+
+Printed per backbone and setting: images/s (median step after warm-up), FLOPs per image (model forward, and the
 whole training step: 2 views, forward + backward; counted with torch.utils.flop_counter.FlopCounterMode), the
 achieved FLOP rate and its fraction of this machine's matmul peak (large fp32 and bf16 matmuls, measured at the
 start of the same run). bf16 steps are skipped under `--bf16 auto` when the bf16 matmul peak is under a quarter
@@ -27,6 +32,8 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
+
+from cmrprior.ssl.pretrain import PretrainConfig, resolve_auto
 
 
 def matmul_peak(dtype: torch.dtype, max_n: int = 2048, budget_s: float = 20.0) -> tuple[float, int]:
@@ -192,11 +199,10 @@ def main() -> None:
     ap.add_argument("--backbones", default="resnet18,vgg16")
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--steps", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--bf16", choices=("auto", "force", "off"), default="auto")
-    ap.add_argument("--channels-last-too", action="store_true", help="also time cmrprior fp32 with channels-last")
-    ap.add_argument("--compile-too", action="store_true", help="also time cmrprior fp32 with torch.compile")
+    ap.add_argument("--compile-too", action="store_true", help="also time cmrprior fp32 channels-last with torch.compile")
     args = ap.parse_args()
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
@@ -214,33 +220,48 @@ def main() -> None:
         fwd, train = flops(name, args.size)
         print(f"\n{name} @ {args.size}px, batch {args.batch}: forward {fwd / 1e9:.2f} GFLOP/image, training step "
               f"{train / 1e9:.2f} GFLOP/image (2 views, fwd+bwd)", flush=True)
-        settings = [("cmrprior", "fp32", False, False), ("lightly", "fp32", None, None)]
-        if args.channels_last_too:
-            settings.insert(1, ("cmrprior", "fp32", True, False))
+        # (label, library, precision, channels-last, compile); "default" = what `cmrprior pretrain` picks here
+        default = resolve_auto(PretrainConfig(), torch.device("cpu"))
+        settings = [(f"cmrprior default ({default.precision}{', channels-last' if default.channels_last else ''})",
+                     "cmrprior", default.precision, default.channels_last, default.compile),
+                    ("cmrprior fp32 NCHW", "cmrprior", "fp32", False, False),
+                    ("lightly  fp32 (its default)", "lightly", "fp32", None, None)]
         if args.compile_too:
-            settings.insert(1, ("cmrprior", "fp32", False, True))
+            settings.append(("cmrprior fp32 channels-last compiled", "cmrprior", "fp32", True, True))
         if do_bf16:
-            settings += [("cmrprior", "bf16", False, False), ("lightly", "bf16", None, None)]
-        rates = {}
-        for lib, prec, cl, comp in settings:
+            settings += [("cmrprior bf16 channels-last", "cmrprior", "bf16", True, False),
+                         ("lightly  bf16", "lightly", "bf16", None, None)]
+        steppers = {}
+        for label, lib, prec, cl, comp in settings:
             if lib == "cmrprior":
-                _, step = cmrprior_stepper(name, images, args.batch, prec, cl, comp)
-                label = f"cmrprior {prec}" + (" channels-last" if cl else "") + (" compiled" if comp else "")
+                steppers[label] = cmrprior_stepper(name, images, args.batch, prec, cl, comp)[1]
             else:
-                _, step = lightly_stepper(name, images, args.batch, prec)
-                label = f"lightly  {prec}"
-            sec = time_steps(step, args.warmup, args.steps)
+                steppers[label] = lightly_stepper(name, images, args.batch, prec)[1]
+            for _ in range(args.warmup):
+                steppers[label]()
+        # round-robin: step k of every setting runs before step k+1 of any, so a change of the machine's
+        # load during the run hits all settings alike; the median step time is reported
+        times: dict[str, list[float]] = {label: [] for label in steppers}
+        for _ in range(args.steps):
+            for label, step in steppers.items():
+                t0 = time.perf_counter()
+                step()
+                times[label].append(time.perf_counter() - t0)
+        rates = {}
+        for label, lib, prec, cl, comp in settings:
+            sec = float(np.median(times[label]))
             ips = args.batch / sec
             rates[label] = ips
             achieved = ips * train / 1e9
             peak = peak16 if prec == "bf16" else peak32
-            print(f"  {label:34s} {ips:7.2f} images/s  ({sec:6.1f} s/step)  {achieved:6.1f} GFLOP/s = "
-                  f"{achieved / peak:5.1%} of {prec} matmul peak", flush=True)
-        base = rates.get("lightly  fp32")
-        if base:
-            for label, ips in rates.items():
-                if label.startswith("cmrprior"):
-                    print(f"  {label} / lightly fp32: {ips / base:.2f}x", flush=True)
+            print(f"  {label:40s} {ips:7.2f} images/s  (median {sec:6.1f} s/step of {args.steps}, "
+                  f"min {min(times[label]):.1f})  {achieved:6.1f} GFLOP/s = {achieved / peak:5.1%} of {prec} matmul peak",
+                  flush=True)
+        del steppers
+        base = rates["lightly  fp32 (its default)"]
+        for label, ips in rates.items():
+            if label.startswith("cmrprior"):
+                print(f"  {label} / lightly fp32: {ips / base:.2f}x", flush=True)
     again32, _ = matmul_peak(torch.float32)
     print(f"\nfp32 matmul peak measured again at the end: {again32:.1f} GFLOP/s (start: {peak32:.1f}; fractions above use "
           f"the start value; on a shared CPU both are lower bounds of the true peak)")

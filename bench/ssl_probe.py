@@ -67,7 +67,8 @@ def probe_auc(encoder, prepared, train_ids, test_ids, size: int, seed: int) -> d
         if len(np.unique(yte_pat[idx])) == p_pat.shape[1]:
             boots.append(roc_auc_score(yte_pat[idx], p_pat[idx], multi_class="ovr", average="macro"))
     return {"auc": float(auc), "ci95": [float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))],
-            "n_test_patients": len(test_ids), "n_train_slices": int(len(ytr))}
+            "n_test_patients": len(test_ids), "n_train_slices": int(len(ytr)),
+            "labels": yte_pat.tolist(), "probs": p_pat.tolist()}
 
 
 def main() -> None:
@@ -140,19 +141,31 @@ def main() -> None:
     enc_pre = recalibrate_batchnorm(load_encoder(last), small)
     enc_rnd = recalibrate_batchnorm(init_model.encoder, small)
     pre = probe_auc(enc_pre, prepared, split.train, split.test, args.image_size, args.seed)
-    print(f"probe SimCLR: {pre}", flush=True)
+    print(f"probe SimCLR: macro AUC {pre['auc']:.3f}", flush=True)
     rnd = probe_auc(enc_rnd, prepared, split.train, split.test, args.image_size, args.seed)
+    from cmrprior.evaluate.compare import delong_test, paired_bootstrap
+    from cmrprior.evaluate.metrics import macro_auc
+
+    y = np.asarray(pre.pop("labels"))
+    assert y.tolist() == rnd.pop("labels")
+    pa, pb = np.asarray(pre.pop("probs")), np.asarray(rnd.pop("probs"))
+    boot = paired_bootstrap([(y, pa, pb)], macro_auc, n_boot=2000, seed=args.seed)
+    delong = delong_test(y, pa, pb)
     summary = {
         "backbone": args.backbone, "image_size": args.image_size, "batch_size": args.batch_size, "lr": args.lr,
         "epochs": len(result.history), "split_seed": args.split_seed, "seed": args.seed,
         "heldout_ntxent_logged": [h["val_loss"] for h in result.history],
         "heldout_ntxent_batchstats": {"untrained": val_init, "final": val_final},
         "probe_simclr": pre, "probe_random": rnd, "checkpoint": str(last),
+        "difference_paired_bootstrap": boot.as_dict(), "difference_delong": delong.as_dict(),
     }
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"linear probe (final encoder, BN re-estimated) macro OvR AUC on {pre['n_test_patients']} test patients (split seed {args.split_seed}, seed {args.seed}):")
     print(f"  SimCLR encoder : {pre['auc']:.3f}  (95% CI {pre['ci95'][0]:.3f}-{pre['ci95'][1]:.3f})")
     print(f"  random encoder : {rnd['auc']:.3f}  (95% CI {rnd['ci95'][0]:.3f}-{rnd['ci95'][1]:.3f})")
+    for c in (boot, delong):
+        print(f"  SimCLR - random: {c.difference:+.3f} [{c.low:+.3f}, {c.high:+.3f}], p = {c.p_value:.3f} ({c.method}, "
+              f"same {len(y)} test patients)")
 
 
 if __name__ == "__main__":
