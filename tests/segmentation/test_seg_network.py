@@ -31,7 +31,7 @@ def test_output_shape(args, hw):
 
 def test_default_is_the_documented_unet():
     args = UNetArgs()
-    assert args.channels == (8, 16, 32, 64, 128) and args.strides == (2, 2, 2, 2)
+    assert args.channels == (16, 32, 64, 128, 256) and args.strides == (2, 2, 2, 2) and args.num_res_units == 2
     assert args.out_channels == 4 and args.in_channels == 1
     # hand count differs by version details; check the order of magnitude of the shipped network
     assert 1e5 < count_parameters(build_unet(args)) < 2e6

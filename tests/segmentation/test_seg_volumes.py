@@ -47,6 +47,24 @@ def test_oracle_labels_come_back_exactly_at_net_spacing():
     assert np.allclose(pred.centre, expected, atol=1.0)  # localisation found the heart
 
 
+def test_localisation_prefers_the_heart_to_a_larger_false_cavity():
+    """A bright organ read as 'LV cavity' that is larger than the true cavity (but smaller than the whole
+    heart) must not move the crop window off the heart (seen on ACDC: stomach / liver at the FOV edge)."""
+    vol, masks = _volume(shape=(4, 200, 200), centre=(140, 140))
+    blob = np.zeros(masks.shape[1:], bool)
+    yy, xx = np.mgrid[:200, :200]
+    blob[np.hypot(yy - 40, xx - 50) < 16] = True  # area ~800 px > LV cavity (<= 450 px), < heart
+    img = vol.array.copy()
+    img[:, blob] = 0.9  # LV intensity
+    truth = masks.copy()
+    assert (blob.sum() > (truth == 3)[0].sum()) and (blob.sum() < (truth > 0)[0].sum())
+    pred = predict_volume(Oracle(), Volume(img, vol.spacing, vol.affine), divisor=1, crop=96)
+    from scipy import ndimage
+
+    assert np.allclose(pred.centre, ndimage.center_of_mass(masks > 0)[1:], atol=1.5)
+    assert dice(pred.labels == 3, truth == 3) > 0.95
+
+
 def test_other_spacing_keeps_the_input_grid():
     vol, masks = _volume(shape=(3, 110, 100), spacing=(10.0, 1.25, 1.3), centre=(60, 45))
     pred = predict_volume(Oracle(), vol, divisor=1)

@@ -26,9 +26,9 @@ class UNetArgs:
 
     in_channels: int = 1
     out_channels: int = N_CLASSES
-    channels: tuple[int, ...] = (8, 16, 32, 64, 128)
+    channels: tuple[int, ...] = (16, 32, 64, 128, 256)  # the shipped segmenter (1.6M parameters)
     strides: tuple[int, ...] = (2, 2, 2, 2)
-    num_res_units: int = 1
+    num_res_units: int = 2
     dropout: float = 0.0
     norm: str = "instance"
 

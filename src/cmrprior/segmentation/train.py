@@ -60,7 +60,7 @@ class SegTrainConfig:
     weight_decay: float = 1e-4
     warmup_steps: int = 50
     val_fraction: float = 0.1
-    patience: int = 10  # epochs without improvement of validation Dice before stopping
+    patience: int = 20  # epochs without improvement of validation Dice before stopping
     min_epochs: int = 5
     bf16: bool = False
     max_steps: int | None = None  # stop (with a checkpoint) after this many optimizer steps in total
