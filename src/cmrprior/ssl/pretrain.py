@@ -72,8 +72,8 @@ class PretrainConfig:
     # bf16 convolutions are ~70x slower than fp32; see bench/pretrain_throughput.py) | "bf16" | "fp32".
     precision: str = "auto"
     # None = auto = on, CPU and CUDA. Measured on this 2-core AVX2 CPU (bench/pretrain_throughput.py,
-    # --channels-last-too): resnet18 1.15-1.29x, tiny 1.19x faster; most of it is the single-channel stem
-    # convolution, whose NCHW backward is ~3x slower than in channels-last.
+    # round-robin against NCHW): resnet18 1.22-1.25x, densenet121 1.20x, tiny 1.19x, vgg16 1.02x faster;
+    # much of it is the single-channel stem convolution, whose NCHW backward is ~3x slower here.
     channels_last: bool | None = None
     compile: bool = False
     sync_batchnorm: bool = False
