@@ -1,6 +1,6 @@
 """Short SimCLR pre-training on ACDC + linear probe vs a random-initialised encoder.
 
-    nice -n 10 .venv/bin/python bench/ssl_probe.py --out runs/ssl_probe [--epochs 3] [--image-size 64]
+    nice -n 10 .venv/bin/python bench/ssl_probe.py --out runs/ssl_probe [--epochs 15] [--image-size 64]
 
 1. ACDC training folder (100 patients) -> prepared cohort (cmrprior.data.prepare, cached in OUT/cache).
 2. Patient split (stratified 70/30, --split-seed): the 30 test patients are never seen by pre-training.
@@ -76,7 +76,7 @@ def main() -> None:
     ap.add_argument("--acdc", type=Path, default=Path(os.environ.get("ACDC_ROOT", Path(__file__).resolve().parents[2] / "shared/data/acdc/training")))
     ap.add_argument("--out", type=Path, default=Path("runs/ssl_probe"))
     ap.add_argument("--backbone", default="resnet18")
-    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--image-size", type=int, default=64)

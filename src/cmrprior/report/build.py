@@ -286,34 +286,40 @@ def tables_section(run: Path, names: tuple[str, ...], anchor: str, title: str, o
     return Section(anchor, title, "\n".join(body))
 
 
+def _per_backbone_grid_section(results: list[dict], anchor: str, title: str, intro: str, missing: str,
+                               plot, label_splits: bool) -> Section:
+    """One figure per backbone, each a grid over (initialisation, training images) of `plot(configs, classes)`."""
+    groups = _ok_by_config(results)
+    if not groups:
+        return Section(anchor, title, "", missing)
+    classes = next(iter(groups.values()))[0]["classes"]
+    body = [f"<p>{intro}</p>"]
+    for backbone in dict.fromkeys(k[0] for k in groups):
+        configs = [(f"{init} / {images}" + (f" ({len(rs)} split(s))" if label_splits else ""), rs)
+                   for (b, init, images), rs in groups.items() if b == backbone]
+        body.append(figure(plot(configs, classes), f"{title}, backbone {backbone}"))
+    return Section(anchor, title, "\n".join(body))
+
+
+_ROC_INTRO = ("One-vs-rest ROC curves per class on the test patients of all splits pooled (legend: class AUC of the "
+              "pooled predictions; the tables' AUCs are means over splits).")
+_CONFUSION_INTRO = ("Confusion matrices of the test patients summed over splits (rows: true class; columns: predicted "
+                    "class; colour: share of the row).")
+
+
 def roc_section(results: list[dict]) -> Section:
     from cmrprior.report.plots import roc_grid_png
 
-    groups = _ok_by_config(results)
-    if not groups:
-        return Section("roc", "ROC curves per class", "", "no finished classifier results (splits/*/cells/*/*/result.json)")
-    body = ["<p>One-vs-rest ROC curves per class on the test patients of all splits pooled (legend: class AUC of "
-            "the pooled predictions; the tables' AUCs are means over splits).</p>"]
-    for backbone in dict.fromkeys(k[0] for k in groups):
-        configs = [(f"{init} / {images} ({len(rs)} split(s))", rs) for (b, init, images), rs in groups.items() if b == backbone]
-        classes = next(iter(groups.values()))[0]["classes"]
-        body.append(figure(roc_grid_png(configs, classes), f"ROC curves, backbone {backbone}"))
-    return Section("roc", "ROC curves per class", "\n".join(body))
+    missing = "no finished classifier results (splits/*/cells/*/*/result.json)"
+    return _per_backbone_grid_section(results, "roc", "ROC curves per class", _ROC_INTRO, missing, roc_grid_png, True)
 
 
 def confusion_section(results: list[dict]) -> Section:
     from cmrprior.report.plots import confusion_grid_png
 
-    groups = _ok_by_config(results)
-    if not groups:
-        return Section("confusion", "Confusion matrices", "", "no finished classifier results")
-    body = ["<p>Confusion matrices of the test patients summed over splits (rows: true class; columns: predicted "
-            "class; colour: share of the row).</p>"]
-    for backbone in dict.fromkeys(k[0] for k in groups):
-        configs = [(f"{init} / {images}", rs) for (b, init, images), rs in groups.items() if b == backbone]
-        classes = next(iter(groups.values()))[0]["classes"]
-        body.append(figure(confusion_grid_png(configs, classes), f"Confusion matrices, backbone {backbone}"))
-    return Section("confusion", "Confusion matrices", "\n".join(body))
+    missing = "no finished classifier results"
+    return _per_backbone_grid_section(results, "confusion", "Confusion matrices", _CONFUSION_INTRO, missing,
+                                      confusion_grid_png, False)
 
 
 def figure1_section(run: Path, results: list[dict]) -> Section:
