@@ -215,13 +215,13 @@ def main() -> None:
         print(f"bf16 steps skipped: bf16 matmul peak is {peak16 / peak32:.1%} of fp32 on this CPU (no native bf16)",
               flush=True)
     images = blobs(max(args.batch * (args.warmup + args.steps), 256), args.size)
+    default = resolve_auto(PretrainConfig(), torch.device("cpu"))
 
     for name in args.backbones.split(","):
         fwd, train = flops(name, args.size)
         print(f"\n{name} @ {args.size}px, batch {args.batch}: forward {fwd / 1e9:.2f} GFLOP/image, training step "
               f"{train / 1e9:.2f} GFLOP/image (2 views, fwd+bwd)", flush=True)
         # (label, library, precision, channels-last, compile); "default" = what `cmrprior pretrain` picks here
-        default = resolve_auto(PretrainConfig(), torch.device("cpu"))
         settings = [(f"cmrprior default ({default.precision}{', channels-last' if default.channels_last else ''})",
                      "cmrprior", default.precision, default.channels_last, default.compile),
                     ("cmrprior fp32 NCHW", "cmrprior", "fp32", False, False),

@@ -96,6 +96,16 @@ def speed(threads: int, steps: int, crop: int, batch: int) -> None:
     print(f"peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 
 
+def print_dice_hd95(rows: list[dict]) -> None:
+    """Mean and 95% t-interval of Dice and HD95 per structure, for ED, ES and "all" (ED and ES together)."""
+    from cmrprior.segmentation import qc
+
+    print(f"{'metric':<10}{'phase':<6}{'mean':>8}  95% CI (t)")
+    for s in qc.summarise(rows):
+        if s["metric"].startswith(("dice_", "hd95_")):
+            print(f"{s['metric']:<10}{s['phase']:<6}{s['mean']:8.3f}  [{s['ci_low']:.3f}, {s['ci_high']:.3f}]  n={s['n']}")
+
+
 def cv(run: Path) -> None:
     from cmrprior.anatomy.measure import measure_patient
     from cmrprior.data.prepare import load_prepared
@@ -135,10 +145,7 @@ def cv(run: Path) -> None:
     qc.write_csv(anat, out / "cv_heldout_anatomy.csv")
     print(f"{len(folds)}-fold cross-validation, {len({r['patient_id'] for r in rows})} held-out patients "
           f"(each scored by the fold model that never saw it); 3D on the prepared 1.5 mm grid, post-processed")
-    print(f"{'metric':<10}{'phase':<6}{'mean':>8}  95% CI (t)")
-    for s in qc.summarise(rows):
-        if s["metric"].startswith(("dice_", "hd95_")):  # phase "all": ED and ES together
-            print(f"{s['metric']:<10}{s['phase']:<6}{s['mean']:8.3f}  [{s['ci_low']:.3f}, {s['ci_high']:.3f}]  n={s['n']}")
+    print_dice_hd95(rows)
     for k, unit in (("lvef", "% points"), ("lv_edv_ml", "ml"), ("lv_esv_ml", "ml"), ("rv_edv_ml", "ml"),
                     ("rvef", "% points"), ("myo_mass_g", "g")):
         err = np.array([a[f"pred_{k}"] - a[f"gt_{k}"] for a in anat], dtype=float)
@@ -201,10 +208,7 @@ def native(run: Path, data: Path, limit: int | None = None) -> None:
     print(f"held-out patients segmented in their own geometry (heart found by the model on the whole field of "
           f"view), scored at native resolution: {len({r['patient_id'] for r in rows})} patients, "
           f"{torch.get_num_threads()} threads, {np.mean(seconds):.2f} s per frame (median {np.median(seconds):.2f})")
-    print(f"{'metric':<10}{'phase':<6}{'mean':>8}  95% CI (t)")
-    for s in qc.summarise(rows):
-        if s["metric"].startswith(("dice_", "hd95_")):
-            print(f"{s['metric']:<10}{s['phase']:<6}{s['mean']:8.3f}  [{s['ci_low']:.3f}, {s['ci_high']:.3f}]  n={s['n']}")
+    print_dice_hd95(rows)
 
 
 def main() -> None:
@@ -223,11 +227,11 @@ def main() -> None:
     n.add_argument("--threads", type=int, default=None)
     n.add_argument("--limit", type=int, default=None, help="first N held-out patients per fold (a smoke run)")
     a = p.parse_args()
-    if getattr(a, "threads", None) and a.what != "speed":
-        torch.set_num_threads(a.threads)
     if a.what == "speed":
         speed(a.threads, a.steps, a.crop, a.batch)
     elif a.what == "native":
+        if a.threads:
+            torch.set_num_threads(a.threads)
         native(a.run, a.data, a.limit)
     else:
         cv(a.run)

@@ -43,7 +43,8 @@ def features(encoder, images: np.ndarray, size: int, batch: int = 128) -> np.nda
     return np.concatenate(out)
 
 
-def probe_auc(encoder, prepared, train_ids, test_ids, size: int, seed: int) -> dict:
+def probe_auc(encoder, prepared, train_ids, test_ids, size: int, seed: int) -> tuple[dict, np.ndarray, np.ndarray]:
+    """(summary: macro AUC and patient-bootstrap CI, test-patient labels `(P,)`, probabilities `(P, K)`)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
     from sklearn.preprocessing import StandardScaler
@@ -66,9 +67,9 @@ def probe_auc(encoder, prepared, train_ids, test_ids, size: int, seed: int) -> d
         idx = rng.integers(0, len(yte_pat), len(yte_pat))
         if len(np.unique(yte_pat[idx])) == p_pat.shape[1]:
             boots.append(roc_auc_score(yte_pat[idx], p_pat[idx], multi_class="ovr", average="macro"))
-    return {"auc": float(auc), "ci95": [float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))],
-            "n_test_patients": len(test_ids), "n_train_slices": int(len(ytr)),
-            "labels": yte_pat.tolist(), "probs": p_pat.tolist()}
+    summary = {"auc": float(auc), "ci95": [float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))],
+               "n_test_patients": len(test_ids), "n_train_slices": int(len(ytr))}
+    return summary, yte_pat, p_pat
 
 
 def main() -> None:
@@ -140,15 +141,13 @@ def main() -> None:
                           align_corners=False, antialias=True)
     enc_pre = recalibrate_batchnorm(load_encoder(last), small)
     enc_rnd = recalibrate_batchnorm(init_model.encoder, small)
-    pre = probe_auc(enc_pre, prepared, split.train, split.test, args.image_size, args.seed)
+    pre, y, pa = probe_auc(enc_pre, prepared, split.train, split.test, args.image_size, args.seed)
     print(f"probe SimCLR: macro AUC {pre['auc']:.3f}", flush=True)
-    rnd = probe_auc(enc_rnd, prepared, split.train, split.test, args.image_size, args.seed)
+    rnd, y_rnd, pb = probe_auc(enc_rnd, prepared, split.train, split.test, args.image_size, args.seed)
     from cmrprior.evaluate.compare import delong_test, paired_bootstrap
     from cmrprior.evaluate.metrics import macro_auc
 
-    y = np.asarray(pre.pop("labels"))
-    assert y.tolist() == rnd.pop("labels")
-    pa, pb = np.asarray(pre.pop("probs")), np.asarray(rnd.pop("probs"))
+    assert np.array_equal(y, y_rnd)
     boot = paired_bootstrap([(y, pa, pb)], macro_auc, n_boot=2000, seed=args.seed)
     delong = delong_test(y, pa, pb)
     summary = {
