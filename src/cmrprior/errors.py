@@ -24,3 +24,7 @@ class ConfigError(CmrPriorError):
 
 class WeightsUnavailableError(CmrPriorError):
     """Pretrained weights were requested but cannot be found or downloaded."""
+
+
+class LeakageError(CmrPriorError):
+    """A test patient reached a stage that must not see it (pre-training, training, search, masks)."""

@@ -35,6 +35,11 @@ class SliceSet:
         out[self.patient_index[::-1]] = self.labels[::-1]
         return out
 
+    def with_labels(self, labels: np.ndarray) -> "SliceSet":
+        """The same slices with other class indices (int64 `(N,)`), e.g. in another cohort's class order."""
+        return SliceSet(ed=self.ed, es=self.es, labels=np.asarray(labels, dtype=np.int64),
+                        patient_index=self.patient_index, patient_ids=self.patient_ids)
+
     def subset_patients(self, patient_ids: list[str] | tuple[str, ...]) -> "SliceSet":
         """The slices of the given patients (in that patient order), re-indexed."""
         pos = {p: i for i, p in enumerate(self.patient_ids)}

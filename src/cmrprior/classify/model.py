@@ -18,10 +18,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from cmrprior.errors import ConfigError
+from cmrprior.errors import ConfigError, DataError
+from cmrprior.models.registry import create_backbone
+from cmrprior.ssl.pretrain import load_encoder
 from cmrprior.utils import atomic
-
-INITS: tuple[str, ...] = ("none", "imagenet", "full_sscl", "segmented_sscl")
+from cmrprior.vocab import get_init
 
 
 class DiagnosisModel(nn.Module):
@@ -68,10 +69,7 @@ def build_encoders(
 
     Raises ConfigError (unknown init, missing checkpoint for an SSCL init), WeightsUnavailableError.
     """
-    from cmrprior.models.registry import create_backbone
-
-    if init not in INITS:
-        raise ConfigError(f"unknown init {init!r}; expected one of {INITS}")
+    spec = get_init(init)
     if init == "none":
         torch.manual_seed(seed)
         ed = create_backbone(backbone, in_chans=1, weights=None)
@@ -81,8 +79,7 @@ def build_encoders(
         ed = create_backbone(backbone, in_chans=1, weights="imagenet")
         return ed, copy.deepcopy(ed)
     if checkpoint is None:
-        raise ConfigError(f"init {init!r} needs a pre-training checkpoint")
-    from cmrprior.ssl.pretrain import load_encoder
+        raise ConfigError(f"init {init!r} needs a pre-training checkpoint ({spec.pretrain_images} images)")
 
     ed = load_encoder(checkpoint)
     return ed, copy.deepcopy(ed)
@@ -97,11 +94,13 @@ def build_model(
     return DiagnosisModel(ed, es, n_classes)
 
 
-def save_classifier(model: DiagnosisModel, path: str | Path, *, backbone: str, classes: list[str], meta: dict) -> Path:
-    """Write the state dict plus what is needed to rebuild the model (atomic)."""
+def save_classifier(model: DiagnosisModel, path: str | Path, *, classes: list[str], meta: dict) -> Path:
+    """Write the state dict plus the encoders' model arguments, so `load_classifier` needs nothing else (atomic)."""
+    args = model.ed_encoder.model_args
     payload = {
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "backbone": backbone,
+        "backbone": args["backbone"],
+        "model_args": args,
         "classes": list(classes),
         "meta": meta,
     }
@@ -109,14 +108,20 @@ def save_classifier(model: DiagnosisModel, path: str | Path, *, backbone: str, c
 
 
 def load_classifier(path: str | Path) -> tuple[DiagnosisModel, dict]:
-    """Rebuild a saved DiagnosisModel (eval mode) -> (model, {"backbone", "classes", "meta"})."""
-    from cmrprior.models.registry import create_backbone
+    """Rebuild a saved DiagnosisModel (eval mode) -> (model, {"backbone", "classes", "meta"}).
 
-    payload = torch.load(Path(path), map_location="cpu", weights_only=True)
-    backbone = payload["backbone"]
-    model = DiagnosisModel(
-        create_backbone(backbone, in_chans=1), create_backbone(backbone, in_chans=1), len(payload["classes"])
-    )
+    Raises DataError when the file is not a cmrprior classifier checkpoint.
+    """
+    try:
+        payload = torch.load(Path(path), map_location="cpu", weights_only=True)
+        args = payload["model_args"]
+    except (OSError, RuntimeError, KeyError, TypeError) as exc:
+        raise DataError(path, f"not a cmrprior classifier checkpoint ({type(exc).__name__}: {exc})") from exc
+
+    def encoder() -> nn.Module:
+        return create_backbone(args["backbone"], in_chans=args["in_chans"], **args["backbone_kwargs"])
+
+    model = DiagnosisModel(encoder(), encoder(), len(payload["classes"]))
     model.load_state_dict(payload["state_dict"])
     model.eval()
     return model, {k: payload[k] for k in ("backbone", "classes", "meta")}

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cmrprior.errors import ConfigError
+from cmrprior.errors import ConfigError, LeakageError
+from cmrprior.utils.seeding import derive_seed
 
 
 @dataclass(frozen=True)
@@ -122,3 +123,17 @@ def stratified_kfold(ids: Sequence[str], labels: Sequence[object], k: int = 5, s
         raise ConfigError(f"{k}-fold stratification needs at least {k} patients per class; too few in {small}")
     skf = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
     return [_as_split(ids_arr, tr, te, seed) for tr, te in skf.split(np.zeros(len(ids_arr)), labels_arr)]
+
+
+def assert_disjoint(stage: str, seen_ids: Sequence[str], test_ids: Sequence[str]) -> None:
+    """Raise LeakageError when any of `test_ids` is in `seen_ids` (what `stage` saw)."""
+    leaked = sorted(set(seen_ids) & set(test_ids))
+    if leaked:
+        raise LeakageError(f"{stage}: test patient(s) {leaked[:5]} would be seen")
+
+
+def inner_split(train_ids: Sequence[str], labels: Sequence[object], *, val_fraction: float, split_seed: int) -> Split:
+    """The inner validation part of a split's training patients (pre-training early stopping, finetune
+    mode): stratified, seeded from the split's seed. `cmrprior study` and `cmrprior pretrain` both use it,
+    so they pre-train on the same patients for the same split."""
+    return stratified_split(list(train_ids), list(labels), val_fraction, derive_seed(split_seed, "inner"))

@@ -12,18 +12,19 @@ from pathlib import Path
 
 import numpy as np
 
+from cmrprior.runs import CellResult
 from cmrprior.utils import atomic
+from cmrprior.vocab import init_label
 
 _COLOURS = {"none": "tab:grey", "imagenet": "tab:orange", "full_sscl": "tab:blue", "segmented_sscl": "tab:green"}
-_NAMES = {"none": "None", "imagenet": "ImageNet", "full_sscl": "Full-SSCL", "segmented_sscl": "Segmented-SSCL"}
 
 
-def mean_curves(results: list[dict]) -> dict:
+def mean_curves(results: list[CellResult]) -> dict:
     """{(backbone, init, images): {"val_auc": (E,), "val_loss": (E,)}} averaged over splits (NaN-aware)."""
     groups = defaultdict(list)
     for r in results:
-        if r.get("status") == "ok" and r.get("history"):
-            groups[(r["backbone"], r["init"], r["images"])].append(r["history"])
+        if r.ok and r.history:
+            groups[r.key.config].append(r.history)
     out = {}
     for key, hs in groups.items():
         n = max(len(h) for h in hs)
@@ -32,9 +33,9 @@ def mean_curves(results: list[dict]) -> dict:
             arr = np.full((len(hs), n), np.nan)
             for i, h in enumerate(hs):
                 for row in h:
-                    v = row.get(field)
+                    v = getattr(row, field)
                     if v is not None:
-                        arr[i, row["epoch"] - 1] = v
+                        arr[i, row.epoch - 1] = v
             with np.errstate(all="ignore"):
                 import warnings
 
@@ -45,7 +46,7 @@ def mean_curves(results: list[dict]) -> dict:
     return out
 
 
-def write_figure1(results: list[dict], path: str | Path) -> Path | None:
+def write_figure1(results: list[CellResult], path: str | Path) -> Path | None:
     """Draw Figure 1 into `path` (PNG, atomic); None when no cell has a history."""
     import matplotlib
 
@@ -63,7 +64,7 @@ def write_figure1(results: list[dict], path: str | Path) -> Path | None:
             if bb != b:
                 continue
             style = "-" if images == "full" else "--"
-            label = f"{_NAMES.get(init, init)}, {images} images"
+            label = f"{init_label(init)}, {images} images"
             epochs = np.arange(1, len(c["val_auc"]) + 1)
             ax_auc.plot(epochs, c["val_auc"], style, color=_COLOURS.get(init), label=label)
             ax_loss.plot(epochs, c["val_loss"], style, color=_COLOURS.get(init), label=label)

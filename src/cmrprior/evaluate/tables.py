@@ -11,7 +11,7 @@ over test patients (`cmrprior.evaluate.ci.bootstrap_ci`). A cell without a resul
 ("n/a: <reason>"). `metrics.*` lists every cell's macro AUC, accuracy, balanced accuracy and per-class AUC;
 `comparisons.*` the paired tests (`cmrprior.evaluate.compare`).
 
-Input: the `result.json` dicts of the cells (see `cmrprior/experiments/README.md`).
+Input: the cells' `cmrprior.runs.CellResult` records; `TableSetup` says which grid was run.
 """
 
 from __future__ import annotations
@@ -20,16 +20,38 @@ import csv
 import io
 import math
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from cmrprior.errors import DataError
 from cmrprior.evaluate.ci import bootstrap_ci, t_interval
 from cmrprior.evaluate.compare import delong_test, paired_bootstrap, paired_t
+from cmrprior.evaluate.config import EvaluationConfig
 from cmrprior.evaluate.metrics import macro_auc
+from cmrprior.io.records import ACDC_CLASSES
+from cmrprior.runs import CellResult
 from cmrprior.utils import atomic
+from cmrprior.vocab import init_label
 
-INIT_NAMES = {"none": "None", "imagenet": "ImageNet", "full_sscl": "Full-SSCL", "segmented_sscl": "Segmented-SSCL"}
+
+@dataclass(frozen=True)
+class TableSetup:
+    """The grid a set of tables covers and how to summarise it.
+
+    run_notes: lines about the run (masks, image modes, classifier, pre-training) that the study writes
+    under every table, after the tables' own notes on the metric and its intervals.
+    """
+
+    classes: tuple[str, ...]
+    backbones: tuple[str, ...]
+    inits: tuple[str, ...]
+    images: tuple[str, ...]
+    evaluation: EvaluationConfig
+    seed: int
+    run_notes: tuple[str, ...] = ()
+
 TABLE3 = (("Full-Full", "full_sscl", "full"), ("Full-Segmented", "full_sscl", "segmented"),
           ("Segmented-Full", "segmented_sscl", "full"), ("Segmented-Segmented", "segmented_sscl", "segmented"))
 # The study's ACDC macro AUCs (Nakashima et al., Tables 1 and 2), for side-by-side display only.
@@ -39,43 +61,43 @@ PAPER_ACDC = {
     ("vgg16", "segmented"): {"none": 0.746, "imagenet": 0.814, "full_sscl": 0.890, "segmented_sscl": 0.901},
     ("densenet121", "segmented"): {"none": 0.744, "imagenet": 0.890, "full_sscl": 0.888, "segmented_sscl": 0.878},
 }
-ACDC_CLASSES = ("NOR", "DCM", "HCM", "MINF", "RV")
 
 
 def _nan_none(x):
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
 
 
-def summarise_cells(results: list[dict], *, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
+def summarise_cells(results: list[CellResult], *, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
     """{(backbone, init, images): summary dict} over splits (see module doc)."""
-    groups: dict[tuple, list[dict]] = defaultdict(list)
+    groups: dict[tuple, list[CellResult]] = defaultdict(list)
     for r in results:
-        groups[(r["backbone"], r["init"], r["images"])].append(r)
+        groups[r.key.config].append(r)
     out = {}
     for key, rs in groups.items():
-        ok = sorted([r for r in rs if r.get("status") == "ok"], key=lambda r: str(r["split"]))
-        bad = [r for r in rs if r.get("status") != "ok"]
+        ok = sorted([r for r in rs if r.ok], key=lambda r: r.key.split)
+        bad = [r for r in rs if not r.ok]
         summary = {"backbone": key[0], "init": key[1], "images": key[2], "n_splits": len(ok), "n_missing": len(bad),
-                   "status": "ok" if ok and not bad else ("partial" if ok else (bad[0].get("status") if bad else "missing")),
-                   "reason": bad[0].get("reason") if bad else None,
-                   "masks_source": rs[0].get("masks_source"), "masks_note": rs[0].get("masks_note")}
+                   "status": "ok" if ok and not bad else ("partial" if ok else (bad[0].status if bad else "missing")),
+                   "reason": bad[0].reason if bad else None,
+                   "masks_source": rs[0].masks_source, "masks_note": rs[0].masks_note}
         if ok:
-            aucs = [r["test"]["metrics"]["macro_auc"] for r in ok]
+            metrics = [r.test.metrics for r in ok]
+            aucs = [m.macro_auc for m in metrics]
             mean, lo, hi = t_interval([np.nan if a is None else a for a in aucs], level)
-            per_split = [(np.asarray(r["test"]["labels"]), np.asarray(r["test"]["probabilities"])) for r in ok]
+            per_split = [(np.asarray(r.test.labels), np.asarray(r.test.probabilities)) for r in ok]
             _, blo, bhi = bootstrap_ci(per_split, macro_auc, n_boot=n_boot, seed=seed, level=level)
-            classes = ok[0]["classes"]
+
+            def nanmean(values) -> float | None:
+                return _nan_none(float(np.nanmean([np.nan if v is None else v for v in values])))
+
             summary.update({
                 "macro_auc": _nan_none(mean), "t_low": _nan_none(lo), "t_high": _nan_none(hi),
                 "boot_low": _nan_none(blo), "boot_high": _nan_none(bhi),
-                "split_aucs": aucs, "splits": [r["split"] for r in ok],
-                "accuracy": _nan_none(float(np.mean([r["test"]["metrics"]["accuracy"] for r in ok]))),
-                "balanced_accuracy": _nan_none(float(np.nanmean([np.nan if r["test"]["metrics"]["balanced_accuracy"] is None
-                                                                  else r["test"]["metrics"]["balanced_accuracy"] for r in ok]))),
-                "per_class_auc": {c: _nan_none(float(np.nanmean([np.nan if r["test"]["metrics"]["per_class_auc"][c] is None
-                                                                 else r["test"]["metrics"]["per_class_auc"][c] for r in ok])))
-                                  for c in classes},
-                "hyperparameters": [r.get("hyperparameters") for r in ok],
+                "split_aucs": aucs, "splits": [r.key.split for r in ok],
+                "accuracy": _nan_none(float(np.mean([m.accuracy for m in metrics]))),
+                "balanced_accuracy": nanmean(m.balanced_accuracy for m in metrics),
+                "per_class_auc": {c: nanmean(m.per_class_auc[c] for m in metrics) for c in ok[0].classes},
+                "hyperparameters": [r.hyperparameters for r in ok],
             })
         out[key] = summary
     return out
@@ -150,10 +172,13 @@ def default_comparisons(backbones: list[str], inits: list[str], images: list[str
     return pairs
 
 
-def compare_cells(results: list[dict], a: tuple, b: tuple, *, n_boot: int = 1000, seed: int = 0) -> dict | None:
-    """Paired bootstrap (pooled over splits), DeLong per split, paired t over splits; None when not comparable."""
+def compare_cells(results: list[CellResult], a: tuple, b: tuple, *, n_boot: int = 1000, seed: int = 0) -> dict | None:
+    """Paired bootstrap (pooled over splits), DeLong per split, paired t over splits; None when not comparable.
+
+    Raises DataError when the two cells were scored on different patients in a split.
+    """
     def pick(key):
-        return {str(r["split"]): r for r in results if (r["backbone"], r["init"], r["images"]) == key and r.get("status") == "ok"}
+        return {r.key.split: r for r in results if r.key.config == key and r.ok}
 
     ra, rb = pick(a), pick(b)
     common = sorted(set(ra) & set(rb))
@@ -161,11 +186,11 @@ def compare_cells(results: list[dict], a: tuple, b: tuple, *, n_boot: int = 1000
         return None
     per_split, delong, diffs = [], [], []
     for s in common:
-        ta, tb = ra[s]["test"], rb[s]["test"]
-        if ta["patient_ids"] != tb["patient_ids"]:
-            raise ValueError(f"split {s}: {a} and {b} were scored on different patients")
-        y = np.asarray(ta["labels"])
-        pa, pb = np.asarray(ta["probabilities"]), np.asarray(tb["probabilities"])
+        ta, tb = ra[s].test, rb[s].test
+        if ta.patient_ids != tb.patient_ids:
+            raise DataError(None, f"split {s}: {a} and {b} were scored on different patients")
+        y = np.asarray(ta.labels)
+        pa, pb = np.asarray(ta.probabilities), np.asarray(tb.probabilities)
         per_split.append((y, pa, pb))
         diffs.append(macro_auc(y, pa) - macro_auc(y, pb))
         try:
@@ -177,32 +202,28 @@ def compare_cells(results: list[dict], a: tuple, b: tuple, *, n_boot: int = 1000
             "paired_bootstrap": boot.as_dict(), "paired_t": paired_t(diffs).as_dict(), "delong_per_split": delong}
 
 
-def write_tables(results: list[dict], folder: Path, *, classes, config, prefix: str = "") -> dict:
+def write_tables(results: list[CellResult], folder: Path, *, setup: TableSetup, prefix: str = "") -> dict:
     """Write table1-3, metrics and comparisons (MD/CSV/JSON) into `folder`; returns {name: md path}."""
     folder = Path(folder)
-    ev = config.evaluation
-    c = config.classifier
-    summ = summarise_cells(results, n_boot=ev.n_boot, seed=config.protocol.seed, level=ev.level)
-    backbones = list(c.backbones)
-    any_r = results[0] if results else {}
-    n_splits = len({str(r["split"]) for r in results})
+    ev = setup.evaluation
+    classes = setup.classes
+    summ = summarise_cells(results, n_boot=ev.n_boot, seed=setup.seed, level=ev.level)
+    backbones = list(setup.backbones)
+    n_splits = len({r.key.split for r in results})
     notes = [
         f"Macro one-vs-rest AUC on test patients (binary AUC for 2 classes); classes: {', '.join(classes)}.",
         f"Cell: mean over {n_splits} split(s) [{int(ev.level * 100)}% Student-t interval across splits] "
         f"(boot: {int(ev.level * 100)}% bootstrap interval over test patients, {ev.n_boot} resamples).",
-        f"Masks for segmented images: {any_r.get('masks_source', '?')}"
-        + (f" ({any_r['masks_note']})" if any_r.get("masks_note") else "")
-        + f"; segmented mode: {config.images.segmented_mode}, margin {config.images.margin_mm} mm.",
-        f"Classifier: {c.mode} mode, input {c.input_size} px; pre-training {config.pretrain.epochs} epoch(s) max.",
+        *setup.run_notes,
     ]
     is_acdc = tuple(classes) == ACDC_CLASSES
     written = {}
-    specs = [("table1", "Table 1: macro AUC, classifier trained on full images", [(INIT_NAMES[i], i, "full") for i in c.inits], "full"),
-             ("table2", "Table 2: macro AUC, classifier trained on segmented images", [(INIT_NAMES[i], i, "segmented") for i in c.inits], "segmented"),
+    specs = [("table1", "Table 1: macro AUC, classifier trained on full images", [(init_label(i), i, "full") for i in setup.inits], "full"),
+             ("table2", "Table 2: macro AUC, classifier trained on segmented images", [(init_label(i), i, "segmented") for i in setup.inits], "segmented"),
              ("table3", "Table 3: pre-training images - training images (SSCL inits)",
-              [t for t in TABLE3 if t[1] in c.inits and t[2] in c.images], None)]
+              [t for t in TABLE3 if t[1] in setup.inits and t[2] in setup.images], None)]
     for name, title, columns, images in specs:
-        if images is not None and images not in c.images:
+        if images is not None and images not in setup.images:
             continue
         if not columns:
             continue
@@ -228,7 +249,7 @@ def write_tables(results: list[dict], folder: Path, *, classes, config, prefix: 
     for s in mrows:
         f = lambda v: "" if v is None else f"{v:.3f}"  # noqa: E731
         pcs = [f((s.get("per_class_auc") or {}).get(k)) for k in classes]
-        lines.append(f"| {s['backbone']} | {INIT_NAMES[s['init']]} | {s['images']} | {format_cell(s)} | {f(s.get('accuracy'))} | "
+        lines.append(f"| {s['backbone']} | {init_label(s['init'])} | {s['images']} | {format_cell(s)} | {f(s.get('accuracy'))} | "
                      f"{f(s.get('balanced_accuracy'))} | " + " | ".join(pcs) + " |")
     atomic.write_text(folder / f"{prefix}metrics.md", "\n".join(lines) + "\n")
     atomic.write_json(folder / f"{prefix}metrics.json", mrows)
@@ -244,8 +265,8 @@ def write_tables(results: list[dict], folder: Path, *, classes, config, prefix: 
     written[prefix + "metrics"] = folder / f"{prefix}metrics.md"
     # paired comparisons
     comps = []
-    for a, b in default_comparisons(backbones, list(c.inits), list(c.images)):
-        r = compare_cells(results, a, b, n_boot=ev.n_boot, seed=config.protocol.seed)
+    for a, b in default_comparisons(backbones, list(setup.inits), list(setup.images)):
+        r = compare_cells(results, a, b, n_boot=ev.n_boot, seed=setup.seed)
         if r is not None:
             comps.append(r)
     lines = ["## Paired comparisons (A - B, macro AUC, same test patients)", "",

@@ -8,24 +8,24 @@ patients for that many epochs and scored on the test patients (mean slice probab
 Finetune mode: the first candidate encoder, the first lr; trained on the inner training part with early
 stopping on the inner validation part.
 
-`result.json` (atomic, last) is the done marker; status "unavailable" (e.g. no ImageNet weights offline)
-and "failed" cells are retried on a rerun, "ok" cells are not.
+`result.json` (atomic, last; `cmrprior.runs.CellResult`) is the done marker; status "unavailable" (e.g. no
+ImageNet weights offline) and "failed" cells are retried on a rerun, "ok" cells are not.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import traceback
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
+from cmrprior.classify.config import ClassifierConfig
 from cmrprior.classify.data import SliceSet
-from cmrprior.classify.model import build_model, save_classifier
+from cmrprior.classify.model import DiagnosisModel, build_model, save_classifier
 from cmrprior.classify.search import cv_search_linear
 from cmrprior.classify.train import (
     extract_features,
@@ -36,167 +36,174 @@ from cmrprior.classify.train import (
     predict_proba,
     standardization,
 )
-from cmrprior.errors import WeightsUnavailableError
+from cmrprior.data.splits import assert_disjoint, stratified_kfold
+from cmrprior.errors import LeakageError, WeightsUnavailableError
 from cmrprior.evaluate.metrics import classification_metrics, patient_probabilities
-from cmrprior.utils import atomic
+from cmrprior.runs import CellKey, CellResult, EpochRecord, PretrainRecord, RunFolder, TestMetrics, TestOutputs
 from cmrprior.utils.seeding import derive_seed
+from cmrprior.vocab import get_init
 
 log = logging.getLogger(__name__)
 
 
-class LeakageError(RuntimeError):
-    """A test patient reached a stage that must not see it."""
+@dataclass(frozen=True)
+class CellJob:
+    """What one cell needs besides its images and the classifier settings."""
+
+    key: CellKey
+    split_seed: int
+    train_ids: tuple[str, ...]
+    test_ids: tuple[str, ...]
+    inner_train: tuple[str, ...]
+    inner_val: tuple[str, ...]
+    pretrained: tuple[PretrainRecord, ...]  # SSCL inits: one per pre-training batch size
+    classes: tuple[str, ...]
+    masks_source: str
+    masks_note: str
+    image_mode: str
+    cv_folds: int
 
 
-def assert_disjoint(stage: str, seen_ids, test_ids) -> None:
-    """Raise LeakageError when any id of `test_ids` is in `seen_ids`."""
-    leaked = sorted(set(seen_ids) & set(test_ids))
-    if leaked:
-        raise LeakageError(f"{stage}: test patient(s) {leaked[:5]} would be seen")
+@dataclass(frozen=True)
+class _Fit:
+    """What a training mode returns: the trained model, slice probabilities of the test part, and records."""
+
+    model: DiagnosisModel
+    slice_probs: np.ndarray
+    hyperparameters: dict
+    search: dict
+    history: tuple[EpochRecord, ...]
+    history_source: str
+    final_train_loss: float | None
+    pretrain: PretrainRecord | None
+    seen: dict[str, list[str]]
 
 
-def _folds(train_ids: tuple[str, ...], labels: list[int], k: int, seed: int) -> list[tuple[list[str], list[str]]]:
-    from cmrprior.data.splits import stratified_kfold
-
-    return [(list(s.train), list(s.test)) for s in stratified_kfold(list(train_ids), labels, k, seed)]
-
-
-def run_cell(
-    folder: Path,
-    data: SliceSet,
-    *,
-    split_name: str,
-    split_seed: int,
-    train_ids: tuple[str, ...],
-    test_ids: tuple[str, ...],
-    inner_train: tuple[str, ...],
-    inner_val: tuple[str, ...],
-    backbone: str,
-    init: str,
-    images: str,
-    pretrained: list[dict],
-    config,
-    classes: tuple[str, ...],
-    masks_source: str,
-    masks_note: str,
-) -> dict:
-    """Train and score one cell (or return its finished result). See the module docstring."""
-    res_path = folder / "result.json"
-    if res_path.exists():
-        old = json.loads(res_path.read_text())
-        if old.get("status") == "ok":
-            return old
-    c = config.classifier
-    base = {
-        "backbone": backbone, "init": init, "images": images, "split": split_name, "seed": split_seed,
-        "classes": list(classes), "masks_source": masks_source, "masks_note": masks_note,
-        "image_mode": "full" if images == "full" else config.images.segmented_mode,
-        "input_size": c.input_size, "mode": c.mode,
-    }
+def run_cell(run: RunFolder, job: CellJob, data: SliceSet, classifier: ClassifierConfig) -> CellResult:
+    """Train and score one cell, or return its finished result. See the module docstring."""
+    old = run.read_cell(job.key)
+    if old is not None and old.ok:
+        return old
+    base = dict(key=job.key, seed=job.split_seed, classes=job.classes, masks_source=job.masks_source,
+                masks_note=job.masks_note, image_mode=job.image_mode, input_size=classifier.input_size,
+                mode=classifier.mode)
     t0 = time.time()
+    k = job.key
     try:
-        result = _train_and_score(folder, data, train_ids=train_ids, test_ids=test_ids, inner_train=inner_train,
-                                  inner_val=inner_val, backbone=backbone, init=init, pretrained=pretrained,
-                                  config=config, classes=classes, seed=derive_seed(split_seed, "cell", backbone, init, images))
-        result = {**base, "status": "ok", **result}
+        fit = _train(job, data, classifier, derive_seed(job.split_seed, "cell", k.backbone, k.init, k.images))
+        result = CellResult(**base, status="ok", **_scored(run, job, data, fit), wall_s=time.time() - t0)
     except WeightsUnavailableError as exc:
-        result = {**base, "status": "unavailable", "reason": str(exc)}
-        log.warning("cell %s unavailable: %s", folder, exc)
+        result = CellResult(**base, status="unavailable", reason=str(exc), wall_s=time.time() - t0)
+        log.warning("cell %s unavailable: %s", run.cell_dir(k), exc)
     except LeakageError:
         raise
     except Exception as exc:  # one failed cell must not stop a long study; it is retried on a rerun
-        result = {**base, "status": "failed", "reason": f"{type(exc).__name__}: {exc}",
-                  "traceback": traceback.format_exc(limit=8)}
-        log.error("cell %s failed: %s", folder, result["reason"])
-    result["wall_s"] = time.time() - t0
-    atomic.write_json(res_path, result)
-    if result["status"] == "ok":
-        log.info("cell %s: macro AUC %.3f (%.0f s)", folder, result["test"]["metrics"]["macro_auc"] or float("nan"), result["wall_s"])
+        result = CellResult(**base, status="failed", reason=f"{type(exc).__name__}: {exc}",
+                            traceback=traceback.format_exc(limit=8), wall_s=time.time() - t0)
+        log.error("cell %s failed: %s", run.cell_dir(k), result.reason)
+    run.write_cell(result)
+    if result.ok:
+        log.info("cell %s: macro AUC %.3f (%.0f s)", run.cell_dir(k), result.test.metrics.macro_auc or float("nan"),
+                 result.wall_s)
     return result
 
 
-def _train_and_score(folder, data, *, train_ids, test_ids, inner_train, inner_val, backbone, init, pretrained,
-                     config, classes, seed) -> dict:
-    c = config.classifier
-    k = len(classes)
-    assert_disjoint("classifier training", train_ids, test_ids)
-    candidates = [{"checkpoint": None, "batch_size": None, "patient_ids": []}] if init in ("none", "imagenet") else pretrained
-    if not candidates:
-        raise RuntimeError(f"init {init} needs pre-training checkpoints and none were made")
-    for cand in candidates:
-        assert_disjoint("pretrain (recorded)", cand.get("patient_ids", []) + cand.get("val_patient_ids", []), test_ids)
-    train = data.subset_patients(list(train_ids))
-    test = data.subset_patients(list(test_ids))
-    label_of = dict(zip(train.patient_ids, train.patient_labels.tolist()))
-    seen = {"pretrain": sorted(set(candidates[0].get("patient_ids", [])) | set(candidates[0].get("val_patient_ids", []))),
-            "train": sorted(train_ids)}
-    if c.mode == "linear":
-        folds = _folds(train_ids, [label_of[p] for p in train_ids], config.protocol.cv_folds, derive_seed(seed, "folds"))
-        for tr, va in folds:
-            assert_disjoint("hyperparameter search", tr + va, test_ids)
-        seen["search"] = sorted({p for tr, va in folds for p in tr + va})
-        best = None
-        for cand in candidates:
-            model = build_model(backbone, init, k, checkpoint=cand["checkpoint"], seed=seed)
-            f_train = extract_features(model, train, batch_size=c.feature_batch_size)
-            if c.standardize:  # statistics of the training part only
-                mean, sd = standardization(f_train)
-                f_train = (f_train - mean) / sd
-            search = cv_search_linear(f_train, train.labels, train.patient_index, train.patient_ids, folds, n_classes=k,
-                                      lrs=c.lrs, max_epochs=c.max_epochs, batch_size=c.batch_size,
-                                      weight_decay=c.weight_decay, seed=derive_seed(seed, "cv"))
-            if best is None or search.cv_auc > best[1].cv_auc:
-                best = (cand, search, model, f_train, (mean, sd) if c.standardize else None)
-        cand, search, model, f_train, stats = best
-        torch.manual_seed(derive_seed(seed, "head"))
-        head = nn.Linear(f_train.shape[1], k)
-        fit = fit_head(head, f_train, train.labels, lr=search.lr, weight_decay=c.weight_decay, epochs=search.epochs,
-                       batch_size=c.batch_size, seed=derive_seed(seed, "final"))
-        if stats is not None:
-            fold_standardization(head, *stats)
-        model.head.load_state_dict(head.state_dict())
-        slice_probs = head_proba(head, extract_features(model, test, batch_size=c.feature_batch_size))
-        history = [{"epoch": i + 1, "val_auc": a, "val_loss": lo, "train_loss": t} for i, (a, lo, t) in
-                   enumerate(zip(search.curves["val_auc"], search.curves["val_loss"], search.curves["train_loss"]))]
-        hyper = {"lr": search.lr, "epochs": search.epochs, "pretrain_batch_size": cand["batch_size"],
-                 "standardized_features": bool(c.standardize)}
-        search_info = {**search.as_dict(), "candidates": [x["batch_size"] for x in candidates]}
-        history_source = "mean over CV folds of the training part (chosen lr)"
-        final_train_loss = fit.history[-1]["train_loss"] if fit.history else None
+def _train(job: CellJob, data: SliceSet, c: ClassifierConfig, seed: int) -> _Fit:
+    assert_disjoint("classifier training", job.train_ids, job.test_ids)
+    if get_init(job.key.init).pretrain_images is None:
+        candidates: tuple[PretrainRecord | None, ...] = (None,)
+    elif job.pretrained:
+        candidates = job.pretrained
     else:
-        cand = candidates[0]
-        model = build_model(backbone, init, k, checkpoint=cand["checkpoint"], seed=seed)
-        seen["val"] = sorted(inner_val)
-        seen["train"] = sorted(inner_train)
-        fit = fit_end_to_end(model, train.subset_patients(list(inner_train)), mode="finetune", lr=c.lrs[0],
-                             encoder_lr=c.encoder_lr, weight_decay=c.weight_decay, epochs=c.max_epochs,
-                             batch_size=c.batch_size, seed=derive_seed(seed, "final"),
-                             val=train.subset_patients(list(inner_val)), patience=c.patience)
-        slice_probs = predict_proba(model, test, batch_size=c.feature_batch_size)
-        history = fit.history
-        hyper = {"lr": c.lrs[0], "encoder_lr": c.encoder_lr, "epochs": fit.best_epoch, "pretrain_batch_size": cand["batch_size"]}
-        search_info = {"note": "finetune mode: fixed hyperparameters, early stopping on the inner validation part"}
-        history_source = "inner validation part"
-        final_train_loss = None
+        raise RuntimeError(f"init {job.key.init} needs pre-training checkpoints and none were made")
+    for cand in candidates:
+        if cand is not None:
+            assert_disjoint("pretrain (recorded)", cand.seen, job.test_ids)
+    if c.mode == "linear":
+        return _train_linear(job, data, c, candidates, seed)
+    return _train_finetune(job, data, c, candidates[0], seed)
+
+
+def _train_linear(job: CellJob, data: SliceSet, c: ClassifierConfig, candidates, seed: int) -> _Fit:
+    k = len(job.classes)
+    train = data.subset_patients(list(job.train_ids))
+    test = data.subset_patients(list(job.test_ids))
+    label_of = dict(zip(train.patient_ids, train.patient_labels.tolist()))
+    folds = [(list(s.train), list(s.test)) for s in stratified_kfold(
+        list(job.train_ids), [label_of[p] for p in job.train_ids], job.cv_folds, derive_seed(seed, "folds"))]
+    for tr, va in folds:
+        assert_disjoint("hyperparameter search", tr + va, job.test_ids)
+    best = None
+    for cand in candidates:
+        model = build_model(job.key.backbone, job.key.init, k, checkpoint=None if cand is None else cand.checkpoint,
+                            seed=seed)
+        f_train = extract_features(model, train, batch_size=c.feature_batch_size)
+        stats = standardization(f_train) if c.standardize else None  # statistics of the training part only
+        if stats is not None:
+            f_train = (f_train - stats[0]) / stats[1]
+        search = cv_search_linear(f_train, train.labels, train.patient_index, train.patient_ids, folds, n_classes=k,
+                                  lrs=c.lrs, max_epochs=c.max_epochs, batch_size=c.batch_size,
+                                  weight_decay=c.weight_decay, seed=derive_seed(seed, "cv"))
+        if best is None or search.cv_auc > best[1].cv_auc:
+            best = (cand, search, model, f_train, stats)
+    cand, search, model, f_train, stats = best
+    torch.manual_seed(derive_seed(seed, "head"))
+    head = nn.Linear(f_train.shape[1], k)
+    fit = fit_head(head, f_train, train.labels, lr=search.lr, weight_decay=c.weight_decay, epochs=search.epochs,
+                   batch_size=c.batch_size, seed=derive_seed(seed, "final"))
+    if stats is not None:
+        fold_standardization(head, *stats)
+    model.head.load_state_dict(head.state_dict())
+    curves = search.curves
+    history = tuple(EpochRecord(epoch=i + 1, train_loss=t, val_loss=lo, val_auc=a) for i, (a, lo, t) in
+                    enumerate(zip(curves["val_auc"], curves["val_loss"], curves["train_loss"])))
+    return _Fit(
+        model=model, slice_probs=head_proba(head, extract_features(model, test, batch_size=c.feature_batch_size)),
+        hyperparameters={"lr": search.lr, "epochs": search.epochs,
+                         "pretrain_batch_size": None if cand is None else cand.batch_size,
+                         "standardized_features": bool(c.standardize)},
+        search={**search.as_dict(), "candidates": [None if x is None else x.batch_size for x in candidates]},
+        history=history, history_source="mean over CV folds of the training part (chosen lr)",
+        final_train_loss=fit.history[-1]["train_loss"] if fit.history else None, pretrain=cand,
+        seen={"search": sorted({p for tr, va in folds for p in tr + va}), "train": sorted(job.train_ids)},
+    )
+
+
+def _train_finetune(job: CellJob, data: SliceSet, c: ClassifierConfig, cand: PretrainRecord | None, seed: int) -> _Fit:
+    train = data.subset_patients(list(job.train_ids))
+    model = build_model(job.key.backbone, job.key.init, len(job.classes),
+                        checkpoint=None if cand is None else cand.checkpoint, seed=seed)
+    fit = fit_end_to_end(model, train.subset_patients(list(job.inner_train)), mode="finetune", lr=c.lrs[0],
+                         encoder_lr=c.encoder_lr, weight_decay=c.weight_decay, epochs=c.max_epochs,
+                         batch_size=c.batch_size, seed=derive_seed(seed, "final"),
+                         val=train.subset_patients(list(job.inner_val)), patience=c.patience)
+    test = data.subset_patients(list(job.test_ids))
+    return _Fit(
+        model=model, slice_probs=predict_proba(model, test, batch_size=c.feature_batch_size),
+        hyperparameters={"lr": c.lrs[0], "encoder_lr": c.encoder_lr, "epochs": fit.best_epoch,
+                         "pretrain_batch_size": None if cand is None else cand.batch_size},
+        search={"note": "finetune mode: fixed hyperparameters, early stopping on the inner validation part"},
+        history=tuple(EpochRecord(**h) for h in fit.history), history_source="inner validation part",
+        final_train_loss=None, pretrain=cand,
+        seen={"train": sorted(job.inner_train), "val": sorted(job.inner_val)},
+    )
+
+
+def _scored(run: RunFolder, job: CellJob, data: SliceSet, fit: _Fit) -> dict:
+    """Patient-level test outputs of a fitted cell, its saved model, and the CellResult fields that record them."""
+    seen = {"pretrain": sorted({p for r in job.pretrained for p in r.seen}), **fit.seen}
     for stage, ids in seen.items():
-        assert_disjoint(stage, ids, test_ids)
-    probs = patient_probabilities(slice_probs, test.patient_index, test.n_patients)
+        assert_disjoint(stage, ids, job.test_ids)
+    test = data.subset_patients(list(job.test_ids))
+    probs = patient_probabilities(fit.slice_probs, test.patient_index, test.n_patients)
     labels = test.patient_labels
-    save_classifier(model, folder / "model.pt", backbone=backbone, classes=list(classes),
-                    meta={"init": init, "hyperparameters": hyper})
-    return {
-        "hyperparameters": hyper,
-        "search": search_info,
-        "history": history,
-        "history_source": history_source,
-        "final_train_loss": final_train_loss,
-        "test": {
-            "patient_ids": list(test.patient_ids),
-            "labels": labels.tolist(),
-            "probabilities": probs.tolist(),
-            "metrics": classification_metrics(labels, probs, classes),
-        },
-        "seen_patient_ids": seen,
-        "checkpoint": "model.pt",
-        "pretrain_checkpoint": cand["checkpoint"],
-    }
+    save_classifier(fit.model, run.model_path(job.key), classes=list(job.classes),
+                    meta={"init": job.key.init, "hyperparameters": fit.hyperparameters})
+    return dict(
+        hyperparameters=fit.hyperparameters, search=fit.search, history=fit.history,
+        history_source=fit.history_source, final_train_loss=fit.final_train_loss,
+        test=TestOutputs(list(test.patient_ids), labels.tolist(), probs.tolist(),
+                         TestMetrics(**classification_metrics(labels, probs, job.classes))),
+        seen_patient_ids=seen, checkpoint="model.pt",
+        pretrain_checkpoint=None if fit.pretrain is None else fit.pretrain.checkpoint,
+    )

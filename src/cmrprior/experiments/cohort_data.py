@@ -2,23 +2,31 @@
 slice-pair sets at the classifier's input size.
 
 Masks: `masks.source = "segmenter"` runs `cmrprior.segmentation.predict.segment_prepared` (the shipped
-segmenter unless `masks.model` names one). When the segmentation module is not installed, or its model is
-missing, the study falls back to the cohort's ground-truth masks and says so (`masks_note`, recorded in
-every result and in the tables). `masks.source = "ground_truth"` uses the cohort's own masks.
+segmenter unless `masks.model` names one). When the segmenter fails, the study falls back to the cohort's
+ground-truth masks and says so (`masks_note`, recorded in every result and in the tables).
+`masks.source = "ground_truth"` uses the cohort's own masks.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from cmrprior.classify.data import SliceSet, resize_stack
+from cmrprior.classify.data import SliceSet
+from cmrprior.classify.inputs import build_slice_set
+from cmrprior.data.prepare import prepare_cohort
 from cmrprior.data.prepared import PreparedCohort
-from cmrprior.errors import CmrPriorError, ConfigError, DataError
+from cmrprior.errors import CmrPriorError, DataError
 from cmrprior.experiments.config import StudyConfig
+from cmrprior.io.cohort import open_cohort
+from cmrprior.segmentation.predict import segment_prepared
+from cmrprior.segmentation.qc import evaluate_prepared, summarise, write_csv
+from cmrprior.utils import atomic
+from cmrprior.vocab import IMAGES, get_init
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +34,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True, eq=False)
 class CohortData:
     prepared: PreparedCohort  # with the masks used for segmented images
-    images: dict  # {"full": SliceSet, "segmented": SliceSet}, at the input size
+    images: dict[str, SliceSet]  # images ("full" | "segmented") -> slice pairs at the classifier's input size
     masks_source: str  # "segmenter" | "ground_truth"
     masks_note: str  # empty, or why the masks are not the configured ones
 
@@ -41,30 +49,17 @@ class CohortData:
 
 def prepare_data(data: str | Path, config: StudyConfig, *, cache_dir: Path) -> PreparedCohort:
     """Open (`cmrprior.io.cohort.open_cohort`) and prepare (`cmrprior.data.prepare.prepare_cohort`) a cohort."""
-    from cmrprior.data.prepare import PrepareConfig, prepare_cohort
-    from cmrprior.io.cohort import open_cohort
-
-    cohort = open_cohort(Path(data))
-    try:
-        pconfig = PrepareConfig(**config.prepare)
-    except TypeError as exc:
-        raise ConfigError(f"prepare: {exc}") from exc
-    return prepare_cohort(cohort, pconfig, cache_dir)
+    return prepare_cohort(open_cohort(Path(data)), config.prepare, cache_dir)
 
 
 def choose_masks(prepared: PreparedCohort, config: StudyConfig) -> tuple[PreparedCohort, str, str]:
     """(cohort with the masks to use, masks source, note). Raises DataError when no masks can be had."""
     if config.masks.source == "segmenter":
         try:
-            from cmrprior.segmentation.predict import segment_prepared
-        except ImportError as exc:
-            note = f"segmenter not available ({exc}); ground-truth masks used instead"
-        else:
-            try:
-                seg = segment_prepared(prepared, model_path=config.masks.model)
-                return seg, "segmenter", ""
-            except CmrPriorError as exc:
-                note = f"segmenter failed ({exc}); ground-truth masks used instead"
+            seg = segment_prepared(prepared, model_path=config.masks.model)
+            return seg, "segmenter", ""
+        except CmrPriorError as exc:
+            note = f"segmenter failed ({exc}); ground-truth masks used instead"
         if prepared.ed_mask is None or prepared.es_mask is None:
             raise DataError(None, f"no heart masks: {note.split(';')[0]} and the cohort has no ground-truth masks")
         log.warning(note)
@@ -74,61 +69,26 @@ def choose_masks(prepared: PreparedCohort, config: StudyConfig) -> tuple[Prepare
     return prepared, "ground_truth", ""
 
 
+def needed_images(config: StudyConfig) -> tuple[str, ...]:
+    """The kinds of images the grid trains or pre-trains on, in vocabulary order."""
+    wanted = set(config.classifier.images) | {get_init(i).pretrain_images for i in config.classifier.inits}
+    return tuple(i for i in IMAGES if i in wanted)
+
+
 def build_slice_sets(prepared: PreparedCohort, config: StudyConfig) -> dict[str, SliceSet]:
-    """Full and segmented slice-pair sets at `classifier.input_size` (labels must all be known)."""
-    labels = prepared.slice_labels
-    if (prepared.patient_labels < 0).any():
-        bad = [p.patient_id for p, lab in zip(prepared.patients, prepared.patient_labels) if lab < 0][:5]
-        raise DataError(None, f"patients without a known label: {bad}")
-    size = config.classifier.input_size
-    ids = tuple(prepared.patient_ids)
-    out = {}
-    needed = set(config.classifier.images) | _pretrain_image_kinds(config)
-    for kind in sorted(needed):
-        if kind == "full":
-            ed, es = prepared.ed, prepared.es
-        else:
-            from cmrprior.anatomy.heart import apply_image_mode
-
-            kw = dict(
-                mode=config.images.segmented_mode,
-                margin_mm=config.images.margin_mm,
-                pixel_spacing_mm=prepared.pixel_spacing_mm,
-                groups=prepared.patient_index,
-            )
-            ed = apply_image_mode(prepared.ed, prepared.ed_mask, **kw)
-            es = apply_image_mode(prepared.es, prepared.es_mask, **kw)
-        out[kind] = SliceSet(
-            ed=np.ascontiguousarray(resize_stack(ed.astype(np.float32), size)),
-            es=np.ascontiguousarray(resize_stack(es.astype(np.float32), size)),
-            labels=labels.astype(np.int64),
-            patient_index=prepared.patient_index.astype(np.int64),
-            patient_ids=ids,
-        )
-    return out
-
-
-def _pretrain_image_kinds(config: StudyConfig) -> set[str]:
-    kinds = set()
-    if "full_sscl" in config.classifier.inits:
-        kinds.add("full")
-    if "segmented_sscl" in config.classifier.inits:
-        kinds.add("segmented")
-    return kinds
+    """Slice-pair sets of every kind of images the grid needs, at `classifier.input_size` (labels must be known)."""
+    return {images: build_slice_set(prepared, config.image_spec(images), config.classifier.input_size)
+            for images in needed_images(config)}
 
 
 def load_cohort_data(data: str | Path, config: StudyConfig, *, prepared_dir: Path, cache_dir: Path) -> CohortData:
     """Prepared cohort with chosen masks, saved in `prepared_dir` (reused on a rerun), plus slice sets."""
     meta_path = prepared_dir / "masks.json"
     if (prepared_dir / "cohort.json").exists() and meta_path.exists():
-        import json
-
         prepared = PreparedCohort.load(prepared_dir)
         meta = json.loads(meta_path.read_text())
         source, note = meta["masks_source"], meta["masks_note"]
     else:
-        from cmrprior.utils import atomic
-
         raw = prepare_data(data, config, cache_dir=cache_dir)
         prepared, source, note = choose_masks(raw, config)
         prepared.save(prepared_dir)
@@ -144,9 +104,6 @@ def write_segmentation_qc(pred: PreparedCohort, truth: PreparedCohort, qc_dir: P
     Writes `segmentation_dice.md` (summary per phase and structure, mean and 95% t-interval over patients)
     and `data/segmentation_{summary,per_patient}.csv`. Returns the Markdown path.
     """
-    from cmrprior.segmentation.qc import evaluate_prepared, summarise, write_csv
-    from cmrprior.utils import atomic
-
     rows = evaluate_prepared(pred, truth)
     summary = summarise(rows)
     write_csv(rows, qc_dir / "data" / "segmentation_per_patient.csv")

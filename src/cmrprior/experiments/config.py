@@ -1,8 +1,13 @@
-"""Study configuration: frozen dataclasses, filled from YAML at the edge (`StudyConfig.from_yaml`).
+"""Study configuration: one frozen dataclass per component, composed here, filled from YAML at the edge.
+
+Each component's settings live next to the component (`data.prepare.PrepareConfig`,
+`ssl.pretrain.PretrainConfig`, `classify.config.ClassifierConfig`, `evaluate.config.EvaluationConfig`);
+this module adds what only the study has (masks, image modes, the protocol, the pre-training grid) and
+composes them. Each default is defined once, in its dataclass. Unknown keys anywhere are an error that
+names the key and the file, so a typo cannot silently fall back to a default.
 
 `configs/paper.yaml` holds the study's settings (vgg16 + densenet121, 224 px, the full grid, 5 splits);
-`configs/cpu.yaml` a small backbone and resolution that finishes on 2 CPU cores. Unknown keys are an
-error (ConfigError naming the key), so a typo cannot silently fall back to a default.
+`configs/cpu.yaml` a small backbone and resolution that finishes on 2 CPU cores.
 """
 
 from __future__ import annotations
@@ -17,103 +22,117 @@ from typing import Any
 
 import yaml
 
+from cmrprior.classify.config import ClassifierConfig
+from cmrprior.data.prepare import PrepareConfig
 from cmrprior.errors import ConfigError
+from cmrprior.evaluate.config import EvaluationConfig
+from cmrprior.ssl.pretrain import PretrainConfig
+from cmrprior.vocab import SEGMENTED_MODES, ImageSpec
+
+MASK_SOURCES: tuple[str, ...] = ("segmenter", "ground_truth")
 
 
 @dataclass(frozen=True)
-class MasksSettings:
-    """Where the heart masks of segmented images come from."""
+class MasksConfig:
+    """Where the heart masks of segmented images come from: `segmenter` (weights `model`, None = the
+    shipped model) or `ground_truth` (the cohort's expert masks: an oracle setting)."""
 
-    source: str = "segmenter"  # "segmenter" (default; shipped model) | "ground_truth"
-    model: str | None = None  # segmenter weights; None = the shipped model
+    source: str = "segmenter"
+    model: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.source not in MASK_SOURCES:
+            raise ConfigError(f"masks.source must be one of {list(MASK_SOURCES)}, got {self.source!r}")
 
 
 @dataclass(frozen=True)
-class ImageSettings:
-    segmented_mode: str = "mask"  # the anatomy image mode used for "segmented": mask | crop | mask+crop
-    margin_mm: float = 5.0  # heart-mask dilation
+class ImagesConfig:
+    """How segmented images are made: `segmented_mode` (mask | crop | mask+crop), heart dilation `margin_mm`."""
+
+    segmented_mode: str = "mask"
+    margin_mm: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.segmented_mode not in SEGMENTED_MODES:
+            raise ConfigError(f"images.segmented_mode must be one of {list(SEGMENTED_MODES)}, got {self.segmented_mode!r}")
+
+    def spec(self, images: str) -> ImageSpec:
+        return ImageSpec.of(images, segmented_mode=self.segmented_mode, margin_mm=self.margin_mm)
 
 
 @dataclass(frozen=True)
-class ProtocolSettings:
-    n_splits: int = 5  # repeated patient-level stratified splits
+class ProtocolConfig:
+    """n_splits repeated patient-level stratified splits with `test_fraction` test patients (`seed`);
+    `cv_folds`-fold CV inside the training part for hyperparameters; `val_fraction` of the training
+    patients as the inner validation part (pre-training early stopping; finetune mode)."""
+
+    n_splits: int = 5
     test_fraction: float = 0.3
     seed: int = 0
-    cv_folds: int = 3  # k-fold CV inside the training part (hyperparameters)
-    val_fraction: float = 0.2  # inner validation part (pre-training early stopping; finetune mode)
+    cv_folds: int = 3
+    val_fraction: float = 0.2
+
+    def __post_init__(self) -> None:
+        if self.n_splits < 1 or not 0 < self.test_fraction < 1 or self.cv_folds < 2 or not 0 < self.val_fraction < 1:
+            raise ConfigError(f"protocol: invalid values {self}")
+
+
+# PretrainConfig fields that the study sets itself for every pre-training run.
+STUDY_SET_PRETRAIN_FIELDS = ("backbone", "image_size", "batch_size", "seed", "progress")
 
 
 @dataclass(frozen=True)
-class PretrainSettings:
-    """SimCLR settings; `batch_sizes` is the grid chosen from by downstream CV on the training part."""
+class PretrainGrid:
+    """SimCLR in the study: `batch_sizes` is the grid chosen from by downstream CV on the training part;
+    `simclr` every other pre-training setting (YAML: its fields sit beside `batch_sizes`)."""
 
-    epochs: int = 10
     batch_sizes: tuple[int, ...] = (64,)
-    temperature: float = 0.1
-    lr: float = 1e-4
-    patience: int = 3
-    extra: dict = field(default_factory=dict)  # passed to cmrprior.ssl.pretrain.PretrainConfig as is
+    simclr: PretrainConfig = field(default_factory=PretrainConfig)
 
+    def __post_init__(self) -> None:
+        if not self.batch_sizes or min(self.batch_sizes) < 2:
+            raise ConfigError(f"pretrain.batch_sizes must be a non-empty list of sizes >= 2, got {self.batch_sizes}")
 
-@dataclass(frozen=True)
-class ClassifierSettings:
-    backbones: tuple[str, ...] = ("resnet18",)
-    inits: tuple[str, ...] = ("none", "imagenet", "full_sscl", "segmented_sscl")
-    images: tuple[str, ...] = ("full", "segmented")
-    mode: str = "linear"  # linear | finetune
-    input_size: int = 64  # px, images resized to this before every encoder (pre-training too)
-    lrs: tuple[float, ...] = (1e-3, 1e-2)  # output-layer learning rates searched by CV
-    max_epochs: int = 40
-    batch_size: int = 64
-    weight_decay: float = 1e-4
-    encoder_lr: float = 1e-5  # finetune mode only
-    patience: int = 5  # finetune mode early stopping
-    feature_batch_size: int = 128
-    standardize: bool = True  # linear mode: train the output layer on standardised features (folded in after)
+    def for_run(self, *, backbone: str, batch_size: int, seed: int, image_size: int) -> PretrainConfig:
+        return dataclasses.replace(self.simclr, backbone=backbone, batch_size=batch_size, seed=seed,
+                                   image_size=image_size, progress=False)
 
+    def to_dict(self) -> dict:
+        simclr = {k: v for k, v in _plain(self.simclr).items() if k not in STUDY_SET_PRETRAIN_FIELDS}
+        return {"batch_sizes": list(self.batch_sizes), **simclr}
 
-@dataclass(frozen=True)
-class EvaluationSettings:
-    n_boot: int = 1000
-    level: float = 0.95
+    @classmethod
+    def from_dict(cls, data: dict, where: str) -> "PretrainGrid":
+        data = dict(data)
+        owned = sorted(set(data) & set(STUDY_SET_PRETRAIN_FIELDS))
+        if owned:
+            raise ConfigError(f"{where}: {owned} are set by the study for each pre-training run; remove them")
+        grid = {"batch_sizes": data.pop("batch_sizes")} if "batch_sizes" in data else {}
+        grid = _build_fields(cls, grid, where, skip=("simclr",))
+        return cls(**grid, simclr=_build(PretrainConfig, data, where))
 
 
 @dataclass(frozen=True)
 class StudyConfig:
     name: str = "study"
-    prepare: dict = field(default_factory=dict)  # cmrprior.data.prepare.PrepareConfig fields
-    masks: MasksSettings = field(default_factory=MasksSettings)
-    images: ImageSettings = field(default_factory=ImageSettings)
-    protocol: ProtocolSettings = field(default_factory=ProtocolSettings)
-    pretrain: PretrainSettings = field(default_factory=PretrainSettings)
-    classifier: ClassifierSettings = field(default_factory=ClassifierSettings)
-    evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
+    prepare: PrepareConfig = field(default_factory=PrepareConfig)
+    masks: MasksConfig = field(default_factory=MasksConfig)
+    images: ImagesConfig = field(default_factory=ImagesConfig)
+    protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
+    pretrain: PretrainGrid = field(default_factory=PretrainGrid)
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
 
-    def __post_init__(self) -> None:
-        c = self.classifier
-        from cmrprior.classify.model import INITS
-
-        bad = [i for i in c.inits if i not in INITS]
-        if bad:
-            raise ConfigError(f"classifier.inits: unknown {bad}; expected a subset of {INITS}")
-        bad = [i for i in c.images if i not in ("full", "segmented")]
-        if bad:
-            raise ConfigError(f"classifier.images: unknown {bad}; expected full and/or segmented")
-        if c.mode not in ("linear", "finetune"):
-            raise ConfigError(f"classifier.mode must be linear or finetune, got {c.mode!r}")
-        if self.masks.source not in ("segmenter", "ground_truth"):
-            raise ConfigError(f"masks.source must be segmenter or ground_truth, got {self.masks.source!r}")
-        if self.images.segmented_mode not in ("mask", "crop", "mask+crop"):
-            raise ConfigError(f"images.segmented_mode must be mask, crop or mask+crop, got {self.images.segmented_mode!r}")
-        p = self.protocol
-        if p.n_splits < 1 or not 0 < p.test_fraction < 1 or p.cv_folds < 2 or not 0 < p.val_fraction < 1:
-            raise ConfigError(f"protocol: invalid values {p}")
-        if not self.pretrain.batch_sizes or not c.lrs or not c.backbones:
-            raise ConfigError("pretrain.batch_sizes, classifier.lrs and classifier.backbones must not be empty")
+    def image_spec(self, images: str) -> ImageSpec:
+        return self.images.spec(images)
 
     # ---- (de)serialisation -------------------------------------------------------------------------
     def to_dict(self) -> dict:
-        return json.loads(json.dumps(dataclasses.asdict(self)))
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = value.to_dict() if isinstance(value, PretrainGrid) else _plain(value)
+        return out
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
@@ -123,7 +142,14 @@ class StudyConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> "StudyConfig":
-        return _build(cls, data or {}, source)
+        data = dict(data or {})
+        pretrain = data.pop("pretrain", None)
+        kwargs = _build_fields(cls, data, source, skip=("pretrain",))
+        if pretrain is not None:
+            if not isinstance(pretrain, dict):
+                raise ConfigError(f"{source}: pretrain must be a mapping")
+            kwargs["pretrain"] = PretrainGrid.from_dict(pretrain, f"{source}: pretrain")
+        return cls(**kwargs)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "StudyConfig":
@@ -137,18 +163,24 @@ class StudyConfig:
         return cls.from_dict(data or {}, source=str(path))
 
     def replace(self, **sections: Any) -> "StudyConfig":
-        """A copy with whole sections or nested fields replaced: `cfg.replace(protocol={"n_splits": 2})`."""
+        """A copy with nested fields replaced: `cfg.replace(protocol={"n_splits": 2})`."""
         data = self.to_dict()
         for key, value in sections.items():
-            if isinstance(value, dict) and isinstance(data.get(key), dict) and key not in ("prepare",):
+            if isinstance(value, dict) and isinstance(data.get(key), dict):
                 data[key] = {**data[key], **value}
             else:
                 data[key] = value
         return StudyConfig.from_dict(data)
 
 
-def _build(cls: type, data: dict, where: str) -> Any:
-    names = {f.name: f for f in dataclasses.fields(cls)}
+def _plain(obj: Any) -> Any:
+    """JSON-ready form of a config dataclass (tuples as lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj))
+
+
+def _build_fields(cls: type, data: dict, where: str, skip: tuple[str, ...] = ()) -> dict:
+    """Constructor arguments of dataclass `cls` from a mapping; unknown keys raise ConfigError naming them."""
+    names = {f.name: f for f in dataclasses.fields(cls) if f.name not in skip}
     unknown = sorted(set(data) - set(names))
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(names)}")
@@ -162,15 +194,19 @@ def _build(cls: type, data: dict, where: str) -> Any:
             kwargs[name] = _build(type(default), value, f"{where}: {name}")
         elif isinstance(default, tuple):
             kwargs[name] = tuple(value) if isinstance(value, (list, tuple)) else (value,)
-        elif isinstance(default, float) and isinstance(value, (int, float, str)):
+        elif isinstance(default, float) and not isinstance(default, bool) and isinstance(value, (int, float, str)):
             try:
                 kwargs[name] = float(value)
             except ValueError as exc:
                 raise ConfigError(f"{where}: {name} must be a number, got {value!r}") from exc
         else:
             kwargs[name] = value
+    return kwargs
+
+
+def _build(cls: type, data: dict, where: str) -> Any:
     try:
-        return cls(**kwargs)
+        return cls(**_build_fields(cls, data, where))
     except TypeError as exc:
         raise ConfigError(f"{where}: {exc}") from exc
 

@@ -80,6 +80,8 @@ def create_backbone(
     if not isinstance(in_chans, int) or in_chans < 1:
         raise ConfigError(f"in_chans must be a positive integer, got {in_chans!r}")
     model = _BACKBONES[name](in_chans=in_chans, **kwargs)
+    # What rebuilds this architecture: checkpoints store it so reloading needs no outside knowledge.
+    model.model_args = {"backbone": name, "in_chans": in_chans, "backbone_kwargs": dict(kwargs)}
     if weights is not None:
         from cmrprior.models.weights import load_backbone_weights, resolve_weights
 

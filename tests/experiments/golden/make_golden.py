@@ -13,7 +13,7 @@ cfg = StudyConfig.from_dict({
     "prepare": {"pixel_spacing_mm": 3.0, "size": 64},
     "masks": {"source": "ground_truth"},
     "protocol": {"n_splits": 2, "test_fraction": 0.34, "seed": 0, "cv_folds": 2, "val_fraction": 0.3},
-    "pretrain": {"epochs": 1, "batch_sizes": [16], "patience": 1, "extra": {"precision": "fp32"}},
+    "pretrain": {"epochs": 1, "batch_sizes": [16], "patience": 1, "precision": "fp32"},
     "classifier": {"backbones": ["tiny"], "input_size": 32, "lrs": [0.01], "max_epochs": 3, "batch_size": 16},
     "evaluation": {"n_boot": 50},
 })

@@ -1,0 +1,71 @@
+"""The classifier's input images: full or segmented slice pairs of a prepared cohort at the input size.
+
+One function makes them for the study, for its `--test` cohort and for readers of a finished run (saliency),
+so a cell is always explained on exactly the images it was scored on.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cmrprior.anatomy.heart import apply_image_mode
+from cmrprior.classify.data import SliceSet, resize_stack
+from cmrprior.data.prepared import PreparedCohort
+from cmrprior.errors import DataError
+from cmrprior.runs import HOLDOUT, CellResult, RunFolder, labels_in_order
+from cmrprior.vocab import ImageSpec
+
+
+def image_stacks(prepared: PreparedCohort, spec: ImageSpec) -> tuple[np.ndarray, np.ndarray]:
+    """ED and ES images float32 `(N, S, S)` on the prepared grid, made as `spec` says.
+
+    Raises DataError when segmented images are asked of a cohort without masks.
+    """
+    if spec.mode == "full":
+        return prepared.ed, prepared.es
+    if prepared.ed_mask is None or prepared.es_mask is None:
+        raise DataError(None, f"{spec.images} images need heart masks and the prepared cohort has none")
+    kw = dict(mode=spec.mode, margin_mm=spec.margin_mm, pixel_spacing_mm=prepared.pixel_spacing_mm,
+              groups=prepared.patient_index)
+    return apply_image_mode(prepared.ed, prepared.ed_mask, **kw), apply_image_mode(prepared.es, prepared.es_mask, **kw)
+
+
+def build_slice_set(prepared: PreparedCohort, spec: ImageSpec, input_size: int, *, labels: bool = True) -> SliceSet:
+    """Slice pairs of every patient at `input_size` px, labels in the cohort's class order.
+
+    labels=True: every patient must have a known label (DataError naming them otherwise); labels=False:
+    unknown labels stay -1 (readers that relabel in another class order).
+    """
+    if labels and (prepared.patient_labels < 0).any():
+        bad = [p.patient_id for p, lab in zip(prepared.patients, prepared.patient_labels) if lab < 0][:5]
+        raise DataError(None, f"patients without a known label: {bad}")
+    ed, es = image_stacks(prepared, spec)
+    return SliceSet(
+        ed=np.ascontiguousarray(resize_stack(ed.astype(np.float32), input_size)),
+        es=np.ascontiguousarray(resize_stack(es.astype(np.float32), input_size)),
+        labels=prepared.slice_labels.astype(np.int64),
+        patient_index=prepared.patient_index.astype(np.int64),
+        patient_ids=tuple(prepared.patient_ids),
+    )
+
+
+def load_cell_test_inputs(run: RunFolder, result: CellResult) -> tuple[SliceSet, PreparedCohort, np.ndarray]:
+    """The exact test slice pairs a finished cell was scored on (labels in the cell's class order), rebuilt
+    from the run's prepared cohort and `RunInfo`; with that PreparedCohort and the rows of those slices in it.
+
+    Raises DataError when the cell has no test outputs or its patients are not in the prepared cohort.
+    """
+    if result.test is None:
+        raise DataError(run.cell_dir(result.key), "cell has no test outputs")
+    info = run.info()
+    prepared = PreparedCohort.load(run.prepared(HOLDOUT if result.key.split == HOLDOUT else "study"))
+    full = build_slice_set(prepared, info.spec(result.key.images), info.input_size, labels=False)
+    ids = list(result.test.patient_ids)
+    pos = {p: i for i, p in enumerate(full.patient_ids)}
+    missing = [p for p in ids if p not in pos]
+    if missing:
+        raise DataError(run.cell_dir(result.key), f"test patients not in the prepared cohort: {missing[:5]}")
+    rows = np.concatenate([np.flatnonzero(full.patient_index == pos[p]) for p in ids])
+    names = [prepared.patients[prepared.patient_index[r]].label for r in rows]
+    test = full.subset_patients(ids).with_labels(labels_in_order(names, result.classes, run.cell_dir(result.key)))
+    return test, prepared, rows

@@ -1,0 +1,100 @@
+"""The study's vocabulary, defined once: initialisations, training images, image modes, saliency methods.
+
+Every module that names an initialisation, a kind of training images or a saliency method imports it from
+here, so the order of table rows and the labels in tables, figures and the report cannot drift apart.
+
+Words used across code, configs, folders and tables:
+
+* `init`: how the diagnosis model's encoders start (`INITS`);
+* `images`: the images a model is trained on, `full` or `segmented` (Nakashima et al., "Images for
+  training"); SimCLR pre-training uses the same word for the images it sees;
+* `mode`: how an `images` kind is made from a prepared slice (`ImageSpec.mode`): `full` keeps the slice,
+  `mask` zeroes everything outside the dilated heart, `crop` crops a square box around it, `mask+crop` both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cmrprior.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Init:
+    """One initialisation of the grid: its config name, its label in tables, and the images its SimCLR
+    pre-training runs on (`None`: no pre-training)."""
+
+    name: str
+    label: str
+    pretrain_images: str | None
+
+
+DEFAULT_BACKBONE = "vgg16"  # the study's; every default backbone (CLI, configs, pre-training) is this one
+
+INITS: tuple[Init, ...] = (
+    Init("none", "None", None),
+    Init("imagenet", "ImageNet", None),
+    Init("full_sscl", "Full-SSCL", "full"),
+    Init("segmented_sscl", "Segmented-SSCL", "segmented"),
+)
+INIT_NAMES: tuple[str, ...] = tuple(i.name for i in INITS)
+
+IMAGES: tuple[str, ...] = ("full", "segmented")
+SEGMENTED_MODES: tuple[str, ...] = ("mask", "crop", "mask+crop")
+IMAGE_MODES: tuple[str, ...] = ("full",) + SEGMENTED_MODES
+
+SALIENCY_METHODS: dict[str, str] = {"gradcam": "Grad-CAM", "integrated_gradients": "Integrated gradients"}
+
+
+def get_init(name: str) -> Init:
+    """The `Init` called `name`; raises ConfigError for an unknown name."""
+    for i in INITS:
+        if i.name == name:
+            return i
+    raise ConfigError(f"unknown init {name!r}; expected one of {list(INIT_NAMES)}")
+
+
+def init_label(name: str) -> str:
+    """Table label of an init (`full_sscl` -> `Full-SSCL`); an unknown name is shown as is."""
+    return next((i.label for i in INITS if i.name == name), name)
+
+
+def init_rank(name: str) -> int:
+    """Position of an init in the tables' order (unknown names last)."""
+    return INIT_NAMES.index(name) if name in INIT_NAMES else len(INIT_NAMES)
+
+
+def method_label(name: str) -> str:
+    return SALIENCY_METHODS.get(name, name)
+
+
+def method_rank(name: str) -> int:
+    names = list(SALIENCY_METHODS)
+    return names.index(name) if name in names else len(names)
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """How the training images called `images` are made from prepared slices.
+
+    `mode` is `full` for full images, else one of SEGMENTED_MODES; `margin_mm` is the heart-mask dilation
+    (mm) that the segmented modes use.
+    """
+
+    images: str
+    mode: str
+    margin_mm: float
+
+    def __post_init__(self) -> None:
+        if self.images not in IMAGES:
+            raise ConfigError(f"images must be one of {list(IMAGES)}, got {self.images!r}")
+        allowed = ("full",) if self.images == "full" else SEGMENTED_MODES
+        if self.mode not in allowed:
+            raise ConfigError(f"{self.images} images: mode must be one of {list(allowed)}, got {self.mode!r}")
+        if self.margin_mm < 0:
+            raise ConfigError(f"margin_mm must be >= 0, got {self.margin_mm}")
+
+    @classmethod
+    def of(cls, images: str, *, segmented_mode: str, margin_mm: float) -> "ImageSpec":
+        """The spec of `images` given the study's segmented mode and margin."""
+        return cls(images, "full" if images == "full" else segmented_mode, float(margin_mm))
