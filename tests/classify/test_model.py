@@ -40,14 +40,11 @@ def test_seeded_init_is_reproducible():
 
 
 def test_sscl_init_loads_checkpoint_into_both_branches(monkeypatch, tmp_path):
-    import sys
-    import types
+    import cmrprior.classify.model as model_mod
 
     enc = create_backbone("tiny")
     torch.nn.init.constant_(enc.features[0][0].weight, 0.123)
-    fake = types.ModuleType("cmrprior.ssl.pretrain")
-    fake.load_encoder = lambda path: enc
-    monkeypatch.setitem(sys.modules, "cmrprior.ssl.pretrain", fake)
+    monkeypatch.setattr(model_mod, "load_encoder", lambda path: enc)
     m = build_model("tiny", "full_sscl", 3, checkpoint=tmp_path / "x.pt")
     for branch in (m.ed_encoder, m.es_encoder):
         assert torch.all(branch.features[0][0].weight == 0.123)
@@ -66,7 +63,7 @@ def test_imagenet_unavailable_offline_raises(monkeypatch, tmp_path):
 
 def test_save_load_roundtrip(tmp_path):
     m = build_model("tiny", "none", 4, seed=1).eval()
-    save_classifier(m, tmp_path / "m.pt", backbone="tiny", classes=list("abcd"), meta={"x": 1})
+    save_classifier(m, tmp_path / "m.pt", classes=list("abcd"), meta={"x": 1})
     m2, info = load_classifier(tmp_path / "m.pt")
     x = torch.rand(2, 32, 32)
     assert torch.allclose(m(x, x), m2(x, x)) and info["classes"] == list("abcd") and info["meta"] == {"x": 1}
@@ -75,3 +72,14 @@ def test_save_load_roundtrip(tmp_path):
 def test_bad_classes():
     with pytest.raises(ConfigError):
         DiagnosisModel(create_backbone("tiny"), create_backbone("tiny"), 1)
+
+
+def test_save_load_roundtrip_keeps_backbone_arguments(tmp_path):
+    """A backbone built with extra arguments reloads from the checkpoint alone."""
+    enc = create_backbone("tiny", widths=(8, 12), norm="none")
+    m = DiagnosisModel(enc, create_backbone("tiny", widths=(8, 12), norm="none"), 3).eval()
+    save_classifier(m, tmp_path / "m.pt", classes=list("abc"), meta={})
+    m2, _ = load_classifier(tmp_path / "m.pt")
+    x = torch.rand(2, 32, 32)
+    assert m2.ed_encoder.model_args["backbone_kwargs"] == {"widths": (8, 12), "norm": "none"}
+    assert torch.allclose(m(x, x), m2(x, x))

@@ -7,8 +7,9 @@ import pytest
 
 from cmrprior.evaluate.curves import write_figure1
 from cmrprior.evaluate.metrics import classification_metrics, macro_auc
-from cmrprior.evaluate.tables import format_cell, summarise_cells, write_tables
-from cmrprior.experiments.config import StudyConfig
+from cmrprior.evaluate.config import EvaluationConfig
+from cmrprior.evaluate.tables import TableSetup, format_cell, summarise_cells, write_tables
+from cmrprior.runs import CellResult
 
 CLASSES = ["NOR", "DCM", "HCM", "MINF", "RV"]
 
@@ -17,11 +18,16 @@ def fake_result(init, images, split, strength, rng, backbone="vgg16"):
     y = np.repeat(np.arange(5), 4)
     logits = rng.normal(size=(20, 5)) + strength * np.eye(5)[y]
     p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
-    return {"status": "ok", "backbone": backbone, "init": init, "images": images, "split": str(split), "classes": CLASSES,
-            "masks_source": "ground_truth", "masks_note": "",
+    return {**_base(backbone, init, images, split), "status": "ok",
             "test": {"patient_ids": [f"p{i}" for i in range(20)], "labels": y.tolist(), "probabilities": p.tolist(),
                      "metrics": classification_metrics(y, p, CLASSES)},
-            "history": [{"epoch": e, "val_auc": 0.5 + 0.05 * e, "val_loss": 1.5 - 0.1 * e} for e in range(1, 6)]}
+            "history": [{"epoch": e, "train_loss": 1.0, "val_auc": 0.5 + 0.05 * e, "val_loss": 1.5 - 0.1 * e} for e in range(1, 6)]}
+
+
+def _base(backbone, init, images, split):
+    return {"backbone": backbone, "init": init, "images": images, "split": str(split), "classes": CLASSES, "seed": 0,
+            "masks_source": "ground_truth", "masks_note": "", "image_mode": "full" if images == "full" else "mask",
+            "input_size": 32, "mode": "linear"}
 
 
 @pytest.fixture()
@@ -33,15 +39,15 @@ def results():
             for images in ("full", "segmented"):
                 out.append(fake_result(init, images, split, s, rng))
         for images in ("full", "segmented"):
-            out.append({"status": "unavailable", "backbone": "vgg16", "init": "imagenet", "images": images, "split": str(split),
+            out.append({**_base("vgg16", "imagenet", images, split), "status": "unavailable",
                         "reason": "ImageNet weights for vgg16 not found at /x/vgg16.pth"})
-    return out
+    return [CellResult.from_json(d) for d in out]
 
 
 def test_summary_mean_and_intervals(results):
     s = summarise_cells(results, n_boot=100, seed=0)
     cell = s[("vgg16", "full_sscl", "full")]
-    aucs = [r["test"]["metrics"]["macro_auc"] for r in results if (r["init"], r["images"]) == ("full_sscl", "full")]
+    aucs = [r.test.metrics.macro_auc for r in results if (r.key.init, r.key.images) == ("full_sscl", "full")]
     assert cell["macro_auc"] == pytest.approx(np.mean(aucs))
     assert cell["t_low"] < cell["macro_auc"] < cell["t_high"]
     assert cell["boot_low"] <= cell["macro_auc"] <= cell["boot_high"]
@@ -50,8 +56,7 @@ def test_summary_mean_and_intervals(results):
 
 
 def test_write_tables_layout(results, tmp_path):
-    cfg = StudyConfig.from_dict({"classifier": {"backbones": ["vgg16"]}, "evaluation": {"n_boot": 50}})
-    written = write_tables(results, tmp_path, classes=CLASSES, config=cfg)
+    written = write_tables(results, tmp_path, setup=_setup())
     assert {"table1", "table2", "table3", "metrics", "comparisons"} <= set(written)
     t1 = (tmp_path / "table1.md").read_text()
     assert "| Backbone | None | ImageNet | Full-SSCL | Segmented-SSCL |" in t1
@@ -68,14 +73,20 @@ def test_write_tables_layout(results, tmp_path):
     c = next(c for c in comps if c["a"] == "vgg16/full_sscl/full" and c["b"] == "vgg16/none/full")
     assert c["difference"] > 0.2 and c["paired_bootstrap"]["p_value"] < 0.05 and len(c["delong_per_split"]) == 3
     diffs = []
-    by = {(r["init"], r["images"], r["split"]): r for r in results if r["status"] == "ok"}
+    by = {(r.key.init, r.key.images, r.key.split): r for r in results if r.ok}
     for sp in "012":
-        a, b = by[("full_sscl", "full", sp)]["test"], by[("none", "full", sp)]["test"]
-        diffs.append(macro_auc(np.array(a["labels"]), np.array(a["probabilities"])) - macro_auc(np.array(b["labels"]), np.array(b["probabilities"])))
+        a, b = by[("full_sscl", "full", sp)].test, by[("none", "full", sp)].test
+        diffs.append(macro_auc(np.array(a.labels), np.array(a.probabilities)) - macro_auc(np.array(b.labels), np.array(b.probabilities)))
     assert c["difference"] == pytest.approx(np.mean(diffs))
 
 
 def test_figure1_png(results, tmp_path):
     path = write_figure1(results, tmp_path / "f.png")
     assert path.read_bytes()[:4] == b"\x89PNG"
-    assert write_figure1([r for r in results if r["status"] != "ok"], tmp_path / "g.png") is None
+    assert write_figure1([r for r in results if not r.ok], tmp_path / "g.png") is None
+
+
+def _setup(**over):
+    base = dict(classes=tuple(CLASSES), backbones=("vgg16",), inits=("none", "imagenet", "full_sscl", "segmented_sscl"),
+                images=("full", "segmented"), evaluation=EvaluationConfig(n_boot=50), seed=0)
+    return TableSetup(**{**base, **over})

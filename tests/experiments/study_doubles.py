@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-import types
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,34 +64,27 @@ def tiny_config(**over) -> StudyConfig:
 
 
 @dataclass(frozen=True)
-class FakePretrainConfig:
-    backbone: str = "tiny"
-    batch_size: int = 16
-    epochs: int = 1
-    temperature: float = 0.1
-    lr: float = 1e-3
-    patience: int = 1
-    seed: int = 0
-
-
-@dataclass(frozen=True)
 class FakePretrainResult:
     checkpoint: Path
     best_val_loss: float
+    history: tuple = ()
+    stopped_early: bool = False
+    finished: bool = True
 
 
 class RecordingPretrain:
-    """Stands in for `cmrprior.ssl.pretrain`: saves a seeded tiny encoder and records every image it saw."""
+    """Stands in for SimCLR (`cmrprior.ssl.pretrain.pretrain` and `load_encoder`, where the study calls them):
+    saves a seeded tiny encoder and records every image it saw."""
 
     def __init__(self) -> None:
         self.calls: list[dict] = []
 
     def install(self, monkeypatch) -> None:
-        mod = types.ModuleType("cmrprior.ssl.pretrain")
-        mod.PretrainConfig = FakePretrainConfig
-        mod.pretrain = self.pretrain
-        mod.load_encoder = self.load_encoder
-        monkeypatch.setitem(sys.modules, "cmrprior.ssl.pretrain", mod)
+        import cmrprior.classify.model as model_mod
+        import cmrprior.experiments.pretraining as pretraining_mod
+
+        monkeypatch.setattr(pretraining_mod, "pretrain", self.pretrain)
+        monkeypatch.setattr(model_mod, "load_encoder", self.load_encoder)
 
     def pretrain(self, train_images, config, out_dir, val_images=None):
         from cmrprior.models.registry import create_backbone

@@ -24,7 +24,7 @@ def test_paper_config_is_the_study():
     assert c.classifier.backbones == ("vgg16", "densenet121") and c.classifier.input_size == 224
     assert set(c.classifier.inits) == {"none", "imagenet", "full_sscl", "segmented_sscl"}
     assert c.protocol.n_splits == 5 and c.protocol.test_fraction == 0.3
-    assert c.pretrain.temperature == 0.1 and c.pretrain.lr == 1e-4
+    assert c.pretrain.simclr.temperature == 0.1 and c.pretrain.simclr.lr == 1e-4
     assert min(c.pretrain.batch_sizes) == 64 and max(c.pretrain.batch_sizes) == 256
     assert c.classifier.weight_decay == 1e-4 and c.classifier.mode == "linear"
 
@@ -47,6 +47,37 @@ def test_unknown_keys_and_bad_values_are_errors(tmp_path):
         StudyConfig.from_dict({"protocol": {"test_fraction": 1.5}})
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize("section, body, key", [
+    ("prepare", "  pixel_spacing: 1.5\n", "pixel_spacing"),
+    ("pretrain", "  tempreature: 0.1\n", "tempreature"),
+    ("pretrain", "  augment:\n    rotaton_deg: 10\n", "rotaton_deg"),
+    ("masks", "  sorce: segmenter\n", "sorce"),
+    ("evaluation", "  nboot: 10\n", "nboot"),
+])
+def test_unknown_keys_in_every_section_name_the_key_and_the_file(tmp_path, section, body, key):
+    p = tmp_path / "typo.yaml"
+    p.write_text(f"{section}:\n{body}")
+    with pytest.raises(ConfigError, match=key) as err:
+        StudyConfig.from_yaml(p)
+    assert str(p) in str(err.value)
+
+
+def test_pretrain_fields_the_study_sets_are_refused():
+    with pytest.raises(ConfigError, match="set by the study"):
+        StudyConfig.from_dict({"pretrain": {"batch_size": 64}})
+
+
+def test_one_default_backbone():
+    from cmrprior.classify.config import ClassifierConfig
+    from cmrprior.cli import build_parser
+    from cmrprior.ssl.pretrain import PretrainConfig
+    from cmrprior.vocab import DEFAULT_BACKBONE
+
+    assert ClassifierConfig().backbones == (DEFAULT_BACKBONE,) and PretrainConfig().backbone == DEFAULT_BACKBONE
+    args = build_parser().parse_args(["pretrain", "--data", "d", "--out", "o"])
+    assert args.backbone == DEFAULT_BACKBONE
 
 
 def test_replace_nested():

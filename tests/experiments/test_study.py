@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cmrprior.experiments.cell import LeakageError
+from cmrprior.errors import LeakageError
 from cmrprior.experiments.study import run_study
 
 from .study_doubles import RecordingPretrain, install_cohort, tiny_cohort, tiny_config
@@ -89,8 +89,8 @@ def test_resume_skips_finished_pieces(tmp_path, monkeypatch, fake_pretrain):
     import cmrprior.experiments.cell as cell
 
     calls = []
-    real = cell._train_and_score
-    monkeypatch.setattr(cell, "_train_and_score", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = cell._train
+    monkeypatch.setattr(cell, "_train", lambda *a, **k: calls.append(1) or real(*a, **k))
     run_study("COHORT", tmp_path / "run", cfg, report=False)
     assert len(fake_pretrain.calls) == n_pretrain  # no pre-training again
     assert len(calls) == 1 and lost.exists()
@@ -150,10 +150,9 @@ def test_binary_task_and_holdout_cohort(tmp_path, monkeypatch, fake_pretrain):
 
 def test_with_real_simclr_pretraining(tmp_path, monkeypatch):
     """The study's adapter to `cmrprior.ssl.pretrain` (real SimCLR, tiny backbone, 1 epoch)."""
-    pytest.importorskip("cmrprior.ssl.pretrain")
     install_cohort(monkeypatch, {"COHORT": tiny_cohort(n_patients=15, slices=2)})
     cfg = tiny_config(classifier={"inits": ["segmented_sscl"], "images": ["segmented"]}, protocol={"n_splits": 1},
-                      pretrain={"extra": {"precision": "fp32"}})
+                      pretrain={"precision": "fp32"})
     run_study("COHORT", tmp_path / "run", cfg, report=False)
     (r,) = _results(tmp_path / "run")
     assert r["status"] == "ok", r.get("reason")
@@ -162,15 +161,20 @@ def test_with_real_simclr_pretraining(tmp_path, monkeypatch):
     assert not set(done["patient_ids"] + done["val_patient_ids"]) & set(r["test"]["patient_ids"])
 
 
-def test_load_cell_inputs_gives_the_scored_model_and_slices(tmp_path, monkeypatch, fake_pretrain):
+def test_load_cell_test_inputs_gives_the_scored_model_and_slices(tmp_path, monkeypatch, fake_pretrain):
+    from cmrprior.classify.inputs import load_cell_test_inputs
+    from cmrprior.classify.model import load_classifier
     from cmrprior.classify.train import predict_proba
     from cmrprior.evaluate.metrics import patient_probabilities
-    from cmrprior.experiments.study import load_cell_inputs
+    from cmrprior.runs import CellKey, RunFolder
 
     install_cohort(monkeypatch, {"COHORT": tiny_cohort()})
     cfg = tiny_config(classifier={"inits": ["full_sscl"], "images": ["segmented"]}, protocol={"n_splits": 1})
     run_study("COHORT", tmp_path / "run", cfg, report=False)
-    model, test, classes, result = load_cell_inputs(tmp_path / "run", 0, "tiny", "full_sscl", "segmented")
-    assert list(test.patient_ids) == result["test"]["patient_ids"] and test.patient_labels.tolist() == result["test"]["labels"]
+    run = RunFolder(tmp_path / "run")
+    result = run.read_cell(CellKey("0", "tiny", "full_sscl", "segmented"))
+    model, _ = load_classifier(run.model_path(result.key))
+    test, _, _ = load_cell_test_inputs(run, result)
+    assert list(test.patient_ids) == result.test.patient_ids and test.patient_labels.tolist() == result.test.labels
     probs = patient_probabilities(predict_proba(model, test), test.patient_index, test.n_patients)
-    assert np.allclose(probs, result["test"]["probabilities"], atol=1e-5)
+    assert np.allclose(probs, result.test.probabilities, atol=1e-5)

@@ -241,7 +241,13 @@ def write_tables(results: list[CellResult], folder: Path, *, setup: TableSetup, 
         atomic.write_text(folder / f"{prefix}{name}.csv", _csv(rows))
         atomic.write_json(folder / f"{prefix}{name}.json", {"title": title, "notes": notes, "rows": rows})
         written[prefix + name] = folder / f"{prefix}{name}.md"
-    # every cell's metrics
+    written[prefix + "metrics"] = _write_metrics(summ, folder, classes, prefix)
+    written[prefix + "comparisons"] = _write_comparisons(results, setup, folder, prefix)
+    return written
+
+
+def _write_metrics(summ: dict, folder: Path, classes: tuple[str, ...], prefix: str) -> Path:
+    """Every cell's metrics (MD/CSV/JSON); returns the Markdown path."""
     mrows = sorted(summ.values(), key=lambda s: (s["backbone"], s["images"], s["init"]))
     lines = ["## Metrics per cell (means over splits)", "",
              "| Backbone | Init | Images | Macro AUC | Accuracy | Balanced acc. | " + " | ".join(f"AUC {k}" for k in classes) + " |",
@@ -262,11 +268,14 @@ def write_tables(results: list[CellResult], folder: Path, *, setup: TableSetup, 
         w.writerow([s["backbone"], s["init"], s["images"], *[s.get(k) for k in ("macro_auc", "t_low", "t_high", "boot_low",
                     "boot_high", "accuracy", "balanced_accuracy")], *[pc.get(k) for k in classes], s["status"], s.get("reason")])
     atomic.write_text(folder / f"{prefix}metrics.csv", buf.getvalue())
-    written[prefix + "metrics"] = folder / f"{prefix}metrics.md"
-    # paired comparisons
+    return folder / f"{prefix}metrics.md"
+
+
+def _write_comparisons(results: list[CellResult], setup: TableSetup, folder: Path, prefix: str) -> Path:
+    """The paired comparisons of `default_comparisons` (MD/CSV/JSON); returns the Markdown path."""
     comps = []
-    for a, b in default_comparisons(backbones, list(setup.inits), list(setup.images)):
-        r = compare_cells(results, a, b, n_boot=ev.n_boot, seed=setup.seed)
+    for a, b in default_comparisons(list(setup.backbones), list(setup.inits), list(setup.images)):
+        r = compare_cells(results, a, b, n_boot=setup.evaluation.n_boot, seed=setup.seed)
         if r is not None:
             comps.append(r)
     lines = ["## Paired comparisons (A - B, macro AUC, same test patients)", "",
@@ -287,5 +296,4 @@ def write_tables(results: list[CellResult], folder: Path, *, setup: TableSetup, 
         w.writerow([r["a"], r["b"], r["n_splits"], r["difference"], r["paired_bootstrap"]["low"], r["paired_bootstrap"]["high"],
                     r["paired_bootstrap"]["p_value"], r["paired_t"]["p_value"]])
     atomic.write_text(folder / f"{prefix}comparisons.csv", buf.getvalue())
-    written[prefix + "comparisons"] = folder / f"{prefix}comparisons.md"
-    return written
+    return folder / f"{prefix}comparisons.md"
