@@ -19,7 +19,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from cmrprior.errors import DataError
+from cmrprior.errors import ConfigError, DataError
 from cmrprior.utils import atomic
 from cmrprior.vocab import ImageSpec, init_rank
 
@@ -280,6 +280,25 @@ class RunFolder:
 
     def cell_dir(self, key: CellKey) -> Path:
         return self.split_dir(key.split) / "cells" / key.backbone / f"{key.init}__{key.images}"
+
+    @property
+    def inputs_json(self) -> Path:
+        return self.root / "inputs.json"
+
+    def bind_inputs(self, inputs: dict[str, tuple[str, str] | None]) -> None:
+        """Tie the folder to its inputs: role -> (path, fingerprint) or None. The first call records them;
+        a later call with a different input (another fingerprint) raises ConfigError naming both."""
+        now = {k: None if v is None else {"path": v[0], "fingerprint": v[1]} for k, v in inputs.items()}
+        if not self.inputs_json.exists():
+            atomic.write_json(self.inputs_json, now)
+            return
+        old = _read_json(self.inputs_json)
+        for role, item in now.items():
+            before = old.get(role)
+            if (before is None) != (item is None) or (item and before["fingerprint"] != item["fingerprint"]):
+                was = "nothing" if before is None else before["path"]
+                raise ConfigError(f"{self.root}: this run folder was made from {role} {was}, not "
+                                  f"{'nothing' if item is None else item['path']} (different files); use a new --out")
 
     # run info and layout version
     def write_info(self, info: RunInfo) -> None:

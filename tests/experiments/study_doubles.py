@@ -108,7 +108,17 @@ class RecordingPretrain:
 
 
 def install_cohort(monkeypatch, cohorts: dict) -> None:
-    """`prepare_data(path, ...)` returns `cohorts[str(path)]` (the study's data seam)."""
+    """`prepare_data(path, ...)` returns `cohorts[str(path)]`, and `open_input(path)` its patient records and
+    a fingerprint of the prepared arrays (the study's data seams)."""
+    import hashlib
+
     import cmrprior.experiments.cohort_data as cd
+    from cmrprior.io.records import Cohort, PatientRecord
+
+    def open_input(data):
+        prepared = cohorts[str(data)]
+        records = tuple(PatientRecord(p.patient_id, p.label, Path("ed"), Path("es")) for p in prepared.patients)
+        return Cohort(Path(str(data)), records, prepared.classes), hashlib.sha256(prepared.ed.tobytes()).hexdigest()[:16]
 
     monkeypatch.setattr(cd, "prepare_data", lambda data, config, cache_dir: cohorts[str(data)])
+    monkeypatch.setattr(cd, "open_input", open_input)

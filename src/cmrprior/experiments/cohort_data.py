@@ -23,9 +23,11 @@ from cmrprior.data.prepared import PreparedCohort
 from cmrprior.errors import CmrPriorError, DataError
 from cmrprior.experiments.config import StudyConfig
 from cmrprior.io.cohort import open_cohort
+from cmrprior.io.records import Cohort
 from cmrprior.segmentation.predict import segment_prepared
 from cmrprior.segmentation.qc import evaluate_prepared, summarise, write_csv
 from cmrprior.utils import atomic
+from cmrprior.utils.runfolder_checks import input_fingerprint
 from cmrprior.vocab import IMAGES, get_init
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,11 @@ class CohortData:
     @property
     def patient_labels(self) -> np.ndarray:
         return self.prepared.patient_labels
+
+
+def open_input(data: str | Path) -> tuple[Cohort, str]:
+    """The cohort at `data` (opened, not loaded) and the fingerprint of its files; DataError when unreadable."""
+    return open_cohort(Path(data)), input_fingerprint(data)
 
 
 def prepare_data(data: str | Path, config: StudyConfig, *, cache_dir: Path) -> PreparedCohort:

@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+from cmrprior.utils.runfolder_checks import check_out_dir
+
 
 @contextlib.contextmanager
 def _logging_to(out: Path):
@@ -47,7 +49,7 @@ def _study(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     t0 = time.time()
-    with _logging_to(Path(args.out)):
+    with _logging_to(check_out_dir(args.out, [args.data, args.test])):
         res = run_study(args.data, args.out, config, test_data=args.test)
     _print_result(res, t0)
     return 0
@@ -59,7 +61,7 @@ def _demo(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     t0 = time.time()
-    with _logging_to(Path(args.out)):
+    with _logging_to(check_out_dir(args.out, [args.data])):
         res = run_demo(args.out, data=args.data, config=config, n_patients=args.patients, seed=args.seed)
     _print_result(res, t0)
     return 0

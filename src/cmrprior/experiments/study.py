@@ -35,10 +35,11 @@ import torch
 import cmrprior
 from cmrprior.classify.data import SliceSet
 from cmrprior.data.splits import assert_disjoint, inner_split, repeated_splits
-from cmrprior.errors import CmrPriorError, ConfigError
+from cmrprior.errors import CmrPriorError, ConfigError, DataError
 from cmrprior.evaluate.curves import write_figure1
 from cmrprior.evaluate.tables import TableSetup, write_tables
 from cmrprior.experiments.cell import CellJob, run_cell
+from cmrprior.experiments import cohort_data
 from cmrprior.experiments.cohort_data import CohortData, load_cohort_data, merge_slice_sets, needed_images
 from cmrprior.experiments.config import StudyConfig
 from cmrprior.experiments.pretraining import pretrain_piece
@@ -46,6 +47,7 @@ from cmrprior.report import build_report
 from cmrprior.runs import HOLDOUT, LAYOUT_VERSION, CellKey, CellResult, PretrainRecord, RunFolder, RunInfo, SplitSpec
 from cmrprior.saliency.run import run_saliency
 from cmrprior.utils import atomic
+from cmrprior.utils.runfolder_checks import check_out_dir
 from cmrprior.utils.seeding import derive_seed
 from cmrprior.vocab import INITS
 
@@ -148,6 +150,29 @@ def _holdout(run: RunFolder, test_data: Path, config: StudyConfig, data: CohortD
     return run_split(run, split, images, config, classes=classes, masks_source=hold.masks_source, masks_note=note)
 
 
+def _check_inputs(run: RunFolder, data: str | Path, test_data: str | Path | None, config: StudyConfig) -> None:
+    """Everything about the inputs that can be checked before the first long step: both cohorts open, labels
+    are known, the cohort can be split as the protocol asks, the --test cohort's classes and ids fit, and the
+    run folder was made from these same inputs (or is new)."""
+    cohort, fingerprint = cohort_data.open_input(data)
+    labels = [p.label for p in cohort.patients]
+    if any(lab is None for lab in labels):
+        missing = [p.patient_id for p in cohort.patients if p.label is None][:5]
+        raise DataError(Path(data), f"patients without a label: {missing}")
+    p = config.protocol
+    repeated_splits([q.patient_id for q in cohort.patients], labels, p.n_splits, p.test_fraction, p.seed)  # can it split?
+    if test_data is not None:
+        hold, test_fingerprint = cohort_data.open_input(test_data)
+        extra = sorted({p.label for p in hold.patients if p.label is not None} - set(cohort.classes))
+        if extra:
+            raise ConfigError(f"{test_data}: classes {extra} are not in the study cohort's classes {list(cohort.classes)}")
+        shared = sorted({p.patient_id for p in hold.patients} & {p.patient_id for p in cohort.patients})
+        if shared:
+            raise DataError(Path(test_data), f"patient ids also in the study cohort {data}: {shared[:5]}")
+    run.bind_inputs({"data": (str(data), fingerprint),
+                     "test_data": None if test_data is None else (str(test_data), test_fingerprint)})
+
+
 def table_setup(config: StudyConfig, classes: tuple[str, ...], masks_source: str, masks_note: str) -> TableSetup:
     c = config.classifier
     notes = (
@@ -172,8 +197,8 @@ def run_study(
     `report`: compute saliency and write the HTML report at the end.
     """
     t0 = time.time()
-    run = RunFolder(out)
-    run.root.mkdir(parents=True, exist_ok=True)
+    run = RunFolder(check_out_dir(out, [data, test_data]))
+    _check_inputs(run, data, test_data, config)
     _check_run_config(run, config)
     cohort = load_cohort_data(data, config, prepared_dir=run.prepared(), cache_dir=run.cache)
     classes = cohort.prepared.classes
