@@ -17,7 +17,11 @@ HEADER = "patient_id,label,ed_image,es_image,ed_mask,es_mask,height_cm,weight_kg
 
 
 def _nii(path: Path, value: float, shape=(3, 8, 7), dtype=np.float32) -> Path:
-    write_nifti(np.full(shape, value, dtype), np.diag([1.4, 1.4, 8.0, 1.0]), path)
+    arr = np.full(shape, value, dtype)
+    if dtype == np.float32:  # not constant (constant images are refused), mean still `value`
+        arr.flat[0] += 1.0
+        arr.flat[1] -= 1.0
+    write_nifti(arr, np.diag([1.4, 1.4, 8.0, 1.0]), path)
     return path
 
 
@@ -57,9 +61,9 @@ def test_manifest_acdc_labels_in_acdc_order_and_extra_columns(tmp_path):
     _setup(tmp_path)
     rows = ("a,RV,images/a_ed.nii.gz,images/a_es.nii.gz,site1\n"
             "b,NOR,images/b_ed.nii.gz,images/b_es.nii.gz,site2\n")
-    cohort = read_manifest(_csv(tmp_path, rows, header="patient_id,label,ed_image,es_image,site\n"))
+    cohort = read_manifest(_csv(tmp_path, rows, header="patient_id,label,ed_image,es_image,meta_site\n"))
     assert cohort.classes == ("NOR", "RV")
-    assert cohort.patients[0].extra == {"site": "site1"}
+    assert cohort.patients[0].extra == {"meta_site": "site1"}
 
 
 def test_manifest_with_dicom_folders(tmp_path, dicom_series):

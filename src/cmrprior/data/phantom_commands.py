@@ -18,6 +18,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="add a class-dependent marker outside the heart (shortcut-learning test)")
     p.add_argument("--classes", default=None,
                    help="comma-separated subset of NOR,DCM,HCM,MINF,RV (default: all five)")
+    p.add_argument("--format", choices=("nifti", "dicom"), default="nifti", dest="output_format",
+                   help="nifti: ACDC layout (default); dicom: one short-axis cine DICOM series per patient and "
+                        "manifest.csv (ED/ES are then found from the cine)")
     p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
                    help="parallel processes (default: CPU count, at most 4; output does not depend on it)")
     p.set_defaults(func=run)
@@ -30,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
     classes = tuple(c.strip() for c in args.classes.split(",")) if args.classes else ACDC_CLASSES
     t0 = time.perf_counter()
     out = generate_phantom(args.out, n_patients=args.patients, seed=args.seed,
-                           spurious_cue=args.spurious_cue, classes=classes, workers=args.workers)
+                           spurious_cue=args.spurious_cue, classes=classes, workers=args.workers,
+                           output_format=args.output_format)
     print(f"phantom: {args.patients} patients in {out} ({time.perf_counter() - t0:.1f} s)", file=sys.stdout)
     return 0

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from cmrprior.errors import DataError
+from cmrprior.io.checks import check_distinct_images, check_labels, check_patient_id, patient_filename
 from cmrprior.io.records import ACDC_CLASSES, Cohort, PatientRecord
 
 INFO_FILE = "Info.cfg"
@@ -31,7 +32,8 @@ def parse_info_cfg(path: str | Path) -> dict[str, str]:
     """Parse an ACDC Info.cfg into a dict of raw strings (keys as written: ED, ES, Group, ...).
 
     Raises:
-        DataError: file missing or unreadable, or a non-blank line that is not `Key: value`.
+        DataError: file missing or unreadable, a non-blank line that is not `Key: value`, or a key given
+            twice (which of two Group lines is meant cannot be known).
     """
     path = Path(path)
     if not path.is_file():
@@ -47,6 +49,8 @@ def parse_info_cfg(path: str | Path) -> dict[str, str]:
         m = _KEY_VALUE.match(line)
         if not m:
             raise DataError(path, f"malformed line {n}: {line.strip()!r} (expected 'Key: value')")
+        if m.group(1) in out:
+            raise DataError(path, f"line {n}: {m.group(1)} given twice ({out[m.group(1)]!r} and {m.group(2)!r})")
         out[m.group(1)] = m.group(2)
     return out
 
@@ -94,11 +98,12 @@ def read_acdc_patient(folder: str | Path, *, require_group: bool = True,
 
     Raises:
         DataError: missing/malformed Info.cfg (missing ED/ES, or Group when `require_group`; non-integer
-            frame; frame outside 1..NbFrame), unknown Group, missing ED/ES frame file (and no 4D cine),
+            frame; frame outside 1..NbFrame; ED equal to ES), invalid folder name as patient id, unknown Group, missing ED/ES frame file (and no 4D cine),
             or only one of the two masks present.
     """
     folder = Path(folder)
     pid = folder.name
+    check_patient_id(pid, folder)
     cfg = folder / INFO_FILE
     info = parse_info_cfg(cfg)
     ed = _int_field(info, "ED", cfg, required=True)
@@ -109,6 +114,8 @@ def read_acdc_patient(folder: str | Path, *, require_group: bool = True,
         if frame < 1 or (n_frames is not None and frame > n_frames):
             limit = f"1..{n_frames}" if n_frames is not None else ">= 1"
             raise DataError(cfg, f"{key} frame {frame} out of range ({limit})")
+    if ed == es:
+        raise DataError(cfg, f"ED and ES are the same frame ({ed}); they must be two different phases")
     group = info.get("Group") or None
     if group is None and require_group:
         raise DataError(cfg, "missing Group in Info.cfg")
@@ -175,7 +182,8 @@ def read_acdc(folder: str | Path, *, skip_bad: bool = False,
     `Cohort.skipped` as (patient id, reason).
 
     Raises:
-        DataError: folder missing or without patient folders, or (unless skip_bad) any bad patient.
+        DataError: folder missing or without patient folders, (unless skip_bad) any bad patient, labels
+            differing only by case, or two patients sharing an image file.
     """
     root = Path(folder)
     if not root.is_dir():
@@ -201,6 +209,8 @@ def read_acdc(folder: str | Path, *, skip_bad: bool = False,
             skipped.append((d.name, str(exc)))
     if not records:
         raise DataError(root, f"no readable patient ({len(skipped)} skipped: {skipped[0][1] if skipped else ''})")
+    check_labels(records, root)
+    check_distinct_images(records, root)
     return Cohort(source=root, patients=tuple(records), classes=cohort_classes([r.label for r in records]),
                   skipped=tuple(skipped))
 
@@ -230,7 +240,9 @@ def write_acdc_patient(
     from cmrprior.io.nifti import write_nifti
     from cmrprior.utils import atomic
 
-    folder = Path(root) / patient_id
+    check_patient_id(patient_id, root)
+    folder = Path(root) / patient_filename(patient_id)
+    stem = folder.name
     sz, sy, sx = spacing_zyx
     affine = np.diag([sx, sy, sz, 1.0])
     lines = [f"ED: {ed_frame}", f"ES: {es_frame}"]
@@ -242,8 +254,8 @@ def write_acdc_patient(
     if weight_kg is not None:
         lines.append(f"Weight: {weight_kg}")
     for frame, image, mask in ((ed_frame, ed, ed_mask), (es_frame, es, es_mask)):
-        write_nifti(image, affine, folder / f"{patient_id}_frame{frame:02d}.nii.gz")
+        write_nifti(image, affine, folder / f"{stem}_frame{frame:02d}.nii.gz")
         if mask is not None:
-            write_nifti(np.asarray(mask, dtype=np.uint8), affine, folder / f"{patient_id}_frame{frame:02d}_gt.nii.gz")
+            write_nifti(np.asarray(mask, dtype=np.uint8), affine, folder / f"{stem}_frame{frame:02d}_gt.nii.gz")
     atomic.write_text(folder / INFO_FILE, "\n".join(lines) + "\n")
     return folder

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from cmrprior.errors import DataError
+from cmrprior.io.checks import check_spacing
 from cmrprior.io.records import Volume
 
 _TOL = 1e-3
@@ -77,7 +78,7 @@ def read_dicom_series(folder: str | Path) -> Volume:
         DataError: folder missing or empty, a file that is not DICOM or whose pixels cannot be decoded,
             missing geometry attributes, or an inconsistent series (different image sizes, orientations,
             pixel spacings or series UIDs; two slices at one position; non-uniform slice spacing;
-            non-finite values).
+            non-finite values; implausible spacing, see `cmrprior.io.checks`).
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -118,7 +119,8 @@ def read_dicom_series(folder: str | Path) -> Volume:
     if len(gaps) and gaps.min() < _TOL:
         k = int(np.argmin(gaps))
         raise DataError(slices[k + 1]["path"], f"same slice position as {slices[k]['path'].name}: the folder holds "
-                                               "several images per position (several phases or series?)")
+                                               "several images per position (a cine? give it as `cine`, whose ED "
+                                               "and ES frames are then taken or found)")
     if len(gaps):
         dz = float(gaps.mean())
         if np.abs(gaps - dz).max() > 0.01 * dz + _TOL:
@@ -126,10 +128,11 @@ def read_dicom_series(folder: str | Path) -> Volume:
     else:
         ds = ref["ds"]
         dz = float(getattr(ds, "SpacingBetweenSlices", 0) or getattr(ds, "SliceThickness", 0) or 1.0)
+    dy, dx = (float(v) for v in ref["ps"])
+    check_spacing((dz, dy, dx), folder, n_slices=len(slices))
     array = np.stack([_pixels(s["ds"], s["path"]) for s in slices])
     if not np.isfinite(array).all():
         raise DataError(folder, "non-finite voxel values after rescaling")
-    dy, dx = (float(v) for v in ref["ps"])
     affine = np.eye(4)
     affine[:3, 0] = row_cos * dx  # column index i moves along the row direction
     affine[:3, 1] = col_cos * dy  # row index j moves along the column direction

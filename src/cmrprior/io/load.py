@@ -1,7 +1,9 @@
 """Load a PatientRecord's voxels into PatientVolumes, checking what the later stages rely on.
 
-Checks: each image 3D and finite (in the readers); each mask the same shape as its image, integer-valued,
-labels within 0..3 (ACDC: 0 BG, 1 RV, 2 MYO, 3 LV cavity). Masks are returned as uint8 `Volume.array`.
+Checks: each image 3D, finite, with a plausible spacing (in the readers) and not constant; each mask the
+same shape and spacing as its image, integer-valued, labels within 0..3 (ACDC: 0 BG, 1 RV, 2 MYO, 3 LV
+cavity). Masks are returned as uint8 `Volume.array`. ED/ES images may be frames of the record's cine (a 4D
+NIfTI or a DICOM cine folder, see `read_cine`).
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from cmrprior.errors import DataError
-from cmrprior.io.nifti import is_nifti, read_nifti, read_nifti_frame
+from cmrprior.io.checks import check_not_constant
+from cmrprior.io.dicom_cine import Cine
+from cmrprior.io.nifti import is_nifti, read_nifti, read_nifti_4d, read_nifti_frame
 from cmrprior.io.records import MASK_LABELS, PatientRecord, PatientVolumes, Volume
 
 MAX_MASK_LABEL = max(MASK_LABELS)
@@ -20,16 +24,19 @@ MAX_MASK_LABEL = max(MASK_LABELS)
 def read_image(path: str | Path, frame: int | None = None) -> Volume:
     """A NIfTI file or a DICOM series folder -> Volume `(Z, H, W)`.
 
-    `frame` (1-based) is used only when `path` is a 4D NIfTI cine: that frame is returned.
+    `frame` (1-based) is used only when `path` is a cine (a 4D NIfTI, or a DICOM folder with several phases
+    per slice position): that frame is returned.
 
     Raises:
-        DataError: missing path, unknown format, or any reader error.
+        DataError: missing path, unknown format, frame out of range, or any reader error.
     """
     path = Path(path)
     if path.is_dir():
         from cmrprior.io.dicom import read_dicom_series
 
-        return read_dicom_series(path)
+        if frame is None:
+            return read_dicom_series(path)
+        return _cine_frame(read_cine(path), frame)
     if not path.exists():
         raise DataError(path, "file not found")
     if not is_nifti(path):
@@ -46,15 +53,50 @@ def read_image(path: str | Path, frame: int | None = None) -> Volume:
     return read_nifti(path)
 
 
+def read_cine(path: str | Path) -> Cine:
+    """A cine, 4D NIfTI `(X, Y, Z, T)` or DICOM cine folder, as a `Cine` (frames in time order).
+
+    NIfTI trigger times are `t * pixdim[4]` ms when the header gives a positive frame interval, else None.
+
+    Raises:
+        DataError: missing path, unknown format, or any reader error.
+    """
+    path = Path(path)
+    if path.is_dir():
+        from cmrprior.io.dicom_cine import read_dicom_cine
+
+        return read_dicom_cine(path)
+    if not path.exists():
+        raise DataError(path, "file not found")
+    if not is_nifti(path):
+        raise DataError(path, "unsupported cine format (expected a 4D .nii/.nii.gz or a DICOM cine folder)")
+    frames = read_nifti_4d(path)
+    header = frames[0].header
+    dt = float(header.get_zooms()[3]) if header is not None and len(header.get_zooms()) > 3 else 0.0
+    if header is not None and header.get_xyzt_units()[1] == "sec":
+        dt *= 1000.0
+    times = tuple(t * dt for t in range(len(frames))) if dt > 0 else None
+    return Cine(frames=tuple(frames), trigger_times_ms=times, path=path)
+
+
+def _cine_frame(cine: Cine, frame: int) -> Volume:
+    if not 1 <= frame <= cine.n_frames:
+        raise DataError(cine.path, f"frame {frame} out of range 1..{cine.n_frames}")
+    return cine.frames[frame - 1]
+
+
 def as_mask(volume: Volume, image: Volume) -> Volume:
     """Check a mask against its image and return it with a uint8 array.
 
     Raises:
-        DataError: shape differs from the image, non-integer values, or labels outside 0..3.
+        DataError: shape or voxel spacing (1 %) differs from the image, non-integer values, or labels outside 0..3.
     """
     path = volume.path
     if volume.shape != image.shape:
         raise DataError(path, f"mask shape {volume.shape} (Z, H, W) differs from image shape {image.shape} ({image.path})")
+    if not np.allclose(volume.spacing, image.spacing, rtol=1e-2):
+        raise DataError(path, f"mask voxel spacing {tuple(round(s, 4) for s in volume.spacing)} mm (z, y, x) differs "
+                              f"from image spacing {tuple(round(s, 4) for s in image.spacing)} ({image.path})")
     arr = volume.array
     lo, hi = float(arr.min()), float(arr.max())
     if lo < 0 or hi > MAX_MASK_LABEL:
@@ -64,20 +106,37 @@ def as_mask(volume: Volume, image: Volume) -> Volume:
     as_int = arr.astype(np.uint8)
     if not np.array_equal(as_int, arr):
         raise DataError(path, "mask has non-integer values")
-    return Volume(array=as_int, spacing=volume.spacing, affine=volume.affine, path=path)
+    return Volume(array=as_int, spacing=volume.spacing, affine=volume.affine, path=path, header=volume.header)
 
 
 def load_patient(record: PatientRecord) -> PatientVolumes:
     """Read a patient's ED/ES images and (if present) masks.
 
-    When an image path is the record's 4D cine, frame `ed_frame`/`es_frame` (1-based) is taken from it.
+    When an image path is the record's cine, frame `ed_frame`/`es_frame` (1-based) is taken from it (the
+    cine is decoded once for both). A cine-only record without frames must first go through
+    `cmrprior.segmentation.phases.resolve_cohort_phases`.
 
     Raises:
-        DataError: naming the offending file (see `read_image` and `as_mask`).
+        DataError: naming the offending file (see `read_image`, `read_cine` and `as_mask`), a constant image,
+            or a cine image without its frame number.
     """
-    from_cine = lambda p, f: f if record.cine is not None and Path(p) == Path(record.cine) else None  # noqa: E731
-    ed = read_image(record.ed_image, from_cine(record.ed_image, record.ed_frame))
-    es = read_image(record.es_image, from_cine(record.es_image, record.es_frame))
+    cine: Cine | None = None
+    images = []
+    for key, path, frame in (("ED", record.ed_image, record.ed_frame), ("ES", record.es_image, record.es_frame)):
+        if record.cine is not None and Path(path) == Path(record.cine):
+            if frame is None:
+                raise DataError(path, f"patient {record.patient_id}: no {key} frame for the cine; give "
+                                      f"{key.lower()}_frame or find it with resolve_cohort_phases")
+            if Path(path).is_dir():
+                cine = cine or read_cine(path)
+                images.append(_cine_frame(cine, frame))
+            else:
+                images.append(read_image(path, frame))
+        else:
+            images.append(read_image(path))
+    ed, es = images
+    for vol in (ed, es):
+        check_not_constant(vol)
     ed_mask = es_mask = None
     if record.ed_mask is not None:
         ed_mask = as_mask(read_image(record.ed_mask), ed)

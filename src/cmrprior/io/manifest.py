@@ -1,27 +1,39 @@
 """Manifest CSV reader for a user's own cohort (e.g. the paper's private ICM/NICM or AMYL/HCM tasks).
 
-Columns (header row required, order free, extra columns kept in `PatientRecord.extra`):
+Columns (header row required, order free):
 
-    patient_id, label, ed_image, es_image        required (label may be empty = unlabelled)
+    patient_id, label                            required (label may be empty = unlabelled)
+    ed_image, es_image                           required unless the manifest has a `cine` column
     ed_mask, es_mask, cine, height_cm, weight_kg optional (masks come in pairs)
-    ed_frame, es_frame                           optional 1-based frames, used when an image cell is
-                                                 empty and `cine` (a 4D NIfTI) is given
+    ed_frame, es_frame                           optional 1-based frames of `cine`, used when an image
+                                                 cell is empty
+    meta_*                                       free metadata, kept in `PatientRecord.extra`
+
+Any other column is an error that names it and the closest known column (a typo such as `ed_masks` would
+otherwise drop the masks silently). A row with a `cine` (a 4D NIfTI or a DICOM cine series folder) and
+empty image cells has `ed_image = es_image = cine`; its frames stay None when not given, and
+`cmrprior.segmentation.phases.resolve_cohort_phases` finds them (given frames always win).
 
 Each image or mask is a NIfTI file (.nii/.nii.gz) or a DICOM series folder; relative paths are resolved
-against the CSV's folder. Classes: ACDC order when every label is an ACDC class, else sorted.
+against the CSV's folder. Classes: ACDC order when every label is an ACDC class, else sorted. Patient ids
+that could leave a run folder (absolute, `..`, separators), labels differing only by case and two patients
+sharing an image are errors.
 """
 
 from __future__ import annotations
 
 import csv
+import difflib
 from pathlib import Path
 
 from cmrprior.errors import DataError
 from cmrprior.io.acdc import cohort_classes
+from cmrprior.io.checks import check_distinct_images, check_labels, check_patient_id
 from cmrprior.io.records import Cohort, PatientRecord
 
 REQUIRED_COLUMNS = ("patient_id", "label", "ed_image", "es_image")
 OPTIONAL_COLUMNS = ("ed_mask", "es_mask", "cine", "height_cm", "weight_kg", "ed_frame", "es_frame")
+META_PREFIX = "meta_"
 
 
 def _path(csv_path: Path, row_desc: str, column: str, cell: str) -> Path | None:
@@ -54,6 +66,7 @@ def _record(csv_path: Path, line: int, row: dict[str, str],
     desc = f"line {line} (patient {pid!r})" if pid else f"line {line}"
     if not pid:
         raise DataError(csv_path, f"{desc}: empty patient_id")
+    check_patient_id(pid, f"{csv_path}, {desc}")
     label = row["label"] or None
     if label is not None and allowed_labels is not None and label not in allowed_labels:
         raise DataError(csv_path, f"{desc}: unknown label {label!r} (allowed: {', '.join(allowed_labels)})")
@@ -62,17 +75,16 @@ def _record(csv_path: Path, line: int, row: dict[str, str],
     es_frame = _number(csv_path, desc, "es_frame", row.get("es_frame", ""), integer=True)
     images: dict[str, Path] = {}
     for col, frame in (("ed_image", ed_frame), ("es_image", es_frame)):
-        p = _path(csv_path, desc, col, row[col])
+        p = _path(csv_path, desc, col, row.get(col, ""))
         if p is None:
-            if cine is None or frame is None:
-                raise DataError(csv_path, f"{desc}: empty {col} (give a file, or cine with {col[:2]}_frame)")
+            if cine is None:
+                raise DataError(csv_path, f"{desc}: empty {col} (give a file, or a cine)")
             p = cine
         images[col] = p
     ed_mask = _path(csv_path, desc, "ed_mask", row.get("ed_mask", ""))
     es_mask = _path(csv_path, desc, "es_mask", row.get("es_mask", ""))
     if (ed_mask is None) != (es_mask is None):
         raise DataError(csv_path, f"{desc}: give both ed_mask and es_mask, or neither")
-    known = set(REQUIRED_COLUMNS) | set(OPTIONAL_COLUMNS)
     return PatientRecord(
         patient_id=pid,
         label=label,
@@ -86,8 +98,27 @@ def _record(csv_path: Path, line: int, row: dict[str, str],
         height_cm=_number(csv_path, desc, "height_cm", row.get("height_cm", "")),  # type: ignore[arg-type]
         weight_kg=_number(csv_path, desc, "weight_kg", row.get("weight_kg", "")),  # type: ignore[arg-type]
         source=csv_path,
-        extra={k: v for k, v in row.items() if k not in known and v},
+        extra={k: v for k, v in row.items() if k.startswith(META_PREFIX) and v},
     )
+
+
+def _check_header(csv_path: Path, header: list[str]) -> None:
+    """Required columns present (image columns optional with a cine column), no unknown column."""
+    required = [c for c in REQUIRED_COLUMNS if "cine" not in header or c not in ("ed_image", "es_image")]
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise DataError(csv_path, f"manifest missing column(s): {', '.join(missing)} (has: {', '.join(header) or 'none'})")
+    known = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
+    for col in header:
+        if col in known or col.startswith(META_PREFIX):
+            continue
+        close = difflib.get_close_matches(col.lower(), known, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise DataError(csv_path, f"unknown manifest column {col!r}: {hint}(known: {', '.join(known)}; "
+                                  f"free metadata columns start with {META_PREFIX!r})")
+    if len(set(header)) != len(header):
+        dup = sorted({c for c in header if header.count(c) > 1})
+        raise DataError(csv_path, f"manifest column(s) given twice: {', '.join(dup)}")
 
 
 def read_manifest(path: str | Path, *, skip_bad: bool = False,
@@ -99,7 +130,8 @@ def read_manifest(path: str | Path, *, skip_bad: bool = False,
     `Cohort.skipped` as (patient id or line, reason).
 
     Raises:
-        DataError: missing/unreadable CSV, missing columns, no rows, or (unless skip_bad) a bad row.
+        DataError: missing/unreadable CSV, missing or unknown columns, no rows, (unless skip_bad) a bad row
+            (including an invalid patient id), labels differing only by case, two patients sharing an image.
     """
     csv_path = Path(path)
     if not csv_path.is_file():
@@ -111,9 +143,7 @@ def read_manifest(path: str | Path, *, skip_bad: bool = False,
             rows = [{(k or "").strip(): (v or "").strip() for k, v in r.items()} for r in reader]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(csv_path, f"cannot read manifest ({exc})") from exc
-    missing = [c for c in REQUIRED_COLUMNS if c not in header]
-    if missing:
-        raise DataError(csv_path, f"manifest missing column(s): {', '.join(missing)} (has: {', '.join(header) or 'none'})")
+    _check_header(csv_path, header)
     if not rows:
         raise DataError(csv_path, "manifest has no patient rows")
     records: list[PatientRecord] = []
@@ -134,5 +164,7 @@ def read_manifest(path: str | Path, *, skip_bad: bool = False,
         records.append(rec)
     if not records:
         raise DataError(csv_path, f"no usable patient rows ({len(skipped)} skipped)")
+    check_labels(records, csv_path)
+    check_distinct_images(records, csv_path)
     return Cohort(source=csv_path, patients=tuple(records), classes=cohort_classes([r.label for r in records]),
                   skipped=tuple(skipped))

@@ -16,6 +16,7 @@ import nibabel as nib
 import numpy as np
 
 from cmrprior.errors import DataError
+from cmrprior.io.checks import check_spacing
 from cmrprior.io.records import Volume
 from cmrprior.utils import atomic
 
@@ -28,8 +29,21 @@ def is_nifti(path: str | Path) -> bool:
     return name.endswith(".nii") or name.endswith(".nii.gz")
 
 
-def _load(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
-    """Raw data (native dtype, scaling applied), affine and zooms; any read failure -> DataError."""
+def _raw_pixdim(img, path: Path) -> np.ndarray:
+    """`pixdim[1:4]` as stored: nibabel silently replaces 0 by 1 when it loads a header."""
+    header = img.header
+    if "pixdim" not in header:
+        return np.ones(3)
+    try:
+        with nib.openers.ImageOpener(str(path)) as fh:
+            raw = type(header).from_fileobj(fh, check=False)
+        return np.asarray(raw["pixdim"][1:4], dtype=np.float64)
+    except Exception:  # noqa: BLE001 - the image itself loaded; fall back to the fixed header
+        return np.asarray(header["pixdim"][1:4], dtype=np.float64)
+
+
+def _load(path: Path):
+    """(raw data (native dtype, scaling applied), affine, zooms, header); any read failure -> DataError."""
     if not path.exists():
         raise DataError(path, "file not found")
     if not path.is_file():
@@ -39,8 +53,16 @@ def _load(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
         data = np.asanyarray(img.dataobj)
     except (nib.filebasedimages.ImageFileError, EOFError, OSError, zlib.error, gzip.BadGzipFile, ValueError) as exc:
         raise DataError(path, f"corrupt or truncated NIfTI file ({type(exc).__name__}: {exc})") from exc
+    _check_pixdim(img, path, data.ndim)
     zooms = tuple(float(z) for z in img.header.get_zooms())
-    return data, np.asarray(img.affine, dtype=np.float64), zooms
+    return data, np.asarray(img.affine, dtype=np.float64), zooms, img.header.copy()
+
+
+def _check_pixdim(img, path: Path, ndim: int) -> None:
+    pixdim = _raw_pixdim(img, path)[: min(ndim, 3)]
+    if (pixdim == 0).any() or not np.isfinite(pixdim).all():
+        raise DataError(path, f"voxel size (pixdim) {pixdim.tolist()} has zero or non-finite entries; "
+                              "the header does not say the spacing")
 
 
 def _check_finite(path: Path, array: np.ndarray) -> None:
@@ -49,13 +71,15 @@ def _check_finite(path: Path, array: np.ndarray) -> None:
         raise DataError(path, f"{n_bad} non-finite voxel(s) (NaN or Inf)")
 
 
-def _to_volume(data_xyz: np.ndarray, affine: np.ndarray, zooms: tuple[float, ...], path: Path) -> Volume:
+def _to_volume(data_xyz: np.ndarray, affine: np.ndarray, zooms: tuple[float, ...], path: Path,
+               header=None) -> Volume:
     array = np.ascontiguousarray(data_xyz.transpose(2, 1, 0), dtype=np.float32)
     _check_finite(path, array)
     sx, sy, sz = (abs(z) for z in zooms[:3])
     if not all(np.isfinite(s) and s > 0 for s in (sx, sy, sz)):
         raise DataError(path, f"invalid voxel spacing {zooms[:3]} in the header")
-    return Volume(array=array, spacing=(sz, sy, sx), affine=affine, path=path)
+    check_spacing((sz, sy, sx), path, n_slices=array.shape[0])
+    return Volume(array=array, spacing=(sz, sy, sx), affine=affine, path=path, header=header)
 
 
 def read_nifti(path: str | Path) -> Volume:
@@ -68,14 +92,14 @@ def read_nifti(path: str | Path) -> Volume:
         DataError: missing, corrupt or truncated file; not 3D; non-finite voxels; invalid spacing.
     """
     path = Path(path)
-    data, affine, zooms = _load(path)
+    data, affine, zooms, header = _load(path)
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim != 3:
         raise DataError(path, f"expected a 3D image (X, Y, Z), got a {data.ndim}D array of shape {tuple(data.shape)}")
     if min(data.shape) < 1:
         raise DataError(path, f"empty image of shape {tuple(data.shape)}")
-    return _to_volume(data, affine, zooms, path)
+    return _to_volume(data, affine, zooms, path, header)
 
 
 def read_nifti_4d(path: str | Path) -> list[Volume]:
@@ -85,10 +109,10 @@ def read_nifti_4d(path: str | Path) -> list[Volume]:
         DataError: missing or corrupt file, or not a 4D image.
     """
     path = Path(path)
-    data, affine, zooms = _load(path)
+    data, affine, zooms, header = _load(path)
     if data.ndim != 4:
         raise DataError(path, f"expected a 4D cine image (X, Y, Z, T), got a {data.ndim}D array of shape {tuple(data.shape)}")
-    return [_to_volume(data[..., t], affine, zooms, path) for t in range(data.shape[3])]
+    return [_to_volume(data[..., t], affine, zooms, path, header) for t in range(data.shape[3])]
 
 
 def read_nifti_frame(path: str | Path, frame: int) -> Volume:
@@ -108,12 +132,13 @@ def read_nifti_frame(path: str | Path, frame: int) -> Volume:
         if not 1 <= frame <= shape[3]:
             raise DataError(path, f"frame {frame} out of range 1..{shape[3]}")
         data = np.asanyarray(img.dataobj[..., frame - 1])
+        _check_pixdim(img, path, 3)
     except DataError:
         raise
     except (nib.filebasedimages.ImageFileError, EOFError, OSError, zlib.error, gzip.BadGzipFile, ValueError) as exc:
         raise DataError(path, f"corrupt or truncated NIfTI file ({type(exc).__name__}: {exc})") from exc
     zooms = tuple(float(z) for z in img.header.get_zooms())
-    return _to_volume(data, np.asarray(img.affine, dtype=np.float64), zooms, path)
+    return _to_volume(data, np.asarray(img.affine, dtype=np.float64), zooms, path, img.header.copy())
 
 
 def write_nifti(
@@ -124,10 +149,15 @@ def write_nifti(
 ) -> Path:
     """Write a `(Z, H, W)` array (or `(Z, H, W, T)` -> 4D) as NIfTI, atomically (temp file, then rename).
 
-    The file holds `array_zyx.transpose(2, 1, 0)` so that `read_nifti` gives the array back. `affine` is the
-    voxel-to-world matrix; when None it is taken from `like`, else the identity (the header's zooms
-    follow from the affine). uint8/int16/int32/float32 arrays keep their dtype; other types are stored as float32.
-    `.nii.gz` is gzip-compressed, `.nii` not.
+    The file holds `array_zyx.transpose(2, 1, 0)` so that `read_nifti` gives the array back.
+
+    Header: when `like` carries a NIfTI header (it was read from a NIfTI file) and `affine` is None or equals
+    `like.affine`, that header is kept: `pixdim` (the true spacing, even when the sform has unit scale, as
+    in ACDC), qform and sform with their codes, units; only the data type and shape change, and intensity
+    scaling is dropped. Otherwise the affine is `affine`, else `like.affine`, else the identity, written as
+    qform and sform with code 1 (scanner), and `pixdim` is `like.spacing` when given (a DICOM-derived
+    volume), else the affine's column norms. uint8/int16/int32/float32 arrays keep their dtype; other
+    types are stored as float32. `.nii.gz` is gzip-compressed, `.nii` not.
 
     Raises:
         ValueError: array not 3D/4D, or file name not ending in .nii/.nii.gz.
@@ -140,12 +170,36 @@ def write_nifti(
         raise ValueError(f"expected a (Z, H, W) or (Z, H, W, T) array, got shape {array.shape}")
     if array.dtype not in (np.uint8, np.int16, np.int32, np.float32):
         array = array.astype(np.float32)
-    if affine is None:
-        affine = like.affine if like is not None else np.eye(4)
-    data = array.transpose(2, 1, 0) if array.ndim == 3 else array.transpose(2, 1, 0, 3)
-    img = nib.Nifti1Image(np.ascontiguousarray(data), np.asarray(affine, dtype=np.float64))
-    img.header.set_xyzt_units("mm", "sec")
+    data = np.ascontiguousarray(array.transpose(2, 1, 0) if array.ndim == 3 else array.transpose(2, 1, 0, 3))
+    img = _image_like(data, affine, like)
     raw = img.to_bytes()
     if path.name.lower().endswith(".gz"):
         raw = gzip.compress(raw, compresslevel=6, mtime=0)
     return atomic.write_bytes(path, raw)
+
+
+def _image_like(data: np.ndarray, affine: np.ndarray | None, like: Volume | None) -> nib.Nifti1Image:
+    """A Nifti1Image for `(X, Y, Z[, T])` data with the header rules of `write_nifti`."""
+    src = like.header if like is not None else None
+    same = affine is None or (like is not None and np.allclose(affine, like.affine, atol=1e-6))
+    if isinstance(src, nib.Nifti1Header) and same:
+        header = src.copy()
+        header.set_data_dtype(data.dtype)
+        header.set_slope_inter(1.0, 0.0)
+        img = nib.Nifti1Image(data, None, header=header)
+        pixdim = img.header["pixdim"]  # Nifti1Image(header=...) sets the shape; keep every stored voxel size
+        pixdim[1:] = np.where(src["pixdim"][1:] > 0, src["pixdim"][1:], pixdim[1:])
+        img.header["pixdim"] = pixdim
+        return img
+    if affine is None:
+        affine = like.affine if like is not None else np.eye(4)
+    affine = np.asarray(affine, dtype=np.float64)
+    img = nib.Nifti1Image(data, affine)
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    if like is not None and same:
+        dz, dy, dx = (float(s) for s in like.spacing)
+        zooms = (dx, dy, dz) + tuple(img.header.get_zooms()[3:])
+        img.header.set_zooms(zooms)
+    img.header.set_xyzt_units("mm", "sec")
+    return img

@@ -8,6 +8,9 @@ Conventions
 * `Volume.spacing` is `(z, y, x)` in millimetres, matching the array axes.
 * `Volume.affine` is the 4x4 voxel-to-world matrix of the source file, in the source's own index order
   (NIfTI: (i, j, k) -> RAS+ mm). Writers use it to put predictions back in the input's geometry.
+* `Volume.header` is the source NIfTI header (a nibabel header) or None (DICOM, arrays): writers copy it so
+  that `pixdim`, qform/sform and their codes survive (ACDC files have a unit-scale sform and the true spacing
+  only in `pixdim`).
 * Masks use ACDC labels: 0 background, 1 RV cavity, 2 LV myocardium, 3 LV cavity.
 """
 
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -30,6 +34,7 @@ class Volume:
     spacing: tuple[float, float, float]
     affine: np.ndarray
     path: Path | None = None
+    header: Any = None
 
     @property
     def shape(self) -> tuple[int, int, int]:

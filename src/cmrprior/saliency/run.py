@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from cmrprior.errors import ConfigError, DataError
+from cmrprior.io.checks import patient_filename
 from cmrprior.saliency.attribution import integrated_gradients
 from cmrprior.saliency.gradcam import gradcam
 from cmrprior.saliency.geometry import heart_on_input_grid
@@ -253,7 +254,7 @@ def run_saliency(run_dir: str | Path, config: SaliencyConfig = SaliencyConfig())
                     es_p = OverlayPanel(z["es_image"][i], z["es_map"][i], z["es_heart"][i], _title("ES", z["es_share"][i]))
                     grid_rows[(method, cell["backbone"], cell["split"], pid)].append((label, ed_p, es_p))
     for (method, backbone, split, pid), rows in grid_rows.items():
-        path = folder / "grids" / method / backbone / f"split_{split}__{pid}.png"
+        path = folder / "grids" / method / backbone / f"split_{split}__{patient_filename(pid)}.png"
         if path.exists() and (backbone, split) not in changed:
             continue
         rows = sorted(rows, key=lambda r: r[0])
@@ -351,7 +352,7 @@ def select_slices(patient_index: np.ndarray, per_patient: int | None) -> np.ndar
 
 def _overlay_path(folder: Path, method: str, cell: dict, pid: str) -> Path:
     return (folder / "overlays" / method / cell["backbone"] / f"{cell['init']}__{cell['images']}"
-            / f"split_{cell['split']}" / f"{pid}.png")
+            / f"split_{cell['split']}" / f"{patient_filename(pid)}.png")
 
 
 def _overlay_slice(test, rows: np.ndarray, pid: str, heart_ed: np.ndarray) -> int:

@@ -131,8 +131,11 @@ def predict_cohort(
 ) -> list[dict]:
     """Segment every patient of a cohort (ACDC folder or manifest CSV) into `out`.
 
-    Writes `out/<patient>/<patient>_ED.nii.gz`, `_ES.nii.gz` and, when the record has a 4D cine and
-    `include_cine`, `_cine.nii.gz` `(X, Y, Z, T)`; `out/qc.csv` (flags per volume, Dice/Hausdorff where
+    Writes `out/<patient>/<patient>_ED.nii.gz`, `_ES.nii.gz` and, when the record has a cine (4D NIfTI or
+    DICOM cine folder) and `include_cine`, `_cine.nii.gz` `(X, Y, Z, T)`; every mask keeps its input's
+    NIfTI header (`pixdim`, qform/sform and codes) or, for DICOM input, the DICOM geometry as qform/sform
+    (code 1, scanner) with `pixdim` = the DICOM spacing. `<patient>` is `patient_filename(patient_id)`.
+    Records with only a cine get their ED/ES frames from `resolve_cohort_phases` (same model); `out/qc.csv` (flags per volume, Dice/Hausdorff where
     ground-truth masks exist) and `out/overlays/<patient>.png` (`overlays` slices per phase). Returns the
     QC rows.
 
@@ -141,8 +144,9 @@ def predict_cohort(
         WeightsUnavailableError: no model given and none shipped.
     """
     from cmrprior.io.cohort import open_cohort
-    from cmrprior.io.load import as_mask, read_image
-    from cmrprior.io.nifti import read_nifti_4d, write_nifti
+    from cmrprior.io.checks import patient_filename
+    from cmrprior.io.load import as_mask, read_cine, read_image
+    from cmrprior.io.nifti import write_nifti
     from cmrprior.segmentation import qc
     from cmrprior.segmentation.network import load_segmenter
     from cmrprior.segmentation.overlay import save_overlay
@@ -150,11 +154,14 @@ def predict_cohort(
 
     data, out = Path(data), Path(out)
     _check_out(data, out)
-    cohort = open_cohort(data)
+    from cmrprior.segmentation.phases import resolve_cohort_phases
+
+    cohort, _ = resolve_cohort_phases(open_cohort(data), model_path=model_path)
     model, args, _ = load_segmenter(model_path if model_path is not None else default_model_path())
     rows: list[dict] = []
     for rec in cohort.patients:
-        pdir = out / rec.patient_id
+        name = patient_filename(rec.patient_id)
+        pdir = out / name
         shown = {}
         centre = None
         for phase, img_path, mask_path, frame in (("ED", rec.ed_image, rec.ed_mask, rec.ed_frame),
@@ -163,7 +170,7 @@ def predict_cohort(
             pred = predict_volume(model, vol, divisor=args.divisor)
             if phase == "ED":
                 centre = pred.centre
-            write_nifti(pred.labels, vol.affine, pdir / f"{rec.patient_id}_{phase}.nii.gz")
+            write_nifti(pred.labels, None, pdir / f"{name}_{phase}.nii.gz", like=vol)
             row = {"patient_id": rec.patient_id, "phase": phase, "source": str(vol.path)}
             row.update(qc.image_flags(vol.array))
             row.update(qc.mask_flags(pred.labels))
@@ -173,12 +180,12 @@ def predict_cohort(
             rows.append(row)
             shown[phase] = (vol.array, pred.labels)
         if include_cine and rec.cine is not None:
-            frames = read_nifti_4d(rec.cine)
+            frames = read_cine(rec.cine).frames
             cine = np.stack([predict_volume(model, f, divisor=args.divisor, centre=centre if not
                                             (centre == (0.0, 0.0)) else None).labels for f in frames], axis=-1)
-            write_nifti(cine, frames[0].affine, pdir / f"{rec.patient_id}_cine.nii.gz")
+            write_nifti(cine, None, pdir / f"{name}_cine.nii.gz", like=frames[0])
         if overlays > 0:
-            save_overlay(shown, out / "overlays" / f"{rec.patient_id}.png", n_slices=overlays, title=rec.patient_id)
+            save_overlay(shown, out / "overlays" / f"{name}.png", n_slices=overlays, title=rec.patient_id)
     keys = sorted({k for r in rows for k in r}, key=lambda k: (k not in rows[0], list(rows[0]).index(k) if k in rows[0] else 0))
     qc.write_csv([{k: r.get(k, "") for k in keys} for r in rows], out / "qc.csv")
     return rows

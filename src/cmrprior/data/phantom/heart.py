@@ -256,6 +256,16 @@ def _fat_profile(rng: np.random.Generator, rv_direction: float) -> np.ndarray:
             + rng.uniform(1.0, 4.0) * bump(rv_direction + 1.3))
 
 
+def interpolate_phase(ed: PhaseGeometry, es: PhaseGeometry, f: float) -> PhaseGeometry:
+    """Geometry a fraction `f` (0 = ED, 1 = ES) of the way from ED to ES: base position, long axes and radii
+    linear in f, so the LV cavity shrinks monotonically with f; papillary muscles thicken likewise."""
+    lerp = lambda a, b: a + f * (b - a)  # noqa: E731
+    papillary = tuple((a, fr, lerp(r0, r1)) for (a, fr, r0), (_, _, r1) in zip(ed.papillary, es.papillary))
+    return replace(ed, base_s=lerp(ed.base_s, es.base_s), l_endo=lerp(ed.l_endo, es.l_endo),
+                   l_epi=lerp(ed.l_epi, es.l_epi), endo=lerp(ed.endo, es.endo), epi=lerp(ed.epi, es.epi),
+                   rv_height=lerp(ed.rv_height, es.rv_height), rv_len=lerp(ed.rv_len, es.rv_len), papillary=papillary)
+
+
 def build_es(phys: Physiology, ed: PhaseGeometry, grid: Grid) -> PhaseGeometry:
     """ES geometry: base descent, radial contraction by bisection to the target LVEF, RV matched to RVEF.
 

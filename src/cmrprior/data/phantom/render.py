@@ -35,6 +35,7 @@ from cmrprior.data.phantom.heart import (
     build_es,
     heart_extent_estimate,
     heart_labels,
+    interpolate_phase,
     lv_fields,
     lv_lengths,
     papillary_field,
@@ -63,6 +64,9 @@ class RenderedPatient:
     physiology: Physiology
     measures: AnatomyMeasures
     attempts: int
+    cine_images: np.ndarray | None = None  # int16 (T, Z, H, W), frame t + 1 at index t
+    cine_masks: np.ndarray | None = None  # uint8 (T, Z, H, W), exact masks of every frame
+    cine_lv_ml: tuple[float, ...] | None = None  # true LV cavity volume per frame (ml)
 
 
 @dataclass(frozen=True)
@@ -184,8 +188,13 @@ def render_patient(
     config: PhantomConfig,
     seed: np.random.SeedSequence,
     spurious_cue: bool = False,
+    cine: bool = False,
 ) -> RenderedPatient:
-    """Render one patient of class `label`. `seed` spawns the anatomy, noise and cue streams."""
+    """Render one patient of class `label`. `seed` spawns the anatomy, noise and cue streams.
+
+    With `cine`, every frame 1..n_frames is rendered too (`RenderedPatient.cine_images`), the geometry moving
+    between ED and ES along `contraction`; the ED and ES images are identical to those without `cine`.
+    """
     rng_anat, rng_noise, rng_cue = (np.random.default_rng(s) for s in seed.spawn(3))
     phys, acq, u, v, (rows, cols), grid, ed, es, ed_mask, es_mask, m, attempts = _draw_anatomy(
         label, config, rng_anat
@@ -219,8 +228,7 @@ def render_patient(
         cue_img[row : row + side, col : col + side] = True
         cue_level = (1.4 + 0.6 * class_index / max(1, n_classes - 1)) * it["blood"]
 
-    images = []
-    for geo in (ed, es):
+    def frame_image(geo: PhaseGeometry, rng: np.random.Generator) -> np.ndarray:
         img = background.astype(np.float64)
         crop = img[:, rows, cols]  # a view: painting it paints the image
         for k in range(z):
@@ -233,14 +241,46 @@ def render_patient(
         img *= bias[None]
         if cue_img is not None:
             img[:, cue_img] = np.float32(cue_level)  # only the marker's pixels change
-        img = rician_noise(img, sigma, rng_noise)
-        images.append(np.clip(np.rint(img * gain), 0, 32767).astype(np.int16))
+        img = rician_noise(img, sigma, rng)
+        return np.clip(np.rint(img * gain), 0, 32767).astype(np.int16)
+
+    images = [frame_image(ed, rng_noise), frame_image(es, rng_noise)]
+    cine_images, cine_masks, cine_lv = None, None, None
+    if cine:
+        # intermediate frames draw their noise from a fourth stream: ED/ES images are the same with or without
+        rng_cine = np.random.default_rng(seed.spawn(1)[0])
+        cine_images, cine_masks = _render_cine(ed, es, grid, (rows, cols), ed_mask, es_frame, n_frames, images,
+                                               frame_image, rng_cine)
+        voxel_ml = acq.pixel**2 * acq.dz / 1000.0
+        cine_lv = tuple(float(np.count_nonzero(m == 3)) * voxel_ml for m in cine_masks)
 
     return RenderedPatient(
         label=label, ed_image=images[0], es_image=images[1], ed_mask=ed_mask, es_mask=es_mask,
         spacing=(acq.dz, acq.pixel, acq.pixel), height_cm=phys.height_cm, weight_kg=phys.weight_kg,
         es_frame=es_frame, n_frames=n_frames, cue=has_cue, physiology=phys, measures=m, attempts=attempts,
+        cine_images=cine_images, cine_masks=cine_masks, cine_lv_ml=cine_lv,
     )
 
 
-__all__ = ["RenderedPatient", "render_patient", "rician_noise"]
+def contraction(n_frames: int, es_frame: int) -> np.ndarray:
+    """Fraction of the ED-to-ES motion per frame `(T,)`: 0 at frame 1 (ED), 1 at `es_frame`, a raised cosine
+    in systole and a slower one in diastole that returns towards 0 at frame T + 1 (the next ED)."""
+    t = np.arange(1, n_frames + 1, dtype=np.float64)
+    systole = 0.5 - 0.5 * np.cos(np.pi * (t - 1) / (es_frame - 1))
+    diastole = 0.5 + 0.5 * np.cos(np.pi * (t - es_frame) / (n_frames + 1 - es_frame))
+    return np.where(t <= es_frame, systole, diastole)
+
+
+def _render_cine(ed: PhaseGeometry, es: PhaseGeometry, grid: Grid, window: tuple[slice, slice],
+                 ed_mask: np.ndarray, es_frame: int, n_frames: int, ed_es: list[np.ndarray], frame_image,
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """All frames int16 `(T, Z, H, W)` and their exact masks uint8 `(T, Z, H, W)`; frame 1 and `es_frame`
+    are the ED/ES images."""
+    frames, masks = [], []
+    for t, f in enumerate(contraction(n_frames, es_frame), start=1):
+        geo = ed if t == 1 else es if t == es_frame else interpolate_phase(ed, es, float(f))
+        mask = np.zeros_like(ed_mask)
+        mask[:, window[0], window[1]] = heart_labels(geo, grid)
+        masks.append(mask)
+        frames.append(ed_es[0] if t == 1 else ed_es[1] if t == es_frame else frame_image(geo, rng))
+    return np.stack(frames), np.stack(masks)

@@ -9,6 +9,9 @@ Layout (what `cmrprior.io.acdc.read_acdc` reads)::
     OUT/patientNNN/patientNNN_frameXX[_gt].nii.gz  ES image and mask, XX = ES frame
     OUT/patientNNN/phantom_truth.json              drawn targets, measured values, whether the cue is on
 
+With `output_format="dicom"` each patient is a short-axis cine DICOM series instead, and `OUT/manifest.csv`
+lists the cines (see `cmrprior.data.phantom.dicom_writer`).
+
 Each patient is written into a hidden temporary folder next to its final place and renamed when complete,
 so a killed run leaves no half patient; a re-run with the same parameters keeps finished patients and
 writes the missing ones. Files are byte-identical for the same parameters (gzip without a time stamp).
@@ -42,6 +45,7 @@ log = logging.getLogger(__name__)
 MANIFEST = "phantom.json"
 FORMAT_VERSION = 1
 _TMP_PREFIX = ".partial-"
+FORMATS = ("nifti", "dicom")
 
 
 def nifti_bytes(array_zyx: np.ndarray, spacing_zyx: tuple[float, float, float]) -> bytes:
@@ -78,18 +82,32 @@ def _truth(p: RenderedPatient) -> dict[str, object]:
     }
 
 
-def write_patient(out: Path, patient_id: str, p: RenderedPatient) -> Path:
-    """Write one patient folder atomically (temporary hidden folder, then rename). Returns the folder."""
+def write_patient(out: Path, patient_id: str, p: RenderedPatient, *, output_format: str = "nifti",
+                  seed_key: str = "") -> Path:
+    """Write one patient folder atomically (temporary hidden folder, then rename). Returns the folder.
+
+    `output_format`: "nifti" (ACDC layout) or "dicom" (cine series, `p` rendered with `cine=True`;
+    `seed_key` makes its UIDs unique per cohort and deterministic).
+    """
     final = out / patient_id
     tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{patient_id}-", dir=out))
     try:
-        (tmp / "Info.cfg").write_text(info_cfg_text(p), encoding="utf-8")
-        for frame, image, mask in ((1, p.ed_image, p.ed_mask), (p.es_frame, p.es_image, p.es_mask)):
-            stem = f"{patient_id}_frame{frame:02d}"
-            (tmp / f"{stem}.nii.gz").write_bytes(nifti_bytes(image, p.spacing))
-            (tmp / f"{stem}_gt.nii.gz").write_bytes(nifti_bytes(mask.astype(np.uint8), p.spacing))
-        (tmp / "phantom_truth.json").write_text(json.dumps(_truth(p), indent=2, sort_keys=True) + "\n")
-        for f in tmp.iterdir():
+        truth = _truth(p)
+        if output_format == "dicom":
+            from cmrprior.data.phantom.dicom_writer import CINE_FOLDER, write_cine_dicom
+
+            times = write_cine_dicom(tmp / CINE_FOLDER, patient_id, p, seed_key=seed_key)
+            truth.update(ed_frame=1, es_frame=p.es_frame, n_frames=p.n_frames,
+                         trigger_times_ms=[round(float(t), 3) for t in times],
+                         lv_volume_ml=[round(v, 3) for v in p.cine_lv_ml or ()])
+        else:
+            (tmp / "Info.cfg").write_text(info_cfg_text(p), encoding="utf-8")
+            for frame, image, mask in ((1, p.ed_image, p.ed_mask), (p.es_frame, p.es_image, p.es_mask)):
+                stem = f"{patient_id}_frame{frame:02d}"
+                (tmp / f"{stem}.nii.gz").write_bytes(nifti_bytes(image, p.spacing))
+                (tmp / f"{stem}_gt.nii.gz").write_bytes(nifti_bytes(mask.astype(np.uint8), p.spacing))
+        (tmp / "phantom_truth.json").write_text(json.dumps(truth, indent=2, sort_keys=True) + "\n")
+        for f in (f for f in tmp.rglob("*") if f.is_file()):
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
         os.chmod(tmp, 0o755)
@@ -100,8 +118,11 @@ def write_patient(out: Path, patient_id: str, p: RenderedPatient) -> Path:
     return final
 
 
-def _manifest(n_patients: int, seed: int, spurious_cue: bool, classes: tuple[str, ...], cfg: PhantomConfig) -> dict:
+def _manifest(n_patients: int, seed: int, spurious_cue: bool, classes: tuple[str, ...], cfg: PhantomConfig,
+              output_format: str = "nifti") -> dict:
+    extra = {} if output_format == "nifti" else {"format": output_format}  # NIfTI phantoms keep their manifest
     return {
+        **extra,
         "generator": "cmrprior.data.phantom",
         "format_version": FORMAT_VERSION,
         "n_patients": n_patients,
@@ -143,8 +164,9 @@ def generate_phantom(
     classes: tuple[str, ...] = ACDC_CLASSES,
     config: PhantomConfig | None = None,
     workers: int = 1,
+    output_format: str = "nifti",
 ) -> Path:
-    """Generate a synthetic CMR cohort in the ACDC layout and return `out`.
+    """Generate a synthetic CMR cohort in the ACDC layout (or as DICOM cines) and return `out`.
 
     Patients `patient001..` are assigned classes round-robin (balanced); patient i is drawn from
     SeedSequence([seed, i]) alone, so any patient can be regenerated independently and resumed runs equal
@@ -158,8 +180,10 @@ def generate_phantom(
         classes: class names, a subset of NOR, DCM, HCM, MINF, RV (e.g. two for a binary task).
         config: acquisition and noise ranges (`PhantomConfig()` by default).
         workers: processes rendering patients in parallel (the files do not depend on it).
+        output_format: "nifti" (ACDC layout) or "dicom" (one short-axis cine DICOM series per patient and
+            `OUT/manifest.csv`; ED/ES images are the same as in the NIfTI cohort).
     Raises:
-        ConfigError: bad n_patients, workers or class names. DataError: `out` is a non-phantom or different phantom.
+        ConfigError: bad n_patients, workers, class names or output format. DataError: `out` is a non-phantom or different phantom.
     """
     cfg = config or PhantomConfig()
     classes = tuple(classes)
@@ -170,12 +194,14 @@ def generate_phantom(
         raise ConfigError(f"phantom classes must be distinct names from {', '.join(KNOWN_CLASSES)}, got {classes}")
     if workers < 1:
         raise ConfigError(f"workers must be >= 1, got {workers}")
+    if output_format not in FORMATS:
+        raise ConfigError(f"phantom output format must be one of {', '.join(FORMATS)}, got {output_format!r}")
     out = Path(out)
-    _prepare_folder(out, _manifest(n_patients, int(seed), bool(spurious_cue), classes, cfg))
+    _prepare_folder(out, _manifest(n_patients, int(seed), bool(spurious_cue), classes, cfg, output_format))
     width = max(3, len(str(n_patients)))
     todo = [(i, f"patient{i + 1:0{width}d}") for i in range(n_patients)]
     todo = [(i, pid) for i, pid in todo if not (out / pid).is_dir()]
-    jobs = [(out, pid, i, classes, cfg, int(seed), bool(spurious_cue)) for i, pid in todo]
+    jobs = [(out, pid, i, classes, cfg, int(seed), bool(spurious_cue), output_format) for i, pid in todo]
     if workers == 1 or len(jobs) < 2:
         for job in jobs:
             _make_patient(*job)
@@ -185,15 +211,29 @@ def generate_phantom(
         with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx) as pool:
             for fut in as_completed([pool.submit(_make_patient, *job) for job in jobs]):
                 fut.result()
+    if output_format == "dicom":
+        _write_cine_manifest(out, [f"patient{i + 1:0{width}d}" for i in range(n_patients)])
     return out
 
 
+def _write_cine_manifest(out: Path, patient_ids: list[str]) -> None:
+    """`OUT/manifest.csv` of a DICOM phantom: label, cine folder and body size per patient."""
+    from cmrprior.data.phantom.dicom_writer import CINE_FOLDER
+
+    lines = ["patient_id,label,cine,height_cm,weight_kg"]
+    for pid in patient_ids:
+        truth = json.loads((out / pid / "phantom_truth.json").read_text(encoding="utf-8"))
+        phys = truth["physiology"]
+        lines.append(f"{pid},{phys['label']},{pid}/{CINE_FOLDER},{phys['height_cm']},{phys['weight_kg']}")
+    atomic.write_text(out / "manifest.csv", "\n".join(lines) + "\n")
+
+
 def _make_patient(out: Path, pid: str, i: int, classes: tuple[str, ...], cfg: PhantomConfig, seed: int,
-                  spurious_cue: bool) -> Path:
+                  spurious_cue: bool, output_format: str = "nifti") -> Path:
     """Render patient i (class round-robin, SeedSequence([seed, i])) and write it atomically."""
     k = i % len(classes)
     patient = render_patient(classes[k], k, len(classes), cfg, np.random.SeedSequence([seed, i]),
-                             spurious_cue=spurious_cue)
-    folder = write_patient(out, pid, patient)
+                             spurious_cue=spurious_cue, cine=output_format == "dicom")
+    folder = write_patient(out, pid, patient, output_format=output_format, seed_key=f"{seed}-{spurious_cue}")
     log.debug("phantom %s (%s) written", pid, classes[k])
     return folder

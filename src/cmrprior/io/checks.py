@@ -1,0 +1,125 @@
+"""Plausibility checks shared by every reader, and the one helper that turns a patient id into a file name.
+
+* Voxel spacing: a short-axis CMR image has pixels of `PLAUSIBLE_INPLANE_MM` and slices
+  `PLAUSIBLE_SLICE_MM` apart. Outside these ranges the header is wrong (a 0.001 mm pixel gives a field of view
+  of a fraction of a millimetre, blank network inputs and empty masks; a 50 mm pixel makes resampling to the
+  1.5 mm network grid allocate tens of gigabytes), so readers refuse it.
+* Patient ids become folder and file names of run folders: an id that is absolute, holds `..` or a path
+  separator would write outside the run folder, so readers refuse it and `patient_filename` is used wherever
+  a file name is built from an id.
+* Cohort-level checks: labels that differ only by case, and two patients sharing image files (train/test
+  leakage).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from cmrprior.errors import DataError
+from cmrprior.io.records import PatientRecord, Volume
+
+PLAUSIBLE_INPLANE_MM: tuple[float, float] = (0.2, 5.0)
+PLAUSIBLE_SLICE_MM: tuple[float, float] = (1.0, 30.0)
+
+_SAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def check_spacing(spacing_zyx: Sequence[float], path: str | Path | None, *, n_slices: int | None = None) -> None:
+    """Refuse a voxel spacing `(z, y, x)` mm outside the plausible CMR ranges.
+
+    The slice spacing of a single-slice image (`n_slices == 1`) is not checked: it is only a thickness.
+
+    Raises:
+        DataError: naming `path`, the spacing and the accepted range.
+    """
+    z, y, x = (float(s) for s in spacing_zyx)
+    lo, hi = PLAUSIBLE_INPLANE_MM
+    for name, value in (("row", y), ("column", x)):
+        if not (np.isfinite(value) and lo <= value <= hi):
+            raise DataError(path, f"implausible in-plane pixel spacing ({name}) {value:g} mm for CMR "
+                                  f"(accepted {lo:g}-{hi:g} mm); the header is probably wrong")
+    lo, hi = PLAUSIBLE_SLICE_MM
+    if n_slices != 1 and not (np.isfinite(z) and lo <= z <= hi):
+        raise DataError(path, f"implausible slice spacing {z:g} mm for short-axis CMR (accepted {lo:g}-{hi:g} mm); "
+                              "the header is probably wrong")
+
+
+def check_patient_id(patient_id: str, where: str | Path | None) -> None:
+    """Refuse an id that could leave a run folder once used as a file name (absolute, `..`, separators).
+
+    Raises:
+        DataError: naming `where` (the manifest or folder the id came from) and the id.
+    """
+    bad = (not patient_id or patient_id.strip() != patient_id or "/" in patient_id or "\\" in patient_id
+           or ".." in patient_id or Path(patient_id).is_absolute() or patient_id.startswith("~")
+           or patient_id in {".", ".."} or "\x00" in patient_id or ":" in patient_id)
+    if bad:
+        raise DataError(where, f"invalid patient id {patient_id!r}: ids must not be empty, absolute, contain '..', "
+                               "path separators or ':' (they become file names)")
+
+
+def patient_filename(patient_id: str) -> str:
+    """A file/folder name built from a patient id: characters other than letters, digits, `._-` become `_`,
+    leading dots are dropped. Used for every file name cmrprior builds from an id.
+
+    Raises:
+        DataError: the id gives an empty name.
+    """
+    name = _SAFE_CHARS.sub("_", patient_id).lstrip(".")
+    if not name or set(name) <= {"_", "-"}:
+        raise DataError(None, f"patient id {patient_id!r} gives no usable file name")
+    return name
+
+
+def check_not_constant(volume: Volume) -> None:
+    """Refuse an image whose voxels are all equal (no anatomy to segment or classify).
+
+    Raises:
+        DataError: naming the image file.
+    """
+    arr = volume.array
+    if arr.size == 0 or float(arr.max()) == float(arr.min()):
+        value = float(arr.flat[0]) if arr.size else float("nan")
+        raise DataError(volume.path, f"constant image (every voxel is {value:g}): no anatomy")
+
+
+def check_labels(records: Sequence[PatientRecord], source: str | Path) -> None:
+    """Refuse labels that differ only by case (e.g. "DCM" and "dcm" would become two classes).
+
+    Raises:
+        DataError: naming `source` and both spellings.
+    """
+    seen: dict[str, tuple[str, str]] = {}
+    for rec in records:
+        if rec.label is None:
+            continue
+        key = rec.label.casefold()
+        if key in seen and seen[key][0] != rec.label:
+            first, pid = seen[key]
+            raise DataError(source, f"labels {first!r} (patient {pid}) and {rec.label!r} (patient {rec.patient_id}) "
+                                    "differ only by case; use one spelling")
+        seen.setdefault(key, (rec.label, rec.patient_id))
+
+
+def _image_files(rec: PatientRecord) -> set[Path]:
+    return {Path(p).resolve() for p in (rec.ed_image, rec.es_image, rec.cine) if p is not None}
+
+
+def check_distinct_images(records: Sequence[PatientRecord], source: str | Path) -> None:
+    """Refuse two patients whose image files (ED, ES or cine) are the same file or folder: a patient could
+    then be in the training and the test part of a split at once.
+
+    Raises:
+        DataError: naming `source`, the shared file and both patient ids.
+    """
+    owner: dict[Path, str] = {}
+    for rec in records:
+        for f in sorted(_image_files(rec)):
+            if f in owner and owner[f] != rec.patient_id:
+                raise DataError(source, f"patients {owner[f]!r} and {rec.patient_id!r} point at the same image {f} "
+                                        "(duplicate patient: train/test leakage)")
+            owner[f] = rec.patient_id

@@ -1,0 +1,183 @@
+"""End-diastole and end-systole from a cine: segment every frame, ED = largest, ES = smallest LV cavity.
+
+This is the usual clinical definition (e.g. the ACDC frames were chosen by LV volume). The frame acquired at
+trigger time zero (the ECG R wave, which starts the cine) is ED by the other common definition; it is
+reported as a cross-check (`ed_matches_trigger`: within one frame, counted cyclically, since the largest
+volume may be the last frame of the previous cycle).
+
+Frames are 1-based, as in ACDC's Info.cfg and `PatientRecord`. Segmentation uses the shipped segmenter
+(or `model_path`) through `predict_volume`: the heart is found on the first frame and the same centre is
+used for the others, as `segment predict` does for a cine. Tests inject `segment` instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cmrprior.errors import DataError
+from cmrprior.io.records import Cohort, PatientRecord, Volume
+
+LV_LABEL = 3
+# labels uint8 (Z, H, W) of one frame, given the frame and its index (0-based) in the cine
+Segmenter = Callable[[Volume, int], np.ndarray]
+
+
+@dataclass(frozen=True)
+class PhaseDetection:
+    """ED/ES frames (1-based) found from the LV cavity volume curve (ml, one value per frame)."""
+
+    ed_frame: int
+    es_frame: int
+    lv_volume_ml: tuple[float, ...]
+    trigger_zero_frame: int  # frame with the smallest trigger time (frame 1 when times are unknown)
+    trigger_times_known: bool
+    patient_id: str | None = None
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.lv_volume_ml)
+
+    @property
+    def ed_matches_trigger(self) -> bool:
+        """Detected ED within one frame (cyclically) of the trigger-time-zero frame."""
+        d = abs(self.ed_frame - self.trigger_zero_frame)
+        return min(d, self.n_frames - d) <= 1
+
+    @property
+    def ejection_fraction(self) -> float:
+        """LV ejection fraction in % from the curve's extremes."""
+        edv, esv = self.lv_volume_ml[self.ed_frame - 1], self.lv_volume_ml[self.es_frame - 1]
+        return 100.0 * (edv - esv) / edv if edv > 0 else float("nan")
+
+    def as_row(self) -> dict[str, object]:
+        """A flat record for a CSV (units in the keys; the curve as ';'-separated ml values)."""
+        return {"patient_id": self.patient_id, "ed_frame": self.ed_frame, "es_frame": self.es_frame,
+                "n_frames": self.n_frames, "trigger_zero_frame": self.trigger_zero_frame,
+                "ed_matches_trigger": self.ed_matches_trigger, "lvef_percent": round(self.ejection_fraction, 2),
+                "lv_volume_ml": ";".join(f"{v:.2f}" for v in self.lv_volume_ml)}
+
+
+def shipped_segmenter(model_path: str | Path | None = None) -> Callable[[], Segmenter]:
+    """A factory of per-cine `Segmenter`s running the U-Net at `model_path` (default: the shipped one)
+    with `predict_volume`; the model is loaded once. Each segmenter finds the heart on frame 0 and reuses
+    that centre for the later frames of its cine.
+
+    Raises:
+        WeightsUnavailableError: no model given and none shipped. DataError: unreadable model.
+    """
+    from cmrprior.segmentation.network import load_segmenter
+    from cmrprior.segmentation.predict import default_model_path
+    from cmrprior.segmentation.volumes import predict_volume
+
+    model, args, _ = load_segmenter(model_path if model_path is not None else default_model_path())
+
+    def new_segmenter() -> Segmenter:
+        state: dict[str, tuple[float, float] | None] = {"centre": None}
+
+        def segment(frame: Volume, index: int) -> np.ndarray:
+            pred = predict_volume(model, frame, divisor=args.divisor, centre=None if index == 0 else state["centre"])
+            if index == 0:
+                state["centre"] = None if pred.blank else pred.centre
+            return pred.labels
+
+        return segment
+
+    return new_segmenter
+
+
+def lv_volumes_ml(frames: Sequence[Volume], segment: Segmenter) -> list[float]:
+    """LV cavity volume (ml) per frame: voxels labelled 3 x voxel volume (spacing product, mm^3) / 1000."""
+    out = []
+    for t, frame in enumerate(frames):
+        labels = np.asarray(segment(frame, t))
+        if labels.shape != frame.shape:
+            raise ValueError(f"segmenter returned shape {labels.shape} for a frame of shape {frame.shape}")
+        out.append(float(np.count_nonzero(labels == LV_LABEL)) * float(np.prod(frame.spacing)) / 1000.0)
+    return out
+
+
+def detect_phases(
+    frames: Sequence[Volume],
+    *,
+    model_path: str | Path | None = None,
+    segment: Segmenter | None = None,
+    trigger_times_ms: Sequence[float] | None = None,
+    patient_id: str | None = None,
+) -> PhaseDetection:
+    """ED (largest) and ES (smallest LV cavity) frames of a cine given as T >= 2 frames `(Z, H, W)`.
+
+    Ties go to the earliest frame. `segment` replaces the segmenter (tests, other models); else the model
+    at `model_path` (default: shipped) is used. `trigger_times_ms` (one per frame) gives the cross-check frame.
+
+    Raises:
+        DataError: fewer than two frames, or no LV cavity found in any frame (the curve says nothing).
+        WeightsUnavailableError: no model given and none shipped.
+    """
+    where = frames[0].path if frames else None
+    if len(frames) < 2:
+        raise DataError(where, f"a cine needs at least 2 frames to find ED and ES, got {len(frames)}")
+    seg = segment if segment is not None else shipped_segmenter(model_path)()
+    vols = lv_volumes_ml(frames, seg)
+    if max(vols) <= 0:
+        raise DataError(where, f"no LV cavity found in any of the {len(frames)} frames: ED/ES cannot be found; "
+                               "give ed_frame and es_frame")
+    ed = int(np.argmax(vols)) + 1
+    es = int(np.argmin(vols)) + 1
+    known = trigger_times_ms is not None and len(trigger_times_ms) == len(frames)
+    zero = int(np.argmin(trigger_times_ms)) + 1 if known else 1
+    return PhaseDetection(ed_frame=ed, es_frame=es, lv_volume_ml=tuple(vols), trigger_zero_frame=zero,
+                          trigger_times_known=known, patient_id=patient_id)
+
+
+def _needs_frames(rec: PatientRecord) -> bool:
+    if rec.cine is None:
+        return False
+    cine = Path(rec.cine)
+    return ((Path(rec.ed_image) == cine and rec.ed_frame is None)
+            or (Path(rec.es_image) == cine and rec.es_frame is None))
+
+
+def resolve_cohort_phases(
+    cohort: Cohort,
+    *,
+    model_path: str | Path | None = None,
+    segment: Segmenter | None = None,
+) -> tuple[Cohort, list[PhaseDetection]]:
+    """Fill `ed_frame`/`es_frame` of records whose ED or ES image is their cine and whose frame is missing.
+
+    Given frames win: only a missing frame is taken from the detection. Records with separate ED/ES files,
+    or with both frames given, are returned unchanged and not segmented. Returns the new cohort and one
+    `PhaseDetection` per detected patient (the chosen frames and the LV volume curve, to be recorded).
+
+    Raises:
+        DataError: unreadable cine, or a cine in which no LV is found (naming the cine).
+        WeightsUnavailableError: no model given and none shipped.
+    """
+    from cmrprior.io.load import read_cine
+
+    todo = [r for r in cohort.patients if _needs_frames(r)]
+    if not todo:
+        return cohort, []
+    seg_factory = (lambda: segment) if segment is not None else shipped_segmenter(model_path)
+    records: list[PatientRecord] = []
+    detections: list[PhaseDetection] = []
+    for rec in cohort.patients:
+        if not _needs_frames(rec):
+            records.append(rec)
+            continue
+        cine = read_cine(rec.cine)  # type: ignore[arg-type]
+        det = detect_phases(cine.frames, segment=seg_factory(), trigger_times_ms=cine.trigger_times_ms,
+                            patient_id=rec.patient_id)
+        ed = rec.ed_frame if rec.ed_frame is not None else det.ed_frame
+        es = rec.es_frame if rec.es_frame is not None else det.es_frame
+        if ed == es:
+            raise DataError(rec.cine, f"patient {rec.patient_id}: ED and ES would be the same frame ({ed}); "
+                                      "give both ed_frame and es_frame")
+        records.append(dataclasses.replace(rec, ed_frame=ed, es_frame=es, n_frames=cine.n_frames))
+        detections.append(det)
+    return dataclasses.replace(cohort, patients=tuple(records)), detections

@@ -1,0 +1,145 @@
+"""ED/ES detection from LV volume curves (stub segmenters), cohort resolution, and masks of ACDC-style input."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from cmrprior.anatomy.measure import label_volume_ml
+from cmrprior.errors import DataError
+from cmrprior.io.manifest import read_manifest
+from cmrprior.io.nifti import read_nifti, write_nifti
+from cmrprior.io.records import Volume
+from cmrprior.segmentation.network import build_unet, save_segmenter
+from cmrprior.segmentation.phases import detect_phases, resolve_cohort_phases
+from cmrprior.segmentation.volumes import predict_cohort
+from seg_doubles import TINY, disc_heart
+
+ACDC_ROOT = Path(os.environ.get("ACDC_ROOT", Path(__file__).resolve().parents[2] / "../shared/data/acdc/training"))
+SPACING = (8.0, 1.5, 1.25)
+
+
+def _frames(radii: list[float]) -> list[Volume]:
+    """One frame per LV radius (px): 2 slices of disc hearts; the image encodes the labels."""
+    out = []
+    for r in radii:
+        m = np.stack([disc_heart(48, (24, 26), r, 3.0, 12.0)] * 2)
+        out.append(Volume(m.astype(np.float32) * 100 + 1, SPACING, np.diag([1.25, 1.5, 8.0, 1.0])))
+    return out
+
+
+def label_reader(frame: Volume, index: int) -> np.ndarray:
+    """A perfect segmenter for `_frames` images (labels = (image - 1) / 100)."""
+    return np.rint((frame.array - 1) / 100).astype(np.uint8)
+
+
+def test_ed_largest_es_smallest_with_hand_computed_curve():
+    radii = [9.0, 8.0, 6.0, 5.0, 6.5, 8.5]  # ED = frame 1, ES = frame 4
+    frames = _frames(radii)
+    det = detect_phases(frames, segment=label_reader, trigger_times_ms=[0, 40, 80, 120, 160, 200])
+    voxel_ml = float(np.prod(SPACING)) / 1000.0
+    expected = [float((label_reader(f, 0) == 3).sum()) * voxel_ml for f in frames]
+    assert det.lv_volume_ml == pytest.approx(expected)
+    assert (det.ed_frame, det.es_frame, det.trigger_zero_frame) == (1, 4, 1) and det.ed_matches_trigger
+    assert det.ejection_fraction == pytest.approx(100 * (expected[0] - expected[3]) / expected[0])
+    row = det.as_row()
+    assert row["ed_frame"] == 1 and len(str(row["lv_volume_ml"]).split(";")) == 6
+
+
+def test_cross_check_is_cyclic_and_flags_disagreement():
+    frames = _frames([8.0, 6.0, 5.0, 7.0, 9.0])  # largest at the last frame: one frame before frame 1, cyclically
+    det = detect_phases(frames, segment=label_reader)
+    assert (det.ed_frame, det.es_frame) == (5, 3) and not det.trigger_times_known and det.ed_matches_trigger
+    det = detect_phases(frames, segment=label_reader, trigger_times_ms=[80, 120, 160, 0, 40])
+    assert det.trigger_zero_frame == 4 and det.ed_matches_trigger
+    det = detect_phases(frames, segment=label_reader, trigger_times_ms=[160, 0, 40, 80, 120])
+    assert det.trigger_zero_frame == 2 and not det.ed_matches_trigger
+
+
+def test_no_lv_anywhere_and_too_few_frames():
+    empty = [Volume(np.ones((2, 48, 48), np.float32), SPACING, np.eye(4), Path("c.nii.gz"))] * 3
+    with pytest.raises(DataError, match="no LV cavity found"):
+        detect_phases(empty, segment=lambda f, i: np.zeros(f.shape, np.uint8))
+    with pytest.raises(DataError, match="at least 2 frames"):
+        detect_phases(_frames([5.0]), segment=label_reader)
+
+
+def _cine_manifest(tmp_path: Path, rows: str) -> Path:
+    frames = _frames([7.0, 9.0, 6.0, 4.5, 8.0])  # ED = 2, ES = 4
+    cine = np.stack([f.array for f in frames], axis=-1)
+    for name in ("c1", "c2", "c3"):
+        write_nifti(cine + (name == "c2"), np.diag([1.25, 1.5, 8.0, 1.0]), tmp_path / f"{name}.nii.gz")
+    write_nifti(frames[0].array, np.diag([1.25, 1.5, 8.0, 1.0]), tmp_path / "ed.nii.gz")
+    write_nifti(frames[3].array, np.diag([1.25, 1.5, 8.0, 1.0]), tmp_path / "es.nii.gz")
+    (tmp_path / "m.csv").write_text("patient_id,label,ed_image,es_image,cine,ed_frame,es_frame\n" + rows)
+    return tmp_path / "m.csv"
+
+
+def test_resolve_fills_missing_frames_and_given_frames_win(tmp_path):
+    path = _cine_manifest(tmp_path, "a,NOR,,,c1.nii.gz,,\nb,DCM,,,c2.nii.gz,1,\nc,HCM,ed.nii.gz,es.nii.gz,c3.nii.gz,,\n")
+    cohort = read_manifest(path)
+    calls = []
+
+    def seg(frame: Volume, index: int) -> np.ndarray:
+        calls.append(index)
+        return np.rint((frame.array - 1) / 100).astype(np.uint8)
+
+    resolved, dets = resolve_cohort_phases(cohort, segment=seg)
+    a, b, c = resolved.patients
+    assert (a.ed_frame, a.es_frame, a.n_frames) == (2, 4, 5)
+    assert (b.ed_frame, b.es_frame) == (1, 4)  # the given ED frame wins over the detected 2
+    assert c == cohort.patients[2] and len(calls) == 10  # separate ED/ES files: not segmented
+    assert [d.patient_id for d in dets] == ["a", "b"] and dets[1].ed_frame == 2
+    from cmrprior.io.load import load_patient
+
+    vols = load_patient(a)
+    np.testing.assert_array_equal(vols.es.array, _frames([4.5])[0].array)
+
+
+def test_predicted_masks_of_acdc_style_input_measure_the_same_with_nibabel(tmp_path):
+    """ACDC header (unit sform, true spacing in pixdim): the written masks say the true spacing."""
+    src = tmp_path / "in"
+    src.mkdir()
+    arrays = _frames([9.0, 5.0])
+    for name, vol in (("ed", arrays[0]), ("es", arrays[1])):
+        img = nib.Nifti1Image(np.ascontiguousarray(vol.array.transpose(2, 1, 0)), np.diag([-1.0, -1.0, 1.0, 1.0]))
+        img.header.set_zooms((1.25, 1.5, 8.0))
+        img.header.set_sform(np.diag([-1.0, -1.0, 1.0, 1.0]), code=2)
+        img.header.set_qform(None, code=0)
+        (src / f"{name}.nii").write_bytes(img.to_bytes())
+    with open(src / "m.csv", "w", newline="") as fh:
+        csv.writer(fh).writerows([["patient_id", "label", "ed_image", "es_image"], ["p1", "NOR", "ed.nii", "es.nii"]])
+    torch.manual_seed(0)
+    model = save_segmenter(build_unet(TINY), TINY, tmp_path / "model" / "m.safetensors")
+    predict_cohort(src / "m.csv", tmp_path / "run", model_path=model, overlays=0, include_cine=False)
+    out = tmp_path / "run" / "p1" / "p1_ED.nii.gz"
+    img = nib.load(str(out))
+    np.testing.assert_allclose(img.header.get_zooms(), (1.25, 1.5, 8.0))
+    assert int(img.header["sform_code"]) == 2
+    labels = read_nifti(out).array
+    for label in (1, 2, 3):
+        by_nibabel = float((np.asarray(img.dataobj) == label).sum()) * float(np.prod(img.header.get_zooms()))
+        assert by_nibabel / 1000 == pytest.approx(label_volume_ml(labels, label, SPACING))
+
+
+@pytest.mark.acdc
+@pytest.mark.skipif(not ACDC_ROOT.is_dir(), reason="ACDC training folder not found")
+def test_shipped_segmenter_masks_on_acdc_measure_the_same_with_nibabel(tmp_path, one_torch_thread):
+    (tmp_path / "in").mkdir()
+    with open(tmp_path / "in" / "m.csv", "w", newline="") as fh:
+        p = ACDC_ROOT / "patient001"
+        csv.writer(fh).writerows([["patient_id", "label", "ed_image", "es_image"],
+                                  ["patient001", "DCM", p / "patient001_frame01.nii.gz", p / "patient001_frame12.nii.gz"]])
+    predict_cohort(tmp_path / "in" / "m.csv", tmp_path / "run", overlays=0, include_cine=False)
+    out = tmp_path / "run" / "patient001" / "patient001_ED.nii.gz"
+    img, ref = nib.load(str(out)), read_nifti(p / "patient001_frame01.nii.gz")
+    labels = np.asarray(img.dataobj)
+    lv_nib = float((labels == 3).sum()) * float(np.prod(img.header.get_zooms())) / 1000
+    assert lv_nib == pytest.approx(label_volume_ml(labels.transpose(2, 1, 0), 3, ref.spacing))
+    assert 200 < lv_nib < 350  # patient001 (DCM) expert LV EDV is ~296 ml; a 1 mm header would give ~12 ml
