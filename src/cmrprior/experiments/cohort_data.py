@@ -9,6 +9,8 @@ ground-truth masks and says so (`masks_note`, recorded in every result and in th
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import logging
 from dataclasses import dataclass
@@ -24,6 +26,7 @@ from cmrprior.errors import CmrPriorError, DataError
 from cmrprior.experiments.config import StudyConfig
 from cmrprior.io.cohort import open_cohort
 from cmrprior.io.records import Cohort
+from cmrprior.segmentation.phases import resolve_cohort_phases
 from cmrprior.segmentation.predict import segment_prepared
 from cmrprior.segmentation.qc import evaluate_prepared, summarise, write_csv
 from cmrprior.utils import atomic
@@ -54,9 +57,23 @@ def open_input(data: str | Path) -> tuple[Cohort, str]:
     return open_cohort(Path(data)), input_fingerprint(data)
 
 
-def prepare_data(data: str | Path, config: StudyConfig, *, cache_dir: Path) -> PreparedCohort:
-    """Open (`cmrprior.io.cohort.open_cohort`) and prepare (`cmrprior.data.prepare.prepare_cohort`) a cohort."""
-    return prepare_cohort(open_cohort(Path(data)), config.prepare, cache_dir)
+def prepare_data(data: str | Path, config: StudyConfig, *, cache_dir: Path, qc_dir: Path | None = None) -> PreparedCohort:
+    """Open (`cmrprior.io.cohort.open_cohort`), find missing ED/ES frames of cines
+    (`cmrprior.segmentation.phases.resolve_cohort_phases`, recorded in `qc_dir/phases.csv`) and prepare
+    (`cmrprior.data.prepare.prepare_cohort`) a cohort."""
+    cohort, detections = resolve_cohort_phases(open_cohort(Path(data)), model_path=config.masks.model)
+    if detections and qc_dir is not None:
+        write_phases_csv([d.as_row() for d in detections], qc_dir / "phases.csv")
+    return prepare_cohort(cohort, config.prepare, cache_dir)
+
+
+def write_phases_csv(rows: list[dict], path: Path) -> Path:
+    """The ED/ES frames found per patient and their LV volume curve (units in the column names)."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    return atomic.write_text(path, buf.getvalue())
 
 
 def choose_masks(prepared: PreparedCohort, config: StudyConfig) -> tuple[PreparedCohort, str, str]:
@@ -96,7 +113,7 @@ def load_cohort_data(data: str | Path, config: StudyConfig, *, prepared_dir: Pat
         meta = json.loads(meta_path.read_text())
         source, note = meta["masks_source"], meta["masks_note"]
     else:
-        raw = prepare_data(data, config, cache_dir=cache_dir)
+        raw = prepare_data(data, config, cache_dir=cache_dir, qc_dir=prepared_dir.parent / "qc")
         prepared, source, note = choose_masks(raw, config)
         prepared.save(prepared_dir)
         if source == "segmenter" and raw.ed_mask is not None and raw.es_mask is not None:
