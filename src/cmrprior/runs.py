@@ -340,6 +340,48 @@ class RunFolder:
             if r.ok and self.model_path(r.key).exists():
                 yield r
 
+    # written by the study or the saliency stage, read by the report
+    @property
+    def mask_flags_csv(self) -> Path:
+        """Mask plausibility flags per patient and phase (`cmrprior.segmentation.qc.write_mask_flags`)."""
+        return self.qc / "mask_flags.csv"
+
+    @property
+    def segmentation_summary_csv(self) -> Path:
+        """Segmenter Dice / Hausdorff (mm) against ground truth, per phase and metric (cohorts with ground truth)."""
+        return self.qc / "data" / "segmentation_summary.csv"
+
+    @property
+    def saliency_settings_json(self) -> Path:
+        return self.saliency / "settings.json"
+
+    def saliency_cell_dir(self, key: CellKey) -> Path:
+        """A cell's `scores.json` (written last: the done marker) and `panels_{method}.npz` (overlay arrays)."""
+        return self.saliency / "cells" / key.split / key.backbone / f"{key.init}__{key.images}"
+
+    def saliency_overlay(self, method: str, key: CellKey, patient_id: str) -> Path:
+        return (self.saliency / "overlays" / method / key.backbone / f"{key.init}__{key.images}" / f"split_{key.split}"
+                / f"{patient_id}.png")
+
+    def saliency_grid(self, method: str, backbone: str, split: str, patient_id: str) -> Path:
+        return self.saliency / "grids" / method / backbone / f"split_{split}__{patient_id}.png"
+
+    def saliency_grids(self) -> list[SaliencyGrid]:
+        """Every saliency grid PNG on disk (`saliency_grid`), sorted by method, backbone, file name."""
+        return [SaliencyGrid(p.parents[1].name, p.parent.name, *p.stem[len("split_"):].split("__", 1), p)
+                for p in sorted(self.saliency.glob("grids/*/*/split_*__*.png"))]
+
+
+@dataclass(frozen=True)
+class SaliencyGrid:
+    """One saliency grid image of one test patient: rows = configurations, columns ED, ES."""
+
+    method: str
+    backbone: str
+    split: str
+    patient_id: str
+    path: Path
+
 
 def _read_json(path: Path) -> Any:
     try:
