@@ -125,8 +125,8 @@ def _collect_panels(run: RunFolder, result: CellResult, methods: tuple[str, ...]
             continue
         with np.load(path) as z:
             for i, pid in enumerate(z["patient_ids"].tolist()):
-                ed = OverlayPanel(z["ed_image"][i], z["ed_map"][i], z["ed_heart"][i], panel_title("ED", z["ed_share"][i]))
-                es = OverlayPanel(z["es_image"][i], z["es_map"][i], z["es_heart"][i], panel_title("ES", z["es_share"][i]))
+                ed, es = (OverlayPanel(z[f"{ph}_image"][i], z[f"{ph}_map"][i], z[f"{ph}_heart"][i],
+                                       panel_title(ph.upper(), z[f"{ph}_share"][i])) for ph in ("ed", "es"))
                 grid_rows[(method, result.key.backbone, result.key.split, pid)].append((label, ed, es))
 
 
