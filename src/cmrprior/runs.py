@@ -21,6 +21,7 @@ import numpy as np
 
 from cmrprior.errors import ConfigError, DataError
 from cmrprior.utils import atomic
+from cmrprior.utils.filenames import patient_filename
 from cmrprior.vocab import ImageSpec, init_rank
 
 LAYOUT_VERSION = 2
@@ -217,56 +218,30 @@ class PretrainRecord:
 
 
 # ---- the folder ---------------------------------------------------------------------------------------
+def _at(name: str) -> property:
+    """A RunFolder property: the path `name` in the run folder."""
+    return property(lambda self: self.root / name)
+
+
 class RunFolder:
     """Paths and typed reads/writes of one study run folder (see the module doc)."""
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
 
-    # fixed files and folders
-    @property
-    def config_yaml(self) -> Path:
-        return self.root / "config.yaml"
-
-    @property
-    def run_json(self) -> Path:
-        return self.root / "run.json"
-
-    @property
-    def study_json(self) -> Path:
-        return self.root / "study.json"
-
-    @property
-    def log(self) -> Path:
-        return self.root / "log.txt"
-
-    @property
-    def splits_json(self) -> Path:
-        return self.root / "splits.json"
-
-    @property
-    def cache(self) -> Path:
-        return self.root / "cache"
-
-    @property
-    def qc(self) -> Path:
-        return self.root / "qc"
-
-    @property
-    def tables(self) -> Path:
-        return self.root / "tables"
-
-    @property
-    def figures(self) -> Path:
-        return self.root / "figures"
-
-    @property
-    def saliency(self) -> Path:
-        return self.root / "saliency"
-
-    @property
-    def report(self) -> Path:
-        return self.root / "report"
+    # fixed files and folders (paths relative to the run folder)
+    config_yaml = _at("config.yaml")
+    run_json = _at("run.json")
+    study_json = _at("study.json")
+    log = _at("log.txt")
+    splits_json = _at("splits.json")
+    cache = _at("cache")
+    qc = _at("qc")
+    tables = _at("tables")
+    figures = _at("figures")
+    saliency = _at("saliency")
+    report = _at("report")
+    inputs_json = _at("inputs.json")
 
     def prepared(self, cohort: str = "study") -> Path:
         """Prepared cohort folder: the study cohort, or `holdout` for the --test cohort."""
@@ -280,10 +255,6 @@ class RunFolder:
 
     def cell_dir(self, key: CellKey) -> Path:
         return self.split_dir(key.split) / "cells" / key.backbone / f"{key.init}__{key.images}"
-
-    @property
-    def inputs_json(self) -> Path:
-        return self.root / "inputs.json"
 
     def bind_inputs(self, inputs: dict[str, tuple[str, str] | None]) -> None:
         """Tie the folder to its inputs: role -> (path, fingerprint) or None. The first call records them;
@@ -358,6 +329,48 @@ class RunFolder:
         for r in self.cells() + (self.cells(holdout=True) if holdout else []):
             if r.ok and self.model_path(r.key).exists():
                 yield r
+
+    # written by the study or the saliency stage, read by the report
+    @property
+    def mask_flags_csv(self) -> Path:
+        """Mask plausibility flags per patient and phase (`cmrprior.segmentation.qc.write_mask_flags`)."""
+        return self.qc / "mask_flags.csv"
+
+    @property
+    def segmentation_summary_csv(self) -> Path:
+        """Segmenter Dice / Hausdorff (mm) against ground truth, per phase and metric (cohorts with ground truth)."""
+        return self.qc / "data" / "segmentation_summary.csv"
+
+    @property
+    def saliency_settings_json(self) -> Path:
+        return self.saliency / "settings.json"
+
+    def saliency_cell_dir(self, key: CellKey) -> Path:
+        """A cell's `scores.json` (written last: the done marker) and `panels_{method}.npz` (overlay arrays)."""
+        return self.saliency / "cells" / key.split / key.backbone / f"{key.init}__{key.images}"
+
+    def saliency_overlay(self, method: str, key: CellKey, patient_id: str) -> Path:
+        return (self.saliency / "overlays" / method / key.backbone / f"{key.init}__{key.images}" / f"split_{key.split}"
+                / f"{patient_filename(patient_id)}.png")
+
+    def saliency_grid(self, method: str, backbone: str, split: str, patient_id: str) -> Path:
+        return self.saliency / "grids" / method / backbone / f"split_{split}__{patient_filename(patient_id)}.png"
+
+    def saliency_grids(self) -> list[SaliencyGrid]:
+        """Every saliency grid PNG on disk (`saliency_grid`), sorted by method, backbone, file name."""
+        return [SaliencyGrid(p.parents[1].name, p.parent.name, *p.stem[len("split_"):].split("__", 1), p)
+                for p in sorted(self.saliency.glob("grids/*/*/split_*__*.png"))]
+
+
+@dataclass(frozen=True)
+class SaliencyGrid:
+    """One saliency grid image of one test patient: rows = configurations, columns ED, ES."""
+
+    method: str
+    backbone: str
+    split: str
+    patient_id: str
+    path: Path
 
 
 def _read_json(path: Path) -> Any:

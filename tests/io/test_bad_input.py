@@ -10,7 +10,8 @@ import pytest
 
 from cmrprior.errors import DataError
 from cmrprior.io.acdc import parse_info_cfg, read_acdc, write_acdc_patient
-from cmrprior.io.checks import PLAUSIBLE_INPLANE_MM, PLAUSIBLE_SLICE_MM, check_patient_id, patient_filename
+from cmrprior.io.checks import PLAUSIBLE_INPLANE_MM, PLAUSIBLE_SLICE_MM, check_patient_id
+from cmrprior.utils.filenames import patient_filename
 from cmrprior.io.dicom import read_dicom_series
 from cmrprior.io.load import load_patient
 from cmrprior.io.manifest import read_manifest

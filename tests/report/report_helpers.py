@@ -21,5 +21,5 @@ def shared_report() -> Path:
     if "page" not in _REPORT:
         from cmrprior.report import build_report
 
-        _REPORT["page"] = build_report(shared_run_with_saliency(), compute_saliency=False)
+        _REPORT["page"] = build_report(shared_run_with_saliency())
     return _REPORT["page"]

@@ -11,6 +11,7 @@ from sklearn.metrics import roc_auc_score
 
 from cmrprior.report.html import Section, markdown_to_html, render_page, table_html
 from cmrprior.report.plots import confusion_grid_png, pooled_predictions, roc_grid_png, roc_points, summed_confusion
+from cmrprior import runs
 
 
 def test_markdown_table_heading_list_and_escaping():
@@ -34,15 +35,16 @@ def test_page_marks_missing_sections_and_escapes():
     assert t == "<table><caption>c</caption><thead><tr><th>x</th></tr></thead><tbody><tr><td>1</td></tr><tr><td>&lt;y&gt;</td></tr></tbody></table>"
 
 
-def _result(labels, probs, cm=True):
-    r = {"test": {"labels": list(labels), "probabilities": [list(p) for p in probs], "metrics": {}}}
+def _result(labels, probs, cm=True) -> runs.TestOutputs:
+    matrix = []
     if cm:
         k = len(probs[0])
         m = np.zeros((k, k), int)
         for y, p in zip(labels, probs):
             m[y, int(np.argmax(p))] += 1
-        r["test"]["metrics"]["confusion_matrix"] = m.tolist()
-    return r
+        matrix = m.tolist()
+    metrics = runs.TestMetrics(None, {}, None, None, matrix, len(labels))
+    return runs.TestOutputs([f"p{i}" for i in range(len(labels))], [int(y) for y in labels], [list(p) for p in probs], metrics)
 
 
 def test_roc_points_and_confusion_against_references():
@@ -65,3 +67,27 @@ def test_roc_points_and_confusion_against_references():
     for png in (roc_grid_png([("a", [a]), ("b", [b])], ["X", "Y", "Z"]), confusion_grid_png([("a", [a, b])], ["X", "Y", "Z"])):
         img = mpimg.imread(io.BytesIO(png), format="png")
         assert img.ndim == 3 and img.shape[0] > 100
+
+
+def test_compact_dice_and_flag_tables(tmp_path):
+    """segmentation_summary.csv -> structures x (metric, phase); mask_flags.csv -> per flag and phase counts."""
+    from cmrprior.report.qc import dice_table, flags_table
+
+    summary = tmp_path / "summary.csv"
+    summary.write_text("phase,metric,mean,ci_low,ci_high,n\n"
+                       "ED,dice_LV,0.91234,0.9,0.92,30\nES,dice_LV,0.8,0.7,0.9,30\nall,dice_LV,0.85,0.8,0.9,60\n"
+                       "ED,hd95_RV,4.5,3.0,6.0,30\nES,hd95_RV,nan,nan,nan,0\n")
+    t = dice_table(summary)
+    assert "<th>Structure</th><th>Dice ED</th><th>Dice ES</th><th>HD95 (mm) ED</th><th>HD95 (mm) ES</th>" in t
+    assert "<tr><td>RV</td><td></td><td></td><td>4.500 [3.000, 6.000]</td><td>n/a</td></tr>" in t
+    assert "<tr><td>LV cavity</td><td>0.912 [0.900, 0.920]</td><td>0.800 [0.700, 0.900]</td><td></td><td></td></tr>" in t
+    assert "over 30 patients" in t and "0.850" not in t  # the pooled phase is left out
+    assert dice_table(tmp_path / "absent.csv") is None
+
+    flags = tmp_path / "mask_flags.csv"
+    flags.write_text("patient_id,label,phase,n_slices,empty_heart,volume_jump,details\n"
+                     "a,NOR,ED,8,False,True,x\na,NOR,ES,8,True,False,y\nb,DCM,ED,9,False,True,z\nb,DCM,ES,9,False,False,\n")
+    f = flags_table(flags)
+    assert "<tr><td>No heart label on any slice</td><td>0 / 2</td><td>1 / 2</td><td>a ES</td></tr>" in f
+    assert "<tr><td>Heart area jumps between neighbouring slices</td><td>2 / 2</td><td>0 / 2</td><td>a ED, b ED</td></tr>" in f
+    assert flags_table(tmp_path / "absent.csv") is None

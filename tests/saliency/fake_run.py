@@ -1,5 +1,5 @@
-"""Build a small study run folder in the documented layout (cmrprior/experiments/README.md) with the study's
-own writers: a prepared cohort with masks, config.yaml, splits.json, per-cell model.pt + result.json (real
+"""Build a small study run folder through `cmrprior.runs.RunFolder` and the study's own writers: a prepared
+cohort with masks, the mask flags, config.yaml, run.json, splits.json, per-cell model.pt + result.json (real
 predictions of small seeded models), Tables 1-3 and Figure 1. Used by tests/saliency and tests/report."""
 
 from __future__ import annotations
@@ -37,15 +37,16 @@ def _phantom_slices(n_patients: int, n_slices: int, size: int, seed: int):
 def build_fake_run(run: Path, *, n_patients: int = 12, n_slices: int = 2, size: int = 32, seed: int = 0,
                    inits=("none", "full_sscl"), images=("full", "segmented"), n_splits: int = 2,
                    with_tables: bool = True) -> Path:
-    from cmrprior.classify.model import DiagnosisModel, save_classifier
+    """The fake run at `run` (a folder path), written through `cmrprior.runs.RunFolder` as the study does."""
     from cmrprior.data.prepared import PreparedCohort, PreparedPatient
-    from cmrprior.evaluate.metrics import classification_metrics, patient_probabilities
-    from cmrprior.experiments.cohort_data import build_slice_sets
     from cmrprior.experiments.config import StudyConfig
-    from cmrprior.models.registry import create_backbone
+    from cmrprior.runs import LAYOUT_VERSION, RunFolder, RunInfo, SplitSpec
+    from cmrprior.segmentation.qc import write_mask_flags
     from cmrprior.utils import atomic
+    from cmrprior.vocab import ImageSpec
 
-    run.mkdir(parents=True, exist_ok=True)
+    folder = RunFolder(run)
+    folder.root.mkdir(parents=True, exist_ok=True)
     ed, es, med, mes = _phantom_slices(n_patients, n_slices, size, seed)
     patients = tuple(
         PreparedPatient(patient_id=f"patient{p:03d}", label=CLASSES[p % len(CLASSES)], height_cm=None, weight_kg=None,
@@ -57,15 +58,19 @@ def build_fake_run(run: Path, *, n_patients: int = 12, n_slices: int = 2, size: 
                               slice_index=np.tile(np.arange(n_slices), n_patients).astype(np.int64),
                               slice_position=np.tile(np.linspace(0, 1, n_slices), n_patients).astype(np.float32),
                               patients=patients, classes=CLASSES, pixel_spacing_mm=1.5)
-    prepared.save(run / "prepared")
-    atomic.write_json(run / "prepared" / "masks.json", {"masks_source": "ground_truth", "masks_note": "", "data": "fake"})
+    prepared.save(folder.prepared())
+    atomic.write_json(folder.prepared() / "masks.json", {"masks_source": "ground_truth", "masks_note": "", "data": "fake"})
+    write_mask_flags(prepared, folder.mask_flags_csv)
     config = StudyConfig.from_dict({
         "name": "fake",
         "images": {"segmented_mode": "mask", "margin_mm": 3.0},
         "protocol": {"n_splits": n_splits},
         "classifier": {"backbones": ["tiny"], "inits": list(inits), "images": list(images), "input_size": size},
     })
-    atomic.write_text(run / "config.yaml", config.to_yaml())
+    atomic.write_text(folder.config_yaml, config.to_yaml())
+    specs = tuple(ImageSpec.of(i, segmented_mode="mask", margin_mm=3.0) for i in images)
+    folder.write_info(RunInfo(layout_version=LAYOUT_VERSION, classes=CLASSES, masks_source="ground_truth",
+                              masks_note="", image_specs=specs, input_size=size, pixel_spacing_mm=1.5))
     ids = [p.patient_id for p in patients]
     splits = []
     for i in range(n_splits):
@@ -74,49 +79,68 @@ def build_fake_run(run: Path, *, n_patients: int = 12, n_slices: int = 2, size: 
         for c in range(len(CLASSES)):
             members = ids[c :: len(CLASSES)]
             test += [members[(2 * i + j) % len(members)] for j in range(2)]
-        splits.append({"index": i, "seed": i, "train": [p for p in ids if p not in test], "test": test})
-    atomic.write_json(run / "splits.json", splits)
-    sets = build_slice_sets(prepared, config)
+        splits.append(SplitSpec(str(i), i, tuple(p for p in ids if p not in test), tuple(test)))
+    folder.write_splits(splits)
+    results = _write_cells(folder, prepared, splits, specs, inits, size)
+    if with_tables:
+        _write_tables(folder, results, inits, images, n_patients, n_slices, n_splits)
+    return folder.root
+
+
+def _write_cells(folder, prepared, splits, specs, inits, size: int) -> list:
+    """Seeded untrained models (model.pt) with their real test predictions (result.json) for every cell, plus
+    one unavailable initialisation (ImageNet) whose reason the tables must show."""
+    from cmrprior.classify.inputs import build_slice_set
+    from cmrprior.classify.model import DiagnosisModel, save_classifier
+    from cmrprior.evaluate.metrics import classification_metrics, patient_probabilities
+    from cmrprior.models.registry import create_backbone
+    from cmrprior.runs import CellKey, CellResult, EpochRecord, TestMetrics, TestOutputs
+
+    sets = {s.images: build_slice_set(prepared, s, size) for s in specs}
+    common = dict(classes=CLASSES, masks_source="ground_truth", masks_note="", input_size=size,
+                  mode="linear")
     results = []
     for sp in splits:
         for init in inits:
-            for kind in images:
-                cell = run / "splits" / f"split_{sp['index']}" / "cells" / "tiny" / f"{init}__{kind}"
-                torch.manual_seed(1000 * sp["index"] + 10 * len(init) + len(kind))
+            for spec in specs:
+                key = CellKey(sp.name, "tiny", init, spec.images)
+                torch.manual_seed(1000 * int(sp.name) + 10 * len(init) + len(spec.images))
                 model = DiagnosisModel(create_backbone("tiny"), create_backbone("tiny"), len(CLASSES)).eval()
-                save_classifier(model, cell / "model.pt", backbone="tiny", classes=list(CLASSES), meta={})
-                test = sets[kind].subset_patients(sp["test"])
+                save_classifier(model, folder.model_path(key), classes=list(CLASSES), meta={})
+                test = sets[spec.images].subset_patients(list(sp.test))
                 with torch.no_grad():
                     probs = torch.softmax(model(torch.from_numpy(test.ed), torch.from_numpy(test.es)), 1).numpy()
                 pp = patient_probabilities(probs, test.patient_index, test.n_patients)
                 labels = test.patient_labels
-                hist = [{"epoch": e + 1, "train_loss": 1.0 / (e + 1), "val_loss": 1.1 / (e + 1), "val_auc": 0.5 + 0.05 * e}
-                        for e in range(4)]
-                result = {"status": "ok", "backbone": "tiny", "init": init, "images": kind, "split": sp["index"],
-                          "seed": sp["seed"], "classes": list(CLASSES), "masks_source": "ground_truth", "masks_note": "",
-                          "image_mode": "mask", "input_size": size, "mode": "linear",
-                          "hyperparameters": {"lr": 1e-3, "epochs": 4, "pretrain_batch_size": None}, "history": hist,
-                          "test": {"patient_ids": list(sp["test"]), "labels": labels.tolist(), "probabilities": pp.tolist(),
-                                   "metrics": classification_metrics(labels, pp, CLASSES)},
-                          "checkpoint": "model.pt", "wall_s": 0.1}
-                atomic.write_json(cell / "result.json", result)
+                hist = tuple(EpochRecord(e + 1, 1.0 / (e + 1), 1.1 / (e + 1), 0.5 + 0.05 * e) for e in range(4))
+                outputs = TestOutputs(list(sp.test), labels.tolist(), pp.tolist(),
+                                      TestMetrics(**classification_metrics(labels, pp, CLASSES)))
+                result = CellResult(key=key, status="ok", seed=sp.seed, image_mode=spec.mode, **common, history=hist, test=outputs,
+                                    hyperparameters={"lr": 1e-3, "epochs": 4, "pretrain_batch_size": None},
+                                    checkpoint="model.pt", wall_s=0.1)
+                folder.write_cell(result)
                 results.append(result)
-    for sp in splits:  # an initialisation without weights: the tables must say why it is missing
-        for kind in images:
-            r = {"status": "unavailable", "reason": "no ImageNet weights offline (test)", "backbone": "tiny",
-                 "init": "imagenet", "images": kind, "split": sp["index"], "seed": sp["seed"], "classes": list(CLASSES)}
-            atomic.write_json(run / "splits" / f"split_{sp['index']}" / "cells" / "tiny" / f"imagenet__{kind}" / "result.json", r)
+        for spec in specs:
+            r = CellResult(key=CellKey(sp.name, "tiny", "imagenet", spec.images), status="unavailable", seed=sp.seed,
+                           image_mode=spec.mode, **common, reason="no ImageNet weights offline (test)")
+            folder.write_cell(r)
             results.append(r)
-    if with_tables:
-        from cmrprior.evaluate.curves import write_figure1
-        from cmrprior.evaluate.tables import write_tables
+    return results
 
-        write_tables(results, run / "tables", classes=CLASSES, config=config.replace(evaluation={"n_boot": 50}))
-        write_figure1(results, run / "figures" / "figure1.png")
-        atomic.write_json(run / "study.json", {"data": "fake", "classes": list(CLASSES), "n_patients": n_patients,
-                                               "n_slices": n_patients * n_slices, "masks_source": "ground_truth",
-                                               "n_splits": n_splits, "versions": {"cmrprior": "test"}})
-    return run
+
+def _write_tables(folder, results, inits, images, n_patients: int, n_slices: int, n_splits: int) -> None:
+    from cmrprior.evaluate.config import EvaluationConfig
+    from cmrprior.evaluate.curves import write_figure1
+    from cmrprior.evaluate.tables import TableSetup, write_tables
+    from cmrprior.utils import atomic
+
+    setup = TableSetup(classes=CLASSES, backbones=("tiny",), inits=tuple(inits) + ("imagenet",), images=tuple(images),
+                       evaluation=EvaluationConfig(n_boot=50), seed=0, run_notes=("Masks: ground_truth (fake run).",))
+    write_tables(results, folder.tables, setup=setup)
+    write_figure1(results, folder.figures / "figure1.png")
+    atomic.write_json(folder.study_json, {"data": "fake", "classes": list(CLASSES), "n_patients": n_patients,
+                                          "n_slices": n_patients * n_slices, "masks_source": "ground_truth",
+                                          "n_splits": n_splits, "versions": {"cmrprior": "test"}})
 
 
 def load_json(path: Path):

@@ -11,6 +11,7 @@ import torch
 from fake_run import SALIENCY_TEST_SETTINGS, shared_run_with_saliency
 
 from cmrprior.errors import DataError
+from cmrprior.runs import CellKey, RunFolder
 from cmrprior.saliency.run import SaliencyConfig, run_saliency
 
 CFG = SaliencyConfig(**SALIENCY_TEST_SETTINGS)
@@ -60,13 +61,13 @@ def test_scores_match_independent_recomputation(run_dir):
     from cmrprior.data.prepared import PreparedCohort
     from cmrprior.saliency.gradcam import gradcam
 
-    split, cell = "1", "none__full"
-    rec = json.loads((run_dir / "saliency" / "cells" / split / "tiny" / cell / "scores.json").read_text())
-    result = json.loads((run_dir / "splits" / f"split_{split}" / "cells" / "tiny" / cell / "result.json").read_text())
-    model, _ = load_classifier(run_dir / "splits" / f"split_{split}" / "cells" / "tiny" / cell / "model.pt")
-    prepared = PreparedCohort.load(run_dir / "prepared").select_patients(result["test"]["patient_ids"])
+    run, key = RunFolder(run_dir), CellKey("1", "tiny", "none", "full")
+    rec = json.loads((run_dir / "saliency" / "cells" / "1" / "tiny" / "none__full" / "scores.json").read_text())
+    ids = run.read_cell(key).test.patient_ids
+    model, _ = load_classifier(run.model_path(key))
+    prepared = PreparedCohort.load(run_dir / "prepared").select_patients(ids)
     res = gradcam(model, torch.from_numpy(prepared.ed)[:, None], torch.from_numpy(prepared.es)[:, None])
-    for pi, pid in enumerate(result["test"]["patient_ids"]):
+    for pi, pid in enumerate(ids):
         shares = []
         for cam, masks in ((res.ed, prepared.ed_mask), (res.es, prepared.es_mask)):
             heart = heart_mask(masks, margin_mm=CFG.margin_mm, pixel_spacing_mm=1.5)
@@ -89,10 +90,43 @@ def test_resume_does_not_recompute(run_dir):
 def test_cli_and_bad_run_folder(tmp_path, capsys):
     from cmrprior.cli import main
 
-    with pytest.raises(DataError, match="config.yaml"):
+    with pytest.raises(DataError, match="not a study run folder"):
         run_saliency(tmp_path)
     assert main(["saliency", "--run", str(tmp_path)]) == 2
-    assert "config.yaml" in capsys.readouterr().err
+    assert "run.json missing" in capsys.readouterr().err
+    assert not (tmp_path / "saliency").exists()  # nothing written into a folder that is not a run
+
+
+def test_older_layout_is_refused(tmp_path, capsys):
+    """A run folder of the layout before run.json (config.yaml, cells, no run.json): a clear DataError."""
+    from cmrprior.cli import main
+
+    (tmp_path / "config.yaml").write_text("name: old\n")
+    cell = tmp_path / "splits" / "split_0" / "cells" / "tiny" / "none__full"
+    cell.mkdir(parents=True)
+    (cell / "result.json").write_text('{"status": "ok", "split": 0}')
+    with pytest.raises(DataError, match="older layout .*re-run the study"):
+        run_saliency(tmp_path)
+    assert main(["saliency", "--run", str(tmp_path)]) == 2
+    assert "older layout" in capsys.readouterr().err
+
+
+def test_cli_scores_a_run(tmp_path, capsys):
+    """`cmrprior saliency --run RUN` on a one-cell run: exit 0, the table written, the same scores as the API."""
+    from fake_run import build_fake_run
+
+    from cmrprior.cli import main
+
+    run = build_fake_run(tmp_path / "run", n_splits=1, inits=("none",), images=("full",), with_tables=False)
+    args = ["saliency", "--run", str(run), "--methods", "gradcam", "--overlay-patients", "0"]
+    assert main(args) == 0
+    assert "1 cell(s) scored" in capsys.readouterr().out
+    rec = json.loads((run / "saliency" / "cells" / "0" / "tiny" / "none__full" / "scores.json").read_text())
+    assert list(rec["methods"]) == ["gradcam"] and (run / "tables" / "saliency.md").exists()
+    again = build_fake_run(tmp_path / "api", n_splits=1, inits=("none",), images=("full",), with_tables=False)
+    run_saliency(again, SaliencyConfig(methods=("gradcam",), overlay_patients=0))
+    rec2 = json.loads((again / "saliency" / "cells" / "0" / "tiny" / "none__full" / "scores.json").read_text())
+    assert rec2["methods"]["gradcam"]["patients"] == rec["methods"]["gradcam"]["patients"]
 
 
 def test_select_slices_evenly_spaced():
@@ -119,9 +153,9 @@ def test_chosen_class_target(tmp_path):
     cfg = SaliencyConfig(methods=("gradcam",), target="HCM", overlay_patients=0, n_boot=50)
     run_saliency(run, cfg)
     rec = json.loads((run / "saliency" / "cells" / "0" / "tiny" / "none__full" / "scores.json").read_text())
-    cell = run / "splits" / "split_0" / "cells" / "tiny" / "none__full"
-    ids = json.loads((cell / "result.json").read_text())["test"]["patient_ids"]
-    model, _ = load_classifier(cell / "model.pt")
+    key = CellKey("0", "tiny", "none", "full")
+    ids = RunFolder(run).read_cell(key).test.patient_ids
+    model, _ = load_classifier(RunFolder(run).model_path(key))
     prep = PreparedCohort.load(run / "prepared").select_patients(ids[:1])
     res = gradcam(model, torch.from_numpy(prep.ed)[:, None], torch.from_numpy(prep.es)[:, None], target_class=2)
     shares = np.concatenate([in_heart_share(res.ed.numpy(), heart_mask(prep.ed_mask, 5.0, 1.5)),

@@ -46,6 +46,7 @@ from cmrprior.experiments.pretraining import pretrain_piece
 from cmrprior.report import build_report
 from cmrprior.runs import HOLDOUT, LAYOUT_VERSION, CellKey, CellResult, PretrainRecord, RunFolder, RunInfo, SplitSpec
 from cmrprior.saliency.run import run_saliency
+from cmrprior.segmentation.qc import write_mask_flags
 from cmrprior.utils import atomic
 from cmrprior.utils.runfolder_checks import check_out_dir
 from cmrprior.utils.seeding import derive_seed
@@ -201,6 +202,8 @@ def run_study(
     _check_inputs(run, data, test_data, config)
     _check_run_config(run, config)
     cohort = load_cohort_data(data, config, prepared_dir=run.prepared(), cache_dir=run.cache)
+    if not run.mask_flags_csv.exists():
+        write_mask_flags(cohort.prepared, run.mask_flags_csv)  # plausibility of the masks used, for the report
     classes = cohort.prepared.classes
     run.write_info(RunInfo(layout_version=LAYOUT_VERSION, classes=tuple(classes), masks_source=cohort.masks_source,
                            masks_note=cohort.masks_note, image_specs=tuple(config.image_spec(i) for i in needed_images(config)),

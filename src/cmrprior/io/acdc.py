@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from cmrprior.errors import DataError
-from cmrprior.io.checks import check_distinct_images, check_labels, check_patient_id, patient_filename
+from cmrprior.io.checks import check_distinct_images, check_labels, check_patient_id
+from cmrprior.utils.filenames import patient_filename
 from cmrprior.io.records import ACDC_CLASSES, Cohort, PatientRecord
 
 INFO_FILE = "Info.cfg"

@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,7 +24,6 @@ from cmrprior.io.records import PatientRecord, Volume
 PLAUSIBLE_INPLANE_MM: tuple[float, float] = (0.2, 5.0)
 PLAUSIBLE_SLICE_MM: tuple[float, float] = (1.0, 30.0)
 
-_SAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]")
 
 
 def check_spacing(spacing_zyx: Sequence[float], path: str | Path | None, *, n_slices: int | None = None) -> None:
@@ -60,19 +58,6 @@ def check_patient_id(patient_id: str, where: str | Path | None) -> None:
     if bad:
         raise DataError(where, f"invalid patient id {patient_id!r}: ids must not be empty, absolute, contain '..', "
                                "path separators or ':' (they become file names)")
-
-
-def patient_filename(patient_id: str) -> str:
-    """A file/folder name built from a patient id: characters other than letters, digits, `._-` become `_`,
-    leading dots are dropped. Used for every file name cmrprior builds from an id.
-
-    Raises:
-        DataError: the id gives an empty name.
-    """
-    name = _SAFE_CHARS.sub("_", patient_id).lstrip(".")
-    if not name or set(name) <= {"_", "-"}:
-        raise DataError(None, f"patient id {patient_id!r} gives no usable file name")
-    return name
 
 
 def check_not_constant(volume: Volume) -> None:

@@ -11,14 +11,13 @@ def _report(args: argparse.Namespace) -> int:
     from cmrprior.report.build import build_report
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    path = build_report(args.run, compute_saliency=not args.no_saliency)
+    path = build_report(args.run)
     print(f"report: {path}")
     return 0
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("report", help="write RUN/report/index.html (self-contained, opens from disk)")
+    p = subparsers.add_parser("report", help="write RUN/report/index.html (self-contained, opens from disk); it renders "
+                              "what the run holds: `cmrprior study` runs the saliency stage, else `cmrprior saliency`")
     p.add_argument("run", help="study run folder (from `cmrprior study`)")
-    p.add_argument("--no-saliency", action="store_true",
-                   help="do not run the saliency stage first (use what saliency/ and tables/ already hold)")
     p.set_defaults(func=_report)

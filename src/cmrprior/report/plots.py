@@ -1,6 +1,6 @@
 """Report figures (matplotlib Agg, PNG bytes): ROC curves per class and confusion matrices per configuration.
 
-Inputs are the cells' `result.json` dicts (`cmrprior/experiments/README.md`). For a configuration
+Inputs are the cells' test outputs (`cmrprior.runs.TestOutputs` of each `CellResult`). For a configuration
 (backbone, init, images) the test patients of all its splits are pooled: ROC curves are one-vs-rest per
 class on the pooled predicted probabilities (a patient tested in several splits counts once per split),
 and the confusion matrix is the sum of the splits' matrices (rows: true class, columns: predicted =
@@ -19,6 +19,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.metrics import roc_auc_score, roc_curve  # noqa: E402
 
+from cmrprior.runs import TestOutputs  # noqa: E402
+
 
 def _png(fig) -> bytes:
     try:
@@ -30,10 +32,10 @@ def _png(fig) -> bytes:
         plt.close(fig)
 
 
-def pooled_predictions(results: Sequence[dict]) -> tuple[np.ndarray, np.ndarray]:
+def pooled_predictions(results: Sequence[TestOutputs]) -> tuple[np.ndarray, np.ndarray]:
     """(labels int (P,), probabilities (P, K)) of the test patients of all given results, concatenated."""
-    ys = [np.asarray(r["test"]["labels"], dtype=np.int64) for r in results]
-    ps = [np.asarray(r["test"]["probabilities"], dtype=np.float64) for r in results]
+    ys = [np.asarray(r.labels, dtype=np.int64) for r in results]
+    ps = [np.asarray(r.probabilities, dtype=np.float64) for r in results]
     if not ys:
         return np.zeros(0, np.int64), np.zeros((0, 0))
     return np.concatenate(ys), np.concatenate(ps)
@@ -57,7 +59,7 @@ def _grid(n: int, cell: float = 3.2):
     return fig, list(axes.flat[:n])
 
 
-def roc_grid_png(configs: Sequence[tuple[str, Sequence[dict]]], classes: Sequence[str]) -> bytes:
+def roc_grid_png(configs: Sequence[tuple[str, Sequence[TestOutputs]]], classes: Sequence[str]) -> bytes:
     """One subplot per configuration (title, results of its splits): ROC curve per class, AUC in the legend."""
     fig, axes = _grid(max(len(configs), 1))
     for ax, (title, results) in zip(axes, configs):
@@ -78,22 +80,22 @@ def roc_grid_png(configs: Sequence[tuple[str, Sequence[dict]]], classes: Sequenc
     return _png(fig)
 
 
-def summed_confusion(results: Sequence[dict], n_classes: int) -> np.ndarray:
-    """Sum over results of `test.metrics.confusion_matrix` (int (K, K)); recomputed from probabilities
-    when a result lacks it."""
+def summed_confusion(results: Sequence[TestOutputs], n_classes: int) -> np.ndarray:
+    """Sum over results of `metrics.confusion_matrix` (int (K, K)); recomputed from probabilities when a
+    result's matrix is empty."""
     total = np.zeros((n_classes, n_classes), dtype=np.int64)
     for r in results:
-        cm = (r.get("test", {}).get("metrics") or {}).get("confusion_matrix")
-        if cm is None:
-            y = np.asarray(r["test"]["labels"], dtype=np.int64)
-            pred = np.asarray(r["test"]["probabilities"]).argmax(axis=1)
+        cm = r.metrics.confusion_matrix
+        if not cm:
+            y = np.asarray(r.labels, dtype=np.int64)
+            pred = np.asarray(r.probabilities).argmax(axis=1)
             cm = np.zeros((n_classes, n_classes), dtype=np.int64)
             np.add.at(cm, (y, pred), 1)
         total += np.asarray(cm, dtype=np.int64)
     return total
 
 
-def confusion_grid_png(configs: Sequence[tuple[str, Sequence[dict]]], classes: Sequence[str]) -> bytes:
+def confusion_grid_png(configs: Sequence[tuple[str, Sequence[TestOutputs]]], classes: Sequence[str]) -> bytes:
     """One confusion matrix per configuration (summed over splits); colour = row share, text = counts."""
     k = len(classes)
     fig, axes = _grid(max(len(configs), 1), cell=2.6 + 0.25 * k)

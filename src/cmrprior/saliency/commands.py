@@ -8,10 +8,11 @@ import sys
 
 
 def _saliency(args: argparse.Namespace) -> int:
-    from cmrprior.saliency.run import METHODS, SaliencyConfig, run_saliency
+    from cmrprior.saliency.run import SaliencyConfig, run_saliency
+    from cmrprior.vocab import SALIENCY_METHODS
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    methods = tuple(args.methods.split(",")) if args.methods else METHODS
+    methods = tuple(args.methods.split(",")) if args.methods else tuple(SALIENCY_METHODS)
     config = SaliencyConfig(methods=methods, target=args.target, margin_mm=args.margin_mm, ig_steps=args.ig_steps,
                             overlay_patients=args.overlay_patients, overlay_splits=args.overlay_splits, seed=args.seed)
     out = run_saliency(args.run, config)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from cmrprior.errors import ConfigError
+from cmrprior.vocab import IMAGE_MODES
 
 
 def heart_on_input_grid(
@@ -35,8 +36,8 @@ def heart_on_input_grid(
     from cmrprior.anatomy.heart import crop_boxes, crop_resize, heart_mask
     from cmrprior.classify.data import resize_stack
 
-    if image_mode not in ("full", "mask", "crop", "mask+crop"):
-        raise ConfigError(f"unknown image mode {image_mode!r}")
+    if image_mode not in IMAGE_MODES:
+        raise ConfigError(f"unknown image mode {image_mode!r}; expected one of {list(IMAGE_MODES)}")
     heart = heart_mask(masks, margin_mm=margin_mm, pixel_spacing_mm=pixel_spacing_mm).astype(np.float32)
     if image_mode in ("crop", "mask+crop"):
         box_source = heart_mask(masks, margin_mm=image_margin_mm, pixel_spacing_mm=pixel_spacing_mm)

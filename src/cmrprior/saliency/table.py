@@ -16,12 +16,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cmrprior.errors import ConfigError
-from cmrprior.evaluate.tables import INIT_NAMES, format_cell
+from cmrprior.evaluate.tables import format_cell
 from cmrprior.saliency.score import summarize_scores
 from cmrprior.utils import atomic
+from cmrprior.vocab import INIT_NAMES, init_label, init_rank, method_label, method_rank
 
-METHOD_NAMES = {"gradcam": "Grad-CAM", "integrated_gradients": "Integrated gradients"}
-INIT_ORDER = ("none", "imagenet", "full_sscl", "segmented_sscl")
 COLUMNS = ["method", "backbone", "init", "images", "mean", "t_low", "t_high", "boot_low", "boot_high", "n_splits",
            "n_patients", "chance", "cell"]
 
@@ -73,9 +72,7 @@ def saliency_table(records: Sequence[dict], *, n_boot: int = 1000, level: float 
 
 def _order(key: tuple) -> tuple:
     method, backbone, init, images = key
-    m = list(METHOD_NAMES).index(method) if method in METHOD_NAMES else 99
-    i = INIT_ORDER.index(init) if init in INIT_ORDER else 99
-    return (m, backbone, images, i)
+    return (method_rank(method), backbone, images, init_rank(init))
 
 
 def saliency_markdown(rows: list[dict], *, title: str, notes: list[str]) -> str:
@@ -83,9 +80,9 @@ def saliency_markdown(rows: list[dict], *, title: str, notes: list[str]) -> str:
     lines = [f"## {title}", ""]
     for method in dict.fromkeys(r["method"] for r in rows):
         mrows = [r for r in rows if r["method"] == method]
-        inits = [i for i in INIT_ORDER if any(r["init"] == i for r in mrows)]
-        lines += [f"### {METHOD_NAMES.get(method, method)}", "",
-                  "| Backbone | Training images | " + " | ".join(INIT_NAMES.get(i, i) for i in inits) + " | Chance (heart area) |",
+        inits = [i for i in INIT_NAMES if any(r["init"] == i for r in mrows)]
+        lines += [f"### {method_label(method)}", "",
+                  "| Backbone | Training images | " + " | ".join(init_label(i) for i in inits) + " | Chance (heart area) |",
                   "|---" * (len(inits) + 3) + "|"]
         for backbone, images in dict.fromkeys((r["backbone"], r["images"]) for r in mrows):
             cells, chance = [], []
@@ -122,14 +119,14 @@ def write_saliency_table(records: Sequence[dict], folder: str | Path, *, n_boot:
         f"(boot: {pct}% bootstrap interval over patients, {n_boot} resamples).",
         "Chance (heart area): the score a uniform saliency map would get (mean heart-area fraction of the images).",
     ]
-    for method in dict.fromkeys(m for r in records for m in r["methods"]):
+    for method in sorted(dict.fromkeys(m for r in records for m in r["methods"]), key=method_rank):
         per = {r["methods"][method].get("slices_per_patient", None) for r in records if method in r["methods"]}
         splits = {str(r["split"]) for r in records if method in r["methods"] and str(r["split"]) != "holdout"}
         k = ", ".join("all" if v is None else str(v) for v in sorted(per, key=lambda v: -1 if v is None else v))
         n_img = sum(r["methods"][method].get("n_images", 0) for r in records if method in r["methods"])
         n_none = sum(r["methods"][method].get("n_images_without_positive_saliency", 0) for r in records if method in r["methods"])
         share = f"{100 * n_none / n_img:.1f}%" if n_img else "n/a"
-        notes.append(f"{METHOD_NAMES.get(method, method)}: {k} slice(s) per test patient (evenly spaced base to apex), "
+        notes.append(f"{method_label(method)}: {k} slice(s) per test patient (evenly spaced base to apex), "
                      f"{len(splits)} split(s); {n_none} of {n_img} images ({share}) had no positive saliency "
                      "(score undefined, left out).")
         if method == "integrated_gradients":

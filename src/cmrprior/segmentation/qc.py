@@ -22,11 +22,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 
 STRUCTURES: dict[int, str] = {1: "RV", 2: "MYO", 3: "LV"}
+MASK_FLAGS: tuple[str, ...] = ("empty_heart", "missing_structure_mid", "myo_not_surrounding_lv", "volume_jump")
 
 
 def dice(pred: np.ndarray, truth: np.ndarray) -> float:
@@ -186,6 +188,24 @@ def evaluate_prepared(pred, truth=None, config: FlagConfig = FlagConfig()) -> li
     return rows
 
 
+def write_mask_flags(prepared, path: str | Path, config: FlagConfig = FlagConfig()) -> Path:
+    """Plausibility flags of the masks of a `PreparedCohort` (the masks the study uses; no ground truth needed),
+    written as CSV at `path` (the study's is `RunFolder.mask_flags_csv`, `RUN/qc/mask_flags.csv`).
+
+    One row per patient and phase, in cohort order: patient_id, label, phase (ED | ES), n_slices (count),
+    the booleans of MASK_FLAGS (True | False), details (where; areas in px). Returns `path`.
+    Raises DataError when the cohort has no masks.
+    """
+    from cmrprior.errors import DataError
+
+    if prepared.ed_mask is None or prepared.es_mask is None:
+        raise DataError(path, "mask flags need heart masks and the prepared cohort has none")
+    columns = ["patient_id", "label", "phase", "n_slices", *MASK_FLAGS, "details"]
+    rows = [{k: r[k] for k in columns} for r in evaluate_prepared(prepared, config=config)]
+    write_csv(rows, path, columns)
+    return Path(path)
+
+
 def summarise(rows: list[dict], level: float = 0.95) -> list[dict]:
     """Mean and t confidence interval of every metric, per phase (ED, ES) and overall."""
     metrics = [k for k in rows[0] if k.startswith(("dice_", "hd95_", "hd_"))] if rows else []
@@ -198,16 +218,17 @@ def summarise(rows: list[dict], level: float = 0.95) -> list[dict]:
     return out
 
 
-def write_csv(rows: list[dict], path) -> None:
-    """Write rows (dicts with the same keys) as CSV, atomically."""
+def write_csv(rows: list[dict], path, columns: Sequence[str] | None = None) -> None:
+    """Write rows (dicts with the same keys) as CSV, atomically; `columns`: the header (a header row even
+    without rows), default the first row's keys."""
     import csv
     import io
 
     from cmrprior.utils import atomic
 
     buf = io.StringIO()
-    if rows:
-        writer = csv.DictWriter(buf, fieldnames=list(rows[0].keys()))
+    if rows or columns:
+        writer = csv.DictWriter(buf, fieldnames=list(columns or rows[0].keys()))
         writer.writeheader()
         writer.writerows(rows)
     atomic.write_text(path, buf.getvalue())

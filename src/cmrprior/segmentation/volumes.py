@@ -144,7 +144,7 @@ def predict_cohort(
         WeightsUnavailableError: no model given and none shipped.
     """
     from cmrprior.io.cohort import open_cohort
-    from cmrprior.io.checks import patient_filename
+    from cmrprior.utils.filenames import patient_filename
     from cmrprior.io.load import as_mask, read_cine, read_image
     from cmrprior.io.nifti import write_nifti
     from cmrprior.segmentation import qc

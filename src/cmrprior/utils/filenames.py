@@ -1,0 +1,22 @@
+"""File names built from patient ids (ids come from users' folders and spreadsheets)."""
+
+from __future__ import annotations
+
+import re
+
+from cmrprior.errors import DataError
+
+_SAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def patient_filename(patient_id: str) -> str:
+    """A file/folder name built from a patient id: characters other than letters, digits, `._-` become `_`,
+    leading dots are dropped. Used for every file name cmrprior builds from an id.
+
+    Raises:
+        DataError: the id gives an empty name.
+    """
+    name = _SAFE_CHARS.sub("_", patient_id).lstrip(".")
+    if not name or set(name) <= {"_", "-"}:
+        raise DataError(None, f"patient id {patient_id!r} gives no usable file name")
+    return name
