@@ -45,9 +45,9 @@ def test_sscl_init_loads_checkpoint_into_both_branches(monkeypatch, tmp_path):
 
     enc = create_backbone("tiny")
     torch.nn.init.constant_(enc.features[0][0].weight, 0.123)
-    fake = types.ModuleType("cmrprior.ssl.pretrain")
+    fake = types.ModuleType("cmrprior.ssl.checkpoint")
     fake.load_encoder = lambda path: enc
-    monkeypatch.setitem(sys.modules, "cmrprior.ssl.pretrain", fake)
+    monkeypatch.setitem(sys.modules, "cmrprior.ssl.checkpoint", fake)
     m = build_model("tiny", "full_sscl", 3, checkpoint=tmp_path / "x.pt")
     for branch in (m.ed_encoder, m.es_encoder):
         assert torch.all(branch.features[0][0].weight == 0.123)

@@ -83,17 +83,21 @@ class FakePretrainResult:
 
 
 class RecordingPretrain:
-    """Stands in for `cmrprior.ssl.pretrain`: saves a seeded tiny encoder and records every image it saw."""
+    """Stands in for `cmrprior.ssl.pretrain` (and its config and checkpoint modules): saves a seeded tiny
+    encoder and records every image it saw."""
 
     def __init__(self) -> None:
         self.calls: list[dict] = []
 
     def install(self, monkeypatch) -> None:
-        mod = types.ModuleType("cmrprior.ssl.pretrain")
-        mod.PretrainConfig = FakePretrainConfig
-        mod.pretrain = self.pretrain
-        mod.load_encoder = self.load_encoder
-        monkeypatch.setitem(sys.modules, "cmrprior.ssl.pretrain", mod)
+        members = {"cmrprior.ssl.config": {"PretrainConfig": FakePretrainConfig},
+                   "cmrprior.ssl.pretrain": {"pretrain": self.pretrain},
+                   "cmrprior.ssl.checkpoint": {"load_encoder": self.load_encoder}}
+        for name, attrs in members.items():
+            mod = types.ModuleType(name)
+            for attr, value in attrs.items():
+                setattr(mod, attr, value)
+            monkeypatch.setitem(sys.modules, name, mod)
 
     def pretrain(self, train_images, config, out_dir, val_images=None):
         from cmrprior.models.registry import create_backbone

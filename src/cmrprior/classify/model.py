@@ -6,7 +6,7 @@ Encoders come from `cmrprior.models.registry.create_backbone` (any registered ba
 
 * `none`: random weights (seeded),
 * `imagenet`: torchvision ImageNet weights (raises WeightsUnavailableError when not available offline),
-* `full_sscl` / `segmented_sscl`: a SimCLR checkpoint (`cmrprior.ssl.pretrain.load_encoder`); both branches
+* `full_sscl` / `segmented_sscl`: a SimCLR checkpoint (`cmrprior.ssl.checkpoint.load_encoder`); both branches
   start from the same checkpoint.
 """
 
@@ -82,7 +82,7 @@ def build_encoders(
         return ed, copy.deepcopy(ed)
     if checkpoint is None:
         raise ConfigError(f"init {init!r} needs a pre-training checkpoint")
-    from cmrprior.ssl.pretrain import load_encoder
+    from cmrprior.ssl.checkpoint import load_encoder
 
     ed = load_encoder(checkpoint)
     return ed, copy.deepcopy(ed)

@@ -52,7 +52,7 @@ class PretrainSettings:
     temperature: float = 0.1
     lr: float = 1e-4
     patience: int = 3
-    extra: dict = field(default_factory=dict)  # passed to cmrprior.ssl.pretrain.PretrainConfig as is
+    extra: dict = field(default_factory=dict)  # passed to cmrprior.ssl.config.PretrainConfig as is
 
 
 @dataclass(frozen=True)

@@ -31,8 +31,8 @@ def pretrain_images(data: SliceSet, ids: tuple[str, ...]) -> np.ndarray:
 
 
 def build_pretrain_config(backbone: str, batch_size: int, settings: PretrainSettings, seed: int, image_size: int):
-    """`cmrprior.ssl.pretrain.PretrainConfig` from the study settings (fields it does not have are dropped)."""
-    from cmrprior.ssl.pretrain import PretrainConfig
+    """`cmrprior.ssl.config.PretrainConfig` from the study settings (fields it does not have are dropped)."""
+    from cmrprior.ssl.config import PretrainConfig
 
     wanted = {
         "backbone": backbone,

@@ -162,7 +162,8 @@ def run_pretrain(args: argparse.Namespace) -> int:
     import dataclasses
 
     from cmrprior.ssl.distributed import dist_info, init_distributed
-    from cmrprior.ssl.pretrain import PretrainConfig, pretrain, select_batch_size
+    from cmrprior.ssl.config import PretrainConfig
+    from cmrprior.ssl.pretrain import pretrain, select_batch_size
     from cmrprior.utils import atomic
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
