@@ -28,6 +28,8 @@ from typing import Literal
 import numpy as np
 from scipy import ndimage
 
+from cmrprior.data.resample import crop_window
+
 ImageMode = Literal["full", "mask", "crop", "mask+crop"]
 IMAGE_MODES: tuple[str, ...] = ("full", "mask", "crop", "mask+crop")
 HEART_LABELS: tuple[int, ...] = (1, 2, 3)
@@ -100,12 +102,7 @@ def crop_resize(image: np.ndarray, top: int, left: int, side: int, out_shape: tu
     align_corners=False)` with edge replication inside the crop, so a crop of the whole image is the
     identity. `image` float `(H, W)`; returns float32 `out_shape`.
     """
-    h, w = image.shape
-    patch = np.zeros((side, side), dtype=np.float32)
-    sr0, sr1 = max(top, 0), min(top + side, h)
-    sc0, sc1 = max(left, 0), min(left + side, w)
-    if sr1 > sr0 and sc1 > sc0:
-        patch[sr0 - top : sr1 - top, sc0 - left : sc1 - left] = image[sr0:sr1, sc0:sc1]
+    patch = crop_window(image, top, left, side, dtype=np.float32)
     oh, ow = out_shape
     if (oh, ow) == (side, side):
         return patch
