@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from cmrprior.utils import affine
+
 
 @dataclass(frozen=True)
 class AugmentConfig:
@@ -102,16 +104,9 @@ def affine_matrices(params: AugmentParams) -> torch.Tensor:
 
     A scale s > 1 zooms in (structures look larger): the output samples a region 1/s the size.
     """
-    cos, sin = torch.cos(params.angle_rad), torch.sin(params.angle_rad)
-    inv_s = 1.0 / params.scale
-    fx = torch.where(params.flip_x, -1.0, 1.0)
-    fy = torch.where(params.flip_y, -1.0, 1.0)
-    theta = torch.zeros(params.angle_rad.shape[0], 2, 3)
-    theta[:, 0, 0] = cos * inv_s * fx
-    theta[:, 0, 1] = -sin * inv_s * fy
-    theta[:, 1, 0] = sin * inv_s * fx
-    theta[:, 1, 1] = cos * inv_s * fy
-    theta[:, :, 2] = params.shift_xy
+    zoom = affine.rotation(params.angle_rad) * (1.0 / params.scale)[:, None, None]
+    theta = affine.theta(affine.scale_cols(zoom, affine.flip_sign(params.flip_x), affine.flip_sign(params.flip_y)),
+                         params.shift_xy)
     identity = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]).expand_as(theta)
     return torch.where(params.active.view(-1, 1, 1), theta, identity)
 
