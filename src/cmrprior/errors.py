@@ -24,3 +24,9 @@ class ConfigError(CmrPriorError):
 
 class WeightsUnavailableError(CmrPriorError):
     """Pretrained weights were requested but cannot be found or downloaded."""
+
+
+class InputError(CmrPriorError, ValueError):
+    """An invalid argument of a library call: an array of the wrong shape, a value out of its range, patients
+    that overlap or are missing, too few samples for a statistic. Also a ValueError, so code that treats
+    invalid arguments the standard way keeps catching it."""

@@ -29,6 +29,7 @@ import numpy as np
 from scipy import ndimage
 
 from cmrprior.data.resample import crop_window
+from cmrprior.errors import ConfigError, InputError
 
 ImageMode = Literal["full", "mask", "crop", "mask+crop"]
 IMAGE_MODES: tuple[str, ...] = ("full", "mask", "crop", "mask+crop")
@@ -46,7 +47,7 @@ def disk(radius_px: float) -> np.ndarray:
 
 def _check_stack(name: str, arr: np.ndarray) -> None:
     if arr.ndim != 3:
-        raise ValueError(f"{name} must be (N, H, W), got shape {arr.shape}")
+        raise InputError(f"{name} must be (N, H, W), got shape {arr.shape}")
 
 
 def heart_mask(masks: np.ndarray, margin_mm: float = 0.0, pixel_spacing_mm: float = 1.5) -> np.ndarray:
@@ -62,14 +63,15 @@ def heart_mask(masks: np.ndarray, margin_mm: float = 0.0, pixel_spacing_mm: floa
         bool `(N, H, W)`.
 
     Raises:
-        ValueError: wrong dimensionality, negative margin or non-positive spacing.
+        InputError: wrong dimensionality.
+        ConfigError: negative margin or non-positive spacing.
     """
     masks = np.asarray(masks)
     _check_stack("masks", masks)
     if margin_mm < 0:
-        raise ValueError(f"margin_mm must be >= 0, got {margin_mm}")
+        raise ConfigError(f"margin_mm must be >= 0, got {margin_mm}")
     if pixel_spacing_mm <= 0:
-        raise ValueError(f"pixel_spacing_mm must be > 0, got {pixel_spacing_mm}")
+        raise ConfigError(f"pixel_spacing_mm must be > 0, got {pixel_spacing_mm}")
     heart = np.isin(masks, HEART_LABELS)
     structure = disk(margin_mm / pixel_spacing_mm)
     if structure.size == 1:
@@ -130,7 +132,7 @@ def crop_boxes(heart: np.ndarray, groups: np.ndarray | None = None) -> list[tupl
         return boxes
     groups = np.asarray(groups)
     if groups.shape != (n,):
-        raise ValueError(f"groups must have shape ({n},), got {groups.shape}")
+        raise InputError(f"groups must have shape ({n},), got {groups.shape}")
     for g in np.unique(groups[~nonempty]):
         members = groups == g
         donors = members & nonempty
@@ -166,15 +168,16 @@ def apply_image_mode(
         float32 `(N, H, W)`, a new array (same size as `images`).
 
     Raises:
-        ValueError: unknown mode, wrong dimensionality, or `images`/`masks` shapes differ.
+        ConfigError: unknown mode.
+        InputError: wrong dimensionality, or `images`/`masks` shapes differ.
     """
     images = np.asarray(images)
     masks = np.asarray(masks)
     if mode not in IMAGE_MODES:
-        raise ValueError(f"unknown image mode {mode!r}; expected one of {IMAGE_MODES}")
+        raise ConfigError(f"unknown image mode {mode!r}; expected one of {IMAGE_MODES}")
     _check_stack("images", images)
     if images.shape != masks.shape:
-        raise ValueError(f"images {images.shape} and masks {masks.shape} differ in shape")
+        raise InputError(f"images {images.shape} and masks {masks.shape} differ in shape")
     out = images.astype(np.float32, copy=True)
     if mode == "full":
         return out

@@ -12,6 +12,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cmrprior.errors import InputError
+
 
 @dataclass(frozen=True, eq=False)
 class SliceSet:
@@ -40,7 +42,7 @@ class SliceSet:
         pos = {p: i for i, p in enumerate(self.patient_ids)}
         missing = [p for p in patient_ids if p not in pos]
         if missing:
-            raise KeyError(f"patients not in slice set: {missing[:5]}")
+            raise InputError(f"patients not in slice set: {missing[:5]}")
         order = [pos[p] for p in patient_ids]
         keep = np.concatenate([np.flatnonzero(self.patient_index == o) for o in order]) if order else np.zeros(0, np.int64)
         remap = np.full(self.n_patients, -1, dtype=np.int64)

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from cmrprior.classify.train import fit_head
+from cmrprior.errors import ConfigError, InputError
 
 
 @dataclass(frozen=True)
@@ -76,13 +77,13 @@ def cv_search_linear(
         folds: (inner-train ids, inner-val ids) per fold, subsets of `patient_ids`.
     """
     if not folds:
-        raise ValueError("cross-validation needs at least one fold")
+        raise ConfigError("cross-validation needs at least one fold")
     known = set(patient_ids)
     for tr, va in folds:
         if not set(tr) <= known or not set(va) <= known:
-            raise ValueError("fold patients must come from the training part")
+            raise InputError("fold patients must come from the training part")
         if set(tr) & set(va):
-            raise ValueError("a patient is on both sides of a fold")
+            raise InputError("a patient is on both sides of a fold")
     grid, per_lr = [], []
     for li, lr in enumerate(lrs):
         auc = np.full((len(folds), max_epochs), np.nan)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cmrprior.errors import InputError
 from cmrprior.utils import atomic
 
 
@@ -67,7 +68,7 @@ class PreparedCohort:
         pos = {pid: i for i, pid in enumerate(self.patient_ids)}
         missing = [p for p in wanted if p not in pos]
         if missing:
-            raise KeyError(f"patients not in cohort: {missing[:5]}")
+            raise InputError(f"patients not in cohort: {missing[:5]}")
         old_idx = [pos[p] for p in wanted]
         remap = {o: n for n, o in enumerate(old_idx)}
         keep = np.concatenate([np.flatnonzero(self.patient_index == o) for o in old_idx]) if old_idx else np.zeros(0, np.int64)

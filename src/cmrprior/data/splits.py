@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cmrprior.errors import ConfigError
+from cmrprior.errors import ConfigError, InputError
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class Split:
     def __post_init__(self) -> None:
         overlap = set(self.train) & set(self.test)
         if overlap:
-            raise ValueError(f"patients on both sides of a split: {sorted(overlap)[:5]}")
+            raise InputError(f"patients on both sides of a split: {sorted(overlap)[:5]}")
 
 
 def _check(ids: Sequence[str], labels: Sequence[object]) -> tuple[np.ndarray, np.ndarray]:

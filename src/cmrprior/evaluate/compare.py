@@ -21,6 +21,7 @@ from scipy import stats
 from scipy.stats import rankdata
 
 from cmrprior.evaluate.ci import Metric, resample_counts, stratified_resample, t_interval
+from cmrprior.errors import InputError
 from cmrprior.evaluate.metrics import macro_auc, weighted_macro_auc
 
 
@@ -98,7 +99,7 @@ def delong_binary(positive: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarr
     positive = np.asarray(positive, dtype=bool)
     m, n = int(positive.sum()), int((~positive).sum())
     if m < 2 or n < 2:
-        raise ValueError("DeLong needs at least 2 positives and 2 negatives")
+        raise InputError("DeLong needs at least 2 positives and 2 negatives")
     a_auc, a10, a01 = _structural_components(positive, np.asarray(scores_a, float))
     b_auc, b10, b01 = _structural_components(positive, np.asarray(scores_b, float))
     s10 = np.cov(np.vstack([a10, b10]), ddof=1)
@@ -127,7 +128,7 @@ def delong_test(labels: np.ndarray, probs_a: np.ndarray, probs_b: np.ndarray) ->
     else:
         classes = [c for c in range(k) if 2 <= (labels == c).sum() <= labels.size - 2]
         if not classes:
-            raise ValueError("DeLong needs a class with at least 2 positives and 2 negatives")
+            raise InputError("DeLong needs a class with at least 2 positives and 2 negatives")
         w = 1.0 / len(classes)
         diffs, variances, infl = [], [], []
         for c in classes:

@@ -13,6 +13,8 @@ import math
 import numpy as np
 from scipy.stats import rankdata
 
+from cmrprior.errors import InputError
+
 
 def binary_auc(positive: np.ndarray, scores: np.ndarray) -> float:
     """AUC of `scores` (P,) for the boolean `positive` (P,); NaN when one side is empty.
@@ -40,7 +42,7 @@ def macro_auc(labels: np.ndarray, probs: np.ndarray) -> float:
     """Macro one-vs-rest AUC (unweighted mean over classes present); binary AUC of class 1 when K == 2."""
     probs = np.asarray(probs, dtype=np.float64)
     if probs.ndim != 2 or probs.shape[0] != len(labels):
-        raise ValueError(f"probs must be (P, K) with P = len(labels); got {probs.shape} for {len(labels)} labels")
+        raise InputError(f"probs must be (P, K) with P = len(labels); got {probs.shape} for {len(labels)} labels")
     if probs.shape[1] == 2:
         return binary_auc(np.asarray(labels) == 1, probs[:, 1])
     aucs = per_class_auc(labels, probs)

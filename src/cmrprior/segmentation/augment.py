@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from cmrprior.errors import ConfigError
 from cmrprior.utils import affine
 
 
@@ -36,12 +37,12 @@ class AugmentConfig:
 
     def __post_init__(self) -> None:
         if not 0 < self.scale_min <= self.scale_max:
-            raise ValueError("need 0 < scale_min <= scale_max")
+            raise ConfigError("need 0 < scale_min <= scale_max")
         if self.gamma_max < 1:
-            raise ValueError("gamma_max must be >= 1")
+            raise ConfigError("gamma_max must be >= 1")
         for name in ("flip_prob", "prob"):
             if not 0 <= getattr(self, name) <= 1:
-                raise ValueError(f"{name} must be in [0, 1]")
+                raise ConfigError(f"{name} must be in [0, 1]")
 
 
 @dataclass(frozen=True)
@@ -125,7 +126,7 @@ def apply_augment(
     theta = affine_matrices(params).to(images.dtype)
     if out_size is not None:
         if h != w or out_size > h:
-            raise ValueError(f"out_size {out_size} needs square images of at least that size, got {h}x{w}")
+            raise ConfigError(f"out_size {out_size} needs square images of at least that size, got {h}x{w}")
         theta = theta.clone()
         theta[:, :, :2] = theta[:, :, :2] * (out_size / h)
         h = w = out_size

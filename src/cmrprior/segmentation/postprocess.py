@@ -16,6 +16,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from cmrprior.errors import InputError
+
 _STRUCT_3D = np.ones((3, 3, 3), dtype=bool)
 
 
@@ -58,7 +60,7 @@ def postprocess_labels(labels: np.ndarray, labels_to_clean: tuple[int, ...] = (1
     squeeze = labels.ndim == 2
     lab = (labels[None] if squeeze else labels).astype(np.uint8, copy=True)
     if lab.ndim != 3:
-        raise ValueError(f"labels must be (Z, H, W) or (H, W), got shape {labels.shape}")
+        raise InputError(f"labels must be (Z, H, W) or (H, W), got shape {labels.shape}")
     anchors = {3: None, 2: (3,), 1: (3, 2)}  # LV first, then MYO next to it, then RV next to both
     for value in (3, 2, 1):
         region = lab == value

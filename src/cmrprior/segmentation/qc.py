@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from cmrprior.errors import InputError
+
 STRUCTURES: dict[int, str] = {1: "RV", 2: "MYO", 3: "LV"}
 
 
@@ -33,7 +35,7 @@ def dice(pred: np.ndarray, truth: np.ndarray) -> float:
     """Dice of two boolean arrays of the same shape (NaN when both are empty)."""
     pred, truth = np.asarray(pred, bool), np.asarray(truth, bool)
     if pred.shape != truth.shape:
-        raise ValueError(f"shapes differ: {pred.shape} vs {truth.shape}")
+        raise InputError(f"shapes differ: {pred.shape} vs {truth.shape}")
     denom = int(pred.sum()) + int(truth.sum())
     if denom == 0:
         return float("nan")
@@ -110,7 +112,7 @@ def mask_flags(labels: np.ndarray, config: FlagConfig = FlagConfig()) -> dict[st
     """
     labels = np.asarray(labels)
     if labels.ndim != 3:
-        raise ValueError(f"labels must be (Z, H, W), got shape {labels.shape}")
+        raise InputError(f"labels must be (Z, H, W), got shape {labels.shape}")
     z = labels.shape[0]
     heart_area = (labels > 0).reshape(z, -1).sum(axis=1)
     details: list[str] = []
@@ -152,7 +154,7 @@ def image_flags(image: np.ndarray, config: FlagConfig = FlagConfig()) -> dict[st
     """Input checks for one image stack `(Z, H, W)`: `blank_image` (constant) and `tiny_field_of_view`."""
     image = np.asarray(image)
     if image.ndim != 3:
-        raise ValueError(f"image must be (Z, H, W), got shape {image.shape}")
+        raise InputError(f"image must be (Z, H, W), got shape {image.shape}")
     blank = bool(image.size == 0 or float(np.nanmax(image)) == float(np.nanmin(image)))
     tiny = bool(min(image.shape[1:]) < config.min_fov_px)
     return {"blank_image": blank, "tiny_field_of_view": tiny}
