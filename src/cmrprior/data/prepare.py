@@ -24,12 +24,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import multiprocessing as mp
 import os
 from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from cmrprior.data.intensity import apply_window
 from cmrprior.data.prepared import PreparedCohort, PreparedPatient
@@ -203,16 +206,11 @@ def cache_key(cohort: Cohort, config: PrepareConfig, *, skip_bad: bool = False) 
 
 def _run(records: list[PatientRecord], config: PrepareConfig, workers: int, progress: bool
          ) -> Iterable[PreparedArrays | DataError]:
-    from tqdm import tqdm
-
     jobs = [(r, config) for r in records]
     if workers <= 1 or len(jobs) < 4:
         results: Iterable = map(_prepare_or_error, jobs)
         yield from tqdm(results, total=len(jobs), disable=not progress, desc="prepare", unit="patient")
         return
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
-
     with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
         results = pool.map(_prepare_or_error, jobs, chunksize=4)
         yield from tqdm(results, total=len(jobs), disable=not progress, desc="prepare", unit="patient")

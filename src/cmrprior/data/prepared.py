@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cmrprior.errors import InputError
+from cmrprior.errors import DataError, InputError
 from cmrprior.utils import atomic
 
 
@@ -117,8 +117,6 @@ class PreparedCohort:
         folder = Path(folder)
         meta_path = folder / "cohort.json"
         if not meta_path.exists():
-            from cmrprior.errors import DataError
-
             raise DataError(folder, "not a prepared cohort (cohort.json missing)")
         meta = json.loads(meta_path.read_text())
         with np.load(folder / "arrays.npz") as z:

@@ -88,7 +88,7 @@ def repeated_splits(ids: Sequence[str], labels: Sequence[object], n: int = 10, t
     Raises:
         ConfigError: as `stratified_split`, or n < 1.
     """
-    from sklearn.model_selection import StratifiedShuffleSplit
+    from sklearn.model_selection import StratifiedShuffleSplit  # scikit-learn takes ~2 s to import
 
     ids_arr, labels_arr = _check(ids, labels)
     _check_test_fraction(labels_arr, test_fraction)
@@ -111,7 +111,7 @@ def stratified_kfold(ids: Sequence[str], labels: Sequence[object], k: int = 5, s
     Raises:
         ConfigError: as `stratified_split`, k < 2, or a class with fewer than k patients.
     """
-    from sklearn.model_selection import StratifiedKFold
+    from sklearn.model_selection import StratifiedKFold  # scikit-learn takes ~2 s to import
 
     ids_arr, labels_arr = _check(ids, labels)
     if k < 2:

@@ -9,6 +9,7 @@ classes are equal then). AUC is computed from mid-ranks (Mann-Whitney U), so tie
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 from scipy.stats import rankdata
@@ -123,8 +124,6 @@ def weighted_macro_auc(labels: np.ndarray, probs: np.ndarray, weights: np.ndarra
         with np.errstate(invalid="ignore", divide="ignore"):
             out.append(np.einsum("bi,ij,bj->b", wp, psi, wn) / denom)
     arr = np.vstack(out)
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         return np.nanmean(arr, axis=0)

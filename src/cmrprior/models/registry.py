@@ -26,6 +26,7 @@ from typing import Any
 from torch import nn
 
 from cmrprior.errors import ConfigError
+from cmrprior.models.weights import load_backbone_weights, resolve_weights
 
 BackboneFactory = Callable[..., nn.Module]
 
@@ -48,7 +49,7 @@ def register_backbone(name: str) -> Callable[[BackboneFactory], BackboneFactory]
 
 
 def _ensure_builtin() -> None:
-    # Importing the module runs its @register_backbone decorators.
+    # Importing the module runs its @register_backbone decorators; it imports this module, hence not at the top.
     import cmrprior.models.backbones  # noqa: F401
 
 
@@ -81,8 +82,6 @@ def create_backbone(
         raise ConfigError(f"in_chans must be a positive integer, got {in_chans!r}")
     model = _BACKBONES[name](in_chans=in_chans, **kwargs)
     if weights is not None:
-        from cmrprior.models.weights import load_backbone_weights, resolve_weights
-
         state = resolve_weights(name, weights)
         load_backbone_weights(model, state, source=str(weights))
     return model

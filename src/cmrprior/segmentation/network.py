@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from cmrprior.errors import ConfigError, DataError
@@ -82,8 +83,6 @@ def count_parameters(model: nn.Module) -> int:
 
 def save_segmenter(model: nn.Module, args: UNetArgs, path: str | Path, extra: dict | None = None) -> Path:
     """Write `path` (.safetensors) and `path` with suffix .json (model args + `extra` metadata), atomically."""
-    from safetensors.torch import save_file
-
     path = Path(path)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     with atomic.atomic_path(path) as tmp:
@@ -98,8 +97,6 @@ def load_segmenter(path: str | Path) -> tuple[nn.Module, UNetArgs, dict]:
     Raises:
         DataError: missing weights or JSON, or weights that do not match the stored arguments.
     """
-    from safetensors.torch import load_file
-
     path = Path(path)
     meta_path = path.with_suffix(".json")
     if not path.exists():

@@ -20,6 +20,8 @@ Flags (no ground truth needed), one row per patient and phase:
 
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -27,6 +29,7 @@ import numpy as np
 from scipy import ndimage
 
 from cmrprior.errors import InputError
+from cmrprior.utils import atomic
 
 STRUCTURES: dict[int, str] = {1: "RV", 2: "MYO", 3: "LV"}
 
@@ -82,7 +85,7 @@ def structure_metrics(pred: np.ndarray, truth: np.ndarray, spacing: Sequence[flo
 
 def mean_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float, int]:
     """Mean and Student-t confidence interval of the finite values: (mean, low, high, n)."""
-    from scipy import stats
+    from scipy import stats  # scipy.stats takes ~2 s to import; only confidence intervals need it
 
     x = np.asarray(values, dtype=np.float64)
     x = x[np.isfinite(x)]
@@ -202,11 +205,6 @@ def summarise(rows: list[dict], level: float = 0.95) -> list[dict]:
 
 def write_csv(rows: list[dict], path) -> None:
     """Write rows (dicts with the same keys) as CSV, atomically."""
-    import csv
-    import io
-
-    from cmrprior.utils import atomic
-
     buf = io.StringIO()
     if rows:
         writer = csv.DictWriter(buf, fieldnames=list(rows[0].keys()))

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from cmrprior.data.prepared import PreparedCohort
+from cmrprior.data.splits import stratified_split
 from cmrprior.errors import ConfigError, DataError
 from cmrprior.segmentation.augment import AugmentConfig, augment_batch, normalise_slices
 from cmrprior.segmentation.losses import make_seg_loss
@@ -96,8 +97,6 @@ def split_patients(prepared: PreparedCohort, val_fraction: float, seed: int) -> 
         return list(ids), []
     labels = [p.label for p in prepared.patients]
     try:
-        from cmrprior.data.splits import stratified_split
-
         split = stratified_split(ids, labels, test_fraction=val_fraction, seed=seed)
         return list(split.train), list(split.test)
     except ConfigError:
@@ -124,7 +123,7 @@ def stack_samples(prepared: PreparedCohort) -> tuple[np.ndarray, np.ndarray]:
 def volume_dice(model: torch.nn.Module, prepared: PreparedCohort, *, bf16: bool = False) -> np.ndarray:
     """Per patient and phase 3D Dice of RV, MYO, LV with MONAI `DiceMetric`: float `(2P, 3)` (NaN where
     both prediction and truth lack a structure). Raw argmax predictions, no post-processing."""
-    from monai.metrics import DiceMetric
+    from monai.metrics import DiceMetric  # imported here: MONAI takes seconds to import
 
     metric = DiceMetric(include_background=False, reduction="none", ignore_empty=True)
     rows = []
