@@ -121,6 +121,7 @@ def crop_boxes(heart: np.ndarray, groups: np.ndarray | None = None) -> list[tupl
 
     An empty slice gets the box of the union of its group's non-empty slices, or None (no crop) when there
     is none. `groups`: int `(N,)` group id per slice (e.g. patient index) or None.
+    Raises InputError when `groups` does not have one entry per slice.
     """
     n = heart.shape[0]
     boxes: list[tuple[int, int, int] | None] = [None] * n

@@ -38,7 +38,7 @@ class SliceSet:
         return out
 
     def subset_patients(self, patient_ids: list[str] | tuple[str, ...]) -> "SliceSet":
-        """The slices of the given patients (in that patient order), re-indexed."""
+        """The slices of the given patients (in that patient order), re-indexed; InputError for unknown ids."""
         pos = {p: i for i, p in enumerate(self.patient_ids)}
         missing = [p for p in patient_ids if p not in pos]
         if missing:

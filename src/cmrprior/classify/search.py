@@ -75,6 +75,10 @@ def cv_search_linear(
         slice_patient: int64 `(N,)` index into `patient_ids` per slice.
         patient_ids: the training part's patient ids.
         folds: (inner-train ids, inner-val ids) per fold, subsets of `patient_ids`.
+
+    Raises:
+        ConfigError: no fold.
+        InputError: a fold with patients outside `patient_ids`, or on both of its sides.
     """
     if not folds:
         raise ConfigError("cross-validation needs at least one fold")

@@ -201,7 +201,7 @@ def fit_end_to_end(
     on_epoch: Callable[[dict], None] | None = None,
 ) -> FitResult:
     """Train a DiagnosisModel on slice pairs. `mode="linear"`: encoders frozen in eval mode, head only;
-    `mode="finetune"`: everything, encoders at `encoder_lr`, head at `lr`."""
+    `mode="finetune"`: everything, encoders at `encoder_lr`, head at `lr`. ConfigError for another mode."""
     if mode not in ("linear", "finetune"):
         raise ConfigError(f"mode must be 'linear' or 'finetune', got {mode!r}")
     encoders = [model.ed_encoder, model.es_encoder]

@@ -63,7 +63,10 @@ class PreparedCohort:
         return self.patient_labels[self.patient_index]
 
     def select_patients(self, patient_ids: list[str] | np.ndarray) -> "PreparedCohort":
-        """A new cohort holding only the given patients (in the given order); arrays are copies."""
+        """A new cohort holding only the given patients (in the given order); arrays are copies.
+
+        Raises InputError for ids that are not in the cohort.
+        """
         wanted = list(patient_ids)
         pos = {pid: i for i, pid in enumerate(self.patient_ids)}
         missing = [p for p in wanted if p not in pos]

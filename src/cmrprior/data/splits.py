@@ -19,7 +19,8 @@ from cmrprior.errors import ConfigError, InputError
 class Split:
     """Patient ids on each side of one split (each side in input order), and the seed that drew it.
 
-    For `stratified_kfold`, `train`/`test` are the inner training and validation folds.
+    For `stratified_kfold`, `train`/`test` are the inner training and validation folds. Raises InputError
+    when a patient is on both sides.
     """
 
     train: tuple[str, ...]

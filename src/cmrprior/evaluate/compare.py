@@ -95,7 +95,10 @@ def _structural_components(positive: np.ndarray, scores: np.ndarray) -> tuple[fl
 
 
 def delong_binary(positive: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray) -> tuple[float, float, float]:
-    """(AUC_a, AUC_b, Var(AUC_a - AUC_b)) by DeLong for two scores on the same patients."""
+    """(AUC_a, AUC_b, Var(AUC_a - AUC_b)) by DeLong for two scores on the same patients.
+
+    Raises InputError with fewer than 2 positives or 2 negatives.
+    """
     positive = np.asarray(positive, dtype=bool)
     m, n = int(positive.sum()), int((~positive).sum())
     if m < 2 or n < 2:
@@ -119,7 +122,10 @@ def _influence(positive: np.ndarray, scores: np.ndarray) -> np.ndarray:
 
 
 def delong_test(labels: np.ndarray, probs_a: np.ndarray, probs_b: np.ndarray) -> Comparison:
-    """DeLong test of macro OvR AUC (binary AUC when K == 2) of A vs B on one split; 95% normal CI."""
+    """DeLong test of macro OvR AUC (binary AUC when K == 2) of A vs B on one split; 95% normal CI.
+
+    Raises InputError when no class has at least 2 positives and 2 negatives.
+    """
     labels = np.asarray(labels, dtype=np.int64)
     k = probs_a.shape[1]
     if k == 2:

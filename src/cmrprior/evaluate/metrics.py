@@ -40,7 +40,10 @@ def per_class_auc(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
 
 
 def macro_auc(labels: np.ndarray, probs: np.ndarray) -> float:
-    """Macro one-vs-rest AUC (unweighted mean over classes present); binary AUC of class 1 when K == 2."""
+    """Macro one-vs-rest AUC (unweighted mean over classes present); binary AUC of class 1 when K == 2.
+
+    `probs` `(P, K)` for `labels` `(P,)`; InputError otherwise.
+    """
     probs = np.asarray(probs, dtype=np.float64)
     if probs.ndim != 2 or probs.shape[0] != len(labels):
         raise InputError(f"probs must be (P, K) with P = len(labels); got {probs.shape} for {len(labels)} labels")

@@ -56,7 +56,10 @@ def fill_holes_per_slice(binary: np.ndarray) -> np.ndarray:
 
 
 def postprocess_labels(labels: np.ndarray, labels_to_clean: tuple[int, ...] = (1, 2, 3)) -> np.ndarray:
-    """Clean one predicted stack: uint8 `(Z, H, W)` (or `(H, W)`) ACDC labels -> new uint8 array, same shape."""
+    """Clean one predicted stack: uint8 `(Z, H, W)` (or `(H, W)`) ACDC labels -> new uint8 array, same shape.
+
+    Raises InputError for any other dimensionality.
+    """
     squeeze = labels.ndim == 2
     lab = (labels[None] if squeeze else labels).astype(np.uint8, copy=True)
     if lab.ndim != 3:

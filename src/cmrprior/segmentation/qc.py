@@ -35,7 +35,7 @@ STRUCTURES: dict[int, str] = {1: "RV", 2: "MYO", 3: "LV"}
 
 
 def dice(pred: np.ndarray, truth: np.ndarray) -> float:
-    """Dice of two boolean arrays of the same shape (NaN when both are empty)."""
+    """Dice of two boolean arrays of the same shape (NaN when both are empty); InputError when shapes differ."""
     pred, truth = np.asarray(pred, bool), np.asarray(truth, bool)
     if pred.shape != truth.shape:
         raise InputError(f"shapes differ: {pred.shape} vs {truth.shape}")
@@ -111,7 +111,7 @@ def mask_flags(labels: np.ndarray, config: FlagConfig = FlagConfig()) -> dict[st
     """Plausibility flags of one label stack uint8 `(Z, H, W)` (slices in anatomical order).
 
     Returns booleans `empty_heart`, `missing_structure_mid`, `myo_not_surrounding_lv`, `volume_jump` and
-    `details` (a short text of where).
+    `details` (a short text of where). Raises InputError when `labels` is not 3D.
     """
     labels = np.asarray(labels)
     if labels.ndim != 3:
@@ -154,7 +154,10 @@ def mask_flags(labels: np.ndarray, config: FlagConfig = FlagConfig()) -> dict[st
 
 
 def image_flags(image: np.ndarray, config: FlagConfig = FlagConfig()) -> dict[str, bool]:
-    """Input checks for one image stack `(Z, H, W)`: `blank_image` (constant) and `tiny_field_of_view`."""
+    """Input checks for one image stack `(Z, H, W)`: `blank_image` (constant) and `tiny_field_of_view`.
+
+    Raises InputError when `image` is not 3D.
+    """
     image = np.asarray(image)
     if image.ndim != 3:
         raise InputError(f"image must be (Z, H, W), got shape {image.shape}")
