@@ -103,6 +103,12 @@ def test_bad_inputs(tmp_path):
         PretrainConfig(precision="fp16")
     with pytest.raises(DataError, match="not found"):
         load_encoder(tmp_path / "nothing.pt")
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "last.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(DataError, match="cannot read checkpoint to resume"):
+        pretrain(_blobs(8), CFG, tmp_path / "c")
+    with pytest.raises(DataError, match="cannot read checkpoint"):
+        load_encoder(tmp_path / "c" / "last.pt")
 
 
 def test_extra_unlabeled_and_select_batch_size(tmp_path):

@@ -27,6 +27,14 @@ from cmrprior.utils import atomic
 log = logging.getLogger(__name__)
 
 
+def _read(path: Path, what: str) -> Any:
+    """`torch.load` of `path` on CPU (tensors and plain containers only); DataError naming `what` on failure."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch.load raises many types (pickle, zip, OSError, RuntimeError)
+        raise DataError(path, f"cannot read {what} ({exc.__class__.__name__}: {exc})") from exc
+
+
 def load_encoder(checkpoint: str | Path) -> nn.Module:
     """The pre-trained backbone stored in `checkpoint` (best.pt or last.pt), on CPU, in eval mode.
 
@@ -37,10 +45,7 @@ def load_encoder(checkpoint: str | Path) -> nn.Module:
         path = path / "best.pt" if (path / "best.pt").exists() else path / "last.pt"
     if not path.is_file():
         raise DataError(path, "pre-training checkpoint not found")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise DataError(path, f"cannot read checkpoint ({exc.__class__.__name__}: {exc})") from exc
+    ckpt = _read(path, "checkpoint")
     if not isinstance(ckpt, dict) or "model_args" not in ckpt or "encoder" not in ckpt:
         raise DataError(path, "not a cmrprior pre-training checkpoint (no model_args/encoder)")
     args = ckpt["model_args"]
@@ -64,10 +69,7 @@ def resume(last_path: Path, config: PretrainConfig, model: nn.Module, optimizer:
     state = new_state()
     if not last_path.exists():
         return state
-    try:
-        ckpt = torch.load(last_path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise DataError(last_path, f"cannot read checkpoint to resume ({exc.__class__.__name__}: {exc})") from exc
+    ckpt = _read(last_path, "checkpoint to resume")
     check_resumable(ckpt["config"], config, last_path)
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
