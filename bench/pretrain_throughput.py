@@ -5,7 +5,7 @@
 
 One step = views of a batch (augmentation) + encoder and projection head on both views + NT-Xent + backward +
 Adam. cmrprior: batched on-device views (`cmrprior.ssl.augment`), both views in one forward,
-`cmrprior.ssl.pretrain.simclr_loss`. lightly: its default SimCLR recipe: `SimCLRTransform` per sample on
+`cmrprior.ssl.model.simclr_loss`. lightly: its default SimCLR recipe: `SimCLRTransform` per sample on
 PIL images through a DataLoader (num_workers=0, as this 2-core machine has no spare cores), torchvision
 backbone on 3-channel input, `SimCLRProjectionHead`, `NTXentLoss`, two forwards.
 
@@ -33,7 +33,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from cmrprior.ssl.pretrain import PretrainConfig, resolve_auto
+from cmrprior.ssl.config import PretrainConfig, resolve_auto
 
 
 def matmul_peak(dtype: torch.dtype, max_n: int = 2048, budget_s: float = 20.0) -> tuple[float, int]:
@@ -70,7 +70,7 @@ def blobs(n: int, size: int, seed: int = 0) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------ cmrprior
 def cmrprior_stepper(name: str, images: np.ndarray, batch: int, precision: str, channels_last: bool, compile_: bool):
     from cmrprior.ssl.augment import AugmentConfig, two_views
-    from cmrprior.ssl.pretrain import build_model, simclr_loss
+    from cmrprior.ssl.model import build_model, simclr_loss
 
     torch.manual_seed(0)
     model = build_model({"backbone": name, "in_chans": 1, "backbone_kwargs": {}, "proj_hidden_dim": 512,
@@ -177,7 +177,7 @@ def time_steps(step, warmup: int, steps: int) -> float:
 
 def flops(name: str, size: int) -> tuple[float, float]:
     """(forward FLOPs per image of the encoder, training-step FLOPs per image: 2 views fwd+bwd incl. head/loss)."""
-    from cmrprior.ssl.pretrain import build_model, simclr_loss
+    from cmrprior.ssl.model import build_model, simclr_loss
 
     torch.manual_seed(0)
     model = build_model({"backbone": name, "in_chans": 1, "backbone_kwargs": {}, "proj_hidden_dim": 512,

@@ -6,7 +6,7 @@
     .venv/bin/python bench/segmentation.py cv RUN
         for a `cmrprior segment train --folds K --out RUN` folder: held-out Dice/HD95 per structure and
         phase (mean, 95% t-interval), LVEF / LV EDV / RV EDV mean absolute error of the fold models'
-        masks against the ground-truth masks (engineer B's `cmrprior.anatomy.measure`), training time and
+        masks against the ground-truth masks (`cmrprior.anatomy.measure`), training time and
         peak memory from the training logs.
     .venv/bin/python bench/segmentation.py native RUN [--data ACDC]
         the same held-out patients scored as a user meets them: each fold model segments the raw ED and ES

@@ -90,8 +90,10 @@ def main() -> None:
     from cmrprior.data.prepare import PrepareConfig, prepare_cohort
     from cmrprior.data.splits import stratified_split
     from cmrprior.io.cohort import open_cohort
-    from cmrprior.ssl.pretrain import (PretrainConfig, build_model, heldout_loss, load_encoder, pretrain,
-                                       recalibrate_batchnorm, resolve_auto)
+    from cmrprior.ssl.checkpoint import load_encoder
+    from cmrprior.ssl.config import PretrainConfig, resolve_auto
+    from cmrprior.ssl.model import build_model, recalibrate_batchnorm
+    from cmrprior.ssl.pretrain import heldout_loss, pretrain
     from cmrprior.utils.seeding import seed_everything
 
     t0 = time.time()

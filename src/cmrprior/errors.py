@@ -28,3 +28,9 @@ class WeightsUnavailableError(CmrPriorError):
 
 class LeakageError(CmrPriorError):
     """A test patient reached a stage that must not see it (pre-training, training, search, masks)."""
+
+
+class InputError(CmrPriorError, ValueError):
+    """An invalid argument of a library call: an array of the wrong shape, a value out of its range, patients
+    that overlap or are missing, too few samples for a statistic. Also a ValueError, so code that treats
+    invalid arguments the standard way keeps catching it."""

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from cmrprior.anatomy.heart import apply_image_mode, crop_boxes, crop_resize, disk, heart_mask, square_box
+from cmrprior.errors import ConfigError, InputError
 
 
 def _masks() -> np.ndarray:
@@ -46,11 +47,11 @@ def test_disk_sizes():
 
 
 def test_heart_mask_rejects_bad_input():
-    with pytest.raises(ValueError):
+    with pytest.raises(InputError):
         heart_mask(np.zeros((4, 4), np.uint8), 1.0, 1.5)
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError):
         heart_mask(np.zeros((1, 4, 4), np.uint8), -1.0, 1.5)
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError):
         heart_mask(np.zeros((1, 4, 4), np.uint8), 1.0, 0.0)
 
 
@@ -146,7 +147,7 @@ def test_mask_crop_combines_both():
 
 def test_apply_image_mode_rejects_bad_input():
     img = np.zeros((1, 8, 8), np.float32)
-    with pytest.raises(ValueError, match="unknown image mode"):
+    with pytest.raises(ConfigError, match="unknown image mode"):
         apply_image_mode(img, np.zeros((1, 8, 8), np.uint8), "blur")
-    with pytest.raises(ValueError, match="differ"):
+    with pytest.raises(InputError, match="differ"):
         apply_image_mode(img, np.zeros((1, 8, 9), np.uint8), "mask")

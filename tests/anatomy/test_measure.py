@@ -18,7 +18,7 @@ from cmrprior.anatomy.measure import (
     mosteller_bsa,
     slice_wall_thickness_profile,
 )
-from cmrprior.errors import DataError
+from cmrprior.errors import DataError, InputError
 from cmrprior.io.records import PatientRecord, PatientVolumes, Volume
 
 
@@ -81,7 +81,7 @@ def test_mosteller_bsa_and_indexed_volumes():
     assert m.lv_esv_ml_m2 == pytest.approx(0.4 / 2.0)
     assert m.myo_mass_g_m2 == pytest.approx(0.4 * 1.05 / 2.0)
     assert measure_patient(ed, es, (10.0, 1.0, 1.0), height_cm=180.0).bsa_m2 is None
-    with pytest.raises(ValueError):
+    with pytest.raises(InputError):
         mosteller_bsa(0.0, 70.0)
 
 

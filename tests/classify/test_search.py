@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from cmrprior.classify.search import cv_search_linear
+from cmrprior.errors import ConfigError, InputError
 
 
 def feats(n_patients=24, slices=2, k=3, seed=0, noise=1.0):
@@ -31,7 +32,9 @@ def test_search_picks_working_lr_and_reports_curves():
 
 def test_search_rejects_foreign_or_overlapping_folds():
     x, y, pidx, ids = feats()
-    with pytest.raises(ValueError):
+    with pytest.raises(InputError, match="training part"):
         cv_search_linear(x, y, pidx, ids, [(ids[:10], ["stranger"])], n_classes=3, lrs=[1e-2], max_epochs=2)
-    with pytest.raises(ValueError):
+    with pytest.raises(InputError, match="both sides"):
         cv_search_linear(x, y, pidx, ids, [(ids[:10], ids[5:12])], n_classes=3, lrs=[1e-2], max_epochs=2)
+    with pytest.raises(ConfigError, match="at least one fold"):
+        cv_search_linear(x, y, pidx, ids, [], n_classes=3, lrs=[1e-2], max_epochs=2)

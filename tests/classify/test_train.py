@@ -9,6 +9,7 @@ import torch
 from cmrprior.classify.data import SliceSet, resize_stack
 from cmrprior.classify.model import build_model
 from cmrprior.classify.train import extract_features, fit_end_to_end, fit_head, head_proba, predict_proba
+from cmrprior.errors import ConfigError
 
 
 def toy_set(n_patients=12, slices=3, size=24, k=3, seed=0, signal=1.0):
@@ -82,7 +83,7 @@ def test_finetune_updates_encoders_with_lower_lr():
     fit_end_to_end(m, data, mode="finetune", lr=1e-2, encoder_lr=1e-3, epochs=1, batch_size=6, seed=0)
     after = m.state_dict()
     assert not torch.equal(before["ed_encoder.features.0.0.weight"], after["ed_encoder.features.0.0.weight"])
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError):
         fit_end_to_end(m, data, mode="bogus", lr=1e-2)
 
 

@@ -8,15 +8,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from cmrprior.data.prepare import (
-    PrepareConfig,
-    crop_or_pad,
-    mask_centre,
-    normalise_percentile,
-    prepare_volumes,
-    resample_crop,
-    resample_inplane,
-)
+from cmrprior.data.intensity import normalise_percentile
+from cmrprior.data.prepare import PrepareConfig, mask_centre, prepare_volumes
+from cmrprior.data.resample import crop_or_pad, resample_crop, resample_inplane
 from cmrprior.errors import ConfigError, DataError
 from cmrprior.io.records import PatientRecord, PatientVolumes, Volume
 

@@ -83,3 +83,12 @@ def test_small_classes_and_bad_arguments():
         stratified_split(["a", "b", "c", "d"], ["X", None, "Y", "Y"])
     with pytest.raises(ConfigError, match="one patient per class"):
         stratified_split([f"p{i}" for i in range(10)], ["A", "B", "C", "D", "E"] * 2, test_fraction=0.2)
+
+
+def test_errors_are_project_errors_and_still_value_errors():
+    from cmrprior.errors import CmrPriorError
+
+    with pytest.raises(CmrPriorError):
+        Split(train=("a",), test=("a",), seed=0)
+    with pytest.raises(ValueError):  # InputError is also a ValueError, for callers that catch that
+        Split(train=("a",), test=("a",), seed=0)

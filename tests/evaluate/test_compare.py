@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from cmrprior.errors import InputError
 from cmrprior.evaluate.compare import delong_binary, delong_test, paired_bootstrap, paired_t
 from cmrprior.evaluate.metrics import macro_auc
 
@@ -104,5 +105,5 @@ def test_delong_multiclass_without_a_testable_class_raises_value_error():
     # 3 classes on 3 patients: no class has 2 positives and 2 negatives, so DeLong is undefined.
     labels = np.array([0, 1, 2])
     probs = np.full((3, 3), 1 / 3)
-    with pytest.raises(ValueError, match="at least 2 positives"):
+    with pytest.raises(InputError, match="at least 2 positives"):
         delong_test(labels, probs, probs)

@@ -72,7 +72,7 @@ def test_pretrain_fields_the_study_sets_are_refused():
 def test_one_default_backbone():
     from cmrprior.classify.config import ClassifierConfig
     from cmrprior.cli import build_parser
-    from cmrprior.ssl.pretrain import PretrainConfig
+    from cmrprior.ssl.config import PretrainConfig
     from cmrprior.vocab import DEFAULT_BACKBONE
 
     assert ClassifierConfig().backbones == (DEFAULT_BACKBONE,) and PretrainConfig().backbone == DEFAULT_BACKBONE

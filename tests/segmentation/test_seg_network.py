@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from cmrprior.errors import DataError
+from cmrprior.errors import ConfigError, DataError
 from cmrprior.segmentation.network import UNetArgs, build_unet, count_parameters, load_segmenter, save_segmenter
 
 from seg_doubles import TINY
@@ -43,7 +43,7 @@ def test_default_is_the_documented_unet():
      dict(channels=(0, 8), strides=(2,))],
 )
 def test_bad_args_raise(kw):
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError):
         UNetArgs(**{**dict(channels=(4, 8), strides=(2,)), **kw})
 
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 from scipy import stats
 
+from cmrprior.errors import InputError
 from cmrprior.segmentation import qc
 from seg_doubles import disc_heart, make_cohort
 
@@ -90,9 +91,9 @@ def test_image_flags_and_bad_shapes():
     assert qc.image_flags(np.zeros((3, 64, 64)))["blank_image"]
     assert qc.image_flags(np.ones((3, 20, 64)) * np.arange(64))["tiny_field_of_view"]
     assert not any(qc.image_flags(np.random.default_rng(0).normal(size=(3, 64, 64))).values())
-    with pytest.raises(ValueError):
+    with pytest.raises(InputError):
         qc.mask_flags(np.zeros((4, 4), np.uint8))
-    with pytest.raises(ValueError):
+    with pytest.raises(InputError):
         qc.image_flags(np.zeros((4, 4, 4, 4)))
 
 

@@ -10,7 +10,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from cmrprior.ssl.distributed import gather_with_grad, wrap_ddp
-from cmrprior.ssl.pretrain import build_model, simclr_loss
+from cmrprior.ssl.model import build_model, simclr_loss
 
 MODEL_ARGS = {"backbone": "tiny", "in_chans": 1, "backbone_kwargs": {"widths": (8, 16), "norm": "none"},
               "proj_hidden_dim": 16, "proj_dim": 8, "proj_batch_norm": False}

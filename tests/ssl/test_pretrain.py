@@ -10,7 +10,10 @@ import pytest
 import torch
 
 from cmrprior.errors import ConfigError, DataError
-from cmrprior.ssl.pretrain import PretrainConfig, load_encoder, pretrain, select_batch_size
+from cmrprior.ssl.checkpoint import load_encoder
+from cmrprior.ssl.config import PretrainConfig
+from cmrprior.ssl.model import recalibrate_batchnorm
+from cmrprior.ssl.pretrain import pretrain, select_batch_size
 
 
 def _blobs(n, size=32, seed=0):
@@ -100,6 +103,12 @@ def test_bad_inputs(tmp_path):
         PretrainConfig(precision="fp16")
     with pytest.raises(DataError, match="not found"):
         load_encoder(tmp_path / "nothing.pt")
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "last.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(DataError, match="cannot read checkpoint to resume"):
+        pretrain(_blobs(8), CFG, tmp_path / "c")
+    with pytest.raises(DataError, match="cannot read checkpoint"):
+        load_encoder(tmp_path / "c" / "last.pt")
 
 
 def test_extra_unlabeled_and_select_batch_size(tmp_path):
@@ -122,7 +131,6 @@ def test_bf16_channels_last_path_runs(tmp_path):
 
 def test_recalibrate_batchnorm_matches_dataset_statistics():
     from cmrprior.models.registry import create_backbone
-    from cmrprior.ssl.pretrain import recalibrate_batchnorm
 
     torch.manual_seed(0)
     enc = create_backbone("tiny", widths=(4,))

@@ -28,6 +28,9 @@ from typing import Literal
 import numpy as np
 from scipy import ndimage
 
+from cmrprior.data.resample import crop_window
+from cmrprior.errors import ConfigError, InputError
+
 ImageMode = Literal["full", "mask", "crop", "mask+crop"]
 IMAGE_MODES: tuple[str, ...] = ("full", "mask", "crop", "mask+crop")
 HEART_LABELS: tuple[int, ...] = (1, 2, 3)
@@ -44,7 +47,7 @@ def disk(radius_px: float) -> np.ndarray:
 
 def _check_stack(name: str, arr: np.ndarray) -> None:
     if arr.ndim != 3:
-        raise ValueError(f"{name} must be (N, H, W), got shape {arr.shape}")
+        raise InputError(f"{name} must be (N, H, W), got shape {arr.shape}")
 
 
 def heart_mask(masks: np.ndarray, margin_mm: float = 0.0, pixel_spacing_mm: float = 1.5) -> np.ndarray:
@@ -60,14 +63,15 @@ def heart_mask(masks: np.ndarray, margin_mm: float = 0.0, pixel_spacing_mm: floa
         bool `(N, H, W)`.
 
     Raises:
-        ValueError: wrong dimensionality, negative margin or non-positive spacing.
+        InputError: wrong dimensionality.
+        ConfigError: negative margin or non-positive spacing.
     """
     masks = np.asarray(masks)
     _check_stack("masks", masks)
     if margin_mm < 0:
-        raise ValueError(f"margin_mm must be >= 0, got {margin_mm}")
+        raise ConfigError(f"margin_mm must be >= 0, got {margin_mm}")
     if pixel_spacing_mm <= 0:
-        raise ValueError(f"pixel_spacing_mm must be > 0, got {pixel_spacing_mm}")
+        raise ConfigError(f"pixel_spacing_mm must be > 0, got {pixel_spacing_mm}")
     heart = np.isin(masks, HEART_LABELS)
     structure = disk(margin_mm / pixel_spacing_mm)
     if structure.size == 1:
@@ -100,12 +104,7 @@ def crop_resize(image: np.ndarray, top: int, left: int, side: int, out_shape: tu
     align_corners=False)` with edge replication inside the crop, so a crop of the whole image is the
     identity. `image` float `(H, W)`; returns float32 `out_shape`.
     """
-    h, w = image.shape
-    patch = np.zeros((side, side), dtype=np.float32)
-    sr0, sr1 = max(top, 0), min(top + side, h)
-    sc0, sc1 = max(left, 0), min(left + side, w)
-    if sr1 > sr0 and sc1 > sc0:
-        patch[sr0 - top : sr1 - top, sc0 - left : sc1 - left] = image[sr0:sr1, sc0:sc1]
+    patch = crop_window(image, top, left, side, dtype=np.float32)
     oh, ow = out_shape
     if (oh, ow) == (side, side):
         return patch
@@ -122,6 +121,7 @@ def crop_boxes(heart: np.ndarray, groups: np.ndarray | None = None) -> list[tupl
 
     An empty slice gets the box of the union of its group's non-empty slices, or None (no crop) when there
     is none. `groups`: int `(N,)` group id per slice (e.g. patient index) or None.
+    Raises InputError when `groups` does not have one entry per slice.
     """
     n = heart.shape[0]
     boxes: list[tuple[int, int, int] | None] = [None] * n
@@ -133,7 +133,7 @@ def crop_boxes(heart: np.ndarray, groups: np.ndarray | None = None) -> list[tupl
         return boxes
     groups = np.asarray(groups)
     if groups.shape != (n,):
-        raise ValueError(f"groups must have shape ({n},), got {groups.shape}")
+        raise InputError(f"groups must have shape ({n},), got {groups.shape}")
     for g in np.unique(groups[~nonempty]):
         members = groups == g
         donors = members & nonempty
@@ -169,15 +169,16 @@ def apply_image_mode(
         float32 `(N, H, W)`, a new array (same size as `images`).
 
     Raises:
-        ValueError: unknown mode, wrong dimensionality, or `images`/`masks` shapes differ.
+        ConfigError: unknown mode.
+        InputError: wrong dimensionality, or `images`/`masks` shapes differ.
     """
     images = np.asarray(images)
     masks = np.asarray(masks)
     if mode not in IMAGE_MODES:
-        raise ValueError(f"unknown image mode {mode!r}; expected one of {IMAGE_MODES}")
+        raise ConfigError(f"unknown image mode {mode!r}; expected one of {IMAGE_MODES}")
     _check_stack("images", images)
     if images.shape != masks.shape:
-        raise ValueError(f"images {images.shape} and masks {masks.shape} differ in shape")
+        raise InputError(f"images {images.shape} and masks {masks.shape} differ in shape")
     out = images.astype(np.float32, copy=True)
     if mode == "full":
         return out

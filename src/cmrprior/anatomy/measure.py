@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from cmrprior.errors import DataError
+from cmrprior.errors import DataError, InputError
 from cmrprior.io.records import PatientVolumes
 
 RV_LABEL, MYO_LABEL, LV_LABEL = 1, 2, 3
@@ -66,9 +66,9 @@ class AnatomyMeasures:
 
 
 def mosteller_bsa(height_cm: float, weight_kg: float) -> float:
-    """Body surface area (m^2) by Mosteller's formula; raises ValueError for non-positive inputs."""
+    """Body surface area (m^2) by Mosteller's formula; raises InputError for non-positive inputs."""
     if not (height_cm > 0 and weight_kg > 0):
-        raise ValueError(f"height and weight must be positive, got {height_cm} cm, {weight_kg} kg")
+        raise InputError(f"height and weight must be positive, got {height_cm} cm, {weight_kg} kg")
     return math.sqrt(height_cm * weight_kg / 3600.0)
 
 

@@ -12,6 +12,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cmrprior.errors import InputError
+
 
 @dataclass(frozen=True, eq=False)
 class SliceSet:
@@ -41,11 +43,11 @@ class SliceSet:
                         patient_index=self.patient_index, patient_ids=self.patient_ids)
 
     def subset_patients(self, patient_ids: list[str] | tuple[str, ...]) -> "SliceSet":
-        """The slices of the given patients (in that patient order), re-indexed."""
+        """The slices of the given patients (in that patient order), re-indexed; InputError for unknown ids."""
         pos = {p: i for i, p in enumerate(self.patient_ids)}
         missing = [p for p in patient_ids if p not in pos]
         if missing:
-            raise KeyError(f"patients not in slice set: {missing[:5]}")
+            raise InputError(f"patients not in slice set: {missing[:5]}")
         order = [pos[p] for p in patient_ids]
         keep = np.concatenate([np.flatnonzero(self.patient_index == o) for o in order]) if order else np.zeros(0, np.int64)
         remap = np.full(self.n_patients, -1, dtype=np.int64)

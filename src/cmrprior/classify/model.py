@@ -20,7 +20,7 @@ from torch import nn
 
 from cmrprior.errors import ConfigError, DataError
 from cmrprior.models.registry import create_backbone
-from cmrprior.ssl.pretrain import load_encoder
+from cmrprior.ssl.checkpoint import load_encoder
 from cmrprior.utils import atomic
 from cmrprior.vocab import get_init
 

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from cmrprior.classify.train import fit_head
+from cmrprior.errors import ConfigError, InputError
 
 
 @dataclass(frozen=True)
@@ -74,15 +75,19 @@ def cv_search_linear(
         slice_patient: int64 `(N,)` index into `patient_ids` per slice.
         patient_ids: the training part's patient ids.
         folds: (inner-train ids, inner-val ids) per fold, subsets of `patient_ids`.
+
+    Raises:
+        ConfigError: no fold.
+        InputError: a fold with patients outside `patient_ids`, or on both of its sides.
     """
     if not folds:
-        raise ValueError("cross-validation needs at least one fold")
+        raise ConfigError("cross-validation needs at least one fold")
     known = set(patient_ids)
     for tr, va in folds:
         if not set(tr) <= known or not set(va) <= known:
-            raise ValueError("fold patients must come from the training part")
+            raise InputError("fold patients must come from the training part")
         if set(tr) & set(va):
-            raise ValueError("a patient is on both sides of a fold")
+            raise InputError("a patient is on both sides of a fold")
     grid, per_lr = [], []
     for li, lr in enumerate(lrs):
         auc = np.full((len(folds), max_epochs), np.nan)

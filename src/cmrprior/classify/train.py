@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cmrprior.classify.data import SliceSet
+from cmrprior.errors import ConfigError
 from cmrprior.evaluate.metrics import macro_auc, patient_probabilities
 
 
@@ -200,9 +201,9 @@ def fit_end_to_end(
     on_epoch: Callable[[dict], None] | None = None,
 ) -> FitResult:
     """Train a DiagnosisModel on slice pairs. `mode="linear"`: encoders frozen in eval mode, head only;
-    `mode="finetune"`: everything, encoders at `encoder_lr`, head at `lr`."""
+    `mode="finetune"`: everything, encoders at `encoder_lr`, head at `lr`. ConfigError for another mode."""
     if mode not in ("linear", "finetune"):
-        raise ValueError(f"mode must be 'linear' or 'finetune', got {mode!r}")
+        raise ConfigError(f"mode must be 'linear' or 'finetune', got {mode!r}")
     encoders = [model.ed_encoder, model.es_encoder]
     for enc in encoders:
         enc.requires_grad_(mode == "finetune")

@@ -11,7 +11,10 @@ import argparse
 import logging
 from pathlib import Path
 
+from cmrprior.data.summary import summarize, summarize_cohort
 from cmrprior.errors import ConfigError
+from cmrprior.io.cohort import open_cohort
+from cmrprior.utils import atomic
 
 
 def _labels(text: str | None) -> tuple[str, ...] | None:
@@ -52,10 +55,8 @@ def _inside(child: Path, parent: Path) -> bool:
 
 
 def run_prepare(args: argparse.Namespace) -> int:
+    # data.prepare loads SciPy and the image readers (~0.3-1 s): kept out of `cmrprior` start-up
     from cmrprior.data.prepare import PrepareConfig, prepare_cohort
-    from cmrprior.data.summary import summarize
-    from cmrprior.io.cohort import open_cohort
-    from cmrprior.utils import atomic
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     data: Path = args.data
@@ -76,9 +77,6 @@ def run_prepare(args: argparse.Namespace) -> int:
 
 
 def run_cohort(args: argparse.Namespace) -> int:
-    from cmrprior.data.summary import summarize_cohort
-    from cmrprior.io.cohort import open_cohort
-
     cohort = open_cohort(args.data, skip_bad=args.skip_bad, allowed_labels=_labels(args.labels))
     print(summarize_cohort(cohort))
     return 0

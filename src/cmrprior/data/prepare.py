@@ -9,7 +9,7 @@ Per patient (ED and ES share one geometry; they must have the same shape and spa
    pixel i samples source coordinate `(i + 0.5) * target / spacing - 0.5`. Slices are not resampled in z.
 3. Crop or zero-pad to `size x size`, centred on the centroid of the ED heart mask (labels 1-3, all slices;
    the ES mask if the ED mask is empty), or on the image centre when there are no masks. ES uses ED's crop.
-   Steps 2 and 3 are fused (`resample_crop`): only the output window is computed.
+   Steps 2 and 3 are fused (`cmrprior.data.resample.resample_crop`): only the output window is computed.
 4. Slices: when masks exist, the slices where the ED or ES mask has a heart label; else all slices.
    ED and ES are paired by slice index z. `slice_position` = (z - z_min) / (z_max - z_min) over the kept
    slices (0 = first kept slice as stored, which is basal in ACDC; 0.5 when one slice is kept).
@@ -24,14 +24,19 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import multiprocessing as mp
 import os
 from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
+from cmrprior.data.intensity import apply_window
 from cmrprior.data.prepared import PreparedCohort, PreparedPatient
+from cmrprior.data.resample import resample_crop
 from cmrprior.errors import ConfigError, DataError
 from cmrprior.io.load import load_patient
 from cmrprior.io.records import Cohort, PatientRecord, PatientVolumes
@@ -70,116 +75,7 @@ class PrepareConfig:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Array operations (pure functions)
-
-
-def normalise_percentile(array: np.ndarray, *, low: float = 1.0, high: float = 99.0) -> np.ndarray:
-    """float32 copy of `array` with its [low, high] percentile window mapped to [0, 1], clipped.
-
-    A constant volume becomes all zeros.
-    """
-    lo, hi = np.percentile(array, [low, high])
-    return apply_window(array, float(lo), float(hi))
-
-
-def apply_window(array: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """float32 `(array - lo) / (hi - lo)` clipped to [0, 1]; zeros when hi <= lo."""
-    scale = float(hi - lo)
-    if scale <= 0:
-        return np.zeros(array.shape, dtype=np.float32)
-    out = (array.astype(np.float32) - np.float32(lo)) * np.float32(1.0 / scale)
-    return np.clip(out, 0.0, 1.0, out=out)
-
-
-def resample_inplane(array: np.ndarray, spacing_yx: tuple[float, float], *, target_mm: float,
-                     is_mask: bool = False) -> np.ndarray:
-    """Resample each slice of `(Z, H, W)` from `spacing_yx` mm to `target_mm` mm (pixel-centre aligned).
-
-    Output shape `(Z, floor(H * sy / t), floor(W * sx / t))`; output pixel i samples source coordinate
-    `(i + 0.5) * t / s - 0.5`. Images: separable linear interpolation (edge-clamped) when enlarging, and
-    the anti-aliased triangle filter of PIL / `torch.nn.functional.interpolate(antialias=True)` when
-    shrinking, float32. Masks: nearest (`nearest-exact`), dtype kept. (torch's `interpolate` is not used:
-    it silently copies the input when the output size happens to equal the input size, e.g.
-    1.51 mm -> 1.5 mm on a 64-pixel image.)
-    """
-    sy, sx = spacing_yx
-    rows = np.arange(int(np.floor(array.shape[1] * sy / target_mm)))
-    cols = np.arange(int(np.floor(array.shape[2] * sx / target_mm)))
-    return _resample_window(array, (sy / target_mm, sx / target_mm), rows, cols, is_mask)
-
-
-def resample_crop(array: np.ndarray, spacing_yx: tuple[float, float], *, target_mm: float,
-                  centre: tuple[float, float], size: int, is_mask: bool = False) -> np.ndarray:
-    """`crop_or_pad(resample_inplane(array, ...), centre, size=size)` (zero fill), computing only the window.
-
-    `centre` (row, col) is in output-grid pixels. Returns `(Z, size, size)`.
-    """
-    sy, sx = spacing_yx
-    n_rows = int(np.floor(array.shape[1] * sy / target_mm))
-    n_cols = int(np.floor(array.shape[2] * sx / target_mm))
-    r0 = int(round(centre[0] - (size - 1) / 2))
-    c0 = int(round(centre[1] - (size - 1) / 2))
-    rows = np.arange(r0, r0 + size)
-    cols = np.arange(c0, c0 + size)
-    rows = np.where((rows >= 0) & (rows < n_rows), rows, -1)
-    cols = np.where((cols >= 0) & (cols < n_cols), cols, -1)
-    return _resample_window(array, (sy / target_mm, sx / target_mm), rows, cols, is_mask)
-
-
-def _resample_window(array: np.ndarray, scale: tuple[float, float], rows: np.ndarray, cols: np.ndarray,
-                     is_mask: bool) -> np.ndarray:
-    """Output pixels (rows x cols) of the resampled grid; index -1 = outside the grid -> 0."""
-    if is_mask:
-        ri = _nearest_index(rows, array.shape[1], scale[0])
-        ci = _nearest_index(cols, array.shape[2], scale[1])
-        out = array[:, np.maximum(ri, 0)[:, None], np.maximum(ci, 0)[None, :]]
-        out[:, ri < 0, :] = 0
-        out[:, :, ci < 0] = 0
-        return out
-    x = np.asarray(array, dtype=np.float32)
-    x = _apply_taps(x, *linear_taps(rows, x.shape[1], scale[0]), axis=1)
-    return _apply_taps(x, *linear_taps(cols, x.shape[2], scale[1]), axis=2)
-
-
-def linear_taps(out_index: np.ndarray, n_in: int, scale: float) -> tuple[np.ndarray, np.ndarray]:
-    """1D resampling weights for output pixels `out_index` as taps: source indices and weights `(n, K)`.
-
-    Output pixel i sits at source coordinate `c = (i + 0.5) / scale - 0.5`. Enlarging (scale >= 1): linear
-    interpolation at c clamped to [0, n_in - 1]. Shrinking: triangle filter of half-width `1 / scale`
-    centred at c (anti-aliasing), normalised to sum 1. Index -1 in `out_index` gives all-zero weights.
-    """
-    out_index = np.asarray(out_index)
-    centre = (out_index + 0.5) / scale - 0.5
-    support = 1.0 if scale >= 1 else 1.0 / scale
-    if scale >= 1:
-        centre = np.clip(centre, 0, n_in - 1)
-    k = int(np.ceil(2 * support)) + 1
-    first = np.floor(centre - support).astype(np.int64) + 1
-    idx = first[:, None] + np.arange(k)[None, :]
-    dist = np.abs(idx - centre[:, None]) / support
-    w = np.maximum(0.0, 1.0 - dist)
-    w[(idx < 0) | (idx >= n_in)] = 0.0
-    total = w.sum(axis=1, keepdims=True)
-    w = np.divide(w, total, out=np.zeros_like(w), where=total > 0)
-    w[out_index < 0] = 0.0
-    return np.clip(idx, 0, n_in - 1), w.astype(np.float32)
-
-
-def _apply_taps(x: np.ndarray, idx: np.ndarray, w: np.ndarray, axis: int) -> np.ndarray:
-    """Sum over taps k of w[:, k] * x.take(idx[:, k], axis): a banded matrix product without BLAS threads."""
-    shape = [1] * x.ndim
-    shape[axis] = idx.shape[0]
-    out = np.zeros(x.shape[:axis] + (idx.shape[0],) + x.shape[axis + 1:], dtype=np.float32)
-    for k in range(idx.shape[1]):
-        if np.any(w[:, k]):
-            out += w[:, k].reshape(shape) * np.take(x, idx[:, k], axis=axis)
-    return out
-
-
-def _nearest_index(out_index: np.ndarray, n_in: int, scale: float) -> np.ndarray:
-    """nearest-exact source index floor((i + 0.5) / scale) of output pixels; -1 stays -1."""
-    src = np.minimum(np.floor((out_index + 0.5) / scale).astype(np.int64), n_in - 1)
-    return np.where(out_index < 0, -1, src)
+# One patient
 
 
 def mask_centre(mask: np.ndarray) -> tuple[float, float] | None:
@@ -191,23 +87,6 @@ def mask_centre(mask: np.ndarray) -> tuple[float, float] | None:
     counts_c = fg.sum(axis=(0, 1)).astype(np.float64)
     total = counts_r.sum()
     return (float(counts_r @ np.arange(fg.shape[1])) / total, float(counts_c @ np.arange(fg.shape[2])) / total)
-
-
-def crop_or_pad(array: np.ndarray, centre: tuple[float, float], *, size: int, fill: float = 0) -> np.ndarray:
-    """`(Z, size, size)` window of a `(Z, H, W)` array centred on `centre` (row, col); outside -> `fill`."""
-    z, h, w = array.shape
-    r0 = int(round(centre[0] - (size - 1) / 2))
-    c0 = int(round(centre[1] - (size - 1) / 2))
-    out = np.full((z, size, size), fill, dtype=array.dtype)
-    sr0, sr1 = max(r0, 0), min(r0 + size, h)
-    sc0, sc1 = max(c0, 0), min(c0 + size, w)
-    if sr1 > sr0 and sc1 > sc0:
-        out[:, sr0 - r0:sr1 - r0, sc0 - c0:sc1 - c0] = array[:, sr0:sr1, sc0:sc1]
-    return out
-
-
-# ----------------------------------------------------------------------------------------------------------
-# One patient
 
 
 @dataclass(frozen=True, eq=False)
@@ -327,19 +206,61 @@ def cache_key(cohort: Cohort, config: PrepareConfig, *, skip_bad: bool = False) 
 
 def _run(records: list[PatientRecord], config: PrepareConfig, workers: int, progress: bool
          ) -> Iterable[PreparedArrays | DataError]:
-    from tqdm import tqdm
-
     jobs = [(r, config) for r in records]
     if workers <= 1 or len(jobs) < 4:
         results: Iterable = map(_prepare_or_error, jobs)
         yield from tqdm(results, total=len(jobs), disable=not progress, desc="prepare", unit="patient")
         return
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
-
     with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
         results = pool.map(_prepare_or_error, jobs, chunksize=4)
         yield from tqdm(results, total=len(jobs), disable=not progress, desc="prepare", unit="patient")
+
+
+def _unique_records(cohort: Cohort, skip_bad: bool, skipped: list[tuple[str, str]]) -> list[PatientRecord]:
+    """The cohort's records, the first of each patient id; later duplicates raise DataError or, with
+    `skip_bad`, are appended to `skipped` (patient id, reason)."""
+    records: list[PatientRecord] = []
+    seen: set[str] = set()
+    for rec in cohort.patients:
+        if rec.patient_id in seen:
+            err = DataError(rec.source or rec.ed_image, f"duplicate patient id {rec.patient_id!r}")
+            if not skip_bad:
+                raise err
+            skipped.append((rec.patient_id, str(err)))
+            continue
+        seen.add(rec.patient_id)
+        records.append(rec)
+    return records
+
+
+def _assemble(kept: list[tuple[PatientRecord, PreparedArrays]], cohort: Cohort, config: PrepareConfig, key: str,
+              skipped: list[tuple[str, str]]) -> PreparedCohort:
+    """One PreparedCohort of the prepared patients, slices stacked in patient order."""
+    with_masks = all(a.ed_mask is not None for _, a in kept)
+    if not with_masks and any(a.ed_mask is not None for _, a in kept):
+        log.warning("some patients lack masks: masks dropped for the whole prepared cohort")
+    cat = lambda name: np.concatenate([getattr(a, name) for _, a in kept])  # noqa: E731
+    return PreparedCohort(
+        ed=cat("ed"),
+        es=cat("es"),
+        ed_mask=cat("ed_mask") if with_masks else None,
+        es_mask=cat("es_mask") if with_masks else None,
+        patient_index=np.concatenate([np.full(len(a.slice_index), i, np.int64) for i, (_, a) in enumerate(kept)]),
+        slice_index=cat("slice_index"),
+        slice_position=cat("slice_position"),
+        patients=tuple(
+            PreparedPatient(
+                patient_id=r.patient_id, label=r.label, height_cm=r.height_cm, weight_kg=r.weight_kg,
+                slice_thickness_mm=a.slice_thickness_mm, n_slices=int(len(a.slice_index)),
+                source=str(r.source if r.source is not None else r.ed_image),
+            )
+            for r, a in kept
+        ),
+        classes=cohort.classes,
+        pixel_spacing_mm=config.pixel_spacing_mm,
+        config_hash=key,
+        skipped=tuple(skipped),
+    )
 
 
 def prepare_cohort(
@@ -369,18 +290,7 @@ def prepare_cohort(
         return PreparedCohort.load(folder)
 
     skipped: list[tuple[str, str]] = list(cohort.skipped)
-    records: list[PatientRecord] = []
-    seen: set[str] = set()
-    for rec in cohort.patients:
-        if rec.patient_id in seen:
-            err = DataError(rec.source or rec.ed_image, f"duplicate patient id {rec.patient_id!r}")
-            if not skip_bad:
-                raise err
-            skipped.append((rec.patient_id, str(err)))
-            continue
-        seen.add(rec.patient_id)
-        records.append(rec)
-
+    records = _unique_records(cohort, skip_bad, skipped)
     kept: list[tuple[PatientRecord, PreparedArrays]] = []
     for rec, res in zip(records, _run(records, config, workers, progress)):
         if isinstance(res, DataError):
@@ -393,31 +303,7 @@ def prepare_cohort(
     if not kept:
         raise DataError(cohort.source, f"no patient could be prepared ({len(skipped)} skipped)")
 
-    with_masks = all(a.ed_mask is not None for _, a in kept)
-    if not with_masks and any(a.ed_mask is not None for _, a in kept):
-        log.warning("some patients lack masks: masks dropped for the whole prepared cohort")
-    cat = lambda name: np.concatenate([getattr(a, name) for _, a in kept])  # noqa: E731
-    prepared = PreparedCohort(
-        ed=cat("ed"),
-        es=cat("es"),
-        ed_mask=cat("ed_mask") if with_masks else None,
-        es_mask=cat("es_mask") if with_masks else None,
-        patient_index=np.concatenate([np.full(len(a.slice_index), i, np.int64) for i, (_, a) in enumerate(kept)]),
-        slice_index=cat("slice_index"),
-        slice_position=cat("slice_position"),
-        patients=tuple(
-            PreparedPatient(
-                patient_id=r.patient_id, label=r.label, height_cm=r.height_cm, weight_kg=r.weight_kg,
-                slice_thickness_mm=a.slice_thickness_mm, n_slices=int(len(a.slice_index)),
-                source=str(r.source if r.source is not None else r.ed_image),
-            )
-            for r, a in kept
-        ),
-        classes=cohort.classes,
-        pixel_spacing_mm=config.pixel_spacing_mm,
-        config_hash=key,
-        skipped=tuple(skipped),
-    )
+    prepared = _assemble(kept, cohort, config, key, skipped)
     if folder is not None:
         atomic.write_json(folder / "prepare.json", {"config": asdict(config), "version": PREPARE_VERSION,
                                                     "source": str(cohort.source), "skip_bad": skip_bad})

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cmrprior.errors import DataError, InputError
 from cmrprior.utils import atomic
 
 
@@ -62,12 +63,15 @@ class PreparedCohort:
         return self.patient_labels[self.patient_index]
 
     def select_patients(self, patient_ids: list[str] | np.ndarray) -> "PreparedCohort":
-        """A new cohort holding only the given patients (in the given order); arrays are copies."""
+        """A new cohort holding only the given patients (in the given order); arrays are copies.
+
+        Raises InputError for ids that are not in the cohort.
+        """
         wanted = list(patient_ids)
         pos = {pid: i for i, pid in enumerate(self.patient_ids)}
         missing = [p for p in wanted if p not in pos]
         if missing:
-            raise KeyError(f"patients not in cohort: {missing[:5]}")
+            raise InputError(f"patients not in cohort: {missing[:5]}")
         old_idx = [pos[p] for p in wanted]
         remap = {o: n for n, o in enumerate(old_idx)}
         keep = np.concatenate([np.flatnonzero(self.patient_index == o) for o in old_idx]) if old_idx else np.zeros(0, np.int64)
@@ -116,8 +120,6 @@ class PreparedCohort:
         folder = Path(folder)
         meta_path = folder / "cohort.json"
         if not meta_path.exists():
-            from cmrprior.errors import DataError
-
             raise DataError(folder, "not a prepared cohort (cohort.json missing)")
         meta = json.loads(meta_path.read_text())
         with np.load(folder / "arrays.npz") as z:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cmrprior.errors import ConfigError, LeakageError
+from cmrprior.errors import ConfigError, InputError, LeakageError
 from cmrprior.utils.seeding import derive_seed
 
 
@@ -20,7 +20,8 @@ from cmrprior.utils.seeding import derive_seed
 class Split:
     """Patient ids on each side of one split (each side in input order), and the seed that drew it.
 
-    For `stratified_kfold`, `train`/`test` are the inner training and validation folds.
+    For `stratified_kfold`, `train`/`test` are the inner training and validation folds. Raises InputError
+    when a patient is on both sides.
     """
 
     train: tuple[str, ...]
@@ -30,7 +31,7 @@ class Split:
     def __post_init__(self) -> None:
         overlap = set(self.train) & set(self.test)
         if overlap:
-            raise ValueError(f"patients on both sides of a split: {sorted(overlap)[:5]}")
+            raise InputError(f"patients on both sides of a split: {sorted(overlap)[:5]}")
 
 
 def _check(ids: Sequence[str], labels: Sequence[object]) -> tuple[np.ndarray, np.ndarray]:
@@ -89,7 +90,7 @@ def repeated_splits(ids: Sequence[str], labels: Sequence[object], n: int = 10, t
     Raises:
         ConfigError: as `stratified_split`, or n < 1.
     """
-    from sklearn.model_selection import StratifiedShuffleSplit
+    from sklearn.model_selection import StratifiedShuffleSplit  # scikit-learn takes ~2 s to import
 
     ids_arr, labels_arr = _check(ids, labels)
     _check_test_fraction(labels_arr, test_fraction)
@@ -112,7 +113,7 @@ def stratified_kfold(ids: Sequence[str], labels: Sequence[object], k: int = 5, s
     Raises:
         ConfigError: as `stratified_split`, k < 2, or a class with fewer than k patients.
     """
-    from sklearn.model_selection import StratifiedKFold
+    from sklearn.model_selection import StratifiedKFold  # scikit-learn takes ~2 s to import
 
     ids_arr, labels_arr = _check(ids, labels)
     if k < 2:

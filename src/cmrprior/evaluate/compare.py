@@ -21,6 +21,7 @@ from scipy import stats
 from scipy.stats import rankdata
 
 from cmrprior.evaluate.ci import Metric, resample_counts, stratified_resample, t_interval
+from cmrprior.errors import InputError
 from cmrprior.evaluate.metrics import macro_auc, weighted_macro_auc
 
 
@@ -94,11 +95,14 @@ def _structural_components(positive: np.ndarray, scores: np.ndarray) -> tuple[fl
 
 
 def delong_binary(positive: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray) -> tuple[float, float, float]:
-    """(AUC_a, AUC_b, Var(AUC_a - AUC_b)) by DeLong for two scores on the same patients."""
+    """(AUC_a, AUC_b, Var(AUC_a - AUC_b)) by DeLong for two scores on the same patients.
+
+    Raises InputError with fewer than 2 positives or 2 negatives.
+    """
     positive = np.asarray(positive, dtype=bool)
     m, n = int(positive.sum()), int((~positive).sum())
     if m < 2 or n < 2:
-        raise ValueError("DeLong needs at least 2 positives and 2 negatives")
+        raise InputError("DeLong needs at least 2 positives and 2 negatives")
     a_auc, a10, a01 = _structural_components(positive, np.asarray(scores_a, float))
     b_auc, b10, b01 = _structural_components(positive, np.asarray(scores_b, float))
     s10 = np.cov(np.vstack([a10, b10]), ddof=1)
@@ -118,7 +122,10 @@ def _influence(positive: np.ndarray, scores: np.ndarray) -> np.ndarray:
 
 
 def delong_test(labels: np.ndarray, probs_a: np.ndarray, probs_b: np.ndarray) -> Comparison:
-    """DeLong test of macro OvR AUC (binary AUC when K == 2) of A vs B on one split; 95% normal CI."""
+    """DeLong test of macro OvR AUC (binary AUC when K == 2) of A vs B on one split; 95% normal CI.
+
+    Raises InputError when no class has at least 2 positives and 2 negatives.
+    """
     labels = np.asarray(labels, dtype=np.int64)
     k = probs_a.shape[1]
     if k == 2:
@@ -127,7 +134,7 @@ def delong_test(labels: np.ndarray, probs_a: np.ndarray, probs_b: np.ndarray) ->
     else:
         classes = [c for c in range(k) if 2 <= (labels == c).sum() <= labels.size - 2]
         if not classes:
-            raise ValueError("DeLong needs a class with at least 2 positives and 2 negatives")
+            raise InputError("DeLong needs a class with at least 2 positives and 2 negatives")
         w = 1.0 / len(classes)
         diffs, variances, infl = [], [], []
         for c in classes:

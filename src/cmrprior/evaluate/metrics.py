@@ -9,9 +9,12 @@ classes are equal then). AUC is computed from mid-ranks (Mann-Whitney U), so tie
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 from scipy.stats import rankdata
+
+from cmrprior.errors import InputError
 
 
 def binary_auc(positive: np.ndarray, scores: np.ndarray) -> float:
@@ -37,10 +40,13 @@ def per_class_auc(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
 
 
 def macro_auc(labels: np.ndarray, probs: np.ndarray) -> float:
-    """Macro one-vs-rest AUC (unweighted mean over classes present); binary AUC of class 1 when K == 2."""
+    """Macro one-vs-rest AUC (unweighted mean over classes present); binary AUC of class 1 when K == 2.
+
+    `probs` `(P, K)` for `labels` `(P,)`; InputError otherwise.
+    """
     probs = np.asarray(probs, dtype=np.float64)
     if probs.ndim != 2 or probs.shape[0] != len(labels):
-        raise ValueError(f"probs must be (P, K) with P = len(labels); got {probs.shape} for {len(labels)} labels")
+        raise InputError(f"probs must be (P, K) with P = len(labels); got {probs.shape} for {len(labels)} labels")
     if probs.shape[1] == 2:
         return binary_auc(np.asarray(labels) == 1, probs[:, 1])
     aucs = per_class_auc(labels, probs)
@@ -121,8 +127,6 @@ def weighted_macro_auc(labels: np.ndarray, probs: np.ndarray, weights: np.ndarra
         with np.errstate(invalid="ignore", divide="ignore"):
             out.append(np.einsum("bi,ij,bj->b", wp, psi, wn) / denom)
     arr = np.vstack(out)
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         return np.nanmean(arr, axis=0)

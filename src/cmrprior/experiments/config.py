@@ -26,7 +26,7 @@ from cmrprior.classify.config import ClassifierConfig
 from cmrprior.data.prepare import PrepareConfig
 from cmrprior.errors import ConfigError
 from cmrprior.evaluate.config import EvaluationConfig
-from cmrprior.ssl.pretrain import PretrainConfig
+from cmrprior.ssl.config import PretrainConfig
 from cmrprior.vocab import SEGMENTED_MODES, ImageSpec
 
 MASK_SOURCES: tuple[str, ...] = ("segmenter", "ground_truth")

@@ -17,7 +17,8 @@ import numpy as np
 from cmrprior.classify.data import SliceSet
 from cmrprior.data.splits import assert_disjoint
 from cmrprior.runs import PretrainRecord, RunFolder
-from cmrprior.ssl.pretrain import PretrainConfig, pretrain
+from cmrprior.ssl.config import PretrainConfig
+from cmrprior.ssl.pretrain import pretrain
 
 log = logging.getLogger(__name__)
 

@@ -16,6 +16,7 @@ from collections.abc import Callable
 import torch
 import torchvision
 from torch import nn
+from torchvision.models.vgg import cfgs, make_layers
 
 from cmrprior.errors import ConfigError
 from cmrprior.models.registry import register_backbone
@@ -115,8 +116,6 @@ class _VGGTrunk(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        from torchvision.models.vgg import cfgs, make_layers
-
         self.features = make_layers(cfgs["D"], batch_norm=False)
         for m in self.features.modules():  # torchvision's VGG init for convolutions
             if isinstance(m, nn.Conv2d):

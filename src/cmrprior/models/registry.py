@@ -26,6 +26,7 @@ from typing import Any
 from torch import nn
 
 from cmrprior.errors import ConfigError
+from cmrprior.models.weights import load_backbone_weights, resolve_weights
 
 BackboneFactory = Callable[..., nn.Module]
 
@@ -48,7 +49,7 @@ def register_backbone(name: str) -> Callable[[BackboneFactory], BackboneFactory]
 
 
 def _ensure_builtin() -> None:
-    # Importing the module runs its @register_backbone decorators.
+    # Importing the module runs its @register_backbone decorators; it imports this module, hence not at the top.
     import cmrprior.models.backbones  # noqa: F401
 
 
@@ -83,8 +84,6 @@ def create_backbone(
     # What rebuilds this architecture: checkpoints store it so reloading needs no outside knowledge.
     model.model_args = {"backbone": name, "in_chans": in_chans, "backbone_kwargs": dict(kwargs)}
     if weights is not None:
-        from cmrprior.models.weights import load_backbone_weights, resolve_weights
-
         state = resolve_weights(name, weights)
         load_backbone_weights(model, state, source=str(weights))
     return model

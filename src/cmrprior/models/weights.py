@@ -23,6 +23,7 @@ import re
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
 from cmrprior.errors import WeightsUnavailableError
@@ -32,7 +33,7 @@ _TV_ARCH = {"vgg16": "vgg16", "densenet121": "densenet121", "resnet18": "resnet1
 
 def imagenet_weights_url(name: str) -> str:
     """URL of torchvision's default ImageNet weights for backbone `name`."""
-    import torchvision
+    import torchvision  # ~3 s to import; only needed for the ImageNet URLs
 
     if name not in _TV_ARCH:
         raise WeightsUnavailableError(f"backbone {name!r} has no ImageNet weights (available for {sorted(_TV_ARCH)})")
@@ -86,8 +87,6 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         raise WeightsUnavailableError(f"{path}: weights file not found")
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
             state = load_file(str(path), device="cpu")
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)

@@ -16,6 +16,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from cmrprior.errors import ConfigError
+from cmrprior.utils import affine
+
 
 @dataclass(frozen=True)
 class AugmentConfig:
@@ -34,12 +37,12 @@ class AugmentConfig:
 
     def __post_init__(self) -> None:
         if not 0 < self.scale_min <= self.scale_max:
-            raise ValueError("need 0 < scale_min <= scale_max")
+            raise ConfigError("need 0 < scale_min <= scale_max")
         if self.gamma_max < 1:
-            raise ValueError("gamma_max must be >= 1")
+            raise ConfigError("gamma_max must be >= 1")
         for name in ("flip_prob", "prob"):
             if not 0 <= getattr(self, name) <= 1:
-                raise ValueError(f"{name} must be in [0, 1]")
+                raise ConfigError(f"{name} must be in [0, 1]")
 
 
 @dataclass(frozen=True)
@@ -102,16 +105,9 @@ def affine_matrices(params: AugmentParams) -> torch.Tensor:
 
     A scale s > 1 zooms in (structures look larger): the output samples a region 1/s the size.
     """
-    cos, sin = torch.cos(params.angle_rad), torch.sin(params.angle_rad)
-    inv_s = 1.0 / params.scale
-    fx = torch.where(params.flip_x, -1.0, 1.0)
-    fy = torch.where(params.flip_y, -1.0, 1.0)
-    theta = torch.zeros(params.angle_rad.shape[0], 2, 3)
-    theta[:, 0, 0] = cos * inv_s * fx
-    theta[:, 0, 1] = -sin * inv_s * fy
-    theta[:, 1, 0] = sin * inv_s * fx
-    theta[:, 1, 1] = cos * inv_s * fy
-    theta[:, :, 2] = params.shift_xy
+    zoom = affine.rotation(params.angle_rad) * (1.0 / params.scale)[:, None, None]
+    theta = affine.theta(affine.scale_cols(zoom, affine.flip_sign(params.flip_x), affine.flip_sign(params.flip_y)),
+                         params.shift_xy)
     identity = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]).expand_as(theta)
     return torch.where(params.active.view(-1, 1, 1), theta, identity)
 
@@ -130,7 +126,7 @@ def apply_augment(
     theta = affine_matrices(params).to(images.dtype)
     if out_size is not None:
         if h != w or out_size > h:
-            raise ValueError(f"out_size {out_size} needs square images of at least that size, got {h}x{w}")
+            raise ConfigError(f"out_size {out_size} needs square images of at least that size, got {h}x{w}")
         theta = theta.clone()
         theta[:, :, :2] = theta[:, :, :2] * (out_size / h)
         h = w = out_size

@@ -6,9 +6,12 @@ import argparse
 import logging
 from pathlib import Path
 
+import torch
+
+from cmrprior.io.cohort import open_cohort
 from cmrprior.segmentation.augment import AugmentConfig
 from cmrprior.segmentation.network import UNetArgs
-from cmrprior.segmentation.train import SegTrainConfig
+from cmrprior.segmentation.train import SegTrainConfig, train_segmenter
 
 log = logging.getLogger(__name__)
 _DEFAULT = SegTrainConfig()
@@ -57,10 +60,9 @@ def _config(args: argparse.Namespace, epochs: int) -> SegTrainConfig:
 
 
 def _train(args: argparse.Namespace) -> int:
+    # data.prepare and cv load SciPy, the image readers and MONAI (~1 s): kept out of `cmrprior` start-up
     from cmrprior.data.prepare import PrepareConfig, prepare_cohort
-    from cmrprior.io.cohort import open_cohort
     from cmrprior.segmentation.cv import cross_validate
-    from cmrprior.segmentation.train import train_segmenter
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     out = Path(args.out)
@@ -75,11 +77,9 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from cmrprior.segmentation.volumes import predict_cohort
+    from cmrprior.segmentation.volumes import predict_cohort  # image readers, MONAI (~0.5 s): see _train
 
     if args.threads:
-        import torch
-
         torch.set_num_threads(args.threads)
     predict_cohort(args.data, args.out, model_path=args.model, include_cine=not args.no_cine)
     return 0

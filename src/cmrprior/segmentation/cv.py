@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from cmrprior.data.prepared import PreparedCohort
+from cmrprior.data.splits import stratified_kfold
 from cmrprior.errors import ConfigError
 from cmrprior.segmentation import qc
 from cmrprior.segmentation.predict import segment_prepared
@@ -30,8 +31,6 @@ log = logging.getLogger(__name__)
 
 def make_folds(prepared: PreparedCohort, k: int, seed: int) -> list[tuple[list[str], list[str]]]:
     """`k` patient-level folds, stratified by class when possible: (train ids, held-out ids) per fold."""
-    from cmrprior.data.splits import stratified_kfold
-
     ids = prepared.patient_ids
     labels = [p.label for p in prepared.patients]
     try:
@@ -39,7 +38,7 @@ def make_folds(prepared: PreparedCohort, k: int, seed: int) -> list[tuple[list[s
     except ConfigError:
         if k < 2 or k > len(ids):
             raise
-        from sklearn.model_selection import KFold
+        from sklearn.model_selection import KFold  # scikit-learn takes ~2 s to import: only on this fallback
 
         kf = KFold(n_splits=k, shuffle=True, random_state=seed % (2**32))
         return [([ids[i] for i in tr], [ids[i] for i in te]) for tr, te in kf.split(np.zeros(len(ids)))]

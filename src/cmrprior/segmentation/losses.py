@@ -1,4 +1,4 @@
-"""Segmentation loss: Dice + cross-entropy (MONAI `DiceCELoss`), the issue's "Dice plus cross-entropy".
+"""Segmentation loss: Dice + cross-entropy (MONAI `DiceCELoss`), the usual choice for cardiac MRI U-Nets.
 
 Dice is computed over the whole batch (`batch=True`, robust to slices where a structure is absent) on
 the three heart structures (background excluded); cross-entropy on all four classes.

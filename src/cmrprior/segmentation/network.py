@@ -11,9 +11,10 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 
-from cmrprior.errors import DataError
+from cmrprior.errors import ConfigError, DataError
 from cmrprior.utils import atomic
 
 N_CLASSES = 4
@@ -34,13 +35,13 @@ class UNetArgs:
 
     def __post_init__(self) -> None:
         if len(self.channels) < 2 or len(self.strides) != len(self.channels) - 1:
-            raise ValueError(f"need len(strides) == len(channels) - 1 >= 1, got {self.channels}, {self.strides}")
+            raise ConfigError(f"need len(strides) == len(channels) - 1 >= 1, got {self.channels}, {self.strides}")
         if any(c < 1 for c in self.channels) or any(s < 1 for s in self.strides):
-            raise ValueError("channels and strides must be positive")
+            raise ConfigError("channels and strides must be positive")
         if self.in_channels < 1 or self.out_channels < 2:
-            raise ValueError("in_channels must be >= 1 and out_channels >= 2")
+            raise ConfigError("in_channels must be >= 1 and out_channels >= 2")
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
 
     @property
     def divisor(self) -> int:
@@ -82,8 +83,6 @@ def count_parameters(model: nn.Module) -> int:
 
 def save_segmenter(model: nn.Module, args: UNetArgs, path: str | Path, extra: dict | None = None) -> Path:
     """Write `path` (.safetensors) and `path` with suffix .json (model args + `extra` metadata), atomically."""
-    from safetensors.torch import save_file
-
     path = Path(path)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     with atomic.atomic_path(path) as tmp:
@@ -98,8 +97,6 @@ def load_segmenter(path: str | Path) -> tuple[nn.Module, UNetArgs, dict]:
     Raises:
         DataError: missing weights or JSON, or weights that do not match the stored arguments.
     """
-    from safetensors.torch import load_file
-
     path = Path(path)
     meta_path = path.with_suffix(".json")
     if not path.exists():
@@ -109,7 +106,7 @@ def load_segmenter(path: str | Path) -> tuple[nn.Module, UNetArgs, dict]:
     try:
         meta = json.loads(meta_path.read_text())
         args = UNetArgs.from_json(meta["unet_args"])
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ConfigError, ValueError, KeyError, TypeError) as exc:
         raise DataError(meta_path, f"unreadable segmenter arguments: {exc}") from exc
     model = build_unet(args)
     try:

@@ -25,7 +25,7 @@ def save_overlay(shown: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Pa
                  title: str = "") -> Path:
     """One PNG: a row per phase (`shown[phase] = (image (Z, H, W), labels (Z, H, W))`), `n_slices` columns,
     mask contours (RV blue, MYO green, LV red) over the grey image. Written atomically."""
-    import matplotlib
+    import matplotlib  # ~1.4 s to import: only when an overlay is drawn
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

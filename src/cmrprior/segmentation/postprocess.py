@@ -16,6 +16,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from cmrprior.errors import InputError
+
 _STRUCT_3D = np.ones((3, 3, 3), dtype=bool)
 
 
@@ -54,11 +56,14 @@ def fill_holes_per_slice(binary: np.ndarray) -> np.ndarray:
 
 
 def postprocess_labels(labels: np.ndarray, labels_to_clean: tuple[int, ...] = (1, 2, 3)) -> np.ndarray:
-    """Clean one predicted stack: uint8 `(Z, H, W)` (or `(H, W)`) ACDC labels -> new uint8 array, same shape."""
+    """Clean one predicted stack: uint8 `(Z, H, W)` (or `(H, W)`) ACDC labels -> new uint8 array, same shape.
+
+    Raises InputError for any other dimensionality.
+    """
     squeeze = labels.ndim == 2
     lab = (labels[None] if squeeze else labels).astype(np.uint8, copy=True)
     if lab.ndim != 3:
-        raise ValueError(f"labels must be (Z, H, W) or (H, W), got shape {labels.shape}")
+        raise InputError(f"labels must be (Z, H, W) or (H, W), got shape {labels.shape}")
     anchors = {3: None, 2: (3,), 1: (3, 2)}  # LV first, then MYO next to it, then RV next to both
     for value in (3, 2, 1):
         region = lab == value

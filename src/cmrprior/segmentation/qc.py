@@ -20,6 +20,8 @@ Flags (no ground truth needed), one row per patient and phase:
 
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,15 +29,18 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from cmrprior.errors import InputError
+from cmrprior.utils import atomic
+
 STRUCTURES: dict[int, str] = {1: "RV", 2: "MYO", 3: "LV"}
 MASK_FLAGS: tuple[str, ...] = ("empty_heart", "missing_structure_mid", "myo_not_surrounding_lv", "volume_jump")
 
 
 def dice(pred: np.ndarray, truth: np.ndarray) -> float:
-    """Dice of two boolean arrays of the same shape (NaN when both are empty)."""
+    """Dice of two boolean arrays of the same shape (NaN when both are empty); InputError when shapes differ."""
     pred, truth = np.asarray(pred, bool), np.asarray(truth, bool)
     if pred.shape != truth.shape:
-        raise ValueError(f"shapes differ: {pred.shape} vs {truth.shape}")
+        raise InputError(f"shapes differ: {pred.shape} vs {truth.shape}")
     denom = int(pred.sum()) + int(truth.sum())
     if denom == 0:
         return float("nan")
@@ -82,7 +87,7 @@ def structure_metrics(pred: np.ndarray, truth: np.ndarray, spacing: Sequence[flo
 
 def mean_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float, int]:
     """Mean and Student-t confidence interval of the finite values: (mean, low, high, n)."""
-    from scipy import stats
+    from scipy import stats  # scipy.stats takes ~2 s to import; only confidence intervals need it
 
     x = np.asarray(values, dtype=np.float64)
     x = x[np.isfinite(x)]
@@ -108,11 +113,11 @@ def mask_flags(labels: np.ndarray, config: FlagConfig = FlagConfig()) -> dict[st
     """Plausibility flags of one label stack uint8 `(Z, H, W)` (slices in anatomical order).
 
     Returns booleans `empty_heart`, `missing_structure_mid`, `myo_not_surrounding_lv`, `volume_jump` and
-    `details` (a short text of where).
+    `details` (a short text of where). Raises InputError when `labels` is not 3D.
     """
     labels = np.asarray(labels)
     if labels.ndim != 3:
-        raise ValueError(f"labels must be (Z, H, W), got shape {labels.shape}")
+        raise InputError(f"labels must be (Z, H, W), got shape {labels.shape}")
     z = labels.shape[0]
     heart_area = (labels > 0).reshape(z, -1).sum(axis=1)
     details: list[str] = []
@@ -151,10 +156,13 @@ def mask_flags(labels: np.ndarray, config: FlagConfig = FlagConfig()) -> dict[st
 
 
 def image_flags(image: np.ndarray, config: FlagConfig = FlagConfig()) -> dict[str, bool]:
-    """Input checks for one image stack `(Z, H, W)`: `blank_image` (constant) and `tiny_field_of_view`."""
+    """Input checks for one image stack `(Z, H, W)`: `blank_image` (constant) and `tiny_field_of_view`.
+
+    Raises InputError when `image` is not 3D.
+    """
     image = np.asarray(image)
     if image.ndim != 3:
-        raise ValueError(f"image must be (Z, H, W), got shape {image.shape}")
+        raise InputError(f"image must be (Z, H, W), got shape {image.shape}")
     blank = bool(image.size == 0 or float(np.nanmax(image)) == float(np.nanmin(image)))
     tiny = bool(min(image.shape[1:]) < config.min_fov_px)
     return {"blank_image": blank, "tiny_field_of_view": tiny}
@@ -221,11 +229,6 @@ def summarise(rows: list[dict], level: float = 0.95) -> list[dict]:
 def write_csv(rows: list[dict], path, columns: Sequence[str] | None = None) -> None:
     """Write rows (dicts with the same keys) as CSV, atomically; `columns`: the header (a header row even
     without rows), default the first row's keys."""
-    import csv
-    import io
-
-    from cmrprior.utils import atomic
-
     buf = io.StringIO()
     if rows or columns:
         writer = csv.DictWriter(buf, fieldnames=list(columns or rows[0].keys()))

@@ -30,8 +30,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from cmrprior.data.prepared import PreparedCohort
+from cmrprior.data.splits import stratified_split
 from cmrprior.errors import ConfigError, DataError
 from cmrprior.segmentation.augment import AugmentConfig, augment_batch, normalise_slices
 from cmrprior.segmentation.losses import make_seg_loss
@@ -96,8 +98,6 @@ def split_patients(prepared: PreparedCohort, val_fraction: float, seed: int) -> 
         return list(ids), []
     labels = [p.label for p in prepared.patients]
     try:
-        from cmrprior.data.splits import stratified_split
-
         split = stratified_split(ids, labels, test_fraction=val_fraction, seed=seed)
         return list(split.train), list(split.test)
     except ConfigError:
@@ -124,7 +124,7 @@ def stack_samples(prepared: PreparedCohort) -> tuple[np.ndarray, np.ndarray]:
 def volume_dice(model: torch.nn.Module, prepared: PreparedCohort, *, bf16: bool = False) -> np.ndarray:
     """Per patient and phase 3D Dice of RV, MYO, LV with MONAI `DiceMetric`: float `(2P, 3)` (NaN where
     both prediction and truth lack a structure). Raw argmax predictions, no post-processing."""
-    from monai.metrics import DiceMetric
+    from monai.metrics import DiceMetric  # imported here: MONAI takes seconds to import
 
     metric = DiceMetric(include_background=False, reduction="none", ignore_empty=True)
     rows = []
@@ -160,6 +160,55 @@ def _check_resume(stored: dict, config: SegTrainConfig, path: Path) -> None:
         raise ConfigError(f"{path}: checkpoint was written with a different config ({', '.join(diff)}); use a new run folder")
 
 
+def _new_state() -> dict:
+    """The loop state of a run that has not made a step yet (stored under "state" in checkpoint.pt)."""
+    return {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_score": -1.0, "best_epoch": -1,
+            "bad_epochs": 0, "done": False, "epoch_loss_sum": 0.0, "epoch_seconds": 0.0}
+
+
+def _resume(ckpt_path: Path, config: SegTrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    """The loop state to start from; when `ckpt_path` exists, the saved model and optimizer are loaded."""
+    state = _new_state()
+    if ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        _check_resume(ckpt["config"], config, ckpt_path)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        state.update(ckpt["state"])
+        log.info("resumed from %s at epoch %d step %d", ckpt_path, state["epoch"], state["global_step"])
+    return state
+
+
+def _train_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module, images: np.ndarray,
+                masks: np.ndarray, step: int, lr: float, config: SegTrainConfig, crop: int | None) -> float:
+    """One optimizer step on the slices `images[i], masks[i]` (`(b, H, W)` each) of global step `step`;
+    returns the loss."""
+    x = normalise_slices(torch.from_numpy(images)[:, None])
+    y = torch.from_numpy(masks.astype(np.int64))
+    x, y = augment_batch(x, y, config.augment, torch_generator(derive_seed(config.seed, "aug", step)), out_size=crop)
+    torch.manual_seed(derive_seed(config.seed, "step", step))  # dropout, if any
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
+        logits = model(x)
+    loss = loss_fn(logits.float(), y[:, None])
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return float(loss.detach())
+
+
+def _score_epoch(model: nn.Module, val_set: PreparedCohort | None, record: dict, bf16: bool) -> float:
+    """The epoch's model-selection score: mean validation Dice (added to `record`), or minus the training
+    loss without validation patients."""
+    if val_set is None:
+        return float(-record["train_loss"])
+    per = np.nanmean(volume_dice(model, val_set, bf16=bf16), axis=0)
+    score = float(np.nanmean(per))
+    record.update({"val_dice_rv": per[0], "val_dice_myo": per[1], "val_dice_lv": per[2], "val_dice": score})
+    return score
+
+
 def train_segmenter(prepared: PreparedCohort, config: SegTrainConfig, out_dir: str | Path) -> Path:
     """Train a U-Net on `prepared` (needs masks); returns the path of the final `model.safetensors`.
 
@@ -173,14 +222,11 @@ def train_segmenter(prepared: PreparedCohort, config: SegTrainConfig, out_dir: s
     out_dir.mkdir(parents=True, exist_ok=True)
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
-    final = out_dir / "model.safetensors"
-    ckpt_path = out_dir / "checkpoint.pt"
-
+    final, ckpt_path = out_dir / "model.safetensors", out_dir / "checkpoint.pt"
     train_ids, val_ids = split_patients(prepared, config.val_fraction, derive_seed(config.seed, "val-split"))
-    train_set = prepared.select_patients(train_ids)
     val_set = prepared.select_patients(val_ids) if val_ids else None
     atomic.write_json(out_dir / "split.json", {"train": train_ids, "val": val_ids, "seed": config.seed})
-    images, masks = stack_samples(train_set)
+    images, masks = stack_samples(prepared.select_patients(train_ids))
     n = images.shape[0]
     crop = config.train_crop if config.train_crop and config.train_crop < images.shape[-1] else None
     steps_per_epoch = math.ceil(n / config.batch_size)
@@ -190,15 +236,7 @@ def train_segmenter(prepared: PreparedCohort, config: SegTrainConfig, out_dir: s
     model = build_unet(config.unet)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     loss_fn = make_seg_loss()
-    state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_score": -1.0, "best_epoch": -1,
-             "bad_epochs": 0, "done": False, "epoch_loss_sum": 0.0, "epoch_seconds": 0.0}
-    if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        _check_resume(ckpt["config"], config, ckpt_path)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        state.update(ckpt["state"])
-        log.info("resumed from %s at epoch %d step %d", ckpt_path, state["epoch"], state["global_step"])
+    state = _resume(ckpt_path, config, model, optimizer)
 
     def save_checkpoint() -> None:
         atomic.save_torch(ckpt_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -216,37 +254,17 @@ def train_segmenter(prepared: PreparedCohort, config: SegTrainConfig, out_dir: s
                 state["epoch_seconds"] += time.perf_counter() - t0
                 save_checkpoint()
                 return ckpt_path
-            step = state["global_step"]
-            idx = perm[s * config.batch_size : (s + 1) * config.batch_size]
-            x = normalise_slices(torch.from_numpy(images[idx])[:, None])
-            y = torch.from_numpy(masks[idx].astype(np.int64))
-            x, y = augment_batch(x, y, config.augment, torch_generator(derive_seed(config.seed, "aug", step)),
-                                 out_size=crop)
-            torch.manual_seed(derive_seed(config.seed, "step", step))  # dropout, if any
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(step, total_steps, config)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
-                logits = model(x)
-            loss = loss_fn(logits.float(), y[:, None])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            state["epoch_loss_sum"] += float(loss.detach())
-            state["global_step"] = step + 1
-            state["step_in_epoch"] = s + 1
+            step, idx = state["global_step"], perm[s * config.batch_size : (s + 1) * config.batch_size]
+            state["epoch_loss_sum"] += _train_step(model, optimizer, loss_fn, images[idx], masks[idx], step,
+                                                   learning_rate(step, total_steps, config), config, crop)
+            state["global_step"], state["step_in_epoch"] = step + 1, s + 1
             if state["global_step"] % config.checkpoint_every == 0:
                 save_checkpoint()
         state["epoch_seconds"] += time.perf_counter() - t0
         record = {"epoch": epoch, "step": state["global_step"], "train_loss": state["epoch_loss_sum"] / steps_per_epoch,
                   "train_seconds": state["epoch_seconds"], "slices_per_s": n / max(state["epoch_seconds"], 1e-9),
                   "lr": learning_rate(state["global_step"], total_steps, config), "peak_rss_mb": _peak_rss_mb()}
-        if val_set is not None:
-            dice = volume_dice(model, val_set, bf16=config.bf16)
-            per = np.nanmean(dice, axis=0)
-            score = float(np.nanmean(per))
-            record.update({"val_dice_rv": per[0], "val_dice_myo": per[1], "val_dice_lv": per[2], "val_dice": score})
-        else:
-            score = float(-record["train_loss"])
+        score = _score_epoch(model, val_set, record, config.bf16)
         if score > state["best_score"]:
             state.update(best_score=score, best_epoch=epoch, bad_epochs=0)
             save_segmenter(model, config.unet, out_dir / "best.safetensors", {**meta, "epoch": epoch, "val_dice": record.get("val_dice")})

@@ -50,7 +50,8 @@ class VolumePrediction:
 
 
 def _to_net_grid(array: np.ndarray, spacing_yx: tuple[float, float]) -> np.ndarray:
-    from cmrprior.data.prepare import normalise_percentile, resample_inplane
+    from cmrprior.data.intensity import normalise_percentile
+    from cmrprior.data.resample import resample_inplane
 
     norm = normalise_percentile(array)
     return np.clip(resample_inplane(norm, spacing_yx, target_mm=NET_SPACING_MM), 0.0, 1.0)
@@ -84,7 +85,7 @@ def predict_volume(
     Raises:
         DataError: not 3D, or a field of view under `MIN_FOV_MM` mm on a side.
     """
-    from cmrprior.data.prepare import crop_or_pad
+    from cmrprior.data.resample import crop_or_pad
 
     arr = np.asarray(volume.array)
     if arr.ndim != 3:

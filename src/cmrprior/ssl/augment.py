@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from cmrprior.errors import ConfigError
+from cmrprior.utils import affine
 
 
 @dataclass(frozen=True)
@@ -144,22 +145,10 @@ def affine_matrices(params: ViewParams, height: int, width: int) -> torch.Tensor
     input = Crop(Flip(Rot(output))): Rot rotates in pixel units, Flip negates x and/or y,
     Crop scales by the crop size and shifts to the crop centre.
     """
-    cos, sin = torch.cos(params.angle), torch.sin(params.angle)
-    ax = width / max(height, width)  # half-extent of the image in common pixel-proportional units
-    ay = height / max(height, width)
-    # rotation in pixel space, expressed in normalised coordinates: D^-1 R D with D = diag(ax, ay)
-    r00, r01 = cos, -sin * ay / ax
-    r10, r11 = sin * ax / ay, cos
-    fx = torch.where(params.hflip, -1.0, 1.0)
-    fy = torch.where(params.vflip, -1.0, 1.0)
-    theta = torch.zeros(params.angle.shape[0], 2, 3)
-    theta[:, 0, 0] = params.crop_w * fx * r00
-    theta[:, 0, 1] = params.crop_w * fx * r01
-    theta[:, 1, 0] = params.crop_h * fy * r10
-    theta[:, 1, 1] = params.crop_h * fy * r11
-    theta[:, 0, 2] = params.crop_cx
-    theta[:, 1, 2] = params.crop_cy
-    return theta
+    rot = affine.rotation(params.angle, height, width)
+    fx, fy = affine.flip_sign(params.hflip), affine.flip_sign(params.vflip)
+    linear = affine.scale_rows(rot, params.crop_w * fx, params.crop_h * fy)
+    return affine.theta(linear, torch.stack([params.crop_cx, params.crop_cy], dim=-1))
 
 
 def apply_view_params(x: torch.Tensor, params: ViewParams, out_size: int | None = None) -> torch.Tensor:

@@ -21,7 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
+from cmrprior.data.splits import stratified_split
 from cmrprior.errors import ConfigError, DataError
+from cmrprior.io.cohort import open_cohort
+from cmrprior.utils import atomic
 
 
 @dataclass(frozen=True)
@@ -35,12 +38,11 @@ class PretrainData:
 
 def _open_prepared(data: Path, out: Path):
     """A prepared cohort folder as is; a raw cohort (ACDC folder / manifest) prepared into OUT/prepared."""
+    # data.prepare loads SciPy and the image readers (~0.3-1 s): kept out of `cmrprior` start-up
     from cmrprior.data.prepare import PrepareConfig, load_prepared, prepare_cohort
 
     if (data / "cohort.json").is_file() or (data / "prepared.json").is_file():
         return load_prepared(data)
-    from cmrprior.io.cohort import open_cohort
-
     return prepare_cohort(open_cohort(data), PrepareConfig(), out / "prepared", progress=True)
 
 
@@ -54,8 +56,6 @@ def _split_patients(ids: list[str], labels: np.ndarray, fraction: float, seed: i
     if fraction <= 0:
         return tuple(ids), ()
     if (labels >= 0).all():
-        from cmrprior.data.splits import stratified_split
-
         try:
             s = stratified_split(ids, labels.tolist(), test_fraction=fraction, seed=seed)
             return tuple(s.train), tuple(s.test)
@@ -105,7 +105,7 @@ def select_pretrain_data(
             if sub.ed_mask is None:
                 raise ConfigError("pretrain --images segmented needs heart masks: prepare a cohort with masks or "
                                   "run `cmrprior segment` first")
-            from cmrprior.anatomy.heart import apply_image_mode
+            from cmrprior.anatomy.heart import apply_image_mode  # SciPy (~0.5 s): only for segmented images
 
             m = np.concatenate([sub.ed_mask, sub.es_mask])
             groups = np.concatenate([sub.patient_index, sub.patient_index])
@@ -159,11 +159,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_pretrain(args: argparse.Namespace) -> int:
-    import dataclasses
-
+    # torch (seconds to import) stays out of `cmrprior` start-up
+    from cmrprior.ssl.config import PretrainConfig
     from cmrprior.ssl.distributed import dist_info, init_distributed
-    from cmrprior.ssl.pretrain import PretrainConfig, pretrain, select_batch_size
-    from cmrprior.utils import atomic
+    from cmrprior.ssl.pretrain import pretrain, select_batch_size
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     init_distributed(None if args.device == "auto" else args.device)  # under torchrun: join the process group
@@ -185,7 +184,7 @@ def run_pretrain(args: argparse.Namespace) -> int:
             except Exception as exc:
                 raise DataError(args.extra_unlabeled, f"cannot read images ({exc})") from exc
         else:
-            from cmrprior.data.prepare import load_prepared
+            from cmrprior.data.prepare import load_prepared  # SciPy and image readers: see _open_prepared
 
             ex = load_prepared(args.extra_unlabeled)
             extra = np.concatenate([ex.ed, ex.es])

@@ -6,6 +6,7 @@ A killed process leaves either the old file or the new one, never a half-written
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import tempfile
@@ -63,7 +64,7 @@ def save_npz(target: str | Path, **arrays: np.ndarray) -> Path:
 
 
 def save_torch(target: str | Path, obj: Any) -> Path:
-    import torch
+    import torch  # utils stays importable without torch (seconds to import) for NumPy-only callers
 
     with atomic_path(target) as tmp:
         torch.save(obj, tmp)
@@ -87,7 +88,5 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, np.ndarray):
         return obj.tolist()
     if hasattr(obj, "__dataclass_fields__"):
-        import dataclasses
-
         return dataclasses.asdict(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

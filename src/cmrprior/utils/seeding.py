@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 
 import numpy as np
@@ -9,7 +10,7 @@ import numpy as np
 
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch global generators (for code outside our control, e.g. init)."""
-    import torch
+    import torch  # utils stays importable without torch (seconds to import) for NumPy-only callers
 
     random.seed(seed)
     np.random.seed(seed % (2**32))
@@ -17,7 +18,7 @@ def seed_everything(seed: int) -> None:
 
 
 def torch_generator(seed: int, device: str = "cpu"):
-    import torch
+    import torch  # see seed_everything
 
     g = torch.Generator(device=device)
     g.manual_seed(seed)
@@ -26,7 +27,5 @@ def torch_generator(seed: int, device: str = "cpu"):
 
 def derive_seed(seed: int, *keys: object) -> int:
     """A stable child seed from a parent seed and keys (e.g. split index, stage name)."""
-    import hashlib
-
     h = hashlib.sha256(repr((seed,) + keys).encode()).digest()
     return int.from_bytes(h[:4], "little")

@@ -1,0 +1,106 @@
+"""Pre-training checkpoints: what a run folder holds and how it is written and read back.
+
+  last.pt        {"config", "model_args", "model" (backbone + head), "encoder", "optimizer", "state"
+                 (epoch, step, step_in_epoch, loss_sum, history, best_val_loss, bad_epochs, stopped_early,
+                 images_seen), "rng" {"torch"}}: everything a resumed run needs.
+  best.pt        {"model_args", "encoder", "config", "epoch", "val_loss"}: the encoder to use downstream.
+  metrics.jsonl  one JSON line per finished epoch (the history, rewritten whole).
+
+Every file is written atomically (`cmrprior.utils.atomic`), so a killed run leaves the previous version.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from cmrprior.errors import DataError
+from cmrprior.models.registry import create_backbone
+from cmrprior.ssl.config import PretrainConfig, check_resumable
+from cmrprior.utils import atomic
+
+log = logging.getLogger(__name__)
+
+
+def _read(path: Path, what: str) -> Any:
+    """`torch.load` of `path` on CPU (tensors and plain containers only); DataError naming `what` on failure."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch.load raises many types (pickle, zip, OSError, RuntimeError)
+        raise DataError(path, f"cannot read {what} ({exc.__class__.__name__}: {exc})") from exc
+
+
+def load_encoder(checkpoint: str | Path) -> nn.Module:
+    """The pre-trained backbone stored in `checkpoint` (best.pt or last.pt), on CPU, in eval mode.
+
+    Raises DataError when the file is missing or not a cmrprior pre-training checkpoint.
+    """
+    path = Path(checkpoint)
+    if path.is_dir():
+        path = path / "best.pt" if (path / "best.pt").exists() else path / "last.pt"
+    if not path.is_file():
+        raise DataError(path, "pre-training checkpoint not found")
+    ckpt = _read(path, "checkpoint")
+    if not isinstance(ckpt, dict) or "model_args" not in ckpt or "encoder" not in ckpt:
+        raise DataError(path, "not a cmrprior pre-training checkpoint (no model_args/encoder)")
+    args = ckpt["model_args"]
+    enc = create_backbone(args["backbone"], in_chans=args["in_chans"], **args["backbone_kwargs"])
+    enc.load_state_dict(ckpt["encoder"])
+    return enc.eval()
+
+
+def new_state() -> dict[str, Any]:
+    """The loop state of a run that has not made a step yet (stored under "state" in last.pt)."""
+    return {"epoch": 0, "step": 0, "step_in_epoch": 0, "loss_sum": 0.0, "history": [], "best_val_loss": None,
+            "bad_epochs": 0, "stopped_early": False, "images_seen": 0}
+
+
+def resume(last_path: Path, config: PretrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """The loop state to start from: a new one, or, when `last_path` exists, the saved one, with the saved
+    model, optimizer and torch RNG states loaded (in place).
+
+    Raises DataError (unreadable checkpoint), ConfigError (the run was made with a different config).
+    """
+    state = new_state()
+    if not last_path.exists():
+        return state
+    ckpt = _read(last_path, "checkpoint to resume")
+    check_resumable(ckpt["config"], config, last_path)
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    state.update(ckpt["state"])
+    torch.set_rng_state(ckpt["rng"]["torch"])
+    log.info("resumed %s at epoch %d step %d", last_path, state["epoch"], state["step"])
+    return state
+
+
+def save_last(path: Path, *, config: PretrainConfig, model_args: dict[str, Any], model: nn.Module,
+              optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """Write last.pt: the full state of `model` (a SimCLRModel, unwrapped), optimizer, loop state and RNG."""
+    ckpt = {
+        "config": config.to_dict(),
+        "model_args": model_args,
+        "model": model.state_dict(),
+        "encoder": model.encoder.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "state": dict(state),
+        "rng": {"torch": torch.get_rng_state()},
+    }
+    atomic.save_torch(path, ckpt)
+
+
+def save_best(path: Path, *, config: PretrainConfig, model_args: dict[str, Any], encoder: nn.Module, epoch: int,
+              val_loss: float | None) -> None:
+    """Write best.pt: the encoder of `epoch` (with its held-out loss, None without held-out images)."""
+    atomic.save_torch(path, {"model_args": model_args, "encoder": encoder.state_dict(), "config": config.to_dict(),
+                             "epoch": epoch, "val_loss": val_loss})
+
+
+def write_metrics(out_dir: Path, history: list[dict[str, Any]]) -> None:
+    """Rewrite `out_dir/metrics.jsonl` from the per-epoch `history` records."""
+    atomic.write_text(out_dir / "metrics.jsonl", "".join(json.dumps(h, sort_keys=True) + "\n" for h in history))
