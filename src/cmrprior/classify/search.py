@@ -76,9 +76,7 @@ def cv_search_linear(
         patient_ids: the training part's patient ids.
         folds: (inner-train ids, inner-val ids) per fold, subsets of `patient_ids`.
 
-    Raises:
-        ConfigError: no fold.
-        InputError: a fold with patients outside `patient_ids`, or on both of its sides.
+    Raises ConfigError without folds, InputError for a fold with outside patients or one on both sides.
     """
     if not folds:
         raise ConfigError("cross-validation needs at least one fold")
