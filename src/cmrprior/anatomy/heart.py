@@ -28,7 +28,7 @@ from typing import Literal
 import numpy as np
 from scipy import ndimage
 
-from cmrprior.data.resample import crop_window
+from cmrprior.utils.arrays import crop_window
 from cmrprior.errors import ConfigError, InputError
 
 ImageMode = Literal["full", "mask", "crop", "mask+crop"]
