@@ -98,3 +98,18 @@ class ImageSpec:
     def of(cls, images: str, *, segmented_mode: str, margin_mm: float) -> "ImageSpec":
         """The spec of `images` given the study's segmented mode and margin."""
         return cls(images, "full" if images == "full" else segmented_mode, float(margin_mm))
+
+
+@dataclass(frozen=True)
+class ImagesConfig:
+    """How segmented images are made: `segmented_mode` (mask | crop | mask+crop), heart dilation `margin_mm`."""
+
+    segmented_mode: str = "mask"
+    margin_mm: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.segmented_mode not in SEGMENTED_MODES:
+            raise ConfigError(f"images.segmented_mode must be one of {list(SEGMENTED_MODES)}, got {self.segmented_mode!r}")
+
+    def spec(self, images: str) -> "ImageSpec":
+        return ImageSpec.of(images, segmented_mode=self.segmented_mode, margin_mm=self.margin_mm)

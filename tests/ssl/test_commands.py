@@ -78,3 +78,24 @@ def test_cli_pretrain_and_resume_flag(tmp_path, capsys):
 def test_cli_bad_data(tmp_path, capsys):
     assert main(["pretrain", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
     assert "missing" in capsys.readouterr().err
+
+
+def test_cli_pretrains_on_the_studys_patients_for_the_same_split():
+    """`cmrprior pretrain --split-seed S` and the study's split S (protocol seed 0) pre-train on the same
+    patients, with the same early-stopping part."""
+    from cmrprior.experiments.config import StudyConfig
+    from cmrprior.experiments.study import make_splits
+    from cmrprior.data.splits import inner_split
+
+    from tests.experiments.study_doubles import tiny_cohort
+
+    prep = tiny_cohort(n_patients=30)
+    cfg = StudyConfig()
+    splits = make_splits(prep.patient_ids, prep.patient_labels, cfg)
+    label_of = dict(zip(prep.patient_ids, prep.patient_labels.tolist()))
+    for s in splits[:3]:
+        inner = inner_split(s.train, [label_of[p] for p in s.train], val_fraction=cfg.protocol.val_fraction,
+                            split_seed=s.seed)
+        sel = select_pretrain_data(prep, split_seed=s.seed)
+        assert set(sel.test_ids) == set(s.test)
+        assert set(sel.train_ids) == set(inner.train) and set(sel.val_ids) == set(inner.test)

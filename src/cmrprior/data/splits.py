@@ -126,6 +126,23 @@ def stratified_kfold(ids: Sequence[str], labels: Sequence[object], k: int = 5, s
     return [_as_split(ids_arr, tr, te, seed) for tr, te in skf.split(np.zeros(len(ids_arr)), labels_arr)]
 
 
+@dataclass(frozen=True)
+class ProtocolConfig:
+    """n_splits repeated patient-level stratified splits with `test_fraction` test patients (`seed`);
+    `cv_folds`-fold CV inside the training part for hyperparameters; `val_fraction` of the training
+    patients as the inner validation part (pre-training early stopping; finetune mode)."""
+
+    n_splits: int = 5
+    test_fraction: float = 0.3
+    seed: int = 0
+    cv_folds: int = 3
+    val_fraction: float = 0.2
+
+    def __post_init__(self) -> None:
+        if self.n_splits < 1 or not 0 < self.test_fraction < 1 or self.cv_folds < 2 or not 0 < self.val_fraction < 1:
+            raise ConfigError(f"protocol: invalid values {self}")
+
+
 def assert_disjoint(stage: str, seen_ids: Sequence[str], test_ids: Sequence[str]) -> None:
     """Raise LeakageError when any of `test_ids` is in `seen_ids` (what `stage` saw)."""
     leaked = sorted(set(seen_ids) & set(test_ids))

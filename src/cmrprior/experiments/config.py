@@ -1,8 +1,8 @@
 """Study configuration: one frozen dataclass per component, composed here, filled from YAML at the edge.
 
 Each component's settings live next to the component (`data.prepare.PrepareConfig`,
-`ssl.pretrain.PretrainConfig`, `classify.config.ClassifierConfig`, `evaluate.config.EvaluationConfig`);
-this module adds what only the study has (masks, image modes, the protocol, the pre-training grid) and
+`ssl.config.PretrainConfig`, `data.splits.ProtocolConfig`, `vocab.ImagesConfig`, `classify.config.ClassifierConfig`, `evaluate.config.EvaluationConfig`);
+this module adds what only the study has (masks, the pre-training grid) and
 composes them. Each default is defined once, in its dataclass. Unknown keys anywhere are an error that
 names the key and the file, so a typo cannot silently fall back to a default.
 
@@ -24,10 +24,11 @@ import yaml
 
 from cmrprior.classify.config import ClassifierConfig
 from cmrprior.data.prepare import PrepareConfig
+from cmrprior.data.splits import ProtocolConfig
 from cmrprior.errors import ConfigError
 from cmrprior.evaluate.config import EvaluationConfig
 from cmrprior.ssl.config import PretrainConfig
-from cmrprior.vocab import SEGMENTED_MODES, ImageSpec
+from cmrprior.vocab import ImagesConfig
 
 MASK_SOURCES: tuple[str, ...] = ("segmenter", "ground_truth")
 
@@ -43,38 +44,6 @@ class MasksConfig:
     def __post_init__(self) -> None:
         if self.source not in MASK_SOURCES:
             raise ConfigError(f"masks.source must be one of {list(MASK_SOURCES)}, got {self.source!r}")
-
-
-@dataclass(frozen=True)
-class ImagesConfig:
-    """How segmented images are made: `segmented_mode` (mask | crop | mask+crop), heart dilation `margin_mm`."""
-
-    segmented_mode: str = "mask"
-    margin_mm: float = 5.0
-
-    def __post_init__(self) -> None:
-        if self.segmented_mode not in SEGMENTED_MODES:
-            raise ConfigError(f"images.segmented_mode must be one of {list(SEGMENTED_MODES)}, got {self.segmented_mode!r}")
-
-    def spec(self, images: str) -> ImageSpec:
-        return ImageSpec.of(images, segmented_mode=self.segmented_mode, margin_mm=self.margin_mm)
-
-
-@dataclass(frozen=True)
-class ProtocolConfig:
-    """n_splits repeated patient-level stratified splits with `test_fraction` test patients (`seed`);
-    `cv_folds`-fold CV inside the training part for hyperparameters; `val_fraction` of the training
-    patients as the inner validation part (pre-training early stopping; finetune mode)."""
-
-    n_splits: int = 5
-    test_fraction: float = 0.3
-    seed: int = 0
-    cv_folds: int = 3
-    val_fraction: float = 0.2
-
-    def __post_init__(self) -> None:
-        if self.n_splits < 1 or not 0 < self.test_fraction < 1 or self.cv_folds < 2 or not 0 < self.val_fraction < 1:
-            raise ConfigError(f"protocol: invalid values {self}")
 
 
 # PretrainConfig fields that the study sets itself for every pre-training run.

@@ -21,10 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
-from cmrprior.data.splits import stratified_split
+from cmrprior.data.splits import ProtocolConfig, inner_split, stratified_split
 from cmrprior.errors import ConfigError, DataError
 from cmrprior.io.cohort import open_cohort
+from cmrprior.ssl.config import PretrainConfig
 from cmrprior.utils import atomic
+from cmrprior.vocab import SEGMENTED_MODES, ImagesConfig
 
 
 @dataclass(frozen=True)
@@ -71,11 +73,11 @@ def select_pretrain_data(
     prepared,
     *,
     images: str = "full",
-    segmented_mode: str = "mask",
-    margin_mm: float = 5.0,
-    split_seed: int = 0,
-    test_fraction: float = 0.3,
-    val_fraction: float = 0.15,
+    segmented_mode: str = ImagesConfig.segmented_mode,
+    margin_mm: float = ImagesConfig.margin_mm,
+    split_seed: int = ProtocolConfig.seed,
+    test_fraction: float = ProtocolConfig.test_fraction,
+    val_fraction: float = ProtocolConfig.val_fraction,
     all_patients: bool = False,
 ) -> PretrainData:
     """Training and held-out pre-training images of a PreparedCohort (see module doc).
@@ -93,8 +95,15 @@ def select_pretrain_data(
         pool_t, test_ids = _split_patients(ids, labels, test_fraction, split_seed)
         pool = list(pool_t)
     pos = {p: i for i, p in enumerate(ids)}
-    train_ids, val_ids = _split_patients(pool, labels[[pos[p] for p in pool]], val_fraction, split_seed + 1,
-                                         strict=False)
+    pool_labels = labels[[pos[p] for p in pool]]
+    try:
+        if all_patients or not (pool_labels >= 0).all():
+            raise ConfigError("no stratified inner split")
+        # the study's own inner split of this split's training patients: the same pre-training patients
+        inner = inner_split(pool, pool_labels.tolist(), val_fraction=val_fraction, split_seed=split_seed)
+        train_ids, val_ids = tuple(inner.train), tuple(inner.test)
+    except ConfigError:  # unlabelled, or classes too small to stratify (a study would refuse this cohort)
+        train_ids, val_ids = _split_patients(pool, pool_labels, val_fraction, split_seed + 1, strict=False)
     if not train_ids:
         raise ConfigError("pretrain: no training patients left after the split")
 
@@ -128,30 +137,33 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               description=__doc__.splitlines()[0])
     p.add_argument("--data", required=True, type=Path, help="prepared cohort folder, ACDC-layout folder or manifest .csv")
     p.add_argument("--images", choices=("full", "segmented"), default="full")
-    p.add_argument("--segmented-mode", choices=("mask", "crop", "mask+crop"), default="mask")
-    p.add_argument("--margin-mm", type=float, default=5.0, help="heart-mask margin for segmented images (mm)")
-    p.add_argument("--backbone", default="vgg16")
+    p.add_argument("--segmented-mode", choices=SEGMENTED_MODES, default=ImagesConfig.segmented_mode)
+    p.add_argument("--margin-mm", type=float, default=ImagesConfig.margin_mm,
+                   help="heart-mask margin for segmented images (mm)")
+    p.add_argument("--backbone", default=PretrainConfig.backbone)
     p.add_argument("--weights", default=None, help="start from 'imagenet' or a weights file (default: random init)")
     p.add_argument("--out", required=True, type=Path, help="run folder")
     p.add_argument("--resume", action="store_true", help="continue the run in --out (required if it exists)")
-    p.add_argument("--split-seed", type=int, default=0)
-    p.add_argument("--test-fraction", type=float, default=0.3)
-    p.add_argument("--val-fraction", type=float, default=0.15, help="training patients held out for early stopping")
+    p.add_argument("--split-seed", type=int, default=ProtocolConfig.seed,
+                   help="seed S: the same patients as split S - protocol.seed of a study (default 0: its first split)")
+    p.add_argument("--test-fraction", type=float, default=ProtocolConfig.test_fraction)
+    p.add_argument("--val-fraction", type=float, default=ProtocolConfig.val_fraction,
+                   help="training patients held out for early stopping")
     p.add_argument("--all-patients", action="store_true", help="use every patient (no test part)")
     p.add_argument("--extra-unlabeled", type=Path, default=None, help=".npy (N, H, W) or prepared cohort of extra images")
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=PretrainConfig.batch_size)
     p.add_argument("--batch-sizes", type=_int_list, default=None, help="grid search, e.g. 64,128,256 (study)")
-    p.add_argument("--epochs", type=int, default=100)
-    p.add_argument("--patience", type=int, default=10)
-    p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--temperature", type=float, default=0.1)
+    p.add_argument("--epochs", type=int, default=PretrainConfig.epochs)
+    p.add_argument("--patience", type=int, default=PretrainConfig.patience)
+    p.add_argument("--lr", type=float, default=PretrainConfig.lr)
+    p.add_argument("--temperature", type=float, default=PretrainConfig.temperature)
     p.add_argument("--image-size", type=int, default=None, help="view size in pixels (default: the data's)")
-    p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto")
+    p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default=PretrainConfig.precision)
     p.add_argument("--channels-last", choices=("auto", "on", "off"), default="auto")
     p.add_argument("--compile", action="store_true")
     p.add_argument("--sync-batchnorm", action="store_true")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=PretrainConfig.seed)
     p.add_argument("--checkpoint-every", type=int, default=0, help="also checkpoint every K steps")
     p.add_argument("--max-steps", type=int, default=None, help="stop after K steps (resumable)")
     p.add_argument("--no-progress", action="store_true")

@@ -17,6 +17,7 @@ import torch
 from cmrprior.errors import ConfigError
 from cmrprior.ssl.augment import AugmentConfig
 from cmrprior.ssl.distributed import DistInfo
+from cmrprior.vocab import DEFAULT_BACKBONE
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,7 @@ class PretrainConfig:
     Raises ConfigError on an invalid value.
     """
 
-    backbone: str = "vgg16"
+    backbone: str = DEFAULT_BACKBONE
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)
     weights: str | None = None  # start from "imagenet" or a weights file (None: random init)
     image_size: int = 128  # views are resampled to image_size x image_size
