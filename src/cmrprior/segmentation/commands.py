@@ -49,6 +49,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pr.add_argument("--threads", type=int, default=None)
     pr.set_defaults(func=_predict)
 
+    ix = sub.add_parser("index-folds", help="a segmenter set for out-of-sample masks: the full model and the fold "
+                                           "models of a --folds run, with the fingerprints of their training images")
+    ix.add_argument("--cv", required=True, type=Path, help="run folder of `segment train --folds K` (its cv/ folder)")
+    ix.add_argument("--data", required=True, type=Path, help="the cohort the models were trained on")
+    ix.add_argument("--full", required=True, type=Path, help="the full model's .safetensors (trained on all of --data)")
+    ix.add_argument("--out", required=True, type=Path, help="folder for the set (weights + folds.json)")
+    ix.add_argument("--no-copy-full", action="store_true", help="index the full model where it is instead of copying it")
+    ix.set_defaults(func=_index_folds)
+
 
 def _config(args: argparse.Namespace, epochs: int) -> SegTrainConfig:
     channels = tuple(int(c) for c in args.channels.split(","))
@@ -73,6 +82,15 @@ def _train(args: argparse.Namespace) -> int:
             return 0
     model = train_segmenter(prepared, _config(args, args.final_epochs or args.epochs), out / "final")
     log.info("segmenter: %s", model)
+    return 0
+
+
+def _index_folds(args: argparse.Namespace) -> int:
+    from cmrprior.segmentation.folds import write_segmenter_set
+
+    index = write_segmenter_set(args.out, open_cohort(args.data), full_weights=args.full, cv_dir=args.cv,
+                                copy_full=not args.no_copy_full)
+    print(f"segmenter set: {index}")
     return 0
 
 

@@ -1,0 +1,147 @@
+"""Out-of-sample masks: which segmenter may segment which patient.
+
+A segmenter trained on a patient gives that patient optimistic masks; when the masks feed a diagnosis model
+that is scored on the patient, the study would rest on information a user does not have. So a set of
+segmenters is shipped (or made by the user with `cmrprior segment train --folds K`): the full model,
+trained on every patient of its cohort, and K fold models, each trained without one fold. Patients are
+recognised by the fingerprints of their images (`cmrprior.io.fingerprint`), not by folder names. A patient
+the full model never saw is segmented by it; a patient it saw is segmented by the fold model that did not.
+
+Index file (`folds.json`, next to the weights):
+
+    {"full": {"weights": "segmenter_unet.safetensors", "sha256": ..., "patients": [...], "fingerprints": [...]},
+     "folds": [{"weights": "fold_0.safetensors", "sha256": ..., "patients": [...], "fingerprints": [...]}, ...]}
+
+`patients`/`fingerprints` are the training patients (validation patients used for early stopping count as
+seen) and the ED and ES image fingerprints of each.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from cmrprior.errors import DataError, LeakageError
+from cmrprior.io.fingerprint import patient_fingerprints
+from cmrprior.io.records import Cohort
+from cmrprior.utils import atomic
+
+INDEX_NAME = "folds.json"
+
+
+@dataclass(frozen=True)
+class SegmenterModel:
+    """One segmenter and the patients (ids and image fingerprints) it was trained on."""
+
+    name: str  # "full" or "fold_k"
+    weights: Path
+    sha256: str
+    patients: frozenset[str]
+    fingerprints: frozenset[str]
+
+    def saw(self, fingerprints: tuple[str, ...]) -> bool:
+        return bool(self.fingerprints & set(fingerprints))
+
+
+@dataclass(frozen=True)
+class SegmenterChoice:
+    """The model that segments one patient, and why it is out-of-sample for that patient."""
+
+    patient_id: str
+    model: SegmenterModel
+    reason: str
+
+    def as_row(self) -> dict[str, str]:
+        return {"patient_id": self.patient_id, "model": self.model.name, "weights": self.model.weights.name,
+                "sha256": self.model.sha256, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class SegmenterSet:
+    """The full model and its fold models (see the module doc)."""
+
+    full: SegmenterModel
+    folds: tuple[SegmenterModel, ...]
+
+    def choose(self, patient_id: str, fingerprints: tuple[str, ...]) -> SegmenterChoice:
+        """The model for a patient with these image fingerprints. Raises LeakageError when every model
+        saw the patient."""
+        if not self.full.saw(fingerprints):
+            return SegmenterChoice(patient_id, self.full, "not in the training data of the full model")
+        for fold in self.folds:
+            if not fold.saw(fingerprints):
+                return SegmenterChoice(patient_id, fold, f"in the full model's training data; {fold.name} never saw it")
+        raise LeakageError(f"patient {patient_id}: every segmenter of the set was trained on its images; "
+                           "no out-of-sample mask can be made")
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_segmenter_set(folder: str | Path) -> SegmenterSet:
+    """The set described by `folder/folds.json`; DataError when it is missing or inconsistent (a weights
+    file whose sha256 differs from the index)."""
+    folder = Path(folder)
+    index = folder / INDEX_NAME
+    try:
+        data = json.loads(index.read_text())
+
+        def model(name: str, d: dict) -> SegmenterModel:
+            weights = folder / d["weights"]
+            return SegmenterModel(name, weights, d["sha256"], frozenset(d["patients"]), frozenset(d["fingerprints"]))
+
+        full = model("full", data["full"])
+        folds = tuple(model(f"fold_{k}", d) for k, d in enumerate(data["folds"]))
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise DataError(index, f"not a segmenter-set index ({type(exc).__name__}: {exc})") from exc
+    for m in (full, *folds):
+        if not m.weights.exists():
+            raise DataError(m.weights, "segmenter weights listed in the index are missing")
+    return SegmenterSet(full, folds)
+
+
+def verify(seg_set: SegmenterSet) -> None:
+    """Check every weights file against its sha256 (DataError naming the file)."""
+    for m in (seg_set.full, *seg_set.folds):
+        if file_sha256(m.weights) != m.sha256:
+            raise DataError(m.weights, "weights differ from the sha256 in the segmenter-set index")
+
+
+def write_segmenter_set(out: str | Path, cohort: Cohort, *, full_weights: str | Path, cv_dir: str | Path,
+                        copy_full: bool = True) -> Path:
+    """Copy the fold models of a `cmrprior segment train --folds K` run (`cv_dir/fold_k/model.safetensors`
+    and `test_patients.json`) and the full model into `out`, with their index. `cohort` is the cohort they
+    were trained on (fingerprints are computed from its images; expert masks are not read). copy_full=False
+    indexes the full model where it is (a path relative to `out`) instead of copying it."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    prints = {r.patient_id: patient_fingerprints(r) for r in cohort.patients}
+
+    def entry(weights: Path, name: str, patients: list[str], copy: bool = True) -> dict:
+        missing = sorted(set(patients) - set(prints))
+        if missing:
+            raise DataError(weights, f"trained on patients not in the cohort: {missing[:5]}")
+        if copy:
+            for suffix in (".safetensors", ".json"):
+                shutil.copyfile(weights.with_suffix(suffix), out / f"{name}{suffix}")
+        rel = f"{name}.safetensors" if copy else os.path.relpath(weights.resolve(), out.resolve())
+        return {"weights": rel, "sha256": file_sha256(out / rel),
+                "patients": sorted(patients), "fingerprints": sorted(f for p in patients for f in prints[p])}
+
+    folds = []
+    for k, fold_dir in enumerate(sorted(Path(cv_dir).glob("fold_*"), key=lambda p: int(p.name.split("_")[1]))):
+        split = json.loads((fold_dir / "test_patients.json").read_text())
+        folds.append(entry(fold_dir / "model.safetensors", f"fold_{k}", list(split["train"])))
+    if len(folds) < 2:
+        raise DataError(Path(cv_dir), "needs at least 2 finished folds (fold_k/model.safetensors)")
+    full = entry(Path(full_weights), "full", [r.patient_id for r in cohort.patients], copy=copy_full)
+    return atomic.write_json(out / INDEX_NAME, {"full": full, "folds": folds})
