@@ -83,3 +83,46 @@ def test_save_load_roundtrip_keeps_backbone_arguments(tmp_path):
     x = torch.rand(2, 32, 32)
     assert m2.ed_encoder.model_args["backbone_kwargs"] == {"widths": (8, 12), "norm": "none"}
     assert torch.allclose(m(x, x), m2(x, x))
+
+
+def test_imagenet_init_normalises_inside_the_model_and_reloads(tmp_path, monkeypatch):
+    """Local ImageNet file: the model on a [0, 1] grey image equals torchvision's RGB network (fc removed) on
+    [y, y, y] with y = (g - mu) / sigma, hand-computed from torchvision's channel statistics."""
+    import torchvision
+
+    from cmrprior.models import weights as W
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
+    torch.manual_seed(3)
+    state = torchvision.models.resnet18(weights=None).state_dict()
+    W.imagenet_cache_path("resnet18").parent.mkdir(parents=True)
+    torch.save(state, W.imagenet_cache_path("resnet18"))
+    m = build_model("resnet18", "imagenet", 3, seed=0).eval()
+    sigma = 1 / ((1 / 0.229 + 1 / 0.224 + 1 / 0.225) / 3)
+    mu = sigma * (0.485 / 0.229 + 0.456 / 0.224 + 0.406 / 0.225) / 3
+    assert float(m.input_mean) == pytest.approx(mu, abs=1e-7) and float(m.input_std) == pytest.approx(sigma, abs=1e-7)
+    ref = torchvision.models.resnet18(weights=None)
+    ref.load_state_dict(state)
+    ref.fc = torch.nn.Identity()
+    ref.eval()
+    ed, es = torch.rand(2, 32, 32), torch.rand(2, 32, 32)
+    with torch.no_grad():
+        y = ((ed - mu) / sigma)[:, None].repeat(1, 3, 1, 1)
+        torch.testing.assert_close(m.features(ed, es)[:, :512], ref(y), rtol=1e-4, atol=1e-4)
+    save_classifier(m, tmp_path / "m.pt", classes=list("abc"), meta={})
+    m2, _ = load_classifier(tmp_path / "m.pt")
+    assert float(m2.input_mean) == float(m.input_mean) and float(m2.input_std) == float(m.input_std)
+    with torch.no_grad():
+        assert torch.equal(m(ed, es), m2(ed, es))
+    assert float(build_model("tiny", "none", 3).input_std) == 1.0  # the other inits see their images as they are
+
+
+def test_checkpoint_without_normalisation_buffers_loads_as_identity(tmp_path):
+    m = build_model("tiny", "none", 3, seed=2).eval()
+    save_classifier(m, tmp_path / "m.pt", classes=list("abc"), meta={})
+    payload = torch.load(tmp_path / "m.pt", weights_only=True)
+    payload["state_dict"] = {k: v for k, v in payload["state_dict"].items() if not k.startswith("input_")}
+    torch.save(payload, tmp_path / "old.pt")
+    m2, _ = load_classifier(tmp_path / "old.pt")
+    x = torch.rand(2, 32, 32)
+    assert torch.equal(m(x, x), m2(x, x)) and float(m2.input_mean) == 0.0

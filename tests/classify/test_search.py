@@ -3,7 +3,11 @@
 import numpy as np
 import pytest
 
-from cmrprior.classify.search import cv_search_linear
+from test_train import toy_set
+
+from cmrprior.classify.model import build_model
+from cmrprior.classify.search import cv_search_finetune, cv_search_linear
+from cmrprior.classify.train import fit_end_to_end
 from cmrprior.errors import ConfigError, InputError
 
 
@@ -38,3 +42,30 @@ def test_search_rejects_foreign_or_overlapping_folds():
         cv_search_linear(x, y, pidx, ids, [(ids[:10], ids[5:12])], n_classes=3, lrs=[1e-2], max_epochs=2)
     with pytest.raises(ConfigError, match="at least one fold"):
         cv_search_linear(x, y, pidx, ids, [], n_classes=3, lrs=[1e-2], max_epochs=2)
+
+
+def test_finetune_search_equals_a_hand_run_of_the_folds():
+    """Reference: the folds trained one by one with fit_end_to_end; (lr, epochs) = argmax of the mean fold AUC
+    over the epochs every fold reached."""
+
+    data = toy_set(n_patients=12, slices=2, size=16)
+    folds = [([p for j, p in enumerate(data.patient_ids) if j // 6 != f], [p for j, p in enumerate(data.patient_ids) if j // 6 == f])
+             for f in range(2)]
+    kw = dict(encoder_lr_ratio=0.5, max_epochs=6, patience=1, batch_size=8, weight_decay=1e-4, seed=5)
+    make = lambda: build_model("tiny", "none", 3, seed=1)  # noqa: E731
+    res = cv_search_finetune(make, data, folds, lrs=[1e-6, 3e-2], **kw)
+    best = None
+    for li, lr in enumerate([1e-6, 3e-2]):
+        runs = [fit_end_to_end(make(), data.subset_patients(tr), mode="finetune", lr=lr, encoder_lr=lr * 0.5,
+                               weight_decay=1e-4, epochs=6, batch_size=8, seed=5 + fi, val=data.subset_patients(va),
+                               patience=1).history for fi, (tr, va) in enumerate(folds)]
+        reached = min(len(h) for h in runs)
+        means = [np.mean([h[e]["val_auc"] for h in runs]) for e in range(reached)]
+        e = int(np.argmax(means))
+        if best is None or means[e] > best[2]:
+            best = (lr, e + 1, means[e])
+    assert (res.lr, res.epochs) == best[:2] and res.cv_auc == pytest.approx(best[2])
+    assert res.grid[0]["epochs_all_folds"] < 6  # the lr that cannot learn stops early
+    assert len(res.curves["val_auc"]) == 6 and res.curves["val_auc"][res.epochs - 1] == pytest.approx(res.cv_auc)
+    with pytest.raises(InputError, match="training part"):
+        cv_search_finetune(make, data, [(list(data.patient_ids[:4]), ["stranger"])], lrs=[1e-2], **kw)

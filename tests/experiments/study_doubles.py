@@ -54,7 +54,7 @@ def tiny_config(**over) -> StudyConfig:
         "protocol": {"n_splits": 2, "test_fraction": 0.3, "seed": 0, "cv_folds": 2, "val_fraction": 0.25},
         "pretrain": {"epochs": 1, "batch_sizes": [16], "temperature": 0.1, "lr": 1e-3, "patience": 1},
         "classifier": {"backbones": ["tiny"], "inits": ["none", "imagenet", "full_sscl", "segmented_sscl"],
-                       "images": ["full", "segmented"], "mode": "linear", "input_size": 32, "lrs": [1e-2],
+                       "images": ["full", "segmented"], "input_size": 32, "lrs": [1e-2],
                        "max_epochs": 3, "batch_size": 16, "feature_batch_size": 64},
         "evaluation": {"n_boot": 30, "level": 0.95},
     }

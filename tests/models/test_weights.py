@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from cmrprior.errors import WeightsUnavailableError
+from cmrprior.errors import ConfigError, WeightsUnavailableError
 from cmrprior.models import weights as W
 from cmrprior.models.registry import create_backbone
 
@@ -134,3 +134,22 @@ def test_bad_files(tmp_path):
     torch.save(_tv_resnet18_state(), tmp_path / "r18.pth")
     with pytest.raises(WeightsUnavailableError, match="do not fit backbone 'tiny'"):
         create_backbone("tiny", weights=tmp_path / "r18.pth")
+
+
+def test_grey_normalization_by_hand_and_against_torchvision():
+    # hand computation: sigma = 1 / mean(1 / s_c), mu = sigma * mean(m_c / s_c)
+    inv = (1 / 0.229 + 1 / 0.224 + 1 / 0.225) / 3  # 4.425181...
+    sigma = 1 / inv
+    mu = sigma * (0.485 / 0.229 + 0.456 / 0.224 + 0.406 / 0.225) / 3
+    got = W.grey_normalization()
+    assert got == pytest.approx((mu, sigma), abs=1e-12)
+    assert got == pytest.approx((0.4487999, 0.2259795), abs=1e-6)
+    # the constants are torchvision's preset for its ImageNet weights
+    preset = torchvision.models.ResNet18_Weights.DEFAULT.transforms()
+    assert tuple(preset.mean) == W.IMAGENET_MEAN and tuple(preset.std) == W.IMAGENET_STD
+    # (g - mu) / sigma is the channel mean of torchvision's normalisation of the grey image as RGB
+    g = torch.linspace(0, 1, 11).reshape(1, 1, 11)
+    rgb = torchvision.transforms.functional.normalize(g.repeat(3, 1, 1), list(W.IMAGENET_MEAN), list(W.IMAGENET_STD))
+    torch.testing.assert_close((g[0] - got[0]) / got[1], rgb.mean(0), rtol=0, atol=1e-6)
+    with pytest.raises(ConfigError):
+        W.grey_normalization((0.5,), (0.0,))

@@ -2,35 +2,47 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cmrprior.errors import ConfigError
 from cmrprior.vocab import DEFAULT_BACKBONE, IMAGES, INIT_NAMES
 
 TRAINING_MODES: tuple[str, ...] = ("linear", "finetune")
 
+# How the study trained each initialisation (Nakashima et al., sec. 5.1 and 6):
+# * pre-trained encoders (ImageNet, Full-SSCL, Segmented-SSCL) kept their representation and only the output
+#   layer was trained: "We then fine-tuned a fully connected output layer for classification."
+# * random encoders were trained as one network: "It is clear from the consistently poor performance of
+#   randomly initialized models that each of these datasets are not well suited to fully train a network
+#   end-to-end."
+STUDY_MODES: dict[str, str] = {"none": "finetune", "imagenet": "linear", "full_sscl": "linear",
+                                "segmented_sscl": "linear"}
+
 
 @dataclass(frozen=True)
 class ClassifierConfig:
     """The grid of diagnosis models and how each is trained.
 
-    backbones x inits x images is the grid. mode: `linear` (frozen encoders, output layer searched by CV)
-    or `finetune`. input_size: px, images are resized to it before every encoder (pre-training too).
-    lrs: output-layer learning rates searched by CV (finetune: the first is used). encoder_lr: finetune
-    only. patience: finetune early stopping. standardize: linear mode trains the output layer on
-    standardised features (statistics of the training part), folded into the layer afterwards.
+    backbones x inits x images is the grid. modes: init name -> `linear` (frozen encoders, output layer
+    trained) or `finetune` (all layers trained); inits not named keep the study's mode (`STUDY_MODES`).
+    Both modes choose the lr and the number of epochs by k-fold CV inside the training part (`lrs`, up to
+    `max_epochs`); finetune folds stop early after `patience` epochs without a better validation loss, and the
+    encoders learn at `lr * encoder_lr_ratio` (1: one network trained end to end, as the study's None).
+    input_size: px, images are resized to it before every encoder (pre-training too). standardize: linear
+    mode trains the output layer on standardised features (statistics of the training part), folded into the
+    layer afterwards.
     """
 
     backbones: tuple[str, ...] = (DEFAULT_BACKBONE,)
     inits: tuple[str, ...] = INIT_NAMES
     images: tuple[str, ...] = IMAGES
-    mode: str = "linear"
+    modes: dict[str, str] = field(default_factory=lambda: dict(STUDY_MODES))
     input_size: int = 64
     lrs: tuple[float, ...] = (1e-3, 1e-2)
     max_epochs: int = 40
     batch_size: int = 64
     weight_decay: float = 1e-4
-    encoder_lr: float = 1e-5
+    encoder_lr_ratio: float = 1.0
     patience: int = 5
     feature_batch_size: int = 128
     standardize: bool = True
@@ -42,9 +54,32 @@ class ClassifierConfig:
         bad = [i for i in self.images if i not in IMAGES]
         if bad:
             raise ConfigError(f"classifier.images: unknown {bad}; expected a subset of {list(IMAGES)}")
-        if self.mode not in TRAINING_MODES:
-            raise ConfigError(f"classifier.mode must be one of {list(TRAINING_MODES)}, got {self.mode!r}")
+        object.__setattr__(self, "modes", _checked_modes(self.modes))
         if not self.lrs or not self.backbones or not self.inits or not self.images:
             raise ConfigError("classifier.lrs, backbones, inits and images must not be empty")
         if self.input_size < 8 or self.max_epochs < 1 or self.batch_size < 1 or self.feature_batch_size < 1:
             raise ConfigError(f"classifier: input_size >= 8, max_epochs, batch_size, feature_batch_size >= 1 ({self})")
+        if not self.encoder_lr_ratio > 0 or self.patience < 1:
+            raise ConfigError(f"classifier: encoder_lr_ratio > 0 and patience >= 1, got {self.encoder_lr_ratio}, "
+                              f"{self.patience}")
+
+    def mode_of(self, init: str) -> str:
+        """Training mode of the cells of initialisation `init`."""
+        return self.modes[init]
+
+    def modes_note(self) -> str:
+        """One line for tables: the training mode of each initialisation of the grid."""
+        return ", ".join(f"{i} {self.modes[i]}" for i in self.inits)
+
+
+def _checked_modes(modes: object) -> dict[str, str]:
+    """`modes` over every init name (the study's mode where not given); ConfigError naming what is unknown."""
+    if not isinstance(modes, dict):
+        raise ConfigError(f"classifier.modes must be a mapping init -> mode, got {modes!r}")
+    unknown = sorted(str(k) for k in modes if k not in INIT_NAMES)
+    if unknown:
+        raise ConfigError(f"classifier.modes: unknown init(s) {unknown}; expected some of {list(INIT_NAMES)}")
+    bad = {k: v for k, v in modes.items() if v not in TRAINING_MODES}
+    if bad:
+        raise ConfigError(f"classifier.modes: unknown mode(s) {bad}; expected one of {list(TRAINING_MODES)}")
+    return {i: str(modes.get(i, STUDY_MODES[i])) for i in INIT_NAMES}

@@ -5,7 +5,8 @@ Encoders come from `cmrprior.models.registry.create_backbone` (any registered ba
 `forward_features(x (B, 1, H, W)) -> (B, F)`, `num_features = F`). Initialisations:
 
 * `none`: random weights (seeded),
-* `imagenet`: torchvision ImageNet weights (raises WeightsUnavailableError when not available offline),
+* `imagenet`: torchvision ImageNet weights (raises WeightsUnavailableError when not available offline);
+  the model normalises its [0, 1] inputs as ImageNet inputs were (`cmrprior.models.weights.grey_normalization`),
 * `full_sscl` / `segmented_sscl`: a SimCLR checkpoint (`cmrprior.ssl.pretrain.load_encoder`); both branches
   start from the same checkpoint.
 """
@@ -20,9 +21,12 @@ from torch import nn
 
 from cmrprior.errors import ConfigError, DataError
 from cmrprior.models.registry import create_backbone
+from cmrprior.models.weights import grey_normalization
 from cmrprior.ssl.checkpoint import load_encoder
 from cmrprior.utils import atomic
 from cmrprior.vocab import get_init
+
+IDENTITY_NORM: tuple[float, float] = (0.0, 1.0)  # (x - 0) / 1 is x exactly: the other inits see their images as is
 
 
 class DiagnosisModel(nn.Module):
@@ -31,27 +35,33 @@ class DiagnosisModel(nn.Module):
     Args:
         ed_encoder, es_encoder: backbones with `forward_features` and `num_features`.
         n_classes: K output logits.
+        input_norm: (mean, std): both encoders see `(x - mean) / std`. Fixed buffers, part of the state dict,
+            so saliency (through `forward`) and a reloaded checkpoint see the same inputs as training did.
 
     `forward(ed (B, H, W) or (B, 1, H, W), es same) -> logits (B, K)`.
     """
 
-    def __init__(self, ed_encoder: nn.Module, es_encoder: nn.Module, n_classes: int) -> None:
+    def __init__(self, ed_encoder: nn.Module, es_encoder: nn.Module, n_classes: int, *,
+                 input_norm: tuple[float, float] = IDENTITY_NORM) -> None:
         super().__init__()
         if n_classes < 2:
             raise ConfigError(f"n_classes must be >= 2, got {n_classes}")
+        if not input_norm[1] > 0:
+            raise ConfigError(f"input_norm std must be > 0, got {input_norm}")
         self.ed_encoder = ed_encoder
         self.es_encoder = es_encoder
         self.num_features = int(ed_encoder.num_features) + int(es_encoder.num_features)
         self.head = nn.Linear(self.num_features, n_classes)
+        self.register_buffer("input_mean", torch.tensor(float(input_norm[0])))
+        self.register_buffer("input_std", torch.tensor(float(input_norm[1])))
 
-    @staticmethod
-    def _as_4d(x: torch.Tensor) -> torch.Tensor:
-        return x.unsqueeze(1) if x.dim() == 3 else x
+    def _input(self, x: torch.Tensor) -> torch.Tensor:
+        return ((x.unsqueeze(1) if x.dim() == 3 else x) - self.input_mean) / self.input_std
 
     def features(self, ed: torch.Tensor, es: torch.Tensor) -> torch.Tensor:
         """Concatenated pooled features `(B, F_ed + F_es)`."""
         return torch.cat(
-            [self.ed_encoder.forward_features(self._as_4d(ed)), self.es_encoder.forward_features(self._as_4d(es))], dim=1
+            [self.ed_encoder.forward_features(self._input(ed)), self.es_encoder.forward_features(self._input(es))], dim=1
         )
 
     def forward(self, ed: torch.Tensor, es: torch.Tensor) -> torch.Tensor:
@@ -88,10 +98,12 @@ def build_encoders(
 def build_model(
     backbone: str, init: str, n_classes: int, *, checkpoint: str | Path | None = None, seed: int = 0
 ) -> DiagnosisModel:
-    """A DiagnosisModel with encoders from `build_encoders` and a seeded output layer."""
+    """A DiagnosisModel with encoders from `build_encoders` and a seeded output layer; ImageNet-initialised
+    encoders get ImageNet's input normalisation for a grey image (`grey_normalization`)."""
     ed, es = build_encoders(backbone, init, checkpoint=checkpoint, seed=seed)
     torch.manual_seed(seed + 1)
-    return DiagnosisModel(ed, es, n_classes)
+    norm = grey_normalization() if init == "imagenet" else IDENTITY_NORM
+    return DiagnosisModel(ed, es, n_classes, input_norm=norm)
 
 
 def save_classifier(model: DiagnosisModel, path: str | Path, *, classes: list[str], meta: dict) -> Path:
@@ -122,6 +134,8 @@ def load_classifier(path: str | Path) -> tuple[DiagnosisModel, dict]:
         return create_backbone(args["backbone"], in_chans=args["in_chans"], **args["backbone_kwargs"])
 
     model = DiagnosisModel(encoder(), encoder(), len(payload["classes"]))
-    model.load_state_dict(payload["state_dict"])
+    # checkpoints from before the input normalisation was part of the model fed images as they are
+    state = {**{k: v for k, v in model.state_dict().items() if k in ("input_mean", "input_std")}, **payload["state_dict"]}
+    model.load_state_dict(state)
     model.eval()
     return model, {k: payload[k] for k in ("backbone", "classes", "meta")}

@@ -1,10 +1,15 @@
 """Hyperparameter choice by k-fold cross-validation inside the training part of a split.
 
-For the linear mode (cached frozen features) every candidate output-layer learning rate is trained on the
-inner-training folds for `max_epochs` and scored on the inner-validation fold after every epoch
+Both training modes search the same way. For every candidate learning rate, a model is trained on the
+inner-training part of each fold and scored on that fold's inner-validation part after every epoch
 (patient-level macro AUC of mean slice probabilities). The chosen pair (lr, epochs) maximises the mean
 validation AUC over folds (ties: smaller lr index, then fewer epochs). The mean validation AUC and loss per
 epoch of the chosen lr are the convergence curves of Figure 1.
+
+* `cv_search_linear`: the output layer on cached frozen features, every fold trained `max_epochs` epochs.
+* `cv_search_finetune`: the whole model (encoders at `lr * encoder_lr_ratio`); each fold stops early after
+  `patience` epochs without a lower validation loss. The number of epochs is chosen among those that every
+  fold reached, so each mean is over all folds (the curves go on, averaged over the folds still running).
 
 Folds are given as patient-id pairs (inner train, inner validation), made from the training part only
 (`cmrprior.data.splits.stratified_kfold`); the test patients of the split never reach this module.
@@ -13,14 +18,15 @@ Folds are given as patient-id pairs (inner train, inner validation), made from t
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
 
-from cmrprior.classify.train import fit_head
+from cmrprior.classify.data import SliceSet
+from cmrprior.classify.train import FitResult, fit_end_to_end, fit_head
 from cmrprior.errors import ConfigError, InputError
 
 
@@ -53,6 +59,66 @@ def _rows(patient_ids: Sequence[str], slice_patient: np.ndarray, wanted: Sequenc
     return rows, local[slice_patient[rows]]
 
 
+def _check_folds(patient_ids: Sequence[str], folds: Sequence[tuple[Sequence[str], Sequence[str]]]) -> None:
+    if not folds:
+        raise ConfigError("cross-validation needs at least one fold")
+    known = set(patient_ids)
+    for tr, va in folds:
+        if not set(tr) <= known or not set(va) <= known:
+            raise InputError("fold patients must come from the training part")
+        if set(tr) & set(va):
+            raise InputError("a patient is on both sides of a fold")
+
+
+def _search(
+    lrs: Sequence[float],
+    folds: Sequence[tuple[Sequence[str], Sequence[str]]],
+    max_epochs: int,
+    fit_fold: Callable[[float, int, Sequence[str], Sequence[str]], FitResult],
+) -> SearchResult:
+    """Run `fit_fold(lr, fold index, inner train ids, inner val ids)` over the grid and choose (lr, epochs)."""
+    grid, per_lr = [], []
+    for li, lr in enumerate(lrs):
+        auc, vloss, tloss = (np.full((len(folds), max_epochs), np.nan) for _ in range(3))
+        for fi, (tr, va) in enumerate(folds):
+            for row in fit_fold(lr, fi, tr, va).history:
+                e = row["epoch"] - 1
+                auc[fi, e] = np.nan if row["val_auc"] is None else row["val_auc"]
+                vloss[fi, e] = row["val_loss"]
+                tloss[fi, e] = row["train_loss"]
+        reached = int(np.min(np.sum(~np.isnan(vloss), axis=1)))  # epochs every fold ran (all, without early stopping)
+        mean_auc = _nanmean(auc)
+        eligible = mean_auc[:reached]
+        best_e = int(np.nanargmax(eligible)) if not np.all(np.isnan(eligible)) else reached - 1
+        grid.append({"lr": lr, "best_epoch": best_e + 1, "best_mean_auc": _f(mean_auc[best_e]), "mean_auc": [_f(a) for a in mean_auc],
+                     **({} if reached == max_epochs else {"epochs_all_folds": reached})})
+        per_lr.append((li, best_e, mean_auc, _nanmean(vloss), _nanmean(tloss)))
+    li, best_e, mean_auc, mean_vloss, mean_tloss = max(
+        per_lr, key=lambda t: (np.nan_to_num(t[2][t[1]], nan=-1.0), -t[0], -t[1])
+    )
+    return SearchResult(
+        lr=float(lrs[li]),
+        epochs=best_e + 1,
+        cv_auc=float(mean_auc[best_e]),
+        curves={
+            "val_auc": [_f(a) for a in mean_auc],
+            "val_loss": [_f(a) for a in mean_vloss],
+            "train_loss": [_f(a) for a in mean_tloss],
+        },
+        grid=grid,
+        fold_patient_ids=[[list(tr), list(va)] for tr, va in folds],
+    )
+
+
+def _nanmean(a: np.ndarray) -> np.ndarray:
+    """Column means over the non-NaN entries (NaN, without a warning, where a column has none)."""
+    if not np.isnan(a).all(axis=0).any():
+        return np.nanmean(a, axis=0)
+    n = np.sum(~np.isnan(a), axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, np.nansum(a, axis=0) / np.maximum(n, 1), np.nan)
+
+
 def cv_search_linear(
     features: np.ndarray,
     labels: np.ndarray,
@@ -78,60 +144,52 @@ def cv_search_linear(
 
     Raises ConfigError without folds, InputError for a fold with outside patients or one on both sides.
     """
-    if not folds:
-        raise ConfigError("cross-validation needs at least one fold")
-    known = set(patient_ids)
-    for tr, va in folds:
-        if not set(tr) <= known or not set(va) <= known:
-            raise InputError("fold patients must come from the training part")
-        if set(tr) & set(va):
-            raise InputError("a patient is on both sides of a fold")
-    grid, per_lr = [], []
-    for li, lr in enumerate(lrs):
-        auc = np.full((len(folds), max_epochs), np.nan)
-        vloss = np.full((len(folds), max_epochs), np.nan)
-        tloss = np.full((len(folds), max_epochs), np.nan)
-        for fi, (tr, va) in enumerate(folds):
-            tr_rows, _ = _rows(patient_ids, slice_patient, tr)
-            va_rows, va_local = _rows(patient_ids, slice_patient, va)
-            torch.manual_seed(seed + 7919 * fi)
-            head = nn.Linear(features.shape[1], n_classes)
-            res = fit_head(
-                head,
-                features[tr_rows],
-                labels[tr_rows],
-                lr=lr,
-                weight_decay=weight_decay,
-                epochs=max_epochs,
-                batch_size=batch_size,
-                seed=seed + fi,
-                val=(features[va_rows], labels[va_rows], va_local, len(va)),
-                patience=None,
-            )
-            for row in res.history:
-                e = row["epoch"] - 1
-                auc[fi, e] = np.nan if row["val_auc"] is None else row["val_auc"]
-                vloss[fi, e] = row["val_loss"]
-                tloss[fi, e] = row["train_loss"]
-        mean_auc = np.nanmean(auc, axis=0)
-        best_e = int(np.nanargmax(mean_auc)) if not np.all(np.isnan(mean_auc)) else max_epochs - 1
-        grid.append({"lr": lr, "best_epoch": best_e + 1, "best_mean_auc": _f(mean_auc[best_e]), "mean_auc": [_f(a) for a in mean_auc]})
-        per_lr.append((li, best_e, mean_auc, np.nanmean(vloss, axis=0), np.nanmean(tloss, axis=0)))
-    li, best_e, mean_auc, mean_vloss, mean_tloss = max(
-        per_lr, key=lambda t: (np.nan_to_num(t[2][t[1]], nan=-1.0), -t[0], -t[1])
-    )
-    return SearchResult(
-        lr=float(lrs[li]),
-        epochs=best_e + 1,
-        cv_auc=float(mean_auc[best_e]),
-        curves={
-            "val_auc": [_f(a) for a in mean_auc],
-            "val_loss": [_f(a) for a in mean_vloss],
-            "train_loss": [_f(a) for a in mean_tloss],
-        },
-        grid=grid,
-        fold_patient_ids=[[list(tr), list(va)] for tr, va in folds],
-    )
+    _check_folds(patient_ids, folds)
+
+    def fit_fold(lr: float, fi: int, tr: Sequence[str], va: Sequence[str]) -> FitResult:
+        tr_rows, _ = _rows(patient_ids, slice_patient, tr)
+        va_rows, va_local = _rows(patient_ids, slice_patient, va)
+        torch.manual_seed(seed + 7919 * fi)
+        head = nn.Linear(features.shape[1], n_classes)
+        return fit_head(head, features[tr_rows], labels[tr_rows], lr=lr, weight_decay=weight_decay, epochs=max_epochs,
+                        batch_size=batch_size, seed=seed + fi,
+                        val=(features[va_rows], labels[va_rows], va_local, len(va)), patience=None)
+
+    return _search(lrs, folds, max_epochs, fit_fold)
+
+
+def cv_search_finetune(
+    make_model: Callable[[], nn.Module],
+    train: SliceSet,
+    folds: Sequence[tuple[Sequence[str], Sequence[str]]],
+    *,
+    lrs: Sequence[float],
+    encoder_lr_ratio: float,
+    max_epochs: int,
+    patience: int,
+    batch_size: int = 32,
+    weight_decay: float = 1e-4,
+    seed: int = 0,
+) -> SearchResult:
+    """Choose the lr and number of epochs of end-to-end training by cross-validation (see the module doc).
+
+    Args:
+        make_model: a fresh DiagnosisModel, the same initial weights on every call (the fold models start alike).
+        train: the slices of the TRAINING part; `folds` are (inner-train ids, inner-val ids) of its patients.
+        encoder_lr_ratio: encoder lr = lr * ratio (head lr = lr).
+        patience: early stopping on each fold's validation loss.
+
+    Raises ConfigError without folds, InputError for a fold with outside patients or one on both sides.
+    """
+    _check_folds(train.patient_ids, folds)
+
+    def fit_fold(lr: float, fi: int, tr: Sequence[str], va: Sequence[str]) -> FitResult:
+        return fit_end_to_end(make_model(), train.subset_patients(list(tr)), mode="finetune", lr=lr,
+                              encoder_lr=lr * encoder_lr_ratio, weight_decay=weight_decay, epochs=max_epochs,
+                              batch_size=batch_size, seed=seed + fi, val=train.subset_patients(list(va)),
+                              patience=patience)
+
+    return _search(lrs, folds, max_epochs, fit_fold)
 
 
 def _f(x: float) -> float | None:

@@ -1,12 +1,14 @@
 """One cell of the study on one split: backbone x initialisation x training images -> a scored classifier.
 
-Linear mode (the study's): frozen encoders, features computed once per candidate encoder; for SSCL inits
-each pre-training batch size of the grid is a candidate; k-fold CV inside the training part chooses the
-candidate, the output-layer lr and the number of epochs; the final output layer is trained on all training
-patients for that many epochs and scored on the test patients (mean slice probability per patient).
+The training mode is the initialisation's (`ClassifierConfig.mode_of`; the study's: None end to end, the
+pre-trained inits linear). Both modes search the same way: for SSCL inits each pre-training batch size of the
+grid is a candidate encoder; k-fold CV inside the training part (the same folds in both modes) chooses the
+candidate, the lr and the number of epochs; the final model is trained on all training patients for that many
+epochs and scored on the test patients (mean slice probability per patient).
 
-Finetune mode: the first candidate encoder, the first lr; trained on the inner training part with early
-stopping on the inner validation part.
+* linear: frozen encoders, features computed once per candidate, the output layer trained on them;
+* finetune: every layer trained (encoders at lr * `encoder_lr_ratio`); CV folds stop early on their own
+  validation part (`cmrprior.classify.search.cv_search_finetune`).
 
 `result.json` (atomic, last; `cmrprior.runs.CellResult`) is the done marker; status "unavailable" (e.g. no
 ImageNet weights offline) and "failed" cells are retried on a rerun, "ok" cells are not.
@@ -14,6 +16,7 @@ ImageNet weights offline) and "failed" cells are retried on a rerun, "ok" cells 
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import traceback
@@ -26,7 +29,7 @@ from torch import nn
 from cmrprior.classify.config import ClassifierConfig
 from cmrprior.classify.data import SliceSet
 from cmrprior.classify.model import DiagnosisModel, build_model, save_classifier
-from cmrprior.classify.search import cv_search_linear
+from cmrprior.classify.search import SearchResult, cv_search_finetune, cv_search_linear
 from cmrprior.classify.train import (
     extract_features,
     fit_end_to_end,
@@ -54,8 +57,6 @@ class CellJob:
     split_seed: int
     train_ids: tuple[str, ...]
     test_ids: tuple[str, ...]
-    inner_train: tuple[str, ...]
-    inner_val: tuple[str, ...]
     pretrained: tuple[PretrainRecord, ...]  # SSCL inits: one per pre-training batch size
     classes: tuple[str, ...]
     masks_source: str
@@ -86,7 +87,7 @@ def run_cell(run: RunFolder, job: CellJob, data: SliceSet, classifier: Classifie
         return old
     base = dict(key=job.key, seed=job.split_seed, classes=job.classes, masks_source=job.masks_source,
                 masks_note=job.masks_note, image_mode=job.image_mode, input_size=classifier.input_size,
-                mode=classifier.mode)
+                mode=classifier.mode_of(job.key.init))
     t0 = time.time()
     k = job.key
     try:
@@ -119,20 +120,21 @@ def _train(job: CellJob, data: SliceSet, c: ClassifierConfig, seed: int) -> _Fit
     for cand in candidates:
         if cand is not None:
             assert_disjoint("pretrain (recorded)", cand.seen, job.test_ids)
-    if c.mode == "linear":
-        return _train_linear(job, data, c, candidates, seed)
-    return _train_finetune(job, data, c, candidates[0], seed)
-
-
-def _train_linear(job: CellJob, data: SliceSet, c: ClassifierConfig, candidates, seed: int) -> _Fit:
-    k = len(job.classes)
     train = data.subset_patients(list(job.train_ids))
-    test = data.subset_patients(list(job.test_ids))
     label_of = dict(zip(train.patient_ids, train.patient_labels.tolist()))
     folds = [(list(s.train), list(s.test)) for s in stratified_kfold(
         list(job.train_ids), [label_of[p] for p in job.train_ids], job.cv_folds, derive_seed(seed, "folds"))]
     for tr, va in folds:
         assert_disjoint("hyperparameter search", tr + va, job.test_ids)
+    if c.mode_of(job.key.init) == "linear":
+        return _train_linear(job, data, c, candidates, folds, seed)
+    return _train_finetune(job, data, c, candidates, folds, seed)
+
+
+def _train_linear(job: CellJob, data: SliceSet, c: ClassifierConfig, candidates, folds, seed: int) -> _Fit:
+    k = len(job.classes)
+    train = data.subset_patients(list(job.train_ids))
+    test = data.subset_patients(list(job.test_ids))
     best = None
     for cand in candidates:
         model = build_model(job.key.backbone, job.key.init, k, checkpoint=None if cand is None else cand.checkpoint,
@@ -154,39 +156,56 @@ def _train_linear(job: CellJob, data: SliceSet, c: ClassifierConfig, candidates,
     if stats is not None:
         fold_standardization(head, *stats)
     model.head.load_state_dict(head.state_dict())
-    curves = search.curves
-    history = tuple(EpochRecord(epoch=i + 1, train_loss=t, val_loss=lo, val_auc=a) for i, (a, lo, t) in
-                    enumerate(zip(curves["val_auc"], curves["val_loss"], curves["train_loss"])))
     return _Fit(
         model=model, slice_probs=head_proba(head, extract_features(model, test, batch_size=c.feature_batch_size)),
         hyperparameters={"lr": search.lr, "epochs": search.epochs,
                          "pretrain_batch_size": None if cand is None else cand.batch_size,
                          "standardized_features": bool(c.standardize)},
         search={**search.as_dict(), "candidates": [None if x is None else x.batch_size for x in candidates]},
-        history=history, history_source="mean over CV folds of the training part (chosen lr)",
+        history=_history(search), history_source="mean over CV folds of the training part (chosen lr)",
         final_train_loss=fit.history[-1]["train_loss"] if fit.history else None, pretrain=cand,
         seen={"search": sorted({p for tr, va in folds for p in tr + va}), "train": sorted(job.train_ids)},
     )
 
 
-def _train_finetune(job: CellJob, data: SliceSet, c: ClassifierConfig, cand: PretrainRecord | None, seed: int) -> _Fit:
+def _train_finetune(job: CellJob, data: SliceSet, c: ClassifierConfig, candidates, folds, seed: int) -> _Fit:
+    k = len(job.classes)
     train = data.subset_patients(list(job.train_ids))
-    model = build_model(job.key.backbone, job.key.init, len(job.classes),
-                        checkpoint=None if cand is None else cand.checkpoint, seed=seed)
-    fit = fit_end_to_end(model, train.subset_patients(list(job.inner_train)), mode="finetune", lr=c.lrs[0],
-                         encoder_lr=c.encoder_lr, weight_decay=c.weight_decay, epochs=c.max_epochs,
-                         batch_size=c.batch_size, seed=derive_seed(seed, "final"),
-                         val=train.subset_patients(list(job.inner_val)), patience=c.patience)
+
+    def make(cand: PretrainRecord | None) -> DiagnosisModel:  # the same initial weights for every fold and the final fit
+        return build_model(job.key.backbone, job.key.init, k, checkpoint=None if cand is None else cand.checkpoint,
+                           seed=seed)
+
+    best: tuple[PretrainRecord | None, SearchResult] | None = None
+    for cand in candidates:
+        search = cv_search_finetune(functools.partial(make, cand), train, folds, lrs=c.lrs, encoder_lr_ratio=c.encoder_lr_ratio,
+                                    max_epochs=c.max_epochs, patience=c.patience, batch_size=c.batch_size,
+                                    weight_decay=c.weight_decay, seed=derive_seed(seed, "cv"))
+        if best is None or search.cv_auc > best[1].cv_auc:
+            best = (cand, search)
+    cand, search = best
+    model = make(cand)
+    fit = fit_end_to_end(model, train, mode="finetune", lr=search.lr, encoder_lr=search.lr * c.encoder_lr_ratio,
+                         weight_decay=c.weight_decay, epochs=search.epochs, batch_size=c.batch_size,
+                         seed=derive_seed(seed, "final"))
     test = data.subset_patients(list(job.test_ids))
     return _Fit(
         model=model, slice_probs=predict_proba(model, test, batch_size=c.feature_batch_size),
-        hyperparameters={"lr": c.lrs[0], "encoder_lr": c.encoder_lr, "epochs": fit.best_epoch,
+        hyperparameters={"lr": search.lr, "encoder_lr": search.lr * c.encoder_lr_ratio, "epochs": search.epochs,
                          "pretrain_batch_size": None if cand is None else cand.batch_size},
-        search={"note": "finetune mode: fixed hyperparameters, early stopping on the inner validation part"},
-        history=tuple(EpochRecord(**h) for h in fit.history), history_source="inner validation part",
-        final_train_loss=None, pretrain=cand,
-        seen={"train": sorted(job.inner_train), "val": sorted(job.inner_val)},
+        search={**search.as_dict(), "candidates": [None if x is None else x.batch_size for x in candidates],
+                "patience": c.patience},
+        history=_history(search), history_source="mean over CV folds of the training part (chosen lr)",
+        final_train_loss=fit.history[-1]["train_loss"] if fit.history else None, pretrain=cand,
+        seen={"search": sorted({p for tr, va in folds for p in tr + va}), "train": sorted(job.train_ids)},
     )
+
+
+def _history(search: SearchResult) -> tuple[EpochRecord, ...]:
+    """The chosen lr's mean CV curves as per-epoch records (Figure 1)."""
+    curves = search.curves
+    return tuple(EpochRecord(epoch=i + 1, train_loss=t, val_loss=lo, val_auc=a) for i, (a, lo, t) in
+                 enumerate(zip(curves["val_auc"], curves["val_loss"], curves["train_loss"])))
 
 
 def _scored(run: RunFolder, job: CellJob, data: SliceSet, fit: _Fit) -> dict:

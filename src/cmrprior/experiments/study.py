@@ -126,8 +126,8 @@ def run_split(run: RunFolder, split: SplitSpec, images: dict[str, SliceSet], con
         for init in c.inits:
             for kind in c.images:
                 job = CellJob(key=CellKey(split.name, backbone, init, kind), split_seed=split.seed,
-                              train_ids=split.train, test_ids=split.test, inner_train=inner_ids[0],
-                              inner_val=inner_ids[1], pretrained=pretrained.get(init, ()), classes=classes,
+                              train_ids=split.train, test_ids=split.test,
+                              pretrained=pretrained.get(init, ()), classes=classes,
                               masks_source=masks_source, masks_note=masks_note,
                               image_mode=config.image_spec(kind).mode, cv_folds=config.protocol.cv_folds)
                 results.append(run_cell(run, job, images[kind], c))
@@ -179,7 +179,7 @@ def table_setup(config: StudyConfig, classes: tuple[str, ...], masks_source: str
     notes = (
         f"Masks for segmented images: {masks_source}" + (f" ({masks_note})" if masks_note else "")
         + f"; segmented mode: {config.images.segmented_mode}, margin {config.images.margin_mm} mm.",
-        f"Classifier: {c.mode} mode, input {c.input_size} px; pre-training {config.pretrain.simclr.epochs} epoch(s) max.",
+        f"Classifier modes: {c.modes_note()}; input {c.input_size} px; pre-training {config.pretrain.simclr.epochs} epoch(s) max.",
     )
     return TableSetup(classes=classes, backbones=c.backbones, inits=c.inits, images=c.images,
                       evaluation=config.evaluation, seed=config.protocol.seed, run_notes=notes)

@@ -14,6 +14,8 @@
 `trunk.` prefix added) or cmrprior's own, and adapts the first convolution to `model.in_chans`:
 summed over the RGB axis for one channel (a grey image x gives conv_sum(x) = conv_rgb([x, x, x])),
 kept for three, cycled and rescaled by 3/in_chans otherwise.
+
+`grey_normalization()` is the input normalisation that goes with the summed first convolution (see there).
 """
 
 from __future__ import annotations
@@ -26,7 +28,11 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from cmrprior.errors import WeightsUnavailableError
+from cmrprior.errors import ConfigError, WeightsUnavailableError
+
+# torchvision's per-channel (R, G, B) input normalisation of every ImageNet weight set (its ImageClassification preset).
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 _TV_ARCH = {"vgg16": "vgg16", "densenet121": "densenet121", "resnet18": "resnet18", "resnet50": "resnet50"}
 
@@ -116,6 +122,31 @@ def adapt_input_conv(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
         return weight.sum(dim=1, keepdim=True)
     reps = -(-in_chans // n_in)
     return weight.repeat(1, reps, 1, 1)[:, :in_chans] * (n_in / in_chans)
+
+
+def grey_normalization(
+    mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD
+) -> tuple[float, float]:
+    """(mu, sigma) of one grey channel for a stem whose RGB filters were summed (`adapt_input_conv`).
+
+    The network was trained on x_c = (v_c - m_c) / s_c per colour c. A grey image g in [0, 1] is the colour
+    image v_c = g, so its exact normalised input is x_c = (g - m_c) / s_c, three slightly different channels.
+    The summed stem computes conv(W_R + W_G + W_B, y) = conv(W_c, [y, y, y]) for ONE channel y, so the
+    best it can be given is the y closest to all three: y = mean_c x_c (least squares, pointwise), i.e.
+
+        y = g * mean_c(1 / s_c) - mean_c(m_c / s_c) = (g - mu) / sigma,
+        sigma = 1 / mean_c(1 / s_c),   mu = sigma * mean_c(m_c / s_c).
+
+    ImageNet: mu = 0.4488, sigma = 0.2260 (within 1e-3 of the plain means of m_c and s_c). What stays off,
+    x_c - y, is at most 0.21 in units of the normalised input for g in [0, 1] (blue channel); a one-channel
+    stem (most have no bias) cannot absorb per-channel offsets exactly. Raises ConfigError for bad statistics.
+    """
+    if len(mean) != len(std) or not mean or min(std) <= 0:
+        raise ConfigError(f"grey_normalization: mean and std of the same length, std > 0; got {mean}, {std}")
+    inv = sum(1.0 / s for s in std) / len(std)
+    sigma = 1.0 / inv
+    mu = sigma * sum(m / s for m, s in zip(mean, std)) / len(std)
+    return mu, sigma
 
 
 def load_backbone_weights(model: nn.Module, state: dict[str, torch.Tensor], *, source: str = "<state dict>") -> None:

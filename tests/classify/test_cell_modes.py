@@ -1,0 +1,38 @@
+"""One study cell in each training mode (`cmrprior.experiments.cell.run_cell`): the mode comes from the
+initialisation, both modes record a CV search inside the training part, the saved model reproduces the scores."""
+
+import numpy as np
+import pytest
+from test_train import toy_set
+
+from cmrprior.classify.config import ClassifierConfig
+from cmrprior.classify.model import load_classifier
+from cmrprior.classify.train import predict_proba
+from cmrprior.evaluate.metrics import patient_probabilities
+from cmrprior.experiments.cell import CellJob, run_cell
+from cmrprior.runs import CellKey, RunFolder
+
+
+@pytest.mark.parametrize("modes,expected", [({}, "finetune"), ({"none": "linear"}, "linear")])
+def test_none_cell_trains_in_its_mode(tmp_path, modes, expected):
+    data = toy_set(n_patients=15, slices=2, size=16)
+    ids = data.patient_ids
+    job = CellJob(key=CellKey("0", "tiny", "none", "full"), split_seed=4, train_ids=ids[:12], test_ids=ids[12:],
+                  pretrained=(), classes=("a", "b", "c"), masks_source="ground_truth", masks_note="", image_mode="full",
+                  cv_folds=2)
+    c = ClassifierConfig(backbones=("tiny",), modes=modes, input_size=16, lrs=(1e-3, 3e-2), max_epochs=4,
+                         batch_size=8, patience=2)
+    run = RunFolder(tmp_path)
+    res = run_cell(run, job, data, c)
+    assert res.ok and res.mode == expected
+    assert res.history_source.startswith("mean over CV folds") and len(res.history) == 4
+    assert res.search["n_folds"] == 2 and res.hyperparameters["lr"] in (1e-3, 3e-2)
+    assert 1 <= res.hyperparameters["epochs"] <= 4
+    assert res.history[res.hyperparameters["epochs"] - 1].val_auc == pytest.approx(res.search["cv_auc"])
+    assert set(res.seen_patient_ids) >= {"search", "train"}
+    for seen in res.seen_patient_ids.values():
+        assert not set(seen) & set(job.test_ids)
+    model, _ = load_classifier(run.model_path(job.key))
+    test = data.subset_patients(list(job.test_ids))
+    probs = patient_probabilities(predict_proba(model, test), test.patient_index, test.n_patients)
+    np.testing.assert_allclose(probs, np.array(res.test.probabilities), atol=1e-6)
