@@ -45,7 +45,7 @@ def results():
 
 
 def test_summary_mean_and_intervals(results):
-    s = summarise_cells(results, n_boot=100, seed=0)
+    s = summarise_cells(results, test_train_ratio=0.3 / 0.7, n_boot=100, seed=0)
     cell = s[("vgg16", "full_sscl", "full")]
     aucs = [r.test.metrics.macro_auc for r in results if (r.key.init, r.key.images) == ("full_sscl", "full")]
     assert cell["macro_auc"] == pytest.approx(np.mean(aucs))
@@ -64,7 +64,7 @@ def test_write_tables_layout(results, tmp_path):
     t3 = json.loads((tmp_path / "table3.json").read_text())
     cols = [r["column"] for r in t3["rows"]]
     assert cols == ["Full-Full", "Full-Segmented", "Segmented-Full", "Segmented-Segmented"]
-    s = summarise_cells(results, n_boot=50, seed=0)
+    s = summarise_cells(results, test_train_ratio=0.3 / 0.7, n_boot=50, seed=0)
     ff = next(r for r in t3["rows"] if r["column"] == "Segmented-Full")
     assert ff["macro_auc"] == pytest.approx(s[("vgg16", "segmented_sscl", "full")]["macro_auc"])
     csv_text = (tmp_path / "table2.csv").read_text().splitlines()
