@@ -6,7 +6,8 @@ from collections import Counter
 
 import pytest
 
-from cmrprior.data.splits import Split, repeated_splits, stratified_kfold, stratified_split
+from cmrprior.data.splits import (ProtocolConfig, Split, protocol_splits, repeated_kfold, repeated_splits,
+                                  stratified_kfold, stratified_split)
 from cmrprior.errors import ConfigError
 
 CLASSES = ("NOR", "DCM", "HCM", "MINF", "RV")
@@ -92,3 +93,40 @@ def test_errors_are_project_errors_and_still_value_errors():
         Split(train=("a",), test=("a",), seed=0)
     with pytest.raises(ValueError):  # InputError is also a ValueError, for callers that catch that
         Split(train=("a",), test=("a",), seed=0)
+
+
+def test_repeated_kfold_tests_every_patient_once_per_repeat():
+    splits = repeated_kfold(IDS, LABELS, repeats=3, folds=5, seed=4)
+    assert len(splits) == 15
+    lab = dict(zip(IDS, LABELS))
+    for r in range(3):
+        block = splits[5 * r:5 * r + 5]
+        tested = [p for s in block for p in s.test]
+        assert sorted(tested) == sorted(IDS)  # each patient exactly once in this repeat
+        for s in block:
+            assert sorted(s.train + s.test) == sorted(IDS) and not set(s.train) & set(s.test)
+            assert Counter(lab[p] for p in s.test) == {c: 4 for c in CLASSES}
+    # repeats are shuffled differently; each split has its own seed (the study derives seeds from it)
+    assert {s.test for s in splits[:5]} != {s.test for s in splits[5:10]}
+    assert [s.seed for s in splits] == list(range(4, 19))
+    # repeat r does not depend on how many repeats are asked for, and equals stratified_kfold with seed + r
+    assert repeated_kfold(IDS, LABELS, repeats=1, folds=5, seed=4) == splits[:5]
+    assert [s.test for s in splits[5:10]] == [f.test for f in stratified_kfold(IDS, LABELS, k=5, seed=5)]
+
+
+def test_protocol_splits_default_is_the_repeated_holdout():
+    p = ProtocolConfig(n_splits=3, test_fraction=0.3, seed=2)
+    assert p.scheme == "holdout" and p.total_splits == 3
+    assert protocol_splits(IDS, LABELS, p) == repeated_splits(IDS, LABELS, 3, 0.3, 2)
+    assert p.test_train_ratio == pytest.approx(0.3 / 0.7)
+    assert "holdout, 3 split(s), test fraction 0.3" in p.describe()
+    k = ProtocolConfig(scheme="kfold", folds=4, repeats=2, seed=2)
+    assert k.total_splits == 8 and k.test_train_ratio == pytest.approx(1 / 3)
+    assert protocol_splits(IDS, LABELS, k) == repeated_kfold(IDS, LABELS, 2, 4, 2)
+    assert "4-fold" in k.describe() and "2 repeat(s)" in k.describe()
+
+
+@pytest.mark.parametrize("bad", [{"scheme": "loo"}, {"folds": 1}, {"repeats": 0}])
+def test_protocol_config_rejects_bad_values(bad):
+    with pytest.raises(ConfigError):
+        ProtocolConfig(**bad)

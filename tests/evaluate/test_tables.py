@@ -45,7 +45,7 @@ def results():
 
 
 def test_summary_mean_and_intervals(results):
-    s = summarise_cells(results, n_boot=100, seed=0)
+    s = summarise_cells(results, test_train_ratio=0.3 / 0.7, n_boot=100, seed=0)
     cell = s[("vgg16", "full_sscl", "full")]
     aucs = [r.test.metrics.macro_auc for r in results if (r.key.init, r.key.images) == ("full_sscl", "full")]
     assert cell["macro_auc"] == pytest.approx(np.mean(aucs))
@@ -64,7 +64,7 @@ def test_write_tables_layout(results, tmp_path):
     t3 = json.loads((tmp_path / "table3.json").read_text())
     cols = [r["column"] for r in t3["rows"]]
     assert cols == ["Full-Full", "Full-Segmented", "Segmented-Full", "Segmented-Segmented"]
-    s = summarise_cells(results, n_boot=50, seed=0)
+    s = summarise_cells(results, test_train_ratio=0.3 / 0.7, n_boot=50, seed=0)
     ff = next(r for r in t3["rows"] if r["column"] == "Segmented-Full")
     assert ff["macro_auc"] == pytest.approx(s[("vgg16", "segmented_sscl", "full")]["macro_auc"])
     csv_text = (tmp_path / "table2.csv").read_text().splitlines()
@@ -78,6 +78,33 @@ def test_write_tables_layout(results, tmp_path):
         a, b = by[("full_sscl", "full", sp)].test, by[("none", "full", sp)].test
         diffs.append(macro_auc(np.array(a.labels), np.array(a.probabilities)) - macro_auc(np.array(b.labels), np.array(b.probabilities)))
     assert c["difference"] == pytest.approx(np.mean(diffs))
+
+
+def test_tables_state_protocol_counts_and_holm(results, tmp_path):
+    from cmrprior.data.splits import ProtocolConfig
+    from cmrprior.evaluate.ci import corrected_t_interval, patient_bootstrap_ci
+    from cmrprior.evaluate.compare import holm_adjust
+
+    protocol = ProtocolConfig(scheme="kfold", folds=4, repeats=1)
+    write_tables(results, tmp_path, setup=_setup(protocol=protocol))
+    t1 = json.loads((tmp_path / "table1.json").read_text())
+    notes = "\n".join(t1["notes"])
+    assert "repeated stratified 4-fold CV, 1 repeat(s) x 4 folds = 4 split(s)" in notes
+    assert "Test patients per class and split: NOR 4, DCM 4, HCM 4, MINF 4, RV 4 (20 per split, 3 split(s))" in notes
+    assert "corrected resampled t" in notes and "n_test/n_train = 0.333" in notes
+    # the cell's intervals are the corrected t (ratio 1/(k-1)) and the pooled patient bootstrap
+    row = next(r for r in t1["rows"] if r["init"] == "full_sscl")
+    ok = sorted([r for r in results if r.ok and (r.key.init, r.key.images) == ("full_sscl", "full")], key=lambda r: r.key.split)
+    _, lo, hi = corrected_t_interval([r.test.metrics.macro_auc for r in ok], 1 / 3)
+    assert (row["t_low"], row["t_high"]) == pytest.approx((lo, hi))
+    _, blo, bhi = patient_bootstrap_ci([(r.test.patient_ids, np.array(r.test.labels), np.array(r.test.probabilities))
+                                        for r in ok], n_boot=50, seed=0)
+    assert (row["boot_low"], row["boot_high"]) == pytest.approx((blo, bhi))
+    comps = json.loads((tmp_path / "comparisons.json").read_text())
+    assert [c["p_holm"] for c in comps] == pytest.approx(holm_adjust([c["paired_bootstrap"]["p_value"] for c in comps]))
+    md = (tmp_path / "comparisons.md").read_text()
+    assert "p (Holm)" in md and f"over the {len(comps)} comparison(s)" in md
+    assert (tmp_path / "comparisons.csv").read_text().splitlines()[0].endswith("p_bootstrap,p_bootstrap_holm,p_corrected_t")
 
 
 def test_figure1_png(results, tmp_path):

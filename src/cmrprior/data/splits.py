@@ -1,4 +1,6 @@
-"""Patient-level stratified splits (seeded): 70/30 train/test, repeated splits, k folds inside training.
+"""Patient-level stratified splits (seeded): 70/30 train/test, repeated splits, repeated k-fold, k folds
+inside training. `protocol_splits` builds the outer splits of a `ProtocolConfig` (scheme "holdout": repeated
+random splits; "kfold": repeated stratified k-fold, every patient tested once per repeat).
 
 Every function takes patient ids and one label per patient, never slices: a patient is on one side only.
 Built on scikit-learn's StratifiedShuffleSplit / StratifiedKFold with an integer `random_state`.
@@ -126,10 +128,36 @@ def stratified_kfold(ids: Sequence[str], labels: Sequence[object], k: int = 5, s
     return [_as_split(ids_arr, tr, te, seed) for tr, te in skf.split(np.zeros(len(ids_arr)), labels_arr)]
 
 
+def repeated_kfold(ids: Sequence[str], labels: Sequence[object], repeats: int = 1, folds: int = 5,
+                   seed: int = 0) -> list[Split]:
+    """`repeats` x `folds` outer splits: repeat r is a stratified `folds`-fold partition shuffled with seed
+    `seed + r`; split i = r * folds + f tests fold f of repeat r, so every patient is tested once per repeat.
+
+    Split i gets the seed `seed + i` (unique per split: everything trained on a split derives its seeds from
+    it); repeat r is the same whatever `repeats` is.
+
+    Raises:
+        ConfigError: as `stratified_kfold`, or repeats < 1.
+    """
+    if repeats < 1:
+        raise ConfigError(f"repeats must be >= 1, got {repeats}")
+    out = []
+    for r in range(repeats):
+        for f, fold in enumerate(stratified_kfold(ids, labels, k=folds, seed=seed + r)):
+            out.append(Split(train=fold.train, test=fold.test, seed=seed + r * folds + f))
+    return out
+
+
+PROTOCOL_SCHEMES: tuple[str, ...] = ("holdout", "kfold")
+
+
 @dataclass(frozen=True)
 class ProtocolConfig:
-    """n_splits repeated patient-level stratified splits with `test_fraction` test patients (`seed`);
-    `cv_folds`-fold CV inside the training part for hyperparameters; `val_fraction` of the training
+    """How patients are split for testing, and the CV inside each training part.
+
+    scheme "holdout": `n_splits` repeated stratified splits with `test_fraction` test patients; "kfold":
+    `repeats` x `folds` repeated stratified k-fold (n_splits and test_fraction unused). `seed` draws the
+    splits; `cv_folds`-fold CV inside the training part for hyperparameters; `val_fraction` of the training
     patients as the inner validation part (pre-training early stopping; finetune mode)."""
 
     n_splits: int = 5
@@ -137,10 +165,44 @@ class ProtocolConfig:
     seed: int = 0
     cv_folds: int = 3
     val_fraction: float = 0.2
+    scheme: str = "holdout"
+    folds: int = 5
+    repeats: int = 1
 
     def __post_init__(self) -> None:
         if self.n_splits < 1 or not 0 < self.test_fraction < 1 or self.cv_folds < 2 or not 0 < self.val_fraction < 1:
             raise ConfigError(f"protocol: invalid values {self}")
+        if self.scheme not in PROTOCOL_SCHEMES:
+            raise ConfigError(f"protocol.scheme must be one of {list(PROTOCOL_SCHEMES)}, got {self.scheme!r}")
+        if self.folds < 2 or self.repeats < 1:
+            raise ConfigError(f"protocol: folds >= 2 and repeats >= 1, got folds={self.folds}, repeats={self.repeats}")
+
+    @property
+    def total_splits(self) -> int:
+        """Number of outer splits (train/test evaluations) the protocol makes."""
+        return self.n_splits if self.scheme == "holdout" else self.repeats * self.folds
+
+    @property
+    def test_train_ratio(self) -> float:
+        """n_test / n_train of one outer split (nominal), the overlap term of the corrected resampled t."""
+        if self.scheme == "holdout":
+            return self.test_fraction / (1 - self.test_fraction)
+        return 1 / (self.folds - 1)
+
+    def describe(self) -> str:
+        """One line for table notes: which protocol ran."""
+        if self.scheme == "holdout":
+            return (f"repeated stratified holdout, {self.n_splits} split(s), test fraction {self.test_fraction:g} "
+                    f"(test sets of different splits overlap)")
+        return (f"repeated stratified {self.folds}-fold CV, {self.repeats} repeat(s) x {self.folds} folds = "
+                f"{self.total_splits} split(s), every patient tested once per repeat")
+
+
+def protocol_splits(ids: Sequence[str], labels: Sequence[object], protocol: ProtocolConfig) -> list[Split]:
+    """The outer splits of `protocol` (see `repeated_splits`, `repeated_kfold`); raises ConfigError as they do."""
+    if protocol.scheme == "kfold":
+        return repeated_kfold(ids, labels, protocol.repeats, protocol.folds, protocol.seed)
+    return repeated_splits(ids, labels, protocol.n_splits, protocol.test_fraction, protocol.seed)
 
 
 def assert_disjoint(stage: str, seen_ids: Sequence[str], test_ids: Sequence[str]) -> None:

@@ -1,18 +1,27 @@
-"""Confidence intervals: Student-t interval across splits, and a bootstrap over patients.
+"""Confidence intervals of a metric averaged over repeated train/test splits.
 
-The bootstrap resamples the test patients of every split with replacement (stratified by class, so every
-class stays present and the AUC is defined), recomputes the metric per split and averages over splits; the
-percentile interval of that mean is the "patient bootstrap CI" of a table cell.
+* `corrected_t_interval`: across splits, the corrected resampled t of Nadeau & Bengio (2003): repeated splits
+  of one cohort overlap, so the split-to-split spread underestimates the variance of their mean; the
+  variance is inflated by n_test / n_train. The table intervals use it. `t_interval` (plain Student t) treats
+  splits as independent and is kept for independent values only (it is too narrow over overlapping splits:
+  see tests/evaluate/test_coverage.py).
+* `patient_bootstrap_ci`: over patients, resampled ONCE per draw across all splits (stratified by class over
+  the pooled test patients); a drawn patient counts, with its multiplicity, in every split where it is a
+  test patient; the statistic is the mean over splits of macro AUC; percentile interval.
+* `bootstrap_ci`: the older bootstrap that resamples each split's test patients independently; right for one
+  split, too narrow over several (it ignores that the splits share patients).
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 
 import numpy as np
 from scipy import stats
 
+from cmrprior.errors import InputError
 from cmrprior.evaluate.metrics import macro_auc, weighted_macro_auc
 
 Metric = Callable[[np.ndarray, np.ndarray], float]
@@ -31,6 +40,80 @@ def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, flo
         return mean, math.nan, math.nan
     half = float(stats.t.ppf(0.5 + level / 2, df=v.size - 1) * v.std(ddof=1) / math.sqrt(v.size))
     return mean, mean - half, mean + half
+
+
+def corrected_t_interval(values: Sequence[float], test_train_ratio: float,
+                         level: float = 0.95) -> tuple[float, float, float]:
+    """(mean, low, high): corrected resampled t interval of the mean of J per-split values (NaNs dropped).
+
+    Var(mean) = (1/J + n_test/n_train) s^2 with df J - 1 (Nadeau & Bengio 2003); for r repeats of k-fold
+    CV the same with J = r k and n_test/n_train = 1/(k-1) (Bouckaert & Frank 2004). `test_train_ratio` 0
+    gives the plain `t_interval`. One value gives (v, NaN, NaN); raises InputError for a negative ratio.
+    """
+    if test_train_ratio < 0:
+        raise InputError(f"test_train_ratio must be >= 0, got {test_train_ratio}")
+    v = np.asarray([x for x in values if x is not None and not math.isnan(x)], dtype=np.float64)
+    if v.size == 0:
+        return math.nan, math.nan, math.nan
+    mean = float(v.mean())
+    if v.size < 2:
+        return mean, math.nan, math.nan
+    se = math.sqrt((1.0 / v.size + test_train_ratio) * v.var(ddof=1))
+    half = float(stats.t.ppf(0.5 + level / 2, df=v.size - 1) * se)
+    return mean, mean - half, mean + half
+
+
+def pooled_patient_counts(ids_per_split: Sequence[Sequence[str]], labels_per_split: Sequence[np.ndarray],
+                          n_boot: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Per split, `(n_boot, P_s)` multiplicities of its test patients in `n_boot` draws of the POOLED patients.
+
+    The pool is the sorted union of all splits' test ids; each draw resamples it with replacement within
+    each class (class counts of the pool kept): for each class in sorted order, `rng.integers(0, n_k,
+    (n_boot, n_k))` picks the class's patients. Raises InputError when a patient has two labels.
+    """
+    label_of: dict[str, int] = {}
+    for ids, labels in zip(ids_per_split, labels_per_split):
+        for pid, lab in zip(ids, np.asarray(labels).tolist()):
+            if label_of.setdefault(str(pid), lab) != lab:
+                raise InputError(f"patient {pid} has two labels across splits ({label_of[str(pid)]}, {lab})")
+    pool = sorted(label_of)
+    pool_labels = np.array([label_of[p] for p in pool])
+    counts = np.zeros((n_boot, len(pool)), dtype=np.float64)
+    rows = np.arange(n_boot)[:, None]
+    for k in np.unique(pool_labels):
+        idx = np.flatnonzero(pool_labels == k)
+        draws = rng.integers(0, idx.size, size=(n_boot, idx.size))
+        flat = np.bincount((draws + rows * idx.size).ravel(), minlength=n_boot * idx.size)
+        counts[:, idx] = flat.reshape(n_boot, idx.size)
+    where = {p: i for i, p in enumerate(pool)}
+    return [counts[:, [where[str(p)] for p in ids]] for ids in ids_per_split]
+
+
+def patient_bootstrap_ci(
+    splits: Sequence[tuple[Sequence[str], np.ndarray, np.ndarray]],
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float, float]:
+    """(point, low, high) of the mean over splits of macro AUC; patients resampled once across splits.
+
+    `splits`: (test patient ids, labels (P,), probs (P, K)) per split. Draws by `pooled_patient_counts`; a
+    split whose draw lacks a class contributes the AUC of the classes present (no class: left out of the
+    mean). Percentile interval; the point is the mean macro AUC on the unresampled data.
+    """
+    if not splits:
+        return math.nan, math.nan, math.nan
+    point = float(np.mean([macro_auc(y, p) for _, y, p in splits]))
+    counts = pooled_patient_counts([ids for ids, _, _ in splits], [y for _, y, _ in splits], n_boot,
+                                   np.random.default_rng(seed))
+    vals = np.vstack([weighted_macro_auc(y, p, c) for (_, y, p), c in zip(splits, counts)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        draws = np.nanmean(vals, axis=0)
+    alpha = (1 - level) / 2
+    low, high = np.nanquantile(draws, [alpha, 1 - alpha])
+    return point, float(low), float(high)
 
 
 def stratified_resample(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:

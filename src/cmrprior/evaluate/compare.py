@@ -1,18 +1,23 @@
 """Paired comparison of two configurations scored on the same test patients of the same splits.
 
-* `paired_bootstrap`: resample the test patients of every split (stratified by class), score both
-  configurations on the SAME resample, average the difference over splits; percentile CI and a two-sided
-  bootstrap p-value (twice the smaller tail share around 0).
+* `patient_paired_bootstrap`: resample the patients ONCE per draw across all splits (stratified by class,
+  `cmrprior.evaluate.ci.pooled_patient_counts`), score both configurations on the SAME draw, average the
+  difference over splits; percentile CI and a two-sided bootstrap p-value (twice the smaller tail share
+  around 0). `paired_bootstrap` resamples each split independently (right for one split only).
+* `paired_t`: t test of the per-split differences (splits as the unit), with the corrected resampled
+  variance of Nadeau & Bengio (2003) when `test_train_ratio` > 0.
+* `holm_adjust`: Holm (1979) step-down adjusted p-values over a family of comparisons.
 * `delong_test`: DeLong, DeLong & Clarke-Pearson (1988) test for two correlated AUCs on one split, with
   the fast mid-rank computation of Sun & Xu (2014). Binary AUC: the classic test. Macro one-vs-rest AUC:
-  the per-class DeLong variances on the diagonal and, between classes (which share patients), the
-  covariance of the per-patient influence terms (V10 - A) / m and (V01 - A) / n.
-* `paired_t`: Student-t test of the per-split differences (splits as the unit).
+  the covariance matrix of the per-class AUC differences from the structural components (placements) of
+  every patient, per class stratum (class counts fixed, as in stratified sampling); the classes share
+  patients, so the off-diagonal (cross-class) terms are part of the variance of the macro difference.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -20,7 +25,7 @@ import numpy as np
 from scipy import stats
 from scipy.stats import rankdata
 
-from cmrprior.evaluate.ci import Metric, resample_counts, stratified_resample, t_interval
+from cmrprior.evaluate.ci import Metric, corrected_t_interval, pooled_patient_counts, resample_counts, stratified_resample
 from cmrprior.errors import InputError
 from cmrprior.evaluate.metrics import macro_auc, weighted_macro_auc
 
@@ -67,17 +72,63 @@ def paired_bootstrap(
     return Comparison("paired_bootstrap", observed, float(low), float(high), float(p))
 
 
-def paired_t(diffs: Sequence[float], level: float = 0.95) -> Comparison:
-    """t-test of per-split differences (A - B) against 0."""
+def patient_paired_bootstrap(
+    splits: Sequence[tuple[Sequence[str], np.ndarray, np.ndarray, np.ndarray]],
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> Comparison:
+    """Macro AUC of A - B, mean over splits; `splits`: (test ids, labels (P,), probs_a, probs_b (P, K)).
+
+    One draw of the pooled patients per bootstrap resample, shared by every split and by both configurations.
+    """
+    observed = float(np.mean([macro_auc(y, a) - macro_auc(y, b) for _, y, a, b in splits]))
+    counts = pooled_patient_counts([ids for ids, *_ in splits], [y for _, y, _, _ in splits], n_boot,
+                                   np.random.default_rng(seed))
+    diffs = np.vstack([weighted_macro_auc(y, a, c) - weighted_macro_auc(y, b, c) for (_, y, a, b), c in zip(splits, counts)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        draws = np.nanmean(diffs, axis=0)
+    alpha = (1 - level) / 2
+    low, high = np.nanquantile(draws, [alpha, 1 - alpha])
+    p = min(1.0, 2 * min(np.mean(draws <= 0), np.mean(draws >= 0)))
+    return Comparison("patient_paired_bootstrap", observed, float(low), float(high), float(p))
+
+
+def paired_t(diffs: Sequence[float], level: float = 0.95, *, test_train_ratio: float = 0.0) -> Comparison:
+    """t-test of per-split differences (A - B) against 0, df J - 1.
+
+    `test_train_ratio` > 0: the corrected resampled t (variance (1/J + n_test/n_train) s^2), for splits that
+    share patients; 0: the plain paired t (independent splits).
+    """
     d = np.asarray([x for x in diffs if x is not None and not math.isnan(x)], dtype=np.float64)
-    mean, low, high = t_interval(d, level)
+    mean, low, high = corrected_t_interval(d, test_train_ratio, level)
+    method = "corrected_paired_t_over_splits" if test_train_ratio > 0 else "paired_t_over_splits"
     if d.size < 2 or np.all(d == d[0]):
         p = math.nan if d.size < 2 or d[0] != 0 else 1.0
         if d.size >= 2 and d[0] != 0:
             p = 0.0
     else:
-        p = float(stats.ttest_1samp(d, 0.0).pvalue)
-    return Comparison("paired_t_over_splits", mean, low, high, p)
+        t = mean / math.sqrt((1.0 / d.size + test_train_ratio) * d.var(ddof=1))
+        p = float(2 * stats.t.sf(abs(t), df=d.size - 1))
+    return Comparison(method, mean, low, high, p)
+
+
+def holm_adjust(p_values: Sequence[float | None]) -> list[float | None]:
+    """Holm step-down adjusted p-values, in input order, over the family of the non-missing ones.
+
+    With m p-values sorted p_(1) <= ... <= p_(m): adjusted p_(i) = max_{j <= i} min(1, (m - j + 1) p_(j)).
+    None or NaN stay None and do not count in m.
+    """
+    present = [i for i, p in enumerate(p_values) if p is not None and not math.isnan(p)]
+    order = sorted(present, key=lambda i: p_values[i])
+    out: list[float | None] = [None] * len(p_values)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(order) - rank) * float(p_values[i])))
+        out[i] = running
+    return out
 
 
 def _structural_components(positive: np.ndarray, scores: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
@@ -112,18 +163,36 @@ def delong_binary(positive: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarr
     return a_auc, b_auc, var
 
 
-def _influence(positive: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """Per-patient influence term of the AUC: (V10 - A)/m on positives, (V01 - A)/n on negatives."""
-    auc, v10, v01 = _structural_components(positive, scores)
-    out = np.empty(positive.size)
-    out[positive] = (v10 - auc) / v10.size
-    out[~positive] = (v01 - auc) / v01.size
-    return out
+def delong_class_covariance(labels: np.ndarray, probs_a: np.ndarray, probs_b: np.ndarray,
+                            classes: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-class OvR AUC differences A - B `(C,)` and their DeLong covariance matrix `(C, C)`.
+
+    Patient i's placement for class c (V10 if it is of class c, V01 otherwise; Sun & Xu) enters the AUC of c
+    with weight 1/m_c (positive) or 1/n_c (negative): AUC_c - E ~ sum_i g_c(i). With class counts fixed,
+    Cov = sum over class strata k of n_k * sample covariance (ddof 1) of g within stratum k. For one class
+    of a binary task this is the classic DeLong variance.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    diffs, g = [], np.empty((len(classes), labels.size))
+    for j, c in enumerate(classes):
+        pos = labels == c
+        auc_a, a10, a01 = _structural_components(pos, np.asarray(probs_a[:, c], float))
+        auc_b, b10, b01 = _structural_components(pos, np.asarray(probs_b[:, c], float))
+        diffs.append(auc_a - auc_b)
+        g[j, pos] = (a10 - b10) / pos.sum()
+        g[j, ~pos] = (a01 - b01) / (~pos).sum()
+    cov = np.zeros((len(classes), len(classes)))
+    for k in np.unique(labels):
+        members = labels == k
+        if members.sum() >= 2:
+            cov += members.sum() * np.atleast_2d(np.cov(g[:, members], ddof=1))
+    return np.asarray(diffs), cov
 
 
 def delong_test(labels: np.ndarray, probs_a: np.ndarray, probs_b: np.ndarray) -> Comparison:
     """DeLong test of macro OvR AUC (binary AUC when K == 2) of A vs B on one split; 95% normal CI.
 
+    Macro: Var = w^2 * (sum of the whole class covariance matrix), w = 1 / number of classes tested.
     Raises InputError when no class has at least 2 positives and 2 negatives.
     """
     labels = np.asarray(labels, dtype=np.int64)
@@ -136,17 +205,8 @@ def delong_test(labels: np.ndarray, probs_a: np.ndarray, probs_b: np.ndarray) ->
         if not classes:
             raise InputError("DeLong needs a class with at least 2 positives and 2 negatives")
         w = 1.0 / len(classes)
-        diffs, variances, infl = [], [], []
-        for c in classes:
-            pos = labels == c
-            a, b, v = delong_binary(pos, probs_a[:, c], probs_b[:, c])
-            diffs.append(a - b)
-            variances.append(v)
-            infl.append(_influence(pos, probs_a[:, c]) - _influence(pos, probs_b[:, c]))
-        diff = w * float(np.sum(diffs))
-        infl_arr = np.vstack(infl)  # (C, P)
-        cov = infl_arr @ infl_arr.T
-        np.fill_diagonal(cov, variances)
+        diffs, cov = delong_class_covariance(labels, probs_a, probs_b, classes)
+        diff = w * float(diffs.sum())
         var = float(w * w * cov.sum())
     se = math.sqrt(max(var, 0.0))
     if se == 0:

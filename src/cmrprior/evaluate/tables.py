@@ -6,12 +6,15 @@
 * Table 3: pre-training images x training images for the SSCL inits: Full-Full, Full-Segmented,
   Segmented-Full, Segmented-Segmented (first = pre-training images, second = training images).
 
-Each cell: mean macro AUC over splits, the Student-t 95% interval across splits, and the bootstrap interval
-over test patients (`cmrprior.evaluate.ci.bootstrap_ci`). A cell without a result says why
-("n/a: <reason>"). `metrics.*` lists every cell's macro AUC, accuracy, balanced accuracy and per-class AUC;
-`comparisons.*` the paired tests (`cmrprior.evaluate.compare`).
+Each cell: mean macro AUC over splits, the 95% corrected resampled t interval across splits
+(`cmrprior.evaluate.ci.corrected_t_interval`: repeated splits of one cohort overlap, so the plain t interval
+is too narrow), and the bootstrap interval over patients resampled once across all splits
+(`cmrprior.evaluate.ci.patient_bootstrap_ci`). A cell without a result says why ("n/a: <reason>").
+`metrics.*` lists every cell's macro AUC, accuracy, balanced accuracy and per-class AUC; `comparisons.*` the
+paired tests (`cmrprior.evaluate.compare`) with Holm-adjusted p-values over the table's family. The notes
+under every table say which protocol ran and how many test patients of each class a split had.
 
-Input: the cells' `cmrprior.runs.CellResult` records; `TableSetup` says which grid was run.
+Input: the cells' `cmrprior.runs.CellResult` records; `TableSetup` says which grid and protocol were run.
 """
 
 from __future__ import annotations
@@ -20,18 +23,19 @@ import csv
 import io
 import math
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from cmrprior.data.splits import ProtocolConfig
 from cmrprior.errors import DataError
-from cmrprior.evaluate.ci import bootstrap_ci, t_interval
-from cmrprior.evaluate.compare import delong_test, paired_bootstrap, paired_t
+from cmrprior.evaluate.ci import corrected_t_interval, patient_bootstrap_ci
+from cmrprior.evaluate.compare import delong_test, holm_adjust, patient_paired_bootstrap, paired_t
 from cmrprior.evaluate.config import EvaluationConfig
 from cmrprior.evaluate.metrics import macro_auc
 from cmrprior.io.records import ACDC_CLASSES
-from cmrprior.runs import CellResult
+from cmrprior.runs import HOLDOUT, CellResult
 from cmrprior.utils import atomic
 from cmrprior.vocab import init_label
 
@@ -42,6 +46,9 @@ class TableSetup:
 
     run_notes: lines about the run (masks, image modes, classifier, pre-training) that the study writes
     under every table, after the tables' own notes on the metric and its intervals.
+    protocol: how the splits were made (scheme, splits, test fraction or folds); it sets the overlap term
+    n_test/n_train of the across-split interval. Results of the split "holdout" (external test cohort) are
+    one evaluation whatever the protocol says.
     """
 
     classes: tuple[str, ...]
@@ -51,6 +58,7 @@ class TableSetup:
     evaluation: EvaluationConfig
     seed: int
     run_notes: tuple[str, ...] = ()
+    protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
 
 TABLE3 = (("Full-Full", "full_sscl", "full"), ("Full-Segmented", "full_sscl", "segmented"),
           ("Segmented-Full", "segmented_sscl", "full"), ("Segmented-Segmented", "segmented_sscl", "segmented"))
@@ -67,8 +75,10 @@ def _nan_none(x):
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
 
 
-def summarise_cells(results: list[CellResult], *, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
-    """{(backbone, init, images): summary dict} over splits (see module doc)."""
+def summarise_cells(results: list[CellResult], *, test_train_ratio: float, n_boot: int = 1000, seed: int = 0,
+                    level: float = 0.95) -> dict:
+    """{(backbone, init, images): summary dict} over splits (see module doc); `test_train_ratio` is the
+    n_test/n_train of one split (`ProtocolConfig.test_train_ratio`) for the corrected resampled t."""
     groups: dict[tuple, list[CellResult]] = defaultdict(list)
     for r in results:
         groups[r.key.config].append(r)
@@ -83,9 +93,9 @@ def summarise_cells(results: list[CellResult], *, n_boot: int = 1000, seed: int 
         if ok:
             metrics = [r.test.metrics for r in ok]
             aucs = [m.macro_auc for m in metrics]
-            mean, lo, hi = t_interval([np.nan if a is None else a for a in aucs], level)
-            per_split = [(np.asarray(r.test.labels), np.asarray(r.test.probabilities)) for r in ok]
-            _, blo, bhi = bootstrap_ci(per_split, macro_auc, n_boot=n_boot, seed=seed, level=level)
+            mean, lo, hi = corrected_t_interval([np.nan if a is None else a for a in aucs], test_train_ratio, level)
+            per_split = [(r.test.patient_ids, np.asarray(r.test.labels), np.asarray(r.test.probabilities)) for r in ok]
+            _, blo, bhi = patient_bootstrap_ci(per_split, n_boot=n_boot, seed=seed, level=level)
 
             def nanmean(values) -> float | None:
                 return _nan_none(float(np.nanmean([np.nan if v is None else v for v in values])))
@@ -172,8 +182,10 @@ def default_comparisons(backbones: list[str], inits: list[str], images: list[str
     return pairs
 
 
-def compare_cells(results: list[CellResult], a: tuple, b: tuple, *, n_boot: int = 1000, seed: int = 0) -> dict | None:
-    """Paired bootstrap (pooled over splits), DeLong per split, paired t over splits; None when not comparable.
+def compare_cells(results: list[CellResult], a: tuple, b: tuple, *, test_train_ratio: float, n_boot: int = 1000,
+                  seed: int = 0) -> dict | None:
+    """Patient bootstrap (patients resampled once across splits, same draws for A and B), corrected paired t
+    over splits, DeLong per split (secondary); None when not comparable.
 
     Raises DataError when the two cells were scored on different patients in a split.
     """
@@ -191,15 +203,39 @@ def compare_cells(results: list[CellResult], a: tuple, b: tuple, *, n_boot: int 
             raise DataError(None, f"split {s}: {a} and {b} were scored on different patients")
         y = np.asarray(ta.labels)
         pa, pb = np.asarray(ta.probabilities), np.asarray(tb.probabilities)
-        per_split.append((y, pa, pb))
+        per_split.append((ta.patient_ids, y, pa, pb))
         diffs.append(macro_auc(y, pa) - macro_auc(y, pb))
         try:
             delong.append({"split": s, **delong_test(y, pa, pb).as_dict()})
         except ValueError as exc:
             delong.append({"split": s, "error": str(exc)})
-    boot = paired_bootstrap(per_split, macro_auc, n_boot=n_boot, seed=seed)
+    boot = patient_paired_bootstrap(per_split, n_boot=n_boot, seed=seed)
     return {"a": "/".join(a), "b": "/".join(b), "n_splits": len(common), "difference": boot.difference,
-            "paired_bootstrap": boot.as_dict(), "paired_t": paired_t(diffs).as_dict(), "delong_per_split": delong}
+            "paired_bootstrap": boot.as_dict(), "paired_t": paired_t(diffs, test_train_ratio=test_train_ratio).as_dict(),
+            "delong_per_split": delong}
+
+
+def test_patients_note(results: list[CellResult], classes: tuple[str, ...]) -> str:
+    """'Test patients per class and split: NOR 6, DCM 5-6 (17-18 per split).' from the scored cells."""
+    per_split: dict[str, np.ndarray] = {}
+    for r in results:
+        if r.ok and r.key.split not in per_split:
+            per_split[r.key.split] = np.bincount(np.asarray(r.test.labels, dtype=np.int64), minlength=len(classes))
+    if not per_split:
+        return "Test patients per class and split: no scored split."
+    counts = np.vstack(list(per_split.values()))
+
+    def span(v: np.ndarray) -> str:
+        return f"{v.min()}" if v.min() == v.max() else f"{v.min()}-{v.max()}"
+
+    parts = ", ".join(f"{c} {span(counts[:, k])}" for k, c in enumerate(classes))
+    return f"Test patients per class and split: {parts} ({span(counts.sum(1))} per split, {len(per_split)} split(s))."
+
+
+def _protocol_note(results: list[CellResult], protocol: ProtocolConfig) -> str:
+    if {r.key.split for r in results} == {HOLDOUT}:
+        return "Protocol: external test cohort (trained on the whole study cohort, scored once on the test cohort)."
+    return f"Protocol: {protocol.describe()}."
 
 
 def write_tables(results: list[CellResult], folder: Path, *, setup: TableSetup, prefix: str = "") -> dict:
@@ -207,13 +243,20 @@ def write_tables(results: list[CellResult], folder: Path, *, setup: TableSetup, 
     folder = Path(folder)
     ev = setup.evaluation
     classes = setup.classes
-    summ = summarise_cells(results, n_boot=ev.n_boot, seed=setup.seed, level=ev.level)
+    ratio = setup.protocol.test_train_ratio
+    summ = summarise_cells(results, test_train_ratio=ratio, n_boot=ev.n_boot, seed=setup.seed, level=ev.level)
     backbones = list(setup.backbones)
     n_splits = len({r.key.split for r in results})
+    pct = f"{int(ev.level * 100)}%"
     notes = [
         f"Macro one-vs-rest AUC on test patients (binary AUC for 2 classes); classes: {', '.join(classes)}.",
-        f"Cell: mean over {n_splits} split(s) [{int(ev.level * 100)}% Student-t interval across splits] "
-        f"(boot: {int(ev.level * 100)}% bootstrap interval over test patients, {ev.n_boot} resamples).",
+        _protocol_note(results, setup.protocol),
+        test_patients_note(results, classes),
+        f"Cell: mean over {n_splits} split(s) [{pct} corrected resampled t interval across splits (Nadeau & Bengio "
+        f"2003: variance of the mean s^2 (1/J + n_test/n_train), n_test/n_train = {ratio:.3g}, df J - 1; the plain t "
+        f"interval treats overlapping splits as independent and is too narrow)] (boot: {pct} percentile bootstrap "
+        f"over patients, {ev.n_boot} resamples, each one draw of the pooled test patients stratified by class, "
+        "counted in every split where they are test patients).",
         *setup.run_notes,
     ]
     is_acdc = tuple(classes) == ACDC_CLASSES
@@ -241,12 +284,12 @@ def write_tables(results: list[CellResult], folder: Path, *, setup: TableSetup, 
         atomic.write_text(folder / f"{prefix}{name}.csv", _csv(rows))
         atomic.write_json(folder / f"{prefix}{name}.json", {"title": title, "notes": notes, "rows": rows})
         written[prefix + name] = folder / f"{prefix}{name}.md"
-    written[prefix + "metrics"] = _write_metrics(summ, folder, classes, prefix)
-    written[prefix + "comparisons"] = _write_comparisons(results, setup, folder, prefix)
+    written[prefix + "metrics"] = _write_metrics(summ, folder, classes, prefix, notes)
+    written[prefix + "comparisons"] = _write_comparisons(results, setup, folder, prefix, notes[1:3])
     return written
 
 
-def _write_metrics(summ: dict, folder: Path, classes: tuple[str, ...], prefix: str) -> Path:
+def _write_metrics(summ: dict, folder: Path, classes: tuple[str, ...], prefix: str, notes: list[str]) -> Path:
     """Every cell's metrics (MD/CSV/JSON); returns the Markdown path."""
     mrows = sorted(summ.values(), key=lambda s: (s["backbone"], s["images"], s["init"]))
     lines = ["## Metrics per cell (means over splits)", "",
@@ -257,6 +300,7 @@ def _write_metrics(summ: dict, folder: Path, classes: tuple[str, ...], prefix: s
         pcs = [f((s.get("per_class_auc") or {}).get(k)) for k in classes]
         lines.append(f"| {s['backbone']} | {init_label(s['init'])} | {s['images']} | {format_cell(s)} | {f(s.get('accuracy'))} | "
                      f"{f(s.get('balanced_accuracy'))} | " + " | ".join(pcs) + " |")
+    lines += [""] + [f"- {n}" for n in notes]
     atomic.write_text(folder / f"{prefix}metrics.md", "\n".join(lines) + "\n")
     atomic.write_json(folder / f"{prefix}metrics.json", mrows)
     buf = io.StringIO()
@@ -271,29 +315,44 @@ def _write_metrics(summ: dict, folder: Path, classes: tuple[str, ...], prefix: s
     return folder / f"{prefix}metrics.md"
 
 
-def _write_comparisons(results: list[CellResult], setup: TableSetup, folder: Path, prefix: str) -> Path:
-    """The paired comparisons of `default_comparisons` (MD/CSV/JSON); returns the Markdown path."""
+def _write_comparisons(results: list[CellResult], setup: TableSetup, folder: Path, prefix: str,
+                       protocol_notes: list[str]) -> Path:
+    """The paired comparisons of `default_comparisons` (MD/CSV/JSON), Holm-adjusted bootstrap p over this
+    family; returns the Markdown path."""
     comps = []
     for a, b in default_comparisons(list(setup.backbones), list(setup.inits), list(setup.images)):
-        r = compare_cells(results, a, b, n_boot=setup.evaluation.n_boot, seed=setup.seed)
+        r = compare_cells(results, a, b, test_train_ratio=setup.protocol.test_train_ratio,
+                          n_boot=setup.evaluation.n_boot, seed=setup.seed)
         if r is not None:
             comps.append(r)
+    for r, adj in zip(comps, holm_adjust([r["paired_bootstrap"]["p_value"] for r in comps])):
+        r["p_holm"] = adj
+    f3 = lambda v: "" if v is None else f"{v:.3f}"  # noqa: E731
     lines = ["## Paired comparisons (A - B, macro AUC, same test patients)", "",
-             "| A | B | splits | diff | paired bootstrap 95% CI | p (bootstrap) | p (paired t over splits) | DeLong p per split |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| A | B | splits | diff | patient bootstrap 95% CI | p (bootstrap) | p (Holm) | p (corrected t over splits) "
+             "| DeLong p per split |", "|---|---|---|---|---|---|---|---|---|"]
     for r in comps:
         pb, pt = r["paired_bootstrap"], r["paired_t"]
         dl = ", ".join("-" if d.get("p_value") is None else f"{d['p_value']:.3f}" for d in r["delong_per_split"])
-        ptv = "" if pt["p_value"] is None else f"{pt['p_value']:.3f}"
         lines.append(f"| {r['a']} | {r['b']} | {r['n_splits']} | {r['difference']:+.3f} | {pb['low']:+.3f} to {pb['high']:+.3f} | "
-                     f"{pb['p_value']:.3f} | {ptv} | {dl} |")
+                     f"{pb['p_value']:.3f} | {f3(r['p_holm'])} | {f3(pt['p_value'])} | {dl} |")
+    notes = [*protocol_notes,
+             "Patient bootstrap: one draw of the pooled test patients (stratified by class) per resample, shared by "
+             f"every split and by A and B ({setup.evaluation.n_boot} resamples); two-sided p from the bootstrap "
+             "distribution of the difference.",
+             f"p (Holm): the bootstrap p adjusted by Holm's step-down method over the {len(comps)} comparison(s) of "
+             "this table (family-wise error).",
+             "Corrected t: t test of the per-split differences with the corrected resampled variance (Nadeau & Bengio "
+             "2003). DeLong (secondary): per split, on that split's test patients only; not adjusted."]
+    lines += [""] + [f"- {n}" for n in notes]
     atomic.write_text(folder / f"{prefix}comparisons.md", "\n".join(lines) + "\n")
     atomic.write_json(folder / f"{prefix}comparisons.json", comps)
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["a", "b", "n_splits", "difference", "boot_low", "boot_high", "p_bootstrap", "p_paired_t"])
+    w.writerow(["a", "b", "n_splits", "difference", "boot_low", "boot_high", "p_bootstrap", "p_bootstrap_holm",
+                "p_corrected_t"])
     for r in comps:
         w.writerow([r["a"], r["b"], r["n_splits"], r["difference"], r["paired_bootstrap"]["low"], r["paired_bootstrap"]["high"],
-                    r["paired_bootstrap"]["p_value"], r["paired_t"]["p_value"]])
+                    r["paired_bootstrap"]["p_value"], r["p_holm"], r["paired_t"]["p_value"]])
     atomic.write_text(folder / f"{prefix}comparisons.csv", buf.getvalue())
     return folder / f"{prefix}comparisons.md"

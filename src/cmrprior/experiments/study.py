@@ -3,13 +3,15 @@
 Steps (Nakashima et al., sec. 5.1; run folder layout in `experiments/README.md`, owned by `cmrprior.runs`):
 
 1. prepare the cohort, get heart masks (segmenter by default), build the slice pairs of every kind of images;
-2. repeated patient-level stratified 70/30 splits (`cmrprior.data.splits.repeated_splits`);
+2. patient-level stratified outer splits as `protocol` says (`cmrprior.data.splits.protocol_splits`: repeated
+   70/30 holdout by default, or repeated k-fold);
 3. per split, per backbone: SimCLR pre-training on the images of every SSCL init (full, segmented) of the
    split's training patients only (early stopping on the inner validation part of the training patients),
    one run per pre-training batch size of the grid;
 4. per split, per backbone x initialisation x training images: the ED/ES diagnosis model
    (`cmrprior.experiments.cell.run_cell`); hyperparameters by k-fold CV inside the training part;
-5. tables 1-3 (mean, t-interval across splits, patient-bootstrap interval), paired comparisons, Figure 1;
+5. tables 1-3 (mean, corrected resampled t interval across splits, patient-bootstrap interval), paired
+   comparisons (Holm-adjusted), Figure 1;
 6. saliency of every finished cell (`cmrprior.saliency.run.run_saliency`), then the report, which only
    renders what is on disk.
 
@@ -34,7 +36,7 @@ import torch
 
 import cmrprior
 from cmrprior.classify.data import SliceSet
-from cmrprior.data.splits import assert_disjoint, inner_split, repeated_splits
+from cmrprior.data.splits import assert_disjoint, inner_split, protocol_splits
 from cmrprior.errors import CmrPriorError, ConfigError, DataError
 from cmrprior.evaluate.curves import write_figure1
 from cmrprior.evaluate.tables import TableSetup, write_tables
@@ -66,8 +68,7 @@ class StudyResult:
 
 
 def make_splits(ids: list[str], labels: np.ndarray, config: StudyConfig) -> list[SplitSpec]:
-    p = config.protocol
-    splits = repeated_splits(ids, [int(x) for x in labels], p.n_splits, p.test_fraction, p.seed)
+    splits = protocol_splits(ids, [int(x) for x in labels], config.protocol)
     return [SplitSpec(str(i), int(s.seed), tuple(s.train), tuple(s.test)) for i, s in enumerate(splits)]
 
 
@@ -160,8 +161,7 @@ def _check_inputs(run: RunFolder, data: str | Path, test_data: str | Path | None
     if any(lab is None for lab in labels):
         missing = [p.patient_id for p in cohort.patients if p.label is None][:5]
         raise DataError(Path(data), f"patients without a label: {missing}")
-    p = config.protocol
-    repeated_splits([q.patient_id for q in cohort.patients], labels, p.n_splits, p.test_fraction, p.seed)  # can it split?
+    protocol_splits([q.patient_id for q in cohort.patients], labels, config.protocol)  # can it split?
     if test_data is not None:
         hold, test_fingerprint = cohort_data.open_input(test_data)
         extra = sorted({p.label for p in hold.patients if p.label is not None} - set(cohort.classes))
@@ -182,7 +182,8 @@ def table_setup(config: StudyConfig, classes: tuple[str, ...], masks_source: str
         f"Classifier modes: {c.modes_note()}; input {c.input_size} px; pre-training {config.pretrain.simclr.epochs} epoch(s) max.",
     )
     return TableSetup(classes=classes, backbones=c.backbones, inits=c.inits, images=c.images,
-                      evaluation=config.evaluation, seed=config.protocol.seed, run_notes=notes)
+                      evaluation=config.evaluation, seed=config.protocol.seed, run_notes=notes,
+                      protocol=config.protocol)
 
 
 def run_study(
