@@ -51,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     ix = sub.add_parser("index-folds", help="a segmenter set for out-of-sample masks: the full model and the fold "
                                            "models of a --folds run, with the fingerprints of their training images")
-    ix.add_argument("--cv", required=True, type=Path, help="run folder of `segment train --folds K` (its cv/ folder)")
+    ix.add_argument("--cv", type=Path, default=None, help="the cv/ folder of `segment train --folds K` (none: the full model only)")
     ix.add_argument("--data", required=True, type=Path, help="the cohort the models were trained on")
     ix.add_argument("--full", required=True, type=Path, help="the full model's .safetensors (trained on all of --data)")
     ix.add_argument("--out", required=True, type=Path, help="folder for the set (weights + folds.json)")

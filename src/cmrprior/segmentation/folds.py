@@ -13,7 +13,8 @@ Index file (`folds.json`, next to the weights):
      "folds": [{"weights": "fold_0.safetensors", "sha256": ..., "patients": [...], "fingerprints": [...]}, ...]}
 
 `patients`/`fingerprints` are the training patients (validation patients used for early stopping count as
-seen) and the ED and ES image fingerprints of each.
+seen) and the ED and ES image fingerprints of each. A set may have no fold models yet: its full model's
+own training patients then get in-sample masks, which `choose(strict=False)` marks and callers must report.
 """
 
 from __future__ import annotations
@@ -49,15 +50,16 @@ class SegmenterModel:
 
 @dataclass(frozen=True)
 class SegmenterChoice:
-    """The model that segments one patient, and why it is out-of-sample for that patient."""
+    """The model that segments one patient, whether it is out-of-sample for that patient, and why."""
 
     patient_id: str
     model: SegmenterModel
+    out_of_sample: bool
     reason: str
 
-    def as_row(self) -> dict[str, str]:
+    def as_row(self) -> dict[str, object]:
         return {"patient_id": self.patient_id, "model": self.model.name, "weights": self.model.weights.name,
-                "sha256": self.model.sha256, "reason": self.reason}
+                "sha256": self.model.sha256, "out_of_sample": self.out_of_sample, "reason": self.reason}
 
 
 @dataclass(frozen=True)
@@ -67,16 +69,20 @@ class SegmenterSet:
     full: SegmenterModel
     folds: tuple[SegmenterModel, ...]
 
-    def choose(self, patient_id: str, fingerprints: tuple[str, ...]) -> SegmenterChoice:
-        """The model for a patient with these image fingerprints. Raises LeakageError when every model
-        saw the patient."""
+    def choose(self, patient_id: str, fingerprints: tuple[str, ...], *, strict: bool = True) -> SegmenterChoice:
+        """The model for a patient with these image fingerprints. When every model saw the patient: strict
+        raises LeakageError; otherwise the full model, marked in-sample (the caller must say so)."""
         if not self.full.saw(fingerprints):
-            return SegmenterChoice(patient_id, self.full, "not in the training data of the full model")
+            return SegmenterChoice(patient_id, self.full, True, "not in the training data of the full model")
         for fold in self.folds:
             if not fold.saw(fingerprints):
-                return SegmenterChoice(patient_id, fold, f"in the full model's training data; {fold.name} never saw it")
-        raise LeakageError(f"patient {patient_id}: every segmenter of the set was trained on its images; "
-                           "no out-of-sample mask can be made")
+                return SegmenterChoice(patient_id, fold, True,
+                                       f"in the full model's training data; {fold.name} never saw it")
+        if strict:
+            raise LeakageError(f"patient {patient_id}: every segmenter of the set was trained on its images; "
+                               "no out-of-sample mask can be made")
+        return SegmenterChoice(patient_id, self.full, False, "IN-SAMPLE: the full model was trained on this "
+                                                             "patient and no fold model of the set left it out")
 
 
 def file_sha256(path: Path) -> str:
@@ -116,8 +122,8 @@ def verify(seg_set: SegmenterSet) -> None:
             raise DataError(m.weights, "weights differ from the sha256 in the segmenter-set index")
 
 
-def write_segmenter_set(out: str | Path, cohort: Cohort, *, full_weights: str | Path, cv_dir: str | Path,
-                        copy_full: bool = True) -> Path:
+def write_segmenter_set(out: str | Path, cohort: Cohort, *, full_weights: str | Path,
+                        cv_dir: str | Path | None = None, copy_full: bool = True) -> Path:
     """Copy the fold models of a `cmrprior segment train --folds K` run (`cv_dir/fold_k/model.safetensors`
     and `test_patients.json`) and the full model into `out`, with their index. `cohort` is the cohort they
     were trained on (fingerprints are computed from its images; expert masks are not read). copy_full=False
@@ -138,10 +144,11 @@ def write_segmenter_set(out: str | Path, cohort: Cohort, *, full_weights: str | 
                 "patients": sorted(patients), "fingerprints": sorted(f for p in patients for f in prints[p])}
 
     folds = []
-    for k, fold_dir in enumerate(sorted(Path(cv_dir).glob("fold_*"), key=lambda p: int(p.name.split("_")[1]))):
+    fold_dirs = [] if cv_dir is None else sorted(Path(cv_dir).glob("fold_*"), key=lambda p: int(p.name.split("_")[1]))
+    for k, fold_dir in enumerate(fold_dirs):
         split = json.loads((fold_dir / "test_patients.json").read_text())
         folds.append(entry(fold_dir / "model.safetensors", f"fold_{k}", list(split["train"])))
-    if len(folds) < 2:
+    if cv_dir is not None and len(folds) < 2:
         raise DataError(Path(cv_dir), "needs at least 2 finished folds (fold_k/model.safetensors)")
     full = entry(Path(full_weights), "full", [r.patient_id for r in cohort.patients], copy=copy_full)
     return atomic.write_json(out / INDEX_NAME, {"full": full, "folds": folds})
