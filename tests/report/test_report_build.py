@@ -66,7 +66,7 @@ def test_every_section_present_and_filled(report):
     cohort = _section(page, "cohort")
     assert "<td>all</td><td>12</td><td>24</td>" in cohort  # 12 patients x 2 slices
     # readers see labels, not the run folder's keys
-    assert "<td>Masks source</td><td>ground-truth (expert) masks</td>" in cohort
+    assert "<td>Masks source</td><td>oracle: expert (ground-truth) masks</td>" in cohort
     assert "<td>Classifier input (px)</td><td>32</td>" in cohort and "masks_source" not in page
     assert "<td>segmented</td><td>mask</td><td>3</td>" in cohort
     grids = _section(page, "saliency-overlays")
@@ -162,7 +162,7 @@ def test_segmentation_qc_files_are_shown_compact(tmp_path):
     assert "Not available" not in seg
     assert "<tr><td>LV cavity</td><td>0.912 [0.900, 0.920]</td><td>0.800 [0.750, 0.850]</td></tr>" in seg
     assert "<li>3D per patient and phase.</li>" in seg and "<td>dice_LV</td>" not in seg  # notes kept, long table not
-    assert "segmentation network (segmenter)" in seg
+    assert "segmenter (heart segmentation network)" in seg
 
 
 def test_report_imports_no_stage_and_no_torch(tmp_path):

@@ -22,7 +22,8 @@ from cmrprior.runs import RunFolder, RunInfo
 
 log = logging.getLogger(__name__)
 
-MASKS_SOURCE_LABELS = {"segmenter": "segmentation network (segmenter)", "ground_truth": "ground-truth (expert) masks"}
+MASKS_SOURCE_LABELS = {"segmenter": "segmenter (heart segmentation network)",
+                       "ground_truth": "oracle: expert (ground-truth) masks"}
 STRUCTURE_LABELS = {"RV": "RV", "MYO": "Myocardium", "LV": "LV cavity"}
 METRIC_LABELS = {"dice": "Dice", "hd95": "HD95 (mm)", "hd": "HD (mm)"}
 # the flags of `cmrprior.segmentation.qc.mask_flags`, in reader's words (unknown flags are shown as named)

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from cmrprior.data.prepared import PreparedCohort
 from cmrprior.report.html import Section, esc, figure, markdown_to_html, table_html
 from cmrprior.report.qc import masks_source_label
+from cmrprior.report.summary import label_keys
 from cmrprior.runs import CellResult, RunFolder, RunInfo, TestOutputs
 from cmrprior.vocab import init_label, method_label, method_rank
 
@@ -59,7 +60,7 @@ def tables_section(run: RunFolder, names: tuple[str, ...], anchor: str, title: s
     for name in names:
         md = run.tables / f"{name}.md"
         if md.exists():
-            body.append(markdown_to_html(md.read_text()))
+            body.append(markdown_to_html(label_keys(md.read_text())))
         else:
             absent.append(f"tables/{name}.md")
     if not body:
@@ -128,7 +129,7 @@ def saliency_table_section(run: RunFolder) -> Section:
     md = run.tables / "saliency.md"
     title = "In-heart saliency score"
     if md.exists():
-        return Section("saliency-table", title, markdown_to_html(md.read_text()))
+        return Section("saliency-table", title, markdown_to_html(label_keys(md.read_text())))
     return Section("saliency-table", title, "", "tables/saliency.md is not in the run folder (the saliency stage has "
                    "not run: `cmrprior saliency --run RUN`; it needs finished cells with model.pt)")
 
