@@ -10,7 +10,7 @@ import re
 import subprocess
 import sys
 
-import matplotlib.image as mpimg
+import PIL.Image
 import pytest
 from report_helpers import shared_report, shared_run_with_saliency
 
@@ -96,15 +96,19 @@ def test_mask_flags_shown_with_the_counts_of_the_flag_code(report):
         assert f"<td>{label}</td><td>{ed} / 12</td><td>{es} / 12</td>" in seg
 
 
-def test_images_are_embedded_pngs_and_nothing_is_fetched(report):
+def test_images_are_embedded_and_nothing_is_fetched(report):
     run, _, page = report
     srcs = re.findall(r'<img src="([^"]+)"', page)
     assert len(srcs) >= 6  # masks, ROC, confusion, figure 1, saliency grids
+    kinds = set()
     for src in srcs:
-        assert src.startswith("data:image/png;base64,")
-        png = base64.b64decode(src.split(",", 1)[1])
-        img = mpimg.imread(io.BytesIO(png), format="png")
-        assert img.shape[0] > 10 and img.shape[1] > 10
+        m = re.match(r"data:image/(png|jpeg);base64,", src)
+        assert m, src[:40]
+        kinds.add(m.group(1))
+        img = PIL.Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1])))
+        img.load()
+        assert img.format == m.group(1).upper() and img.width > 10 and img.height > 10
+    assert kinds == {"png", "jpeg"}  # plots as palette PNG, image-like figures (overlays) as JPEG
     assert not re.search(r'(src|href)="(https?:|//)', page)
     assert "<link" not in page
     assert not list((run / "report").glob(".*tmp"))  # atomic write leaves no temporary file

@@ -46,7 +46,7 @@ def test_summary_leads_with_best_configuration_comparisons_and_masks(tmp_path):
     page = build_report(run.root).read_text()
     assert page.index('<section id="summary">') < page.index('<section id="cohort">')
     s = _summary(page)
-    assert ("<strong>vgg16, Segmented-SSCL, segmented images</strong>: macro AUC <strong>0.874</strong> [0.810, 0.938] "
+    assert ("<strong>Segmented-SSCL initialisation, segmented training images, vgg16</strong>: macro AUC <strong>0.874</strong> [0.810, 0.938] "
             "(t-interval across 5 split(s)), patient bootstrap 0.830-0.910; best of 2 scored configuration(s).") in s
     items = re.findall(r"<li>([^<]*)</li>", s)
     # the study's order: SSCL vs None on the same images (segmented first), then images, not by p
@@ -81,6 +81,9 @@ def test_summary_when_nothing_was_scored(tmp_path):
 
 
 def test_words_and_labels():
+    from cmrprior.report.html import markdown_to_html
+
+    assert markdown_to_html("- one\n  continued\n- two") == "<ul><li>one continued</li><li>two</li></ul>"
     assert label_keys("masks: ground_truth; tiny/full_sscl/full") == (
         "masks: oracle: expert (ground-truth) masks; tiny, Full-SSCL, full images")
     c = {"a": "d/segmented_sscl/segmented", "b": "d/full_sscl/full", "difference": 0.0004, "n_splits": 2,

@@ -254,6 +254,8 @@ def run_study(
         log.info("split %s: %d train / %d test patients", split.name, len(split.train), len(split.test))
         results += run_split(run, split, cohort.images, config, classes=classes,
                              masks_source=cohort.masks_source, masks_note=cohort.masks_note, progress=progress)
+    log.info("tables: %d cell results -> tables 1-3, metrics, paired comparisons (%d bootstrap resamples)", len(results),
+             config.evaluation.n_boot)
     tables = write_tables(results, run.tables, setup=table_setup(config, classes, cohort.masks_source, cohort.masks_note))
     holdout = []
     if test_data is not None:

@@ -55,14 +55,14 @@ def segmentation_section(run: RunFolder, info: RunInfo, prepared: PreparedCohort
         if path != run.mask_flags_csv:
             body.append(csv_table(path, run.root))
     for png in sorted(run.qc.glob("*.png"))[:8]:
-        body.append(figure(png.read_bytes(), str(png.relative_to(run.root)), width=640))
+        body.append(figure(png.read_bytes(), str(png.relative_to(run.root)), width=640, photo=True))
     flags = flags_table(run.mask_flags_csv)
     body.append(flags or f'<p class="missing">Mask plausibility flags: {esc(run.mask_flags_csv.relative_to(run.root))} '
                          "is not in the run folder.</p>")
     overlay = mask_overlay_png(prepared) if prepared is not None else None
     if overlay is not None:
         body.append(figure(overlay, "Heart masks used for segmented images (outline: RV yellow, myocardium green, "
-                           "LV cavity red) on ED slices of the first patients of the prepared cohort", width=900))
+                           "LV cavity red) on ED slices of the first patients of the prepared cohort", width=900, photo=True))
     missing = None
     if dice is None and not any("dice" in b.lower() for b in body[1:]):
         missing = "no Dice / Hausdorff table in the run folder (looked in qc/)"

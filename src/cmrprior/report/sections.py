@@ -15,7 +15,7 @@ from cmrprior.report.summary import label_keys
 from cmrprior.runs import CellResult, RunFolder, RunInfo, TestOutputs
 from cmrprior.vocab import init_label, method_label, method_rank
 
-MAX_SALIENCY_GRIDS = 12
+MAX_SALIENCY_GRIDS = 4  # each ~50 kB embedded; all grids stay in saliency/grids/
 # study.json keys shown to readers, with their labels (classes and masks come from run.json)
 STUDY_ITEMS = (
     ("data", "Data"), ("test_data", "Held-out data (--test)"), ("n_patients", "Patients"),
@@ -149,7 +149,8 @@ def saliency_grid_section(run: RunFolder) -> Section:
         body.append(f"<h3>{esc(method_label(method))}</h3>")
         for g in [g for g in grids if g.method == method][:per_method]:
             split = "held-out cohort" if g.split == "holdout" else f"split {g.split}"
-            body.append(figure(g.path.read_bytes(), f"Backbone {g.backbone}, {split}, patient {g.patient_id}", width=520))
+            body.append(figure(g.path.read_bytes(), f"Backbone {g.backbone}, {split}, patient {g.patient_id}", width=520,
+                               photo=True))
             shown += 1
     if shown < len(grids):
         body.append(f"<p>{shown} of {len(grids)} grids shown; all are in saliency/grids/ and saliency/overlays/.</p>")

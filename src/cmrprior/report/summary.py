@@ -56,7 +56,8 @@ def best_configuration(metrics: list[dict]) -> str | None:
     if not scored:
         return None
     b = max(scored, key=lambda m: m["macro_auc"])
-    text = (f"<strong>{esc(config_label(b.get('backbone', '?'), b.get('init', '?'), b.get('images', '?')))}</strong>: "
+    what = f"{init_label(b.get('init', '?'))} initialisation, {b.get('images', '?')} training images, {b.get('backbone', '?')}"
+    text = (f"<strong>{esc(what)}</strong>: "
             f"macro AUC <strong>{b['macro_auc']:.3f}</strong>")
     lo, hi = _num(b.get("t_low")), _num(b.get("t_high"))
     n = b.get("n_splits")

@@ -142,5 +142,5 @@ def track(items: Iterable[T], stage: str, total: int, logger: logging.Logger, *,
     """Yield `items`, reporting each as a finished piece (a bar on a terminal, else about `lines` lines)."""
     with Progress(stage, total, logger, unit=unit, lines=lines, bar=True) as progress:
         for item in items:
+            progress.done()  # before yielding: a consumer such as zip() may never ask for the item after the last
             yield item
-            progress.done()
