@@ -91,3 +91,16 @@ def test_words_and_labels():
     assert comparison_in_words(c) == ("Segmented-SSCL on segmented images vs Full-SSCL on full images, d: +0.000 macro "
                                       "AUC [-0.100, +0.100], p < 0.001 (no clear difference; 2 split(s))")
     assert comparison_in_words({"a": "nonsense", "b": "x", "difference": 1}) is None
+
+
+def test_long_qc_csv_is_shown_short(tmp_path):
+    from cmrprior.report.qc import csv_table
+
+    path = tmp_path / "qc" / "phases.csv"
+    path.parent.mkdir()
+    curve = ";".join(f"{v:.2f}" for v in range(100, 130))
+    path.write_text("patient_id,lvef_percent,lv_volume_ml\n" + "".join(f"p{i:03d},55.123456,{curve}\n" for i in range(30)))
+    html = csv_table(path, tmp_path)
+    assert "qc/phases.csv (first 12 of 30 rows)" in html and html.count("<tr>") == 13
+    assert "<th>lv volume ml</th>" in html and "<td>55.123</td>" in html
+    assert f"<td>{curve[:37]}...</td>" in html and "p012" not in html
