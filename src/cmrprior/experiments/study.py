@@ -43,15 +43,15 @@ from cmrprior.experiments import cohort_data
 from cmrprior.experiments.cohort_data import CohortData, load_cohort_data, merge_slice_sets, needed_images
 from cmrprior.experiments.config import StudyConfig
 from cmrprior.experiments.pretraining import pretrain_piece
+from cmrprior.experiments.progress import StudyProgress
 from cmrprior.report import build_report
 from cmrprior.runs import HOLDOUT, LAYOUT_VERSION, CellKey, CellResult, PretrainRecord, RunFolder, RunInfo, SplitSpec
 from cmrprior.saliency.run import run_saliency
 from cmrprior.segmentation.qc import write_mask_flags
 from cmrprior.utils import atomic
 from cmrprior.utils.runfolder_checks import check_out_dir
-from cmrprior.utils.progress import Progress
 from cmrprior.utils.seeding import derive_seed
-from cmrprior.vocab import INITS, init_label
+from cmrprior.vocab import INITS
 
 log = logging.getLogger(__name__)
 
@@ -64,21 +64,6 @@ class StudyResult:
     report: Path | None
     n_cells: int
     wall_s: float
-
-
-@dataclass(frozen=True)
-class StudyProgress:
-    """One log line per finished pre-training run and per finished cell (`cmrprior.utils.progress`)."""
-
-    pretrain: Progress
-    cells: Progress
-
-    @classmethod
-    def for_grid(cls, config: StudyConfig, n_splits: int, prefix: str = "") -> "StudyProgress":
-        c = config.classifier
-        n_sscl = sum(1 for i in INITS if i.pretrain_images is not None and i.name in c.inits)
-        return cls(Progress(f"{prefix}pre-training", n_splits * len(c.backbones) * n_sscl * len(config.pretrain.batch_sizes), log),
-                   Progress(f"{prefix}cells", n_splits * len(c.backbones) * len(c.inits) * len(c.images), log))
 
 
 def make_splits(ids: list[str], labels: np.ndarray, config: StudyConfig) -> list[SplitSpec]:
@@ -109,7 +94,7 @@ def _load_or_make_splits(run: RunFolder, data: CohortData, config: StudyConfig) 
 
 
 def _pretrain_all(run: RunFolder, split: SplitSpec, images: dict[str, SliceSet], backbone: str, config: StudyConfig,
-                  inner: tuple[tuple[str, ...], tuple[str, ...]], progress: Progress | None = None
+                  inner: tuple[tuple[str, ...], tuple[str, ...]], progress: StudyProgress | None = None
                   ) -> dict[str, tuple[PretrainRecord, ...]]:
     """SimCLR runs of one split and backbone: init name -> one record per pre-training batch size."""
     out = {}
@@ -126,8 +111,7 @@ def _pretrain_all(run: RunFolder, split: SplitSpec, images: dict[str, SliceSet],
             records.append(pretrain_piece(run, folder, data, images=init.pretrain_images, train_ids=inner[0],
                                           val_ids=inner[1], test_ids=split.test, config=cfg))
             if progress is not None:
-                progress.done(f"split {split.name}, {backbone}, {init.pretrain_images} images, batch {bs}"
-                              + (", reused" if reused else ""), reused=reused)
+                progress.pretrain_done(split.name, backbone, init.pretrain_images, bs, reused=reused)
         out[init.name] = tuple(records)
     return out
 
@@ -144,8 +128,7 @@ def run_split(run: RunFolder, split: SplitSpec, images: dict[str, SliceSet], con
     c = config.classifier
     results = []
     for backbone in c.backbones:
-        pretrained = _pretrain_all(run, split, images, backbone, config, inner_ids,
-                                   None if progress is None else progress.pretrain)
+        pretrained = _pretrain_all(run, split, images, backbone, config, inner_ids, progress)
         for init in c.inits:
             for kind in c.images:
                 job = CellJob(key=CellKey(split.name, backbone, init, kind), split_seed=split.seed,
@@ -156,18 +139,8 @@ def run_split(run: RunFolder, split: SplitSpec, images: dict[str, SliceSet], con
                 old = run.read_cell(job.key)
                 results.append(run_cell(run, job, images[kind], c))
                 if progress is not None:
-                    _cell_done(progress.cells, results[-1], reused=old is not None and old.ok)
+                    progress.cell_done(results[-1], reused=old is not None and old.ok)
     return results
-
-
-def _cell_done(progress: Progress, r: CellResult, *, reused: bool) -> None:
-    what = f"split {r.key.split}, {r.key.backbone}, {init_label(r.key.init)}, {r.key.images} images"
-    if r.ok and r.test is not None and r.test.metrics.macro_auc is not None:
-        what += f": macro AUC {r.test.metrics.macro_auc:.3f}"
-    elif not r.ok:
-        what += f": {r.status}"
-    # unscored cells end in seconds: they would make the estimate of the time left too short
-    progress.done(what + (", reused" if reused else ""), reused=reused or not r.ok)
 
 
 def _holdout(run: RunFolder, test_data: Path, config: StudyConfig, data: CohortData) -> list[CellResult]:
