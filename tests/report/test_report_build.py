@@ -10,7 +10,7 @@ import re
 import subprocess
 import sys
 
-import matplotlib.image as mpimg
+import PIL.Image
 import pytest
 from report_helpers import shared_report, shared_run_with_saliency
 
@@ -66,7 +66,7 @@ def test_every_section_present_and_filled(report):
     cohort = _section(page, "cohort")
     assert "<td>all</td><td>12</td><td>24</td>" in cohort  # 12 patients x 2 slices
     # readers see labels, not the run folder's keys
-    assert "<td>Masks source</td><td>ground-truth (expert) masks</td>" in cohort
+    assert "<td>Masks source</td><td>oracle: expert (ground-truth) masks</td>" in cohort
     assert "<td>Classifier input (px)</td><td>32</td>" in cohort and "masks_source" not in page
     assert "<td>segmented</td><td>mask</td><td>3</td>" in cohort
     grids = _section(page, "saliency-overlays")
@@ -96,15 +96,19 @@ def test_mask_flags_shown_with_the_counts_of_the_flag_code(report):
         assert f"<td>{label}</td><td>{ed} / 12</td><td>{es} / 12</td>" in seg
 
 
-def test_images_are_embedded_pngs_and_nothing_is_fetched(report):
+def test_images_are_embedded_and_nothing_is_fetched(report):
     run, _, page = report
     srcs = re.findall(r'<img src="([^"]+)"', page)
     assert len(srcs) >= 6  # masks, ROC, confusion, figure 1, saliency grids
+    kinds = set()
     for src in srcs:
-        assert src.startswith("data:image/png;base64,")
-        png = base64.b64decode(src.split(",", 1)[1])
-        img = mpimg.imread(io.BytesIO(png), format="png")
-        assert img.shape[0] > 10 and img.shape[1] > 10
+        m = re.match(r"data:image/(png|jpeg);base64,", src)
+        assert m, src[:40]
+        kinds.add(m.group(1))
+        img = PIL.Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1])))
+        img.load()
+        assert img.format == m.group(1).upper() and img.width > 10 and img.height > 10
+    assert kinds == {"png", "jpeg"}  # plots as palette PNG, image-like figures (overlays) as JPEG
     assert not re.search(r'(src|href)="(https?:|//)', page)
     assert "<link" not in page
     assert not list((run / "report").glob(".*tmp"))  # atomic write leaves no temporary file
@@ -162,7 +166,7 @@ def test_segmentation_qc_files_are_shown_compact(tmp_path):
     assert "Not available" not in seg
     assert "<tr><td>LV cavity</td><td>0.912 [0.900, 0.920]</td><td>0.800 [0.750, 0.850]</td></tr>" in seg
     assert "<li>3D per patient and phase.</li>" in seg and "<td>dice_LV</td>" not in seg  # notes kept, long table not
-    assert "segmentation network (segmenter)" in seg
+    assert "segmenter (heart segmentation network)" in seg
 
 
 def test_report_imports_no_stage_and_no_torch(tmp_path):

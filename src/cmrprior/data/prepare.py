@@ -32,7 +32,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from cmrprior.data.intensity import apply_window
 from cmrprior.data.prepared import PreparedCohort, PreparedPatient
@@ -41,6 +40,7 @@ from cmrprior.errors import ConfigError, DataError
 from cmrprior.io.load import load_patient
 from cmrprior.io.records import Cohort, PatientRecord, PatientVolumes
 from cmrprior.utils import atomic
+from cmrprior.utils.progress import track
 
 log = logging.getLogger(__name__)
 
@@ -209,11 +209,11 @@ def _run(records: list[PatientRecord], config: PrepareConfig, workers: int, prog
     jobs = [(r, config) for r in records]
     if workers <= 1 or len(jobs) < 4:
         results: Iterable = map(_prepare_or_error, jobs)
-        yield from tqdm(results, total=len(jobs), disable=not progress, desc="prepare", unit="patient")
+        yield from track(results, "prepare", len(jobs), log, unit="patients") if progress else results
         return
     with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
         results = pool.map(_prepare_or_error, jobs, chunksize=4)
-        yield from tqdm(results, total=len(jobs), disable=not progress, desc="prepare", unit="patient")
+        yield from track(results, "prepare", len(jobs), log, unit="patients") if progress else results
 
 
 def _unique_records(cohort: Cohort, skip_bad: bool, skipped: list[tuple[str, str]]) -> list[PatientRecord]:
@@ -270,7 +270,7 @@ def prepare_cohort(
     *,
     skip_bad: bool = False,
     workers: int = 1,
-    progress: bool = False,
+    progress: bool = True,
 ) -> PreparedCohort:
     """Prepare every patient of `cohort` (module docstring) into one PreparedCohort, cached by hash.
 
@@ -278,6 +278,7 @@ def prepare_cohort(
     skip_bad: leave out patients whose data is bad (and duplicate ids after the first) and list them,
         with the reason, in `PreparedCohort.skipped` (together with `cohort.skipped`).
     workers: processes (1 = in this process; results are identical either way).
+    progress: log "prepare: k/N patients done" lines (a bar on a terminal; `cmrprior.utils.progress`).
 
     Raises:
         DataError: a bad patient (unless skip_bad), duplicate patient ids (unless skip_bad), or no patient

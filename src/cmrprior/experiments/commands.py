@@ -1,36 +1,17 @@
-"""CLI: `cmrprior study` and `cmrprior demo`."""
+"""CLI: `cmrprior study` and `cmrprior demo`.
+
+Progress lines go to stderr (`--quiet`: warnings and errors only, see `cmrprior.cli`) and always to the study
+run folder's `log.txt` (`RunFolder.log`; for the demo, the study's folder `OUT/study`).
+"""
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import logging
-import sys
 import time
-from pathlib import Path
 
+from cmrprior.runs import RunFolder
+from cmrprior.utils.logs import log_file
 from cmrprior.utils.runfolder_checks import check_out_dir
-
-
-@contextlib.contextmanager
-def _logging_to(out: Path):
-    """INFO log lines of the study to stderr and to `out/log.txt` while the command runs."""
-    out.mkdir(parents=True, exist_ok=True)
-    root = logging.getLogger("cmrprior")
-    old_level = root.level
-    root.setLevel(logging.INFO)
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    handlers = [logging.StreamHandler(sys.stderr), logging.FileHandler(out / "log.txt")]
-    for handler in handlers:
-        handler.setFormatter(fmt)
-        root.addHandler(handler)
-    try:
-        yield
-    finally:
-        for handler in handlers:
-            root.removeHandler(handler)
-            handler.close()
-        root.setLevel(old_level)
 
 
 def _print_result(res, t0: float) -> None:
@@ -49,7 +30,7 @@ def _study(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     t0 = time.time()
-    with _logging_to(check_out_dir(args.out, [args.data, args.test])):
+    with log_file(RunFolder(check_out_dir(args.out, [args.data, args.test])).log):
         res = run_study(args.data, args.out, config, test_data=args.test)
     _print_result(res, t0)
     return 0
@@ -57,11 +38,12 @@ def _study(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     from cmrprior.experiments.config import load_config
-    from cmrprior.experiments.demo import run_demo
+    from cmrprior.experiments.demo import run_demo, study_dir
 
     config = load_config(args.config)
     t0 = time.time()
-    with _logging_to(check_out_dir(args.out, [args.data])):
+    check_out_dir(args.out, [args.data])
+    with log_file(RunFolder(study_dir(args.out)).log):
         res = run_demo(args.out, data=args.data, config=config, n_patients=args.patients, seed=args.seed)
     _print_result(res, t0)
     return 0

@@ -8,11 +8,13 @@ piece of the study.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 from cmrprior.experiments.config import StudyConfig, load_config
 from cmrprior.experiments.study import StudyResult, run_study
 from cmrprior.utils import atomic
+from cmrprior.utils.progress import format_duration
 
 log = logging.getLogger(__name__)
 
@@ -24,9 +26,17 @@ def make_phantom(folder: Path, *, n_patients: int, seed: int) -> Path:
         return folder / "cohort"
     from cmrprior.data.phantom import generate_phantom
 
+    t0 = time.monotonic()
+    log.info("phantom: generating %d patients (seed %d) into %s", n_patients, seed, folder / "cohort")
     cohort = Path(generate_phantom(folder / "cohort", n_patients=n_patients, seed=seed, workers=2))
     atomic.write_json(marker, {"n_patients": n_patients, "seed": seed, "path": str(cohort)})
+    log.info("phantom: %d patients done in %s", n_patients, format_duration(time.monotonic() - t0))
     return cohort
+
+
+def study_dir(out: str | Path) -> Path:
+    """The study's run folder inside the demo folder `out` (the phantom is in `out/phantom`)."""
+    return Path(out) / "study"
 
 
 def run_demo(
@@ -37,10 +47,13 @@ def run_demo(
     n_patients: int = 60,
     seed: int = 0,
 ) -> StudyResult:
-    """Run the demo study; returns where the tables, figure and report are."""
+    """Run the demo study into `study_dir(out)`; returns where the tables, figure and report are.
+
+    `config`: None = the built-in `cpu` config. `n_patients`, `seed`: the phantom's (ignored with `data`).
+    """
     out = Path(out)
     config = config or load_config("cpu")
     if data is None:
         data = make_phantom(out / "phantom", n_patients=n_patients, seed=seed)
         # the phantom's masks are exact; the shipped segmenter is used like on real data
-    return run_study(data, out / "study", config)
+    return run_study(data, study_dir(out), config)

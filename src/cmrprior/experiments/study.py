@@ -45,6 +45,7 @@ from cmrprior.experiments import cohort_data
 from cmrprior.experiments.cohort_data import CohortData, load_cohort_data, merge_slice_sets, needed_images
 from cmrprior.experiments.config import StudyConfig
 from cmrprior.experiments.pretraining import pretrain_piece
+from cmrprior.experiments.progress import StudyProgress
 from cmrprior.report import build_report
 from cmrprior.runs import HOLDOUT, LAYOUT_VERSION, CellKey, CellResult, PretrainRecord, RunFolder, RunInfo, SplitSpec
 from cmrprior.saliency.run import run_saliency
@@ -94,7 +95,8 @@ def _load_or_make_splits(run: RunFolder, data: CohortData, config: StudyConfig) 
 
 
 def _pretrain_all(run: RunFolder, split: SplitSpec, images: dict[str, SliceSet], backbone: str, config: StudyConfig,
-                  inner: tuple[tuple[str, ...], tuple[str, ...]]) -> dict[str, tuple[PretrainRecord, ...]]:
+                  inner: tuple[tuple[str, ...], tuple[str, ...]], progress: StudyProgress | None = None
+                  ) -> dict[str, tuple[PretrainRecord, ...]]:
     """SimCLR runs of one split and backbone: init name -> one record per pre-training batch size."""
     out = {}
     for init in INITS:
@@ -105,15 +107,19 @@ def _pretrain_all(run: RunFolder, split: SplitSpec, images: dict[str, SliceSet],
             data = images[init.pretrain_images]
             cfg = config.pretrain.for_run(backbone=backbone, batch_size=bs, image_size=int(data.ed.shape[-1]),
                                           seed=derive_seed(split.seed, "pretrain", init.pretrain_images, backbone, bs))
-            records.append(pretrain_piece(run, run.pretrain_dir(split.name, init.pretrain_images, backbone, bs), data,
-                                          images=init.pretrain_images, train_ids=inner[0], val_ids=inner[1],
-                                          test_ids=split.test, config=cfg))
+            folder = run.pretrain_dir(split.name, init.pretrain_images, backbone, bs)
+            reused = run.read_pretrain(folder) is not None
+            records.append(pretrain_piece(run, folder, data, images=init.pretrain_images, train_ids=inner[0],
+                                          val_ids=inner[1], test_ids=split.test, config=cfg))
+            if progress is not None:
+                progress.pretrain_done(split.name, backbone, init.pretrain_images, bs, reused=reused)
         out[init.name] = tuple(records)
     return out
 
 
 def run_split(run: RunFolder, split: SplitSpec, images: dict[str, SliceSet], config: StudyConfig, *,
-              classes: tuple[str, ...], masks_source: str, masks_note: str) -> list[CellResult]:
+              classes: tuple[str, ...], masks_source: str, masks_note: str,
+              progress: StudyProgress | None = None) -> list[CellResult]:
     """Pre-train and train every cell of one split; returns the cell results (finished ones are reused)."""
     label_of = dict(zip(images[next(iter(images))].patient_ids, images[next(iter(images))].patient_labels.tolist()))
     inner = inner_split(split.train, [label_of[p] for p in split.train], val_fraction=config.protocol.val_fraction,
@@ -123,7 +129,7 @@ def run_split(run: RunFolder, split: SplitSpec, images: dict[str, SliceSet], con
     c = config.classifier
     results = []
     for backbone in c.backbones:
-        pretrained = _pretrain_all(run, split, images, backbone, config, inner_ids)
+        pretrained = _pretrain_all(run, split, images, backbone, config, inner_ids, progress)
         for init in c.inits:
             for kind in c.images:
                 job = CellJob(key=CellKey(split.name, backbone, init, kind), split_seed=split.seed,
@@ -131,7 +137,10 @@ def run_split(run: RunFolder, split: SplitSpec, images: dict[str, SliceSet], con
                               pretrained=pretrained.get(init, ()), classes=classes,
                               masks_source=masks_source, masks_note=masks_note,
                               image_mode=config.image_spec(kind).mode, cv_folds=config.protocol.cv_folds)
+                old = run.read_cell(job.key)
                 results.append(run_cell(run, job, images[kind], c))
+                if progress is not None:
+                    progress.cell_done(results[-1], reused=old is not None and old.ok)
     return results
 
 
@@ -149,7 +158,8 @@ def _holdout(run: RunFolder, test_data: Path, config: StudyConfig, data: CohortD
         images[kind] = merge_slice_sets(data.images[kind], s.with_labels(remapped))
     split = SplitSpec(HOLDOUT, config.protocol.seed, tuple(data.patient_ids), tuple(hold.patient_ids))
     note = data.masks_note or hold.masks_note
-    return run_split(run, split, images, config, classes=classes, masks_source=hold.masks_source, masks_note=note)
+    return run_split(run, split, images, config, classes=classes, masks_source=hold.masks_source, masks_note=note,
+                     progress=StudyProgress.for_grid(config, 1, prefix="held-out "))
 
 
 def _check_inputs(run: RunFolder, data: str | Path, test_data: str | Path | None, config: StudyConfig) -> None:
@@ -211,12 +221,15 @@ def run_study(
                            input_size=config.classifier.input_size, pixel_spacing_mm=cohort.prepared.pixel_spacing_mm))
     splits = _load_or_make_splits(run, cohort, config)
     log.info("study %s: %d patients, %d slices, classes %s, %d splits, masks %s",
-             run.root, len(cohort.patient_ids), len(cohort.prepared), classes, len(splits), cohort.masks_source)
+             run.root, len(cohort.patient_ids), len(cohort.prepared), ", ".join(classes), len(splits), cohort.masks_source)
     results = []
+    progress = StudyProgress.for_grid(config, len(splits))
     for split in splits:
         log.info("split %s: %d train / %d test patients", split.name, len(split.train), len(split.test))
         results += run_split(run, split, cohort.images, config, classes=classes,
-                             masks_source=cohort.masks_source, masks_note=cohort.masks_note)
+                             masks_source=cohort.masks_source, masks_note=cohort.masks_note, progress=progress)
+    log.info("tables: %d cell results -> tables 1-3, metrics, paired comparisons (%d bootstrap resamples)", len(results),
+             config.evaluation.n_boot)
     tables = write_tables(results, run.tables, setup=table_setup(config, classes, cohort.masks_source, cohort.masks_note))
     holdout = []
     if test_data is not None:

@@ -3,7 +3,8 @@
 `build_report(run_dir)` reads the run folder of `cmrprior study` through `cmrprior.runs.RunFolder` and
 renders it; it computes nothing (the study writes the tables, the QC files and the mask flags, the saliency
 stage its scores and grids). The page opens from disk with no network: every image is embedded as a base64
-data URI. Sections, in order: cohort summary, segmentation QC, Tables 1-3 (with CIs), paired comparisons,
+data URI. Sections, in order: the answer first (best configuration, main paired comparisons, masks source
+and whether they were out-of-sample; `cmrprior.report.summary`), cohort summary, segmentation QC, Tables 1-3 (with CIs), paired comparisons,
 metrics per cell, ROC curves per class, confusion matrices, Figure 1 (convergence), in-heart saliency table,
 saliency overlay grids, held-out cohort, configuration and software versions. A section whose inputs are
 missing says so ("Not available: ...") instead of disappearing. The page is written atomically.
@@ -25,6 +26,7 @@ from cmrprior.report.html import render_page
 from cmrprior.report.qc import segmentation_section
 from cmrprior.report.sections import (config_section, cohort_section, confusion_section, figure1_section, roc_section,
                                       saliency_grid_section, saliency_table_section, software_versions, tables_section)
+from cmrprior.report.summary import summary_section
 from cmrprior.runs import CellResult, RunFolder, RunInfo
 from cmrprior.utils import atomic
 
@@ -64,6 +66,7 @@ def build_report(run_dir: str | Path) -> Path:
     inputs = load_inputs(run_dir)
     run = inputs.run
     sections = [
+        summary_section(run, inputs.info, inputs.study),
         cohort_section(run, inputs.info, inputs.study, inputs.prepared),
         segmentation_section(run, inputs.info, inputs.prepared),
         tables_section(run, ("table1", "table2", "table3"), "tables", "Tables 1-3: macro AUC with confidence intervals"),
@@ -83,6 +86,7 @@ def build_report(run_dir: str | Path) -> Path:
     page = render_page(f"cmrprior study report: {root.name}", subtitle, sections)
     path = atomic.write_text(run.report / "index.html", page)
     path.chmod(0o644)  # the temporary file of the atomic write is private (0600); a report is meant to be shared
+    log.info("report: %s (%.2f MB)", path, path.stat().st_size / 1e6)
     return path
 
 

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
 
 
 def _report(args: argparse.Namespace) -> int:
     from cmrprior.report.build import build_report
 
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     path = build_report(args.run)
     print(f"report: {path}")
     return 0

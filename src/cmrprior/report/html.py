@@ -16,6 +16,9 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from cmrprior.report.images import compact_image
+
+MAX_IMAGE_PX = 1300  # the page's width: wider figures are scaled down before embedding
 
 
 @dataclass(frozen=True)
@@ -40,8 +43,10 @@ def img_tag(png: bytes, alt: str, *, width: int | None = None, mime: str = "imag
     return f'<img src="data:{mime};base64,{data}" alt="{esc(alt)}"{w}>'
 
 
-def figure(png: bytes, caption: str, *, width: int | None = None) -> str:
-    return f"<figure>{img_tag(png, caption, width=width)}<figcaption>{esc(caption)}</figcaption></figure>"
+def figure(png: bytes, caption: str, *, width: int | None = None, photo: bool = False) -> str:
+    """A captioned image, re-encoded small (`cmrprior.report.images`; `photo`: image-like, JPEG)."""
+    data, mime = compact_image(png, photo=photo, max_px=2 * width if width else MAX_IMAGE_PX)
+    return f"<figure>{img_tag(data, caption, width=width, mime=mime)}<figcaption>{esc(caption)}</figcaption></figure>"
 
 
 def table_html(header: Sequence[str], rows: Sequence[Sequence[object]], *, caption: str | None = None) -> str:
@@ -102,8 +107,11 @@ def markdown_to_html(text: str, *, heading_offset: int = 1) -> str:
             items = []
             while i < len(lines) and re.match(r"^\s*[-*]\s+", lines[i]):
                 item = re.sub(r"^\s*[-*]\s+", "", lines[i])
-                items.append(f"<li>{_inline(item)}</li>")
                 i += 1
+                while i < len(lines) and re.match(r"^\s+\S", lines[i]) and not re.match(r"^\s*[-*]\s+", lines[i]):
+                    item += " " + lines[i].strip()  # an indented line continues the item
+                    i += 1
+                items.append(f"<li>{_inline(item)}</li>")
             out.append("<ul>" + "".join(items) + "</ul>")
             continue
         para = []

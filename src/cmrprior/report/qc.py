@@ -22,7 +22,8 @@ from cmrprior.runs import RunFolder, RunInfo
 
 log = logging.getLogger(__name__)
 
-MASKS_SOURCE_LABELS = {"segmenter": "segmentation network (segmenter)", "ground_truth": "ground-truth (expert) masks"}
+MASKS_SOURCE_LABELS = {"segmenter": "segmenter (heart segmentation network)",
+                       "ground_truth": "oracle: expert (ground-truth) masks"}
 STRUCTURE_LABELS = {"RV": "RV", "MYO": "Myocardium", "LV": "LV cavity"}
 METRIC_LABELS = {"dice": "Dice", "hd95": "HD95 (mm)", "hd": "HD (mm)"}
 # the flags of `cmrprior.segmentation.qc.mask_flags`, in reader's words (unknown flags are shown as named)
@@ -33,7 +34,8 @@ FLAG_LABELS = {
     "volume_jump": "Heart area jumps between neighbouring slices",
 }
 _FLAG_ROW_KEYS = {"patient_id", "label", "phase", "n_slices", "details"}
-MAX_CSV_ROWS = 40
+MAX_CSV_ROWS = 12  # per-patient files stay in qc/; the report shows their first rows
+MAX_CELL_CHARS = 40  # e.g. a volume curve of 30 frames: shortened, the file has it whole
 
 
 def masks_source_label(source: str) -> str:
@@ -54,14 +56,14 @@ def segmentation_section(run: RunFolder, info: RunInfo, prepared: PreparedCohort
         if path != run.mask_flags_csv:
             body.append(csv_table(path, run.root))
     for png in sorted(run.qc.glob("*.png"))[:8]:
-        body.append(figure(png.read_bytes(), str(png.relative_to(run.root)), width=640))
+        body.append(figure(png.read_bytes(), str(png.relative_to(run.root)), width=640, photo=True))
     flags = flags_table(run.mask_flags_csv)
     body.append(flags or f'<p class="missing">Mask plausibility flags: {esc(run.mask_flags_csv.relative_to(run.root))} '
                          "is not in the run folder.</p>")
     overlay = mask_overlay_png(prepared) if prepared is not None else None
     if overlay is not None:
         body.append(figure(overlay, "Heart masks used for segmented images (outline: RV yellow, myocardium green, "
-                           "LV cavity red) on ED slices of the first patients of the prepared cohort", width=900))
+                           "LV cavity red) on ED slices of the first patients of the prepared cohort", width=900, photo=True))
     missing = None
     if dice is None and not any("dice" in b.lower() for b in body[1:]):
         missing = "no Dice / Hausdorff table in the run folder (looked in qc/)"
@@ -148,21 +150,23 @@ def flags_table(path: Path) -> str | None:
 
 
 def csv_table(path: Path, root: Path, max_rows: int = MAX_CSV_ROWS) -> str:
-    """A CSV file as a table (numbers to 3 decimals), at most `max_rows` rows."""
+    """A CSV file as a table (numbers to 3 decimals, long cells shortened, raw column names as words), at most
+    `max_rows` rows."""
     with open(path, newline="") as fh:
         rows = list(csv.reader(fh))
     if len(rows) < 2:
         return f'<p class="missing">{esc(path.relative_to(root))} is empty.</p>'
     body = [[_short(c) for c in r] for r in rows[1 : max_rows + 1]]
     more = f" (first {max_rows} of {len(rows) - 1} rows)" if len(rows) - 1 > max_rows else ""
-    return table_html(rows[0], body, caption=f"{path.relative_to(root)}{more}")
+    header = [h.replace("_", " ") for h in rows[0]]
+    return table_html(header, body, caption=f"{path.relative_to(root)}{more}")
 
 
 def _short(cell: str) -> str:
     try:
         v = float(cell)
     except ValueError:
-        return cell
+        return cell if len(cell) <= MAX_CELL_CHARS else cell[: MAX_CELL_CHARS - 3] + "..."
     return cell if v.is_integer() and "." not in cell else f"{v:.3f}"
 
 

@@ -11,10 +11,11 @@ from collections.abc import Callable, Sequence
 from cmrprior.data.prepared import PreparedCohort
 from cmrprior.report.html import Section, esc, figure, markdown_to_html, table_html
 from cmrprior.report.qc import masks_source_label
+from cmrprior.report.summary import label_keys
 from cmrprior.runs import CellResult, RunFolder, RunInfo, TestOutputs
 from cmrprior.vocab import init_label, method_label, method_rank
 
-MAX_SALIENCY_GRIDS = 12
+MAX_SALIENCY_GRIDS = 4  # each ~50 kB embedded; all grids stay in saliency/grids/
 # study.json keys shown to readers, with their labels (classes and masks come from run.json)
 STUDY_ITEMS = (
     ("data", "Data"), ("test_data", "Held-out data (--test)"), ("n_patients", "Patients"),
@@ -59,7 +60,7 @@ def tables_section(run: RunFolder, names: tuple[str, ...], anchor: str, title: s
     for name in names:
         md = run.tables / f"{name}.md"
         if md.exists():
-            body.append(markdown_to_html(md.read_text()))
+            body.append(markdown_to_html(label_keys(md.read_text())))
         else:
             absent.append(f"tables/{name}.md")
     if not body:
@@ -128,7 +129,7 @@ def saliency_table_section(run: RunFolder) -> Section:
     md = run.tables / "saliency.md"
     title = "In-heart saliency score"
     if md.exists():
-        return Section("saliency-table", title, markdown_to_html(md.read_text()))
+        return Section("saliency-table", title, markdown_to_html(label_keys(md.read_text())))
     return Section("saliency-table", title, "", "tables/saliency.md is not in the run folder (the saliency stage has "
                    "not run: `cmrprior saliency --run RUN`; it needs finished cells with model.pt)")
 
@@ -148,7 +149,8 @@ def saliency_grid_section(run: RunFolder) -> Section:
         body.append(f"<h3>{esc(method_label(method))}</h3>")
         for g in [g for g in grids if g.method == method][:per_method]:
             split = "held-out cohort" if g.split == "holdout" else f"split {g.split}"
-            body.append(figure(g.path.read_bytes(), f"Backbone {g.backbone}, {split}, patient {g.patient_id}", width=520))
+            body.append(figure(g.path.read_bytes(), f"Backbone {g.backbone}, {split}, patient {g.patient_id}", width=520,
+                               photo=True))
             shown += 1
     if shown < len(grids):
         body.append(f"<p>{shown} of {len(grids)} grids shown; all are in saliency/grids/ and saliency/overlays/.</p>")

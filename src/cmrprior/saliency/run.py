@@ -41,6 +41,7 @@ from cmrprior.saliency.config import SaliencyConfig
 from cmrprior.saliency.overlays import OverlayPanel, save_grid
 from cmrprior.saliency.table import write_saliency_table
 from cmrprior.utils import atomic
+from cmrprior.utils.progress import Progress
 
 __all__ = ["CellMaps", "SaliencyConfig", "SaliencyOutputs", "run_saliency", "saliency_maps", "select_slices"]
 
@@ -74,10 +75,12 @@ def run_saliency(run_dir: str | Path, config: SaliencyConfig = SaliencyConfig())
     scored = []
     grid_rows: GridRows = defaultdict(list)  # (method, backbone, split, pid) -> [(label, ed, es)]
     changed: set[tuple[str, str]] = set()  # (backbone, split) with a cell computed in this call
+    progress = Progress("saliency", len(cells), log, unit="cells")
     for result in cells:
         marker = scores_path(run, result.key)
         overlays = result.key.split in overlay_splits
-        if marker.exists() and not fresh:
+        reused = marker.exists() and not fresh
+        if reused:
             scored.append(json.loads(marker.read_text()))
         else:
             scored.append(score_cell(run, info, result, config, config.methods_for(result.key.split, ig_splits),
@@ -85,6 +88,8 @@ def run_saliency(run_dir: str | Path, config: SaliencyConfig = SaliencyConfig())
             changed.add((result.key.backbone, result.key.split))
         if overlays:
             _collect_panels(run, result, config.methods, grid_rows)
+        k = result.key
+        progress.done(f"split {k.split}, {k.backbone}, {k.init}/{k.images}" + (", reused" if reused else ""), reused=reused)
     _write_grids(run, grid_rows, changed)
     tables = write_saliency_table(scored, run.tables, n_boot=config.n_boot, level=config.level, seed=config.seed,
                                   margin_mm=config.margin_mm, target=config.target, unavailable=unavailable,

@@ -8,6 +8,7 @@ network's divisor, argmax). `segment_prepared` replaces a prepared cohort's mask
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,9 @@ from torch import nn
 from cmrprior.data.prepared import PreparedCohort
 from cmrprior.errors import WeightsUnavailableError
 from cmrprior.segmentation.augment import normalise_slices
+from cmrprior.utils.progress import Progress
+
+log = logging.getLogger(__name__)
 
 SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "weights" / "segmenter_unet.safetensors"
 
@@ -87,9 +91,15 @@ def segment_prepared(
 
     model, args, _ = load_segmenter(model_path if model_path is not None else default_model_path())
     masks = {}
+    progress = Progress("segment", 2 * len(prepared.ed), log, unit="frames", lines=10, bar=True)
     for phase in ("ed", "es"):
         images = getattr(prepared, phase)
-        pred = predict_slices(model, images, divisor=args.divisor, batch_size=batch_size)
+        chunks = []  # slices are predicted independently: chunks only pace the progress lines
+        for i in range(0, len(images), 8 * batch_size):
+            chunks.append(predict_slices(model, images[i : i + 8 * batch_size], divisor=args.divisor,
+                                         batch_size=batch_size))
+            progress.done(n=len(chunks[-1]))
+        pred = np.concatenate(chunks) if chunks else predict_slices(model, images, divisor=args.divisor)
         if postprocess:
             for p in range(len(prepared.patients)):
                 idx = np.flatnonzero(prepared.patient_index == p)

@@ -274,7 +274,8 @@ def train_segmenter(prepared: PreparedCohort, config: SegTrainConfig, out_dir: s
             state["done"] = True
         record["best_epoch"] = state["best_epoch"]
         atomic.append_jsonl(out_dir / "log.jsonl", record)
-        log.info("epoch %d %s", epoch, json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()}))
+        log.info("segmenter epoch %d: %s", epoch, ", ".join(f"{k.replace('_', ' ')} {v:.4g}" if isinstance(v, float)
+                                                              else f"{k.replace('_', ' ')} {v}" for k, v in record.items()))
         state.update(epoch=epoch + 1, step_in_epoch=0, epoch_loss_sum=0.0, epoch_seconds=0.0)
         save_checkpoint()
 

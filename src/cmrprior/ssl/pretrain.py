@@ -257,7 +257,9 @@ def pretrain(
             if _early_stopping(state, record["val_loss"], config) and info.is_main:
                 checkpoint.save_best(best_path, config=config, model_args=model_args, encoder=raw_model.encoder,
                                      epoch=state["epoch"] + 1, val_loss=record["val_loss"])
-        log.info("epoch %s", record)
+        log.info("pre-training epoch %d: train loss %.4f%s (batch %d, %.0f s)", record["epoch"], record["train_loss"],
+                 f", val loss {record['val_loss']:.4f}" if "val_loss" in record else "", record["batch_size"],
+                 record["seconds"])
         state.update(history=state["history"] + [record], epoch=state["epoch"] + 1, step_in_epoch=0, loss_sum=0.0)
         save_last()
         if info.is_main:

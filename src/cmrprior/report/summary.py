@@ -1,0 +1,175 @@
+"""The report's opening summary: the answer first, read from what the study wrote (nothing is computed here).
+
+From `tables/metrics.json`: the best configuration by mean macro AUC, with its interval across splits, the
+number of splits and the patient-bootstrap interval. From `tables/comparisons.json`: the main paired
+comparisons in plain words, in a fixed order (the study's questions, not the smallest p first). From
+`run.json`, `study.json` and `config.yaml`: the cohort, where the masks for segmented images came from and
+whether they were out-of-sample for the patients they were used on ("not recorded" when the run does not say).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from cmrprior.report.html import Section, esc
+from cmrprior.report.qc import masks_source_label
+from cmrprior.runs import RunFolder, RunInfo
+from cmrprior.vocab import IMAGES, INIT_NAMES, init_label
+
+MAX_COMPARISONS = 8
+# the study's questions, in order: does SSCL help, does the anatomic prior in pre-training help, do segmented
+# training images help; pairs of initialisations compared on the same training images
+MAIN_INIT_PAIRS = (("segmented_sscl", "none"), ("full_sscl", "none"), ("segmented_sscl", "full_sscl"),
+                   ("segmented_sscl", "imagenet"), ("full_sscl", "imagenet"))
+_KEY = re.compile(rf"\b([\w.-]+)/({'|'.join(INIT_NAMES)})/({'|'.join(IMAGES)})\b")
+
+
+def config_label(backbone: str, init: str, images: str) -> str:
+    """'vgg16, Segmented-SSCL, segmented images' for a cell's (backbone, init, images)."""
+    return f"{backbone}, {init_label(init)}, {images} images"
+
+
+def label_keys(text: str) -> str:
+    """Run-folder keys in table text as labels: 'vgg16/full_sscl/full' -> 'vgg16, Full-SSCL, full images',
+    'ground_truth' -> the masks source's label."""
+    text = _KEY.sub(lambda m: config_label(m.group(1), m.group(2), m.group(3)), text)
+    return re.sub(r"\bground_truth\b", masks_source_label("ground_truth"), text)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _num(x: object) -> float | None:
+    return float(x) if isinstance(x, (int, float)) and x == x else None
+
+
+def best_configuration(metrics: list[dict]) -> str | None:
+    """The configuration with the highest mean macro AUC, in words; None when no configuration was scored."""
+    scored = [m for m in metrics if isinstance(m, dict) and _num(m.get("macro_auc")) is not None]
+    if not scored:
+        return None
+    b = max(scored, key=lambda m: m["macro_auc"])
+    what = f"{init_label(b.get('init', '?'))} initialisation, {b.get('images', '?')} training images, {b.get('backbone', '?')}"
+    text = (f"<strong>{esc(what)}</strong>: "
+            f"macro AUC <strong>{b['macro_auc']:.3f}</strong>")
+    lo, hi = _num(b.get("t_low")), _num(b.get("t_high"))
+    n = b.get("n_splits")
+    if lo is not None and hi is not None:
+        text += f" [{lo:.3f}, {hi:.3f}] (t-interval across {n} split(s))"
+    elif n:
+        text += f" ({n} split(s))"
+    blo, bhi = _num(b.get("boot_low")), _num(b.get("boot_high"))
+    if blo is not None and bhi is not None:
+        text += f", patient bootstrap {blo:.3f}-{bhi:.3f}"
+    return text + f"; best of {len(scored)} scored configuration(s)."
+
+
+def _parse(key: object) -> tuple[str, str, str] | None:
+    m = _KEY.fullmatch(key) if isinstance(key, str) else None
+    return (m.group(1), m.group(2), m.group(3)) if m else None
+
+
+def _rank(a: tuple[str, str, str], b: tuple[str, str, str]) -> tuple[int, int]:
+    if a[2] == b[2] and (a[1], b[1]) in MAIN_INIT_PAIRS:
+        return MAIN_INIT_PAIRS.index((a[1], b[1])), -IMAGES.index(a[2]) if a[2] in IMAGES else 0
+    if a[1] == b[1]:  # segmented vs full training images, same initialisation
+        return len(MAIN_INIT_PAIRS), INIT_NAMES.index(a[1]) if a[1] in INIT_NAMES else 0
+    return len(MAIN_INIT_PAIRS) + 1, 0
+
+
+def comparison_in_words(c: dict) -> str | None:
+    """'Segmented-SSCL vs None on segmented images, vgg16: +0.120 macro AUC [+0.050, +0.190], p = 0.003 (higher)'."""
+    a, b = _parse(c.get("a")), _parse(c.get("b"))
+    boot = c.get("paired_bootstrap") if isinstance(c.get("paired_bootstrap"), dict) else {}
+    diff, lo, hi, p = (_num(c.get("difference")), _num(boot.get("low")), _num(boot.get("high")),
+                       _num(boot.get("p_value")))
+    if a is None or b is None or diff is None:
+        return None
+    if a[2] == b[2]:
+        what = f"{init_label(a[1])} vs {init_label(b[1])} on {a[2]} images"
+    elif a[1] == b[1]:
+        what = f"{a[2].capitalize()} vs {b[2]} training images with {init_label(a[1])}"
+    else:
+        what = f"{init_label(a[1])} on {a[2]} images vs {init_label(b[1])} on {b[2]} images"
+    text = f"{what}, {a[0]}: {diff:+.3f} macro AUC"
+    if lo is not None and hi is not None:
+        text += f" [{lo:+.3f}, {hi:+.3f}]"
+        verdict = "higher" if lo > 0 else "lower" if hi < 0 else "no clear difference"
+    else:
+        verdict = ""
+    if p is not None:
+        text += ", p < 0.001" if p < 0.001 else f", p = {p:.3f}"
+    return text + (f" ({verdict}; {c.get('n_splits')} split(s))" if verdict else "")
+
+
+def main_comparisons(comparisons: list[dict]) -> tuple[list[str], int]:
+    """Up to MAX_COMPARISONS comparisons in words, in the study's order; and how many there are in all."""
+    keyed = []
+    for i, c in enumerate(x for x in comparisons if isinstance(x, dict)):
+        a, b = _parse(c.get("a")), _parse(c.get("b"))
+        words = comparison_in_words(c)
+        if a and b and words:
+            keyed.append((_rank(a, b), i, words))
+    return [w for _, _, w in sorted(keyed)[:MAX_COMPARISONS]], len(keyed)
+
+
+def _out_of_sample(records: list[dict]) -> str:
+    """The first field named like '*out_of_sample*' of run.json / study.json, in words; else 'not recorded'."""
+    for d in records:
+        for key, value in d.items():
+            if "out_of_sample" in key:
+                if isinstance(value, bool):
+                    return ("yes: every patient's masks come from a model that did not see that patient" if value
+                            else "no: some masks come from a model that was trained on the same patients")
+                return str(value)
+    return "not recorded"
+
+
+def masks_summary(run: RunFolder, info: RunInfo, study: dict | None) -> str:
+    words = masks_source_label(info.masks_source)
+    if info.masks_source == "segmenter":
+        config = _read_yaml(run.config_yaml)
+        model = ((config or {}).get("masks") or {}).get("model") if isinstance(config, dict) else None
+        words += f", model {model}" if model else ", shipped model"
+    text = f"Masks for segmented images: <strong>{esc(words)}</strong>"
+    text += f" ({esc(info.masks_note)})" if info.masks_note else ""
+    records = [d for d in (_read_json(run.run_json), study) if isinstance(d, dict)]
+    return text + f"; out-of-sample: {esc(_out_of_sample(records))}."
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        import yaml
+
+        return yaml.safe_load(path.read_text())
+    except (OSError, ValueError, ImportError):
+        return None
+
+
+def summary_section(run: RunFolder, info: RunInfo, study: dict | None) -> Section:
+    items = []
+    metrics = _read_json(run.tables / "metrics.json")
+    best = best_configuration(metrics) if isinstance(metrics, list) else None
+    items.append(f"Best configuration: {best}" if best else
+                 '<span class="missing">Best configuration: not available (tables/metrics.json has no scored '
+                 "configuration)</span>")
+    comparisons = _read_json(run.tables / "comparisons.json")
+    words, total = main_comparisons(comparisons) if isinstance(comparisons, list) else ([], 0)
+    if words:
+        more = f" ({len(words)} of {total}; all in <a href=\"#comparisons\">Paired comparisons</a>)" if total > len(words) else ""
+        items.append("Paired comparisons (A - B on the same test patients; paired bootstrap interval and p)" + more
+                     + ":<ul>" + "".join(f"<li>{esc(w)}</li>" for w in words) + "</ul>")
+    items.append(masks_summary(run, info, study))
+    if study:
+        n, splits = study.get("n_patients"), study.get("n_splits")
+        items.append(f"Cohort: {esc(n)} patients, classes {esc(', '.join(info.classes))}; {esc(splits)} patient-level "
+                     f"split(s); data {esc(study.get('data', 'not recorded'))}.")
+    body = "<ul class=\"summary\">" + "".join(f"<li>{i}</li>" for i in items) + "</ul>"
+    return Section("summary", "Summary", body)

@@ -1,0 +1,106 @@
+"""The report leads with the answer, read from the tables the study wrote (hand-written here)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from cmrprior.report import build_report
+from cmrprior.report.summary import comparison_in_words, label_keys
+from cmrprior.runs import LAYOUT_VERSION, RunFolder, RunInfo
+from cmrprior.vocab import ImageSpec
+
+
+def _run(root, source="segmenter") -> RunFolder:
+    run = RunFolder(root)
+    run.root.mkdir(parents=True, exist_ok=True)
+    run.write_info(RunInfo(LAYOUT_VERSION, ("NOR", "DCM"), source, "", (ImageSpec("full", "full", 0.0),
+                           ImageSpec("segmented", "mask", 5.0)), 64, 1.5))
+    run.tables.mkdir()
+    metrics = [
+        {"backbone": "vgg16", "init": "none", "images": "full", "macro_auc": 0.61, "t_low": 0.5, "t_high": 0.7, "n_splits": 5},
+        {"backbone": "vgg16", "init": "segmented_sscl", "images": "segmented", "macro_auc": 0.874, "t_low": 0.81,
+         "t_high": 0.938, "boot_low": 0.83, "boot_high": 0.91, "n_splits": 5},
+        {"backbone": "vgg16", "init": "imagenet", "images": "full", "macro_auc": None, "status": "unavailable"},
+    ]
+    (run.tables / "metrics.json").write_text(json.dumps(metrics))
+
+    def comp(a, b, d, lo, hi, p):
+        return {"a": a, "b": b, "n_splits": 5, "difference": d,
+                "paired_bootstrap": {"low": lo, "high": hi, "p_value": p}, "paired_t": {"p_value": 0.5}}
+
+    comps = [comp("vgg16/none/segmented", "vgg16/none/full", 0.02, -0.03, 0.07, 0.41),
+             comp("vgg16/full_sscl/full", "vgg16/none/full", -0.04, -0.09, -0.01, 0.02),
+             comp("vgg16/segmented_sscl/segmented", "vgg16/none/segmented", 0.12, 0.05, 0.19, 0.003)]
+    (run.tables / "comparisons.json").write_text(json.dumps(comps))
+    (run.tables / "comparisons.md").write_text("| A | B |\n|---|---|\n| vgg16/segmented_sscl/segmented | vgg16/none/full |\n")
+    return run
+
+
+def _summary(page: str) -> str:
+    return re.search(r'<section id="summary">(.*?)</section>', page, re.S).group(1)
+
+
+def test_summary_leads_with_best_configuration_comparisons_and_masks(tmp_path):
+    run = _run(tmp_path)
+    page = build_report(run.root).read_text()
+    assert page.index('<section id="summary">') < page.index('<section id="cohort">')
+    s = _summary(page)
+    assert ("<strong>Segmented-SSCL initialisation, segmented training images, vgg16</strong>: macro AUC <strong>0.874</strong> [0.810, 0.938] "
+            "(t-interval across 5 split(s)), patient bootstrap 0.830-0.910; best of 2 scored configuration(s).") in s
+    items = re.findall(r"<li>([^<]*)</li>", s)
+    # the study's order: SSCL vs None on the same images (segmented first), then images, not by p
+    assert items[:3] == [
+        "Segmented-SSCL vs None on segmented images, vgg16: +0.120 macro AUC [+0.050, +0.190], p = 0.003 (higher; 5 split(s))",
+        "Full-SSCL vs None on full images, vgg16: -0.040 macro AUC [-0.090, -0.010], p = 0.020 (lower; 5 split(s))",
+        "Segmented vs full training images with None, vgg16: +0.020 macro AUC [-0.030, +0.070], p = 0.410 "
+        "(no clear difference; 5 split(s))"]
+    assert "<strong>segmenter (heart segmentation network), shipped model</strong>" in s
+    assert "out-of-sample: not recorded" in s
+    # raw keys of the comparisons table become labels
+    comparisons = re.search(r'<section id="comparisons">(.*?)</section>', page, re.S).group(1)
+    assert "<td>vgg16, Segmented-SSCL, segmented images</td><td>vgg16, None, full images</td>" in comparisons
+
+
+def test_summary_oracle_and_recorded_out_of_sample(tmp_path):
+    run = _run(tmp_path, source="ground_truth")
+    (run.root / "study.json").write_text(json.dumps({"n_patients": 100, "n_splits": 5, "data": "ACDC",
+                                                     "masks_out_of_sample": False}))
+    s = _summary(build_report(run.root).read_text())
+    assert "<strong>oracle: expert (ground-truth) masks</strong>" in s
+    assert "out-of-sample: no: some masks come from a model that was trained on the same patients" in s
+    assert "Cohort: 100 patients, classes NOR, DCM; 5 patient-level split(s); data ACDC." in s
+
+
+def test_summary_when_nothing_was_scored(tmp_path):
+    run = RunFolder(tmp_path)
+    run.root.mkdir(exist_ok=True)
+    run.write_info(RunInfo(LAYOUT_VERSION, ("A", "B"), "segmenter", "", (ImageSpec("full", "full", 0.0),), 32, 1.0))
+    s = _summary(build_report(run.root).read_text())
+    assert "Best configuration: not available" in s
+
+
+def test_words_and_labels():
+    from cmrprior.report.html import markdown_to_html
+
+    assert markdown_to_html("- one\n  continued\n- two") == "<ul><li>one continued</li><li>two</li></ul>"
+    assert label_keys("masks: ground_truth; tiny/full_sscl/full") == (
+        "masks: oracle: expert (ground-truth) masks; tiny, Full-SSCL, full images")
+    c = {"a": "d/segmented_sscl/segmented", "b": "d/full_sscl/full", "difference": 0.0004, "n_splits": 2,
+         "paired_bootstrap": {"low": -0.1, "high": 0.1, "p_value": 0.0001}}
+    assert comparison_in_words(c) == ("Segmented-SSCL on segmented images vs Full-SSCL on full images, d: +0.000 macro "
+                                      "AUC [-0.100, +0.100], p < 0.001 (no clear difference; 2 split(s))")
+    assert comparison_in_words({"a": "nonsense", "b": "x", "difference": 1}) is None
+
+
+def test_long_qc_csv_is_shown_short(tmp_path):
+    from cmrprior.report.qc import csv_table
+
+    path = tmp_path / "qc" / "phases.csv"
+    path.parent.mkdir()
+    curve = ";".join(f"{v:.2f}" for v in range(100, 130))
+    path.write_text("patient_id,lvef_percent,lv_volume_ml\n" + "".join(f"p{i:03d},55.123456,{curve}\n" for i in range(30)))
+    html = csv_table(path, tmp_path)
+    assert "qc/phases.csv (first 12 of 30 rows)" in html and html.count("<tr>") == 13
+    assert "<th>lv volume ml</th>" in html and "<td>55.123</td>" in html
+    assert f"<td>{curve[:37]}...</td>" in html and "p012" not in html
