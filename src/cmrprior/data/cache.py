@@ -37,7 +37,7 @@ def _record_files(record: PatientRecord) -> list[Path]:
 
 def _location_digest(loc: HeartLocation) -> str:
     h = hashlib.sha256()
-    h.update(json.dumps([list(loc.centre), list(loc.slices), list(loc.partial_slices), loc.model_sha256]).encode())
+    h.update(json.dumps([list(loc.centre), list(loc.slices), loc.keep_empty, loc.model_sha256]).encode())
     for a in (loc.ed_labels, loc.es_labels):
         h.update(str(a.shape).encode())
         h.update(np.ascontiguousarray(a, dtype=np.uint8).tobytes())

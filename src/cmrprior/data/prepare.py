@@ -102,11 +102,10 @@ def mask_centre(mask: np.ndarray) -> tuple[float, float] | None:
     return (float(counts_r @ np.arange(fg.shape[1])) / total, float(counts_c @ np.arange(fg.shape[2])) / total)
 
 
-def heart_slices(ed_labels: np.ndarray, es_labels: np.ndarray) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """(z with heart labels at ED and at ES, z with heart labels at one phase only) of `(Z, H, W)` masks."""
-    ed = (ed_labels > 0).any(axis=(1, 2))
-    es = (es_labels > 0).any(axis=(1, 2))
-    return tuple(int(z) for z in np.flatnonzero(ed & es)), tuple(int(z) for z in np.flatnonzero(ed ^ es))
+def heart_slices(ed_labels: np.ndarray, es_labels: np.ndarray) -> tuple[int, ...]:
+    """z indices with heart labels at ED or at ES of `(Z, H, W)` masks."""
+    heart = (ed_labels > 0).any(axis=(1, 2)) | (es_labels > 0).any(axis=(1, 2))
+    return tuple(int(z) for z in np.flatnonzero(heart))
 
 
 def mask_location(ed_mask: np.ndarray, es_mask: np.ndarray) -> HeartLocation:
@@ -116,8 +115,7 @@ def mask_location(ed_mask: np.ndarray, es_mask: np.ndarray) -> HeartLocation:
         centre = mask_centre(es_mask)
     if centre is None:
         centre = ((ed_mask.shape[1] - 1) / 2, (ed_mask.shape[2] - 1) / 2)
-    both, partial = heart_slices(ed_mask, es_mask)
-    return HeartLocation(centre, both, partial, ed_mask, es_mask)
+    return HeartLocation(centre, heart_slices(ed_mask, es_mask), ed_mask, es_mask)
 
 
 @dataclass(frozen=True, eq=False)
@@ -183,12 +181,6 @@ def prepare_volumes(volumes: PatientVolumes, config: PrepareConfig, location: He
     _check_pair(volumes)
     ed, es = volumes.ed, volumes.es
     loc = _location(volumes, location)
-    keep, dropped = np.arange(ed.shape[0]), ()
-    if loc is not None and config.heart_slices_only:
-        if loc.slices:
-            keep, dropped = np.asarray(loc.slices, np.int64), loc.partial_slices
-        else:
-            log.warning("%s: masks have no heart label at both phases; keeping all slices", volumes.record.patient_id)
     spacing_yx = (ed.spacing[1], ed.spacing[2])
     t = config.pixel_spacing_mm
     centre_src = loc.centre if loc is not None else ((ed.shape[1] - 1) / 2, (ed.shape[2] - 1) / 2)
@@ -200,6 +192,10 @@ def prepare_volumes(volumes: PatientVolumes, config: PrepareConfig, location: He
         if full:
             return resample_crop(a, spacing_yx, target_mm=t_full, centre=centre_full, size=config.size, is_mask=is_mask)
         return resample_crop(a, spacing_yx, target_mm=t, centre=centre, size=config.size, is_mask=is_mask)
+
+    keep, dropped = np.arange(ed.shape[0]), np.zeros(0, np.int64)
+    if loc is not None and config.heart_slices_only:
+        keep, dropped = _heart_rows(loc, lambda a: resample(a, True, False), volumes.record.patient_id)
 
     def image(vol: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         lo, hi = np.percentile(vol, [config.low_percentile, config.high_percentile])
@@ -217,8 +213,24 @@ def prepare_volumes(volumes: PatientVolumes, config: PrepareConfig, location: He
         slice_index=keep.astype(np.int64), slice_position=position.astype(np.float32),
         slice_thickness_mm=float(ed.spacing[0]), ed_full=ed_full, es_full=es_full,
         ed_full_mask=mask(ed_lab, True), es_full_mask=mask(es_lab, True), full_pixel_spacing_mm=t_full,
-        dropped=tuple(dropped),
+        dropped=tuple(int(z) for z in dropped),
     )
+
+
+def _heart_rows(loc: HeartLocation, to_crop, patient_id: str) -> tuple[np.ndarray, np.ndarray]:
+    """(z kept, z left out): the location's heart slices, less those where the ED or the ES mask is empty
+    on the crop (`to_crop`: source labels -> crop), unless `loc.keep_empty`."""
+    keep = np.asarray(loc.slices, np.int64)
+    if not len(keep):
+        log.warning("%s: masks have no heart label; keeping all slices", patient_id)
+        return np.arange(loc.ed_labels.shape[0]), np.zeros(0, np.int64)
+    if loc.keep_empty:
+        return keep, np.zeros(0, np.int64)
+    both = to_crop(loc.ed_labels[keep]).any(axis=(1, 2)) & to_crop(loc.es_labels[keep]).any(axis=(1, 2))
+    if not both.any():
+        log.warning("%s: no slice has heart labels at both phases; keeping the heart slices", patient_id)
+        return keep, np.zeros(0, np.int64)
+    return keep[both], keep[~both]
 
 
 def prepare_patient(record: PatientRecord, config: PrepareConfig, location: HeartLocation | None = None

@@ -44,20 +44,20 @@ class HeartLocation:
     Made by `cmrprior.segmentation.volumes.locate_heart` from the segmenter's whole-field-of-view pass on
     the raw ED/ES frames; consumed by `cmrprior.data.prepare.prepare_cohort(..., locations=...)`.
     centre: crop centre (row, col) in source pixel coordinates of the ED volume.
-    slices: z indices with heart labels at ED and at ES (the slices kept).
-    partial_slices: z indices with heart labels at one phase only (left out: a segmented image of an
-        empty mask would be all zero); listed in `PreparedCohort.dropped_slices`.
+    slices: z indices with heart labels at ED or at ES. Preparation leaves out those where the mask of
+        one phase is empty on the crop (a segmented image of an empty mask would be all zero) and lists
+        them in `PreparedCohort.dropped_slices`, unless `keep_empty` (QC of other masks on these slices).
     ed_labels, es_labels: uint8 `(Z, H, W)` ACDC labels in the source geometry.
     model, model_sha256: the segmenter weights file that made them (None for expert masks).
     """
 
     centre: tuple[float, float]
     slices: tuple[int, ...]
-    partial_slices: tuple[int, ...]
     ed_labels: np.ndarray
     es_labels: np.ndarray
     model: str | None = None
     model_sha256: str | None = None
+    keep_empty: bool = False
 
 
 @dataclass(frozen=True, eq=False)

@@ -107,25 +107,28 @@ def prepare_data(data: str | Path, config: StudyConfig, *, cache_dir: Path, qc_d
         locations = locate_cohort(blind, model=config.masks.model)
         prepared = prepare_cohort(blind, config.prepare, cache_dir, locations=locations)
         if qc_dir is not None and any(r.has_masks for r in cohort.patients):
-            truth = expert_masks_on_grid(cohort, config, locations)
+            truth = expert_masks_on_grid(cohort, config, locations, prepared)
             write_segmentation_qc(prepared.select_patients(truth.patient_ids), truth, qc_dir)
     if qc_dir is not None:
         write_dropped_slices(prepared, qc_dir / "empty_mask_slices.csv")
     return prepared
 
 
-def expert_masks_on_grid(cohort: Cohort, config: StudyConfig, locations: dict[str, HeartLocation]) -> PreparedCohort:
-    """The expert masks of the patients that have them, prepared on the grid and slices of the segmenter's
-    locations (for QC only: same crop, same slices as the segmenter's masks)."""
+def expert_masks_on_grid(cohort: Cohort, config: StudyConfig, locations: dict[str, HeartLocation],
+                         prepared: PreparedCohort) -> PreparedCohort:
+    """The expert masks of the patients that have them, prepared on the crops of the segmenter's locations
+    and the slices of `prepared` (for QC only: same grid, same slices as the segmenter's masks)."""
     from cmrprior.io.load import as_mask, read_image
 
     with_masks = tuple(r for r in cohort.patients if r.has_masks)
+    pos = {pid: i for i, pid in enumerate(prepared.patient_ids)}
     truth_locs = {}
     for r in with_masks:
         ed, es = read_image(r.ed_image, frame=r.ed_frame), read_image(r.es_image, frame=r.es_frame)
         truth_locs[r.patient_id] = dataclasses.replace(
             locations[r.patient_id], ed_labels=as_mask(read_image(r.ed_mask), ed).array,
-            es_labels=as_mask(read_image(r.es_mask), es).array, model=None, model_sha256=None)
+            es_labels=as_mask(read_image(r.es_mask), es).array, model=None, model_sha256=None, keep_empty=True,
+            slices=tuple(int(z) for z in prepared.slice_index[prepared.patient_index == pos[r.patient_id]]))
     return prepare_cohort(images_only(dataclasses.replace(cohort, patients=with_masks)), config.prepare,
                           locations=truth_locs)
 

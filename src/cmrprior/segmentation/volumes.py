@@ -145,8 +145,7 @@ def locate_heart(model: nn.Module, volumes: PatientVolumes, *, divisor: int = 16
     if centre is None:
         log.warning("%s: the segmenter finds no heart; crop centred on the image", volumes.record.patient_id)
         centre = ((ed.labels.shape[1] - 1) / 2, (ed.labels.shape[2] - 1) / 2)
-    both, partial = heart_slices(ed.labels, es.labels)
-    return HeartLocation(centre=centre, slices=both, partial_slices=partial, ed_labels=ed.labels,
+    return HeartLocation(centre=centre, slices=heart_slices(ed.labels, es.labels), ed_labels=ed.labels,
                          es_labels=es.labels, model=model_path, model_sha256=model_sha256)
 
 
