@@ -119,10 +119,11 @@ def _volumes(masks=True, shape=(6, 90, 80), spacing=(10.0, 1.25, 1.25), centre=(
 def test_prepare_volumes_crop_centred_on_ed_heart_and_slices_chosen():
     vols = _volumes()
     out = prepare_volumes(vols, PrepareConfig(pixel_spacing_mm=1.5, size=48))
-    # heart at ED in z 1-3, at ES in z 2-4 -> slices 1..4 kept, paired by index
-    np.testing.assert_array_equal(out.slice_index, [1, 2, 3, 4])
-    np.testing.assert_allclose(out.slice_position, [0, 1 / 3, 2 / 3, 1], atol=1e-6)
-    assert out.ed.shape == out.es.shape == out.ed_mask.shape == out.es_mask.shape == (4, 48, 48)
+    # heart at ED in z 1-3, at ES in z 2-4 -> slices 2, 3 kept (heart at both), 1 and 4 listed as dropped
+    np.testing.assert_array_equal(out.slice_index, [2, 3])
+    assert out.dropped == (1, 4)
+    np.testing.assert_allclose(out.slice_position, [0, 1], atol=1e-6)
+    assert out.ed.shape == out.es.shape == out.ed_mask.shape == out.es_mask.shape == (2, 48, 48)
     assert out.ed.dtype == np.float32 and out.ed_mask.dtype == np.uint8
     # the ED heart ends up in the middle of the crop
     cy, cx = mask_centre(out.ed_mask)

@@ -9,7 +9,6 @@ from .study_doubles import tiny_config
 
 @pytest.mark.slow
 def test_demo_on_small_phantom(tmp_path):
-    pytest.importorskip("cmrprior.data.phantom")
     from cmrprior.experiments.demo import run_demo
 
     cfg = tiny_config(prepare={"size": 64}, classifier={"inits": ["none", "full_sscl"], "images": ["full", "segmented"]},

@@ -116,7 +116,7 @@ def test_last_conv_fallback_and_normalise():
     torch.testing.assert_close(n, torch.tensor([[[0.0, 1.0], [0.0, 0.5]], [[0.0, 0.0], [0.0, 0.0]]]))
 
 
-registry = pytest.importorskip("cmrprior.models.registry")
+from cmrprior.models import registry  # noqa: E402  (a missing module must fail, not skip)
 
 
 @pytest.mark.parametrize(

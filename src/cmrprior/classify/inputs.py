@@ -17,11 +17,16 @@ from cmrprior.vocab import ImageSpec
 
 
 def image_stacks(prepared: PreparedCohort, spec: ImageSpec) -> tuple[np.ndarray, np.ndarray]:
-    """ED and ES images float32 `(N, S, S)` on the prepared grid, made as `spec` says.
+    """ED and ES images float32 `(N, S, S)`, made as `spec` says: mode "full" = the images as acquired
+    (`prepared.ed_full`: whole field of view, not centred on the heart; `prepared.ed` for cohorts prepared
+    before full images existed, which is what their runs were scored on); other modes restrict the
+    heart-centred crop (`prepared.ed`) to the heart.
 
     Raises DataError when segmented images are asked of a cohort without masks.
     """
     if spec.mode == "full":
+        if prepared.ed_full is not None and prepared.es_full is not None:
+            return prepared.ed_full, prepared.es_full
         return prepared.ed, prepared.es
     if prepared.ed_mask is None or prepared.es_mask is None:
         raise DataError(None, f"{spec.images} images need heart masks and the prepared cohort has none")

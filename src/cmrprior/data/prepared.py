@@ -3,6 +3,12 @@
 All arrays share the first axis N (slices). Images are float32 `(N, S, S)` on a fixed in-plane grid
 (`pixel_spacing_mm`), intensity-normalised per volume; masks uint8 `(N, S, S)` with ACDC labels, or None.
 `patient_index[n]` indexes `patients`. Slices are grouped per patient; splits select whole patients.
+
+Full images (`ed_full`, `es_full`, float32 `(N, S, S)`) are the same slices as acquired: the whole field of
+view (or `full_fov_mm` around the image centre), padded to a square and resized to S, never centred on the
+heart; their pixel size differs per patient (`PreparedPatient.full_pixel_spacing_mm`). `ed_full_mask` /
+`es_full_mask` are the heart masks on that grid (for the in-heart saliency score). Cohorts prepared before
+full images existed have them None; readers then use `ed`/`es` (what those runs were scored on).
 """
 
 from __future__ import annotations
@@ -26,6 +32,32 @@ class PreparedPatient:
     slice_thickness_mm: float
     n_slices: int
     source: str
+    full_pixel_spacing_mm: float | None = None  # pixel size of the full images (mm)
+    masks_model: str | None = None  # the segmenter that made this patient's masks (None: expert masks)
+    masks_model_sha256: str | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class HeartLocation:
+    """Where one patient's heart is, found without expert masks, and the masks that go with it.
+
+    Made by `cmrprior.segmentation.volumes.locate_heart` from the segmenter's whole-field-of-view pass on
+    the raw ED/ES frames; consumed by `cmrprior.data.prepare.prepare_cohort(..., locations=...)`.
+    centre: crop centre (row, col) in source pixel coordinates of the ED volume.
+    slices: z indices with heart labels at ED or at ES. Preparation leaves out those where the mask of
+        one phase is empty on the crop (a segmented image of an empty mask would be all zero) and lists
+        them in `PreparedCohort.dropped_slices`, unless `keep_empty` (QC of other masks on these slices).
+    ed_labels, es_labels: uint8 `(Z, H, W)` ACDC labels in the source geometry.
+    model, model_sha256: the segmenter weights file that made them (None for expert masks).
+    """
+
+    centre: tuple[float, float]
+    slices: tuple[int, ...]
+    ed_labels: np.ndarray
+    es_labels: np.ndarray
+    model: str | None = None
+    model_sha256: str | None = None
+    keep_empty: bool = False
 
 
 @dataclass(frozen=True, eq=False)
@@ -43,6 +75,12 @@ class PreparedCohort:
     config_hash: str = ""
     # (patient id or path, reason) for patients left out by prepare_cohort(..., skip_bad=True).
     skipped: tuple[tuple[str, str], ...] = ()
+    ed_full: np.ndarray | None = None  # float32 (N, S, S), module docstring
+    es_full: np.ndarray | None = None
+    ed_full_mask: np.ndarray | None = None
+    es_full_mask: np.ndarray | None = None
+    # (patient id, z, reason) of heart slices left out because a phase's mask is empty there.
+    dropped_slices: tuple[tuple[str, int, str], ...] = ()
 
     def __len__(self) -> int:
         return int(self.ed.shape[0])
@@ -56,6 +94,19 @@ class PreparedCohort:
         """int64 (P,) class index per patient (-1 when unlabelled)."""
         lut = {c: i for i, c in enumerate(self.classes)}
         return np.array([lut.get(p.label, -1) if p.label else -1 for p in self.patients], dtype=np.int64)
+
+    @property
+    def full_pixel_spacing_per_slice(self) -> np.ndarray | None:
+        """float64 (N,) pixel size (mm) of each slice's full image; None without full images."""
+        if self.ed_full is None or any(p.full_pixel_spacing_mm is None for p in self.patients):
+            return None
+        return np.array([p.full_pixel_spacing_mm for p in self.patients], np.float64)[self.patient_index]
+
+    @property
+    def masks_models(self) -> dict[str, tuple[str, str] | None]:
+        """Patient id -> (segmenter weights path, sha256) that made its masks; None for expert masks."""
+        return {p.patient_id: None if p.masks_model is None else (p.masks_model, str(p.masks_model_sha256))
+                for p in self.patients}
 
     @property
     def slice_labels(self) -> np.ndarray:
@@ -88,6 +139,11 @@ class PreparedCohort:
             classes=self.classes,
             pixel_spacing_mm=self.pixel_spacing_mm,
             config_hash=self.config_hash,
+            ed_full=take(self.ed_full),
+            es_full=take(self.es_full),
+            ed_full_mask=take(self.ed_full_mask),
+            es_full_mask=take(self.es_full_mask),
+            dropped_slices=tuple(d for d in self.dropped_slices if d[0] in set(wanted)),
         )
 
     def save(self, folder: str | Path) -> Path:
@@ -100,9 +156,9 @@ class PreparedCohort:
             "slice_index": self.slice_index,
             "slice_position": self.slice_position,
         }
-        if self.ed_mask is not None and self.es_mask is not None:
-            arrays["ed_mask"] = self.ed_mask
-            arrays["es_mask"] = self.es_mask
+        for name in ("ed_mask", "es_mask", "ed_full", "es_full", "ed_full_mask", "es_full_mask"):
+            if getattr(self, name) is not None:
+                arrays[name] = getattr(self, name)
         atomic.save_npz(folder / "arrays.npz", **arrays)
         meta = {
             "patients": [asdict(p) for p in self.patients],
@@ -111,6 +167,7 @@ class PreparedCohort:
             "config_hash": self.config_hash,
             "n_slices": len(self),
             "skipped": [list(s) for s in self.skipped],
+            "dropped_slices": [list(d) for d in self.dropped_slices],
         }
         atomic.write_json(folder / "cohort.json", meta)
         return folder
@@ -137,4 +194,9 @@ class PreparedCohort:
             pixel_spacing_mm=float(meta["pixel_spacing_mm"]),
             config_hash=meta.get("config_hash", ""),
             skipped=tuple((str(a), str(b)) for a, b in meta.get("skipped", [])),
+            ed_full=arrays.get("ed_full"),
+            es_full=arrays.get("es_full"),
+            ed_full_mask=arrays.get("ed_full_mask"),
+            es_full_mask=arrays.get("es_full_mask"),
+            dropped_slices=tuple((str(a), int(b), str(c)) for a, b, c in meta.get("dropped_slices", [])),
         )

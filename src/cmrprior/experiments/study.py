@@ -186,9 +186,19 @@ def _check_inputs(run: RunFolder, data: str | Path, test_data: str | Path | None
 
 def table_setup(config: StudyConfig, classes: tuple[str, ...], masks_source: str, masks_note: str) -> TableSetup:
     c = config.classifier
+    fov = config.prepare.full_fov_mm
+    if masks_source == "ground_truth" and masks_note.startswith("oracle masks"):
+        masks = masks_note
+    else:
+        masks = ("oracle masks (expert ground truth)" if masks_source == "ground_truth" else masks_source) + (
+            f" ({masks_note})" if masks_note else "")
     notes = (
-        f"Masks for segmented images: {masks_source}" + (f" ({masks_note})" if masks_note else "")
+        f"Masks for segmented images: {masks}"
         + f"; segmented mode: {config.images.segmented_mode}, margin {config.images.margin_mm} mm.",
+        "Full images: " + ("the whole acquired field of view, padded to a square" if fov is None else
+                           f"a {fov:g} mm field of view around the image centre")
+        + f", {config.prepare.size} px; segmented images: a {config.prepare.size} px crop at"
+        f" {config.prepare.pixel_spacing_mm:g} mm around the heart.",
         f"Classifier modes: {c.modes_note()}; input {c.input_size} px; pre-training {config.pretrain.simclr.epochs} epoch(s) max.",
     )
     return TableSetup(classes=classes, backbones=c.backbones, inits=c.inits, images=c.images,

@@ -21,7 +21,7 @@ from cmrprior.errors import ConfigError, DataError
 from cmrprior.runs import CellKey, CellResult, RunFolder, RunInfo
 from cmrprior.saliency.attribution import integrated_gradients
 from cmrprior.saliency.config import SaliencyConfig
-from cmrprior.saliency.geometry import heart_on_input_grid
+from cmrprior.saliency.geometry import heart_masks_for, heart_on_input_grid
 from cmrprior.saliency.gradcam import gradcam
 from cmrprior.saliency.overlays import OverlayPanel, save_patient_overlay
 from cmrprior.saliency.score import heart_area_fraction, in_heart_share, patient_scores
@@ -56,11 +56,11 @@ def cell_inputs(run: RunFolder, info: RunInfo, result: CellResult, margin_mm: fl
     if prepared.ed_mask is None or prepared.es_mask is None:
         raise DataError(run.prepared(), "prepared cohort has no heart masks: the in-heart score needs them")
     spec = info.spec(result.key.images)
+    ed_masks, es_masks, spacing = heart_masks_for(prepared, rows, spec.mode)  # on the grid of the images
     # the rows hold every slice of each test patient, so the crop fallback (per patient) is the cohort's
-    kw = dict(margin_mm=margin_mm, pixel_spacing_mm=prepared.pixel_spacing_mm, image_mode=spec.mode,
+    kw = dict(margin_mm=margin_mm, pixel_spacing_mm=spacing, image_mode=spec.mode,
               image_margin_mm=spec.margin_mm, input_size=info.input_size, groups=prepared.patient_index[rows])
-    return CellInputs(test, heart_on_input_grid(prepared.ed_mask[rows], **kw),
-                      heart_on_input_grid(prepared.es_mask[rows], **kw))
+    return CellInputs(test, heart_on_input_grid(ed_masks, **kw), heart_on_input_grid(es_masks, **kw))
 
 
 def saliency_maps(model: torch.nn.Module, ed: np.ndarray, es: np.ndarray, targets: np.ndarray | None, *, method: str,

@@ -1,13 +1,14 @@
 """Inference: labels for prepared slices, and the default (shipped) segmenter.
 
-`predict_slices` runs a U-Net on `(N, H, W)` slices (per-slice intensity normalisation, padding to the
-network's divisor, argmax). `segment_prepared` replaces a prepared cohort's masks by predictions
+`segmenter_for` says which weights segment a patient. `predict_slices` runs a U-Net on `(N, H, W)` slices
+(per-slice intensity normalisation, padding to the network's divisor, argmax). `segment_prepared` replaces a prepared cohort's masks by predictions
 (post-processed per patient and phase in 3D: largest component per structure, holes filled).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 from pathlib import Path
 
@@ -18,12 +19,33 @@ from torch import nn
 
 from cmrprior.data.prepared import PreparedCohort
 from cmrprior.errors import WeightsUnavailableError
+from cmrprior.io.records import PatientRecord
 from cmrprior.segmentation.augment import normalise_slices
 from cmrprior.utils.progress import Progress
 
 log = logging.getLogger(__name__)
 
 SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "weights" / "segmenter_unet.safetensors"
+
+
+def segmenter_for(record: PatientRecord, model: str | Path | None = None) -> Path:
+    """The segmenter weights file that segments `record`'s patient: `model` (the study's `masks.model`) when
+    given, else the shipped segmenter. The one place that decides it; callers record the answer per patient.
+
+    Raises:
+        WeightsUnavailableError: no model given and none shipped.
+    """
+    del record  # every patient gets the same model today
+    return Path(model) if model is not None else default_model_path()
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 hex of a file's bytes (identifies segmenter weights)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def default_model_path() -> Path:

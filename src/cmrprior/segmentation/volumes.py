@@ -15,6 +15,10 @@ Per volume `(Z, H, W)` with in-plane spacing `(sy, sx)` mm:
    of step 1's mapping), the argmax taken, and the labels post-processed (largest 3D component per
    structure, holes filled). The output has the input's shape and is written with the input's affine.
 
+`locate_heart` runs steps 1-4 on a patient's ED frame and, with ED's centre, on its ES frame: the
+`HeartLocation` (crop centre in source pixels, heart slices, labels) that `cmrprior.data.prepare` crops
+and masks with, so each frame is segmented once and no expert mask is needed.
+
 Bad input: a tiny field of view (less than `MIN_FOV_MM` on a side) raises `DataError`; a constant (e.g.
 all-zero) image gives an empty mask and a `blank_image` flag in the QC table, with a logged warning.
 """
@@ -30,8 +34,9 @@ import torch
 from scipy import ndimage
 from torch import nn
 
+from cmrprior.data.prepared import HeartLocation
 from cmrprior.errors import ConfigError, DataError
-from cmrprior.io.records import Volume
+from cmrprior.io.records import Cohort, PatientVolumes, Volume
 from cmrprior.segmentation.postprocess import largest_component, postprocess_labels
 from cmrprior.segmentation.predict import predict_probabilities
 
@@ -117,6 +122,61 @@ def predict_volume(
     back = _back_to_input(prob, arr.shape[1:], (sy, sx))
     labels = postprocess_labels(back.argmax(axis=1).astype(np.uint8))
     return VolumePrediction(labels, (float(centre[0]), float(centre[1])), False)
+
+
+def locate_heart(model: nn.Module, volumes: PatientVolumes, *, divisor: int = 16, model_path: str | None = None,
+                 model_sha256: str | None = None) -> HeartLocation:
+    """Where the heart is in one patient's ED/ES frames, and its labels, from the segmenter alone.
+
+    ED: localisation pass on the whole field of view, then the crop pass (`predict_volume`); ES: the crop
+    pass around ED's centre. The crop centre is the centroid of the ED labels in source pixels (ES when ED
+    is empty, the image centre when both are). `volumes`' expert masks, if loaded, are not used.
+
+    Raises:
+        DataError: see `predict_volume`; ED and ES of different shapes.
+    """
+    from cmrprior.data.prepare import heart_slices, mask_centre
+
+    if volumes.ed.shape != volumes.es.shape:
+        raise DataError(volumes.es.path, f"ES shape {volumes.es.shape} differs from ED shape {volumes.ed.shape}")
+    ed = predict_volume(model, volumes.ed, divisor=divisor)
+    es = predict_volume(model, volumes.es, divisor=divisor, centre=None if ed.blank else ed.centre)
+    centre = mask_centre(ed.labels) or mask_centre(es.labels)
+    if centre is None:
+        log.warning("%s: the segmenter finds no heart; crop centred on the image", volumes.record.patient_id)
+        centre = ((ed.labels.shape[1] - 1) / 2, (ed.labels.shape[2] - 1) / 2)
+    return HeartLocation(centre=centre, slices=heart_slices(ed.labels, es.labels), ed_labels=ed.labels,
+                         es_labels=es.labels, model=model_path, model_sha256=model_sha256)
+
+
+def locate_cohort(cohort: Cohort, *, model: str | Path | None = None, progress: bool = False
+                  ) -> dict[str, HeartLocation]:
+    """`locate_heart` for every patient, each with the segmenter `segmenter_for(record, model)` names.
+
+    The records' mask paths are ignored (their masks are never read). Returns patient id -> location.
+
+    Raises:
+        DataError: unreadable images or weights, bad volumes. WeightsUnavailableError: no model shipped.
+    """
+    from dataclasses import replace
+
+    from tqdm import tqdm
+
+    from cmrprior.io.load import load_patient
+    from cmrprior.segmentation.network import load_segmenter
+    from cmrprior.segmentation.predict import file_sha256, segmenter_for
+
+    loaded: dict[Path, tuple[nn.Module, int, str]] = {}
+    out: dict[str, HeartLocation] = {}
+    for rec in tqdm(cohort.patients, disable=not progress, desc="locate heart", unit="patient"):
+        path = segmenter_for(rec, model).resolve()
+        if path not in loaded:
+            net, args, _ = load_segmenter(path)
+            loaded[path] = (net, args.divisor, file_sha256(path))
+        net, divisor, sha = loaded[path]
+        volumes = load_patient(replace(rec, ed_mask=None, es_mask=None))
+        out[rec.patient_id] = locate_heart(net, volumes, divisor=divisor, model_path=str(path), model_sha256=sha)
+    return out
 
 
 def _check_out(data: Path, out: Path) -> None:
