@@ -40,7 +40,10 @@ def digest(prepared) -> str:
 def run(data: Path) -> tuple[str, float, float, int]:
     cohort = images_only(open_cohort(data))
     t0 = time.time()
-    locations = locate_cohort(cohort)
+    from cmrprior.segmentation.folds import choose_segmenters, fingerprint_cohort
+
+    choices = choose_segmenters(fingerprint_cohort(cohort))
+    locations = locate_cohort(cohort, models={pid: c.model.weights for pid, c in choices.items()})
     t1 = time.time()
     prepared = prepare_cohort(cohort, PrepareConfig(), locations=locations)
     t2 = time.time()

@@ -41,6 +41,7 @@ class RunInfo:
     image_specs: tuple[ImageSpec, ...]
     input_size: int  # px, classifier input
     pixel_spacing_mm: float  # prepared grid
+    masks_out_of_sample: bool | None = None  # every patient segmented by a model that never saw it (None: unknown/oracle)
 
     def spec(self, images: str) -> ImageSpec:
         for s in self.image_specs:
@@ -56,7 +57,7 @@ class RunInfo:
         return cls(layout_version=int(d["layout_version"]), classes=tuple(d["classes"]),
                    masks_source=d["masks_source"], masks_note=d["masks_note"],
                    image_specs=tuple(ImageSpec(**s) for s in d["image_specs"]), input_size=int(d["input_size"]),
-                   pixel_spacing_mm=float(d["pixel_spacing_mm"]))
+                   pixel_spacing_mm=float(d["pixel_spacing_mm"]), masks_out_of_sample=d.get("masks_out_of_sample"))
 
 
 @dataclass(frozen=True)

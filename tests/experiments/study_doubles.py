@@ -120,5 +120,5 @@ def install_cohort(monkeypatch, cohorts: dict) -> None:
         records = tuple(PatientRecord(p.patient_id, p.label, Path("ed"), Path("es")) for p in prepared.patients)
         return Cohort(Path(str(data)), records, prepared.classes), hashlib.sha256(prepared.ed.tobytes()).hexdigest()[:16]
 
-    monkeypatch.setattr(cd, "prepare_data", lambda data, config, cache_dir, qc_dir=None: cohorts[str(data)])
+    monkeypatch.setattr(cd, "prepare_data", lambda data, config, cache_dir, qc_dir=None: (cohorts[str(data)], cd.MasksOrigin("", None)))
     monkeypatch.setattr(cd, "open_input", open_input)

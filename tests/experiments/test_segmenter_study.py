@@ -57,13 +57,14 @@ def test_preparation_ignores_gt_files_and_never_reads_them(cohorts, tmp_path, mo
         return read(path, frame)
 
     monkeypatch.setattr(io_load, "read_image", no_gt)
-    with_gt = prepare_data(cohorts["with_gt"], cfg, cache_dir=tmp_path / "c1")
-    blind = prepare_data(cohorts["blind"], cfg, cache_dir=tmp_path / "c2")
+    with_gt, _ = prepare_data(cohorts["with_gt"], cfg, cache_dir=tmp_path / "c1")
+    blind, origin = prepare_data(cohorts["blind"], cfg, cache_dir=tmp_path / "c2")
     assert array_digests(with_gt) == array_digests(blind)
     assert with_gt.ed_mask is not None and with_gt.ed_full is not None
     assert (with_gt.ed_mask > 0).any() and (with_gt.es_mask > 0).any()  # the segmenter's masks
     sha = file_sha256(cohorts["model"])
     assert set(blind.masks_models.values()) == {(str(Path(cohorts["model"]).resolve()), sha)}
+    assert origin.out_of_sample is None and "not known" in origin.note  # a given model: its training data unknown
 
 
 def test_segmenter_failure_is_an_error_not_a_fallback(cohorts, tmp_path):
@@ -82,7 +83,8 @@ def test_study_on_segmenter_masks_without_gt_files(cohorts, tmp_path, monkeypatc
     run = tmp_path / "run"
     run_study(cohorts["blind"], run, _config(cohorts["model"]), report=False)
     info = json.loads((run / "run.json").read_text())
-    assert info["masks_source"] == "segmenter" and info["masks_note"] == ""
+    assert info["masks_source"] == "segmenter" and "training patients are not known" in info["masks_note"]
+    assert info["masks_out_of_sample"] is None
     masks = json.loads((run / "prepared" / "masks.json").read_text())
     assert {m["sha256"] for m in masks["masks_models"].values()} == {file_sha256(cohorts["model"])}
     ok = [r for r in _results(run, "0") if r["status"] == "ok"]

@@ -25,8 +25,8 @@ class ClassifierConfig:
 
     backbones x inits x images is the grid. modes: init name -> `linear` (frozen encoders, output layer
     trained) or `finetune` (all layers trained); inits not named keep the study's mode (`STUDY_MODES`).
-    Both modes choose the lr and the number of epochs by k-fold CV inside the training part (`lrs`, up to
-    `max_epochs`); finetune folds stop early after `patience` epochs without a better validation loss, and the
+    Both modes choose the lr and the number of epochs by k-fold CV inside the training part (linear: `lrs`, up
+    to `max_epochs`; finetune: `finetune_lrs`, up to `finetune_max_epochs`); finetune folds stop early after `patience` epochs without a better validation loss, and the
     encoders learn at `lr * encoder_lr_ratio` (1: one network trained end to end, as the study's None).
     input_size: px, images are resized to it before every encoder (pre-training too). standardize: linear
     mode trains the output layer on standardised features (statistics of the training part), folded into the
@@ -43,6 +43,8 @@ class ClassifierConfig:
     batch_size: int = 64
     weight_decay: float = 1e-4
     encoder_lr_ratio: float = 1.0
+    finetune_lrs: tuple[float, ...] = (1e-3, 3e-3)  # searched for finetune cells (a whole network wants smaller steps)
+    finetune_max_epochs: int = 20
     patience: int = 5
     feature_batch_size: int = 128
     standardize: bool = True
@@ -55,8 +57,10 @@ class ClassifierConfig:
         if bad:
             raise ConfigError(f"classifier.images: unknown {bad}; expected a subset of {list(IMAGES)}")
         object.__setattr__(self, "modes", _checked_modes(self.modes))
-        if not self.lrs or not self.backbones or not self.inits or not self.images:
-            raise ConfigError("classifier.lrs, backbones, inits and images must not be empty")
+        if not self.lrs or not self.finetune_lrs or not self.backbones or not self.inits or not self.images:
+            raise ConfigError("classifier.lrs, finetune_lrs, backbones, inits and images must not be empty")
+        if self.finetune_max_epochs < 1:
+            raise ConfigError(f"classifier.finetune_max_epochs must be >= 1, got {self.finetune_max_epochs}")
         if self.input_size < 8 or self.max_epochs < 1 or self.batch_size < 1 or self.feature_batch_size < 1:
             raise ConfigError(f"classifier: input_size >= 8, max_epochs, batch_size, feature_batch_size >= 1 ({self})")
         if not self.encoder_lr_ratio > 0 or self.patience < 1:

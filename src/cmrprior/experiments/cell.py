@@ -178,8 +178,9 @@ def _train_finetune(job: CellJob, data: SliceSet, c: ClassifierConfig, candidate
 
     best: tuple[PretrainRecord | None, SearchResult] | None = None
     for cand in candidates:
-        search = cv_search_finetune(functools.partial(make, cand), train, folds, lrs=c.lrs, encoder_lr_ratio=c.encoder_lr_ratio,
-                                    max_epochs=c.max_epochs, patience=c.patience, batch_size=c.batch_size,
+        search = cv_search_finetune(functools.partial(make, cand), train, folds, lrs=c.finetune_lrs,
+                                    encoder_lr_ratio=c.encoder_lr_ratio, max_epochs=c.finetune_max_epochs,
+                                    patience=c.patience, batch_size=c.batch_size,
                                     weight_decay=c.weight_decay, seed=derive_seed(seed, "cv"))
         if best is None or search.cv_auc > best[1].cv_auc:
             best = (cand, search)

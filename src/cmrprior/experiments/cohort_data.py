@@ -3,7 +3,8 @@ slice-pair sets at the classifier's input size.
 
 Masks (`masks.source`):
 - "segmenter" (the user's path): the records lose their mask paths before anything is read; the segmenter
-  (`cmrprior.segmentation.predict.segmenter_for`: `masks.model` or the shipped one) finds the heart on the
+  (`cmrprior.segmentation.folds.choose_segmenters`: for each patient a model never trained on its images
+  when the set has one; `masks.model` or the shipped set) finds the heart on the
   raw frames (`cmrprior.segmentation.volumes.locate_cohort`), and preparation crops, picks slices and
   masks with that one pass, so a cohort with or without `_gt` files gives the same arrays. Expert masks,
   when present, are read only afterwards, for the segmenter's QC (`qc/segmentation_dice.md`) on the same
@@ -33,13 +34,21 @@ from cmrprior.classify.data import SliceSet
 from cmrprior.classify.inputs import build_slice_set
 from cmrprior.data.prepare import prepare_cohort
 from cmrprior.data.prepared import HeartLocation, PreparedCohort
-from cmrprior.errors import DataError
+from cmrprior.errors import DataError, LeakageError
 from cmrprior.experiments.config import StudyConfig
 from cmrprior.io.cohort import open_cohort
 from cmrprior.io.records import Cohort
+from cmrprior.segmentation.folds import (
+    all_out_of_sample,
+    choose_segmenters,
+    duplicate_images,
+    fingerprint_cohort,
+    in_sample,
+    masks_statement,
+)
 from cmrprior.segmentation.phases import resolve_cohort_phases
-from cmrprior.segmentation.volumes import locate_cohort
 from cmrprior.segmentation.qc import evaluate_prepared, summarise, write_csv
+from cmrprior.segmentation.volumes import locate_cohort
 from cmrprior.utils import atomic
 from cmrprior.utils.runfolder_checks import input_fingerprint
 from cmrprior.vocab import IMAGES, get_init
@@ -52,7 +61,8 @@ class CohortData:
     prepared: PreparedCohort  # with the masks used for segmented images
     images: dict[str, SliceSet]  # images ("full" | "segmented") -> slice pairs at the classifier's input size
     masks_source: str  # "segmenter" | "ground_truth"
-    masks_note: str  # empty, or why the masks are not the configured ones
+    masks_note: str  # one line on where the masks come from (tables, report)
+    masks_out_of_sample: bool | None = None  # see MasksOrigin
 
     @property
     def patient_ids(self) -> list[str]:
@@ -83,35 +93,78 @@ def images_only(cohort: Cohort) -> Cohort:
                                                       for r in cohort.patients))
 
 
-def prepare_data(data: str | Path, config: StudyConfig, *, cache_dir: Path, qc_dir: Path | None = None) -> PreparedCohort:
+@dataclass(frozen=True)
+class MasksOrigin:
+    """Where a prepared cohort's masks come from: one line for tables, and whether every patient's masks
+    came from a model that never saw it (None: oracle masks, or a given model of unknown training data)."""
+
+    note: str
+    out_of_sample: bool | None
+
+
+def prepare_data(data: str | Path, config: StudyConfig, *, cache_dir: Path, qc_dir: Path | None = None
+                 ) -> tuple[PreparedCohort, "MasksOrigin"]:
     """Open (`cmrprior.io.cohort.open_cohort`), find missing ED/ES frames of cines
-    (`cmrprior.segmentation.phases.resolve_cohort_phases`, recorded in `qc_dir/phases.csv`), locate the heart
-    and prepare (`cmrprior.data.prepare.prepare_cohort`) a cohort with the masks of `masks.source` (module
-    docstring); segmenter QC and the list of left-out slices go into `qc_dir`.
+    (`cmrprior.segmentation.phases.resolve_cohort_phases`, recorded in `qc_dir/phases.csv`), leave out
+    patients whose images repeat an earlier patient's (`qc_dir/duplicate_images.csv`), choose each patient's
+    segmenter (`cmrprior.segmentation.folds.choose_segmenters`, `qc_dir/segmenters.csv`), locate the heart
+    and prepare (`cmrprior.data.prepare.prepare_cohort`) with the masks of `masks.source` (module
+    docstring); segmenter QC and the list of left-out slices go into `qc_dir`. Returns the prepared cohort
+    and where its masks come from.
 
     Raises:
         DataError: unreadable data or segmenter weights; oracle masks asked of a cohort without them.
+        LeakageError: a patient would be segmented by a model trained on it and `masks.require_out_of_sample`.
         WeightsUnavailableError: no segmenter given and none shipped.
     """
     cohort, detections = resolve_cohort_phases(open_cohort(Path(data)), model_path=config.masks.model)
     if detections and qc_dir is not None:
-        write_phases_csv([d.as_row() for d in detections], qc_dir / "phases.csv")
+        write_rows_csv([d.as_row() for d in detections], qc_dir / "phases.csv")
+    prints = fingerprint_cohort(cohort)
+    cohort = _without_duplicates(cohort, prints, qc_dir)
     if config.masks.source == "ground_truth":
         lacking = [r.patient_id for r in cohort.patients if not r.has_masks]
         if lacking:
             raise DataError(Path(data), f"masks.source = ground_truth (oracle) but patients {lacking[:5]} have no "
                                         "expert masks")
         prepared = prepare_cohort(cohort, config.prepare, cache_dir)
+        origin = MasksOrigin("oracle masks: expert masks locate the heart and make the segmented images", None)
     else:
+        choices = choose_segmenters({r.patient_id: prints[r.patient_id] for r in cohort.patients}, config.masks.model)
+        if qc_dir is not None:
+            write_rows_csv([c.as_row() for c in choices.values()], qc_dir / "segmenters.csv")
+        inside = in_sample(choices)
+        if inside and config.masks.require_out_of_sample:
+            raise LeakageError(
+                f"{data}: the segmenter was trained on patients {inside[:5]} ({len(inside)} in all) and no fold model "
+                "that left them out is available: their masks would be in-sample. Give masks.model: a segmenter set "
+                "made with `cmrprior segment train --folds K` and `cmrprior segment index-folds`, or set "
+                "masks.require_out_of_sample: false to run with in-sample masks (every table then says so)")
         blind = images_only(cohort)
-        locations = locate_cohort(blind, model=config.masks.model)
+        locations = locate_cohort(blind, models={pid: c.model.weights for pid, c in choices.items()})
         prepared = prepare_cohort(blind, config.prepare, cache_dir, locations=locations)
         if qc_dir is not None and any(r.has_masks for r in cohort.patients):
             truth = expert_masks_on_grid(cohort, config, locations, prepared)
             write_segmentation_qc(prepared.select_patients(truth.patient_ids), truth, qc_dir)
+        origin = MasksOrigin(masks_statement(choices), all_out_of_sample(choices))
     if qc_dir is not None:
         write_dropped_slices(prepared, qc_dir / "empty_mask_slices.csv")
-    return prepared
+    return prepared, origin
+
+
+def _without_duplicates(cohort: Cohort, prints: dict[str, tuple[str, str]], qc_dir: Path | None) -> Cohort:
+    """The cohort without patients whose ED or ES pixels repeat an earlier patient's (the same scan twice
+    would sit on both sides of a split); each one left out is logged and listed."""
+    dupes = duplicate_images(prints)
+    if not dupes:
+        return cohort
+    for kept, dropped in dupes:
+        log.warning("patient %s has the same images as %s: left out (one scan, one patient)", dropped, kept)
+    if qc_dir is not None:
+        write_rows_csv([{"kept_patient": k, "left_out_patient": d, "reason": "identical image pixels"}
+                        for k, d in dupes], qc_dir / "duplicate_images.csv")
+    gone = {d for _, d in dupes}
+    return dataclasses.replace(cohort, patients=tuple(r for r in cohort.patients if r.patient_id not in gone))
 
 
 def expert_masks_on_grid(cohort: Cohort, config: StudyConfig, locations: dict[str, HeartLocation],
@@ -142,20 +195,13 @@ def write_dropped_slices(prepared: PreparedCohort, path: Path) -> Path:
     return atomic.write_text(path, buf.getvalue())
 
 
-def write_phases_csv(rows: list[dict], path: Path) -> Path:
-    """The ED/ES frames found per patient and their LV volume curve (units in the column names)."""
+def write_rows_csv(rows: list[dict], path: Path) -> Path:
+    """Rows of one record type as a CSV (units in the column names)."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
     writer.writeheader()
     writer.writerows(rows)
     return atomic.write_text(path, buf.getvalue())
-
-
-def masks_of(config: StudyConfig) -> tuple[str, str]:
-    """(masks source, note) of the masks a prepared cohort carries under `config`."""
-    if config.masks.source == "ground_truth":
-        return "ground_truth", "oracle masks: expert masks locate the heart and make the segmented images"
-    return "segmenter", ""
 
 
 def needed_images(config: StudyConfig) -> tuple[str, ...]:
@@ -176,17 +222,20 @@ def load_cohort_data(data: str | Path, config: StudyConfig, *, prepared_dir: Pat
     if (prepared_dir / "cohort.json").exists() and meta_path.exists():
         prepared = PreparedCohort.load(prepared_dir)
         meta = json.loads(meta_path.read_text())
-        source, note = meta["masks_source"], meta["masks_note"]
+        source, note, out_of_sample = meta["masks_source"], meta["masks_note"], meta.get("masks_out_of_sample")
     else:
-        prepared = prepare_data(data, config, cache_dir=cache_dir, qc_dir=prepared_dir.parent / "qc")
+        prepared, origin = prepare_data(data, config, cache_dir=cache_dir, qc_dir=prepared_dir.parent / "qc")
+        note, out_of_sample = origin.note, origin.out_of_sample
         if prepared.ed_mask is None or prepared.es_mask is None:
             raise DataError(Path(data), "the prepared cohort has no heart masks")
-        source, note = masks_of(config)
+        source = config.masks.source
         prepared.save(prepared_dir)
         atomic.write_json(meta_path, {"masks_source": source, "masks_note": note, "data": str(data),
+                                      "masks_out_of_sample": out_of_sample,
                                       "masks_models": {pid: None if m is None else {"path": m[0], "sha256": m[1]}
                                                        for pid, m in prepared.masks_models.items()}})
-    return CohortData(prepared=prepared, images=build_slice_sets(prepared, config), masks_source=source, masks_note=note)
+    return CohortData(prepared=prepared, images=build_slice_sets(prepared, config), masks_source=source, masks_note=note,
+                      masks_out_of_sample=out_of_sample)
 
 
 def write_segmentation_qc(pred: PreparedCohort, truth: PreparedCohort, qc_dir: Path) -> Path:

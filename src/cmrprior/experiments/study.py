@@ -228,7 +228,8 @@ def run_study(
     classes = cohort.prepared.classes
     run.write_info(RunInfo(layout_version=LAYOUT_VERSION, classes=tuple(classes), masks_source=cohort.masks_source,
                            masks_note=cohort.masks_note, image_specs=tuple(config.image_spec(i) for i in needed_images(config)),
-                           input_size=config.classifier.input_size, pixel_spacing_mm=cohort.prepared.pixel_spacing_mm))
+                           input_size=config.classifier.input_size, pixel_spacing_mm=cohort.prepared.pixel_spacing_mm,
+                           masks_out_of_sample=cohort.masks_out_of_sample))
     splits = _load_or_make_splits(run, cohort, config)
     log.info("study %s: %d patients, %d slices, classes %s, %d splits, masks %s",
              run.root, len(cohort.patient_ids), len(cohort.prepared), ", ".join(classes), len(splits), cohort.masks_source)
@@ -252,6 +253,7 @@ def run_study(
         "data": str(data), "test_data": None if test_data is None else str(test_data),
         "classes": list(classes), "n_patients": len(cohort.patient_ids), "n_slices": len(cohort.prepared),
         "masks_source": cohort.masks_source, "masks_note": cohort.masks_note,
+        "masks_out_of_sample": cohort.masks_out_of_sample,
         "n_splits": len(splits), "n_results": len(results), "n_holdout_results": len(holdout),
         "config_digest": config.digest(), "versions": _versions(),
     }

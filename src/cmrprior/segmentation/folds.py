@@ -54,7 +54,7 @@ class SegmenterChoice:
 
     patient_id: str
     model: SegmenterModel
-    out_of_sample: bool
+    out_of_sample: bool | None  # None: the model's training patients are not known
     reason: str
 
     def as_row(self) -> dict[str, object]:
@@ -152,3 +152,66 @@ def write_segmenter_set(out: str | Path, cohort: Cohort, *, full_weights: str | 
         raise DataError(Path(cv_dir), "needs at least 2 finished folds (fold_k/model.safetensors)")
     full = entry(Path(full_weights), "full", [r.patient_id for r in cohort.patients], copy=copy_full)
     return atomic.write_json(out / INDEX_NAME, {"full": full, "folds": folds})
+
+
+SHIPPED_SET = Path(__file__).resolve().parents[1] / "weights" / "set"
+
+
+def fingerprint_cohort(cohort: Cohort) -> dict[str, tuple[str, str]]:
+    """patient id -> (ED, ES) image fingerprints (images only; expert masks are not read)."""
+    return {r.patient_id: patient_fingerprints(r) for r in cohort.patients}
+
+
+def duplicate_images(prints: dict[str, tuple[str, str]]) -> list[tuple[str, str]]:
+    """(kept id, duplicate id) for every patient whose ED or ES image has the pixels of an earlier patient's
+    image (in cohort order): the same scan under two ids, which would put one patient on both sides of a split."""
+    seen: dict[str, str] = {}
+    out = []
+    for pid, fps in prints.items():
+        first = next((seen[f] for f in fps if f in seen), None)
+        if first is not None:
+            out.append((first, pid))
+            continue
+        for f in fps:
+            seen[f] = pid
+    return out
+
+
+def choose_segmenters(prints: dict[str, tuple[str, str]], model: str | Path | None = None
+                      ) -> dict[str, SegmenterChoice]:
+    """The segmenter of every patient (`SegmenterSet.choose(strict=False)`): `model` None = the shipped set,
+    a folder = the set indexed there, a weights file = that model for everyone (training data unknown:
+    `out_of_sample` None)."""
+    if model is not None and not Path(model).exists():
+        raise DataError(Path(model), "segmenter weights not found (a .safetensors file or a segmenter-set folder)")
+    if model is not None and Path(model).is_file():
+        weights = Path(model)
+        m = SegmenterModel(weights.stem, weights, file_sha256(weights), frozenset(), frozenset())
+        return {pid: SegmenterChoice(pid, m, None, "given model (its training patients are not known)")
+                for pid in prints}
+    seg_set = load_segmenter_set(SHIPPED_SET if model is None else Path(model))
+    return {pid: seg_set.choose(pid, fps, strict=False) for pid, fps in prints.items()}
+
+
+def in_sample(choices: dict[str, SegmenterChoice]) -> list[str]:
+    """Patients whose masks come from a model trained on them."""
+    return sorted(pid for pid, c in choices.items() if c.out_of_sample is False)
+
+
+def masks_statement(choices: dict[str, SegmenterChoice]) -> str:
+    """One line for tables and the report: are the masks out-of-sample for every patient?"""
+    inside = in_sample(choices)
+    unknown = sum(c.out_of_sample is None for c in choices.values())
+    if inside:
+        return (f"IN-SAMPLE masks for {len(inside)} of {len(choices)} patients (the segmenter was trained on them, "
+                "optimistic)")
+    if unknown:
+        return f"masks from a given segmenter whose training patients are not known ({unknown} patients)"
+    return "masks: out-of-sample segmenter for every patient"
+
+
+def all_out_of_sample(choices: dict[str, SegmenterChoice]) -> bool | None:
+    """True: every patient's model never saw it; False: some were in-sample; None: not known for some."""
+    if in_sample(choices):
+        return False
+    return None if any(c.out_of_sample is None for c in choices.values()) else True

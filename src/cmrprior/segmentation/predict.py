@@ -1,6 +1,6 @@
 """Inference: labels for prepared slices, and the default (shipped) segmenter.
 
-`segmenter_for` says which weights segment a patient. `predict_slices` runs a U-Net on `(N, H, W)` slices
+`predict_slices` runs a U-Net on `(N, H, W)` slices
 (per-slice intensity normalisation, padding to the network's divisor, argmax). `segment_prepared` replaces a prepared cohort's masks by predictions
 (post-processed per patient and phase in 3D: largest component per structure, holes filled).
 """
@@ -19,24 +19,12 @@ from torch import nn
 
 from cmrprior.data.prepared import PreparedCohort
 from cmrprior.errors import WeightsUnavailableError
-from cmrprior.io.records import PatientRecord
 from cmrprior.segmentation.augment import normalise_slices
 from cmrprior.utils.progress import Progress
 
 log = logging.getLogger(__name__)
 
 SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "weights" / "segmenter_unet.safetensors"
-
-
-def segmenter_for(record: PatientRecord, model: str | Path | None = None) -> Path:
-    """The segmenter weights file that segments `record`'s patient: `model` (the study's `masks.model`) when
-    given, else the shipped segmenter. The one place that decides it; callers record the answer per patient.
-
-    Raises:
-        WeightsUnavailableError: no model given and none shipped.
-    """
-    del record  # every patient gets the same model today
-    return Path(model) if model is not None else default_model_path()
 
 
 def file_sha256(path: str | Path) -> str:

@@ -25,6 +25,8 @@ all-zero) image gives an empty mask and a `blank_image` flag in the QC table, wi
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +41,7 @@ from cmrprior.errors import ConfigError, DataError
 from cmrprior.io.records import Cohort, PatientVolumes, Volume
 from cmrprior.segmentation.postprocess import largest_component, postprocess_labels
 from cmrprior.segmentation.predict import predict_probabilities
+from cmrprior.utils.progress import track
 
 log = logging.getLogger(__name__)
 
@@ -149,9 +152,10 @@ def locate_heart(model: nn.Module, volumes: PatientVolumes, *, divisor: int = 16
                          es_labels=es.labels, model=model_path, model_sha256=model_sha256)
 
 
-def locate_cohort(cohort: Cohort, *, model: str | Path | None = None, progress: bool = False
+def locate_cohort(cohort: Cohort, *, models: Mapping[str, Path], progress: bool = False
                   ) -> dict[str, HeartLocation]:
-    """`locate_heart` for every patient, each with the segmenter `segmenter_for(record, model)` names.
+    """`locate_heart` for every patient, each with the segmenter weights `models[patient_id]`
+    (`cmrprior.segmentation.folds.choose_segmenters` decides them).
 
     The records' mask paths are ignored (their masks are never read). Returns patient id -> location.
 
@@ -160,16 +164,15 @@ def locate_cohort(cohort: Cohort, *, model: str | Path | None = None, progress: 
     """
     from dataclasses import replace
 
-    from tqdm import tqdm
-
     from cmrprior.io.load import load_patient
     from cmrprior.segmentation.network import load_segmenter
-    from cmrprior.segmentation.predict import file_sha256, segmenter_for
+    from cmrprior.segmentation.predict import file_sha256
 
     loaded: dict[Path, tuple[nn.Module, int, str]] = {}
     out: dict[str, HeartLocation] = {}
-    for rec in tqdm(cohort.patients, disable=not progress, desc="locate heart", unit="patient"):
-        path = segmenter_for(rec, model).resolve()
+    for rec in track(cohort.patients, "locate heart (segmenter on ED/ES frames)", len(cohort.patients), log,
+                     unit="patients"):
+        path = Path(models[rec.patient_id]).resolve()
         if path not in loaded:
             net, args, _ = load_segmenter(path)
             loaded[path] = (net, args.divisor, file_sha256(path))
