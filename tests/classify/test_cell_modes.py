@@ -21,7 +21,7 @@ def test_none_cell_trains_in_its_mode(tmp_path, modes, expected):
                   pretrained=(), classes=("a", "b", "c"), masks_source="ground_truth", masks_note="", image_mode="full",
                   cv_folds=2)
     c = ClassifierConfig(backbones=("tiny",), modes=modes, input_size=16, lrs=(1e-3, 3e-2), max_epochs=4,
-                         batch_size=8, patience=2)
+                         finetune_lrs=(1e-3, 3e-2), finetune_max_epochs=4, batch_size=8, patience=2)
     run = RunFolder(tmp_path)
     res = run_cell(run, job, data, c)
     assert res.ok and res.mode == expected

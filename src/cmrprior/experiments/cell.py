@@ -103,9 +103,6 @@ def run_cell(run: RunFolder, job: CellJob, data: SliceSet, classifier: Classifie
                             traceback=traceback.format_exc(limit=8), wall_s=time.time() - t0)
         log.error("cell %s failed: %s", run.cell_dir(k), result.reason)
     run.write_cell(result)
-    if result.ok:
-        log.info("cell %s: macro AUC %.3f (%.0f s)", run.cell_dir(k), result.test.metrics.macro_auc or float("nan"),
-                 result.wall_s)
     return result
 
 

@@ -28,7 +28,7 @@ from cmrprior.data.splits import ProtocolConfig
 from cmrprior.errors import ConfigError
 from cmrprior.evaluate.config import EvaluationConfig
 from cmrprior.ssl.config import PretrainConfig
-from cmrprior.vocab import ImagesConfig
+from cmrprior.vocab import ImageSpec, ImagesConfig
 
 MASK_SOURCES: tuple[str, ...] = ("segmenter", "ground_truth")
 

@@ -128,6 +128,8 @@ def _out_of_sample(records: list[dict]) -> str:
                 if isinstance(value, bool):
                     return ("yes: every patient's masks come from a model that did not see that patient" if value
                             else "no: some masks come from a model that was trained on the same patients")
+                if value is None:
+                    continue  # recorded as unknown (oracle masks, or a given model): keep looking, else "not recorded"
                 return str(value)
     return "not recorded"
 

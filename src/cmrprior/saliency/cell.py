@@ -127,7 +127,6 @@ def score_cell(run: RunFolder, info: RunInfo, result: CellResult, config: Salien
         rows = select_slices(inputs.test.patient_index, config.slices_for(method))
         record["methods"][method] = _score_method(run, result, inputs, rows, model, method, config, overlays)
     atomic.write_json(scores_path(run, key), record)
-    log.info("saliency: split %s %s %s/%s done", key.split, key.backbone, key.init, key.images)
     return record
 
 

@@ -12,7 +12,6 @@ held-out rows), `cv_summary.csv` (mean and 95% t-interval per metric and phase).
 from __future__ import annotations
 
 import csv
-import json
 import logging
 from pathlib import Path
 
