@@ -39,7 +39,7 @@ _API: dict[str, tuple[str, str]] = {
     "run_demo": ("cmrprior.experiments.demo", "run_demo"),
     "generate_phantom": ("cmrprior.data.phantom", "generate_phantom"),
     "open_cohort": ("cmrprior.io.cohort", "open_cohort"),
-    "segment": ("cmrprior.segmentation.volumes", "predict_cohort"),
+    "segment": ("cmrprior.segmentation.cohort_predict", "predict_cohort"),
     "run_saliency": ("cmrprior.saliency.run", "run_saliency"),
     "SaliencyConfig": ("cmrprior.saliency.config", "SaliencyConfig"),
     "build_report": ("cmrprior.report", "build_report"),

@@ -18,7 +18,7 @@ from cmrprior.io.nifti import read_nifti, write_nifti
 from cmrprior.io.records import Volume
 from cmrprior.segmentation.network import build_unet, save_segmenter
 from cmrprior.segmentation.phases import detect_phases, resolve_cohort_phases
-from cmrprior.segmentation.volumes import predict_cohort
+from cmrprior.segmentation.cohort_predict import predict_cohort
 from seg_doubles import TINY, disc_heart
 
 ACDC_ROOT = Path(os.environ.get("ACDC_ROOT", Path(__file__).resolve().parents[2] / "../shared/data/acdc/training"))

@@ -14,7 +14,8 @@ from cmrprior.io.nifti import read_nifti, write_nifti
 from cmrprior.io.records import Volume
 from cmrprior.segmentation.network import build_unet, save_segmenter
 from cmrprior.segmentation.qc import dice
-from cmrprior.segmentation.volumes import _back_to_input, predict_cohort, predict_volume
+from cmrprior.segmentation.cohort_predict import predict_cohort
+from cmrprior.segmentation.volumes import _back_to_input, predict_volume
 from seg_doubles import TINY, disc_heart
 
 LEVELS = torch.tensor([0.0, 0.625, 0.25, 1.0])  # BG, RV, MYO, LV after per-slice percentile scaling

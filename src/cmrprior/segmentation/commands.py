@@ -95,7 +95,7 @@ def _index_folds(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from cmrprior.segmentation.volumes import predict_cohort  # image readers, MONAI (~0.5 s): see _train
+    from cmrprior.segmentation.cohort_predict import predict_cohort  # image readers, MONAI (~0.5 s): see _train
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -20,7 +20,11 @@ from pathlib import Path
 import numpy as np
 
 from cmrprior.errors import DataError
+from cmrprior.io.load import read_cine
 from cmrprior.io.records import Cohort, PatientRecord, Volume
+from cmrprior.segmentation.network import load_segmenter
+from cmrprior.segmentation.predict import default_model_path
+from cmrprior.segmentation.volumes import predict_volume
 
 LV_LABEL = 3
 # labels uint8 (Z, H, W) of one frame, given the frame and its index (0-based) in the cine
@@ -70,9 +74,6 @@ def shipped_segmenter(model_path: str | Path | None = None) -> Callable[[], Segm
     Raises:
         WeightsUnavailableError: no model given and none shipped. DataError: unreadable model.
     """
-    from cmrprior.segmentation.network import load_segmenter
-    from cmrprior.segmentation.predict import default_model_path
-    from cmrprior.segmentation.volumes import predict_volume
 
     model, args, _ = load_segmenter(model_path if model_path is not None else default_model_path())
 
@@ -158,7 +159,6 @@ def resolve_cohort_phases(
         DataError: unreadable cine, or a cine in which no LV is found (naming the cine).
         WeightsUnavailableError: no model given and none shipped.
     """
-    from cmrprior.io.load import read_cine
 
     todo = [r for r in cohort.patients if _needs_frames(r)]
     if not todo:
