@@ -16,7 +16,7 @@ def test_every_public_name_resolves_to_a_documented_object():
             assert inspect.getdoc(obj), name
             assert name in cmrprior.__doc__ or name in ("StudyResult", "SaliencyConfig"), name
     from cmrprior.experiments.study import run_study
-    from cmrprior.segmentation.volumes import predict_cohort
+    from cmrprior.segmentation.cohort_predict import predict_cohort
 
     assert cmrprior.run_study is run_study and cmrprior.segment is predict_cohort
     assert set(dir(cmrprior)) >= set(cmrprior.__all__)
