@@ -32,13 +32,18 @@ def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, flo
 
     One value gives (v, NaN, NaN): an interval across splits needs at least two splits.
     """
+    return _t_based(values, level, lambda v: v.std(ddof=1) / math.sqrt(v.size))
+
+
+def _t_based(values: Sequence[float], level: float, standard_error) -> tuple[float, float, float]:
+    """(mean, low, high) with half-width t_{df = J - 1} x `standard_error(v)` over the finite values v."""
     v = np.asarray([x for x in values if x is not None and not math.isnan(x)], dtype=np.float64)
     if v.size == 0:
         return math.nan, math.nan, math.nan
     mean = float(v.mean())
     if v.size < 2:
         return mean, math.nan, math.nan
-    half = float(stats.t.ppf(0.5 + level / 2, df=v.size - 1) * v.std(ddof=1) / math.sqrt(v.size))
+    half = float(stats.t.ppf(0.5 + level / 2, df=v.size - 1) * standard_error(v))
     return mean, mean - half, mean + half
 
 
@@ -52,15 +57,7 @@ def corrected_t_interval(values: Sequence[float], test_train_ratio: float,
     """
     if test_train_ratio < 0:
         raise InputError(f"test_train_ratio must be >= 0, got {test_train_ratio}")
-    v = np.asarray([x for x in values if x is not None and not math.isnan(x)], dtype=np.float64)
-    if v.size == 0:
-        return math.nan, math.nan, math.nan
-    mean = float(v.mean())
-    if v.size < 2:
-        return mean, math.nan, math.nan
-    se = math.sqrt((1.0 / v.size + test_train_ratio) * v.var(ddof=1))
-    half = float(stats.t.ppf(0.5 + level / 2, df=v.size - 1) * se)
-    return mean, mean - half, mean + half
+    return _t_based(values, level, lambda v: math.sqrt((1.0 / v.size + test_train_ratio) * v.var(ddof=1)))
 
 
 def pooled_patient_counts(ids_per_split: Sequence[Sequence[str]], labels_per_split: Sequence[np.ndarray],

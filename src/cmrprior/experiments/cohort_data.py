@@ -119,7 +119,7 @@ def prepare_data(data: str | Path, config: StudyConfig, *, cache_dir: Path, qc_d
     """
     cohort, detections = resolve_cohort_phases(open_cohort(Path(data)), model_path=config.masks.model)
     if detections and qc_dir is not None:
-        write_rows_csv([d.as_row() for d in detections], qc_dir / "phases.csv")
+        write_csv([d.as_row() for d in detections], qc_dir / "phases.csv")
     prints = fingerprint_cohort(cohort)
     cohort = _without_duplicates(cohort, prints, qc_dir)
     if config.masks.source == "ground_truth":
@@ -132,7 +132,7 @@ def prepare_data(data: str | Path, config: StudyConfig, *, cache_dir: Path, qc_d
     else:
         choices = choose_segmenters({r.patient_id: prints[r.patient_id] for r in cohort.patients}, config.masks.model)
         if qc_dir is not None:
-            write_rows_csv([c.as_row() for c in choices.values()], qc_dir / "segmenters.csv")
+            write_csv([c.as_row() for c in choices.values()], qc_dir / "segmenters.csv")
         inside = in_sample(choices)
         if inside and config.masks.require_out_of_sample:
             raise LeakageError(
@@ -161,7 +161,7 @@ def _without_duplicates(cohort: Cohort, prints: dict[str, tuple[str, str]], qc_d
     for kept, dropped in dupes:
         log.warning("patient %s has the same images as %s: left out (one scan, one patient)", dropped, kept)
     if qc_dir is not None:
-        write_rows_csv([{"kept_patient": k, "left_out_patient": d, "reason": "identical image pixels"}
+        write_csv([{"kept_patient": k, "left_out_patient": d, "reason": "identical image pixels"}
                         for k, d in dupes], qc_dir / "duplicate_images.csv")
     gone = {d for _, d in dupes}
     return dataclasses.replace(cohort, patients=tuple(r for r in cohort.patients if r.patient_id not in gone))
@@ -192,15 +192,6 @@ def write_dropped_slices(prepared: PreparedCohort, path: Path) -> Path:
     writer = csv.writer(buf)
     writer.writerow(["patient_id", "slice_index", "reason"])
     writer.writerows(prepared.dropped_slices)
-    return atomic.write_text(path, buf.getvalue())
-
-
-def write_rows_csv(rows: list[dict], path: Path) -> Path:
-    """Rows of one record type as a CSV (units in the column names)."""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
     return atomic.write_text(path, buf.getvalue())
 
 

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 
-from cmrprior.errors import ConfigError
 from cmrprior.io.cohort import open_cohort
 from cmrprior.io.load import as_mask, read_cine, read_image
 from cmrprior.io.nifti import write_nifti
@@ -17,13 +16,7 @@ from cmrprior.segmentation.phases import resolve_cohort_phases
 from cmrprior.segmentation.predict import default_model_path
 from cmrprior.segmentation.volumes import predict_volume
 from cmrprior.utils.filenames import patient_filename
-
-
-def _check_out(data: Path, out: Path) -> None:
-    data_r, out_r = data.resolve(), out.resolve()
-    root = data_r if data_r.is_dir() else data_r.parent
-    if out_r == root or root in out_r.parents:
-        raise ConfigError(f"{out}: the run folder must not be inside the input folder {root}")
+from cmrprior.utils.runfolder_checks import check_out_dir
 
 
 def predict_cohort(
@@ -46,7 +39,7 @@ def predict_cohort(
     """
 
     data, out = Path(data), Path(out)
-    _check_out(data, out)
+    check_out_dir(out, [data])
 
     cohort, _ = resolve_cohort_phases(open_cohort(data), model_path=model_path)
     model, args, _ = load_segmenter(model_path if model_path is not None else default_model_path())

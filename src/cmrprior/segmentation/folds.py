@@ -19,7 +19,6 @@ own training patients then get in-sample masks, which `choose(strict=False)` mar
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -29,6 +28,7 @@ from pathlib import Path
 from cmrprior.errors import DataError, LeakageError
 from cmrprior.io.fingerprint import patient_fingerprints
 from cmrprior.io.records import Cohort
+from cmrprior.segmentation.predict import file_sha256
 from cmrprior.utils import atomic
 
 INDEX_NAME = "folds.json"
@@ -83,14 +83,6 @@ class SegmenterSet:
                                "no out-of-sample mask can be made")
         return SegmenterChoice(patient_id, self.full, False, "IN-SAMPLE: the full model was trained on this "
                                                              "patient and no fold model of the set left it out")
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def load_segmenter_set(folder: str | Path) -> SegmenterSet:
