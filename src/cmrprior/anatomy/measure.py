@@ -1,23 +1,35 @@
 """Clinical anatomy measurements from ACDC-labelled short-axis masks (ED and ES).
 
 Masks are uint8 `(Z, H, W)` with ACDC labels (0 background, 1 RV cavity, 2 LV myocardium, 3 LV cavity),
-spacing `(z, y, x)` in mm where z is the distance between slice centres. Every volume is a voxel count
-times the voxel volume (Simpson's method of discs, as used for the ACDC reference values), in ml.
+spacing `(z, y, x)` in mm where z is the distance between slice centres (from the image header's `pixdim`,
+see `cmrprior.io.nifti`; ACDC's sform is unit-scale and is not used for spacing). Every volume is a voxel
+count times the voxel volume (Simpson's method of discs, as used for the ACDC reference values), in ml.
 
 Definitions
 -----------
 * EDV / ESV: cavity volume at end-diastole / end-systole (ml); SV = EDV - ESV; EF = 100 * SV / EDV (%),
   NaN when EDV is 0.
 * Myocardial mass: ED myocardium volume x 1.05 g/ml.
-* Maximal wall thickness (mm, ED): on every slice that holds an LV cavity, 360 rays are cast from the
+* Wall thickness (mm): on every slice that holds an LV cavity and myocardium, 360 rays are cast from the
   cavity centroid (in mm, so anisotropic pixels are handled); along each ray the first contiguous run of
-  myocardium is measured (nearest-neighbour sampling every 1/8 pixel). The thickness profile over angle is
-  median-filtered over 9 degrees (circular) to remove single-ray pixel artefacts; the result is the maximum
-  over angles and slices. This is the radial (centreline-free) chord method: accurate to about one pixel
-  for walls roughly perpendicular to the ray, as in the short axis. Slices with myocardium but no cavity
-  (the apical cap) are not measured.
+  myocardium is measured (nearest-neighbour sampling every 1/8 pixel, all rays of a slice at once). The
+  thickness profile over angle is median-filtered over 9 degrees (circular) to remove single-ray pixel
+  artefacts. This is the radial (centreline-free) chord method: accurate to about one pixel for walls
+  roughly perpendicular to the ray, as in the short axis. Slices with myocardium but no cavity (the apical
+  cap) are not measured. Per slice: max = the largest filtered ray, mean = the mean of the filtered rays
+  that cross myocardium.
+  - max_wall_thickness_mm: the largest per-slice max at ED (0.0 when no slice is measurable).
+  - mean_wall_thickness_mm / mean_wall_thickness_es_mm: mean of the per-slice means at ED / ES.
+  - max_wall_thickness_sd_mm: SD (population, ddof 0) over ED slices of the per-slice max.
+  - wall_thickness_{basal,mid,apical}_mm: the ED measured slices ordered base to apex
+    (`cmrprior.anatomy.thickness.base_to_apex`: stack order, reversed when the first third's cavity is
+    smaller than the last third's) and split into thirds (`numpy.array_split`, the extra slices go basal
+    first); each is the mean of its slices' means; NaN for an empty third (fewer than 3 slices).
+  - systolic_thickening_pct: 100 * (ES mean - ED mean) / ED mean (%), NaN without measurable slices.
+* rv_lv_edv_ratio: RV EDV / LV EDV; myo_lv_volume_ratio_ed / _es: myocardium volume / LV cavity volume at
+  ED / ES (unitless). NaN when the denominator is 0.
 * BSA: Mosteller, sqrt(height_cm * weight_kg / 3600) m^2. Indexed values (ml/m^2, g/m^2) only when both
-  height and weight are given, else None.
+  height and weight are given, else None (`CSV_COLUMNS` maps each field to a column name with its unit).
 """
 
 from __future__ import annotations
@@ -30,14 +42,22 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from cmrprior.anatomy.thickness import (
+    max_wall_thickness_mm,
+    slice_thicknesses,
+    slice_wall_thickness_profile,
+    summarise_thickness,
+    thickening_pct,
+)
 from cmrprior.errors import DataError, InputError
 from cmrprior.io.records import PatientVolumes
 
+__all__ = ["AnatomyMeasures", "CSV_COLUMNS", "ejection_fraction", "label_volume_ml", "max_wall_thickness_mm",
+           "measure_cohort", "measure_patient", "mosteller_bsa", "slice_wall_thickness_profile"]
+
 RV_LABEL, MYO_LABEL, LV_LABEL = 1, 2, 3
 MYOCARDIAL_DENSITY_G_PER_ML = 1.05
-_N_ANGLES = 360
-_MEDIAN_DEGREES = 9
-_SAMPLES_PER_PIXEL = 8
+_NAN = float("nan")
 
 
 @dataclass(frozen=True)
@@ -60,9 +80,27 @@ class AnatomyMeasures:
     rv_edv_ml_m2: float | None = None
     rv_esv_ml_m2: float | None = None
     myo_mass_g_m2: float | None = None
+    # defaults keep older constructors working; measure_patient always fills them
+    mean_wall_thickness_mm: float = _NAN
+    max_wall_thickness_sd_mm: float = _NAN
+    wall_thickness_basal_mm: float = _NAN
+    wall_thickness_mid_mm: float = _NAN
+    wall_thickness_apical_mm: float = _NAN
+    mean_wall_thickness_es_mm: float = _NAN
+    systolic_thickening_pct: float = _NAN
+    rv_lv_edv_ratio: float = _NAN
+    myo_lv_volume_ratio_ed: float = _NAN
+    myo_lv_volume_ratio_es: float = _NAN
 
     def as_dict(self) -> dict[str, float | None]:
         return asdict(self)
+
+
+# CSV column of every AnatomyMeasures field, with its unit (fields whose name already ends in one keep it)
+CSV_COLUMNS: dict[str, str] = {
+    name: {"lvef": "lvef_pct", "rvef": "rvef_pct"}.get(name, name)
+    for name in AnatomyMeasures.__dataclass_fields__
+}
 
 
 def mosteller_bsa(height_cm: float, weight_kg: float) -> float:
@@ -81,58 +119,6 @@ def label_volume_ml(mask: np.ndarray, label: int, spacing_zyx: tuple[float, floa
     """Volume (ml) of one label in a `(Z, H, W)` mask: voxel count x voxel volume (mm^3) / 1000."""
     voxel_mm3 = float(np.prod(np.asarray(spacing_zyx, dtype=np.float64)))
     return int(np.count_nonzero(mask == label)) * voxel_mm3 / 1000.0
-
-
-def slice_wall_thickness_profile(
-    mask2d: np.ndarray, pixel_spacing_yx: tuple[float, float], *, n_angles: int = _N_ANGLES
-) -> np.ndarray | None:
-    """Radial myocardial thickness (mm) per angle on one slice `(H, W)`, unfiltered; None without cavity.
-
-    Rays start at the LV cavity centroid; the thickness along a ray is the length of its first contiguous
-    run of myocardium (label 2).
-    """
-    cavity = mask2d == LV_LABEL
-    myo = mask2d == MYO_LABEL
-    if not cavity.any() or not myo.any():
-        return None
-    sy, sx = float(pixel_spacing_yx[0]), float(pixel_spacing_yx[1])
-    cy, cx = ndimage.center_of_mass(cavity)
-    h, w = mask2d.shape
-    step = min(sy, sx) / _SAMPLES_PER_PIXEL
-    my, mx = np.nonzero(myo)
-    r_max = float(np.sqrt(((my - cy) * sy) ** 2 + ((mx - cx) * sx) ** 2).max()) + 2.0 * max(sy, sx)
-    radii = np.arange(0.0, r_max, step)
-    theta = np.linspace(0.0, 2.0 * np.pi, n_angles, endpoint=False)
-    yy = cy + np.outer(np.sin(theta), radii) / sy
-    xx = cx + np.outer(np.cos(theta), radii) / sx
-    iy = np.rint(yy).astype(np.int64)
-    ix = np.rint(xx).astype(np.int64)
-    inside = (iy >= 0) & (iy < h) & (ix >= 0) & (ix < w)
-    on_myo = np.zeros(iy.shape, dtype=bool)
-    on_myo[inside] = myo[iy[inside], ix[inside]]
-    hit = on_myo.any(axis=1)
-    first = np.argmax(on_myo, axis=1)
-    after_first = np.arange(radii.size)[None, :] >= first[:, None]
-    left = after_first & ~on_myo
-    # first sample after the run (or the end of the ray when the run reaches the border)
-    end = np.where(left.any(axis=1), np.argmax(left, axis=1), radii.size)
-    return np.where(hit, (end - first) * step, 0.0)
-
-
-def max_wall_thickness_mm(mask: np.ndarray, spacing_zyx: tuple[float, float, float]) -> float:
-    """Maximal ED myocardial thickness (mm) over slices of a `(Z, H, W)` mask; 0.0 when none measurable.
-
-    See the module docstring for the method (radial chords, 9-degree circular median, max).
-    """
-    best = 0.0
-    for z in range(mask.shape[0]):
-        profile = slice_wall_thickness_profile(mask[z], (spacing_zyx[1], spacing_zyx[2]))
-        if profile is None:
-            continue
-        size = max(1, int(round(_MEDIAN_DEGREES * profile.size / 360.0)))
-        smooth = ndimage.median_filter(profile, size=size, mode="wrap")
-        best = max(best, float(smooth.max()))
-    return best
 
 
 def _check_masks(ed_mask: np.ndarray, es_mask: np.ndarray, spacing_zyx: tuple[float, float, float]) -> None:
@@ -154,7 +140,7 @@ def measure_patient(
     height_cm: float | None = None,
     weight_kg: float | None = None,
 ) -> AnatomyMeasures:
-    """Measure LV/RV volumes, EF, myocardial mass and maximal wall thickness from ED/ES masks.
+    """Measure LV/RV volumes, EF, myocardial mass, wall thickness and ratios from ED/ES masks (module doc).
 
     Args:
         ed_mask, es_mask: integer `(Z, H, W)` ACDC-labelled masks (Z may differ, in-plane size must match).
@@ -171,8 +157,11 @@ def measure_patient(
     lv_esv = label_volume_ml(es_mask, LV_LABEL, spacing)
     rv_edv = label_volume_ml(ed_mask, RV_LABEL, spacing)
     rv_esv = label_volume_ml(es_mask, RV_LABEL, spacing)
-    mass = label_volume_ml(ed_mask, MYO_LABEL, spacing) * MYOCARDIAL_DENSITY_G_PER_ML
-    thickness = max_wall_thickness_mm(ed_mask, spacing)
+    myo_ed = label_volume_ml(ed_mask, MYO_LABEL, spacing)
+    myo_es = label_volume_ml(es_mask, MYO_LABEL, spacing)
+    mass = myo_ed * MYOCARDIAL_DENSITY_G_PER_ML
+    wall_ed = summarise_thickness(slice_thicknesses(ed_mask, spacing))
+    wall_es = summarise_thickness(slice_thicknesses(es_mask, spacing))
     bsa = None
     if height_cm is not None and weight_kg is not None and height_cm > 0 and weight_kg > 0:
         bsa = mosteller_bsa(float(height_cm), float(weight_kg))
@@ -190,14 +179,28 @@ def measure_patient(
         rv_sv_ml=rv_edv - rv_esv,
         rvef=ejection_fraction(rv_edv, rv_esv),
         myo_mass_g=mass,
-        max_wall_thickness_mm=thickness,
+        max_wall_thickness_mm=wall_ed.max_mm,
         bsa_m2=bsa,
         lv_edv_ml_m2=idx(lv_edv),
         lv_esv_ml_m2=idx(lv_esv),
         rv_edv_ml_m2=idx(rv_edv),
         rv_esv_ml_m2=idx(rv_esv),
         myo_mass_g_m2=idx(mass),
+        mean_wall_thickness_mm=wall_ed.mean_mm,
+        max_wall_thickness_sd_mm=wall_ed.max_sd_mm,
+        wall_thickness_basal_mm=wall_ed.basal_mm,
+        wall_thickness_mid_mm=wall_ed.mid_mm,
+        wall_thickness_apical_mm=wall_ed.apical_mm,
+        mean_wall_thickness_es_mm=wall_es.mean_mm,
+        systolic_thickening_pct=thickening_pct(wall_ed.mean_mm, wall_es.mean_mm),
+        rv_lv_edv_ratio=_ratio(rv_edv, lv_edv),
+        myo_lv_volume_ratio_ed=_ratio(myo_ed, lv_edv),
+        myo_lv_volume_ratio_es=_ratio(myo_es, lv_esv),
     )
+
+
+def _ratio(num: float, den: float) -> float:
+    return num / den if den > 0 else _NAN
 
 
 def measure_cohort(patients: Iterable[PatientVolumes]) -> list[dict[str, Any]]:
