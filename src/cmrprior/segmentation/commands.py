@@ -1,4 +1,4 @@
-"""`cmrprior segment train|predict`: thin wrappers that build configs and call one library function."""
+"""`cmrprior segment train|predict|index-folds` and `cmrprior measure`: thin wrappers that build configs and call one library function."""
 
 from __future__ import annotations
 
@@ -58,6 +58,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ix.add_argument("--no-copy-full", action="store_true", help="index the full model where it is instead of copying it")
     ix.set_defaults(func=_index_folds)
 
+    me = subparsers.add_parser("measure", help="per-patient volumes, EF, mass, wall thickness -> RUN/measures.csv")
+    me.add_argument("--data", required=True, type=Path, help="ACDC-layout folder or manifest CSV")
+    me.add_argument("--out", required=True, type=Path, help="run folder (never inside --data)")
+    me.add_argument("--masks", default="segmenter",
+                    help="segmenter (default: out-of-sample fold models where the shipped model saw a patient) "
+                         "or given (the cohort's own mask files)")
+    me.add_argument("--model", type=Path, default=None,
+                    help="segmenter-set folder or .safetensors (default: the shipped set)")
+    me.add_argument("--threads", type=int, default=None)
+    me.set_defaults(func=_measure)
+
 
 def _config(args: argparse.Namespace, epochs: int) -> SegTrainConfig:
     channels = tuple(int(c) for c in args.channels.split(","))
@@ -100,4 +111,13 @@ def _predict(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     predict_cohort(args.data, args.out, model_path=args.model, include_cine=not args.no_cine)
+    return 0
+
+
+def _measure(args: argparse.Namespace) -> int:
+    from cmrprior.segmentation.measures import measure_data  # image readers, MONAI: see _train
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(measure_data(args.data, args.out, masks=args.masks, model=args.model))
     return 0
