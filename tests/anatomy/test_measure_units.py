@@ -83,9 +83,10 @@ def test_acdc_file_spacing_and_round_trip(tmp_path):
     hdr = nib.load(str(pdir / "patient001_frame01_gt.nii.gz")).header
     assert int(hdr["sform_code"]) > 0 and np.allclose(np.abs(hdr.get_sform()[:3, :3]).sum(axis=0), 1.0)
     assert ed.spacing == (10.0, 1.5625, 1.5625) == tuple(float(z) for z in hdr["pixdim"][[3, 2, 1]])
-    m = measure_patient(ed.array.astype(np.uint8), es.array.astype(np.uint8), ed.spacing)
+    m = measure_patient(ed.array.astype(np.uint8), es.array.astype(np.uint8), ed.spacing, 184.0, 95.0)
     for name, vol in (("ed", ed), ("es", es)):
         write_nifti(vol.array.astype(np.uint8), None, tmp_path / f"{name}.nii.gz", like=vol)
     back = [read_image(tmp_path / f"{n}.nii.gz") for n in ("ed", "es")]
-    again = measure_patient(back[0].array.astype(np.uint8), back[1].array.astype(np.uint8), back[0].spacing)
+    again = measure_patient(back[0].array.astype(np.uint8), back[1].array.astype(np.uint8), back[0].spacing,
+                            184.0, 95.0)
     assert again.as_dict() == pytest.approx(m.as_dict(), rel=0, abs=0, nan_ok=True)
