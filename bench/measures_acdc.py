@@ -1,0 +1,84 @@
+"""Cardiac measures from out-of-sample segmenter masks against the same measures from ACDC's expert masks.
+
+    PYTHONPATH=src .venv/bin/python bench/measures_acdc.py [--data ACDC] [--limit N] [--threads T]
+
+Each ACDC training patient is segmented by the shipped fold model that never saw it
+(`cmrprior.segmentation.measures.segmenter_masks` with the shipped set; expert masks are not read there);
+the expert `_gt` masks are then read for the reference, and both are measured with
+`cmrprior.anatomy.measure.measure_patient`. Prints MAE and bias (predicted - expert) of LVEF, RVEF (points),
+LV/RV EDV and ESV (ml), myocardial mass (g), max and mean wall thickness (mm), the number of patients
+with QC flags, and seconds per patient (segmentation + measures, and measures alone).
+Figures are printed, never asserted; nothing is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ACDC = Path(os.environ.get("ACDC_ROOT", Path(__file__).resolve().parents[2] / "shared/data/acdc/training"))
+KEYS = (("lvef", "points"), ("rvef", "points"), ("lv_edv_ml", "ml"), ("lv_esv_ml", "ml"), ("rv_edv_ml", "ml"),
+        ("rv_esv_ml", "ml"), ("myo_mass_g", "g"), ("max_wall_thickness_mm", "mm"), ("mean_wall_thickness_mm", "mm"))
+
+
+def main() -> int:
+    from cmrprior.anatomy.measure import measure_patient
+    from cmrprior.io.acdc import read_acdc
+    from cmrprior.io.load import load_patient
+    from cmrprior.segmentation.measures import measure_row, segmenter_masks
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=ACDC)
+    ap.add_argument("--limit", type=int, default=None, help="first N patients only")
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args()
+    if not args.data.is_dir():
+        print(f"ACDC not found at {args.data} (set ACDC_ROOT)")
+        return 1
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cohort = read_acdc(args.data)
+    if args.limit:
+        cohort = dataclasses.replace(cohort, patients=cohort.patients[: args.limit])
+    print(f"{len(cohort)} patients, torch threads {torch.get_num_threads()}, load {os.getloadavg()}")
+    t0 = time.perf_counter()
+    predicted = segmenter_masks(cohort)
+    t_seg = time.perf_counter() - t0
+    by_id = {r.patient_id: r for r in cohort.patients}
+    err: dict[str, list[float]] = {k: [] for k, _ in KEYS}
+    models: dict[str, int] = {}
+    flagged, t_measure = 0, 0.0
+    for p in predicted:
+        t1 = time.perf_counter()
+        row = measure_row(p)
+        t_measure += time.perf_counter() - t1
+        flagged += not row["qc_ok"]
+        models[f"{p.choice.model.name} (out_of_sample={p.choice.out_of_sample})"] = models.get(
+            f"{p.choice.model.name} (out_of_sample={p.choice.out_of_sample})", 0) + 1
+        pred = measure_patient(p.ed, p.es, p.spacing_zyx, p.record.height_cm, p.record.weight_kg)
+        pv = load_patient(by_id[p.record.patient_id])  # expert masks, read only here, for the reference
+        ref = measure_patient(pv.ed_mask.array, pv.es_mask.array, pv.ed_mask.spacing)
+        for k, _ in KEYS:
+            err[k].append(getattr(pred, k) - getattr(ref, k))
+    n = len(predicted)
+    print(f"segmenters: {models}")
+    print(f"{'measure':<24}{'MAE':>9}{'bias':>9}{'median AE':>11}  unit")
+    for k, unit in KEYS:
+        e = np.asarray(err[k], dtype=np.float64)
+        e = e[np.isfinite(e)]
+        print(f"{k:<24}{np.mean(np.abs(e)):9.2f}{np.mean(e):9.2f}{np.median(np.abs(e)):11.2f}  {unit} (n={e.size})")
+    print(f"patients with QC flags: {flagged}/{n}")
+    print(f"seconds per patient: {(t_seg + t_measure) / n:.2f} (segmentation {t_seg / n:.2f}, measures "
+          f"{t_measure / n:.3f})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
