@@ -61,7 +61,7 @@ def test_study_writes_measures_anatomy_results_table4_and_report(tmp_path, monke
     assert {(r["split"], r["perturbation"]) for r in rob} >= {("0", "dilate"), ("mean", "none"), ("mean", "dilate")}
     page = build_report(run.root).read_text()
     assert "Table 4: anatomy model" in page and "Feature importance of the anatomy model" in page
-    assert "Macro AUC against perturbation size" in page
+    assert "Macro AUC against perturbation size" in page and "Anatomy model (cardiac measures, tabular" in page
 
 
 @pytest.mark.slow  # the golden tables (test_refactor_equivalence) pin the image rows in the default suite

@@ -11,6 +11,7 @@ import io
 from collections import defaultdict
 
 from cmrprior.report.html import Section, esc, figure, markdown_to_html, table_html
+from cmrprior.report.summary import label_keys
 from cmrprior.runs import CellResult, RunFolder, RunInfo
 
 _MISSING = ("the anatomy model did not run (anatomy.enabled: false, or a run made before it existed): "
@@ -64,7 +65,7 @@ def anatomy_section(run: RunFolder, info: RunInfo) -> Section:
     md = run.tables / "table4.md"
     if not md.exists():
         return Section("anatomy", title, "", _MISSING)
-    body = [markdown_to_html(md.read_text())]
+    body = [markdown_to_html(label_keys(md.read_text()))]
     results = [r for r in run.anatomy_results() if r.ok and r.test is not None]
     if results:
         from cmrprior.report.plots import confusion_grid_png
