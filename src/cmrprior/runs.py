@@ -22,7 +22,7 @@ import numpy as np
 from cmrprior.errors import ConfigError, DataError
 from cmrprior.utils import atomic
 from cmrprior.utils.filenames import patient_filename
-from cmrprior.vocab import ImageSpec, init_rank
+from cmrprior.vocab import ANATOMY, ImageSpec, init_rank
 
 LAYOUT_VERSION = 2
 HOLDOUT = "holdout"  # split name of the model trained on the whole cohort and scored on the --test cohort
@@ -255,6 +255,8 @@ class RunFolder:
         return self.split_dir(split) / "pretrain" / images / backbone / f"bs{batch_size}"
 
     def cell_dir(self, key: CellKey) -> Path:
+        if key.init == ANATOMY:  # the "Anatomy" model (vocab.ANATOMY), outside cells/: it is not an image model
+            return self.split_dir(key.split) / "anatomy"
         return self.split_dir(key.split) / "cells" / key.backbone / f"{key.init}__{key.images}"
 
     def bind_inputs(self, inputs: dict[str, tuple[str, str] | None]) -> None:
@@ -330,6 +332,13 @@ class RunFolder:
         for r in self.cells() + (self.cells(holdout=True) if holdout else []):
             if r.ok and self.model_path(r.key).exists():
                 yield r
+
+    def anatomy_measures_csvs(self, cohort: str = "study") -> tuple[Path, Path]:  # "Anatomy" model's inputs
+        return tuple((self.prepared(cohort).parent / "anatomy" / f) for f in ("measures.csv", "perturbed_measures.csv"))
+
+    def anatomy_results(self, *, holdout: bool = False) -> list[CellResult]:
+        pattern = f"{HOLDOUT}/anatomy/result.json" if holdout else "splits/split_*/anatomy/result.json"
+        return sorted((CellResult.from_json(_read_json(p), p) for p in self.root.glob(pattern)), key=lambda r: r.key.table_order())
 
     # written by the study or the saliency stage, read by the report
     @property

@@ -39,6 +39,12 @@ INITS: tuple[Init, ...] = (
 )
 INIT_NAMES: tuple[str, ...] = tuple(i.name for i in INITS)
 
+# The "Anatomy" model (a tabular classifier on cardiac measures, not an image model): its row in the tables
+# and its key in the run folder (backbone = init = ANATOMY, images = ANATOMY_INPUTS).
+ANATOMY = "anatomy"
+ANATOMY_LABEL = "Anatomy"
+ANATOMY_INPUTS = "measures"
+
 IMAGES: tuple[str, ...] = ("full", "segmented")
 SEGMENTED_MODES: tuple[str, ...] = ("mask", "crop", "mask+crop")
 IMAGE_MODES: tuple[str, ...] = ("full",) + SEGMENTED_MODES

@@ -57,6 +57,7 @@ def tiny_config(**over) -> StudyConfig:
                        "images": ["full", "segmented"], "input_size": 32, "lrs": [1e-2],
                        "max_epochs": 3, "batch_size": 16, "feature_batch_size": 64},
         "evaluation": {"n_boot": 30, "level": 0.95},
+        "anatomy": {"cs": [1.0], "n_trees": 10, "depths": [3], "perturb": [1], "permutation_repeats": 2},
     }
     for key, value in over.items():
         base[key] = {**base[key], **value} if isinstance(value, dict) and isinstance(base.get(key), dict) else value
@@ -120,5 +121,30 @@ def install_cohort(monkeypatch, cohorts: dict) -> None:
         records = tuple(PatientRecord(p.patient_id, p.label, Path("ed"), Path("es")) for p in prepared.patients)
         return Cohort(Path(str(data)), records, prepared.classes), hashlib.sha256(prepared.ed.tobytes()).hexdigest()[:16]
 
-    monkeypatch.setattr(cd, "prepare_data", lambda data, config, cache_dir, qc_dir=None: (cohorts[str(data)], cd.MasksOrigin("", None)))
+    def prepare_data(data, config, cache_dir, qc_dir=None, measures_to=None):
+        prepared = cohorts[str(data)]
+        if measures_to is not None and config.anatomy.enabled:
+            write_prepared_measures(prepared, measures_to)
+        return prepared, cd.MasksOrigin("", None)
+
+    monkeypatch.setattr(cd, "prepare_data", prepare_data)
     monkeypatch.setattr(cd, "open_input", open_input)
+
+
+def write_prepared_measures(prepared: PreparedCohort, to: tuple[Path, Path]) -> None:
+    """The anatomy measures of a prepared cohort's own masks (stacked slices, prepared pixel spacing, the
+    patient's slice thickness), as the study writes them, with one perturbed set (dilation by 1 px)."""
+    from cmrprior.anatomy.measure import measure_patient
+    from cmrprior.anatomy.measures_csv import MeasuresRow, write_measures_csv
+    from cmrprior.anatomy.perturb import perturb_masks
+
+    plain, perturbed = [], []
+    for i, p in enumerate(prepared.patients):
+        sel = prepared.patient_index == i
+        ed, es = prepared.ed_mask[sel], prepared.es_mask[sel]
+        spacing = (p.slice_thickness_mm, prepared.pixel_spacing_mm, prepared.pixel_spacing_mm)
+        plain.append(MeasuresRow(p.patient_id, p.label, measure_patient(ed, es, spacing).as_dict()))
+        bigger = perturb_masks(ed, es, "dilate", 1)
+        perturbed.append(MeasuresRow(p.patient_id, p.label, measure_patient(*bigger, spacing).as_dict(), "dilate", 1))
+    write_measures_csv(plain, to[0])
+    write_measures_csv(perturbed, to[1])

@@ -57,9 +57,13 @@ def test_preparation_ignores_gt_files_and_never_reads_them(cohorts, tmp_path, mo
         return read(path, frame)
 
     monkeypatch.setattr(io_load, "read_image", no_gt)
-    with_gt, _ = prepare_data(cohorts["with_gt"], cfg, cache_dir=tmp_path / "c1")
-    blind, origin = prepare_data(cohorts["blind"], cfg, cache_dir=tmp_path / "c2")
+    to_gt, to_blind = ((tmp_path / f"{n}_m.csv", tmp_path / f"{n}_p.csv") for n in ("gt", "blind"))
+    with_gt, _ = prepare_data(cohorts["with_gt"], cfg, cache_dir=tmp_path / "c1", measures_to=to_gt)
+    blind, origin = prepare_data(cohorts["blind"], cfg, cache_dir=tmp_path / "c2", measures_to=to_blind)
     assert array_digests(with_gt) == array_digests(blind)
+    # the anatomy measures come from the segmenter's masks too: the same with or without `_gt` files
+    assert [p.read_text() for p in to_gt] == [p.read_text() for p in to_blind]
+    assert len(to_gt[0].read_text().splitlines()) == 1 + len(with_gt.patient_ids)
     assert with_gt.ed_mask is not None and with_gt.ed_full is not None
     assert (with_gt.ed_mask > 0).any() and (with_gt.es_mask > 0).any()  # the segmenter's masks
     sha = file_sha256(cohorts["model"])

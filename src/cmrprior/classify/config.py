@@ -87,3 +87,36 @@ def _checked_modes(modes: object) -> dict[str, str]:
     if bad:
         raise ConfigError(f"classifier.modes: unknown mode(s) {bad}; expected one of {list(TRAINING_MODES)}")
     return {i: str(modes.get(i, STUDY_MODES[i])) for i in INIT_NAMES}
+
+
+ANATOMY_FAMILIES: tuple[str, ...] = ("logistic", "forest")
+
+
+@dataclass(frozen=True)
+class AnatomyConfig:
+    """The "Anatomy" model: per-patient cardiac measures (`cmrprior.anatomy.measure`) -> a tabular classifier.
+
+    families: model families searched (`logistic`: standardised L2 logistic regression over `cs`; `forest`:
+    random forest of `n_trees` trees, max depth over `depths`, 0 = unlimited); the family and its
+    hyperparameters are chosen by stratified k-fold CV (the protocol's `cv_folds`) inside the training part.
+    perturb: sizes of the robustness check (test patients' masks dilated/eroded by N px, N basal/apical
+    slices dropped; empty: no check). permutation_repeats: permutation importance of forests.
+    """
+
+    enabled: bool = True
+    families: tuple[str, ...] = ANATOMY_FAMILIES
+    cs: tuple[float, ...] = (0.1, 1.0, 10.0)
+    n_trees: int = 100
+    depths: tuple[int, ...] = (3, 0)
+    perturb: tuple[int, ...] = (1, 2)
+    permutation_repeats: int = 5
+
+    def __post_init__(self) -> None:
+        bad = [f for f in self.families if f not in ANATOMY_FAMILIES]
+        if not self.families or bad:
+            raise ConfigError(f"anatomy.families: expected a non-empty subset of {list(ANATOMY_FAMILIES)}, got "
+                              f"{list(self.families)}")
+        if not self.cs or min(self.cs) <= 0 or not self.depths or min(self.depths) < 0 or self.n_trees < 1:
+            raise ConfigError(f"anatomy: cs > 0, depths >= 0 (0 = unlimited), n_trees >= 1 ({self})")
+        if any(int(s) < 1 for s in self.perturb) or self.permutation_repeats < 1:
+            raise ConfigError(f"anatomy: perturb sizes and permutation_repeats must be >= 1 ({self})")

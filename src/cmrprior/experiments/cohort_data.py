@@ -30,11 +30,13 @@ from pathlib import Path
 
 import numpy as np
 
+from cmrprior.anatomy.measures_csv import MeasuresRow, read_measures_csv
 from cmrprior.classify.data import SliceSet
 from cmrprior.classify.inputs import build_slice_set
 from cmrprior.data.prepare import prepare_cohort
 from cmrprior.data.prepared import HeartLocation, PreparedCohort
 from cmrprior.errors import DataError, LeakageError
+from cmrprior.experiments.anatomy_data import expert_masks, segmenter_masks, write_cohort_measures
 from cmrprior.experiments.config import StudyConfig
 from cmrprior.io.cohort import open_cohort
 from cmrprior.io.records import Cohort
@@ -63,6 +65,9 @@ class CohortData:
     masks_source: str  # "segmenter" | "ground_truth"
     masks_note: str  # one line on where the masks come from (tables, report)
     masks_out_of_sample: bool | None = None  # see MasksOrigin
+    # anatomy measures from the same masks (empty when not measured), plain and perturbed
+    measures: tuple[MeasuresRow, ...] = ()
+    perturbed: tuple[MeasuresRow, ...] = ()
 
     @property
     def patient_ids(self) -> list[str]:
@@ -102,14 +107,16 @@ class MasksOrigin:
     out_of_sample: bool | None
 
 
-def prepare_data(data: str | Path, config: StudyConfig, *, cache_dir: Path, qc_dir: Path | None = None
-                 ) -> tuple[PreparedCohort, "MasksOrigin"]:
+def prepare_data(data: str | Path, config: StudyConfig, *, cache_dir: Path, qc_dir: Path | None = None,
+                 measures_to: tuple[Path, Path] | None = None) -> tuple[PreparedCohort, "MasksOrigin"]:
     """Open (`cmrprior.io.cohort.open_cohort`), find missing ED/ES frames of cines
     (`cmrprior.segmentation.phases.resolve_cohort_phases`, recorded in `qc_dir/phases.csv`), leave out
     patients whose images repeat an earlier patient's (`qc_dir/duplicate_images.csv`), choose each patient's
     segmenter (`cmrprior.segmentation.folds.choose_segmenters`, `qc_dir/segmenters.csv`), locate the heart
     and prepare (`cmrprior.data.prepare.prepare_cohort`) with the masks of `masks.source` (module
-    docstring); segmenter QC and the list of left-out slices go into `qc_dir`. Returns the prepared cohort
+    docstring); segmenter QC and the list of left-out slices go into `qc_dir`; with `measures_to` (and
+    `anatomy.enabled`), the anatomy measures of the prepared patients from the same masks, plain and
+    perturbed (`cmrprior.experiments.anatomy_data`), go into those two CSVs. Returns the prepared cohort
     and where its masks come from.
 
     Raises:
@@ -129,6 +136,7 @@ def prepare_data(data: str | Path, config: StudyConfig, *, cache_dir: Path, qc_d
                                         "expert masks")
         prepared = prepare_cohort(cohort, config.prepare, cache_dir)
         origin = MasksOrigin("oracle masks: expert masks locate the heart and make the segmented images", None)
+        masks, measured = expert_masks, cohort
     else:
         choices = choose_segmenters({r.patient_id: prints[r.patient_id] for r in cohort.patients}, config.masks.model)
         if qc_dir is not None:
@@ -147,6 +155,9 @@ def prepare_data(data: str | Path, config: StudyConfig, *, cache_dir: Path, qc_d
             truth = expert_masks_on_grid(cohort, config, locations, prepared)
             write_segmentation_qc(prepared.select_patients(truth.patient_ids), truth, qc_dir)
         origin = MasksOrigin(masks_statement(choices), all_out_of_sample(choices))
+        masks, measured = segmenter_masks(locations), blind
+    if measures_to is not None and config.anatomy.enabled:
+        write_cohort_measures(measured, prepared.patient_ids, masks, config.anatomy.perturb, measures_to)
     if qc_dir is not None:
         write_dropped_slices(prepared, qc_dir / "empty_mask_slices.csv")
     return prepared, origin
@@ -207,15 +218,18 @@ def build_slice_sets(prepared: PreparedCohort, config: StudyConfig) -> dict[str,
             for images in needed_images(config)}
 
 
-def load_cohort_data(data: str | Path, config: StudyConfig, *, prepared_dir: Path, cache_dir: Path) -> CohortData:
-    """Prepared cohort with chosen masks, saved in `prepared_dir` (reused on a rerun), plus slice sets."""
+def load_cohort_data(data: str | Path, config: StudyConfig, *, prepared_dir: Path, cache_dir: Path,
+                     measures_at: tuple[Path, Path] | None = None) -> CohortData:
+    """Prepared cohort with chosen masks, saved in `prepared_dir` (reused on a rerun), plus slice sets, plus
+    the anatomy measures written at `measures_at` (measures CSV, perturbed measures CSV) when asked."""
     meta_path = prepared_dir / "masks.json"
     if (prepared_dir / "cohort.json").exists() and meta_path.exists():
         prepared = PreparedCohort.load(prepared_dir)
         meta = json.loads(meta_path.read_text())
         source, note, out_of_sample = meta["masks_source"], meta["masks_note"], meta.get("masks_out_of_sample")
     else:
-        prepared, origin = prepare_data(data, config, cache_dir=cache_dir, qc_dir=prepared_dir.parent / "qc")
+        prepared, origin = prepare_data(data, config, cache_dir=cache_dir, qc_dir=prepared_dir.parent / "qc",
+                                        measures_to=measures_at)
         note, out_of_sample = origin.note, origin.out_of_sample
         if prepared.ed_mask is None or prepared.es_mask is None:
             raise DataError(Path(data), "the prepared cohort has no heart masks")
@@ -225,8 +239,10 @@ def load_cohort_data(data: str | Path, config: StudyConfig, *, prepared_dir: Pat
                                       "masks_out_of_sample": out_of_sample,
                                       "masks_models": {pid: None if m is None else {"path": m[0], "sha256": m[1]}
                                                        for pid, m in prepared.masks_models.items()}})
+    measured = [read_measures_csv(p) if p.exists() else [] for p in (measures_at or ())]
     return CohortData(prepared=prepared, images=build_slice_sets(prepared, config), masks_source=source, masks_note=note,
-                      masks_out_of_sample=out_of_sample)
+                      masks_out_of_sample=out_of_sample, measures=tuple(measured[0]) if measured else (),
+                      perturbed=tuple(measured[1]) if measured else ())
 
 
 def write_segmentation_qc(pred: PreparedCohort, truth: PreparedCohort, qc_dir: Path) -> Path:

@@ -1,7 +1,7 @@
 """Study configuration: one frozen dataclass per component, composed here, filled from YAML at the edge.
 
 Each component's settings live next to the component (`data.prepare.PrepareConfig`,
-`ssl.config.PretrainConfig`, `data.splits.ProtocolConfig`, `vocab.ImagesConfig`, `classify.config.ClassifierConfig`, `evaluate.config.EvaluationConfig`);
+`ssl.config.PretrainConfig`, `data.splits.ProtocolConfig`, `vocab.ImagesConfig`, `classify.config.ClassifierConfig` and `AnatomyConfig`, `evaluate.config.EvaluationConfig`);
 this module adds what only the study has (masks, the pre-training grid) and
 composes them. Each default is defined once, in its dataclass. Unknown keys anywhere are an error that
 names the key and the file, so a typo cannot silently fall back to a default.
@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from cmrprior.classify.config import ClassifierConfig
+from cmrprior.classify.config import AnatomyConfig, ClassifierConfig
 from cmrprior.data.prepare import PrepareConfig
 from cmrprior.data.splits import ProtocolConfig
 from cmrprior.errors import ConfigError
@@ -94,6 +94,7 @@ class StudyConfig:
     pretrain: PretrainGrid = field(default_factory=PretrainGrid)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    anatomy: AnatomyConfig = field(default_factory=AnatomyConfig)
 
     def image_spec(self, images: str) -> ImageSpec:
         return self.images.spec(images)

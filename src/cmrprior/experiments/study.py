@@ -40,6 +40,8 @@ from cmrprior.data.splits import assert_disjoint, inner_split, protocol_splits
 from cmrprior.errors import CmrPriorError, ConfigError, DataError
 from cmrprior.evaluate.curves import write_figure1
 from cmrprior.evaluate.tables import TableSetup, write_tables
+from cmrprior.evaluate.anatomy_table import write_anatomy_table, write_robustness
+from cmrprior.experiments.anatomy_stage import AnatomyInputs, run_anatomy_split
 from cmrprior.experiments.cell import CellJob, run_cell
 from cmrprior.experiments import cohort_data
 from cmrprior.experiments.cohort_data import CohortData, load_cohort_data, merge_slice_sets, needed_images
@@ -144,9 +146,11 @@ def run_split(run: RunFolder, split: SplitSpec, images: dict[str, SliceSet], con
     return results
 
 
-def _holdout(run: RunFolder, test_data: Path, config: StudyConfig, data: CohortData) -> list[CellResult]:
-    """Train on the whole cohort, score on the separate cohort `test_data`."""
-    hold = load_cohort_data(test_data, config, prepared_dir=run.prepared(HOLDOUT), cache_dir=run.cache)
+def _holdout(run: RunFolder, test_data: Path, config: StudyConfig, data: CohortData
+             ) -> tuple[list[CellResult], CohortData]:
+    """Train on the whole cohort, score on the separate cohort `test_data`; returns the cells and that cohort."""
+    hold = load_cohort_data(test_data, config, prepared_dir=run.prepared(HOLDOUT), cache_dir=run.cache,
+                            measures_at=run.anatomy_measures_csvs(HOLDOUT))
     classes = data.prepared.classes
     missing = sorted(set(hold.prepared.classes) - set(classes))
     lut = {c: i for i, c in enumerate(classes)}
@@ -159,7 +163,7 @@ def _holdout(run: RunFolder, test_data: Path, config: StudyConfig, data: CohortD
     split = SplitSpec(HOLDOUT, config.protocol.seed, tuple(data.patient_ids), tuple(hold.patient_ids))
     note = data.masks_note or hold.masks_note
     return run_split(run, split, images, config, classes=classes, masks_source=hold.masks_source, masks_note=note,
-                     progress=StudyProgress.for_grid(config, 1, prefix="held-out "))
+                     progress=StudyProgress.for_grid(config, 1, prefix="held-out ")), hold
 
 
 def _check_inputs(run: RunFolder, data: str | Path, test_data: str | Path | None, config: StudyConfig) -> None:
@@ -184,14 +188,18 @@ def _check_inputs(run: RunFolder, data: str | Path, test_data: str | Path | None
                      "test_data": None if test_data is None else (str(test_data), test_fingerprint)})
 
 
+def masks_line(masks_source: str, masks_note: str) -> str:
+    """Where the masks come from, for tables ("oracle masks ..." in the oracle setting)."""
+    if masks_source == "ground_truth" and masks_note.startswith("oracle masks"):
+        return masks_note
+    return ("oracle masks (expert ground truth)" if masks_source == "ground_truth" else masks_source) + (
+        f" ({masks_note})" if masks_note else "")
+
+
 def table_setup(config: StudyConfig, classes: tuple[str, ...], masks_source: str, masks_note: str) -> TableSetup:
     c = config.classifier
     fov = config.prepare.full_fov_mm
-    if masks_source == "ground_truth" and masks_note.startswith("oracle masks"):
-        masks = masks_note
-    else:
-        masks = ("oracle masks (expert ground truth)" if masks_source == "ground_truth" else masks_source) + (
-            f" ({masks_note})" if masks_note else "")
+    masks = masks_line(masks_source, masks_note)
     notes = (
         f"Masks for segmented images: {masks}"
         + f"; segmented mode: {config.images.segmented_mode}, margin {config.images.margin_mm} mm.",
@@ -222,7 +230,8 @@ def run_study(
     run = RunFolder(check_out_dir(out, [data, test_data]))
     _check_inputs(run, data, test_data, config)
     _check_run_config(run, config)
-    cohort = load_cohort_data(data, config, prepared_dir=run.prepared(), cache_dir=run.cache)
+    cohort = load_cohort_data(data, config, prepared_dir=run.prepared(), cache_dir=run.cache,
+                              measures_at=run.anatomy_measures_csvs())
     if not run.mask_flags_csv.exists():
         write_mask_flags(cohort.prepared, run.mask_flags_csv)  # plausibility of the masks used, for the report
     classes = cohort.prepared.classes
@@ -241,13 +250,23 @@ def run_study(
                              masks_source=cohort.masks_source, masks_note=cohort.masks_note, progress=progress)
     log.info("tables: %d cell results -> tables 1-3, metrics, paired comparisons (%d bootstrap resamples)", len(results),
              config.evaluation.n_boot)
-    tables = write_tables(results, run.tables, setup=table_setup(config, classes, cohort.masks_source, cohort.masks_note))
+    setup = table_setup(config, classes, cohort.masks_source, cohort.masks_note)
+    tables = write_tables(results, run.tables, setup=setup)
+    anatomy = AnatomyInputs.from_rows(cohort.measures, cohort.perturbed)
+    if config.anatomy.enabled:
+        tables.update(anatomy_tables(run, splits, anatomy, results, config, setup,
+                                     masks=(cohort.masks_source, cohort.masks_note)))
     holdout = []
     if test_data is not None:
-        holdout = _holdout(run, Path(test_data), config, cohort)
+        holdout, hold = _holdout(run, Path(test_data), config, cohort)
         hold_setup = table_setup(config, classes, holdout[0].masks_source if holdout else cohort.masks_source,
                                  holdout[0].masks_note if holdout else cohort.masks_note)
         tables.update(write_tables(holdout, run.tables, setup=hold_setup, prefix="holdout_"))
+        if config.anatomy.enabled:
+            split = SplitSpec(HOLDOUT, config.protocol.seed, tuple(cohort.patient_ids), tuple(hold.patient_ids))
+            both = anatomy.merged(AnatomyInputs.from_rows(hold.measures, hold.perturbed))
+            tables.update(anatomy_tables(run, [split], both, holdout, config, hold_setup, prefix="holdout_",
+                                         masks=(hold.masks_source, cohort.masks_note or hold.masks_note)))
     figure = write_figure1(results, run.figures / "figure1.png")
     meta = {
         "data": str(data), "test_data": None if test_data is None else str(test_data),
@@ -261,6 +280,22 @@ def run_study(
     report_path = _saliency_and_report(run) if report else None
     wall = _write_meta(run, meta, t0, report_path)
     return StudyResult(run.root, tables, figure, report_path, len(results) + len(holdout), wall)
+
+
+def anatomy_tables(run: RunFolder, splits: list[SplitSpec], inputs: AnatomyInputs, image_results: list[CellResult],
+                   config: StudyConfig, setup: TableSetup, *, masks: tuple[str, str], prefix: str = "") -> dict:
+    """The anatomy model on every split, Table 4 and the robustness CSV (`cmrprior.experiments.anatomy_stage`)."""
+    results, robustness = [], []
+    for split in splits:
+        r, rows = run_anatomy_split(run, split, inputs, config.anatomy, classes=setup.classes,
+                                    cv_folds=config.protocol.cv_folds, masks_source=masks[0], masks_note=masks[1])
+        results.append(r)
+        robustness += rows
+    md = write_anatomy_table(results, image_results, run.tables, setup=setup, masks_line=masks_line(*masks),
+                             prefix=prefix)
+    if robustness:
+        write_robustness(robustness, run.tables / f"{prefix}anatomy_robustness.csv")
+    return {f"{prefix}table4": md}
 
 
 def _saliency_and_report(run: RunFolder) -> Path | None:

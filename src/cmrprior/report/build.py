@@ -5,7 +5,7 @@ renders it; it computes nothing (the study writes the tables, the QC files and t
 stage its scores and grids). The page opens from disk with no network: every image is embedded as a base64
 data URI. Sections, in order: the answer first (best configuration, main paired comparisons, masks source
 and whether they were out-of-sample; `cmrprior.report.summary`), cohort summary, segmentation QC, Tables 1-3 (with CIs), paired comparisons,
-metrics per cell, ROC curves per class, confusion matrices, Figure 1 (convergence), in-heart saliency table,
+metrics per cell, the anatomy model (Table 4, its confusion matrix, feature importances, robustness), ROC curves per class, confusion matrices, Figure 1 (convergence), in-heart saliency table,
 saliency overlay grids, held-out cohort, configuration and software versions. A section whose inputs are
 missing says so ("Not available: ...") instead of disappearing. The page is written atomically.
 
@@ -22,6 +22,7 @@ from pathlib import Path
 
 from cmrprior.data.prepared import PreparedCohort
 from cmrprior.errors import CmrPriorError, DataError
+from cmrprior.report.anatomy import anatomy_section
 from cmrprior.report.html import render_page
 from cmrprior.report.qc import segmentation_section
 from cmrprior.report.sections import (config_section, cohort_section, confusion_section, figure1_section, roc_section,
@@ -34,7 +35,7 @@ __all__ = ["ReportInputs", "build_report", "load_inputs", "software_versions"]
 
 log = logging.getLogger(__name__)
 
-HOLDOUT_TABLES = tuple(f"holdout_{n}" for n in ("table1", "table2", "table3", "comparisons", "saliency"))
+HOLDOUT_TABLES = tuple(f"holdout_{n}" for n in ("table1", "table2", "table3", "table4", "comparisons", "saliency"))
 
 
 @dataclass(frozen=True, eq=False)
@@ -72,6 +73,7 @@ def build_report(run_dir: str | Path) -> Path:
         tables_section(run, ("table1", "table2", "table3"), "tables", "Tables 1-3: macro AUC with confidence intervals"),
         tables_section(run, ("comparisons",), "comparisons", "Paired comparisons"),
         tables_section(run, ("metrics",), "metrics", "Metrics per configuration"),
+        anatomy_section(run, inputs.info),
         roc_section(inputs.cells),
         confusion_section(inputs.cells),
         figure1_section(run),

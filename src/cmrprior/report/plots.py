@@ -113,3 +113,19 @@ def confusion_grid_png(configs: Sequence[tuple[str, Sequence[TestOutputs]]], cla
         ax.set_ylabel("true", fontsize=8)
         ax.set_title(title, fontsize=9)
     return _png(fig)
+
+
+def robustness_png(series: dict[str, Sequence[tuple[float, float]]], baseline: float | None) -> bytes:
+    """Macro AUC against perturbation size, one line per perturbation; dashed: the unperturbed AUC."""
+    fig, ax = plt.subplots(figsize=(4.6, 3.0))
+    for name, points in series.items():
+        pts = sorted(points)
+        ax.plot([0] + [p[0] for p in pts], [baseline if baseline is not None else np.nan] + [p[1] for p in pts],
+                marker="o", label=name)
+    if baseline is not None:
+        ax.axhline(baseline, color="grey", linestyle="--", linewidth=1, label="unperturbed")
+    ax.set_xlabel("perturbation size (pixels or slices)", fontsize=8)
+    ax.set_ylabel("macro AUC", fontsize=8)
+    ax.set_ylim(0.0, 1.02)
+    ax.legend(fontsize=7)
+    return _png(fig)

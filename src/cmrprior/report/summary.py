@@ -3,6 +3,7 @@
 From `tables/metrics.json`: the best configuration by mean macro AUC, with its interval across splits, the
 number of splits and the patient-bootstrap interval. From `tables/comparisons.json`: the main paired
 comparisons in plain words, in a fixed order (the study's questions, not the smallest p first). From
+`tables/table4.json`: the Anatomy model's AUC and its difference to the best image models. From
 `run.json`, `study.json` and `config.yaml`: the cohort, where the masks for segmented images came from and
 whether they were out-of-sample for the patients they were used on ("not recorded" when the run does not say).
 """
@@ -155,6 +156,22 @@ def _read_yaml(path: Path) -> Any:
         return None
 
 
+def anatomy_summary(table4: Any) -> str | None:
+    """'Anatomy model (cardiac measures): 0.95 [...]; accuracy 0.90; vs the best image model: ...' from Table 4."""
+    if not isinstance(table4, dict) or not table4.get("rows"):
+        return None
+    row = table4["rows"][0]
+    text = f"Anatomy model (cardiac measures, tabular classifier): {esc(row.get('cell', ''))}"
+    if _num(row.get("accuracy")) is not None:
+        text += f", accuracy {row['accuracy']:.3f}"
+    for c in table4.get("comparisons") or []:
+        pb = c.get("paired_bootstrap") or {}
+        if _num(c.get("difference")) is not None and _num(pb.get("low")) is not None:
+            text += (f"; Anatomy - {esc(label_keys(c['b']))}: {c['difference']:+.3f} [{pb['low']:+.3f}, {pb['high']:+.3f}]"
+                     f" (p Holm {c.get('p_holm', float('nan')):.3f})")
+    return text + ' (<a href="#anatomy">Anatomy model</a>).'
+
+
 def summary_section(run: RunFolder, info: RunInfo, study: dict | None) -> Section:
     items = []
     metrics = _read_json(run.tables / "metrics.json")
@@ -168,6 +185,9 @@ def summary_section(run: RunFolder, info: RunInfo, study: dict | None) -> Sectio
         more = f" ({len(words)} of {total}; all in <a href=\"#comparisons\">Paired comparisons</a>)" if total > len(words) else ""
         items.append("Paired comparisons (A - B on the same test patients; paired bootstrap interval and p)" + more
                      + ":<ul>" + "".join(f"<li>{esc(w)}</li>" for w in words) + "</ul>")
+    anatomy = anatomy_summary(_read_json(run.tables / "table4.json"))
+    if anatomy:
+        items.append(anatomy)
     items.append(masks_summary(run, info, study))
     if study:
         n, splits = study.get("n_patients"), study.get("n_splits")

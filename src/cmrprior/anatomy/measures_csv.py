@@ -1,0 +1,76 @@
+"""Per-patient anatomy measures on disk: one CSV row per patient (and mask perturbation), units in the header.
+
+Columns: `patient_id, label, perturbation, size, <measures>`, where `perturbation` is `none` or one of
+`cmrprior.anatomy.perturb.PERTURBATIONS` and `size` its size (pixels for dilate/erode, slices for the slice
+drops, 0 for none); the measures are every field of `AnatomyMeasures` (whatever fields it has), named with
+their unit: fields already ending in a unit (`_ml`, `_g`, `_mm`, `_m2`, ...) keep their name, ejection
+fractions get `_percent`. Empty cells are unknown values (None or NaN).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from cmrprior.errors import DataError
+from cmrprior.utils import atomic
+
+NO_PERTURBATION = "none"
+_ID_COLUMNS = ("patient_id", "label", "perturbation", "size")
+_UNIT_SUFFIXES = ("_ml", "_g", "_mm", "_m2", "_percent")
+_PERCENT = "_percent"
+
+
+@dataclass(frozen=True)
+class MeasuresRow:
+    """The measures of one patient's masks (perturbed or not); `values`: field -> value (None: unknown)."""
+
+    patient_id: str
+    label: str | None
+    values: dict[str, float | None]
+    perturbation: str = NO_PERTURBATION
+    size: int = 0
+
+
+def column_name(field: str) -> str:
+    """CSV column of a measure: the field name with its unit (`lvef` -> `lvef_percent`)."""
+    if field.endswith(_UNIT_SUFFIXES):
+        return field
+    return field + _PERCENT if field.endswith("ef") else field
+
+
+def _field_name(column: str) -> str:
+    return column[: -len(_PERCENT)] if column.endswith("ef" + _PERCENT) else column
+
+
+def _cell(v: float | None) -> str:
+    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else repr(float(v))
+
+
+def write_measures_csv(rows: Sequence[MeasuresRow], path: Path) -> Path:
+    """Write `rows` atomically (columns: module doc; the measures of the first row name them all)."""
+    fields = list(rows[0].values) if rows else []
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow([*_ID_COLUMNS, *(column_name(f) for f in fields)])
+    for r in rows:
+        w.writerow([r.patient_id, "" if r.label is None else r.label, r.perturbation, r.size,
+                    *(_cell(r.values.get(f)) for f in fields)])
+    return atomic.write_text(path, buf.getvalue())
+
+
+def read_measures_csv(path: Path) -> list[MeasuresRow]:
+    """The rows of a measures CSV; DataError naming the file when it is unreadable or malformed."""
+    try:
+        reader = csv.DictReader(io.StringIO(Path(path).read_text()))
+        out = []
+        for r in reader:
+            values = {_field_name(c): (None if v == "" else float(v)) for c, v in r.items() if c not in _ID_COLUMNS}
+            out.append(MeasuresRow(r["patient_id"], r["label"] or None, values, r["perturbation"], int(r["size"])))
+        return out
+    except (OSError, KeyError, ValueError, TypeError) as exc:
+        raise DataError(path, f"not an anatomy measures CSV ({type(exc).__name__}: {exc})") from exc

@@ -1,0 +1,175 @@
+"""The "Anatomy" model: a tabular classifier on per-patient cardiac measures (volumes, EF, mass, wall
+thickness; `cmrprior.anatomy.measure.AnatomyMeasures`), the explicit form of the anatomic prior.
+
+Features: every measure that is a finite number for every training patient (so BSA-indexed measures drop
+out when heights or weights are unknown, and new `AnatomyMeasures` fields join without a code change). A
+test patient's missing value is replaced by the training median. Families (`AnatomyConfig`): L2 logistic
+regression over C on standardised sign(x) log(1 + |x|) features (volumes and masses are right-skewed, and
+the classes differ by ratios such as RV/LV volume or mass/volume, which are differences in log space), and a
+random forest over its max depth; the family and its hyperparameters
+are chosen by stratified k-fold CV (`cmrprior.data.splits.stratified_kfold`, seeded) on the training
+patients only, by mean validation macro AUC (ties: the earlier candidate, logistic first, smaller C, shallower
+trees). The chosen model is refitted on all training patients.
+
+Importance: logistic regression: mean over classes of |standardised coefficient|; forest: permutation
+importance on the CV folds of the training part (each fold's model, the mean drop of its validation macro
+AUC over `permutation_repeats` seeded shuffles of each feature: a forest fits its own training rows almost
+perfectly, so shuffling them says little).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from cmrprior.classify.config import AnatomyConfig
+from cmrprior.data.splits import stratified_kfold
+from cmrprior.errors import DataError
+from cmrprior.evaluate.metrics import macro_auc
+
+
+@dataclass(frozen=True)
+class Candidate:
+    family: str
+    params: dict[str, float | int]
+
+    def describe(self) -> str:
+        return self.family + "(" + ", ".join(f"{k}={v:g}" for k, v in self.params.items()) + ")"
+
+
+@dataclass(frozen=True, eq=False)
+class AnatomyModel:
+    """A fitted anatomy classifier: `predict_proba(values)` gives `(P, n_classes)` class probabilities."""
+
+    features: tuple[str, ...]
+    medians: np.ndarray  # training medians, for a test patient's missing value
+    estimator: object  # a fitted scikit-learn classifier
+    n_classes: int
+    chosen: Candidate
+    search: tuple[dict, ...]  # per candidate: family, params, mean CV macro AUC, fold AUCs
+    importance: dict[str, float]
+    importance_method: str
+
+    def matrix(self, values: Sequence[Mapping[str, float | None]]) -> np.ndarray:
+        x = feature_matrix(values, self.features)
+        return np.where(np.isnan(x), self.medians[None, :], x)
+
+    def predict_proba(self, values: Sequence[Mapping[str, float | None]]) -> np.ndarray:
+        return _proba(self.estimator, self.matrix(values), self.n_classes)
+
+
+def usable_features(values: Sequence[Mapping[str, float | None]]) -> tuple[str, ...]:
+    """Measures (in first-seen order) that are finite numbers for every patient of `values`."""
+    names: list[str] = []
+    for v in values:
+        names += [k for k in v if k not in names]
+    return tuple(n for n in names if all(_finite(v.get(n)) for v in values))
+
+
+def _finite(x: object) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and bool(np.isfinite(x))
+
+
+def feature_matrix(values: Sequence[Mapping[str, float | None]], features: Sequence[str]) -> np.ndarray:
+    """`(P, F)` float64 matrix of `features`; NaN where a value is missing."""
+    return np.array([[float(v[f]) if _finite(v.get(f)) else np.nan for f in features] for v in values],
+                    dtype=np.float64).reshape(len(values), len(features))
+
+
+def candidates(config: AnatomyConfig) -> list[Candidate]:
+    out = []
+    for family in config.families:
+        if family == "logistic":
+            out += [Candidate("logistic", {"C": float(c)}) for c in sorted(config.cs)]
+        else:
+            out += [Candidate("forest", {"max_depth": int(d), "n_trees": config.n_trees})
+                    for d in sorted(config.depths, key=lambda d: d or 10**9)]
+    return out
+
+
+def signed_log(x: np.ndarray) -> np.ndarray:
+    return np.sign(x) * np.log1p(np.abs(x))
+
+
+def _estimator(c: Candidate, seed: int):
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer, StandardScaler
+
+    if c.family == "logistic":
+        return make_pipeline(FunctionTransformer(signed_log), StandardScaler(),
+                             LogisticRegression(C=c.params["C"], max_iter=5000))
+    return RandomForestClassifier(n_estimators=int(c.params["n_trees"]), max_depth=int(c.params["max_depth"]) or None,
+                                  random_state=seed, n_jobs=1)
+
+
+def _proba(estimator, x: np.ndarray, n_classes: int) -> np.ndarray:
+    """`(P, n_classes)` probabilities; a class absent from the fit gets probability 0."""
+    p = estimator.predict_proba(x)
+    out = np.zeros((x.shape[0], n_classes))
+    out[:, np.asarray(estimator.classes_, dtype=np.int64)] = p
+    return out
+
+
+def fit_anatomy(train_values: Sequence[Mapping[str, float | None]], train_labels: Sequence[int], *, n_classes: int,
+                config: AnatomyConfig, cv_folds: int, seed: int, train_ids: Sequence[str] | None = None
+                ) -> AnatomyModel:
+    """Choose (CV on these training patients only) and fit the anatomy model; see the module doc.
+
+    Raises:
+        DataError: no measure is known for every training patient.
+        ConfigError: a class with fewer than `cv_folds` training patients.
+    """
+    features = usable_features(train_values)
+    if not features:
+        raise DataError(None, "no anatomy measure is a finite number for every training patient")
+    x = feature_matrix(train_values, features)
+    y = np.asarray(train_labels, dtype=np.int64)
+    ids = list(train_ids) if train_ids is not None else [str(i) for i in range(len(y))]
+    pos = {p: i for i, p in enumerate(ids)}
+    folds = stratified_kfold(ids, y.tolist(), k=cv_folds, seed=seed)
+    search, best = [], None
+    for cand in candidates(config):
+        aucs = []
+        for f in folds:
+            tr, va = [pos[p] for p in f.train], [pos[p] for p in f.test]
+            est = _estimator(cand, seed).fit(x[tr], y[tr])
+            aucs.append(macro_auc(y[va], _proba(est, x[va], n_classes)))
+        mean = float(np.nanmean(aucs)) if not np.all(np.isnan(aucs)) else float("nan")
+        search.append({"model": cand.describe(), "family": cand.family, "params": cand.params,
+                       "mean_cv_auc": mean, "fold_aucs": [float(a) for a in aucs]})
+        score = mean if np.isfinite(mean) else -np.inf
+        if best is None or score > best[0]:
+            best = (score, cand)
+    chosen = best[1]
+    est = _estimator(chosen, seed).fit(x, y)
+    cv = [([pos[p] for p in f.train], [pos[p] for p in f.test]) for f in folds]
+    importance, method = _importance(est, chosen, x, y, n_classes, features, config, seed, cv)
+    return AnatomyModel(features, np.median(x, axis=0), est, n_classes, chosen, tuple(search), importance, method)
+
+
+def _importance(est, cand: Candidate, x: np.ndarray, y: np.ndarray, n_classes: int, features: Sequence[str],
+                config: AnatomyConfig, seed: int, folds: list[tuple[list[int], list[int]]]
+                ) -> tuple[dict[str, float], str]:
+    if cand.family == "logistic":
+        coef = np.abs(est[-1].coef_).mean(axis=0)
+        return dict(zip(features, coef.tolist())), "mean |standardised coefficient| over classes (training fit)"
+    rng = np.random.default_rng(seed)
+    drops = np.zeros((len(folds), x.shape[1]))
+    for i, (tr, va) in enumerate(folds):
+        fold_est = _estimator(cand, seed).fit(x[tr], y[tr])
+        xv, yv = x[va], y[va]
+        base = macro_auc(yv, _proba(fold_est, xv, n_classes))
+        for j in range(x.shape[1]):
+            d = []
+            for _ in range(config.permutation_repeats):
+                xp = xv.copy()
+                xp[:, j] = xp[rng.permutation(len(xp)), j]
+                d.append(base - macro_auc(yv, _proba(fold_est, xp, n_classes)))
+            drops[i, j] = np.nanmean(d)
+    return dict(zip(features, np.nanmean(drops, axis=0).tolist())), (
+        f"permutation importance: drop of the validation macro AUC on the {len(folds)} CV folds of the training "
+        f"part, {config.permutation_repeats} shuffles per feature and fold")

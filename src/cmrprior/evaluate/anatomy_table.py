@@ -1,0 +1,151 @@
+"""Table 4: the "Anatomy" model (a tabular classifier on cardiac measures) beside the best image models,
+with the same intervals as Tables 1-3 and paired comparisons; and the anatomy model's robustness to
+perturbed test masks.
+
+* Rows: Anatomy, then the best image-only configuration on each kind of training images (highest mean
+  macro AUC over splits among the finished cells; chosen on the test results, so its AUC is optimistic and
+  the comparison favours the image model).
+* Intervals: corrected resampled t across splits and the patient bootstrap, as `cmrprior.evaluate.tables`.
+* Comparisons: Anatomy - best image model for each kind of images (patient bootstrap, corrected paired t,
+  DeLong per split), Holm-adjusted over this table's family (the image comparisons keep their own family).
+* `anatomy_robustness.csv`: macro AUC and accuracy per split and perturbation of the test masks, plus the
+  mean over splits (split `mean`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from cmrprior.evaluate.compare import holm_adjust
+from cmrprior.evaluate.tables import TableSetup, compare_cells, format_cell, summarise_cells
+from cmrprior.runs import CellResult, TestOutputs
+from cmrprior.utils import atomic
+from cmrprior.vocab import ANATOMY_LABEL, init_label
+
+ROBUSTNESS_COLUMNS = ("split", "perturbation", "size_px", "size_slices", "macro_auc", "accuracy", "n_patients")
+
+
+def _aligned(anatomy: list[CellResult], images: list[CellResult]) -> list[CellResult]:
+    """Anatomy results with their test patients in the order of the image cells of the same split."""
+    import dataclasses
+
+    order = {r.key.split: r.test.patient_ids for r in images if r.ok}
+    out = []
+    for r in anatomy:
+        ids = order.get(r.key.split)
+        if r.ok and ids is not None and sorted(ids) == sorted(r.test.patient_ids):
+            pos = {p: i for i, p in enumerate(r.test.patient_ids)}
+            idx = [pos[p] for p in ids]
+            t = r.test
+            r = dataclasses.replace(r, test=TestOutputs(list(ids), [t.labels[i] for i in idx],
+                                                        [t.probabilities[i] for i in idx], t.metrics))
+        out.append(r)
+    return out
+
+
+def _best_images(summ: dict, images: tuple[str, ...]) -> list[tuple[str, tuple]]:
+    out = []
+    for kind in images:
+        scored = [(s["macro_auc"], key) for key, s in summ.items() if key[2] == kind and s.get("macro_auc") is not None]
+        if scored:
+            out.append((kind, max(scored)[1]))
+    return out
+
+
+def write_anatomy_table(anatomy: list[CellResult], images: list[CellResult], folder: Path, *, setup: TableSetup,
+                        masks_line: str, prefix: str = "") -> Path:
+    """Write `{prefix}table4.{md,csv,json}` (module doc); returns the Markdown path."""
+    ev, ratio = setup.evaluation, setup.protocol.test_train_ratio
+    anatomy = _aligned(anatomy, images)
+    kw = dict(test_train_ratio=ratio, n_boot=ev.n_boot, seed=setup.seed, level=ev.level)
+    summ_a = summarise_cells(anatomy, **kw)
+    summ_i = summarise_cells(images, **kw)
+    rows = [_row(ANATOMY_LABEL, "measures", next(iter(summ_a.values()), None), setup.classes)]
+    best = _best_images(summ_i, setup.images)
+    rows += [_row(f"Best image model: {key[0]} {init_label(key[1])}", kind, summ_i[key], setup.classes)
+             for kind, key in best]
+    comps = []
+    for _, key in best:
+        if summ_a:
+            c = compare_cells(anatomy + images, next(iter(summ_a)), key, test_train_ratio=ratio, n_boot=ev.n_boot,
+                              seed=setup.seed)
+            if c is not None:
+                comps.append(c)
+    for c, adj in zip(comps, holm_adjust([c["paired_bootstrap"]["p_value"] for c in comps])):
+        c["p_holm"] = adj
+    chosen = [r.hyperparameters.get("model", "") for r in anatomy if r.ok]
+    notes = [f"Anatomy: a tabular classifier on per-patient cardiac measures (volumes, EF, mass, wall thickness) "
+             f"measured from the masks of this study ({masks_line}); family and hyperparameters by stratified CV "
+             f"inside each training part. Chosen per split: {', '.join(chosen) or 'none'}.",
+             "Best image model: the image-only configuration with the highest mean macro AUC on each kind of "
+             "training images (chosen on these test results: optimistic for the image model).",
+             f"Comparisons: Anatomy - best image model, paired patient bootstrap; p (Holm) over the {len(comps)} "
+             "comparison(s) of this table."]
+    md = _markdown(rows, comps, setup.classes, notes, prefix)
+    atomic.write_text(folder / f"{prefix}table4.md", md)
+    atomic.write_json(folder / f"{prefix}table4.json", {"title": "Table 4: anatomy model", "notes": notes,
+                                                        "rows": rows, "comparisons": comps})
+    _write_csv(rows, setup.classes, folder / f"{prefix}table4.csv")
+    return folder / f"{prefix}table4.md"
+
+
+def _row(model: str, inputs: str, s: dict | None, classes: tuple[str, ...]) -> dict:
+    s = s or {}
+    return {"model": model, "inputs": inputs, "cell": format_cell(s or None),
+            **{k: s.get(k) for k in ("macro_auc", "t_low", "t_high", "boot_low", "boot_high", "accuracy",
+                                     "balanced_accuracy", "n_splits", "status", "reason")},
+            "per_class_auc": {c: (s.get("per_class_auc") or {}).get(c) for c in classes}}
+
+
+def _f(v) -> str:
+    return "" if v is None else f"{v:.3f}"
+
+
+def _markdown(rows: list[dict], comps: list[dict], classes: tuple[str, ...], notes: list[str], prefix: str) -> str:
+    title = ("Held-out cohort - " if prefix else "") + "Table 4: anatomy model (cardiac measures) and the best image models"
+    lines = [f"## {title}", "", "| Model | Inputs | Macro AUC | Accuracy | Balanced acc. | "
+             + " | ".join(f"AUC {c}" for c in classes) + " |", "|---" * (5 + len(classes)) + "|"]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['inputs']} | {r['cell']} | {_f(r['accuracy'])} | {_f(r['balanced_accuracy'])} | "
+                     + " | ".join(_f(r["per_class_auc"][c]) for c in classes) + " |")
+    if comps:
+        lines += ["", "| A | B | splits | diff | patient bootstrap 95% CI | p (bootstrap) | p (Holm) | p (corrected t) |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for c in comps:
+            pb = c["paired_bootstrap"]
+            lines.append(f"| {ANATOMY_LABEL} | {c['b']} | {c['n_splits']} | {c['difference']:+.3f} | {pb['low']:+.3f} to "
+                         f"{pb['high']:+.3f} | {pb['p_value']:.3f} | {_f(c['p_holm'])} | {_f(c['paired_t']['p_value'])} |")
+    return "\n".join(lines + [""] + [f"- {n}" for n in notes] + [""])
+
+
+def _write_csv(rows: list[dict], classes: tuple[str, ...], path: Path) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    keys = ("macro_auc", "t_low", "t_high", "boot_low", "boot_high", "accuracy", "balanced_accuracy", "n_splits")
+    w.writerow(["model", "inputs", *keys, *[f"auc_{c}" for c in classes], "status", "cell"])
+    for r in rows:
+        w.writerow([r["model"], r["inputs"], *("" if r[k] is None else r[k] for k in keys),
+                    *("" if r["per_class_auc"][c] is None else r["per_class_auc"][c] for c in classes),
+                    r["status"] or "", r["cell"]])
+    atomic.write_text(path, buf.getvalue())
+
+
+def write_robustness(rows: list[dict], path: Path) -> Path:
+    """The robustness rows (per split) plus their mean over splits per perturbation (split `mean`); CSV."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in rows:
+        groups[(r["perturbation"], r["size_px"], r["size_slices"])].append(r)
+    means = [{"split": "mean", "perturbation": k[0], "size_px": k[1], "size_slices": k[2],
+              "macro_auc": float(np.nanmean([r["macro_auc"] for r in g])),
+              "accuracy": float(np.mean([r["accuracy"] for r in g])), "n_patients": sum(r["n_patients"] for r in g)}
+             for k, g in groups.items()]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=ROBUSTNESS_COLUMNS)
+    w.writeheader()
+    w.writerows(rows + means)
+    return atomic.write_text(path, buf.getvalue())

@@ -1,0 +1,91 @@
+"""The anatomy classifier: separable measures give AUC ~1, unrelated ones ~0.5; the CV search sees the
+training patients only; features known for every training patient only; importances as documented."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import cmrprior.classify.anatomy as anatomy
+from cmrprior.classify.anatomy import fit_anatomy, usable_features
+from cmrprior.classify.config import AnatomyConfig
+from cmrprior.errors import ConfigError, DataError
+from cmrprior.evaluate.metrics import macro_auc
+
+CHEAP = AnatomyConfig(cs=(0.1, 1.0), n_trees=20, depths=(2,), permutation_repeats=2)
+
+
+def _data(n: int, k: int, separation: float, seed: int) -> tuple[list[dict], np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % k
+    values = [{"lv_edv_ml": float(150 + separation * c + rng.normal(0, 5)), "noise_mm": float(rng.normal(0, 5)),
+               "bsa_m2": None} for c in y]
+    return values, y
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_separable_measures_give_auc_one_unrelated_about_half(k):
+    train, y = _data(60, k, 100.0, 0)
+    test, yt = _data(90, k, 100.0, 1)
+    model = fit_anatomy(train, y, n_classes=k, config=CHEAP, cv_folds=3, seed=0)
+    assert model.predict_proba(test).shape == (90, k)
+    assert macro_auc(yt, model.predict_proba(test)) > 0.98  # the middle class of one monotone feature: ~1
+    train, y = _data(60, k, 0.0, 2)
+    test, yt = _data(300, k, 0.0, 3)
+    model = fit_anatomy(train, y, n_classes=k, config=CHEAP, cv_folds=3, seed=0)
+    assert abs(macro_auc(yt, model.predict_proba(test)) - 0.5) < 0.1
+
+
+def test_features_missing_for_a_training_patient_are_dropped_and_test_gaps_get_the_median():
+    rows = [{"a": 1.0, "b": None, "c": float("nan"), "d": 2.0}, {"a": 2.0, "b": 3.0, "c": 1.0, "d": 3.0, "e": 1.0}]
+    assert usable_features(rows) == ("a", "d")
+    train, y = _data(30, 2, 100.0, 0)
+    model = fit_anatomy(train, y, n_classes=2, config=CHEAP, cv_folds=3, seed=0)
+    assert model.features == ("lv_edv_ml", "noise_mm")
+    filled = model.matrix([{"lv_edv_ml": None, "noise_mm": 1.0}])
+    assert filled[0, 0] == pytest.approx(np.median([v["lv_edv_ml"] for v in train]))
+    with pytest.raises(DataError, match="no anatomy measure"):
+        fit_anatomy([{"a": None}] * 6, [0, 1] * 3, n_classes=2, config=CHEAP, cv_folds=3, seed=0)
+    with pytest.raises(ConfigError):
+        AnatomyConfig(families=("svm",))
+
+
+def test_cv_search_uses_the_training_patients_only(monkeypatch):
+    """The folds are drawn over the training ids, and every fitted estimator sees training rows only (a
+    test patient's row would be a row not among the training values)."""
+    train, y = _data(24, 2, 100.0, 0)
+    ids = [f"tr{i}" for i in range(24)]
+    seen_ids, seen_rows = [], []
+    folds = anatomy.stratified_kfold
+    monkeypatch.setattr(anatomy, "stratified_kfold", lambda i, lab, **kw: seen_ids.append(list(i)) or folds(i, lab, **kw))
+    make = anatomy._estimator
+
+    def spy(c, seed):
+        est = make(c, seed)
+        fit = est.fit
+        est.fit = lambda x, yy: seen_rows.append(np.array(x)) or fit(x, yy)
+        return est
+
+    monkeypatch.setattr(anatomy, "_estimator", spy)
+    fit_anatomy(train, y, n_classes=2, config=CHEAP, cv_folds=3, seed=0, train_ids=ids)
+    assert seen_ids == [ids]
+    allowed = {tuple(r) for r in anatomy.feature_matrix(train, ("lv_edv_ml", "noise_mm"))}
+    assert len(seen_rows) == 3 * 3 + 1 or len(seen_rows) == 3 * 3 + 1 + 3  # + the forest's importance folds
+    assert all(tuple(r) in allowed for x in seen_rows for r in x)
+
+
+def test_logistic_importance_is_the_standardised_coefficient_and_forest_ranks_the_informative_feature():
+    from sklearn.linear_model import LogisticRegression
+
+    train, y = _data(60, 3, 20.0, 0)
+    model = fit_anatomy(train, y, n_classes=3, config=AnatomyConfig(families=("logistic",), cs=(1.0,)), cv_folds=3,
+                        seed=0)
+    raw = anatomy.feature_matrix(train, model.features)
+    x = np.sign(raw) * np.log1p(np.abs(raw))  # the documented transform, written out
+    z = (x - x.mean(0)) / x.std(0)
+    ref = np.abs(LogisticRegression(C=1.0, max_iter=5000).fit(z, y).coef_).mean(0)
+    assert [model.importance[f] for f in model.features] == pytest.approx(ref.tolist(), rel=1e-4)
+    forest = fit_anatomy(train, y, n_classes=3, config=AnatomyConfig(families=("forest",), n_trees=20, depths=(3,),
+                                                                     permutation_repeats=3), cv_folds=3, seed=0)
+    assert forest.chosen.family == "forest"
+    assert forest.importance["lv_edv_ml"] > 5 * abs(forest.importance["noise_mm"])
