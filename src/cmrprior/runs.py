@@ -124,6 +124,15 @@ class TestOutputs:
 
 
 @dataclass(frozen=True)
+class OutOfFold:
+    """Training patients' out-of-fold probabilities `(P, K)`: each from the CV fold model that left it out."""
+
+    patient_ids: list[str]
+    labels: list[int]
+    probabilities: list[list[float]]
+
+
+@dataclass(frozen=True)
 class CellResult:
     """One cell's `result.json`. `status` "ok" cells have `test`; the others have `reason`.
 
@@ -152,6 +161,7 @@ class CellResult:
     checkpoint: str | None = None
     pretrain_checkpoint: str | None = None
     wall_s: float = 0.0
+    train_oof: OutOfFold | None = None
 
     @property
     def ok(self) -> bool:
@@ -180,6 +190,7 @@ class CellResult:
                                                            TestMetrics(**test["metrics"])),
                 seen_patient_ids=d.get("seen_patient_ids") or {}, checkpoint=d.get("checkpoint"),
                 pretrain_checkpoint=d.get("pretrain_checkpoint"), wall_s=float(d.get("wall_s", 0.0)),
+                train_oof=None if d.get("train_oof") is None else OutOfFold(**d["train_oof"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise DataError(where, f"not a cell result of layout version {LAYOUT_VERSION} ({type(exc).__name__}: {exc})") from exc

@@ -36,3 +36,9 @@ def test_none_cell_trains_in_its_mode(tmp_path, modes, expected):
     test = data.subset_patients(list(job.test_ids))
     probs = patient_probabilities(predict_proba(model, test), test.patient_index, test.n_patients)
     np.testing.assert_allclose(probs, np.array(res.test.probabilities), atol=1e-6)
+    # out-of-fold probabilities: every training patient once, no test patient, labels as given, rows sum to 1
+    oof = run.read_cell(job.key).train_oof  # as read back from result.json
+    assert sorted(oof.patient_ids) == sorted(job.train_ids)
+    label_of = dict(zip(data.patient_ids, data.patient_labels.tolist()))
+    assert oof.labels == [label_of[p] for p in oof.patient_ids]
+    np.testing.assert_allclose(np.array(oof.probabilities).sum(axis=1), 1.0, atol=1e-6)

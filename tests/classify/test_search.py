@@ -69,3 +69,31 @@ def test_finetune_search_equals_a_hand_run_of_the_folds():
     assert len(res.curves["val_auc"]) == 6 and res.curves["val_auc"][res.epochs - 1] == pytest.approx(res.cv_auc)
     with pytest.raises(InputError, match="training part"):
         cv_search_finetune(make, data, [(list(data.patient_ids[:4]), ["stranger"])], lrs=[1e-2], **kw)
+
+
+def test_out_of_fold_probabilities_equal_each_fold_retrained_to_the_chosen_epoch():
+    """Reference: for each fold a head trained from the same start for exactly the chosen number of epochs,
+    without validation, then scored on that fold's validation patients (mean slice probability)."""
+    import torch
+    from torch import nn
+
+    from cmrprior.classify.train import fit_head, head_proba
+    from cmrprior.evaluate.metrics import patient_probabilities
+
+    x, y, pidx, ids = feats(noise=2.0)
+    folds = folds_of(ids)
+    seed = 11
+    res = cv_search_linear(x, y, pidx, ids, folds, n_classes=3, lrs=[5e-2], max_epochs=8, batch_size=8, seed=seed)
+    assert sorted(res.oof_patient_ids) == sorted(ids)  # every training patient once
+    got = dict(zip(res.oof_patient_ids, res.oof_probabilities))
+    pos = {p: i for i, p in enumerate(ids)}
+    for fi, (tr, va) in enumerate(folds):
+        tr_rows = np.flatnonzero(np.isin(pidx, [pos[p] for p in tr]))
+        torch.manual_seed(seed + 7919 * fi)
+        head = nn.Linear(x.shape[1], 3)
+        fit_head(head, x[tr_rows], y[tr_rows], lr=5e-2, weight_decay=1e-4, epochs=res.epochs, batch_size=8,
+                 seed=seed + fi)
+        for p in va:
+            rows = np.flatnonzero(pidx == pos[p])
+            want = patient_probabilities(head_proba(head, x[rows]), np.zeros(len(rows), np.int64), 1)[0]
+            np.testing.assert_allclose(got[p], want, rtol=1e-5, atol=1e-6)

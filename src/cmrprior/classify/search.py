@@ -38,6 +38,10 @@ class SearchResult:
     curves: dict = field(default_factory=dict)  # {"val_auc": [...], "val_loss": [...], "train_loss": [...]} of the chosen lr
     grid: list = field(default_factory=list)  # [{"lr", "best_epoch", "best_mean_auc", "mean_auc": [...]}]
     fold_patient_ids: list = field(default_factory=list)  # [[train ids], [val ids]] per fold
+    # Out-of-fold predictions of the chosen (lr, epochs): every training patient's mean slice probabilities
+    # `(P, K)` from the fold model that did not train on it (stacking, late fusion); rows in `oof_patient_ids` order.
+    oof_patient_ids: tuple[str, ...] = ()
+    oof_probabilities: np.ndarray | None = None
 
     def as_dict(self) -> dict:
         return {
@@ -77,11 +81,14 @@ def _search(
     fit_fold: Callable[[float, int, Sequence[str], Sequence[str]], FitResult],
 ) -> SearchResult:
     """Run `fit_fold(lr, fold index, inner train ids, inner val ids)` over the grid and choose (lr, epochs)."""
-    grid, per_lr = [], []
+    grid, per_lr, fold_probs = [], [], []
     for li, lr in enumerate(lrs):
         auc, vloss, tloss = (np.full((len(folds), max_epochs), np.nan) for _ in range(3))
+        fold_probs.append([])
         for fi, (tr, va) in enumerate(folds):
-            for row in fit_fold(lr, fi, tr, va).history:
+            fit = fit_fold(lr, fi, tr, va)
+            fold_probs[li].append(fit.val_patient_probs)
+            for row in fit.history:
                 e = row["epoch"] - 1
                 auc[fi, e] = np.nan if row["val_auc"] is None else row["val_auc"]
                 vloss[fi, e] = row["val_loss"]
@@ -96,6 +103,8 @@ def _search(
     li, best_e, mean_auc, mean_vloss, mean_tloss = max(
         per_lr, key=lambda t: (np.nan_to_num(t[2][t[1]], nan=-1.0), -t[0], -t[1])
     )
+    oof_ids = tuple(p for _, va in folds for p in va)
+    oof = np.concatenate([fold_probs[li][fi][best_e] for fi in range(len(folds))]) if folds else None
     return SearchResult(
         lr=float(lrs[li]),
         epochs=best_e + 1,
@@ -107,6 +116,8 @@ def _search(
         },
         grid=grid,
         fold_patient_ids=[[list(tr), list(va)] for tr, va in folds],
+        oof_patient_ids=oof_ids,
+        oof_probabilities=oof,
     )
 
 

@@ -32,11 +32,14 @@ from cmrprior.evaluate.metrics import macro_auc, patient_probabilities
 
 @dataclass(frozen=True)
 class FitResult:
-    """`history`: one dict per epoch {epoch, train_loss, val_loss, val_auc}; `best_epoch` 1-based."""
+    """`history`: one dict per epoch {epoch, train_loss, val_loss, val_auc}; `best_epoch` 1-based.
+    `val_patient_probs`: with validation, per epoch the validation patients' mean slice probabilities
+    `(P, K)` (patients in the validation set's order; rows of patients without slices are NaN)."""
 
     history: list[dict] = field(default_factory=list)
     best_epoch: int = 0
     stopped_early: bool = False
+    val_patient_probs: list[np.ndarray] = field(default_factory=list)
 
 
 @torch.no_grad()
@@ -73,15 +76,16 @@ def head_proba(head: nn.Linear, features: np.ndarray) -> np.ndarray:
         return torch.softmax(head(torch.from_numpy(features)), dim=1).double().numpy()
 
 
-def _evaluate(probs: np.ndarray, labels: np.ndarray, patient_index: np.ndarray, n_patients: int) -> tuple[float, float]:
-    """(slice cross-entropy, patient macro AUC) of slice probabilities."""
+def _evaluate(probs: np.ndarray, labels: np.ndarray, patient_index: np.ndarray, n_patients: int
+              ) -> tuple[float, float, np.ndarray]:
+    """(slice cross-entropy, patient macro AUC, patient probabilities) of slice probabilities."""
     p = np.clip(probs[np.arange(labels.size), labels], 1e-12, 1.0)
     loss = float(-np.log(p).mean())
     pp = patient_probabilities(probs, patient_index, n_patients)
     plabels = np.full(n_patients, -1, np.int64)
     plabels[patient_index] = labels
     ok = plabels >= 0
-    return loss, macro_auc(plabels[ok], pp[ok])
+    return loss, macro_auc(plabels[ok], pp[ok]), pp
 
 
 def _loop(
@@ -104,6 +108,7 @@ def _loop(
 ) -> FitResult:
     gen = torch.Generator().manual_seed(seed)
     history: list[dict] = []
+    patient_probs: list[np.ndarray] = []
     best_loss, best_epoch, best_state, bad = math.inf, 0, None, 0
     stopped = False
     for epoch in range(1, epochs + 1):
@@ -120,7 +125,8 @@ def _loop(
             seen += idx.numel()
         row = {"epoch": epoch, "train_loss": total / max(seen, 1), "val_loss": None, "val_auc": None}
         if val_probs is not None:
-            vloss, vauc = _evaluate(val_probs(), val_labels, val_patient_index, val_n_patients)
+            vloss, vauc, pp = _evaluate(val_probs(), val_labels, val_patient_index, val_n_patients)
+            patient_probs.append(pp)
             row["val_loss"], row["val_auc"] = vloss, (None if math.isnan(vauc) else vauc)
             if vloss < best_loss - 1e-6:
                 best_loss, best_epoch, bad = vloss, epoch, 0
@@ -137,7 +143,7 @@ def _loop(
         state_module.load_state_dict(best_state)
     else:
         best_epoch = len(history)
-    return FitResult(history=history, best_epoch=best_epoch, stopped_early=stopped)
+    return FitResult(history=history, best_epoch=best_epoch, stopped_early=stopped, val_patient_probs=patient_probs)
 
 
 def fit_head(

@@ -42,7 +42,16 @@ from cmrprior.classify.train import (
 from cmrprior.data.splits import assert_disjoint, stratified_kfold
 from cmrprior.errors import LeakageError, WeightsUnavailableError
 from cmrprior.evaluate.metrics import classification_metrics, patient_probabilities
-from cmrprior.runs import CellKey, CellResult, EpochRecord, PretrainRecord, RunFolder, TestMetrics, TestOutputs
+from cmrprior.runs import (
+    CellKey,
+    CellResult,
+    EpochRecord,
+    OutOfFold,
+    PretrainRecord,
+    RunFolder,
+    TestMetrics,
+    TestOutputs,
+)
 from cmrprior.utils.seeding import derive_seed
 from cmrprior.vocab import get_init
 
@@ -78,6 +87,7 @@ class _Fit:
     final_train_loss: float | None
     pretrain: PretrainRecord | None
     seen: dict[str, list[str]]
+    search_result: SearchResult
 
 
 def run_cell(run: RunFolder, job: CellJob, data: SliceSet, classifier: ClassifierConfig) -> CellResult:
@@ -162,6 +172,7 @@ def _train_linear(job: CellJob, data: SliceSet, c: ClassifierConfig, candidates,
         history=_history(search), history_source="mean over CV folds of the training part (chosen lr)",
         final_train_loss=fit.history[-1]["train_loss"] if fit.history else None, pretrain=cand,
         seen={"search": sorted({p for tr, va in folds for p in tr + va}), "train": sorted(job.train_ids)},
+        search_result=search,
     )
 
 
@@ -196,6 +207,7 @@ def _train_finetune(job: CellJob, data: SliceSet, c: ClassifierConfig, candidate
         history=_history(search), history_source="mean over CV folds of the training part (chosen lr)",
         final_train_loss=fit.history[-1]["train_loss"] if fit.history else None, pretrain=cand,
         seen={"search": sorted({p for tr, va in folds for p in tr + va}), "train": sorted(job.train_ids)},
+        search_result=search,
     )
 
 
@@ -214,6 +226,10 @@ def _scored(run: RunFolder, job: CellJob, data: SliceSet, fit: _Fit) -> dict:
     test = data.subset_patients(list(job.test_ids))
     probs = patient_probabilities(fit.slice_probs, test.patient_index, test.n_patients)
     labels = test.patient_labels
+    oof = fit.search_result
+    label_of = dict(zip(data.patient_ids, data.patient_labels.tolist()))
+    train_oof = None if oof.oof_probabilities is None else OutOfFold(
+        list(oof.oof_patient_ids), [int(label_of[p]) for p in oof.oof_patient_ids], oof.oof_probabilities.tolist())
     save_classifier(fit.model, run.model_path(job.key), classes=list(job.classes),
                     meta={"init": job.key.init, "hyperparameters": fit.hyperparameters})
     return dict(
@@ -222,5 +238,5 @@ def _scored(run: RunFolder, job: CellJob, data: SliceSet, fit: _Fit) -> dict:
         test=TestOutputs(list(test.patient_ids), labels.tolist(), probs.tolist(),
                          TestMetrics(**classification_metrics(labels, probs, job.classes))),
         seen_patient_ids=seen, checkpoint="model.pt",
-        pretrain_checkpoint=None if fit.pretrain is None else fit.pretrain.checkpoint,
+        pretrain_checkpoint=None if fit.pretrain is None else fit.pretrain.checkpoint, train_oof=train_oof,
     )

@@ -1,0 +1,74 @@
+"""Hybrid of image and anatomy probabilities (`cmrprior.classify.hybrid.fit_hybrid`)."""
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import PredefinedSplit, cross_val_predict
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from cmrprior.classify.hybrid import fit_hybrid
+from cmrprior.errors import InputError
+
+
+def _softmax(z):
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _cohort(n, seed):
+    """3 classes: the image tells class 0 from the others, the measures tell 1 from 2 (and nothing else)."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 3
+    img = _softmax(np.column_stack([3.0 * (y == 0), np.zeros(n), np.zeros(n)]) + rng.normal(0, 0.7, (n, 3)))
+    meas = np.column_stack([2.5 * (y == 2) + rng.normal(0, 0.7, n), rng.normal(0, 1, n)])
+    anat = _softmax(np.column_stack([np.zeros(n), -meas[:, 0], meas[:, 0] - 1.2]) + rng.normal(0, 0.3, (n, 3)))
+    return y, img, anat, meas
+
+
+def _folds(n, k=4):
+    return [np.arange(n)[np.arange(n) % k == f] for f in range(k)]
+
+
+def test_hybrid_beats_each_part_when_they_know_different_things():
+    y, img, anat, meas = _cohort(90, 0)
+    yt, img_t, anat_t, meas_t = _cohort(90, 1)
+    fit = fit_hybrid(y, img, anat, meas, _folds(90), img_t, anat_t, meas_t)
+    auc = lambda p: roc_auc_score(yt, p, multi_class="ovr", average="macro")  # noqa: E731 (independent library)
+    assert auc(fit.test_probabilities) > max(auc(img_t), auc(anat_t)) + 0.05
+    np.testing.assert_allclose(fit.test_probabilities.sum(axis=1), 1.0, atol=1e-9)
+
+
+def test_cv_estimates_match_independent_references():
+    y, img, anat, meas = _cohort(60, 2)
+    folds = _folds(60, 4)
+    fit = fit_hybrid(y, img, anat, meas, folds, img, anat, meas, weights=(0.3,), cs=(0.5,), seed=3)
+    want_late = roc_auc_score(y, 0.3 * img + 0.7 * anat, multi_class="ovr", average="macro")
+    assert fit.cv_auc["late fusion (image weight 0.3)"] == pytest.approx(want_late, abs=1e-9)
+    test_fold = np.empty(60, int)
+    for i, f in enumerate(folds):
+        test_fold[f] = i
+    x = np.hstack([np.log(np.clip(img, 1e-6, 1)), meas])
+    ref = cross_val_predict(make_pipeline(StandardScaler(), LogisticRegression(C=0.5, max_iter=5000, random_state=3)),
+                            x, y, cv=PredefinedSplit(test_fold), method="predict_proba")
+    want_stack = roc_auc_score(y, ref, multi_class="ovr", average="macro")
+    assert fit.cv_auc["stacking (logistic regression, C 0.5)"] == pytest.approx(want_stack, abs=1e-9)
+    assert fit.choice == max(fit.cv_auc, key=fit.cv_auc.get)
+
+
+def test_test_patients_do_not_steer_the_choice():
+    y, img, anat, meas = _cohort(60, 4)
+    a = fit_hybrid(y, img, anat, meas, _folds(60), img[:10], anat[:10], meas[:10])
+    rng = np.random.default_rng(9)
+    b = fit_hybrid(y, img, anat, meas, _folds(60), _softmax(rng.normal(size=(10, 3))), _softmax(rng.normal(size=(10, 3))),
+                   rng.normal(size=(10, 2)))
+    assert a.choice == b.choice and a.cv_auc == b.cv_auc
+
+
+def test_folds_must_partition_the_training_patients():
+    y, img, anat, meas = _cohort(30, 5)
+    with pytest.raises(InputError, match="exactly one fold"):
+        fit_hybrid(y, img, anat, meas, [np.arange(10), np.arange(5, 30)], img, anat, meas)
+    with pytest.raises(InputError, match="number of training patients"):
+        fit_hybrid(y, img[:20], anat, meas, _folds(30), img, anat, meas)
