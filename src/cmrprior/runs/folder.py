@@ -1,0 +1,178 @@
+"""`RunFolder`: every path of a study run folder, and typed reads and writes through it."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Iterator
+
+from cmrprior.errors import ConfigError, DataError
+from cmrprior.runs.records import (
+    HOLDOUT,
+    LAYOUT_VERSION,
+    CellKey,
+    CellResult,
+    PretrainRecord,
+    RunInfo,
+    SaliencyGrid,
+    SplitSpec,
+    read_json,
+)
+from cmrprior.utils import atomic
+from cmrprior.utils.filenames import patient_filename
+from cmrprior.vocab import ANATOMY
+
+
+def _at(name: str) -> property:
+    """A RunFolder property: the path `name` in the run folder."""
+    return property(lambda self: self.root / name)
+
+
+class RunFolder:
+    """Paths and typed reads/writes of one study run folder (see the package doc, `cmrprior.runs`)."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    # fixed files and folders (paths relative to the run folder)
+    config_yaml = _at("config.yaml")
+    run_json = _at("run.json")
+    study_json = _at("study.json")
+    log = _at("log.txt")
+    splits_json = _at("splits.json")
+    cache = _at("cache")
+    qc = _at("qc")
+    tables = _at("tables")
+    figures = _at("figures")
+    saliency = _at("saliency")
+    report = _at("report")
+    inputs_json = _at("inputs.json")
+
+    def prepared(self, cohort: str = "study") -> Path:
+        """Prepared cohort folder: the study cohort, or `holdout` for the --test cohort."""
+        return self.root / HOLDOUT / "prepared" if cohort == HOLDOUT else self.root / "prepared"
+
+    def split_dir(self, split: str) -> Path:
+        return self.root / HOLDOUT if split == HOLDOUT else self.root / "splits" / f"split_{split}"
+
+    def pretrain_dir(self, split: str, images: str, backbone: str, batch_size: int) -> Path:
+        return self.split_dir(split) / "pretrain" / images / backbone / f"bs{batch_size}"
+
+    def cell_dir(self, key: CellKey) -> Path:
+        if key.init == ANATOMY:  # the "Anatomy" model (vocab.ANATOMY), outside cells/: it is not an image model
+            return self.split_dir(key.split) / "anatomy"
+        return self.split_dir(key.split) / "cells" / key.backbone / f"{key.init}__{key.images}"
+
+    def bind_inputs(self, inputs: dict[str, tuple[str, str] | None]) -> None:
+        """Tie the folder to its inputs: role -> (path, fingerprint) or None. The first call records them;
+        a later call with a different input (another fingerprint) raises ConfigError naming both."""
+        now = {k: None if v is None else {"path": v[0], "fingerprint": v[1]} for k, v in inputs.items()}
+        if not self.inputs_json.exists():
+            atomic.write_json(self.inputs_json, now)
+            return
+        old = read_json(self.inputs_json)
+        for role, item in now.items():
+            before = old.get(role)
+            if (before is None) != (item is None) or (item and before["fingerprint"] != item["fingerprint"]):
+                was = "nothing" if before is None else before["path"]
+                raise ConfigError(f"{self.root}: this run folder was made from {role} {was}, not "
+                                  f"{'nothing' if item is None else item['path']} (different files); use a new --out")
+
+    # run info and layout version
+    def write_info(self, info: RunInfo) -> None:
+        atomic.write_json(self.run_json, info.to_json())
+
+    def info(self) -> RunInfo:
+        """The run's RunInfo; DataError when the folder is not a run of this layout version."""
+        if not self.run_json.exists():
+            if self.config_yaml.exists():
+                raise DataError(self.root, f"run folder of an older layout (no run.json); this cmrprior reads layout "
+                                           f"version {LAYOUT_VERSION}: re-run the study into a new folder")
+            raise DataError(self.root, "not a study run folder (run.json missing)")
+        d = read_json(self.run_json)
+        if d.get("layout_version") != LAYOUT_VERSION:
+            raise DataError(self.run_json, f"layout version {d.get('layout_version')}, this cmrprior reads "
+                                           f"{LAYOUT_VERSION}: re-run the study into a new folder")
+        return RunInfo.from_json(d)
+
+    # splits
+    def write_splits(self, splits: list[SplitSpec]) -> None:
+        atomic.write_json(self.splits_json, [{"index": int(s.name), "seed": s.seed, "train": list(s.train),
+                                              "test": list(s.test)} for s in splits])
+
+    def splits(self) -> list[SplitSpec] | None:
+        if not self.splits_json.exists():
+            return None
+        return [SplitSpec(str(r["index"]), int(r["seed"]), tuple(r["train"]), tuple(r["test"]))
+                for r in read_json(self.splits_json)]
+
+    # pre-training
+    def write_pretrain(self, folder: Path, record: PretrainRecord, extra: dict) -> None:
+        atomic.write_json(folder / "done.json", {**asdict(record), **extra})
+
+    def read_pretrain(self, folder: Path) -> PretrainRecord | None:
+        path = folder / "done.json"
+        return PretrainRecord.from_json(read_json(path), path) if path.exists() else None
+
+    # cells
+    def write_cell(self, result: CellResult) -> Path:
+        return atomic.write_json(self.cell_dir(result.key) / "result.json", result.to_json())
+
+    def read_cell(self, key: CellKey) -> CellResult | None:
+        path = self.cell_dir(key) / "result.json"
+        return CellResult.from_json(read_json(path), path) if path.exists() else None
+
+    def model_path(self, key: CellKey) -> Path:
+        return self.cell_dir(key) / "model.pt"
+
+    def cells(self, *, holdout: bool = False) -> list[CellResult]:
+        """Every cell result on disk (repeated splits, or the holdout cells), in table order."""
+        pattern = f"{HOLDOUT}/cells/*/*/result.json" if holdout else "splits/split_*/cells/*/*/result.json"
+        out = [CellResult.from_json(read_json(p), p) for p in self.root.glob(pattern)]
+        return sorted(out, key=lambda r: r.key.table_order())
+
+    def iter_scored(self, *, holdout: bool = True) -> Iterator[CellResult]:
+        """Finished cells with a saved model (repeated splits, then holdout when asked)."""
+        for r in self.cells() + (self.cells(holdout=True) if holdout else []):
+            if r.ok and self.model_path(r.key).exists():
+                yield r
+
+    def anatomy_measures_csvs(self, cohort: str = "study") -> tuple[Path, Path]:  # "Anatomy" model's inputs
+        return tuple((self.prepared(cohort).parent / "anatomy" / f) for f in ("measures.csv", "perturbed_measures.csv"))
+
+    def anatomy_results(self, *, holdout: bool = False) -> list[CellResult]:
+        pattern = f"{HOLDOUT}/anatomy/result.json" if holdout else "splits/split_*/anatomy/result.json"
+        return sorted((CellResult.from_json(read_json(p), p) for p in self.root.glob(pattern)), key=lambda r: r.key.table_order())
+
+    # written by the study or the saliency stage, read by the report
+    @property
+    def mask_flags_csv(self) -> Path:
+        """Mask plausibility flags per patient and phase (`cmrprior.segmentation.qc.write_mask_flags`)."""
+        return self.qc / "mask_flags.csv"
+
+    @property
+    def segmentation_summary_csv(self) -> Path:
+        """Segmenter Dice / Hausdorff (mm) against ground truth, per phase and metric (cohorts with ground truth)."""
+        return self.qc / "data" / "segmentation_summary.csv"
+
+    @property
+    def saliency_settings_json(self) -> Path:
+        return self.saliency / "settings.json"
+
+    def saliency_cell_dir(self, key: CellKey) -> Path:
+        """A cell's `scores.json` (written last: the done marker) and `panels_{method}.npz` (overlay arrays)."""
+        return self.saliency / "cells" / key.split / key.backbone / f"{key.init}__{key.images}"
+
+    def saliency_overlay(self, method: str, key: CellKey, patient_id: str) -> Path:
+        return (self.saliency / "overlays" / method / key.backbone / f"{key.init}__{key.images}" / f"split_{key.split}"
+                / f"{patient_filename(patient_id)}.png")
+
+    def saliency_grid(self, method: str, backbone: str, split: str, patient_id: str) -> Path:
+        return self.saliency / "grids" / method / backbone / f"split_{split}__{patient_filename(patient_id)}.png"
+
+    def saliency_grids(self) -> list[SaliencyGrid]:
+        """Every saliency grid PNG on disk (`saliency_grid`), sorted by method, backbone, file name."""
+        return [SaliencyGrid(p.parents[1].name, p.parent.name, *p.stem[len("split_"):].split("__", 1), p)
+                for p in sorted(self.saliency.glob("grids/*/*/split_*__*.png"))]
+
+
