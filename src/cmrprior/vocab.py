@@ -44,6 +44,9 @@ INIT_NAMES: tuple[str, ...] = tuple(i.name for i in INITS)
 ANATOMY = "anatomy"
 ANATOMY_LABEL = "Anatomy"
 ANATOMY_INPUTS = "measures"
+# The hybrid of one image configuration with the measures: the image cell's key with images + HYBRID_SUFFIX.
+HYBRID_SUFFIX = "+measures"
+HYBRID_LABEL = "Hybrid"
 
 IMAGES: tuple[str, ...] = ("full", "segmented")
 SEGMENTED_MODES: tuple[str, ...] = ("mask", "crop", "mask+crop")

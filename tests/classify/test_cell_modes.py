@@ -42,3 +42,4 @@ def test_none_cell_trains_in_its_mode(tmp_path, modes, expected):
     label_of = dict(zip(data.patient_ids, data.patient_labels.tolist()))
     assert oof.labels == [label_of[p] for p in oof.patient_ids]
     np.testing.assert_allclose(np.array(oof.probabilities).sum(axis=1), 1.0, atol=1e-6)
+    assert sorted(set(oof.folds)) == [0, 1] and len(oof.folds) == len(oof.patient_ids)

@@ -86,6 +86,8 @@ def test_out_of_fold_probabilities_equal_each_fold_retrained_to_the_chosen_epoch
     res = cv_search_linear(x, y, pidx, ids, folds, n_classes=3, lrs=[5e-2], max_epochs=8, batch_size=8, seed=seed)
     assert sorted(res.oof_patient_ids) == sorted(ids)  # every training patient once
     got = dict(zip(res.oof_patient_ids, res.oof_probabilities))
+    fold_of = dict(zip(res.oof_patient_ids, res.oof_folds))
+    assert all(fold_of[p] == fi for fi, (_, va) in enumerate(folds) for p in va)
     pos = {p: i for i, p in enumerate(ids)}
     for fi, (tr, va) in enumerate(folds):
         tr_rows = np.flatnonzero(np.isin(pidx, [pos[p] for p in tr]))

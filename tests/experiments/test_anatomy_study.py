@@ -54,7 +54,25 @@ def test_study_writes_measures_anatomy_results_table4_and_report(tmp_path, monke
     row = table["rows"][0]
     assert row["model"] == "Anatomy" and row["t_low"] <= row["macro_auc"] <= row["t_high"]
     assert row["macro_auc"] == pytest.approx(np.mean([r.test.metrics.macro_auc for r in results]))
-    assert table["rows"][1]["model"].startswith("Best image model") and len(table["comparisons"]) == 1
+    assert table["rows"][1]["model"] == "Hybrid: tiny None, segmented images + measures"
+    assert table["rows"][2]["model"].startswith("Best image model")
+    assert [(c["a_label"], c["b_label"]) for c in table["comparisons"]] == [
+        ("Anatomy", "tiny None, segmented images"), (table["rows"][1]["model"], "Anatomy"),
+        (table["rows"][1]["model"], "tiny None, segmented images")]
+    hybrids = run.hybrid_results()
+    cells = {r.key.split: r for r in run.cells()}
+    assert [h.key.split for h in hybrids] == ["0", "1"] and all(h.ok for h in hybrids)
+    for h, a in zip(hybrids, results):
+        img = cells[h.key.split]
+        assert h.key.images == "segmented+measures" and h.test.patient_ids == img.test.patient_ids
+        assert sorted(h.seen_patient_ids["hybrid"]) == sorted(img.train_oof.patient_ids)
+        assert not set(h.seen_patient_ids["hybrid"]) & set(h.test.patient_ids)
+        if h.mode.startswith("late fusion"):  # reference: the weighted mean of the two models' test probabilities
+            w = float(h.mode.split("image weight ")[1].rstrip(")"))
+            pos = {p: i for i, p in enumerate(a.test.patient_ids)}
+            anat = np.array([a.test.probabilities[pos[p]] for p in img.test.patient_ids])
+            np.testing.assert_allclose(h.test.probabilities, w * np.array(img.test.probabilities) + (1 - w) * anat,
+                                       atol=1e-9)
     assert "oracle masks" in " ".join(table["notes"])  # tiny_config is the oracle setting
     with open(run.tables / "anatomy_robustness.csv") as f:
         rob = list(csv.DictReader(f))

@@ -93,6 +93,18 @@ def signed_log(x: np.ndarray) -> np.ndarray:
     return np.sign(x) * np.log1p(np.abs(x))
 
 
+def out_of_fold_proba(model: AnatomyModel, values: Sequence[Mapping[str, float | None]], labels: Sequence[int],
+                      folds: Sequence[int], seed: int) -> np.ndarray:
+    """`(P, n_classes)`: each training patient's probabilities from `model`'s chosen family and hyperparameters
+    refitted without the patient's fold (`folds[i]`: fold of patient i), on `model`'s features."""
+    x, y, folds = model.matrix(values), np.asarray(labels, dtype=np.int64), np.asarray(folds)
+    out = np.zeros((len(y), model.n_classes))
+    for f in np.unique(folds):
+        va = folds == f
+        out[va] = _proba(_estimator(model.chosen, seed).fit(x[~va], y[~va]), x[va], model.n_classes)
+    return out
+
+
 def _estimator(c: Candidate, seed: int):
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.linear_model import LogisticRegression

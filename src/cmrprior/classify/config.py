@@ -101,9 +101,11 @@ class AnatomyConfig:
     hyperparameters are chosen by stratified k-fold CV (the protocol's `cv_folds`) inside the training part.
     perturb: sizes of the robustness check (test patients' masks dilated/eroded by N px, N basal/apical
     slices dropped; empty: no check). permutation_repeats: permutation importance of forests.
+    hybrid: also combine every image cell with the anatomy model (`cmrprior.classify.hybrid`).
     """
 
     enabled: bool = True
+    hybrid: bool = True
     families: tuple[str, ...] = ANATOMY_FAMILIES
     cs: tuple[float, ...] = (0.1, 1.0, 10.0)
     n_trees: int = 100

@@ -42,6 +42,7 @@ class SearchResult:
     # `(P, K)` from the fold model that did not train on it (stacking, late fusion); rows in `oof_patient_ids` order.
     oof_patient_ids: tuple[str, ...] = ()
     oof_probabilities: np.ndarray | None = None
+    oof_folds: tuple[int, ...] = ()  # the fold of each out-of-fold row
 
     def as_dict(self) -> dict:
         return {
@@ -118,6 +119,7 @@ def _search(
         fold_patient_ids=[[list(tr), list(va)] for tr, va in folds],
         oof_patient_ids=oof_ids,
         oof_probabilities=oof,
+        oof_folds=tuple(fi for fi, (_, va) in enumerate(folds) for _ in va),
     )
 
 

@@ -25,7 +25,7 @@ from cmrprior.evaluate.compare import holm_adjust
 from cmrprior.evaluate.tables import TableSetup, compare_cells, format_cell, summarise_cells
 from cmrprior.runs import CellResult, TestOutputs
 from cmrprior.utils import atomic
-from cmrprior.vocab import ANATOMY_LABEL, init_label
+from cmrprior.vocab import ANATOMY, ANATOMY_LABEL, HYBRID_LABEL, HYBRID_SUFFIX, init_label, init_rank
 
 ROBUSTNESS_COLUMNS = ("split", "perturbation", "size_px", "size_slices", "macro_auc", "accuracy", "n_patients")
 
@@ -57,35 +57,61 @@ def _best_images(summ: dict, images: tuple[str, ...]) -> list[tuple[str, tuple]]
     return out
 
 
+def _label(key: tuple) -> str:
+    """Table label of a configuration key (backbone, init, images); hybrids end in `vocab.HYBRID_SUFFIX`."""
+    if key[1] == ANATOMY:
+        return ANATOMY_LABEL
+    if key[2].endswith(HYBRID_SUFFIX):
+        return f"{HYBRID_LABEL}: {key[0]} {init_label(key[1])}, {key[2][: -len(HYBRID_SUFFIX)]} images + measures"
+    return f"{key[0]} {init_label(key[1])}, {key[2]} images"
+
+
+def _pairs(anatomy_key: tuple | None, best: list[tuple[str, tuple]], hybrid_keys: list[tuple]) -> list[tuple]:
+    """The comparisons of Table 4: Anatomy - best image model per kind of images; each hybrid - Anatomy and
+    each hybrid - its own image model (what the measures add to it)."""
+    pairs = [(anatomy_key, key) for _, key in best] if anatomy_key is not None else []
+    for h in hybrid_keys:
+        if anatomy_key is not None:
+            pairs.append((h, anatomy_key))
+        pairs.append((h, (h[0], h[1], h[2][: -len(HYBRID_SUFFIX)])))
+    return pairs
+
+
 def write_anatomy_table(anatomy: list[CellResult], images: list[CellResult], folder: Path, *, setup: TableSetup,
-                        masks_line: str, prefix: str = "") -> Path:
+                        masks_line: str, prefix: str = "", hybrids: list[CellResult] = ()) -> Path:
     """Write `{prefix}table4.{md,csv,json}` (module doc); returns the Markdown path."""
     ev, ratio = setup.evaluation, setup.protocol.test_train_ratio
     anatomy = _aligned(anatomy, images)
     kw = dict(test_train_ratio=ratio, n_boot=ev.n_boot, seed=setup.seed, level=ev.level)
     summ_a = summarise_cells(anatomy, **kw)
     summ_i = summarise_cells(images, **kw)
+    summ_h = summarise_cells(list(hybrids), **kw)
     rows = [_row(ANATOMY_LABEL, "measures", next(iter(summ_a.values()), None), setup.classes)]
+    hybrid_keys = sorted(summ_h, key=lambda k: (k[0], k[2], init_rank(k[1])))
+    rows += [_row(_label(k), f"{k[2][: -len(HYBRID_SUFFIX)]} images + measures", summ_h[k], setup.classes)
+             for k in hybrid_keys]
     best = _best_images(summ_i, setup.images)
     rows += [_row(f"Best image model: {key[0]} {init_label(key[1])}", kind, summ_i[key], setup.classes)
              for kind, key in best]
     comps = []
-    for _, key in best:
-        if summ_a:
-            c = compare_cells(anatomy + images, next(iter(summ_a)), key, test_train_ratio=ratio, n_boot=ev.n_boot,
-                              seed=setup.seed)
-            if c is not None:
-                comps.append(c)
+    for a, b in _pairs(next(iter(summ_a), None), best, hybrid_keys):
+        c = compare_cells(anatomy + list(images) + list(hybrids), a, b, test_train_ratio=ratio, n_boot=ev.n_boot,
+                          seed=setup.seed)
+        if c is not None:
+            comps.append({**c, "a_label": _label(a), "b_label": _label(b)})
     for c, adj in zip(comps, holm_adjust([c["paired_bootstrap"]["p_value"] for c in comps])):
         c["p_holm"] = adj
     chosen = [r.hyperparameters.get("model", "") for r in anatomy if r.ok]
     notes = [f"Anatomy: a tabular classifier on per-patient cardiac measures (volumes, EF, mass, wall thickness) "
              f"measured from the masks of this study ({masks_line}); family and hyperparameters by stratified CV "
              f"inside each training part. Chosen per split: {', '.join(chosen) or 'none'}.",
+             f"{HYBRID_LABEL}: an image configuration combined with the measures (late fusion of its probabilities "
+             "with the Anatomy model's, or stacking on its probabilities and the measures), chosen by CV on the "
+             "out-of-fold predictions of the training part; none of it sees a test patient's label.",
              "Best image model: the image-only configuration with the highest mean macro AUC on each kind of "
              "training images (chosen on these test results: optimistic for the image model).",
-             f"Comparisons: Anatomy - best image model, paired patient bootstrap; p (Holm) over the {len(comps)} "
-             "comparison(s) of this table."]
+             f"Comparisons: A - B, paired patient bootstrap; p (Holm) over the {len(comps)} comparison(s) of this "
+             "table."]
     md = _markdown(rows, comps, setup.classes, notes, prefix)
     atomic.write_text(folder / f"{prefix}table4.md", md)
     atomic.write_json(folder / f"{prefix}table4.json", {"title": "Table 4: anatomy model", "notes": notes,
@@ -107,7 +133,8 @@ def _f(v) -> str:
 
 
 def _markdown(rows: list[dict], comps: list[dict], classes: tuple[str, ...], notes: list[str], prefix: str) -> str:
-    title = ("Held-out cohort - " if prefix else "") + "Table 4: anatomy model (cardiac measures) and the best image models"
+    title = ("Held-out cohort - " if prefix else "") + ("Table 4: anatomy model (cardiac measures), hybrids and the best "
+                                                         "image models")
     lines = [f"## {title}", "", "| Model | Inputs | Macro AUC | Accuracy | Balanced acc. | "
              + " | ".join(f"AUC {c}" for c in classes) + " |", "|---" * (5 + len(classes)) + "|"]
     for r in rows:
@@ -118,7 +145,7 @@ def _markdown(rows: list[dict], comps: list[dict], classes: tuple[str, ...], not
                   "|---|---|---|---|---|---|---|---|"]
         for c in comps:
             pb = c["paired_bootstrap"]
-            lines.append(f"| {ANATOMY_LABEL} | {c['b']} | {c['n_splits']} | {c['difference']:+.3f} | {pb['low']:+.3f} to "
+            lines.append(f"| {c['a_label']} | {c['b_label']} | {c['n_splits']} | {c['difference']:+.3f} | {pb['low']:+.3f} to "
                          f"{pb['high']:+.3f} | {pb['p_value']:.3f} | {_f(c['p_holm'])} | {_f(c['paired_t']['p_value'])} |")
     return "\n".join(lines + [""] + [f"- {n}" for n in notes] + [""])
 

@@ -58,13 +58,14 @@ def anatomy_key(split: str) -> CellKey:
 
 def run_anatomy_split(run: RunFolder, split: SplitSpec, inputs: AnatomyInputs, config: AnatomyConfig, *,
                       classes: tuple[str, ...], cv_folds: int, masks_source: str, masks_note: str
-                      ) -> tuple[CellResult, list[dict]]:
-    """Fit on `split.train`, score `split.test` (plain and perturbed); writes and returns the result and the
-    robustness rows (split, perturbation, size, macro AUC, accuracy). A failure is recorded, not raised
-    (except leakage)."""
+                      ) -> tuple[CellResult, list[dict], AnatomyModel | None]:
+    """Fit on `split.train`, score `split.test` (plain and perturbed); writes and returns the result, the
+    robustness rows (split, perturbation, size, macro AUC, accuracy) and the fitted model (None on failure).
+    A failure is recorded, not raised (except leakage)."""
     base = dict(key=anatomy_key(split.name), seed=split.seed, classes=classes, masks_source=masks_source,
                 masks_note=masks_note, image_mode=ANATOMY_INPUTS, input_size=0)
     t0 = time.time()
+    model = None
     try:
         assert_disjoint("anatomy model", split.train, split.test)
         missing = [p for p in (*split.train, *split.test) if p not in inputs.measures]
@@ -87,13 +88,13 @@ def run_anatomy_split(run: RunFolder, split: SplitSpec, inputs: AnatomyInputs, c
     except Exception as exc:  # the anatomy model must not stop the image study
         result = CellResult(**base, status="failed", mode="", reason=f"{type(exc).__name__}: {exc}",
                             traceback=traceback.format_exc(limit=8), wall_s=time.time() - t0)
-        robustness = []
+        robustness, model = [], None
         log.error("anatomy model on split %s failed: %s", split.name, result.reason)
     run.write_cell(result)
     if result.ok:
         log.info("anatomy model, split %s: %s, macro AUC %.3f", split.name, result.hyperparameters["model"],
                  result.test.metrics.macro_auc)
-    return result, robustness
+    return result, robustness, model
 
 
 def _search(model: AnatomyModel, cv_folds: int) -> dict:

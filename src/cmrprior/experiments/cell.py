@@ -229,7 +229,8 @@ def _scored(run: RunFolder, job: CellJob, data: SliceSet, fit: _Fit) -> dict:
     oof = fit.search_result
     label_of = dict(zip(data.patient_ids, data.patient_labels.tolist()))
     train_oof = None if oof.oof_probabilities is None else OutOfFold(
-        list(oof.oof_patient_ids), [int(label_of[p]) for p in oof.oof_patient_ids], oof.oof_probabilities.tolist())
+        list(oof.oof_patient_ids), [int(label_of[p]) for p in oof.oof_patient_ids], oof.oof_probabilities.tolist(),
+        list(oof.oof_folds))
     save_classifier(fit.model, run.model_path(job.key), classes=list(job.classes),
                     meta={"init": job.key.init, "hyperparameters": fit.hyperparameters})
     return dict(

@@ -42,6 +42,7 @@ from cmrprior.evaluate.curves import write_figure1
 from cmrprior.evaluate.tables import TableSetup, write_tables
 from cmrprior.evaluate.anatomy_table import write_anatomy_table, write_robustness
 from cmrprior.experiments.anatomy_stage import AnatomyInputs, run_anatomy_split
+from cmrprior.experiments.hybrid_stage import run_hybrid_split
 from cmrprior.experiments.cell import CellJob, run_cell
 from cmrprior.experiments import cohort_data
 from cmrprior.experiments.cohort_data import CohortData, load_cohort_data, merge_slice_sets, needed_images
@@ -285,14 +286,16 @@ def run_study(
 def anatomy_tables(run: RunFolder, splits: list[SplitSpec], inputs: AnatomyInputs, image_results: list[CellResult],
                    config: StudyConfig, setup: TableSetup, *, masks: tuple[str, str], prefix: str = "") -> dict:
     """The anatomy model on every split, Table 4 and the robustness CSV (`cmrprior.experiments.anatomy_stage`)."""
-    results, robustness = [], []
+    results, robustness, hybrids = [], [], []
     for split in splits:
-        r, rows = run_anatomy_split(run, split, inputs, config.anatomy, classes=setup.classes,
-                                    cv_folds=config.protocol.cv_folds, masks_source=masks[0], masks_note=masks[1])
+        r, rows, model = run_anatomy_split(run, split, inputs, config.anatomy, classes=setup.classes,
+                                           cv_folds=config.protocol.cv_folds, masks_source=masks[0], masks_note=masks[1])
         results.append(r)
         robustness += rows
+        if model is not None and config.anatomy.hybrid:
+            hybrids += run_hybrid_split(run, split, model, inputs, image_results)
     md = write_anatomy_table(results, image_results, run.tables, setup=setup, masks_line=masks_line(*masks),
-                             prefix=prefix)
+                             prefix=prefix, hybrids=hybrids)
     if robustness:
         write_robustness(robustness, run.tables / f"{prefix}anatomy_robustness.csv")
     return {f"{prefix}table4": md}

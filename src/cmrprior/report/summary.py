@@ -157,18 +157,29 @@ def _read_yaml(path: Path) -> Any:
 
 
 def anatomy_summary(table4: Any) -> str | None:
-    """'Anatomy model (cardiac measures): 0.95 [...]; accuracy 0.90; vs the best image model: ...' from Table 4."""
+    """'Anatomy model (cardiac measures): 0.95 [...]; accuracy 0.90; vs the best image model: ...; best hybrid:
+    ...' from Table 4."""
     if not isinstance(table4, dict) or not table4.get("rows"):
         return None
     row = table4["rows"][0]
     text = f"Anatomy model (cardiac measures, tabular classifier): {esc(row.get('cell', ''))}"
     if _num(row.get("accuracy")) is not None:
         text += f", accuracy {row['accuracy']:.3f}"
-    for c in table4.get("comparisons") or []:
-        pb = c.get("paired_bootstrap") or {}
-        if _num(c.get("difference")) is not None and _num(pb.get("low")) is not None:
-            text += (f"; Anatomy - {esc(label_keys(c['b']))}: {c['difference']:+.3f} [{pb['low']:+.3f}, {pb['high']:+.3f}]"
-                     f" (p Holm {c.get('p_holm', float('nan')):.3f})")
+    comps = [c for c in table4.get("comparisons") or [] if _num(c.get("difference")) is not None
+             and _num((c.get("paired_bootstrap") or {}).get("low")) is not None]
+
+    def said(c: dict) -> str:
+        pb = c["paired_bootstrap"]
+        return (f"{esc(c.get('a_label') or label_keys(c['a']))} - {esc(c.get('b_label') or label_keys(c['b']))}: "
+                f"{c['difference']:+.3f} [{pb['low']:+.3f}, {pb['high']:+.3f}] (p Holm {c.get('p_holm', float('nan')):.3f})")
+
+    first = row.get("model")
+    text += "".join(f"; {said(c)}" for c in comps if c.get("a_label", first) == first)
+    hybrids = [r for r in table4["rows"][1:] if str(r.get("model", "")).startswith("Hybrid") and _num(r.get("macro_auc")) is not None]
+    if hybrids:
+        top = max(hybrids, key=lambda r: r["macro_auc"])
+        text += f". Best hybrid: {esc(top['model'])} {esc(top.get('cell', ''))}"
+        text += "".join(f"; {said(c)}" for c in comps if c.get("a_label") == top["model"])
     return text + ' (<a href="#anatomy">Anatomy model</a>).'
 
 

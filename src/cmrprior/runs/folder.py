@@ -20,7 +20,7 @@ from cmrprior.runs.records import (
 )
 from cmrprior.utils import atomic
 from cmrprior.utils.filenames import patient_filename
-from cmrprior.vocab import ANATOMY
+from cmrprior.vocab import ANATOMY, HYBRID_SUFFIX
 
 
 def _at(name: str) -> property:
@@ -61,6 +61,8 @@ class RunFolder:
     def cell_dir(self, key: CellKey) -> Path:
         if key.init == ANATOMY:  # the "Anatomy" model (vocab.ANATOMY), outside cells/: it is not an image model
             return self.split_dir(key.split) / "anatomy"
+        if key.images.endswith(HYBRID_SUFFIX):  # image model + measures, outside cells/ (not an image model)
+            return self.split_dir(key.split) / "hybrid" / key.backbone / f"{key.init}__{key.images}"
         return self.split_dir(key.split) / "cells" / key.backbone / f"{key.init}__{key.images}"
 
     def bind_inputs(self, inputs: dict[str, tuple[str, str] | None]) -> None:
@@ -142,6 +144,11 @@ class RunFolder:
 
     def anatomy_results(self, *, holdout: bool = False) -> list[CellResult]:
         pattern = f"{HOLDOUT}/anatomy/result.json" if holdout else "splits/split_*/anatomy/result.json"
+        return sorted((CellResult.from_json(read_json(p), p) for p in self.root.glob(pattern)), key=lambda r: r.key.table_order())
+
+    def hybrid_results(self, *, holdout: bool = False) -> list[CellResult]:
+        """Results of the hybrids (image model + measures; key images end in `vocab.HYBRID_SUFFIX`)."""
+        pattern = f"{HOLDOUT}/hybrid/*/*/result.json" if holdout else "splits/split_*/hybrid/*/*/result.json"
         return sorted((CellResult.from_json(read_json(p), p) for p in self.root.glob(pattern)), key=lambda r: r.key.table_order())
 
     # written by the study or the saliency stage, read by the report

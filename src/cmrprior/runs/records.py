@@ -116,11 +116,13 @@ class TestOutputs:
 
 @dataclass(frozen=True)
 class OutOfFold:
-    """Training patients' out-of-fold probabilities `(P, K)`: each from the CV fold model that left it out."""
+    """Training patients' out-of-fold probabilities `(P, K)`: each from the CV fold model that left it out
+    (`folds`: the index of the CV fold where the patient was a validation patient)."""
 
     patient_ids: list[str]
     labels: list[int]
     probabilities: list[list[float]]
+    folds: list[int]
 
 
 @dataclass(frozen=True)

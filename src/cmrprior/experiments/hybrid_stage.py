@@ -1,0 +1,75 @@
+"""The "Hybrid" models of the study: each finished image cell of a split combined with the split's anatomy
+model (`cmrprior.classify.hybrid.fit_hybrid`: late fusion or stacking, chosen by CV on the training part).
+
+Inputs per image cell: its training patients' out-of-fold probabilities (`CellResult.train_oof`, recorded by
+the cell's own CV search) and test probabilities; the anatomy model's chosen family refitted on the same CV
+folds (`cmrprior.classify.anatomy.out_of_fold_proba`) for the training patients, and its test
+probabilities; the measures themselves. Nothing here sees a test patient's label. The result is written as a
+`CellResult` under the image cell's key with `vocab.HYBRID_SUFFIX` added to its images
+(`RUN/splits/split_i/hybrid/...`, outside `cells/`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+
+import numpy as np
+
+from cmrprior.classify.anatomy import AnatomyModel, out_of_fold_proba, signed_log
+from cmrprior.classify.hybrid import fit_hybrid
+from cmrprior.data.splits import assert_disjoint
+from cmrprior.evaluate.metrics import classification_metrics
+from cmrprior.experiments.anatomy_stage import AnatomyInputs
+from cmrprior.runs import CellResult, RunFolder, SplitSpec, TestMetrics, TestOutputs
+from cmrprior.utils.seeding import derive_seed
+from cmrprior.vocab import HYBRID_SUFFIX
+
+log = logging.getLogger(__name__)
+
+
+def run_hybrid_split(run: RunFolder, split: SplitSpec, model: AnatomyModel, inputs: AnatomyInputs,
+                     image_results: list[CellResult]) -> list[CellResult]:
+    """A hybrid for every finished image cell of `split` that recorded out-of-fold probabilities; written
+    and returned. Cells without them (older runs) are skipped with a log line."""
+    out = []
+    for cell in image_results:
+        if cell.key.split != split.name or not cell.ok:
+            continue
+        if cell.train_oof is None:
+            log.warning("cell %s has no out-of-fold probabilities (an older run): no hybrid", run.cell_dir(cell.key))
+            continue
+        out.append(_hybrid(run, split, model, inputs, cell))
+    return out
+
+
+def _hybrid(run: RunFolder, split: SplitSpec, model: AnatomyModel, inputs: AnatomyInputs, cell: CellResult
+            ) -> CellResult:
+    t0 = time.time()
+    oof, test = cell.train_oof, cell.test
+    assert_disjoint("hybrid training", oof.patient_ids, test.patient_ids)
+    assert_disjoint("hybrid training", split.train, split.test)
+    seed = derive_seed(split.seed, "hybrid", *cell.key.config)
+    train_values = [inputs.measures[p].values for p in oof.patient_ids]
+    test_values = [inputs.measures[p].values for p in test.patient_ids]
+    folds = np.asarray(oof.folds)
+    fit = fit_hybrid(
+        np.asarray(oof.labels), np.asarray(oof.probabilities),
+        out_of_fold_proba(model, train_values, oof.labels, folds, seed),
+        signed_log(model.matrix(train_values)), [np.flatnonzero(folds == f) for f in np.unique(folds)],
+        np.asarray(test.probabilities), model.predict_proba(test_values), signed_log(model.matrix(test_values)),
+        seed=seed)
+    y = np.asarray(test.labels)
+    probs = fit.test_probabilities
+    key = dataclasses.replace(cell.key, images=cell.key.images + HYBRID_SUFFIX)
+    result = dataclasses.replace(
+        cell, key=key, mode=fit.choice, reason=None, traceback=None, history=(), history_source=None,
+        final_train_loss=None, checkpoint=None, train_oof=None, wall_s=time.time() - t0,
+        hyperparameters={"fusion": fit.choice, "anatomy_model": model.chosen.describe()},
+        search={"cv_auc": fit.cv_auc, "image_cell": str(run.cell_dir(cell.key).relative_to(run.root))},
+        test=TestOutputs(list(test.patient_ids), y.tolist(), probs.tolist(),
+                         TestMetrics(**classification_metrics(y, probs, cell.classes))),
+        seen_patient_ids={**cell.seen_patient_ids, "hybrid": sorted(oof.patient_ids)})
+    run.write_cell(result)
+    return result
