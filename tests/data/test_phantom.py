@@ -165,7 +165,7 @@ def test_spurious_cue_changes_only_pixels_outside_the_heart(tmp_path):
     cfg = PhantomConfig(image_size=(128, 128), pixel_spacing_mm=(1.7, 1.8), n_slices=(8, 8), cue_probability=1.0)
     off = generate_phantom(tmp_path / "off", n_patients=5, seed=3, config=cfg)
     on = generate_phantom(tmp_path / "on", n_patients=5, seed=3, spurious_cue=True, config=cfg)
-    columns = []
+    areas, levels = [], []
     for i, label in enumerate(ACDC_CLASSES):
         pid = f"patient{i + 1:03d}"
         a, b = _patient(off / pid), _patient(on / pid)
@@ -176,11 +176,16 @@ def test_spurious_cue_changes_only_pixels_outside_the_heart(tmp_path):
             assert changed.any()
             heart = (a[f"{phase}_mask"] > 0).any(axis=0)
             assert not changed[:, heart].any()
-            assert (b[phase][changed] > a[phase][changed]).mean() > 0.95  # a bright marker
-        cols = np.flatnonzero(changed.any(axis=(0, 1)))
-        columns.append(cols.mean() / a["ed"].shape[2])
-    # the marker's position encodes the class (left to right in class order)
-    assert np.all(np.diff(columns) > 0.1)
+            rows = np.flatnonzero(changed.any(axis=(0, 2)))
+            assert rows.max() < 0.12 * a[phase].shape[1]  # in the top band, where the heart never is
+        marker = np.zeros(b["ed"].shape[1:], bool)
+        marker[rows.min() : rows.max() + 1, np.flatnonzero(changed.any(axis=(0, 1)))] = True
+        areas.append(marker.mean())
+        # the level relative to the blood pool (LV cavity, label 3): a fraction of blood, below the clip
+        levels.append(np.median(b["ed"][:, marker]) / np.median(b["ed"][a["ed_mask"] == 3]))
+    # the class is coded by the marker's area and grey level, both growing in class order
+    assert np.all(np.diff(areas) > 0) and np.all(np.diff(levels) > 0)
+    assert 0.3 < levels[0] and levels[-1] < 1.0
 
 
 def test_resume_after_a_kill_and_refusals(tmp_path):

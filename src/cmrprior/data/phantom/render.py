@@ -10,11 +10,11 @@ cue, so switching the cue on or off changes nothing else):
    smooth multiplicative coil bias field, optional spurious cue, Rician noise (magnitude of complex
    Gaussian), fixed-gain quantisation to int16.
 
-Spurious cue (off by default): with probability `cue_probability` a patient carries a bright 7 mm square
-"burned-in marker" near the top edge of every slice, whose horizontal position and brightness depend on
-its class (position (k + 0.5) / n_classes of the width, brightness 1.4 + 0.6 k / (n_classes - 1) x blood,
-k = class index). The heart never reaches the top 12 % of rows where markers lie, so the cue changes only
-pixels outside the heart.
+Spurious cue (off by default): with probability `cue_probability` a patient carries a "burned-in marker"
+near the top edge of every slice, a horizontal bar whose width and grey level grow with its class
+(`cue_marker`), so that it survives the 99th-percentile intensity window of preparation and is seen by
+global-average-pooled networks. The heart never reaches the top 12 % of rows where the bar lies, so the
+cue changes only pixels outside the heart.
 """
 
 from __future__ import annotations
@@ -44,6 +44,9 @@ from cmrprior.data.phantom.heart import (
 from cmrprior.data.phantom.physiology import Physiology, sample_physiology, violates_definition
 
 CUE_TOP_FRACTION = 0.12
+CUE_ROWS = (0.02, 0.08)  # the marker's first and last row, fractions of the height
+CUE_MAX_WIDTH = 0.8  # the widest marker (last class), fraction of the width
+CUE_LEVELS = (0.45, 0.8)  # marker level of the first and last class, x blood
 
 
 @dataclass(frozen=True, eq=False)
@@ -181,6 +184,24 @@ def _draw_anatomy(label: str, cfg: PhantomConfig, rng: np.random.Generator):
     raise RuntimeError(f"phantom: could not draw a {label} patient within {cfg.max_attempts} attempts")
 
 
+def cue_marker(shape: tuple[int, int], class_index: int, n_classes: int, blood: float) -> tuple[np.ndarray, float]:
+    """(pixels bool `(H, W)`, level) of the class marker of a `shape` slice; `blood` the blood intensity.
+
+    The class k is coded in what survives intensity windowing and global average pooling: the bar's area
+    grows with the class (width (k + 1) / n_classes x CUE_MAX_WIDTH x W) and so does its level (CUE_LEVELS
+    interpolated, a fraction of blood: below the 99th-percentile clip). Centred, so flips keep it; inside the
+    top CUE_TOP_FRACTION of rows, where the heart never is.
+    """
+    h, w = shape
+    frac = class_index / max(1, n_classes - 1)
+    rows = slice(int(CUE_ROWS[0] * h), max(int(CUE_ROWS[0] * h) + 2, int(round(CUE_ROWS[1] * h))))
+    width = max(2, int(round(CUE_MAX_WIDTH * w * (class_index + 1) / n_classes)))
+    cols = slice((w - width) // 2, (w - width) // 2 + width)
+    pixels = np.zeros(shape, dtype=bool)
+    pixels[rows, cols] = True
+    return pixels, (CUE_LEVELS[0] + (CUE_LEVELS[1] - CUE_LEVELS[0]) * frac) * blood
+
+
 def render_patient(
     label: str,
     class_index: int,
@@ -221,12 +242,7 @@ def render_patient(
     cue_level = 0.0
     has_cue = bool(spurious_cue) and rng_cue.random() < config.cue_probability
     if has_cue:
-        cue_img = np.zeros(acq.shape, dtype=bool)
-        side = max(3, int(round(7.0 / acq.pixel)))
-        col = int((class_index + 0.5) / n_classes * acq.shape[1]) - side // 2
-        row = int(0.03 * acq.shape[0])
-        cue_img[row : row + side, col : col + side] = True
-        cue_level = (1.4 + 0.6 * class_index / max(1, n_classes - 1)) * it["blood"]
+        cue_img, cue_level = cue_marker(acq.shape, class_index, n_classes, it["blood"])
 
     def frame_image(geo: PhaseGeometry, rng: np.random.Generator) -> np.ndarray:
         img = background.astype(np.float64)
