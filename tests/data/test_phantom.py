@@ -165,7 +165,7 @@ def test_spurious_cue_changes_only_pixels_outside_the_heart(tmp_path):
     cfg = PhantomConfig(image_size=(128, 128), pixel_spacing_mm=(1.7, 1.8), n_slices=(8, 8), cue_probability=1.0)
     off = generate_phantom(tmp_path / "off", n_patients=5, seed=3, config=cfg)
     on = generate_phantom(tmp_path / "on", n_patients=5, seed=3, spurious_cue=True, config=cfg)
-    columns = []
+    areas, levels = [], []
     for i, label in enumerate(ACDC_CLASSES):
         pid = f"patient{i + 1:03d}"
         a, b = _patient(off / pid), _patient(on / pid)
@@ -176,11 +176,20 @@ def test_spurious_cue_changes_only_pixels_outside_the_heart(tmp_path):
             assert changed.any()
             heart = (a[f"{phase}_mask"] > 0).any(axis=0)
             assert not changed[:, heart].any()
-            assert (b[phase][changed] > a[phase][changed]).mean() > 0.95  # a bright marker
+            rows = np.flatnonzero(changed.any(axis=(0, 2)))
+            assert rows.max() < 0.12 * a[phase].shape[1]  # in the top band, where the heart never is
+        changed = a["ed"] != b["ed"]
         cols = np.flatnonzero(changed.any(axis=(0, 1)))
-        columns.append(cols.mean() / a["ed"].shape[2])
-    # the marker's position encodes the class (left to right in class order)
-    assert np.all(np.diff(columns) > 0.1)
+        areas.append((rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1) / changed[0].size)
+        # a texture (stripes or checks by class): brightness alternates across the marker
+        box = (slice(None), slice(rows.min(), rows.max() + 1), slice(cols.min(), cols.max() + 1))
+        bright = b["ed"][box] > np.median(b["ed"][box])
+        assert 4 <= np.count_nonzero(np.diff(bright.mean(axis=(0, 1)) > 0.5)) <= 40
+        # the bright stripes' level relative to the blood pool (LV cavity)
+        levels.append(np.median(b["ed"][box][bright]) / np.median(b["ed"][a["ed_mask"] == 3]))
+    # the marker's area and grey level grow in class order, below the clip
+    assert np.all(np.diff(areas) > 0) and np.all(np.diff(levels) > 0)
+    assert 0.3 < levels[0] and levels[-1] < 1.0
 
 
 def test_resume_after_a_kill_and_refusals(tmp_path):

@@ -4,8 +4,10 @@
 renders it; it computes nothing (the study writes the tables, the QC files and the mask flags, the saliency
 stage its scores and grids). The page opens from disk with no network: every image is embedded as a base64
 data URI. Sections, in order: the answer first (best configuration, main paired comparisons, masks source
-and whether they were out-of-sample; `cmrprior.report.summary`), cohort summary, segmentation QC, Tables 1-3 (with CIs), paired comparisons,
-metrics per cell, the anatomy model (Table 4, its confusion matrix, feature importances, robustness), ROC curves per class, confusion matrices, Figure 1 (convergence), in-heart saliency table,
+and whether they were out-of-sample; `cmrprior.report.summary`), cohort summary, segmentation QC, Tables 1-3
+(with CIs), paired comparisons, full versus segmented images (`cmrprior.report.full_vs_segmented`), metrics
+per cell, the anatomy model and the hybrids (Table 4, its confusion matrix, feature importances, robustness),
+ROC curves per class, confusion matrices, Figure 1 (convergence), in-heart saliency table,
 saliency overlay grids, held-out cohort, configuration and software versions. A section whose inputs are
 missing says so ("Not available: ...") instead of disappearing. The page is written atomically.
 
@@ -23,6 +25,7 @@ from pathlib import Path
 from cmrprior.data.prepared import PreparedCohort
 from cmrprior.errors import CmrPriorError, DataError
 from cmrprior.report.anatomy import anatomy_section
+from cmrprior.report.full_vs_segmented import full_vs_segmented_section
 from cmrprior.report.html import render_page
 from cmrprior.report.qc import segmentation_section
 from cmrprior.report.sections import (config_section, cohort_section, confusion_section, figure1_section, roc_section,
@@ -72,6 +75,7 @@ def build_report(run_dir: str | Path) -> Path:
         segmentation_section(run, inputs.info, inputs.prepared),
         tables_section(run, ("table1", "table2", "table3"), "tables", "Tables 1-3: macro AUC with confidence intervals"),
         tables_section(run, ("comparisons",), "comparisons", "Paired comparisons"),
+        full_vs_segmented_section(run),
         tables_section(run, ("metrics",), "metrics", "Metrics per configuration"),
         anatomy_section(run, inputs.info),
         roc_section(inputs.cells),

@@ -40,33 +40,35 @@ def label_keys(text: str) -> str:
     return re.sub(r"\bground_truth\b", masks_source_label("ground_truth"), text)
 
 
-def _read_json(path: Path) -> Any:
+def read_json(path: Path) -> Any:
+    """The parsed JSON file; None when it is missing or unreadable (the section then says so)."""
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
 
 
-def _num(x: object) -> float | None:
+def number(x: object) -> float | None:
+    """A stored number as float; None for anything else (None, NaN, text)."""
     return float(x) if isinstance(x, (int, float)) and x == x else None
 
 
 def best_configuration(metrics: list[dict]) -> str | None:
     """The configuration with the highest mean macro AUC, in words; None when no configuration was scored."""
-    scored = [m for m in metrics if isinstance(m, dict) and _num(m.get("macro_auc")) is not None]
+    scored = [m for m in metrics if isinstance(m, dict) and number(m.get("macro_auc")) is not None]
     if not scored:
         return None
     b = max(scored, key=lambda m: m["macro_auc"])
     what = f"{init_label(b.get('init', '?'))} initialisation, {b.get('images', '?')} training images, {b.get('backbone', '?')}"
     text = (f"<strong>{esc(what)}</strong>: "
             f"macro AUC <strong>{b['macro_auc']:.3f}</strong>")
-    lo, hi = _num(b.get("t_low")), _num(b.get("t_high"))
+    lo, hi = number(b.get("t_low")), number(b.get("t_high"))
     n = b.get("n_splits")
     if lo is not None and hi is not None:
         text += f" [{lo:.3f}, {hi:.3f}] (t-interval across {n} split(s))"
     elif n:
         text += f" ({n} split(s))"
-    blo, bhi = _num(b.get("boot_low")), _num(b.get("boot_high"))
+    blo, bhi = number(b.get("boot_low")), number(b.get("boot_high"))
     if blo is not None and bhi is not None:
         text += f", patient bootstrap {blo:.3f}-{bhi:.3f}"
     return text + f"; best of {len(scored)} scored configuration(s)."
@@ -89,8 +91,8 @@ def comparison_in_words(c: dict) -> str | None:
     """'Segmented-SSCL vs None on segmented images, vgg16: +0.120 macro AUC [+0.050, +0.190], p = 0.003 (higher)'."""
     a, b = _parse(c.get("a")), _parse(c.get("b"))
     boot = c.get("paired_bootstrap") if isinstance(c.get("paired_bootstrap"), dict) else {}
-    diff, lo, hi, p = (_num(c.get("difference")), _num(boot.get("low")), _num(boot.get("high")),
-                       _num(boot.get("p_value")))
+    diff, lo, hi, p = (number(c.get("difference")), number(boot.get("low")), number(boot.get("high")),
+                       number(boot.get("p_value")))
     if a is None or b is None or diff is None:
         return None
     if a[2] == b[2]:
@@ -143,7 +145,7 @@ def masks_summary(run: RunFolder, info: RunInfo, study: dict | None) -> str:
         words += f", model {model}" if model else ", shipped model"
     text = f"Masks for segmented images: <strong>{esc(words)}</strong>"
     text += f" ({esc(info.masks_note)})" if info.masks_note else ""
-    records = [d for d in (_read_json(run.run_json), study) if isinstance(d, dict)]
+    records = [d for d in (read_json(run.run_json), study) if isinstance(d, dict)]
     return text + f"; out-of-sample: {esc(_out_of_sample(records))}."
 
 
@@ -163,10 +165,10 @@ def anatomy_summary(table4: Any) -> str | None:
         return None
     row = table4["rows"][0]
     text = f"Anatomy model (cardiac measures, tabular classifier): {esc(row.get('cell', ''))}"
-    if _num(row.get("accuracy")) is not None:
+    if number(row.get("accuracy")) is not None:
         text += f", accuracy {row['accuracy']:.3f}"
-    comps = [c for c in table4.get("comparisons") or [] if _num(c.get("difference")) is not None
-             and _num((c.get("paired_bootstrap") or {}).get("low")) is not None]
+    comps = [c for c in table4.get("comparisons") or [] if number(c.get("difference")) is not None
+             and number((c.get("paired_bootstrap") or {}).get("low")) is not None]
 
     def said(c: dict) -> str:
         pb = c["paired_bootstrap"]
@@ -175,7 +177,7 @@ def anatomy_summary(table4: Any) -> str | None:
 
     first = row.get("model")
     text += "".join(f"; {said(c)}" for c in comps if c.get("a_label", first) == first)
-    hybrids = [r for r in table4["rows"][1:] if str(r.get("model", "")).startswith("Hybrid") and _num(r.get("macro_auc")) is not None]
+    hybrids = [r for r in table4["rows"][1:] if str(r.get("model", "")).startswith("Hybrid") and number(r.get("macro_auc")) is not None]
     if hybrids:
         top = max(hybrids, key=lambda r: r["macro_auc"])
         text += f". Best hybrid: {esc(top['model'])} {esc(top.get('cell', ''))}"
@@ -185,18 +187,18 @@ def anatomy_summary(table4: Any) -> str | None:
 
 def summary_section(run: RunFolder, info: RunInfo, study: dict | None) -> Section:
     items = []
-    metrics = _read_json(run.tables / "metrics.json")
+    metrics = read_json(run.tables / "metrics.json")
     best = best_configuration(metrics) if isinstance(metrics, list) else None
     items.append(f"Best configuration: {best}" if best else
                  '<span class="missing">Best configuration: not available (tables/metrics.json has no scored '
                  "configuration)</span>")
-    comparisons = _read_json(run.tables / "comparisons.json")
+    comparisons = read_json(run.tables / "comparisons.json")
     words, total = main_comparisons(comparisons) if isinstance(comparisons, list) else ([], 0)
     if words:
         more = f" ({len(words)} of {total}; all in <a href=\"#comparisons\">Paired comparisons</a>)" if total > len(words) else ""
         items.append("Paired comparisons (A - B on the same test patients; paired bootstrap interval and p)" + more
                      + ":<ul>" + "".join(f"<li>{esc(w)}</li>" for w in words) + "</ul>")
-    anatomy = anatomy_summary(_read_json(run.tables / "table4.json"))
+    anatomy = anatomy_summary(read_json(run.tables / "table4.json"))
     if anatomy:
         items.append(anatomy)
     items.append(masks_summary(run, info, study))

@@ -10,11 +10,11 @@ cue, so switching the cue on or off changes nothing else):
    smooth multiplicative coil bias field, optional spurious cue, Rician noise (magnitude of complex
    Gaussian), fixed-gain quantisation to int16.
 
-Spurious cue (off by default): with probability `cue_probability` a patient carries a bright 7 mm square
-"burned-in marker" near the top edge of every slice, whose horizontal position and brightness depend on
-its class (position (k + 0.5) / n_classes of the width, brightness 1.4 + 0.6 k / (n_classes - 1) x blood,
-k = class index). The heart never reaches the top 12 % of rows where markers lie, so the cue changes only
-pixels outside the heart.
+Spurious cue (off by default): with probability `cue_probability` a patient carries a "burned-in marker"
+near the top edge of every slice: a bar textured with a class-specific pattern (stripes or checks), whose
+width and grey level grow with the class (`cue_marker`), so that it survives the 99th-percentile intensity
+window of preparation and the resizing, and is seen by global-average-pooled networks. The heart never
+reaches the top 12 % of rows where the bar lies, so the cue changes only pixels outside the heart.
 """
 
 from __future__ import annotations
@@ -44,6 +44,11 @@ from cmrprior.data.phantom.heart import (
 from cmrprior.data.phantom.physiology import Physiology, sample_physiology, violates_definition
 
 CUE_TOP_FRACTION = 0.12
+CUE_ROWS = (0.01, 0.11)  # the marker's first and last row, fractions of the height
+CUE_MAX_WIDTH = 0.9  # the widest marker (last class), fraction of the width
+CUE_LEVELS = (0.5, 0.8)  # level of the marker's bright stripes, first and last class, x blood
+CUE_PERIOD = 1 / 16  # the pattern's period, fraction of the width (a few pixels after any resizing)
+CUE_PATTERNS = ("vertical", "horizontal", "checkerboard", "diagonal", "antidiagonal")  # by class index
 
 
 @dataclass(frozen=True, eq=False)
@@ -181,6 +186,32 @@ def _draw_anatomy(label: str, cfg: PhantomConfig, rng: np.random.Generator):
     raise RuntimeError(f"phantom: could not draw a {label} patient within {cfg.max_attempts} attempts")
 
 
+def cue_marker(shape: tuple[int, int], class_index: int, n_classes: int, blood: float) -> tuple[np.ndarray, np.ndarray]:
+    """(pixels bool `(H, W)`, their levels float32 `(n,)`) of the class marker of a `shape` slice; `blood` the
+    blood intensity.
+
+    The class k is coded in what survives intensity windowing, resizing and global average pooling: a texture
+    no anatomy has, whose pattern depends on the class (CUE_PATTERNS[k mod 5]: vertical stripes, horizontal
+    stripes, checkerboard, two diagonals; period CUE_PERIOD of the width), bright at CUE_LEVELS interpolated
+    x blood (below the 99th-percentile clip) alternating with 0, and whose width grows with the class
+    ((k + 1) / n_classes x CUE_MAX_WIDTH x W). Centred; in rows CUE_ROWS, inside the top CUE_TOP_FRACTION of
+    rows, where the heart never is.
+    """
+    h, w = shape
+    rows = slice(int(CUE_ROWS[0] * h), max(int(CUE_ROWS[0] * h) + 2, int(round(CUE_ROWS[1] * h))))
+    width = max(2, int(round(CUE_MAX_WIDTH * w * (class_index + 1) / n_classes)))
+    start = (w - width) // 2
+    pixels = np.zeros(shape, dtype=bool)
+    pixels[rows, start : start + width] = True
+    level = (CUE_LEVELS[0] + (CUE_LEVELS[1] - CUE_LEVELS[0]) * class_index / max(1, n_classes - 1)) * blood
+    half = max(1.0, CUE_PERIOD * w / 2)
+    yy, xx = np.mgrid[: rows.stop - rows.start, :width]
+    phase = {"vertical": xx // half, "horizontal": yy // half, "checkerboard": xx // half + yy // half,
+             "diagonal": (xx + yy) // half, "antidiagonal": (xx - yy + h) // half}
+    bright = phase[CUE_PATTERNS[class_index % len(CUE_PATTERNS)]] % 2 == 0
+    return pixels, np.where(bright, level, 0.0).astype(np.float32).ravel()
+
+
 def render_patient(
     label: str,
     class_index: int,
@@ -217,16 +248,10 @@ def render_patient(
 
     background = render_body(body, u.astype(np.float32), v.astype(np.float32), np.clip(acq.s / ed.l_epi, 0, 1),
                              acq.pixel)
-    cue_img = None
-    cue_level = 0.0
+    cue_img, cue_levels = None, None
     has_cue = bool(spurious_cue) and rng_cue.random() < config.cue_probability
     if has_cue:
-        cue_img = np.zeros(acq.shape, dtype=bool)
-        side = max(3, int(round(7.0 / acq.pixel)))
-        col = int((class_index + 0.5) / n_classes * acq.shape[1]) - side // 2
-        row = int(0.03 * acq.shape[0])
-        cue_img[row : row + side, col : col + side] = True
-        cue_level = (1.4 + 0.6 * class_index / max(1, n_classes - 1)) * it["blood"]
+        cue_img, cue_levels = cue_marker(acq.shape, class_index, n_classes, it["blood"])
 
     def frame_image(geo: PhaseGeometry, rng: np.random.Generator) -> np.ndarray:
         img = background.astype(np.float64)
@@ -240,7 +265,7 @@ def render_patient(
         img = np.clip(img, 0, None) ** np.float32(gamma)
         img *= bias[None]
         if cue_img is not None:
-            img[:, cue_img] = np.float32(cue_level)  # only the marker's pixels change
+            img[:, cue_img] = cue_levels  # only the marker's pixels change
         img = rician_noise(img, sigma, rng)
         return np.clip(np.rint(img * gain), 0, 32767).astype(np.int16)
 
