@@ -17,7 +17,7 @@ from cmrprior.io.manifest import read_manifest
 from cmrprior.io.nifti import read_nifti, write_nifti
 from cmrprior.io.records import Volume
 from cmrprior.segmentation.network import build_unet, save_segmenter
-from cmrprior.segmentation.phases import detect_phases, resolve_cohort_phases
+from cmrprior.segmentation.phases import curve_extremes, detect_phases, fourier_fit, resolve_cohort_phases
 from cmrprior.segmentation.cohort_predict import predict_cohort
 from seg_doubles import TINY, disc_heart
 
@@ -68,6 +68,42 @@ def test_no_lv_anywhere_and_too_few_frames():
         detect_phases(empty, segment=lambda f, i: np.zeros(f.shape, np.uint8))
     with pytest.raises(DataError, match="at least 2 frames"):
         detect_phases(_frames([5.0]), segment=label_reader)
+
+
+def test_fourier_fit_equals_truncated_dft():
+    """Evenly sampled least squares with K < T/2 harmonics is the DFT with the higher bins zeroed."""
+    rng = np.random.default_rng(0)
+    for n, k in ((13, 3), (30, 3), (31, 5)):
+        v = rng.normal(100, 10, n)
+        spec = np.fft.rfft(v)
+        spec[k + 1:] = 0
+        np.testing.assert_allclose(fourier_fit(v, k), np.fft.irfft(spec, n), atol=1e-9)
+
+
+def _sharp_curve(n: int, es: int) -> np.ndarray:
+    """LV volume (ml) falling linearly 150 -> 60 to `es`, then refilling; frames 1-based."""
+    t = np.arange(1, n + 1)
+    up = 60 + 90 * (t - es) / (n + 1 - es)
+    return np.where(t <= es, 150 - 90 * (t - 1) / (es - 1), up)
+
+
+def test_curve_extremes_ignore_one_badly_segmented_frame():
+    v = _sharp_curve(30, 12)
+    assert curve_extremes(v) == (1, 12) == (int(np.argmax(v)) + 1, int(np.argmin(v)) + 1)
+    bad = v.copy()
+    bad[5] = 40.0  # frame 6: a failed segmentation, far below the true ESV
+    bad[20] = 170.0  # frame 21: a frame over-segmented above the true EDV
+    assert (int(np.argmax(bad)) + 1, int(np.argmin(bad)) + 1) == (21, 6)  # what the raw extremes say
+    assert curve_extremes(bad) == (1, 12)
+    near = v.copy()
+    near[29] = 151.0  # the largest volume one frame before frame 1: measured extremes win near the fit's
+    assert curve_extremes(near) == (30, 12)
+
+
+def test_curve_extremes_of_short_cines_are_the_raw_extremes():
+    v = [8.0, 6.0, 9.0, 5.0, 7.0, 7.5]  # too few frames for a fit
+    assert curve_extremes(v) == (3, 4)
+    assert curve_extremes([5.0, 5.0, 4.0]) == (1, 3)  # ties: earliest frame
 
 
 def _cine_manifest(tmp_path: Path, rows: str) -> Path:

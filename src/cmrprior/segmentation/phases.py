@@ -1,6 +1,11 @@
 """End-diastole and end-systole from a cine: segment every frame, ED = largest, ES = smallest LV cavity.
 
-This is the usual clinical definition (e.g. the ACDC frames were chosen by LV volume). The frame acquired at
+This is the usual clinical definition (e.g. the ACDC frames were chosen by LV volume). One frame that the
+segmenter gets badly wrong must not become ED or ES: with enough frames, a low-order Fourier series (the
+curve is periodic over the cardiac cycle) is fitted by least squares and the extremes are searched only
+within `SEARCH_HALF_WIDTH` frames of the fitted curve's extremes, where the measured largest / smallest
+volume wins. The fit only chooses where to look, never the frame: a smooth fit rounds the sharp ES
+minimum off towards the slower diastolic side and on its own misses it by a frame. The frame acquired at
 trigger time zero (the ECG R wave, which starts the cine) is ED by the other common definition; it is
 reported as a cross-check (`ed_matches_trigger`: within one frame, counted cyclically, since the largest
 volume may be the last frame of the previous cycle).
@@ -27,6 +32,8 @@ from cmrprior.segmentation.predict import default_model_path
 from cmrprior.segmentation.volumes import predict_volume
 
 LV_LABEL = 3
+FOURIER_HARMONICS = 3
+SEARCH_HALF_WIDTH = 2
 # labels uint8 (Z, H, W) of one frame, given the frame and its index (0-based) in the cine
 Segmenter = Callable[[Volume, int], np.ndarray]
 
@@ -102,6 +109,39 @@ def lv_volumes_ml(frames: Sequence[Volume], segment: Segmenter) -> list[float]:
     return out
 
 
+def fourier_fit(values: Sequence[float], harmonics: int) -> np.ndarray:
+    """Least-squares fit of a periodic series with `harmonics` harmonics to one value per frame, `(T,)`.
+
+    The frames are taken to cover one cardiac cycle evenly (frame T is followed by frame 1).
+    """
+    v = np.asarray(values, dtype=np.float64)
+    phase = 2.0 * np.pi * np.arange(v.size) / v.size
+    cols = [np.ones(v.size)] + [f(k * phase) for k in range(1, harmonics + 1) for f in (np.cos, np.sin)]
+    basis = np.stack(cols, axis=1)
+    coef, *_ = np.linalg.lstsq(basis, v, rcond=None)
+    return basis @ coef
+
+
+def curve_extremes(volumes: Sequence[float]) -> tuple[int, int]:
+    """(ED, ES) frames, 1-based, of an LV volume curve: the largest / smallest measured volume among the
+    frames within `SEARCH_HALF_WIDTH` (cyclically) of the fitted Fourier curve's maximum / minimum.
+
+    Short curves (fewer than 4 x FOURIER_HARMONICS + 1 frames: too few to fit) use the raw largest and
+    smallest. Ties go to the earliest frame.
+    """
+    v = np.asarray(volumes, dtype=np.float64)
+    n = v.size
+    if n < 4 * FOURIER_HARMONICS + 1:
+        return int(np.argmax(v)) + 1, int(np.argmin(v)) + 1
+    fit = fourier_fit(v, FOURIER_HARMONICS)
+
+    def near(centre: int, sign: float) -> int:
+        window = sorted({(centre + d) % n for d in range(-SEARCH_HALF_WIDTH, SEARCH_HALF_WIDTH + 1)})
+        return window[int(np.argmax(sign * v[window]))] + 1
+
+    return near(int(np.argmax(fit)), 1.0), near(int(np.argmin(fit)), -1.0)
+
+
 def detect_phases(
     frames: Sequence[Volume],
     *,
@@ -112,7 +152,7 @@ def detect_phases(
 ) -> PhaseDetection:
     """ED (largest) and ES (smallest LV cavity) frames of a cine given as T >= 2 frames `(Z, H, W)`.
 
-    Ties go to the earliest frame. `segment` replaces the segmenter (tests, other models); else the model
+    Frames are chosen by `curve_extremes` (a single mis-segmented frame cannot win). `segment` replaces the segmenter (tests, other models); else the model
     at `model_path` (default: shipped) is used. `trigger_times_ms` (one per frame) gives the cross-check frame.
 
     Raises:
@@ -127,8 +167,7 @@ def detect_phases(
     if max(vols) <= 0:
         raise DataError(where, f"no LV cavity found in any of the {len(frames)} frames: ED/ES cannot be found; "
                                "give ed_frame and es_frame")
-    ed = int(np.argmax(vols)) + 1
-    es = int(np.argmin(vols)) + 1
+    ed, es = curve_extremes(vols)
     known = trigger_times_ms is not None and len(trigger_times_ms) == len(frames)
     zero = int(np.argmin(trigger_times_ms)) + 1 if known else 1
     return PhaseDetection(ed_frame=ed, es_frame=es, lv_volume_ml=tuple(vols), trigger_zero_frame=zero,
