@@ -25,6 +25,7 @@ from cmrprior.utils.filenames import patient_filename
 from cmrprior.vocab import ImageSpec, init_rank
 
 LAYOUT_VERSION = 2
+PHASES_CSV = "phases.csv"  # in the study's qc/ and in the --test cohort's
 HOLDOUT = "holdout"  # split name of the model trained on the whole cohort and scored on the --test cohort
 STATUSES = ("ok", "unavailable", "failed")
 
@@ -336,6 +337,11 @@ class RunFolder:
     def mask_flags_csv(self) -> Path:
         """Mask plausibility flags per patient and phase (`cmrprior.segmentation.qc.write_mask_flags`)."""
         return self.qc / "mask_flags.csv"
+
+    @property
+    def phases_csv(self) -> Path:
+        """ED/ES frames found from cines, one row per patient given as a cine (`PhaseDetection.as_row`)."""
+        return self.qc / PHASES_CSV
 
     @property
     def segmentation_summary_csv(self) -> Path:
