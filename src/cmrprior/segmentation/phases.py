@@ -1,11 +1,10 @@
 """End-diastole and end-systole from a cine: segment every frame, ED = largest, ES = smallest LV cavity.
 
 This is the usual clinical definition (e.g. the ACDC frames were chosen by LV volume). One frame that the
-segmenter gets badly wrong must not become ED or ES: with enough frames, a low-order Fourier series (the
-curve is periodic over the cardiac cycle) is fitted by least squares and the extremes are searched only
-within `SEARCH_HALF_WIDTH` frames of the fitted curve's extremes, where the measured largest / smallest
-volume wins. The fit only chooses where to look, never the frame: a smooth fit rounds the sharp ES
-minimum off towards the slower diastolic side and on its own misses it by a frame. The frame acquired at
+segmenter gets badly wrong must not become ED or ES (`curve_extremes`): the extremes are searched next to
+those of the curve's 3-frame running median, which ignores a single outlying frame but keeps a sharp
+extremum and the steps of a basal slice leaving the stack (a fitted low-order Fourier series does not: it
+rounds a sharp ES off by a frame or more, and a 3-4 slice stack's steps by several). The frame acquired at
 trigger time zero (the ECG R wave, which starts the cine) is ED by the other common definition; it is
 reported as a cross-check (`ed_matches_trigger`: within one frame, counted cyclically, since the largest
 volume may be the last frame of the previous cycle).
@@ -32,8 +31,6 @@ from cmrprior.segmentation.predict import default_model_path
 from cmrprior.segmentation.volumes import predict_volume
 
 LV_LABEL = 3
-FOURIER_HARMONICS = 3
-SEARCH_HALF_WIDTH = 2
 # labels uint8 (Z, H, W) of one frame, given the frame and its index (0-based) in the cine
 Segmenter = Callable[[Volume, int], np.ndarray]
 
@@ -109,37 +106,25 @@ def lv_volumes_ml(frames: Sequence[Volume], segment: Segmenter) -> list[float]:
     return out
 
 
-def fourier_fit(values: Sequence[float], harmonics: int) -> np.ndarray:
-    """Least-squares fit of a periodic series with `harmonics` harmonics to one value per frame, `(T,)`.
-
-    The frames are taken to cover one cardiac cycle evenly (frame T is followed by frame 1).
-    """
-    v = np.asarray(values, dtype=np.float64)
-    phase = 2.0 * np.pi * np.arange(v.size) / v.size
-    cols = [np.ones(v.size)] + [f(k * phase) for k in range(1, harmonics + 1) for f in (np.cos, np.sin)]
-    basis = np.stack(cols, axis=1)
-    coef, *_ = np.linalg.lstsq(basis, v, rcond=None)
-    return basis @ coef
-
-
 def curve_extremes(volumes: Sequence[float]) -> tuple[int, int]:
-    """(ED, ES) frames, 1-based, of an LV volume curve: the largest / smallest measured volume among the
-    frames within `SEARCH_HALF_WIDTH` (cyclically) of the fitted Fourier curve's maximum / minimum.
+    """(ED, ES) frames, 1-based, of an LV volume curve over one cycle: the largest / smallest measured volume
+    within one frame (cyclically) of where the 3-frame running median of the curve is largest / smallest.
 
-    Short curves (fewer than 4 x FOURIER_HARMONICS + 1 frames: too few to fit) use the raw largest and
-    smallest. Ties go to the earliest frame.
+    The running median leaves a rising or falling run and its steps (a basal slice leaving the stack)
+    unchanged and flattens a single outlying frame, so on a curve with one maximum and one minimum the result
+    is the raw largest / smallest frame, and one mis-segmented frame away from them cannot win. Curves of
+    fewer than 3 frames use the raw extremes. Ties go to the earliest frame.
     """
     v = np.asarray(volumes, dtype=np.float64)
-    n = v.size
-    if n < 4 * FOURIER_HARMONICS + 1:
+    if v.size < 3:
         return int(np.argmax(v)) + 1, int(np.argmin(v)) + 1
-    fit = fourier_fit(v, FOURIER_HARMONICS)
+    median = np.median(np.stack([np.roll(v, 1), v, np.roll(v, -1)]), axis=0)
 
-    def near(centre: int, sign: float) -> int:
-        window = sorted({(centre + d) % n for d in range(-SEARCH_HALF_WIDTH, SEARCH_HALF_WIDTH + 1)})
+    def pick(centres: np.ndarray, sign: float) -> int:
+        window = sorted({(int(c) + d) % v.size for c in centres for d in (-1, 0, 1)})
         return window[int(np.argmax(sign * v[window]))] + 1
 
-    return near(int(np.argmax(fit)), 1.0), near(int(np.argmin(fit)), -1.0)
+    return pick(np.flatnonzero(median == median.max()), 1.0), pick(np.flatnonzero(median == median.min()), -1.0)
 
 
 def detect_phases(
@@ -152,8 +137,8 @@ def detect_phases(
 ) -> PhaseDetection:
     """ED (largest) and ES (smallest LV cavity) frames of a cine given as T >= 2 frames `(Z, H, W)`.
 
-    Frames are chosen by `curve_extremes` (a single mis-segmented frame cannot win). `segment` replaces the segmenter (tests, other models); else the model
-    at `model_path` (default: shipped) is used. `trigger_times_ms` (one per frame) gives the cross-check frame.
+    Frames are chosen by `curve_extremes` (a single mis-segmented frame cannot win). `segment` replaces the
+    segmenter (tests, other models); else the model at `model_path` (default: shipped) is used. `trigger_times_ms` (one per frame) gives the cross-check frame.
 
     Raises:
         DataError: fewer than two frames, or no LV cavity found in any frame (the curve says nothing).
