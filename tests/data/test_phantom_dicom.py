@@ -16,10 +16,18 @@ from cmrprior.io.records import Volume
 from cmrprior.segmentation.phases import resolve_cohort_phases
 
 
-def test_contraction_curve():
-    f = contraction(25, 10)
-    assert f[0] == 0.0 and f[9] == pytest.approx(1.0) and f.argmax() == 9
-    assert np.all(np.diff(f[:10]) > 0) and np.all(np.diff(f[9:]) < 0) and f[-1] > 0
+@pytest.mark.parametrize("n_frames, es_frame", [(25, 10), (30, 12), (35, 15), (25, 9), (21, 15)])
+def test_contraction_curve_has_sharp_single_extremes(n_frames, es_frame):
+    f = contraction(n_frames, es_frame)
+    assert f[0] == 0.0 and f[es_frame - 1] == pytest.approx(1.0)
+    assert np.all(np.diff(f[:es_frame]) > 0) and np.all(np.diff(f[es_frame - 1:]) < 0)
+    # constant-rate ejection: every systolic step is 1 / (es_frame - 1) of the motion, by hand
+    np.testing.assert_allclose(np.diff(f[:es_frame]), 1.0 / (es_frame - 1))
+    # every frame but ED / ES is at least one systolic step away from the extremes (a raised cosine left
+    # the neighbours within ~1 %, so segmentation noise decided which frame was "ED" / "ES")
+    margin = 1.0 / (es_frame - 1) - 1e-9
+    assert np.all(np.delete(f, 0) >= margin) and np.all(np.delete(f, es_frame - 1) <= 1 - margin)
+    assert f[-1] == pytest.approx(0.5 * (1 - 0.7), abs=1e-3)  # half-way through the 2-frame atrial kick
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +61,11 @@ def test_dicom_phantom_ed_es_found_from_the_cine(dicom_phantom):
         assert (saved["ed_frame"], saved["es_frame"]) == (1, p.es_frame)
         assert det.lv_volume_ml == pytest.approx(p.cine_lv_ml) and det.lv_volume_ml == pytest.approx(saved["lv_volume_ml"], abs=1e-3)
         assert det.trigger_times_known and det.trigger_zero_frame == 1 and det.ed_matches_trigger
+        # the written true ED / ES are the largest / smallest true LV volumes, every other frame clearly apart
+        lv = np.asarray(saved["lv_volume_ml"])
+        stroke = lv[0] - lv[p.es_frame - 1]
+        assert np.delete(lv, 0).max() < lv[0] - 0.03 * stroke
+        assert np.delete(lv, p.es_frame - 1).min() > lv[p.es_frame - 1] + 0.03 * stroke
         vols = load_patient(rec)
         np.testing.assert_array_equal(vols.ed.array, p.ed_image.astype(np.float32))
         np.testing.assert_array_equal(vols.es.array, p.es_image.astype(np.float32))

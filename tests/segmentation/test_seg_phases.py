@@ -17,7 +17,7 @@ from cmrprior.io.manifest import read_manifest
 from cmrprior.io.nifti import read_nifti, write_nifti
 from cmrprior.io.records import Volume
 from cmrprior.segmentation.network import build_unet, save_segmenter
-from cmrprior.segmentation.phases import detect_phases, resolve_cohort_phases
+from cmrprior.segmentation.phases import curve_extremes, detect_phases, resolve_cohort_phases
 from cmrprior.segmentation.cohort_predict import predict_cohort
 from seg_doubles import TINY, disc_heart
 
@@ -68,6 +68,57 @@ def test_no_lv_anywhere_and_too_few_frames():
         detect_phases(empty, segment=lambda f, i: np.zeros(f.shape, np.uint8))
     with pytest.raises(DataError, match="at least 2 frames"):
         detect_phases(_frames([5.0]), segment=label_reader)
+
+
+def _unimodal(rng: np.random.Generator, n: int) -> tuple[np.ndarray, int, int]:
+    """A random cyclic curve with one maximum and one minimum (distinct values): random positive steps down
+    from the peak to the trough, then up again; some steps large (a basal slice leaving a coarse stack)."""
+    peak, length = int(rng.integers(n)), int(rng.integers(1, n))  # length: frames from peak to trough
+    steps = rng.exponential(1.0, n) * np.where(rng.random(n) < 0.2, 20.0, 1.0) + 1e-3
+    v = np.empty(n)
+    v[0] = 100.0
+    v[1:length + 1] = 100.0 - np.cumsum(steps[:length])
+    rise = np.cumsum(steps[length:n - 1])
+    v[length + 1:] = v[length] + rise * (100.0 - v[length] - 1e-3) / (rise[-1] + 1e-3 if rise.size else 1.0)
+    return np.roll(v, peak), peak + 1, (peak + length) % n + 1
+
+
+def test_curve_extremes_are_the_raw_extremes_of_any_one_peak_curve():
+    """The slow reference on curves without outliers is the plain argmax / argmin."""
+    rng = np.random.default_rng(0)
+    for _ in range(2000):
+        n = int(rng.integers(3, 40))
+        v, ed, es = _unimodal(rng, n)
+        assert (int(np.argmax(v)) + 1, int(np.argmin(v)) + 1) == (ed, es)
+        assert curve_extremes(v) == (ed, es)
+
+
+def _sharp_curve(n: int, es: int) -> np.ndarray:
+    """LV volume (ml) falling linearly 150 -> 60 to `es`, then refilling; frames 1-based."""
+    t = np.arange(1, n + 1)
+    up = 60 + 90 * (t - es) / (n + 1 - es)
+    return np.where(t <= es, 150 - 90 * (t - 1) / (es - 1), up)
+
+
+def test_curve_extremes_ignore_one_badly_segmented_frame():
+    v = _sharp_curve(30, 12)
+    assert curve_extremes(v) == (1, 12) == (int(np.argmax(v)) + 1, int(np.argmin(v)) + 1)
+    bad = v.copy()
+    bad[5] = 40.0  # frame 6: a failed segmentation, far below the true ESV
+    bad[20] = 170.0  # frame 21: a frame over-segmented above the true EDV
+    assert (int(np.argmax(bad)) + 1, int(np.argmin(bad)) + 1) == (21, 6)  # what the raw extremes say
+    assert curve_extremes(bad) == (1, 12)
+    near = v.copy()
+    near[29] = 151.0  # the largest volume one frame before frame 1: measured extremes win near the fit's
+    assert curve_extremes(near) == (30, 12)
+
+
+def test_curve_extremes_by_hand():
+    # running median of [8, 6, 9, 5, 7, 7.5] (cyclic): 7.5, 8, 6, 7, 7, 7.5; its largest (8) at frame 2, where
+    # frames 1-3 hold the raw largest 9 (frame 3); its smallest (6) at frame 3: frames 2-4 hold 5 (frame 4)
+    assert curve_extremes([8.0, 6.0, 9.0, 5.0, 7.0, 7.5]) == (3, 4)
+    assert curve_extremes([5.0, 5.0, 4.0]) == (1, 3)  # ties: earliest frame
+    assert curve_extremes([3.0, 4.0]) == (2, 1)  # two frames: the raw extremes
 
 
 def _cine_manifest(tmp_path: Path, rows: str) -> Path:

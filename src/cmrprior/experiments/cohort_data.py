@@ -40,6 +40,7 @@ from cmrprior.experiments.anatomy_data import expert_masks, segmenter_masks, wri
 from cmrprior.experiments.config import StudyConfig
 from cmrprior.io.cohort import open_cohort
 from cmrprior.io.records import Cohort
+from cmrprior.runs import PHASES_CSV
 from cmrprior.segmentation.folds import (
     all_out_of_sample,
     choose_segmenters,
@@ -126,7 +127,7 @@ def prepare_data(data: str | Path, config: StudyConfig, *, cache_dir: Path, qc_d
     """
     cohort, detections = resolve_cohort_phases(open_cohort(Path(data)), model_path=config.masks.model)
     if detections and qc_dir is not None:
-        write_csv([d.as_row() for d in detections], qc_dir / "phases.csv")
+        write_csv([d.as_row() for d in detections], qc_dir / PHASES_CSV)
     prints = fingerprint_cohort(cohort)
     cohort = _without_duplicates(cohort, prints, qc_dir)
     if config.masks.source == "ground_truth":

@@ -14,6 +14,7 @@ from cmrprior.runs.folder import RunFolder
 from cmrprior.runs.records import (
     HOLDOUT,
     LAYOUT_VERSION,
+    PHASES_CSV,
     STATUSES,
     CellKey,
     CellResult,
@@ -29,5 +30,5 @@ from cmrprior.runs.records import (
     read_json,
 )
 
-__all__ = ["HOLDOUT", "LAYOUT_VERSION", "STATUSES", "CellKey", "CellResult", "EpochRecord", "OutOfFold", "PretrainRecord",
+__all__ = ["HOLDOUT", "LAYOUT_VERSION", "PHASES_CSV", "STATUSES", "CellKey", "CellResult", "EpochRecord", "OutOfFold", "PretrainRecord",
            "RunFolder", "RunInfo", "SaliencyGrid", "SplitSpec", "TestMetrics", "TestOutputs", "labels_in_order", "read_json"]

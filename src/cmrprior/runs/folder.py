@@ -10,6 +10,7 @@ from cmrprior.errors import ConfigError, DataError
 from cmrprior.runs.records import (
     HOLDOUT,
     LAYOUT_VERSION,
+    PHASES_CSV,
     CellKey,
     CellResult,
     PretrainRecord,
@@ -156,6 +157,11 @@ class RunFolder:
     def mask_flags_csv(self) -> Path:
         """Mask plausibility flags per patient and phase (`cmrprior.segmentation.qc.write_mask_flags`)."""
         return self.qc / "mask_flags.csv"
+
+    @property
+    def phases_csv(self) -> Path:
+        """ED/ES frames found from cines, one row per patient given as a cine (`PhaseDetection.as_row`)."""
+        return self.qc / PHASES_CSV
 
     @property
     def segmentation_summary_csv(self) -> Path:

@@ -16,6 +16,7 @@ from cmrprior.errors import DataError
 from cmrprior.vocab import ImageSpec, init_rank
 
 LAYOUT_VERSION = 2
+PHASES_CSV = "phases.csv"  # in the study's qc/ and in the --test cohort's
 HOLDOUT = "holdout"  # split name of the model trained on the whole cohort and scored on the --test cohort
 STATUSES = ("ok", "unavailable", "failed")
 

@@ -1,6 +1,10 @@
 """End-diastole and end-systole from a cine: segment every frame, ED = largest, ES = smallest LV cavity.
 
-This is the usual clinical definition (e.g. the ACDC frames were chosen by LV volume). The frame acquired at
+This is the usual clinical definition (e.g. the ACDC frames were chosen by LV volume). One frame that the
+segmenter gets badly wrong must not become ED or ES (`curve_extremes`): the extremes are searched next to
+those of the curve's 3-frame running median, which ignores a single outlying frame but keeps a sharp
+extremum and the steps of a basal slice leaving the stack (a fitted low-order Fourier series does not: it
+rounds a sharp ES off by a frame or more, and a 3-4 slice stack's steps by several). The frame acquired at
 trigger time zero (the ECG R wave, which starts the cine) is ED by the other common definition; it is
 reported as a cross-check (`ed_matches_trigger`: within one frame, counted cyclically, since the largest
 volume may be the last frame of the previous cycle).
@@ -102,6 +106,27 @@ def lv_volumes_ml(frames: Sequence[Volume], segment: Segmenter) -> list[float]:
     return out
 
 
+def curve_extremes(volumes: Sequence[float]) -> tuple[int, int]:
+    """(ED, ES) frames, 1-based, of an LV volume curve over one cycle: the largest / smallest measured volume
+    within one frame (cyclically) of where the 3-frame running median of the curve is largest / smallest.
+
+    The running median leaves a rising or falling run and its steps (a basal slice leaving the stack)
+    unchanged and flattens a single outlying frame, so on a curve with one maximum and one minimum the result
+    is the raw largest / smallest frame, and one mis-segmented frame away from them cannot win. Curves of
+    fewer than 3 frames use the raw extremes. Ties go to the earliest frame.
+    """
+    v = np.asarray(volumes, dtype=np.float64)
+    if v.size < 3:
+        return int(np.argmax(v)) + 1, int(np.argmin(v)) + 1
+    median = np.median(np.stack([np.roll(v, 1), v, np.roll(v, -1)]), axis=0)
+
+    def pick(centres: np.ndarray, sign: float) -> int:
+        window = sorted({(int(c) + d) % v.size for c in centres for d in (-1, 0, 1)})
+        return window[int(np.argmax(sign * v[window]))] + 1
+
+    return pick(np.flatnonzero(median == median.max()), 1.0), pick(np.flatnonzero(median == median.min()), -1.0)
+
+
 def detect_phases(
     frames: Sequence[Volume],
     *,
@@ -112,8 +137,8 @@ def detect_phases(
 ) -> PhaseDetection:
     """ED (largest) and ES (smallest LV cavity) frames of a cine given as T >= 2 frames `(Z, H, W)`.
 
-    Ties go to the earliest frame. `segment` replaces the segmenter (tests, other models); else the model
-    at `model_path` (default: shipped) is used. `trigger_times_ms` (one per frame) gives the cross-check frame.
+    Frames are chosen by `curve_extremes` (a single mis-segmented frame cannot win). `segment` replaces the
+    segmenter (tests, other models); else the model at `model_path` (default: shipped) is used. `trigger_times_ms` (one per frame) gives the cross-check frame.
 
     Raises:
         DataError: fewer than two frames, or no LV cavity found in any frame (the curve says nothing).
@@ -127,8 +152,7 @@ def detect_phases(
     if max(vols) <= 0:
         raise DataError(where, f"no LV cavity found in any of the {len(frames)} frames: ED/ES cannot be found; "
                                "give ed_frame and es_frame")
-    ed = int(np.argmax(vols)) + 1
-    es = int(np.argmin(vols)) + 1
+    ed, es = curve_extremes(vols)
     known = trigger_times_ms is not None and len(trigger_times_ms) == len(frames)
     zero = int(np.argmin(trigger_times_ms)) + 1 if known else 1
     return PhaseDetection(ed_frame=ed, es_frame=es, lv_volume_ml=tuple(vols), trigger_zero_frame=zero,

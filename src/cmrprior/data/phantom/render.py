@@ -287,13 +287,29 @@ def render_patient(
     )
 
 
+# Diastole: rapid early filling (this share of the stroke volume, exponential with this time constant as a
+# fraction of diastole), diastasis, then the atrial contraction over the last frames before the next R wave.
+RAPID_FILLING = 0.7
+RAPID_FILLING_TAU = 0.12
+ATRIAL_KICK_FRAMES = 2.0
+
+
 def contraction(n_frames: int, es_frame: int) -> np.ndarray:
-    """Fraction of the ED-to-ES motion per frame `(T,)`: 0 at frame 1 (ED), 1 at `es_frame`, a raised cosine
-    in systole and a slower one in diastole that returns towards 0 at frame T + 1 (the next ED)."""
+    """Fraction of the ED-to-ES motion per frame `(T,)`: 0 at frame 1 (ED, the R wave), 1 at `es_frame` (ES).
+
+    Systole ejects at a constant rate and stops at ES; diastole starts with rapid filling, plateaus
+    (diastasis) and ends with the atrial kick, returning to 0 at frame T + 1 (the next ED). Both extremes
+    are therefore sharp, as in a real heart: every other frame is at least 1 / (es_frame - 1) of the motion
+    away from them, so ED and ES are the unique largest and smallest LV volumes by a margin that a
+    segmenter's frame-to-frame noise does not erase (a raised cosine left neighbours within ~1 %).
+    """
     t = np.arange(1, n_frames + 1, dtype=np.float64)
-    systole = 0.5 - 0.5 * np.cos(np.pi * (t - 1) / (es_frame - 1))
-    diastole = 0.5 + 0.5 * np.cos(np.pi * (t - es_frame) / (n_frames + 1 - es_frame))
-    return np.where(t <= es_frame, systole, diastole)
+    systole = (t - 1) / (es_frame - 1)
+    y = (t - es_frame) / (n_frames + 1 - es_frame)  # 0 at ES, 1 at the next ED
+    rapid = RAPID_FILLING * (1 - np.exp(-y / RAPID_FILLING_TAU)) / (1 - math.exp(-1 / RAPID_FILLING_TAU))
+    kick_start = 1 - ATRIAL_KICK_FRAMES / (n_frames + 1 - es_frame)
+    kick = (1 - RAPID_FILLING) * np.clip((y - kick_start) / (1 - kick_start), 0.0, 1.0)
+    return np.where(t <= es_frame, systole, 1 - rapid - kick)
 
 
 def _render_cine(ed: PhaseGeometry, es: PhaseGeometry, grid: Grid, window: tuple[slice, slice],
