@@ -111,3 +111,16 @@ def test_oracle_measures_are_those_of_the_expert_masks(tmp_path):
         for k, v in written[ref["patient_id"]].items():
             assert v == pytest.approx(ref[k], nan_ok=True) if v is not None else ref[k] is None or np.isnan(ref[k])
     assert len(read_measures_csv(to[1])) == 4 * 4  # four perturbations of size 1 per patient
+
+
+def test_measuring_in_worker_processes_gives_the_same_rows(tmp_path):
+    from cmrprior.data.phantom.config import PhantomConfig
+    from cmrprior.experiments.anatomy_data import expert_masks, measure_cohort_masks
+
+    small = PhantomConfig(image_size=(64, 80), pixel_spacing_mm=(2.6, 3.0), n_slices=(3, 4))
+    data = generate_phantom(tmp_path / "ph", n_patients=8, seed=3, classes=("NOR", "DCM"), config=small)
+    cohort = open_cohort(data)
+    ids = [r.patient_id for r in cohort.patients]
+    serial = measure_cohort_masks(cohort, ids, expert_masks, (1,), workers=1)
+    parallel = measure_cohort_masks(cohort, ids, expert_masks, (1,), workers=2)
+    assert serial == parallel and len(serial[0]) == 8 and len(serial[1]) == 8 * 4

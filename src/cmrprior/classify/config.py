@@ -102,10 +102,12 @@ class AnatomyConfig:
     perturb: sizes of the robustness check (test patients' masks dilated/eroded by N px, N basal/apical
     slices dropped; empty: no check). permutation_repeats: permutation importance of forests.
     hybrid: also combine every image cell with the anatomy model (`cmrprior.classify.hybrid`).
+    workers: processes measuring the cohort (the measures are identical for any number).
     """
 
     enabled: bool = True
     hybrid: bool = True
+    workers: int = 2
     families: tuple[str, ...] = ANATOMY_FAMILIES
     cs: tuple[float, ...] = (0.1, 1.0, 10.0)
     n_trees: int = 100
@@ -120,5 +122,5 @@ class AnatomyConfig:
                               f"{list(self.families)}")
         if not self.cs or min(self.cs) <= 0 or not self.depths or min(self.depths) < 0 or self.n_trees < 1:
             raise ConfigError(f"anatomy: cs > 0, depths >= 0 (0 = unlimited), n_trees >= 1 ({self})")
-        if any(int(s) < 1 for s in self.perturb) or self.permutation_repeats < 1:
-            raise ConfigError(f"anatomy: perturb sizes and permutation_repeats must be >= 1 ({self})")
+        if any(int(s) < 1 for s in self.perturb) or self.permutation_repeats < 1 or self.workers < 1:
+            raise ConfigError(f"anatomy: perturb sizes, permutation_repeats and workers must be >= 1 ({self})")

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import multiprocessing as mp
+from concurrent.futures import ProcessPoolExecutor
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -54,31 +56,43 @@ def _measure(rec: PatientRecord, ed: np.ndarray, es: np.ndarray, spacing, kind: 
     return MeasuresRow(rec.patient_id, rec.label, m.as_dict(), kind, int(size))
 
 
-def measure_cohort_masks(cohort: Cohort, patient_ids: Sequence[str], masks: MaskSource, sizes: Sequence[int]
-                         ) -> tuple[list[MeasuresRow], list[MeasuresRow]]:
-    """(measures, perturbed measures) of the patients `patient_ids` of `cohort`, masks from `masks`.
+def _measure_all(rec: PatientRecord, ed: np.ndarray, es: np.ndarray, spacing, sizes: Sequence[int]
+                 ) -> tuple[MeasuresRow, list[MeasuresRow]]:
+    """One patient's plain and perturbed measures (runs in a worker process when the cohort is large)."""
+    try:
+        plain = _measure(rec, ed, es, spacing)
+        perturbed = [_measure(rec, *perturb_masks(ed, es, kind, n), spacing, kind, n)
+                     for kind in (PERTURBATIONS if sizes else ()) for n in sizes]
+    except DataError as exc:
+        raise DataError(rec.source or rec.ed_image, f"patient {rec.patient_id}: {exc.problem}") from exc
+    return plain, perturbed
+
+
+def measure_cohort_masks(cohort: Cohort, patient_ids: Sequence[str], masks: MaskSource, sizes: Sequence[int],
+                         workers: int = 1) -> tuple[list[MeasuresRow], list[MeasuresRow]]:
+    """(measures, perturbed measures) of the patients `patient_ids` of `cohort`, masks from `masks`, in
+    cohort order; `workers` processes measure (the rows are identical for any number).
 
     Raises:
         DataError: bad masks (names the patient).
     """
     wanted = set(patient_ids)
-    plain, perturbed = [], []
-    for rec in (r for r in cohort.patients if r.patient_id in wanted):
-        ed, es, spacing = masks(rec)
-        try:
-            plain.append(_measure(rec, ed, es, spacing))
-            for kind in PERTURBATIONS if sizes else ():
-                for n in sizes:
-                    perturbed.append(_measure(rec, *perturb_masks(ed, es, kind, n), spacing, kind, n))
-        except DataError as exc:
-            raise DataError(rec.source or rec.ed_image, f"patient {rec.patient_id}: {exc.problem}") from exc
+    recs = [r for r in cohort.patients if r.patient_id in wanted]
+    jobs = ((rec, *masks(rec), tuple(sizes)) for rec in recs)
+    if workers <= 1 or len(recs) < 8:
+        done = [_measure_all(*job) for job in jobs]
+    else:  # spawn: the parent holds torch threads, which a forked child must not inherit
+        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+            done = list(pool.map(_measure_all, *zip(*jobs), chunksize=4))
+    plain = [d[0] for d in done]
+    perturbed = [row for d in done for row in d[1]]
     log.info("anatomy: measured %d patients (%d perturbed mask pairs)", len(plain), len(perturbed))
     return plain, perturbed
 
 
 def write_cohort_measures(cohort: Cohort, patient_ids: Sequence[str], masks: MaskSource, sizes: Sequence[int],
-                          to: tuple[Path, Path]) -> None:
+                          to: tuple[Path, Path], workers: int = 1) -> None:
     """`measure_cohort_masks`, written to `to` = (measures CSV, perturbed measures CSV)."""
-    plain, perturbed = measure_cohort_masks(cohort, patient_ids, masks, sizes)
+    plain, perturbed = measure_cohort_masks(cohort, patient_ids, masks, sizes, workers)
     write_measures_csv(plain, to[0])
     write_measures_csv(perturbed, to[1])

@@ -158,7 +158,8 @@ def prepare_data(data: str | Path, config: StudyConfig, *, cache_dir: Path, qc_d
         origin = MasksOrigin(masks_statement(choices), all_out_of_sample(choices))
         masks, measured = segmenter_masks(locations), blind
     if measures_to is not None and config.anatomy.enabled:
-        write_cohort_measures(measured, prepared.patient_ids, masks, config.anatomy.perturb, measures_to)
+        write_cohort_measures(measured, prepared.patient_ids, masks, config.anatomy.perturb, measures_to,
+                              config.anatomy.workers)
     if qc_dir is not None:
         write_dropped_slices(prepared, qc_dir / "empty_mask_slices.csv")
     return prepared, origin

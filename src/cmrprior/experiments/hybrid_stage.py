@@ -2,9 +2,9 @@
 model (`cmrprior.classify.hybrid.fit_hybrid`: late fusion or stacking, chosen by CV on the training part).
 
 Inputs per image cell: its training patients' out-of-fold probabilities (`CellResult.train_oof`, recorded by
-the cell's own CV search) and test probabilities; the anatomy model's chosen family refitted on the same CV
-folds (`cmrprior.classify.anatomy.out_of_fold_proba`) for the training patients, and its test
-probabilities; the measures themselves. Nothing here sees a test patient's label. The result is written as a
+the cell's own CV search) and test probabilities; the anatomy model's out-of-fold probabilities of the same
+patients (`AnatomyModel.out_of_fold`, from its own CV search: each row from a model that did not see that
+patient) and its test probabilities; the measures themselves. Nothing here sees a test patient's label. The result is written as a
 `CellResult` under the image cell's key with `vocab.HYBRID_SUFFIX` added to its images
 (`RUN/splits/split_i/hybrid/...`, outside `cells/`).
 """
@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from cmrprior.classify.anatomy import AnatomyModel, out_of_fold_proba, signed_log
+from cmrprior.classify.anatomy import AnatomyModel, signed_log
 from cmrprior.classify.hybrid import fit_hybrid
 from cmrprior.data.splits import assert_disjoint
 from cmrprior.evaluate.metrics import classification_metrics
@@ -56,7 +56,7 @@ def _hybrid(run: RunFolder, split: SplitSpec, model: AnatomyModel, inputs: Anato
     folds = np.asarray(oof.folds)
     fit = fit_hybrid(
         np.asarray(oof.labels), np.asarray(oof.probabilities),
-        out_of_fold_proba(model, train_values, oof.labels, folds, seed),
+        model.out_of_fold(oof.patient_ids),
         signed_log(model.matrix(train_values)), [np.flatnonzero(folds == f) for f in np.unique(folds)],
         np.asarray(test.probabilities), model.predict_proba(test_values), signed_log(model.matrix(test_values)),
         seed=seed)
