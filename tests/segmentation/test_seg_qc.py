@@ -107,3 +107,23 @@ def test_evaluate_prepared_perfect_prediction_and_summary(tmp_path):
     assert lv["mean"] == 1.0 and lv["n"] == 4
     qc.write_csv(rows, tmp_path / "qc.csv")
     assert (tmp_path / "qc.csv").read_text().startswith("patient_id,label,phase")
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_surface_distances_on_the_bounding_box_equal_the_whole_grid(seed):
+    """Reference: the distance transforms over the whole grid (masks near and touching the border too)."""
+    from scipy import ndimage
+
+    from cmrprior.segmentation.qc import surface, surface_distances
+
+    rng = np.random.default_rng(seed)
+    shape = (4, 40, 50)
+    a = ndimage.binary_opening(rng.random(shape) > 0.6) & (np.arange(50) < 12 + 30 * seed % 38)[None, None]
+    b = np.zeros(shape, bool)
+    b[1:, 5 + seed : 30, 20 : 50 - seed] = True  # reaches the border for seed 0
+    spacing = (10.0, 1.5, 1.2)
+    sa, sb = surface(a), surface(b)
+    want = (ndimage.distance_transform_edt(~sb, sampling=spacing)[sa], ndimage.distance_transform_edt(~sa, sampling=spacing)[sb])
+    got = surface_distances(a, b, spacing)
+    np.testing.assert_allclose(got[0], want[0])
+    np.testing.assert_allclose(got[1], want[1])
