@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from cmrprior.segmentation.postprocess import largest_component, postprocess_labels
 
@@ -65,3 +66,24 @@ def test_rv_next_to_the_septum_wins_over_a_larger_false_rv():
     lab2[:, 50:60, 0:60] = 2
     out2 = postprocess_labels(lab2)
     assert (out2[:, 50:60] == 2).sum() == 0 and (out2 == 2).sum() == (np.stack([disc_heart(60, (35, 35), 6, 2, 10)] * 3) == 2).sum()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_cleaning_on_the_bounding_box_equals_the_whole_field_of_view(seed):
+    """Reference: the same cleaning run on the whole array (blobs, holes, strays; some touching the border)."""
+    from scipy import ndimage
+
+    from cmrprior.segmentation.postprocess import _clean, postprocess_labels
+
+    rng = np.random.default_rng(seed)
+    lab = np.zeros((3, 48, 56), np.uint8)
+    noise = ndimage.gaussian_filter(rng.random((3, 48, 56)), (0, 2, 2))
+    lab[noise > np.quantile(noise, 0.7)] = 3
+    lab[(noise > np.quantile(noise, 0.6)) & (lab == 0)] = 2
+    lab[(noise > np.quantile(noise, 0.5)) & (lab == 0) & (rng.random(lab.shape) > 0.3)] = 1
+    window = np.zeros(lab.shape, bool)
+    window[:, 12 + seed : 36, 15 : 44 - seed] = True  # a heart-sized region of a larger field of view
+    lab[~window] = 0
+    if seed % 2 == 0:
+        lab[:, 0, 10:20] = 1  # a stray on the image border (the box then reaches it)
+    np.testing.assert_array_equal(postprocess_labels(lab), _clean(lab.copy(), (1, 2, 3)))

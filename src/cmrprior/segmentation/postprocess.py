@@ -64,6 +64,17 @@ def postprocess_labels(labels: np.ndarray, labels_to_clean: tuple[int, ...] = (1
     lab = (labels[None] if squeeze else labels).astype(np.uint8, copy=True)
     if lab.ndim != 3:
         raise InputError(f"labels must be (Z, H, W) or (H, W), got shape {labels.shape}")
+    # Work on the labels' in-plane bounding box plus one background pixel (clipped at the image border):
+    # components, holes and nearest labels all lie inside it, and a whole field of view costs far more.
+    rows, cols = np.flatnonzero(lab.any(axis=(0, 2))), np.flatnonzero(lab.any(axis=(0, 1)))
+    if rows.size:
+        box = (slice(None), slice(max(rows[0] - 1, 0), rows[-1] + 2), slice(max(cols[0] - 1, 0), cols[-1] + 2))
+        lab[box] = _clean(lab[box].copy(), labels_to_clean)
+    return lab[0] if squeeze else lab
+
+
+def _clean(lab: np.ndarray, labels_to_clean: tuple[int, ...]) -> np.ndarray:
+    """`postprocess_labels` on a uint8 `(Z, H, W)` stack (modified in place and returned)."""
     anchors = {3: None, 2: (3,), 1: (3, 2)}  # LV first, then MYO next to it, then RV next to both
     for value in (3, 2, 1):
         region = lab == value
@@ -83,4 +94,4 @@ def postprocess_labels(labels: np.ndarray, labels_to_clean: tuple[int, ...] = (1
         for z in np.flatnonzero(holes.reshape(holes.shape[0], -1).any(axis=1)):
             _, (iy, ix) = ndimage.distance_transform_edt(~heart[z], return_indices=True)
             lab[z][holes[z]] = lab[z][iy[holes[z]], ix[holes[z]]]
-    return lab[0] if squeeze else lab
+    return lab
