@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -178,3 +179,13 @@ def test_load_cell_test_inputs_gives_the_scored_model_and_slices(tmp_path, monke
     assert list(test.patient_ids) == result.test.patient_ids and test.patient_labels.tolist() == result.test.labels
     probs = patient_probabilities(predict_proba(model, test), test.patient_index, test.n_patients)
     assert np.allclose(probs, result.test.probabilities, atol=1e-5)
+    # the second reader of the same run gets the kept images; a rewritten prepared folder is read again
+    again, prepared, _ = load_cell_test_inputs(run, result)
+    np.testing.assert_array_equal(again.ed, test.ed)
+    assert load_cell_test_inputs(run, result)[1] is prepared
+    arrays = run.prepared() / "arrays.npz"
+    arrays.write_bytes(arrays.read_bytes())  # same content, new mtime
+    os.utime(arrays, ns=(arrays.stat().st_atime_ns, arrays.stat().st_mtime_ns + 10**9))
+    reread = load_cell_test_inputs(run, result)
+    assert reread[1] is not prepared
+    np.testing.assert_array_equal(reread[0].ed, test.ed)

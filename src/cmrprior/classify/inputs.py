@@ -6,6 +6,8 @@ so a cell is always explained on exactly the images it was scored on.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from cmrprior.anatomy.heart import apply_image_mode
@@ -54,6 +56,29 @@ def build_slice_set(prepared: PreparedCohort, spec: ImageSpec, input_size: int, 
     )
 
 
+# Readers of a finished run ask for the same cohort's images cell after cell (saliency: every cell of a run):
+# the last prepared cohort and its slice sets are kept, keyed by the folder's files (name, size, mtime), so a
+# rewritten folder is read again. Callers only read them (subsets are copies).
+_PREPARED: dict[tuple, PreparedCohort] = {}
+_SLICES: dict[tuple, SliceSet] = {}
+
+
+def _cohort_slices(folder: Path, spec: ImageSpec, input_size: int) -> tuple[PreparedCohort, SliceSet]:
+    stamp = (str(folder.resolve()),) + tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns)
+                                            for f in sorted(folder.iterdir()) if f.is_file())
+    if stamp not in _PREPARED:
+        _PREPARED.clear()
+        _SLICES.clear()
+        _PREPARED[stamp] = PreparedCohort.load(folder)
+    prepared = _PREPARED[stamp]
+    key = (stamp, spec, input_size)
+    if key not in _SLICES:
+        if len(_SLICES) >= 2:
+            _SLICES.pop(next(iter(_SLICES)))
+        _SLICES[key] = build_slice_set(prepared, spec, input_size, labels=False)
+    return prepared, _SLICES[key]
+
+
 def load_cell_test_inputs(run: RunFolder, result: CellResult) -> tuple[SliceSet, PreparedCohort, np.ndarray]:
     """The exact test slice pairs a finished cell was scored on (labels in the cell's class order), rebuilt
     from the run's prepared cohort and `RunInfo`; with that PreparedCohort and the rows of those slices in it.
@@ -63,8 +88,8 @@ def load_cell_test_inputs(run: RunFolder, result: CellResult) -> tuple[SliceSet,
     if result.test is None:
         raise DataError(run.cell_dir(result.key), "cell has no test outputs")
     info = run.info()
-    prepared = PreparedCohort.load(run.prepared(HOLDOUT if result.key.split == HOLDOUT else "study"))
-    full = build_slice_set(prepared, info.spec(result.key.images), info.input_size, labels=False)
+    prepared, full = _cohort_slices(run.prepared(HOLDOUT if result.key.split == HOLDOUT else "study"),
+                                    info.spec(result.key.images), info.input_size)
     ids = list(result.test.patient_ids)
     pos = {p: i for i, p in enumerate(full.patient_ids)}
     missing = [p for p in ids if p not in pos]
