@@ -48,6 +48,16 @@ ANATOMY_INPUTS = "measures"
 HYBRID_SUFFIX = "+measures"
 HYBRID_LABEL = "Hybrid"
 
+
+def hybrid_images(images: str) -> str:
+    """The `images` of the hybrid of an image configuration trained on `images`."""
+    return images + HYBRID_SUFFIX
+
+
+def hybrid_base(images: str) -> str | None:
+    """The training images of a hybrid's image configuration; None when `images` is not a hybrid's."""
+    return images[: -len(HYBRID_SUFFIX)] if images.endswith(HYBRID_SUFFIX) else None
+
 IMAGES: tuple[str, ...] = ("full", "segmented")
 SEGMENTED_MODES: tuple[str, ...] = ("mask", "crop", "mask+crop")
 IMAGE_MODES: tuple[str, ...] = ("full",) + SEGMENTED_MODES

@@ -15,7 +15,8 @@ embeddings of the training patients are not used, since a fine-tuned encoder has
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -93,11 +94,11 @@ def fit_hybrid(
         raise InputError("hybrid folds must split the training patients, each patient in exactly one fold")
     k = image_oof.shape[1]
     cv: dict[str, float] = {}
-    test: dict[str, np.ndarray] = {}
+    make_test: dict[str, Callable[[], np.ndarray]] = {}  # the chosen candidate's test probabilities, on demand
     for w in weights:
         name = f"late fusion (image weight {w:g})"
         cv[name] = macro_auc(labels, w * image_oof + (1 - w) * anatomy_oof)
-        test[name] = w * image_test + (1 - w) * anatomy_test
+        make_test[name] = functools.partial(lambda w: w * image_test + (1 - w) * anatomy_test, w)
     x, x_test = _stack_features(image_oof, measures), _stack_features(image_test, measures_test)
     for c in cs:
         name = f"stacking (logistic regression, C {c:g})"
@@ -106,9 +107,6 @@ def fit_hybrid(
             tr = np.setdiff1d(np.arange(len(labels)), va)
             oof[va] = _proba(_logistic(c, seed).fit(x[tr], labels[tr]), x[va], k)
         cv[name] = macro_auc(labels, oof)
-        test[name] = None  # fitted below only if chosen
+        make_test[name] = functools.partial(lambda c: _proba(_logistic(c, seed).fit(x, labels), x_test, k), c)
     choice = max(cv, key=lambda n: (np.nan_to_num(cv[n], nan=-1.0), -list(cv).index(n)))
-    if test[choice] is None:
-        c = cs[[f"stacking (logistic regression, C {c:g})" for c in cs].index(choice)]
-        test[choice] = _proba(_logistic(c, seed).fit(x, labels), x_test, k)
-    return HybridFit(test_probabilities=np.asarray(test[choice], np.float64), choice=choice, cv_auc=cv)
+    return HybridFit(test_probabilities=np.asarray(make_test[choice](), np.float64), choice=choice, cv_auc=cv)

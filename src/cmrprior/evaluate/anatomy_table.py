@@ -25,7 +25,7 @@ from cmrprior.evaluate.compare import holm_adjust
 from cmrprior.evaluate.tables import TableSetup, compare_cells, format_cell, summarise_cells
 from cmrprior.runs import CellResult, TestOutputs
 from cmrprior.utils import atomic
-from cmrprior.vocab import ANATOMY, ANATOMY_LABEL, HYBRID_LABEL, HYBRID_SUFFIX, init_label, init_rank
+from cmrprior.vocab import ANATOMY, ANATOMY_LABEL, HYBRID_LABEL, hybrid_base, init_label, init_rank
 
 ROBUSTNESS_COLUMNS = ("split", "perturbation", "size_px", "size_slices", "macro_auc", "accuracy", "n_patients")
 
@@ -58,11 +58,11 @@ def _best_images(summ: dict, images: tuple[str, ...]) -> list[tuple[str, tuple]]
 
 
 def _label(key: tuple) -> str:
-    """Table label of a configuration key (backbone, init, images); hybrids end in `vocab.HYBRID_SUFFIX`."""
+    """Table label of a configuration key (backbone, init, images); hybrids: `vocab.hybrid_base`."""
     if key[1] == ANATOMY:
         return ANATOMY_LABEL
-    if key[2].endswith(HYBRID_SUFFIX):
-        return f"{HYBRID_LABEL}: {key[0]} {init_label(key[1])}, {key[2][: -len(HYBRID_SUFFIX)]} images + measures"
+    if hybrid_base(key[2]) is not None:
+        return f"{HYBRID_LABEL}: {key[0]} {init_label(key[1])}, {hybrid_base(key[2])} images + measures"
     return f"{key[0]} {init_label(key[1])}, {key[2]} images"
 
 
@@ -73,7 +73,7 @@ def _pairs(anatomy_key: tuple | None, best: list[tuple[str, tuple]], hybrid_keys
     for h in hybrid_keys:
         if anatomy_key is not None:
             pairs.append((h, anatomy_key))
-        pairs.append((h, (h[0], h[1], h[2][: -len(HYBRID_SUFFIX)])))
+        pairs.append((h, (h[0], h[1], hybrid_base(h[2]))))
     return pairs
 
 
@@ -88,7 +88,7 @@ def write_anatomy_table(anatomy: list[CellResult], images: list[CellResult], fol
     summ_h = summarise_cells(list(hybrids), **kw)
     rows = [_row(ANATOMY_LABEL, "measures", next(iter(summ_a.values()), None), setup.classes)]
     hybrid_keys = sorted(summ_h, key=lambda k: (k[0], k[2], init_rank(k[1])))
-    rows += [_row(_label(k), f"{k[2][: -len(HYBRID_SUFFIX)]} images + measures", summ_h[k], setup.classes)
+    rows += [_row(_label(k), f"{hybrid_base(k[2])} images + measures", summ_h[k], setup.classes)
              for k in hybrid_keys]
     best = _best_images(summ_i, setup.images)
     rows += [_row(f"Best image model: {key[0]} {init_label(key[1])}", kind, summ_i[key], setup.classes)

@@ -5,7 +5,7 @@ Inputs per image cell: its training patients' out-of-fold probabilities (`CellRe
 the cell's own CV search) and test probabilities; the anatomy model's out-of-fold probabilities of the same
 patients (`AnatomyModel.out_of_fold`, from its own CV search: each row from a model that did not see that
 patient) and its test probabilities; the measures themselves. Nothing here sees a test patient's label. The result is written as a
-`CellResult` under the image cell's key with `vocab.HYBRID_SUFFIX` added to its images
+`CellResult` under the image cell's key with `vocab.hybrid_images` as its images
 (`RUN/splits/split_i/hybrid/...`, outside `cells/`).
 """
 
@@ -24,7 +24,7 @@ from cmrprior.evaluate.metrics import classification_metrics
 from cmrprior.experiments.anatomy_stage import AnatomyInputs
 from cmrprior.runs import CellResult, RunFolder, SplitSpec, TestMetrics, TestOutputs
 from cmrprior.utils.seeding import derive_seed
-from cmrprior.vocab import HYBRID_SUFFIX
+from cmrprior.vocab import hybrid_images
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def _hybrid(run: RunFolder, split: SplitSpec, model: AnatomyModel, inputs: Anato
         seed=seed)
     y = np.asarray(test.labels)
     probs = fit.test_probabilities
-    key = dataclasses.replace(cell.key, images=cell.key.images + HYBRID_SUFFIX)
+    key = dataclasses.replace(cell.key, images=hybrid_images(cell.key.images))
     result = dataclasses.replace(
         cell, key=key, mode=fit.choice, reason=None, traceback=None, history=(), history_source=None,
         final_train_loss=None, checkpoint=None, train_oof=None, wall_s=time.time() - t0,

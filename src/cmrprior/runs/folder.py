@@ -21,7 +21,7 @@ from cmrprior.runs.records import (
 )
 from cmrprior.utils import atomic
 from cmrprior.utils.filenames import patient_filename
-from cmrprior.vocab import ANATOMY, HYBRID_SUFFIX
+from cmrprior.vocab import ANATOMY, hybrid_base
 
 
 def _at(name: str) -> property:
@@ -62,7 +62,7 @@ class RunFolder:
     def cell_dir(self, key: CellKey) -> Path:
         if key.init == ANATOMY:  # the "Anatomy" model (vocab.ANATOMY), outside cells/: it is not an image model
             return self.split_dir(key.split) / "anatomy"
-        if key.images.endswith(HYBRID_SUFFIX):  # image model + measures, outside cells/ (not an image model)
+        if hybrid_base(key.images) is not None:  # image model + measures, outside cells/ (not an image model)
             return self.split_dir(key.split) / "hybrid" / key.backbone / f"{key.init}__{key.images}"
         return self.split_dir(key.split) / "cells" / key.backbone / f"{key.init}__{key.images}"
 
@@ -148,7 +148,7 @@ class RunFolder:
         return sorted((CellResult.from_json(read_json(p), p) for p in self.root.glob(pattern)), key=lambda r: r.key.table_order())
 
     def hybrid_results(self, *, holdout: bool = False) -> list[CellResult]:
-        """Results of the hybrids (image model + measures; key images end in `vocab.HYBRID_SUFFIX`)."""
+        """Results of the hybrids (image model + measures; `vocab.hybrid_base` of their key's images)."""
         pattern = f"{HOLDOUT}/hybrid/*/*/result.json" if holdout else "splits/split_*/hybrid/*/*/result.json"
         return sorted((CellResult.from_json(read_json(p), p) for p in self.root.glob(pattern)), key=lambda r: r.key.table_order())
 
