@@ -140,39 +140,38 @@ def fit_anatomy(train_values: Sequence[Mapping[str, float | None]], train_labels
     ids = list(train_ids) if train_ids is not None else [str(i) for i in range(len(y))]
     pos = {p: i for i, p in enumerate(ids)}
     folds = stratified_kfold(ids, y.tolist(), k=cv_folds, seed=seed)
+    cv = [([pos[p] for p in f.train], [pos[p] for p in f.test]) for f in folds]
     search, best = [], None
     for cand in candidates(config):
-        aucs, oof = [], np.zeros((len(y), n_classes))
-        for f in folds:
-            tr, va = [pos[p] for p in f.train], [pos[p] for p in f.test]
-            est = _estimator(cand, seed).fit(x[tr], y[tr])
-            oof[va] = _proba(est, x[va], n_classes)
+        aucs, oof, fold_ests = [], np.zeros((len(y), n_classes)), []
+        for tr, va in cv:
+            fold_ests.append(_estimator(cand, seed).fit(x[tr], y[tr]))
+            oof[va] = _proba(fold_ests[-1], x[va], n_classes)
             aucs.append(macro_auc(y[va], oof[va]))
         mean = float(np.nanmean(aucs)) if not np.all(np.isnan(aucs)) else float("nan")
         search.append({"model": cand.describe(), "family": cand.family, "params": cand.params,
                        "mean_cv_auc": mean, "fold_aucs": [float(a) for a in aucs]})
         score = mean if np.isfinite(mean) else -np.inf
         if best is None or score > best[0]:
-            best = (score, cand, oof)
+            best = (score, cand, oof, fold_ests)
     chosen = best[1]
     est = _estimator(chosen, seed).fit(x, y)
-    cv = [([pos[p] for p in f.train], [pos[p] for p in f.test]) for f in folds]
-    importance, method = _importance(est, chosen, x, y, n_classes, features, config, seed, cv)
+    importance, method = _importance(est, chosen, x, y, n_classes, features, config, seed, cv, best[3])
     return AnatomyModel(features, np.median(x, axis=0), est, n_classes, chosen, tuple(search), importance, method,
                         tuple(ids), best[2])
 
 
 def _importance(est, cand: Candidate, x: np.ndarray, y: np.ndarray, n_classes: int, features: Sequence[str],
-                config: AnatomyConfig, seed: int, folds: list[tuple[list[int], list[int]]]
+                config: AnatomyConfig, seed: int, folds: list[tuple[list[int], list[int]]], fold_ests: list
                 ) -> tuple[dict[str, float], str]:
+    """`fold_ests`: the chosen candidate's fold models of the CV search (fitted on `folds`' training rows)."""
     if cand.family == "logistic":
         coef = np.abs(est[-1].coef_).mean(axis=0)
         return dict(zip(features, coef.tolist())), "mean |standardised coefficient| over classes (training fit)"
     rng = np.random.default_rng(seed)
     drops = np.zeros((len(folds), x.shape[1]))
     r = config.permutation_repeats
-    for i, (tr, va) in enumerate(folds):
-        fold_est = _estimator(cand, seed).fit(x[tr], y[tr])
+    for i, ((_, va), fold_est) in enumerate(zip(folds, fold_ests)):
         xv, yv = x[va], y[va]
         base = macro_auc(yv, _proba(fold_est, xv, n_classes))
         # every shuffled copy (feature j, repeat k) stacked into one prediction call: the same shuffles in the
