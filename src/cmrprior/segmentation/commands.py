@@ -10,6 +10,7 @@ import torch
 
 from cmrprior.io.cohort import open_cohort
 from cmrprior.segmentation.augment import AugmentConfig
+from cmrprior.segmentation.context import check_context
 from cmrprior.segmentation.network import UNetArgs
 from cmrprior.segmentation.train import SegTrainConfig, train_segmenter
 
@@ -36,6 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tr.add_argument("--train-crop", type=int, default=_DEFAULT.train_crop, help="0 = no random crop")
     tr.add_argument("--channels", type=str, default=",".join(map(str, UNetArgs().channels)))
     tr.add_argument("--res-units", type=int, default=UNetArgs().num_res_units)
+    tr.add_argument("--context-slices", type=int, default=UNetArgs().in_channels,
+                    help="adjacent slices per input, centred on the segmented one (odd; 3 = 2.5D)")
     tr.add_argument("--bf16", action="store_true", help="bfloat16 autocast (slower than float32 on this CPU)")
     tr.add_argument("--threads", type=int, default=None, help="torch threads")
     tr.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (resume later)")
@@ -72,7 +75,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _config(args: argparse.Namespace, epochs: int) -> SegTrainConfig:
     channels = tuple(int(c) for c in args.channels.split(","))
-    unet = UNetArgs(channels=channels, strides=(2,) * (len(channels) - 1), num_res_units=args.res_units)
+    check_context(args.context_slices)
+    unet = UNetArgs(channels=channels, strides=(2,) * (len(channels) - 1), num_res_units=args.res_units,
+                    in_channels=args.context_slices)
     return SegTrainConfig(seed=args.seed, unet=unet, augment=AugmentConfig(), max_epochs=epochs,
                           batch_size=args.batch_size, lr=args.lr, patience=args.patience,
                           train_crop=args.train_crop or None, bf16=args.bf16, max_steps=args.max_steps,

@@ -38,7 +38,8 @@ from cmrprior.errors import ConfigError, DataError
 from cmrprior.segmentation.augment import AugmentConfig, augment_batch, normalise_slices
 from cmrprior.segmentation.losses import make_seg_loss
 from cmrprior.segmentation.network import UNetArgs, build_unet, save_segmenter
-from cmrprior.segmentation.predict import predict_slices
+from cmrprior.segmentation.context import gather
+from cmrprior.segmentation.predict import input_slices, predict_slices, prepared_context
 from cmrprior.utils import atomic
 from cmrprior.utils.seeding import derive_seed, torch_generator
 
@@ -108,8 +109,9 @@ def split_patients(prepared: PreparedCohort, val_fraction: float, seed: int) -> 
     return [ids[i] for i in range(len(ids)) if i not in set(val)], [ids[i] for i in val]
 
 
-def stack_samples(prepared: PreparedCohort) -> tuple[np.ndarray, np.ndarray]:
-    """All ED and ES slices of a cohort as samples: float32 `(2N, H, W)` images, uint8 `(2N, H, W)` masks.
+def stack_samples(prepared: PreparedCohort, k: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All ED and ES slices of a cohort as samples: float32 `(2N, H, W)` images, uint8 `(2N, H, W)` masks,
+    and the `(2N, k)` context index of each sample's input slices (its neighbours in its own stack).
 
     Raises:
         DataError: the cohort has no masks.
@@ -118,7 +120,8 @@ def stack_samples(prepared: PreparedCohort) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(None, "segmenter training needs ground-truth masks; the prepared cohort has none")
     images = np.concatenate([prepared.ed, prepared.es]).astype(np.float32, copy=False)
     masks = np.concatenate([prepared.ed_mask, prepared.es_mask]).astype(np.uint8, copy=False)
-    return images, masks
+    ctx = prepared_context(prepared, k)
+    return images, masks, np.concatenate([ctx, ctx + len(prepared.ed)])
 
 
 def volume_dice(model: torch.nn.Module, prepared: PreparedCohort, *, bf16: bool = False) -> np.ndarray:
@@ -128,10 +131,11 @@ def volume_dice(model: torch.nn.Module, prepared: PreparedCohort, *, bf16: bool 
 
     metric = DiceMetric(include_background=False, reduction="none", ignore_empty=True)
     rows = []
+    context = prepared_context(prepared, input_slices(model))
     for phase in ("ed", "es"):
         images = getattr(prepared, phase)
         truth = getattr(prepared, f"{phase}_mask")
-        pred = predict_slices(model, images, bf16=bf16)
+        pred = predict_slices(model, images, bf16=bf16, context=context)
         for p in range(len(prepared.patients)):
             idx = np.flatnonzero(prepared.patient_index == p)
             if idx.size == 0:
@@ -181,9 +185,9 @@ def _resume(ckpt_path: Path, config: SegTrainConfig, model: nn.Module, optimizer
 
 def _train_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module, images: np.ndarray,
                 masks: np.ndarray, step: int, lr: float, config: SegTrainConfig, crop: int | None) -> float:
-    """One optimizer step on the slices `images[i], masks[i]` (`(b, H, W)` each) of global step `step`;
-    returns the loss."""
-    x = normalise_slices(torch.from_numpy(images)[:, None])
+    """One optimizer step on the inputs `images[i]` (`(b, k, H, W)`, k adjacent slices) and the masks of
+    their centre slices `masks[i]` (`(b, H, W)`) of global step `step`; returns the loss."""
+    x = normalise_slices(torch.from_numpy(images))
     y = torch.from_numpy(masks.astype(np.int64))
     x, y = augment_batch(x, y, config.augment, torch_generator(derive_seed(config.seed, "aug", step)), out_size=crop)
     torch.manual_seed(derive_seed(config.seed, "step", step))  # dropout, if any
@@ -226,7 +230,7 @@ def train_segmenter(prepared: PreparedCohort, config: SegTrainConfig, out_dir: s
     train_ids, val_ids = split_patients(prepared, config.val_fraction, derive_seed(config.seed, "val-split"))
     val_set = prepared.select_patients(val_ids) if val_ids else None
     atomic.write_json(out_dir / "split.json", {"train": train_ids, "val": val_ids, "seed": config.seed})
-    images, masks = stack_samples(prepared.select_patients(train_ids))
+    images, masks, context = stack_samples(prepared.select_patients(train_ids), config.unet.in_channels)
     n = images.shape[0]
     crop = config.train_crop if config.train_crop and config.train_crop < images.shape[-1] else None
     steps_per_epoch = math.ceil(n / config.batch_size)
@@ -255,7 +259,7 @@ def train_segmenter(prepared: PreparedCohort, config: SegTrainConfig, out_dir: s
                 save_checkpoint()
                 return ckpt_path
             step, idx = state["global_step"], perm[s * config.batch_size : (s + 1) * config.batch_size]
-            state["epoch_loss_sum"] += _train_step(model, optimizer, loss_fn, images[idx], masks[idx], step,
+            state["epoch_loss_sum"] += _train_step(model, optimizer, loss_fn, gather(images, context[idx]), masks[idx], step,
                                                    learning_rate(step, total_steps, config), config, crop)
             state["global_step"], state["step_in_epoch"] = step + 1, s + 1
             if state["global_step"] % config.checkpoint_every == 0:
