@@ -39,8 +39,8 @@ def test_concentric_cylinders_give_analytic_thickening_and_ratios():
     assert m.max_wall_thickness_mm == pytest.approx(8.0, abs=s)
     assert m.mean_wall_thickness_mm == pytest.approx(8.0, abs=0.25)
     assert m.mean_wall_thickness_es_mm == pytest.approx(11.0, abs=0.25)
-    assert m.systolic_thickening_pct == pytest.approx(100 * 3 / 8, abs=4.0)  # 37.5 %
-    assert m.systolic_thickening_pct == pytest.approx(
+    assert m.systolic_thickening_percent == pytest.approx(100 * 3 / 8, abs=4.0)  # 37.5 %
+    assert m.systolic_thickening_percent == pytest.approx(
         thickening_pct(m.mean_wall_thickness_mm, m.mean_wall_thickness_es_mm))
     assert m.max_wall_thickness_sd_mm == pytest.approx(0.0, abs=1e-12)  # identical slices
     assert m.myo_lv_volume_ratio_ed == pytest.approx((28**2 - 20**2) / 20**2, rel=0.02)  # 0.96
@@ -71,7 +71,7 @@ def test_profile_thirds_sd_and_stack_direction():
     assert m.wall_thickness_apical_mm == pytest.approx(6.0, abs=0.3)
     assert m.mean_wall_thickness_mm == pytest.approx(8.0, abs=0.3)
     assert m.max_wall_thickness_sd_mm == pytest.approx(float(np.std(walls)), abs=0.3)  # sqrt(8/3) = 1.63
-    assert m.systolic_thickening_pct == pytest.approx(0.0)
+    assert m.systolic_thickening_percent == pytest.approx(0.0)
     # a stack stored apex first is read apex first: the same thirds
     flipped = measure_patient(stack[::-1], stack[::-1], (10.0, s, s))
     for key in ("wall_thickness_basal_mm", "wall_thickness_mid_mm", "wall_thickness_apical_mm"):
@@ -105,7 +105,7 @@ def test_empty_masks_give_nan_summaries():
     z = np.zeros((3, 8, 8), dtype=np.uint8)
     m = measure_patient(z, z, (5.0, 1.0, 1.0))
     for key in ("mean_wall_thickness_mm", "max_wall_thickness_sd_mm", "wall_thickness_basal_mm",
-                "systolic_thickening_pct", "rv_lv_edv_ratio", "myo_lv_volume_ratio_ed", "myo_lv_volume_ratio_es"):
+                "systolic_thickening_percent", "rv_lv_edv_ratio", "myo_lv_volume_ratio_ed", "myo_lv_volume_ratio_es"):
         assert math.isnan(getattr(m, key)), key
     assert m.max_wall_thickness_mm == 0.0
 
@@ -114,8 +114,8 @@ def test_old_constructor_still_works_and_csv_columns_carry_units():
     m = AnatomyMeasures(1.0, 0.5, 0.5, 50.0, 1.0, 0.5, 0.5, 50.0, 1.0, 5.0)
     assert math.isnan(m.mean_wall_thickness_mm) and m.bsa_m2 is None
     assert set(CSV_COLUMNS) == set(m.as_dict())
-    assert CSV_COLUMNS["lvef"] == "lvef_pct" and CSV_COLUMNS["lv_edv_ml"] == "lv_edv_ml"
-    units = ("_ml", "_pct", "_g", "_mm", "_m2", "_ratio", "_ratio_ed", "_ratio_es")
+    assert CSV_COLUMNS["lvef"] == "lvef_percent" and CSV_COLUMNS["lv_edv_ml"] == "lv_edv_ml"
+    units = ("_ml", "_percent", "_g", "_mm", "_m2", "_ratio", "_ratio_ed", "_ratio_es")
     assert all(col.endswith(units) for col in CSV_COLUMNS.values()), CSV_COLUMNS
     assert len(set(CSV_COLUMNS.values())) == len(CSV_COLUMNS)
 
@@ -144,10 +144,10 @@ def test_acdc_expert_masks_order_the_classes_as_the_definitions_say():
         return float(np.nanmean([getattr(m, key) for m in per_class[group]]))
 
     assert mean("HCM", "mean_wall_thickness_mm") > mean("NOR", "mean_wall_thickness_mm") + 2
-    assert mean("NOR", "systolic_thickening_pct") > mean("MINF", "systolic_thickening_pct")
-    assert mean("NOR", "systolic_thickening_pct") > mean("DCM", "systolic_thickening_pct")
+    assert mean("NOR", "systolic_thickening_percent") > mean("MINF", "systolic_thickening_percent")
+    assert mean("NOR", "systolic_thickening_percent") > mean("DCM", "systolic_thickening_percent")
     assert mean("DCM", "myo_lv_volume_ratio_ed") < mean("NOR", "myo_lv_volume_ratio_ed") < mean("HCM", "myo_lv_volume_ratio_ed")
     assert mean("RV", "rv_lv_edv_ratio") > mean("NOR", "rv_lv_edv_ratio")
     # published normal ranges (thickening 30-60 %, mean wall 6-10 mm)
     assert 6 < mean("NOR", "mean_wall_thickness_mm") < 10
-    assert 25 < mean("NOR", "systolic_thickening_pct") < 80
+    assert 25 < mean("NOR", "systolic_thickening_percent") < 80

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from cmrprior.anatomy.measure import measure_patient
-from cmrprior.anatomy.measures_csv import MeasuresRow, column_name, read_measures_csv, write_measures_csv
+from cmrprior.anatomy.measure import column_name
+from cmrprior.anatomy.measures_csv import MeasuresRow, read_measures_csv, write_measures_csv
 
 SPACING = (8.0, 1.5, 1.5)
 

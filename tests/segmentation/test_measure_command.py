@@ -109,6 +109,6 @@ def test_implausible_values_are_named():
     m = AnatomyMeasures(lv_edv_ml=10.0, lv_esv_ml=12.0, lv_sv_ml=-2.0, lvef=-20.0, rv_edv_ml=100.0, rv_esv_ml=50.0,
                         rv_sv_ml=50.0, rvef=50.0, myo_mass_g=100.0, max_wall_thickness_mm=45.0)
     text = implausible(m)
-    assert "lvef_pct -20.0 outside 5-90" in text and "lv_edv_ml 10.0 outside 20-600" in text
+    assert "lvef_percent -20.0 outside 5-90" in text and "lv_edv_ml 10.0 outside 20-600" in text
     assert "max_wall_thickness_mm 45.0 outside 2-40" in text and "lv_esv_ml above lv_edv_ml" in text
     assert "rv" not in text

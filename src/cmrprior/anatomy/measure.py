@@ -25,7 +25,7 @@ Definitions
     (`cmrprior.anatomy.thickness.base_to_apex`: stack order, reversed when the first third's cavity is
     smaller than the last third's) and split into thirds (`numpy.array_split`, the extra slices go basal
     first); each is the mean of its slices' means; NaN for an empty third (fewer than 3 slices).
-  - systolic_thickening_pct: 100 * (ES mean - ED mean) / ED mean (%), NaN without measurable slices.
+  - systolic_thickening_percent: 100 * (ES mean - ED mean) / ED mean (%), NaN without measurable slices.
 * rv_lv_edv_ratio: RV EDV / LV EDV; myo_lv_volume_ratio_ed / _es: myocardium volume / LV cavity volume at
   ED / ES (unitless). NaN when the denominator is 0.
 * BSA: Mosteller, sqrt(height_cm * weight_kg / 3600) m^2. Indexed values (ml/m^2, g/m^2) only when both
@@ -52,7 +52,7 @@ from cmrprior.anatomy.thickness import (
 from cmrprior.errors import DataError, InputError
 from cmrprior.io.records import PatientVolumes
 
-__all__ = ["AnatomyMeasures", "CSV_COLUMNS", "ejection_fraction", "label_volume_ml", "max_wall_thickness_mm",
+__all__ = ["AnatomyMeasures", "CSV_COLUMNS", "column_name", "ejection_fraction", "label_volume_ml", "max_wall_thickness_mm",
            "measure_cohort", "measure_patient", "mosteller_bsa", "slice_wall_thickness_profile"]
 
 RV_LABEL, MYO_LABEL, LV_LABEL = 1, 2, 3
@@ -87,7 +87,7 @@ class AnatomyMeasures:
     wall_thickness_mid_mm: float = _NAN
     wall_thickness_apical_mm: float = _NAN
     mean_wall_thickness_es_mm: float = _NAN
-    systolic_thickening_pct: float = _NAN
+    systolic_thickening_percent: float = _NAN
     rv_lv_edv_ratio: float = _NAN
     myo_lv_volume_ratio_ed: float = _NAN
     myo_lv_volume_ratio_es: float = _NAN
@@ -96,11 +96,17 @@ class AnatomyMeasures:
         return asdict(self)
 
 
-# CSV column of every AnatomyMeasures field, with its unit (fields whose name already ends in one keep it)
-CSV_COLUMNS: dict[str, str] = {
-    name: {"lvef": "lvef_pct", "rvef": "rvef_pct"}.get(name, name)
-    for name in AnatomyMeasures.__dataclass_fields__
-}
+_PERCENT_FIELDS = ("lvef", "rvef")
+
+
+def column_name(field: str) -> str:
+    """CSV column of a measure: its field name, with the unit added where the name lacks one (`lvef` ->
+    `lvef_percent`); every CSV that cmrprior writes names measures this way."""
+    return field + "_percent" if field in _PERCENT_FIELDS else field
+
+
+# CSV column of every AnatomyMeasures field
+CSV_COLUMNS: dict[str, str] = {name: column_name(name) for name in AnatomyMeasures.__dataclass_fields__}
 
 
 def mosteller_bsa(height_cm: float, weight_kg: float) -> float:
@@ -192,7 +198,7 @@ def measure_patient(
         wall_thickness_mid_mm=wall_ed.mid_mm,
         wall_thickness_apical_mm=wall_ed.apical_mm,
         mean_wall_thickness_es_mm=wall_es.mean_mm,
-        systolic_thickening_pct=thickening_pct(wall_ed.mean_mm, wall_es.mean_mm),
+        systolic_thickening_percent=thickening_pct(wall_ed.mean_mm, wall_es.mean_mm),
         rv_lv_edv_ratio=_ratio(rv_edv, lv_edv),
         myo_lv_volume_ratio_ed=_ratio(myo_ed, lv_edv),
         myo_lv_volume_ratio_es=_ratio(myo_es, lv_esv),

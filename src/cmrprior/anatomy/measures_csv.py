@@ -3,8 +3,7 @@
 Columns: `patient_id, label, perturbation, size, <measures>`, where `perturbation` is `none` or one of
 `cmrprior.anatomy.perturb.PERTURBATIONS` and `size` its size (pixels for dilate/erode, slices for the slice
 drops, 0 for none); the measures are every field of `AnatomyMeasures` (whatever fields it has), named with
-their unit: fields already ending in a unit (`_ml`, `_g`, `_mm`, `_m2`, ...) keep their name, ejection
-fractions get `_percent`. Empty cells are unknown values (None or NaN).
+their unit by `anatomy.measure.column_name`. Empty cells are unknown values (None or NaN).
 """
 
 from __future__ import annotations
@@ -16,13 +15,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from cmrprior.anatomy.measure import CSV_COLUMNS, column_name
 from cmrprior.errors import DataError
 from cmrprior.utils import atomic
 
 NO_PERTURBATION = "none"
 _ID_COLUMNS = ("patient_id", "label", "perturbation", "size")
-_UNIT_SUFFIXES = ("_ml", "_g", "_mm", "_m2", "_percent")
-_PERCENT = "_percent"
+_FIELDS_BY_COLUMN = {column: field for field, column in CSV_COLUMNS.items()}
 
 
 @dataclass(frozen=True)
@@ -36,15 +35,8 @@ class MeasuresRow:
     size: int = 0
 
 
-def column_name(field: str) -> str:
-    """CSV column of a measure: the field name with its unit (`lvef` -> `lvef_percent`)."""
-    if field.endswith(_UNIT_SUFFIXES):
-        return field
-    return field + _PERCENT if field.endswith("ef") else field
-
-
 def _field_name(column: str) -> str:
-    return column[: -len(_PERCENT)] if column.endswith("ef" + _PERCENT) else column
+    return _FIELDS_BY_COLUMN.get(column, column)
 
 
 def _cell(v: float | None) -> str:

@@ -182,7 +182,7 @@ def missing_slices(labels: np.ndarray) -> list[int]:
 
 
 def implausible(m: AnatomyMeasures, ranges: PlausibleRanges = PlausibleRanges()) -> str:
-    """Measures outside `ranges` (or not finite), and ESV above EDV, as "lvef_pct 95.1 outside 5-90; ..."."""
+    """Measures outside `ranges` (or not finite), and ESV above EDV, as "lvef_percent 95.1 outside 5-90; ..."."""
     out = []
     for field in dataclasses.fields(ranges):
         lo, hi = getattr(ranges, field.name)
