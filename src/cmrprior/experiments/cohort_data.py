@@ -125,7 +125,8 @@ def prepare_data(data: str | Path, config: StudyConfig, *, cache_dir: Path, qc_d
         LeakageError: a patient would be segmented by a model trained on it and `masks.require_out_of_sample`.
         WeightsUnavailableError: no segmenter given and none shipped.
     """
-    cohort, detections = resolve_cohort_phases(open_cohort(Path(data)), model_path=config.masks.model)
+    cohort, detections = resolve_cohort_phases(open_cohort(Path(data)), model_path=config.masks.model,
+                                               inference=config.masks.inference)
     if detections and qc_dir is not None:
         write_csv([d.as_row() for d in detections], qc_dir / PHASES_CSV)
     prints = fingerprint_cohort(cohort)
@@ -150,7 +151,8 @@ def prepare_data(data: str | Path, config: StudyConfig, *, cache_dir: Path, qc_d
                 "made with `cmrprior segment train --folds K` and `cmrprior segment index-folds`, or set "
                 "masks.require_out_of_sample: false to run with in-sample masks (every table then says so)")
         blind = images_only(cohort)
-        locations = locate_cohort(blind, models={pid: c.model.weights for pid, c in choices.items()})
+        locations = locate_cohort(blind, models={pid: c.model.weights for pid, c in choices.items()},
+                                  inference=config.masks.inference)
         prepared = prepare_cohort(blind, config.prepare, cache_dir, locations=locations)
         if qc_dir is not None and any(r.has_masks for r in cohort.patients):
             truth = expert_masks_on_grid(cohort, config, locations, prepared)

@@ -27,6 +27,7 @@ from cmrprior.data.prepare import PrepareConfig
 from cmrprior.data.splits import ProtocolConfig
 from cmrprior.errors import ConfigError
 from cmrprior.evaluate.config import EvaluationConfig
+from cmrprior.segmentation.inference import SegInference
 from cmrprior.ssl.config import PretrainConfig
 from cmrprior.vocab import ImageSpec, ImagesConfig
 
@@ -43,6 +44,8 @@ class MasksConfig:
     # Refuse to segment a patient with a model trained on it (no out-of-sample mask): the study's numbers
     # would rest on masks a user cannot have. False runs anyway, and every table says "IN-SAMPLE".
     require_out_of_sample: bool = True
+    # The engine that runs the segmenter (torch | onnx | auto, `cmrprior.segmentation.inference`).
+    inference: SegInference = field(default_factory=SegInference)
 
     def __post_init__(self) -> None:
         if self.source not in MASK_SOURCES:

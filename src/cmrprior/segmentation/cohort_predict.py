@@ -10,7 +10,7 @@ from cmrprior.io.cohort import open_cohort
 from cmrprior.io.load import as_mask, read_cine, read_image
 from cmrprior.io.nifti import write_nifti
 from cmrprior.segmentation import qc
-from cmrprior.segmentation.network import load_segmenter
+from cmrprior.segmentation.inference import SegInference, load_for_inference
 from cmrprior.segmentation.overlay import save_overlay
 from cmrprior.segmentation.phases import resolve_cohort_phases
 from cmrprior.segmentation.predict import default_model_path
@@ -21,7 +21,7 @@ from cmrprior.utils.runfolder_checks import check_out_dir
 
 def predict_cohort(
     data: str | Path, out: str | Path, *, model_path: str | Path | None = None, include_cine: bool = True,
-    overlays: int = 3,
+    overlays: int = 3, inference: SegInference | None = None,
 ) -> list[dict]:
     """Segment every patient of a cohort (ACDC folder or manifest CSV) into `out`.
 
@@ -30,8 +30,8 @@ def predict_cohort(
     NIfTI header (`pixdim`, qform/sform and codes) or, for DICOM input, the DICOM geometry as qform/sform
     (code 1, scanner) with `pixdim` = the DICOM spacing. `<patient>` is `patient_filename(patient_id)`.
     Records with only a cine get their ED/ES frames from `resolve_cohort_phases` (same model); `out/qc.csv` (flags per volume, Dice/Hausdorff where
-    ground-truth masks exist) and `out/overlays/<patient>.png` (`overlays` slices per phase). Returns the
-    QC rows.
+    ground-truth masks exist) and `out/overlays/<patient>.png` (`overlays` slices per phase). `inference`
+    chooses the engine (`cmrprior.segmentation.inference`; default eager PyTorch). Returns the QC rows.
 
     Raises:
         ConfigError: `out` inside the input folder. DataError: unreadable input, bad volumes.
@@ -41,8 +41,8 @@ def predict_cohort(
     data, out = Path(data), Path(out)
     check_out_dir(out, [data])
 
-    cohort, _ = resolve_cohort_phases(open_cohort(data), model_path=model_path)
-    model, args, _ = load_segmenter(model_path if model_path is not None else default_model_path())
+    cohort, _ = resolve_cohort_phases(open_cohort(data), model_path=model_path, inference=inference)
+    model, args, _, _ = load_for_inference(model_path if model_path is not None else default_model_path(), inference)
     rows: list[dict] = []
     for rec in cohort.patients:
         name = patient_filename(rec.patient_id)

@@ -1,4 +1,4 @@
-"""`cmrprior segment train|predict|index-folds` and `cmrprior measure`: thin wrappers that build configs and call one library function."""
+"""`cmrprior segment train|predict|index-folds|export-onnx` and `cmrprior measure`: thin wrappers that build configs and call one library function."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import torch
 from cmrprior.io.cohort import open_cohort
 from cmrprior.segmentation.augment import AugmentConfig
 from cmrprior.segmentation.context import check_context
+from cmrprior.segmentation.inference import BACKENDS, SegInference
 from cmrprior.segmentation.network import UNetArgs
 from cmrprior.segmentation.train import SegTrainConfig, train_segmenter
 
@@ -50,7 +51,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pr.add_argument("--out", required=True, type=Path, help="run folder (never the input folder)")
     pr.add_argument("--no-cine", action="store_true", help="only ED and ES, even when a 4D cine exists")
     pr.add_argument("--threads", type=int, default=None)
+    pr.add_argument("--backend", choices=BACKENDS, default=SegInference().backend,
+                    help="inference engine: eager PyTorch, ONNX Runtime (the onnx extra), or auto (ONNX Runtime when "
+                         "installed and matching PyTorch's probabilities)")
     pr.set_defaults(func=_predict)
+
+    ex = sub.add_parser("export-onnx", help="export a segmenter to ONNX (needs the onnx extra)")
+    ex.add_argument("model", type=Path, help="segmenter .safetensors (with its .json)")
+    ex.add_argument("out", type=Path, help="the .onnx file to write")
+    ex.set_defaults(func=_export_onnx)
 
     ix = sub.add_parser("index-folds", help="a segmenter set for out-of-sample masks: the full model and the fold "
                                            "models of a --folds run, with the fingerprints of their training images")
@@ -115,7 +124,15 @@ def _predict(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    predict_cohort(args.data, args.out, model_path=args.model, include_cine=not args.no_cine)
+    predict_cohort(args.data, args.out, model_path=args.model, include_cine=not args.no_cine,
+                   inference=SegInference(backend=args.backend))
+    return 0
+
+
+def _export_onnx(args: argparse.Namespace) -> int:
+    from cmrprior.segmentation.onnx_runtime import export_onnx
+
+    print(f"ONNX segmenter: {export_onnx(args.model, args.out)}")
     return 0
 
 

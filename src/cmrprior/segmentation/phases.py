@@ -26,7 +26,7 @@ import numpy as np
 from cmrprior.errors import DataError
 from cmrprior.io.load import read_cine
 from cmrprior.io.records import Cohort, PatientRecord, Volume
-from cmrprior.segmentation.network import load_segmenter
+from cmrprior.segmentation.inference import SegInference, load_for_inference
 from cmrprior.segmentation.predict import default_model_path
 from cmrprior.segmentation.volumes import predict_volume
 
@@ -70,16 +70,17 @@ class PhaseDetection:
                 "lv_volume_ml": ";".join(f"{v:.2f}" for v in self.lv_volume_ml)}
 
 
-def shipped_segmenter(model_path: str | Path | None = None) -> Callable[[], Segmenter]:
+def shipped_segmenter(model_path: str | Path | None = None, inference: SegInference | None = None
+                      ) -> Callable[[], Segmenter]:
     """A factory of per-cine `Segmenter`s running the U-Net at `model_path` (default: the shipped one)
     with `predict_volume`; the model is loaded once. Each segmenter finds the heart on frame 0 and reuses
-    that centre for the later frames of its cine.
+    that centre for the later frames of its cine. `inference`: the engine (`SegInference`; default torch).
 
     Raises:
         WeightsUnavailableError: no model given and none shipped. DataError: unreadable model.
     """
 
-    model, args, _ = load_segmenter(model_path if model_path is not None else default_model_path())
+    model, args, _, _ = load_for_inference(model_path if model_path is not None else default_model_path(), inference)
 
     def new_segmenter() -> Segmenter:
         state: dict[str, tuple[float, float] | None] = {"centre": None}
@@ -172,6 +173,7 @@ def resolve_cohort_phases(
     *,
     model_path: str | Path | None = None,
     segment: Segmenter | None = None,
+    inference: SegInference | None = None,
 ) -> tuple[Cohort, list[PhaseDetection]]:
     """Fill `ed_frame`/`es_frame` of records whose ED or ES image is their cine and whose frame is missing.
 
@@ -187,7 +189,7 @@ def resolve_cohort_phases(
     todo = [r for r in cohort.patients if _needs_frames(r)]
     if not todo:
         return cohort, []
-    seg_factory = (lambda: segment) if segment is not None else shipped_segmenter(model_path)
+    seg_factory = (lambda: segment) if segment is not None else shipped_segmenter(model_path, inference)
     records: list[PatientRecord] = []
     detections: list[PhaseDetection] = []
     for rec in cohort.patients:

@@ -42,7 +42,7 @@ from cmrprior.data.resample import crop_or_pad, resample_inplane
 from cmrprior.errors import DataError
 from cmrprior.io.load import load_patient
 from cmrprior.io.records import Cohort, PatientVolumes, Volume
-from cmrprior.segmentation.network import load_segmenter
+from cmrprior.segmentation.inference import SegInference, load_for_inference
 from cmrprior.segmentation.postprocess import largest_component, postprocess_labels
 from cmrprior.segmentation.predict import file_sha256, predict_probabilities
 from cmrprior.utils.progress import track
@@ -86,16 +86,13 @@ def _back_to_input(prob: np.ndarray, in_hw: tuple[int, int], spacing_yx: tuple[f
     return top * (1 - fr) + bot * fr
 
 
-def predict_volume(
-    model: nn.Module, volume: Volume, *, divisor: int = 16, centre: tuple[float, float] | None = None,
-    crop: int = CROP_PX,
-) -> VolumePrediction:
-    """Labels uint8 `(Z, H, W)` for one volume, in its own geometry (module docstring).
+def net_grid(volume: Volume) -> tuple[np.ndarray, tuple[float, float]] | None:
+    """Step 1: `volume` normalised and resampled to the network's grid `(Z, h, w)` in [0, 1], and its
+    in-plane spacing `(sy, sx)` mm; None for a constant image (logged).
 
     Raises:
         DataError: not 3D, or a field of view under `MIN_FOV_MM` mm on a side.
     """
-
     arr = np.asarray(volume.array)
     if arr.ndim != 3:
         raise DataError(volume.path, f"expected a 3D volume (Z, H, W), got shape {arr.shape}")
@@ -106,25 +103,63 @@ def predict_volume(
                                      f"(need >= {MIN_FOV_MM:.0f} mm on each side)")
     if float(arr.max()) == float(arr.min()):
         log.warning("%s: constant image, no heart can be found", volume.path)
-        return VolumePrediction(np.zeros(arr.shape, np.uint8), (0.0, 0.0), True)
-    grid = _to_net_grid(arr, (sy, sx))
+        return None
+    return _to_net_grid(arr, (sy, sx)), (sy, sx)
+
+
+def find_centre(model: nn.Module, grid: np.ndarray, *, divisor: int = 16) -> tuple[float, float]:
+    """Step 2: heart centre (row, col) on the net grid from a pass over the whole field of view `grid`
+    `(Z, h, w)` (batches of 32 slices: a whole ACDC volume): centroid of the largest 3D heart component,
+    else the image centre."""
+    coarse = predict_probabilities(model, grid, divisor=divisor).argmax(axis=1)
+    heart = largest_component(coarse > 0)
+    h, w = grid.shape[1:]
+    return tuple(ndimage.center_of_mass(heart)[1:]) if heart.any() else ((h - 1) / 2, (w - 1) / 2)
+
+
+def crop_probabilities(model: nn.Module, grid: np.ndarray, centre: tuple[float, float], *, divisor: int = 16,
+                       crop: int = CROP_PX) -> np.ndarray:
+    """Step 3: class probabilities `(Z, C, h, w)` on the net grid from a pass on the `crop` x `crop` window
+    around `centre` (batches of 32 slices); background (probability 1) outside the window."""
     z, h, w = grid.shape
-    if centre is None:
-        coarse = predict_probabilities(model, grid, divisor=divisor).argmax(axis=1)
-        heart = largest_component(coarse > 0)
-        centre = tuple(ndimage.center_of_mass(heart)[1:]) if heart.any() else ((h - 1) / 2, (w - 1) / 2)
     window = crop_or_pad(grid, centre, size=crop)
     prob_win = predict_probabilities(model, window, divisor=divisor)
-    n_cls = prob_win.shape[1]
-    prob = np.zeros((z, n_cls, h, w), np.float32)
+    prob = np.zeros((z, prob_win.shape[1], h, w), np.float32)
     prob[:, 0] = 1.0
     r0 = int(round(centre[0] - (crop - 1) / 2))
     c0 = int(round(centre[1] - (crop - 1) / 2))
     sr0, sr1 = max(r0, 0), min(r0 + crop, h)
     sc0, sc1 = max(c0, 0), min(c0 + crop, w)
     prob[:, :, sr0:sr1, sc0:sc1] = prob_win[:, :, sr0 - r0 : sr1 - r0, sc0 - c0 : sc1 - c0]
-    back = _back_to_input(prob, arr.shape[1:], (sy, sx))
-    labels = postprocess_labels(back.argmax(axis=1).astype(np.uint8))
+    return prob
+
+
+def labels_in_input(prob: np.ndarray, in_hw: tuple[int, int], spacing_yx: tuple[float, float]) -> np.ndarray:
+    """Step 4: uint8 labels `(Z, H, W)` on the input grid: probabilities resampled back, argmax,
+    post-processed (largest 3D component per structure, holes filled)."""
+    back = _back_to_input(prob, in_hw, spacing_yx)
+    return postprocess_labels(back.argmax(axis=1).astype(np.uint8))
+
+
+def predict_volume(
+    model: nn.Module, volume: Volume, *, divisor: int = 16, centre: tuple[float, float] | None = None,
+    crop: int = CROP_PX,
+) -> VolumePrediction:
+    """Labels uint8 `(Z, H, W)` for one volume, in its own geometry (module docstring; steps 1-4 are
+    `net_grid`, `find_centre`, `crop_probabilities`, `labels_in_input`). `model` is the U-Net or any module
+    of the same call signature (`cmrprior.segmentation.inference.load_for_inference`).
+
+    Raises:
+        DataError: not 3D, or a field of view under `MIN_FOV_MM` mm on a side.
+    """
+    prepared = net_grid(volume)
+    if prepared is None:
+        return VolumePrediction(np.zeros(np.shape(volume.array), np.uint8), (0.0, 0.0), True)
+    grid, spacing = prepared
+    if centre is None:
+        centre = find_centre(model, grid, divisor=divisor)
+    prob = crop_probabilities(model, grid, centre, divisor=divisor, crop=crop)
+    labels = labels_in_input(prob, np.shape(volume.array)[1:], spacing)
     return VolumePrediction(labels, (float(centre[0]), float(centre[1])), False)
 
 
@@ -152,10 +187,11 @@ def locate_heart(model: nn.Module, volumes: PatientVolumes, *, divisor: int = 16
                          es_labels=es.labels, model=model_path, model_sha256=model_sha256)
 
 
-def locate_cohort(cohort: Cohort, *, models: Mapping[str, Path], progress: bool = False
-                  ) -> dict[str, HeartLocation]:
+def locate_cohort(cohort: Cohort, *, models: Mapping[str, Path], progress: bool = False,
+                  inference: SegInference | None = None) -> dict[str, HeartLocation]:
     """`locate_heart` for every patient, each with the segmenter weights `models[patient_id]`
-    (`cmrprior.segmentation.folds.choose_segmenters` decides them).
+    (`cmrprior.segmentation.folds.choose_segmenters` decides them), run by the engine of `inference`
+    (`cmrprior.segmentation.inference`; default eager PyTorch).
 
     The records' mask paths are ignored (their masks are never read). Returns patient id -> location.
 
@@ -171,7 +207,7 @@ def locate_cohort(cohort: Cohort, *, models: Mapping[str, Path], progress: bool 
                      unit="patients"):
         path = Path(models[rec.patient_id]).resolve()
         if path not in loaded:
-            net, args, _ = load_segmenter(path)
+            net, args, _, _ = load_for_inference(path, inference)
             loaded[path] = (net, args.divisor, file_sha256(path))
         net, divisor, sha = loaded[path]
         volumes = load_patient(replace(rec, ed_mask=None, es_mask=None))
