@@ -152,3 +152,19 @@ def test_backend_is_a_study_setting_with_one_default():
     assert StudyConfig.from_dict(cfg.to_dict()).masks == cfg.masks  # survives config.yaml
     with pytest.raises(ConfigError, match="backend"):
         StudyConfig.from_dict({"masks": {"inference": {"backend": "tensorrt"}}})
+
+
+def test_onnx_runs_a_three_slice_network_like_eager_pytorch():
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    import dataclasses
+
+    from cmrprior.segmentation.onnx_runtime import OnnxSegmenter, onnx_bytes
+
+    args = dataclasses.replace(TINY, in_channels=3)
+    torch.manual_seed(2)
+    model = build_unet(args).eval()
+    runner = OnnxSegmenter(onnx_bytes(model, args), threads=1)
+    images = np.random.default_rng(3).random((4, 32, 40)).astype(np.float32)
+    got = predict_probabilities(runner, images, divisor=args.divisor)
+    np.testing.assert_allclose(got, predict_probabilities(model, images, divisor=args.divisor), atol=1e-5, rtol=0)

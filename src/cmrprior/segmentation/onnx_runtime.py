@@ -77,6 +77,7 @@ class OnnxSegmenter(nn.Module):
         source = str(model) if isinstance(model, Path) else model
         self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
         self.threads = threads
+        self.input_slices = int(self.session.get_inputs()[0].shape[1])  # the graph's fixed channel axis
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         array = x.detach().to("cpu", torch.float32).contiguous().numpy()

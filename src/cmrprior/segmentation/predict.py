@@ -50,7 +50,11 @@ def default_model_path() -> Path:
 
 
 def input_slices(model: nn.Module) -> int:
-    """How many adjacent slices the network takes per input (its first convolution's input channels)."""
+    """How many adjacent slices the network takes per input: its first convolution's input channels, or
+    what a wrapped runtime (ONNX) declares as `input_slices`."""
+    declared = getattr(model, "input_slices", None)
+    if declared is not None:
+        return int(declared)
     first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
     return 1 if first is None else int(first.in_channels)
 
