@@ -10,7 +10,7 @@ stays fast and imports no torch):
 
     generate_phantom(out, n_patients, seed, ...) -> Path     synthetic CMR cohort, ACDC layout
     open_cohort(path) -> Cohort                               ACDC-layout folder or manifest CSV (records, not images)
-    load_config(path_or_name) -> StudyConfig                  YAML file or built-in name ("cpu", "paper")
+    load_config(path_or_name, overrides=None) -> StudyConfig YAML file or built-in name ("cpu", "paper"), + dotted-key overrides
     StudyConfig                                               the study's config; `StudyConfig.from_dict({...})`
     run_study(data, out, config, *, test_data=None) -> StudyResult   the whole study into run folder `out`
     run_demo(out, *, data=None, config=None, n_patients=60, seed=0) -> StudyResult   phantom + study

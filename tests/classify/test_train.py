@@ -116,3 +116,27 @@ def test_fold_standardization_is_exact():
     want = head_proba(head, (f - mean) / sd)
     fold_standardization(head, mean, sd)
     assert np.allclose(head_proba(head, f), want, atol=1e-6)
+
+
+@pytest.mark.parametrize("n, bs, merge, expect", [
+    (10, 4, False, [(0, 4), (4, 8), (8, 10)]),
+    (10, 4, True, [(0, 4), (4, 8), (8, 10)]),
+    (9, 4, False, [(0, 4), (4, 8), (8, 9)]),
+    (9, 4, True, [(0, 4), (4, 9)]),
+    (1, 4, True, [(0, 1)]),  # one item in all: nothing to merge with
+    (8, 4, True, [(0, 4), (4, 8)]),
+])
+def test_batch_bounds(n, bs, merge, expect):
+    from cmrprior.classify.train import batch_bounds
+
+    assert batch_bounds(n, bs, merge_single=merge) == expect
+
+
+def test_finetune_never_trains_batch_norm_on_one_image():
+    """DenseNet121 at 32 px ends on a 1 x 1 map: batch norm in training mode cannot take a batch of one."""
+    data = toy_set(n_patients=5, slices=1, size=32)  # 5 slice pairs, batches of 4: the last one would have 1
+    model = build_model("densenet121", "none", 3, seed=0)
+    seen = []
+    model.ed_encoder.trunk.register_forward_hook(lambda m, i, o: seen.append(i[0].shape[0]) if m.training else None)
+    fit_end_to_end(model, data, mode="finetune", lr=1e-3, encoder_lr=1e-3, epochs=1, batch_size=4, seed=0)
+    assert seen == [5]

@@ -26,3 +26,28 @@ def test_missing_data_is_one_clear_error(tmp_path, capsys):
     rc = main(["study", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "run")])
     assert rc == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_set_overrides_reach_the_study(tmp_path, monkeypatch):
+    import cmrprior.experiments.study as study_mod
+
+    seen = {}
+
+    def fake_run_study(data, out, config, test_data=None):
+        seen["config"] = config
+        raise SystemExit(0)
+
+    monkeypatch.setattr(study_mod, "run_study", fake_run_study)
+    (tmp_path / "data").mkdir()
+    with pytest.raises(SystemExit):
+        main(["study", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "run"), "--config", "paper",
+              "--set", "protocol.n_splits=1", "--set", "classifier.backbones=[densenet121]"])
+    c = seen["config"]
+    assert c.name == "paper" and c.protocol.n_splits == 1 and c.classifier.backbones == ("densenet121",)
+    assert c.classifier.input_size == 224  # untouched settings stay the file's
+
+
+def test_unknown_set_key_is_one_clear_error(tmp_path, capsys):
+    rc = main(["study", "--data", str(tmp_path), "--out", str(tmp_path / "run"), "--set", "classifier.input_sise=32"])
+    assert rc == 2
+    assert "input_sise" in capsys.readouterr().err

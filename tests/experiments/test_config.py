@@ -84,3 +84,50 @@ def test_one_default_backbone():
 def test_replace_nested():
     c = load_config("cpu").replace(protocol={"n_splits": 2})
     assert c.protocol.n_splits == 2 and c.protocol.test_fraction == 0.3
+
+
+def test_overrides_set_dotted_keys_and_keep_everything_else():
+    from cmrprior.experiments.config import apply_overrides
+
+    base = load_config("paper")
+    c = load_config("paper", overrides={"classifier.input_size": 32, "protocol.n_splits": 1,
+                                        "pretrain.epochs": 2, "pretrain.batch_sizes": [8],
+                                        "pretrain.augment.rotate_degrees": 10, "classifier.modes.none": "linear"})
+    assert c.classifier.input_size == 32 and c.protocol.n_splits == 1 and c.pretrain.batch_sizes == (8,)
+    assert c.pretrain.simclr.epochs == 2 and c.pretrain.simclr.augment.rotate_degrees == 10.0
+    assert c.classifier.modes == {**base.classifier.modes, "none": "linear"}
+    # every other setting is the file's, nested ones included
+    expect = base.to_dict()
+    expect["classifier"].update(input_size=32, modes={**base.classifier.modes, "none": "linear"})
+    expect["protocol"]["n_splits"] = 1
+    expect["pretrain"].update(epochs=2, batch_sizes=[8])
+    expect["pretrain"]["augment"]["rotate_degrees"] = 10.0
+    assert c.to_dict() == expect
+    assert apply_overrides(base, {}) == base and load_config("paper", overrides={}) == base
+
+
+@pytest.mark.parametrize("key, match", [
+    ("protocol.n_splitz", "n_splitz"),
+    ("protocl.n_splits", "protocl"),
+    ("pretrain.augment.rotaton_deg", "rotaton_deg"),
+    ("protocol.n_splits.x", "'protocol.n_splits' is a value"),
+    ("masks.model.x", "'masks.model' is a value"),
+    ("nothing.at.all", "'nothing' is not a setting"),
+    ("protocol..n_splits", "bad key"),
+    ("pretrain.backbone", "set by the study"),
+])
+def test_unknown_override_keys_are_refused_by_name(key, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config("paper", overrides={key: 1})
+
+
+def test_set_options_parse_values_as_yaml():
+    from cmrprior.experiments.config import parse_set_options
+
+    got = parse_set_options(["protocol.n_splits=1", "classifier.lrs=[1e-3, 0.01]", "anatomy.enabled=false",
+                             "classifier.backbones=[vgg16]", "masks.model=a=b.safetensors", "name= small "])
+    assert got == {"protocol.n_splits": 1, "classifier.lrs": [1e-3, 0.01], "anatomy.enabled": False,
+                   "classifier.backbones": ["vgg16"], "masks.model": "a=b.safetensors", "name": "small"}
+    for bad in ("protocol.n_splits", "=3", "classifier.lrs=[1, 2"):
+        with pytest.raises(ConfigError, match="--set"):
+            parse_set_options([bad])

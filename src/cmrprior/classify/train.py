@@ -8,6 +8,9 @@ Two paths give the same linear model:
   the output layer is trained on them. Same initial head, same seeded batch order, same optimiser ->
   the same weights (up to float rounding); the test checks it. The study uses the fast path.
 
+Batches: the seeded order cut into `batch_size` pieces; in `finetune` (batch norm in training mode) a last
+piece of one item is merged into the one before.
+
 Validation (when given): after every epoch, slice-level cross-entropy (`val_loss`) and the macro
 one-vs-rest AUC of per-patient mean probabilities (`val_auc`). Early stopping on `val_loss` with
 `patience` epochs; the best epoch's weights are restored.
@@ -88,6 +91,20 @@ def _evaluate(probs: np.ndarray, labels: np.ndarray, patient_index: np.ndarray, 
     return loss, macro_auc(plabels[ok], pp[ok]), pp
 
 
+def batch_bounds(n: int, batch_size: int, *, merge_single: bool = False) -> list[tuple[int, int]]:
+    """`(lo, hi)` of each training batch over `n` items; with `merge_single` a last batch of one item joins
+    the one before.
+
+    Batch norm in training mode normalises each batch with its own statistics: one image gives one value per
+    channel where the feature map is 1 x 1 (DenseNet121 or VGG16 at 32 px: an error), and a one-image
+    estimate where it is larger, so networks that train their batch norm never get a batch of one.
+    """
+    bounds = list(range(0, n, batch_size)) + [n]
+    if merge_single and len(bounds) > 2 and bounds[-1] - bounds[-2] < 2:
+        bounds.pop(-2)
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
 def _loop(
     *,
     n_train: int,
@@ -105,6 +122,7 @@ def _loop(
     patience: int | None,
     seed: int,
     on_epoch: Callable[[dict], None] | None,
+    merge_single: bool = False,
 ) -> FitResult:
     gen = torch.Generator().manual_seed(seed)
     history: list[dict] = []
@@ -115,8 +133,8 @@ def _loop(
         set_train_mode()
         order = torch.randperm(n_train, generator=gen)
         total, seen = 0.0, 0
-        for start in range(0, n_train, batch_size):
-            idx = order[start : start + batch_size]
+        for lo, hi in batch_bounds(n_train, batch_size, merge_single=merge_single):
+            idx = order[lo:hi]
             loss = F.cross_entropy(batch_logits(idx), labels[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -251,6 +269,7 @@ def fit_end_to_end(
         patience=patience,
         seed=seed,
         on_epoch=on_epoch,
+        merge_single=mode == "finetune",
     )
 
 

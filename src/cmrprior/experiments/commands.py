@@ -25,10 +25,10 @@ def _print_result(res, t0: float) -> None:
 
 
 def _study(args: argparse.Namespace) -> int:
-    from cmrprior.experiments.config import load_config
+    from cmrprior.experiments.config import load_config, parse_set_options
     from cmrprior.experiments.study import run_study
 
-    config = load_config(args.config)
+    config = load_config(args.config, overrides=parse_set_options(args.set))
     t0 = time.time()
     with log_file(RunFolder(check_out_dir(args.out, [args.data, args.test])).log):
         res = run_study(args.data, args.out, config, test_data=args.test)
@@ -37,10 +37,10 @@ def _study(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from cmrprior.experiments.config import load_config
+    from cmrprior.experiments.config import load_config, parse_set_options
     from cmrprior.experiments.demo import run_demo, study_dir
 
-    config = load_config(args.config)
+    config = load_config(args.config, overrides=parse_set_options(args.set))
     t0 = time.time()
     check_out_dir(args.out, [args.data])
     with log_file(RunFolder(study_dir(args.out)).log):
@@ -49,12 +49,19 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_set(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one setting of the config by dotted key, value as YAML (repeatable), "
+                             "e.g. --set protocol.n_splits=1 --set classifier.backbones=[vgg16]")
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser("study", help="run the whole study (prepare, segment, pre-train, classify, evaluate)")
     p.add_argument("--data", required=True, help="ACDC-layout folder or manifest CSV")
     p.add_argument("--out", required=True, help="run folder (a rerun resumes it)")
     p.add_argument("--config", default=None, help="YAML file, or a built-in name: cpu (default), paper")
     p.add_argument("--test", default=None, help="separate held-out cohort (folder or manifest) to score on")
+    _add_set(p)
     p.set_defaults(func=_study)
     d = subparsers.add_parser("demo", help="the study on a synthetic phantom cohort (or --data) with configs/cpu.yaml")
     d.add_argument("--out", required=True, help="run folder (a rerun resumes it)")
@@ -62,4 +69,5 @@ def register(subparsers) -> None:
     d.add_argument("--config", default=None, help="YAML file or built-in name (default: cpu)")
     d.add_argument("--patients", type=int, default=60, help="phantom patients (default 60)")
     d.add_argument("--seed", type=int, default=0)
+    _add_set(d)
     d.set_defaults(func=_demo)

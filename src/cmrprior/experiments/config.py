@@ -8,6 +8,11 @@ names the key and the file, so a typo cannot silently fall back to a default.
 
 `configs/paper.yaml` holds the study's settings (vgg16 + densenet121, 224 px, the full grid, 5 splits);
 `configs/cpu.yaml` a small backbone and resolution that finishes on 2 CPU cores.
+
+Overrides (`load_config(name, overrides=...)`, CLI `--set KEY=VALUE`, repeatable) change single settings of a
+loaded config by dotted key, `{"protocol.n_splits": 1, "pretrain.augment.rotation_deg": 5}`, merged into the
+YAML form (`pretrain.epochs`: SimCLR settings sit beside `pretrain.batch_sizes` there) and validated as the
+YAML is: an unknown key is a ConfigError that names it.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -195,13 +202,70 @@ def builtin_config_path(name: str) -> Path:
     return Path(str(ref))
 
 
-def load_config(path_or_name: str | Path | None, default: str = "cpu") -> StudyConfig:
-    """A YAML file path, or the name of a built-in config (`paper`, `cpu`); None = `default`."""
+def load_config(path_or_name: str | Path | None, default: str = "cpu",
+                overrides: Mapping[str, Any] | None = None) -> StudyConfig:
+    """A YAML file path, or the name of a built-in config (`paper`, `cpu`); None = `default`; then
+    `overrides` (dotted keys, see `apply_overrides`)."""
     if path_or_name is None:
-        return StudyConfig.from_yaml(builtin_config_path(default))
-    p = Path(path_or_name)
-    if p.suffix in (".yaml", ".yml") or p.exists():
-        if not p.exists():
-            raise ConfigError(f"{p}: config file not found")
-        return StudyConfig.from_yaml(p)
-    return StudyConfig.from_yaml(builtin_config_path(str(path_or_name)))
+        config = StudyConfig.from_yaml(builtin_config_path(default))
+    else:
+        p = Path(path_or_name)
+        if p.suffix in (".yaml", ".yml") or p.exists():
+            if not p.exists():
+                raise ConfigError(f"{p}: config file not found")
+            config = StudyConfig.from_yaml(p)
+        else:
+            config = StudyConfig.from_yaml(builtin_config_path(str(path_or_name)))
+    return apply_overrides(config, overrides) if overrides else config
+
+
+def apply_overrides(config: StudyConfig, overrides: Mapping[str, Any], *, source: str = "overrides") -> StudyConfig:
+    """A copy of `config` with each dotted key of `overrides` set: `{"classifier.input_size": 32}`.
+
+    Keys address the YAML form of the config (`StudyConfig.to_dict`); a value replaces the setting whole
+    (a list replaces a list), and a mapping-valued key can be addressed inside (`classifier.modes.none`).
+    Raises ConfigError naming the key: unknown section or setting, a key below a plain value, a bad value.
+    """
+    data = config.to_dict()
+    for key, value in overrides.items():
+        parts = str(key).split(".")
+        if not all(parts):
+            raise ConfigError(f"{source}: bad key {key!r} (dotted names, e.g. protocol.n_splits)")
+        node = data
+        for depth, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if not isinstance(child, dict):
+                where = ".".join(parts[:depth + 1])
+                raise ConfigError(f"{source}: {key!r}: {where!r} is " + (
+                    "not a setting of the config" if part not in node else "a value, not a section"))
+            node = child
+        node[parts[-1]] = value
+    return StudyConfig.from_dict(data, source=source)
+
+
+class _ValueLoader(yaml.SafeLoader):
+    """YAML 1.1 reads `1e-3` (no dot) as a string; on a command line it is meant as a number."""
+
+
+_ValueLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)?(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def parse_set_options(items: Sequence[str]) -> dict[str, Any]:
+    """CLI `--set KEY=VALUE` strings -> overrides; each VALUE is read as YAML (`3`, `1e-3`, `[vgg16]`, `false`).
+
+    Raises ConfigError for an item without `=` or with a value that is not YAML.
+    """
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set protocol.n_splits=1")
+        try:
+            out[key.strip()] = yaml.load(text, Loader=_ValueLoader)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({exc})") from exc
+    return out
