@@ -1,8 +1,8 @@
 """Cardiac measures from out-of-sample segmenter masks against the same measures from ACDC's expert masks.
 
-    PYTHONPATH=src .venv/bin/python bench/measures_acdc.py [--data ACDC] [--limit N] [--threads T]
+    PYTHONPATH=src .venv/bin/python bench/measures_acdc.py [--data ACDC] [--limit N] [--threads T] [--model SET]
 
-Each ACDC training patient is segmented by the shipped fold model that never saw it
+Each ACDC training patient is segmented by the fold model (of the shipped set, or of `--model`) that never saw it
 (`cmrprior.segmentation.measures.segmenter_masks` with the shipped set; expert masks are not read there);
 the expert `_gt` masks are then read for the reference, and both are measured with
 `cmrprior.anatomy.measure.measure_patient`. Prints MAE and bias (predicted - expert) of LVEF, RVEF (points),
@@ -38,6 +38,8 @@ def main() -> int:
     ap.add_argument("--data", type=Path, default=ACDC)
     ap.add_argument("--limit", type=int, default=None, help="first N patients only")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--model", type=Path, default=None,
+                    help="segmenter set (`cmrprior segment index-folds`) or weights; default: the shipped set")
     args = ap.parse_args()
     if not args.data.is_dir():
         print(f"ACDC not found at {args.data} (set ACDC_ROOT)")
@@ -49,7 +51,7 @@ def main() -> int:
         cohort = dataclasses.replace(cohort, patients=cohort.patients[: args.limit])
     print(f"{len(cohort)} patients, torch threads {torch.get_num_threads()}, load {os.getloadavg()}")
     t0 = time.perf_counter()
-    predicted = segmenter_masks(cohort)
+    predicted = segmenter_masks(cohort, args.model)
     t_seg = time.perf_counter() - t0
     by_id = {r.patient_id: r for r in cohort.patients}
     err: dict[str, list[float]] = {k: [] for k, _ in KEYS}
