@@ -135,3 +135,17 @@ def test_predict_cohort_refuses_output_inside_input(tmp_path):
     src, _, model = _cohort(tmp_path)
     with pytest.raises(ConfigError, match="inside the input"):
         predict_cohort(src / "manifest.csv", src / "run", model_path=model)
+
+
+def test_heart_is_the_component_with_the_left_ventricle_not_the_largest_blob():
+    """Whole-field false positives are mostly 'RV'-like blobs: a larger one far from the heart must not win."""
+    lut = np.array([0.1, 0.6, 0.3, 0.9], np.float32)
+    heart = disc_heart(200, (45, 60), 12, 4, 20)
+    masks = np.stack([heart] * 4)
+    decoy = np.zeros_like(masks)
+    decoy[:, 130:190, 130:190] = 1  # 3,600 px of 'RV' per slice, far outside a 128 px window at the heart
+    assert (decoy == 1).sum() > (masks > 0).sum()  # the decoy is the largest component
+    vol = Volume(lut[np.maximum(masks, decoy)], (8.0, 1.5, 1.5), np.diag([1.5, 1.5, 8.0, 1.0]))
+    pred = predict_volume(Oracle(), vol, divisor=1)
+    assert abs(pred.centre[0] - 45) < 3 and abs(pred.centre[1] - 55) < 8  # the heart (LV, ring, RV to its left)
+    assert dice(pred.labels == 3, masks == 3) > 0.95

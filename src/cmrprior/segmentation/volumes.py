@@ -35,6 +35,7 @@ import numpy as np
 from scipy import ndimage
 from torch import nn
 
+from cmrprior.anatomy.measure import LV_LABEL, MYO_LABEL
 from cmrprior.data.intensity import normalise_percentile
 from cmrprior.data.prepare import heart_slices, mask_centre
 from cmrprior.data.prepared import HeartLocation
@@ -109,12 +110,25 @@ def net_grid(volume: Volume) -> tuple[np.ndarray, tuple[float, float]] | None:
 
 def find_centre(model: nn.Module, grid: np.ndarray, *, divisor: int = 16) -> tuple[float, float]:
     """Step 2: heart centre (row, col) on the net grid from a pass over the whole field of view `grid`
-    `(Z, h, w)` (batches of 32 slices: a whole ACDC volume): centroid of the largest 3D heart component,
-    else the image centre."""
+    `(Z, h, w)` (batches of 32 slices: a whole ACDC volume): centroid of the 3D heart-label component with
+    the most myocardium touching LV cavity in-plane; the largest component when no such contact exists;
+    the image centre when nothing is labelled.
+
+    Why contact and not size: on whole fields of view the network's false positives are blood-like organs
+    read as one label ("RV" vessels and bowel, "LV" stomach or liver), and such a blob can outgrow the heart;
+    a cavity inside a myocardial ring is what only the heart has."""
     coarse = predict_probabilities(model, grid, divisor=divisor).argmax(axis=1)
-    heart = largest_component(coarse > 0)
     h, w = grid.shape[1:]
-    return tuple(ndimage.center_of_mass(heart)[1:]) if heart.any() else ((h - 1) / 2, (w - 1) / 2)
+    lab, n = ndimage.label(coarse > 0, structure=np.ones((3, 3, 3), dtype=bool))
+    if n == 0:
+        return (h - 1) / 2, (w - 1) / 2
+    in_plane = np.zeros((3, 3, 3), dtype=bool)
+    in_plane[1] = True
+    contact = (coarse == MYO_LABEL) & ndimage.binary_dilation(coarse == LV_LABEL, structure=in_plane)
+    score = np.bincount(lab[contact], minlength=n + 1)
+    score[0] = 0
+    heart = lab == int(score.argmax()) if score.max() > 0 else largest_component(coarse > 0)
+    return tuple(ndimage.center_of_mass(heart)[1:])
 
 
 def crop_probabilities(model: nn.Module, grid: np.ndarray, centre: tuple[float, float], *, divisor: int = 16,
