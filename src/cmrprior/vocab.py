@@ -39,6 +39,9 @@ INITS: tuple[Init, ...] = (
 )
 INIT_NAMES: tuple[str, ...] = tuple(i.name for i in INITS)
 
+# mask labels, ACDC convention (0 is background)
+RV_LABEL, MYO_LABEL, LV_LABEL = 1, 2, 3
+
 # The "Anatomy" model (a tabular classifier on cardiac measures, not an image model): its row in the tables
 # and its key in the run folder (backbone = init = ANATOMY, images = ANATOMY_INPUTS).
 ANATOMY = "anatomy"

@@ -51,11 +51,11 @@ from cmrprior.anatomy.thickness import (
 )
 from cmrprior.errors import DataError, InputError
 from cmrprior.io.records import PatientVolumes
+from cmrprior.vocab import LV_LABEL, MYO_LABEL, RV_LABEL
 
 __all__ = ["AnatomyMeasures", "CSV_COLUMNS", "column_name", "ejection_fraction", "label_volume_ml", "max_wall_thickness_mm",
            "measure_cohort", "measure_patient", "mosteller_bsa", "slice_wall_thickness_profile"]
 
-RV_LABEL, MYO_LABEL, LV_LABEL = 1, 2, 3
 MYOCARDIAL_DENSITY_G_PER_ML = 1.05
 _NAN = float("nan")
 

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-MYO_LABEL, LV_LABEL = 2, 3
+from cmrprior.vocab import LV_LABEL, MYO_LABEL
+
 N_ANGLES = 360
 MEDIAN_DEGREES = 9
 SAMPLES_PER_PIXEL = 8

@@ -29,8 +29,8 @@ from cmrprior.io.records import Cohort, PatientRecord, Volume
 from cmrprior.segmentation.inference import SegInference, load_for_inference
 from cmrprior.segmentation.predict import default_model_path
 from cmrprior.segmentation.volumes import predict_volume
+from cmrprior.vocab import LV_LABEL
 
-LV_LABEL = 3
 # labels uint8 (Z, H, W) of one frame, given the frame and its index (0-based) in the cine
 Segmenter = Callable[[Volume, int], np.ndarray]
 

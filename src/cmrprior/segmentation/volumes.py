@@ -35,7 +35,6 @@ import numpy as np
 from scipy import ndimage
 from torch import nn
 
-from cmrprior.anatomy.measure import LV_LABEL, MYO_LABEL
 from cmrprior.data.intensity import normalise_percentile
 from cmrprior.data.prepare import heart_slices, mask_centre
 from cmrprior.data.prepared import HeartLocation
@@ -47,6 +46,7 @@ from cmrprior.segmentation.inference import SegInference, load_for_inference
 from cmrprior.segmentation.postprocess import largest_component, postprocess_labels
 from cmrprior.segmentation.predict import file_sha256, predict_probabilities
 from cmrprior.utils.progress import track
+from cmrprior.vocab import LV_LABEL, MYO_LABEL
 
 log = logging.getLogger(__name__)
 
