@@ -17,7 +17,7 @@ from cmrprior.io.manifest import read_manifest
 from cmrprior.io.nifti import read_nifti, write_nifti
 from cmrprior.io.records import Volume
 from cmrprior.segmentation.network import build_unet, save_segmenter
-from cmrprior.segmentation.phases import curve_extremes, detect_phases, resolve_cohort_phases
+from cmrprior.segmentation.phases import curve_extremes, detect_phases, mid_ventricular_slices, resolve_cohort_phases
 from cmrprior.segmentation.cohort_predict import predict_cohort
 from seg_doubles import TINY, disc_heart
 
@@ -121,6 +121,48 @@ def test_curve_extremes_by_hand():
     assert curve_extremes([3.0, 4.0]) == (2, 1)  # two frames: the raw extremes
 
 
+def test_mid_ventricular_slices_by_hand():
+    present = np.ones((4, 9))
+    present[1, 7] = 0  # slice 7: LV in 3 of 4 frames (a false blob past the apex); slice 8: never
+    present[:, 8] = 0
+    # slices 0-6 hold LV in every frame; 15 mm at 10 mm spacing trims 2 slices at each end
+    assert mid_ventricular_slices(present, 10.0).tolist() == [2, 3, 4]
+    assert mid_ventricular_slices(present, 7.5).tolist() == [2, 3, 4]  # 15 / 7.5 = 2 exactly
+    assert mid_ventricular_slices(present, 20.0).tolist() == [1, 2, 3, 4, 5]  # at least one each end
+    assert mid_ventricular_slices(np.ones((3, 12)), 5.0).tolist() == [3, 4, 5, 6, 7, 8]
+    # the longest run of slices present in every frame; trimmed less so that 3 remain
+    gap = np.ones((3, 9))
+    gap[2, 2] = 0
+    assert mid_ventricular_slices(gap, 10.0).tolist() == [4, 5, 6, 7]
+    assert mid_ventricular_slices(np.ones((3, 4)), 10.0).tolist() == [0, 1, 2, 3]  # 4 slices: no trim
+    assert mid_ventricular_slices(np.eye(3), 10.0).tolist() == [0, 1, 2]  # no slice in every frame: all
+
+
+def test_ed_es_come_from_the_mid_ventricular_slices():
+    """The whole-heart curve is misled by the ends of the stack (a basal slice taking in atrium at ES, a false
+    blob past the apex at frame 2); the mid-ventricular slices are not."""
+    n_frames, es = 12, 6
+    f = np.where(np.arange(n_frames) < es, np.arange(n_frames) / (es - 1), (n_frames - np.arange(n_frames)) / (n_frames - es + 1))
+    radii = np.array([10.0, 10.0, 9.5, 9.0, 8.0, 6.5, 4.5])  # base -> apex, slice 7 past the apex
+    labels = np.zeros((n_frames, 8, 48, 48), np.uint8)
+    for t in range(n_frames):
+        for z, r in enumerate(radii):
+            labels[t, z] = disc_heart(48, (24, 26), r * (1 - 0.3 * f[t]), 3.0, 12.0)
+    labels[es - 1, 1] = disc_heart(48, (24, 26), 12.0, 3.0, 12.0)  # at ES: atrium read as LV on slice 1
+    labels[1, 7] = disc_heart(48, (24, 26), 9.0, 3.0, 12.0)  # frame 2: a false LV past the apex
+    frames = [Volume(m.astype(np.float32) * 100 + 1, (10.0, 1.5, 1.5), np.diag([1.5, 1.5, 10.0, 1.0])) for m in labels]
+    det = detect_phases(frames, segment=label_reader)
+    whole = np.asarray(det.lv_volume_ml)
+    voxel_ml = 10.0 * 1.5 * 1.5 / 1000.0
+    assert whole == pytest.approx((labels == 3).sum(axis=(2, 3)).sum(axis=1) * voxel_ml)
+    assert (int(whole.argmax()) + 1, int(whole.argmin()) + 1) == (2, 7)  # what every slice together says
+    assert det.mid_slices == (2, 3, 4)  # slices 0-6 in every frame, 2 trimmed at each end
+    assert det.mid_volume_ml == pytest.approx((labels[:, 2:5] == 3).sum(axis=(1, 2, 3)) * voxel_ml)
+    assert (det.ed_frame, det.es_frame) == (1, es)
+    row = det.as_row()
+    assert row["mid_slices"] == "2;3;4" and len(str(row["mid_lv_volume_ml"]).split(";")) == n_frames
+
+
 def _cine_manifest(tmp_path: Path, rows: str) -> Path:
     frames = _frames([7.0, 9.0, 6.0, 4.5, 8.0])  # ED = 2, ES = 4
     cine = np.stack([f.array for f in frames], axis=-1)
@@ -151,6 +193,20 @@ def test_resolve_fills_missing_frames_and_given_frames_win(tmp_path):
 
     vols = load_patient(a)
     np.testing.assert_array_equal(vols.es.array, _frames([4.5])[0].array)
+
+
+def test_a_flat_curve_is_flagged_and_warned_about(tmp_path, caplog):
+    """A segmenter that does not follow the cavity: the LV volume moves < 5 % over the cine (hand count:
+    discs of radius 8 and 7.8 px hold 193 and 185 pixels, 4.1 % apart)."""
+    det = detect_phases(_frames([8.0, 7.8, 8.0, 7.8]), segment=label_reader)
+    assert det.curve_change_percent == pytest.approx(100 * 8 / 193)
+    assert not det.reliable and det.as_row()["reliable"] is False
+    assert detect_phases(_frames([9.0, 8.0, 6.0, 5.0]), segment=label_reader).reliable
+    path = _cine_manifest(tmp_path, "a,NOR,,,c1.nii.gz,,\n")
+    flat = [np.rint((f.array - 1) / 100).astype(np.uint8) for f in _frames([8.0, 7.8, 8.0, 7.8, 7.8])]
+    with caplog.at_level("WARNING", logger="cmrprior.segmentation.phases"):
+        resolve_cohort_phases(read_manifest(path), segment=lambda frame, i: flat[i])
+    assert "patient a" in caplog.text and "c1.nii.gz" in caplog.text and "unreliable" in caplog.text
 
 
 def test_predicted_masks_of_acdc_style_input_measure_the_same_with_nibabel(tmp_path):

@@ -1,13 +1,21 @@
 """End-diastole and end-systole from a cine: segment every frame, ED = largest, ES = smallest LV cavity.
 
-This is the usual clinical definition (e.g. the ACDC frames were chosen by LV volume). One frame that the
-segmenter gets badly wrong must not become ED or ES (`curve_extremes`): the extremes are searched next to
-those of the curve's 3-frame running median, which ignores a single outlying frame but keeps a sharp
-extremum and the steps of a basal slice leaving the stack (a fitted low-order Fourier series does not: it
-rounds a sharp ES off by a frame or more, and a 3-4 slice stack's steps by several). The frame acquired at
-trigger time zero (the ECG R wave, which starts the cine) is ED by the other common definition; it is
-reported as a cross-check (`ed_matches_trigger`: within one frame, counted cyclically, since the largest
-volume may be the last frame of the previous cycle).
+This is the usual clinical definition (e.g. the ACDC frames were chosen by LV volume). The frames are read
+from the LV cavity volume of the mid-ventricular slices (`mid_ventricular_slices`), as a reader picks ES on
+a mid-ventricular slice: the base moves through one or two slices of the stack over the cycle (the mitral
+annulus descends by about `BASE_EXCURSION_MM` in systole), so the basal slices change between ventricle,
+outflow tract and atrium, where a segmenter errs most and a 10 ml error on one slice moves the extremes of
+the whole-heart curve by frames. The apical end is trimmed alike (partial volume of the apex cap); slices
+where the LV cavity comes and goes are never used. The whole-heart curve is still recorded
+(`PhaseDetection.lv_volume_ml`, the ejection fraction).
+
+One frame that the segmenter gets badly wrong must not become ED or ES (`curve_extremes`): the extremes are
+searched next to those of the curve's 3-frame running median, which ignores a single outlying frame but
+keeps a sharp extremum and the steps of a slice leaving the stack (a fitted low-order Fourier series does
+not: it rounds a sharp ES off by a frame or more, and a 3-4 slice stack's steps by several). The frame
+acquired at trigger time zero (the ECG R wave, which starts the cine) is ED by the other common definition;
+it is reported as a cross-check (`ed_matches_trigger`: within one frame, counted cyclically, since the
+largest volume may be the last frame of the previous cycle).
 
 Frames are 1-based, as in ACDC's Info.cfg and `PatientRecord`. Segmentation uses the shipped segmenter
 (or `model_path`) through `predict_volume`: the heart is found on the first frame and the same centre is
@@ -17,6 +25,8 @@ used for the others, as `segment predict` does for a cine. Tests inject `segment
 from __future__ import annotations
 
 import dataclasses
+import logging
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,13 +41,27 @@ from cmrprior.segmentation.predict import default_model_path
 from cmrprior.segmentation.volumes import predict_volume
 from cmrprior.vocab import LV_LABEL
 
+log = logging.getLogger(__name__)
+
 # labels uint8 (Z, H, W) of one frame, given the frame and its index (0-based) in the cine
 Segmenter = Callable[[Volume, int], np.ndarray]
+
+# Systolic descent of the base (mitral annular plane excursion, about 10-16 mm in adults): the slices within
+# this distance of either end of the LV's extent are left out of the curve the frames are chosen from.
+BASE_EXCURSION_MM = 15.0
+MIN_MID_SLICES = 3
+# A mid-ventricular curve that changes by less than this (% of its largest value) over the cycle says nothing
+# about ED/ES: no heart ejects so little, so the segmenter did not follow the cavity. Flagged, not refused.
+MIN_CURVE_CHANGE_PERCENT = 5.0
 
 
 @dataclass(frozen=True)
 class PhaseDetection:
-    """ED/ES frames (1-based) found from the LV cavity volume curve (ml, one value per frame)."""
+    """ED/ES frames (1-based) found from the LV cavity volume curve of the mid-ventricular slices.
+
+    `lv_volume_ml`: the whole LV cavity per frame (ml); `mid_volume_ml`: that of the slices `mid_slices`
+    (0-based indices of the stack) alone, the curve the frames were chosen from.
+    """
 
     ed_frame: int
     es_frame: int
@@ -45,6 +69,8 @@ class PhaseDetection:
     trigger_zero_frame: int  # frame with the smallest trigger time (frame 1 when times are unknown)
     trigger_times_known: bool
     patient_id: str | None = None
+    mid_volume_ml: tuple[float, ...] = ()
+    mid_slices: tuple[int, ...] = ()
 
     @property
     def n_frames(self) -> int:
@@ -57,6 +83,17 @@ class PhaseDetection:
         return min(d, self.n_frames - d) <= 1
 
     @property
+    def curve_change_percent(self) -> float:
+        """(largest - smallest) / largest of the curve the frames were chosen from, in %."""
+        v = self.mid_volume_ml or self.lv_volume_ml
+        return 100.0 * (max(v) - min(v)) / max(v) if max(v) > 0 else 0.0
+
+    @property
+    def reliable(self) -> bool:
+        """False when the curve is too flat for its extremes to mean anything (`MIN_CURVE_CHANGE_PERCENT`)."""
+        return self.curve_change_percent >= MIN_CURVE_CHANGE_PERCENT
+
+    @property
     def ejection_fraction(self) -> float:
         """LV ejection fraction in % from the curve's extremes."""
         edv, esv = self.lv_volume_ml[self.ed_frame - 1], self.lv_volume_ml[self.es_frame - 1]
@@ -67,7 +104,10 @@ class PhaseDetection:
         return {"patient_id": self.patient_id, "ed_frame": self.ed_frame, "es_frame": self.es_frame,
                 "n_frames": self.n_frames, "trigger_zero_frame": self.trigger_zero_frame,
                 "ed_matches_trigger": self.ed_matches_trigger, "lvef_percent": round(self.ejection_fraction, 2),
-                "lv_volume_ml": ";".join(f"{v:.2f}" for v in self.lv_volume_ml)}
+                "curve_change_percent": round(self.curve_change_percent, 2), "reliable": self.reliable,
+                "lv_volume_ml": ";".join(f"{v:.2f}" for v in self.lv_volume_ml),
+                "mid_lv_volume_ml": ";".join(f"{v:.2f}" for v in self.mid_volume_ml),
+                "mid_slices": ";".join(str(z) for z in self.mid_slices)}
 
 
 def shipped_segmenter(model_path: str | Path | None = None, inference: SegInference | None = None
@@ -96,15 +136,44 @@ def shipped_segmenter(model_path: str | Path | None = None, inference: SegInfere
     return new_segmenter
 
 
-def lv_volumes_ml(frames: Sequence[Volume], segment: Segmenter) -> list[float]:
-    """LV cavity volume (ml) per frame: voxels labelled 3 x voxel volume (spacing product, mm^3) / 1000."""
+def lv_slice_volumes_ml(frames: Sequence[Volume], segment: Segmenter) -> np.ndarray:
+    """LV cavity volume (ml) per frame and slice, float64 `(T, Z)`: voxels labelled 3 x voxel volume
+    (spacing product, mm^3) / 1000."""
     out = []
     for t, frame in enumerate(frames):
         labels = np.asarray(segment(frame, t))
         if labels.shape != frame.shape:
             raise ValueError(f"segmenter returned shape {labels.shape} for a frame of shape {frame.shape}")
-        out.append(float(np.count_nonzero(labels == LV_LABEL)) * float(np.prod(frame.spacing)) / 1000.0)
-    return out
+        per_slice = np.count_nonzero(labels == LV_LABEL, axis=(1, 2))
+        out.append(per_slice.astype(np.float64) * float(np.prod(frame.spacing)) / 1000.0)
+    if len({v.shape for v in out}) > 1:
+        raise ValueError("the frames of a cine have different numbers of slices")
+    return np.stack(out)
+
+
+def mid_ventricular_slices(per_slice_ml: np.ndarray, slice_spacing_mm: float) -> np.ndarray:
+    """0-based slice indices whose LV volumes choose ED and ES, from per-slice volumes `(T, Z)`.
+
+    The longest run of adjacent slices with LV cavity in every frame, less the slices within
+    `BASE_EXCURSION_MM` of either end (at least one each), trimmed less where fewer than `MIN_MID_SLICES`
+    would remain. A stack with no such slice gives every slice (the whole-heart curve).
+    """
+    v = np.asarray(per_slice_ml, dtype=np.float64)
+    always = np.concatenate([(v > 0).all(axis=0), [False]])
+    best, start = (0, 0), None
+    for z, present in enumerate(always):
+        if present and start is None:
+            start = z
+        elif not present and start is not None:
+            if z - start > best[1] - best[0]:
+                best = (start, z)
+            start = None
+    if best[1] == best[0]:
+        return np.arange(v.shape[1])
+    trim = max(1, math.ceil(BASE_EXCURSION_MM / slice_spacing_mm - 1e-9))
+    while trim > 0 and best[1] - best[0] - 2 * trim < MIN_MID_SLICES:
+        trim -= 1
+    return np.arange(best[0] + trim, best[1] - trim)
 
 
 def curve_extremes(volumes: Sequence[float]) -> tuple[int, int]:
@@ -138,7 +207,8 @@ def detect_phases(
 ) -> PhaseDetection:
     """ED (largest) and ES (smallest LV cavity) frames of a cine given as T >= 2 frames `(Z, H, W)`.
 
-    Frames are chosen by `curve_extremes` (a single mis-segmented frame cannot win). `segment` replaces the
+    Frames are chosen by `curve_extremes` on the mid-ventricular slices' curve (`mid_ventricular_slices`; a
+    single mis-segmented frame cannot win). `segment` replaces the
     segmenter (tests, other models); else the model at `model_path` (default: shipped) is used. `trigger_times_ms` (one per frame) gives the cross-check frame.
 
     Raises:
@@ -149,15 +219,19 @@ def detect_phases(
     if len(frames) < 2:
         raise DataError(where, f"a cine needs at least 2 frames to find ED and ES, got {len(frames)}")
     seg = segment if segment is not None else shipped_segmenter(model_path)()
-    vols = lv_volumes_ml(frames, seg)
-    if max(vols) <= 0:
+    per_slice = lv_slice_volumes_ml(frames, seg)
+    vols = per_slice.sum(axis=1)
+    if vols.max() <= 0:
         raise DataError(where, f"no LV cavity found in any of the {len(frames)} frames: ED/ES cannot be found; "
                                "give ed_frame and es_frame")
-    ed, es = curve_extremes(vols)
+    mid = mid_ventricular_slices(per_slice, float(frames[0].spacing[0]))
+    mid_vols = per_slice[:, mid].sum(axis=1)
+    ed, es = curve_extremes(mid_vols)
     known = trigger_times_ms is not None and len(trigger_times_ms) == len(frames)
     zero = int(np.argmin(trigger_times_ms)) + 1 if known else 1
-    return PhaseDetection(ed_frame=ed, es_frame=es, lv_volume_ml=tuple(vols), trigger_zero_frame=zero,
-                          trigger_times_known=known, patient_id=patient_id)
+    return PhaseDetection(ed_frame=ed, es_frame=es, lv_volume_ml=tuple(float(x) for x in vols),
+                          trigger_zero_frame=zero, trigger_times_known=known, patient_id=patient_id,
+                          mid_volume_ml=tuple(float(x) for x in mid_vols), mid_slices=tuple(int(z) for z in mid))
 
 
 def _needs_frames(rec: PatientRecord) -> bool:
@@ -204,6 +278,10 @@ def resolve_cohort_phases(
         if ed == es:
             raise DataError(rec.cine, f"patient {rec.patient_id}: ED and ES would be the same frame ({ed}); "
                                       "give both ed_frame and es_frame")
+        if not det.reliable and (rec.ed_frame is None or rec.es_frame is None):
+            log.warning("%s: patient %s: the mid-ventricular LV volume changes by only %.1f %% over the cine, so "
+                        "the segmenter did not follow the cavity; ED %d / ES %d are unreliable: check them or give "
+                        "ed_frame and es_frame", rec.cine, rec.patient_id, det.curve_change_percent, ed, es)
         records.append(dataclasses.replace(rec, ed_frame=ed, es_frame=es, n_frames=cine.n_frames))
         detections.append(det)
     return dataclasses.replace(cohort, patients=tuple(records)), detections
