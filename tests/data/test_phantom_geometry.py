@@ -86,6 +86,26 @@ def test_volumes_are_matched_on_the_pixel_grid(label):
     assert lv_lengths(phys)[1] == pytest.approx(ed.l_endo)
 
 
+@pytest.mark.parametrize("seed", [2, 4])  # DCMs with an LVEF near 10 %
+def test_a_failing_heart_still_contracts_radially(seed):
+    """Base descent alone could eject a small stroke volume; it may carry at most `LONG_AXIS_SHARE` of it,
+    so the mid-ventricular cavity moves too (without, every mid slice stays the same over the cycle)."""
+    rng = np.random.default_rng(seed)
+    phys = sample_physiology("DCM", rng)
+    assert phys.lvef < 12
+    grid = _grid()
+    ed = build_ed(phys, grid, rng=rng)
+    es = build_es(phys, ed, grid)
+    moving = phys.kinesis > 0.5
+    assert float(np.mean(es.endo[moving] / ed.endo[moving])) < 0.98
+    lab_ed, lab_es = heart_labels(ed, grid), heart_labels(es, grid)
+    lvef = 100 * (1 - np.count_nonzero(lab_es == 3) / np.count_nonzero(lab_ed == 3))
+    assert lvef == pytest.approx(phys.lvef, abs=0.5)
+    third = lab_ed.shape[0] // 3
+    mid = slice(third, 2 * third)  # the middle third of the stack
+    assert third > 0 and np.count_nonzero(lab_es[mid] == 3) < 0.97 * np.count_nonzero(lab_ed[mid] == 3)
+
+
 def test_akinetic_sector_neither_moves_nor_thickens():
     rng = np.random.default_rng(4)
     phys = sample_physiology("MINF", rng)
