@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from cmrprior.classify.pooling import POOLINGS
 from cmrprior.errors import ConfigError
 from cmrprior.vocab import DEFAULT_BACKBONE, IMAGES, INIT_NAMES
 
@@ -30,7 +31,9 @@ class ClassifierConfig:
     encoders learn at `lr * encoder_lr_ratio` (1: one network trained end to end, as the study's None).
     input_size: px, images are resized to it before every encoder (pre-training too). standardize: linear
     mode trains the output layer on standardised features (statistics of the training part), folded into the
-    layer afterwards.
+    layer afterwards. pooling: how linear cells score a patient, `slices` (the study's: every slice pair
+    scored, the probabilities averaged) or `patient` (the frozen slice features pooled into their mean and SD
+    per patient, one linear layer on that: `cmrprior.classify.pooling`); finetune cells score slices.
     """
 
     backbones: tuple[str, ...] = (DEFAULT_BACKBONE,)
@@ -48,8 +51,11 @@ class ClassifierConfig:
     patience: int = 5
     feature_batch_size: int = 128
     standardize: bool = True
+    pooling: str = "slices"
 
     def __post_init__(self) -> None:
+        if self.pooling not in POOLINGS:
+            raise ConfigError(f"classifier.pooling: expected one of {list(POOLINGS)}, got {self.pooling!r}")
         bad = [i for i in self.inits if i not in INIT_NAMES]
         if bad:
             raise ConfigError(f"classifier.inits: unknown {bad}; expected a subset of {list(INIT_NAMES)}")

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from cmrprior.classify.pooling import POOLINGS
 from cmrprior.errors import ConfigError, DataError
 from cmrprior.models.registry import create_backbone
 from cmrprior.models.weights import grey_normalization
@@ -68,6 +69,25 @@ class DiagnosisModel(nn.Module):
         return self.head(self.features(ed, es))
 
 
+class PooledDiagnosisModel(DiagnosisModel):
+    """Patient-level ED/ES model (`classifier.pooling: patient`): the slice features of one patient pooled into
+    their mean and standard deviation (`cmrprior.classify.pooling.patient_descriptors`), one linear layer.
+
+    `forward(ed (S, H, W) or (S, 1, H, W), es same) -> logits (1, K)`: the S slice pairs of ONE patient.
+    """
+
+    pooling = "patient"
+
+    def __init__(self, ed_encoder: nn.Module, es_encoder: nn.Module, n_classes: int, *,
+                 input_norm: tuple[float, float] = IDENTITY_NORM) -> None:
+        super().__init__(ed_encoder, es_encoder, n_classes, input_norm=input_norm)
+        self.head = nn.Linear(2 * self.num_features, n_classes)
+
+    def forward(self, ed: torch.Tensor, es: torch.Tensor) -> torch.Tensor:
+        f = self.features(ed, es)
+        return self.head(torch.cat([f.mean(0), f.std(0, unbiased=False)])[None])
+
+
 def build_encoders(
     backbone: str,
     init: str,
@@ -96,14 +116,19 @@ def build_encoders(
 
 
 def build_model(
-    backbone: str, init: str, n_classes: int, *, checkpoint: str | Path | None = None, seed: int = 0
+    backbone: str, init: str, n_classes: int, *, checkpoint: str | Path | None = None, seed: int = 0,
+    pooling: str = "slices",
 ) -> DiagnosisModel:
-    """A DiagnosisModel with encoders from `build_encoders` and a seeded output layer; ImageNet-initialised
-    encoders get ImageNet's input normalisation for a grey image (`grey_normalization`)."""
+    """A DiagnosisModel (`pooling="slices"`) or PooledDiagnosisModel (`"patient"`) with encoders from
+    `build_encoders` and a seeded output layer; ImageNet-initialised encoders get ImageNet's input
+    normalisation for a grey image (`grey_normalization`). ConfigError for another pooling."""
+    if pooling not in POOLINGS:
+        raise ConfigError(f"pooling must be one of {list(POOLINGS)}, got {pooling!r}")
     ed, es = build_encoders(backbone, init, checkpoint=checkpoint, seed=seed)
     torch.manual_seed(seed + 1)
     norm = grey_normalization() if init == "imagenet" else IDENTITY_NORM
-    return DiagnosisModel(ed, es, n_classes, input_norm=norm)
+    cls = PooledDiagnosisModel if pooling == "patient" else DiagnosisModel
+    return cls(ed, es, n_classes, input_norm=norm)
 
 
 def save_classifier(model: DiagnosisModel, path: str | Path, *, classes: list[str], meta: dict) -> Path:
@@ -115,12 +140,14 @@ def save_classifier(model: DiagnosisModel, path: str | Path, *, classes: list[st
         "model_args": args,
         "classes": list(classes),
         "meta": meta,
+        "pooling": getattr(model, "pooling", "slices"),
     }
     return atomic.save_torch(path, payload)
 
 
 def load_classifier(path: str | Path) -> tuple[DiagnosisModel, dict]:
-    """Rebuild a saved DiagnosisModel (eval mode) -> (model, {"backbone", "classes", "meta"}).
+    """Rebuild a saved DiagnosisModel or PooledDiagnosisModel (eval mode) -> (model, {"backbone", "classes",
+    "meta"}).
 
     Raises DataError when the file is not a cmrprior classifier checkpoint.
     """
@@ -133,7 +160,8 @@ def load_classifier(path: str | Path) -> tuple[DiagnosisModel, dict]:
     def encoder() -> nn.Module:
         return create_backbone(args["backbone"], in_chans=args["in_chans"], **args["backbone_kwargs"])
 
-    model = DiagnosisModel(encoder(), encoder(), len(payload["classes"]))
+    cls = PooledDiagnosisModel if payload.get("pooling", "slices") == "patient" else DiagnosisModel
+    model = cls(encoder(), encoder(), len(payload["classes"]))
     # checkpoints from before the input normalisation was part of the model fed images as they are
     state = {**{k: v for k, v in model.state_dict().items() if k in ("input_mean", "input_std")}, **payload["state_dict"]}
     model.load_state_dict(state)

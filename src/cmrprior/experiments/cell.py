@@ -4,7 +4,8 @@ The training mode is the initialisation's (`ClassifierConfig.mode_of`; the study
 pre-trained inits linear). Both modes search the same way: for SSCL inits each pre-training batch size of the
 grid is a candidate encoder; k-fold CV inside the training part (the same folds in both modes) chooses the
 candidate, the lr and the number of epochs; the final model is trained on all training patients for that many
-epochs and scored on the test patients (mean slice probability per patient).
+epochs and scored on the test patients (mean slice probability per patient; with `classifier.pooling:
+patient`, linear cells score each patient's pooled slice features instead: `cmrprior.classify.pooling`).
 
 * linear: frozen encoders, features computed once per candidate, the output layer trained on them;
 * finetune: every layer trained (encoders at lr * `encoder_lr_ratio`); CV folds stop early on their own
@@ -29,6 +30,7 @@ from torch import nn
 from cmrprior.classify.config import ClassifierConfig
 from cmrprior.classify.data import SliceSet
 from cmrprior.classify.model import DiagnosisModel, build_model, save_classifier
+from cmrprior.classify.pooling import patient_descriptors
 from cmrprior.classify.search import SearchResult, cv_search_finetune, cv_search_linear
 from cmrprior.classify.train import (
     extract_features,
@@ -76,10 +78,11 @@ class CellJob:
 
 @dataclass(frozen=True)
 class _Fit:
-    """What a training mode returns: the trained model, slice probabilities of the test part, and records."""
+    """What a training mode returns: the trained model, the test patients' probabilities `(P, K)` (in
+    `job.test_ids` order), and records."""
 
     model: DiagnosisModel
-    slice_probs: np.ndarray
+    test_probs: np.ndarray
     hyperparameters: dict
     search: dict
     history: tuple[EpochRecord, ...]
@@ -142,32 +145,42 @@ def _train_linear(job: CellJob, data: SliceSet, c: ClassifierConfig, candidates,
     k = len(job.classes)
     train = data.subset_patients(list(job.train_ids))
     test = data.subset_patients(list(job.test_ids))
+    pooled = c.pooling == "patient"
+
+    def rows(features: np.ndarray, part: SliceSet) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(inputs, labels, patient of each input) of the output layer: slices, or one pooled row per patient."""
+        if not pooled:
+            return features, part.labels, part.patient_index
+        return (patient_descriptors(features, part.patient_index, part.n_patients), part.patient_labels,
+                np.arange(part.n_patients))
+
     best = None
     for cand in candidates:
         model = build_model(job.key.backbone, job.key.init, k, checkpoint=None if cand is None else cand.checkpoint,
-                            seed=seed)
-        f_train = extract_features(model, train, batch_size=c.feature_batch_size)
-        stats = standardization(f_train) if c.standardize else None  # statistics of the training part only
+                            seed=seed, pooling=c.pooling)
+        x_train, y_train, p_train = rows(extract_features(model, train, batch_size=c.feature_batch_size), train)
+        stats = standardization(x_train) if c.standardize else None  # statistics of the training part only
         if stats is not None:
-            f_train = (f_train - stats[0]) / stats[1]
-        search = cv_search_linear(f_train, train.labels, train.patient_index, train.patient_ids, folds, n_classes=k,
+            x_train = (x_train - stats[0]) / stats[1]
+        search = cv_search_linear(x_train, y_train, p_train, train.patient_ids, folds, n_classes=k,
                                   lrs=c.lrs, max_epochs=c.max_epochs, batch_size=c.batch_size,
                                   weight_decay=c.weight_decay, seed=derive_seed(seed, "cv"))
         if best is None or search.cv_auc > best[1].cv_auc:
-            best = (cand, search, model, f_train, stats)
-    cand, search, model, f_train, stats = best
+            best = (cand, search, model, x_train, y_train, stats)
+    cand, search, model, x_train, y_train, stats = best
     torch.manual_seed(derive_seed(seed, "head"))
-    head = nn.Linear(f_train.shape[1], k)
-    fit = fit_head(head, f_train, train.labels, lr=search.lr, weight_decay=c.weight_decay, epochs=search.epochs,
+    head = nn.Linear(x_train.shape[1], k)
+    fit = fit_head(head, x_train, y_train, lr=search.lr, weight_decay=c.weight_decay, epochs=search.epochs,
                    batch_size=c.batch_size, seed=derive_seed(seed, "final"))
     if stats is not None:
         fold_standardization(head, *stats)
     model.head.load_state_dict(head.state_dict())
+    x_test, _, p_test = rows(extract_features(model, test, batch_size=c.feature_batch_size), test)
     return _Fit(
-        model=model, slice_probs=head_proba(head, extract_features(model, test, batch_size=c.feature_batch_size)),
+        model=model, test_probs=patient_probabilities(head_proba(head, x_test), p_test, test.n_patients),
         hyperparameters={"lr": search.lr, "epochs": search.epochs,
                          "pretrain_batch_size": None if cand is None else cand.batch_size,
-                         "standardized_features": bool(c.standardize)},
+                         "standardized_features": bool(c.standardize), "pooling": c.pooling},
         search={**search.as_dict(), "candidates": [None if x is None else x.batch_size for x in candidates]},
         history=_history(search), history_source="mean over CV folds of the training part (chosen lr)",
         final_train_loss=fit.history[-1]["train_loss"] if fit.history else None, pretrain=cand,
@@ -198,8 +211,9 @@ def _train_finetune(job: CellJob, data: SliceSet, c: ClassifierConfig, candidate
                          weight_decay=c.weight_decay, epochs=search.epochs, batch_size=c.batch_size,
                          seed=derive_seed(seed, "final"))
     test = data.subset_patients(list(job.test_ids))
+    slice_probs = predict_proba(model, test, batch_size=c.feature_batch_size)
     return _Fit(
-        model=model, slice_probs=predict_proba(model, test, batch_size=c.feature_batch_size),
+        model=model, test_probs=patient_probabilities(slice_probs, test.patient_index, test.n_patients),
         hyperparameters={"lr": search.lr, "encoder_lr": search.lr * c.encoder_lr_ratio, "epochs": search.epochs,
                          "pretrain_batch_size": None if cand is None else cand.batch_size},
         search={**search.as_dict(), "candidates": [None if x is None else x.batch_size for x in candidates],
@@ -224,7 +238,7 @@ def _scored(run: RunFolder, job: CellJob, data: SliceSet, fit: _Fit) -> dict:
     for stage, ids in seen.items():
         assert_disjoint(stage, ids, job.test_ids)
     test = data.subset_patients(list(job.test_ids))
-    probs = patient_probabilities(fit.slice_probs, test.patient_index, test.n_patients)
+    probs = fit.test_probs
     labels = test.patient_labels
     oof = fit.search_result
     label_of = dict(zip(data.patient_ids, data.patient_labels.tolist()))

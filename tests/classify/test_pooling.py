@@ -1,0 +1,77 @@
+"""Patient-level pooling (`classifier.pooling: patient`): the descriptor against a per-patient loop, the pooled
+model's forward against the descriptor, save/load, and one linear cell scoring patients end to end."""
+
+import numpy as np
+import pytest
+import torch
+from test_train import toy_set
+
+from cmrprior.classify.config import ClassifierConfig
+from cmrprior.classify.model import PooledDiagnosisModel, build_model, load_classifier, save_classifier
+from cmrprior.classify.pooling import patient_descriptors
+from cmrprior.classify.train import extract_features
+from cmrprior.errors import ConfigError, InputError
+from cmrprior.experiments.cell import CellJob, run_cell
+from cmrprior.runs import CellKey, RunFolder
+from cmrprior.saliency.run import _scorable_cells
+
+
+def test_descriptors_against_a_per_patient_loop():
+    rng = np.random.default_rng(0)
+    index = rng.permutation(np.repeat(np.arange(5), [1, 3, 4, 2, 6]))  # patients' slices interleaved
+    f = rng.normal(3.0, 2.0, (index.size, 7)).astype(np.float32)
+    d = patient_descriptors(f, index, 5)
+    assert d.shape == (5, 14) and d.dtype == np.float32
+    for p in range(5):
+        mine = f[index == p].astype(np.float64)
+        np.testing.assert_allclose(d[p, :7], mine.mean(0), rtol=1e-6)
+        np.testing.assert_allclose(d[p, 7:], mine.std(0), rtol=1e-5, atol=1e-6)
+    assert np.all(d[0, 7:] == 0)  # one slice: no spread
+    with pytest.raises(InputError, match=r"patients without slices \[2\]"):
+        patient_descriptors(f[index != 2], index[index != 2], 5)
+
+
+def test_pooled_model_scores_one_patient_from_its_descriptor(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("tiny", "none", 3, pooling="patient").eval()
+    assert isinstance(model, PooledDiagnosisModel) and model.head.in_features == 2 * model.num_features
+    data = toy_set(n_patients=3, slices=4, size=16)
+    one = data.subset_patients([data.patient_ids[1]])
+    with torch.no_grad():
+        logits = model(torch.from_numpy(one.ed), torch.from_numpy(one.es))
+        d = patient_descriptors(extract_features(model, one), one.patient_index, 1)
+        expected = model.head(torch.from_numpy(d))
+    assert logits.shape == (1, 3)
+    torch.testing.assert_close(logits, expected, atol=1e-5, rtol=1e-5)
+    save_classifier(model, tmp_path / "m.pt", classes=["a", "b", "c"], meta={})
+    again, _ = load_classifier(tmp_path / "m.pt")
+    assert isinstance(again, PooledDiagnosisModel)
+    with torch.no_grad():
+        torch.testing.assert_close(again(torch.from_numpy(one.ed), torch.from_numpy(one.es)), logits)
+    with pytest.raises(ConfigError, match="pooling"):
+        build_model("tiny", "none", 3, pooling="max")
+    with pytest.raises(ConfigError, match="classifier.pooling"):
+        ClassifierConfig(pooling="slice")
+
+
+def test_a_pooled_linear_cell_scores_each_patient_once(tmp_path):
+    data = toy_set(n_patients=15, slices=3, size=16)
+    ids = data.patient_ids
+    job = CellJob(key=CellKey("0", "tiny", "none", "full"), split_seed=4, train_ids=ids[:12], test_ids=ids[12:],
+                  pretrained=(), classes=("a", "b", "c"), masks_source="ground_truth", masks_note="", image_mode="full",
+                  cv_folds=2)
+    c = ClassifierConfig(backbones=("tiny",), modes={"none": "linear"}, input_size=16, lrs=(1e-3, 3e-2), max_epochs=4,
+                         batch_size=8, pooling="patient")
+    run = RunFolder(tmp_path)
+    res = run_cell(run, job, data, c)
+    assert res.ok and res.mode == "linear" and res.hyperparameters["pooling"] == "patient"
+    assert res.search["n_folds"] == 2 and sorted(res.train_oof.patient_ids) == sorted(job.train_ids)
+    # the saved model gives the recorded test probabilities, patient by patient
+    model, _ = load_classifier(run.model_path(job.key))
+    for p, recorded in zip(job.test_ids, res.test.probabilities):
+        one = data.subset_patients([p])
+        with torch.no_grad():
+            probs = torch.softmax(model(torch.from_numpy(one.ed), torch.from_numpy(one.es)), dim=1)[0].numpy()
+        np.testing.assert_allclose(probs, recorded, atol=1e-5)
+    unavailable = []
+    assert _scorable_cells(run, unavailable) == [] and "patient-pooled" in unavailable[0]["reason"]
