@@ -48,6 +48,13 @@ def test_pooled_model_scores_one_patient_from_its_descriptor(tmp_path):
     assert isinstance(again, PooledDiagnosisModel)
     with torch.no_grad():
         torch.testing.assert_close(again(torch.from_numpy(one.ed), torch.from_numpy(one.es)), logits)
+    # saliency's slice-level view: each slice pair scored as a one-slice patient (mean = its features, SD 0)
+    single = model.one_slice_model()
+    assert single.ed_encoder is model.ed_encoder and float(single.input_std) == float(model.input_std)
+    with torch.no_grad():
+        f = model.features(torch.from_numpy(one.ed), torch.from_numpy(one.es))
+        alone = model.head(torch.cat([f, torch.zeros_like(f)], dim=1))
+        torch.testing.assert_close(single(torch.from_numpy(one.ed), torch.from_numpy(one.es)), alone)
     with pytest.raises(ConfigError, match="pooling"):
         build_model("tiny", "none", 3, pooling="max")
     with pytest.raises(ConfigError, match="classifier.pooling"):
@@ -74,4 +81,4 @@ def test_a_pooled_linear_cell_scores_each_patient_once(tmp_path):
             probs = torch.softmax(model(torch.from_numpy(one.ed), torch.from_numpy(one.es)), dim=1)[0].numpy()
         np.testing.assert_allclose(probs, recorded, atol=1e-5)
     unavailable = []
-    assert _scorable_cells(run, unavailable) == [] and "patient-pooled" in unavailable[0]["reason"]
+    assert [r.key for r in _scorable_cells(run, unavailable)] == [job.key] and unavailable == []

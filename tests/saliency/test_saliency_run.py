@@ -164,3 +164,32 @@ def test_chosen_class_target(tmp_path):
     assert "explains class HCM" in (run / "tables" / "saliency.md").read_text()
     with pytest.raises(ConfigError, match="XYZ"):
         run_saliency(run, SaliencyConfig(methods=("gradcam",), target="XYZ", overlay_patients=0))
+
+
+def test_a_pooled_cell_is_explained_as_one_slice_patients(tmp_path):
+    """A patient-pooled cell: its maps are those of `one_slice_model` (Grad-CAM recomputed by hand), and the
+    record says so."""
+    from fake_run import CLASSES, build_fake_run
+
+    from cmrprior.anatomy.heart import heart_mask
+    from cmrprior.classify.model import PooledDiagnosisModel, save_classifier
+    from cmrprior.data.prepared import PreparedCohort
+    from cmrprior.models.registry import create_backbone
+    from cmrprior.saliency.gradcam import gradcam
+    from cmrprior.saliency.score import in_heart_share
+
+    run = build_fake_run(tmp_path / "run", n_splits=1, inits=("none",), images=("full",), with_tables=False)
+    key = CellKey("0", "tiny", "none", "full")
+    torch.manual_seed(3)
+    pooled = PooledDiagnosisModel(create_backbone("tiny"), create_backbone("tiny"), len(CLASSES)).eval()
+    save_classifier(pooled, RunFolder(run).model_path(key), classes=list(CLASSES), meta={})
+    run_saliency(run, SaliencyConfig(methods=("gradcam",), target="HCM", overlay_patients=0, n_boot=50))
+    rec = json.loads((run / "saliency" / "cells" / "0" / "tiny" / "none__full" / "scores.json").read_text())
+    assert rec["model"].startswith("patient-pooled cell")
+    ids = RunFolder(run).read_cell(key).test.patient_ids
+    prep = PreparedCohort.load(run / "prepared").select_patients(ids[:1])
+    res = gradcam(pooled.one_slice_model(), torch.from_numpy(prep.ed)[:, None], torch.from_numpy(prep.es)[:, None],
+                  target_class=2)
+    shares = np.concatenate([in_heart_share(res.ed.numpy(), heart_mask(prep.ed_mask, 5.0, 1.5)),
+                             in_heart_share(res.es.numpy(), heart_mask(prep.es_mask, 5.0, 1.5))])
+    assert rec["methods"]["gradcam"]["patients"][ids[0]] == pytest.approx(np.nanmean(shares), rel=1e-5)

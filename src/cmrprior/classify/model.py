@@ -87,6 +87,18 @@ class PooledDiagnosisModel(DiagnosisModel):
         f = self.features(ed, es)
         return self.head(torch.cat([f.mean(0), f.std(0, unbiased=False)])[None])
 
+    def one_slice_model(self) -> DiagnosisModel:
+        """The slice-level model that scores each slice pair as a one-slice patient (mean = its features,
+        SD = 0): the same encoders and normalisation (shared, not copied), the output layer's mean part.
+        Saliency explains a pooled cell through it (a slice pair's map, as for the study's models)."""
+        n = self.num_features
+        out = DiagnosisModel(self.ed_encoder, self.es_encoder, self.head.out_features,
+                             input_norm=(float(self.input_mean), float(self.input_std)))
+        with torch.no_grad():
+            out.head.weight.copy_(self.head.weight[:, :n])
+            out.head.bias.copy_(self.head.bias)
+        return out.train(self.training)
+
 
 def build_encoders(
     backbone: str,

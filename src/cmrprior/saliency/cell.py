@@ -16,7 +16,7 @@ import torch
 
 from cmrprior.classify.data import SliceSet
 from cmrprior.classify.inputs import load_cell_test_inputs
-from cmrprior.classify.model import load_classifier
+from cmrprior.classify.model import PooledDiagnosisModel, load_classifier
 from cmrprior.errors import ConfigError, DataError
 from cmrprior.runs import CellKey, CellResult, RunFolder, RunInfo
 from cmrprior.saliency.attribution import integrated_gradients
@@ -123,6 +123,10 @@ def score_cell(run: RunFolder, info: RunInfo, result: CellResult, config: Salien
     model, _meta = load_classifier(run.model_path(key))
     record = {"backbone": key.backbone, "init": key.init, "images": key.images, "split": key.split,
               "target": config.target, "margin_mm": config.margin_mm, "methods": {}}
+    if isinstance(model, PooledDiagnosisModel):
+        # a pooled cell scores a patient's whole stack; its maps explain each slice pair as a one-slice patient
+        model = model.one_slice_model()
+        record["model"] = "patient-pooled cell, explained as one-slice patients (mean features, SD 0)"
     for method in methods:
         rows = select_slices(inputs.test.patient_index, config.slices_for(method))
         record["methods"][method] = _score_method(run, result, inputs, rows, model, method, config, overlays)

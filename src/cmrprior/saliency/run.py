@@ -113,12 +113,7 @@ def _scorable_cells(run: RunFolder, unavailable: list[dict]) -> list[CellResult]
     `unavailable` as {split, backbone, init, images, reason} (the table's "n/a: reason" rows)."""
     out = []
     for r in run.cells() + run.cells(holdout=True):
-        if r.ok and (r.hyperparameters or {}).get("pooling") == "patient":
-            # the maps explain one slice pair's score; a patient-pooled cell scores the whole stack at once
-            unavailable.append({"split": r.key.split, "backbone": r.key.backbone, "init": r.key.init,
-                                "images": r.key.images, "reason": "patient-pooled model: it scores a patient's "
-                                "whole stack, not a slice pair"})
-        elif r.ok and run.model_path(r.key).exists():
+        if r.ok and run.model_path(r.key).exists():
             out.append(r)
         else:
             unavailable.append({"split": r.key.split, "backbone": r.key.backbone, "init": r.key.init,
