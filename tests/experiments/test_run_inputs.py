@@ -123,3 +123,16 @@ def test_fingerprint_follows_content_not_location(tmp_path):
     assert input_fingerprint(a) != input_fingerprint(b)
     with pytest.raises(CmrPriorError, match="not found"):
         input_fingerprint(tmp_path / "nope")
+
+
+def test_training_part_too_small_for_the_inner_validation_is_refused_before_preparation(tmp_path, monkeypatch):
+    """9 patients split 5 / 4 (test_fraction 0.34): the outer split works, but 5 training patients cannot give
+    an inner validation part with every one of the 3 classes (val_fraction 0.2: 1 patient)."""
+    install_cohort(monkeypatch, {"NINE": tiny_cohort(n_patients=9)})
+    import cmrprior.experiments.cohort_data as cd
+
+    monkeypatch.setattr(cd, "prepare_data", lambda *a, **k: (_ for _ in ()).throw(AssertionError("prepared")))
+    config = tiny_config(protocol={"n_splits": 1, "test_fraction": 0.34, "val_fraction": 0.2})
+    with pytest.raises(ConfigError, match=r"NINE: the training part of a split cannot give the inner validation "
+                                          r"part \(protocol.val_fraction=0.2\)"):
+        run_study("NINE", tmp_path / "run", config, report=False)

@@ -176,7 +176,15 @@ def _check_inputs(run: RunFolder, data: str | Path, test_data: str | Path | None
     if any(lab is None for lab in labels):
         missing = [p.patient_id for p in cohort.patients if p.label is None][:5]
         raise DataError(Path(data), f"patients without a label: {missing}")
-    protocol_splits([q.patient_id for q in cohort.patients], labels, config.protocol)  # can it split?
+    ids = [q.patient_id for q in cohort.patients]
+    label_of = dict(zip(ids, labels))
+    for split in protocol_splits(ids, labels, config.protocol):  # can it split, and each training part again?
+        try:
+            inner_split(split.train, [label_of[p] for p in split.train], val_fraction=config.protocol.val_fraction,
+                        split_seed=split.seed)
+        except ConfigError as exc:
+            raise ConfigError(f"{data}: the training part of a split cannot give the inner validation part "
+                              f"(protocol.val_fraction={config.protocol.val_fraction}): {exc}") from exc
     if test_data is not None:
         hold, test_fingerprint = cohort_data.open_input(test_data)
         extra = sorted({p.label for p in hold.patients if p.label is not None} - set(cohort.classes))
