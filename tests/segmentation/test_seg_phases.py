@@ -250,3 +250,11 @@ def test_shipped_segmenter_masks_on_acdc_measure_the_same_with_nibabel(tmp_path,
     lv_nib = float((labels == 3).sum()) * float(np.prod(img.header.get_zooms())) / 1000
     assert lv_nib == pytest.approx(label_volume_ml(labels.transpose(2, 1, 0), 3, ref.spacing))
     assert 200 < lv_nib < 350  # patient001 (DCM) expert LV EDV is ~296 ml; a 1 mm header would give ~12 ml
+
+
+def test_cine_detection_reports_progress(tmp_path, caplog):
+    path = _cine_manifest(tmp_path, "a,NOR,,,c1.nii.gz,,\nb,DCM,,,c2.nii.gz,,\n")
+    with caplog.at_level("INFO", logger="cmrprior.segmentation.phases"):
+        resolve_cohort_phases(read_manifest(path), segment=lambda f, i: np.rint((f.array - 1) / 100).astype(np.uint8))
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("ED/ES from cines")]
+    assert lines and "2/2 patients done" in lines[-1]

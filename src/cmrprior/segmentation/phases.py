@@ -39,6 +39,7 @@ from cmrprior.io.records import Cohort, PatientRecord, Volume
 from cmrprior.segmentation.inference import SegInference, load_for_inference
 from cmrprior.segmentation.predict import default_model_path
 from cmrprior.segmentation.volumes import predict_volume
+from cmrprior.utils.progress import Progress
 from cmrprior.vocab import LV_LABEL
 
 log = logging.getLogger(__name__)
@@ -266,6 +267,8 @@ def resolve_cohort_phases(
     seg_factory = (lambda: segment) if segment is not None else shipped_segmenter(model_path, inference)
     records: list[PatientRecord] = []
     detections: list[PhaseDetection] = []
+    progress = Progress("ED/ES from cines (segmenter on every frame)", len(todo), log, unit="patients", lines=10,
+                        bar=True)
     for rec in cohort.patients:
         if not _needs_frames(rec):
             records.append(rec)
@@ -284,4 +287,5 @@ def resolve_cohort_phases(
                         "ed_frame and es_frame", rec.cine, rec.patient_id, det.curve_change_percent, ed, es)
         records.append(dataclasses.replace(rec, ed_frame=ed, es_frame=es, n_frames=cine.n_frames))
         detections.append(det)
+        progress.done()
     return dataclasses.replace(cohort, patients=tuple(records)), detections
