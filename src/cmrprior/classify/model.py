@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from cmrprior.classify.pooling import POOLINGS
+from cmrprior.classify.pooling import POOLINGS, pool_slices
 from cmrprior.errors import ConfigError, DataError
 from cmrprior.models.registry import create_backbone
 from cmrprior.models.weights import grey_normalization
@@ -41,6 +41,8 @@ class DiagnosisModel(nn.Module):
 
     `forward(ed (B, H, W) or (B, 1, H, W), es same) -> logits (B, K)`.
     """
+
+    pooling = "slices"  # how it scores a patient (`cmrprior.classify.pooling.POOLINGS`)
 
     def __init__(self, ed_encoder: nn.Module, es_encoder: nn.Module, n_classes: int, *,
                  input_norm: tuple[float, float] = IDENTITY_NORM) -> None:
@@ -84,8 +86,7 @@ class PooledDiagnosisModel(DiagnosisModel):
         self.head = nn.Linear(2 * self.num_features, n_classes)
 
     def forward(self, ed: torch.Tensor, es: torch.Tensor) -> torch.Tensor:
-        f = self.features(ed, es)
-        return self.head(torch.cat([f.mean(0), f.std(0, unbiased=False)])[None])
+        return self.head(pool_slices(self.features(ed, es))[None])
 
     def one_slice_model(self) -> DiagnosisModel:
         """The slice-level model that scores each slice pair as a one-slice patient (mean = its features,
@@ -98,6 +99,14 @@ class PooledDiagnosisModel(DiagnosisModel):
             out.head.weight.copy_(self.head.weight[:, :n])
             out.head.bias.copy_(self.head.bias)
         return out.train(self.training)
+
+
+def _model_class(pooling: str) -> type[DiagnosisModel]:
+    """The model class scoring patients as `pooling` says; ConfigError for another pooling."""
+    models = {cls.pooling: cls for cls in (DiagnosisModel, PooledDiagnosisModel)}
+    if pooling not in models:
+        raise ConfigError(f"pooling must be one of {list(POOLINGS)}, got {pooling!r}")
+    return models[pooling]
 
 
 def build_encoders(
@@ -134,12 +143,10 @@ def build_model(
     """A DiagnosisModel (`pooling="slices"`) or PooledDiagnosisModel (`"patient"`) with encoders from
     `build_encoders` and a seeded output layer; ImageNet-initialised encoders get ImageNet's input
     normalisation for a grey image (`grey_normalization`). ConfigError for another pooling."""
-    if pooling not in POOLINGS:
-        raise ConfigError(f"pooling must be one of {list(POOLINGS)}, got {pooling!r}")
+    cls = _model_class(pooling)
     ed, es = build_encoders(backbone, init, checkpoint=checkpoint, seed=seed)
     torch.manual_seed(seed + 1)
     norm = grey_normalization() if init == "imagenet" else IDENTITY_NORM
-    cls = PooledDiagnosisModel if pooling == "patient" else DiagnosisModel
     return cls(ed, es, n_classes, input_norm=norm)
 
 
@@ -152,7 +159,7 @@ def save_classifier(model: DiagnosisModel, path: str | Path, *, classes: list[st
         "model_args": args,
         "classes": list(classes),
         "meta": meta,
-        "pooling": getattr(model, "pooling", "slices"),
+        "pooling": model.pooling,
     }
     return atomic.save_torch(path, payload)
 
@@ -172,8 +179,8 @@ def load_classifier(path: str | Path) -> tuple[DiagnosisModel, dict]:
     def encoder() -> nn.Module:
         return create_backbone(args["backbone"], in_chans=args["in_chans"], **args["backbone_kwargs"])
 
-    cls = PooledDiagnosisModel if payload.get("pooling", "slices") == "patient" else DiagnosisModel
-    model = cls(encoder(), encoder(), len(payload["classes"]))
+    # checkpoints from before pooling existed scored slices
+    model = _model_class(payload.get("pooling", DiagnosisModel.pooling))(encoder(), encoder(), len(payload["classes"]))
     # checkpoints from before the input normalisation was part of the model fed images as they are
     state = {**{k: v for k, v in model.state_dict().items() if k in ("input_mean", "input_std")}, **payload["state_dict"]}
     model.load_state_dict(state)

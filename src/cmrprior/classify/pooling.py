@@ -10,15 +10,22 @@ scores the patient. Both statistics ignore the slice order, so stacks acquired a
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from cmrprior.errors import InputError
 
 POOLINGS: tuple[str, ...] = ("slices", "patient")
 
 
+def pool_slices(features: torch.Tensor) -> torch.Tensor:
+    """One patient's descriptor `(2F,)` from its slice features `(S, F)`: their mean, then their population
+    standard deviation (ddof 0). The pooled model's forward and the cells' cached features both use it."""
+    return torch.cat([features.mean(0), features.std(0, unbiased=False)])
+
+
 def patient_descriptors(features: np.ndarray, patient_index: np.ndarray, n_patients: int) -> np.ndarray:
-    """float32 `(P, 2F)`: per patient the mean and the population standard deviation (ddof 0) of its slice
-    features `(N, F)`; `patient_index` `(N,)` in `[0, n_patients)`.
+    """float32 `(P, 2F)`: `pool_slices` of each patient's slice features `(N, F)` (computed in float64);
+    `patient_index` `(N,)` in `[0, n_patients)`.
 
     Raises InputError for a patient without a slice (its descriptor would be undefined).
     """
@@ -29,9 +36,5 @@ def patient_descriptors(features: np.ndarray, patient_index: np.ndarray, n_patie
         empty = np.flatnonzero(counts == 0).tolist()[:5]
         raise InputError(f"patient pooling needs features (N, F) with a slice for every patient; "
                          f"features {f.shape}, patients without slices {empty}")
-    total = np.zeros((n_patients, f.shape[1]))
-    np.add.at(total, idx, f)
-    mean = total / counts[:, None]
-    sq = np.zeros_like(total)
-    np.add.at(sq, idx, (f - mean[idx]) ** 2)  # deviations from the patient's own mean: no cancellation
-    return np.concatenate([mean, np.sqrt(sq / counts[:, None])], axis=1).astype(np.float32)
+    t = torch.from_numpy(f)
+    return torch.stack([pool_slices(t[torch.from_numpy(idx == p)]) for p in range(n_patients)]).float().numpy()

@@ -29,7 +29,7 @@ from torch import nn
 
 from cmrprior.classify.config import ClassifierConfig
 from cmrprior.classify.data import SliceSet
-from cmrprior.classify.model import DiagnosisModel, build_model, save_classifier
+from cmrprior.classify.model import DiagnosisModel, PooledDiagnosisModel, build_model, save_classifier
 from cmrprior.classify.pooling import patient_descriptors
 from cmrprior.classify.search import SearchResult, cv_search_finetune, cv_search_linear
 from cmrprior.classify.train import (
@@ -145,7 +145,7 @@ def _train_linear(job: CellJob, data: SliceSet, c: ClassifierConfig, candidates,
     k = len(job.classes)
     train = data.subset_patients(list(job.train_ids))
     test = data.subset_patients(list(job.test_ids))
-    pooled = c.pooling == "patient"
+    pooled = c.pooling == PooledDiagnosisModel.pooling
 
     def rows(features: np.ndarray, part: SliceSet) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(inputs, labels, patient of each input) of the output layer: slices, or one pooled row per patient."""
