@@ -99,9 +99,10 @@ def phantom(out: Path, patients: int, seed: int) -> None:
             hits[k] += [f_ed == ed, _cyclic(f_ed, ed, det.n_frames) <= 1,
                         f_es == es, _cyclic(f_es, es, det.n_frames) <= 1]
         trig += det.ed_matches_trigger
-        both += (det.ed_frame, det.es_frame) == (ed, es)
+        hit = (det.ed_frame, det.es_frame) == (ed, es)
+        both += hit
         if not det.reliable:
-            flagged.append(f"{rec.patient_id} ({'right' if (det.ed_frame, det.es_frame) == (ed, es) else 'wrong'})")
+            flagged.append(f"{rec.patient_id} ({'right' if hit else 'wrong'})")
         print(f"  {rec.patient_id} {rec.label:4s} true ED/ES {ed:2d}/{es:2d}  found {det.ed_frame:2d}/{det.es_frame:2d}  "
               f"raw {found['raw'][0]:2d}/{found['raw'][1]:2d}  whole {found['whole'][0]:2d}/{found['whole'][1]:2d}  "
               f"segmented LV {v.min():.0f}-{v.max():.0f} ml, true {min(truth['lv_volume_ml']):.0f}-"
