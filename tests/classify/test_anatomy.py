@@ -131,3 +131,36 @@ def test_permutation_importance_equals_a_feature_by_feature_loop():
             row.append(np.mean(d))
         drops.append(row)
     assert [model.importance[f] for f in model.features] == pytest.approx(np.mean(drops, axis=0).tolist(), abs=1e-12)
+
+
+def test_vote_is_scored_from_the_best_logistic_and_best_forest_fold_probabilities():
+    """Reference: the best candidate of each family (by mean CV AUC, earlier on ties) refitted on each fold,
+    their held-out probabilities averaged and scored; the fitted vote is the mean of its refitted members."""
+    from cmrprior.data.splits import stratified_kfold
+
+    train, y = _data(45, 3, 8.0, 6)
+    ids = [f"p{i}" for i in range(45)]
+    model = fit_anatomy(train, y, n_classes=3, config=CHEAP, cv_folds=3, seed=3, train_ids=ids)
+    entries = [s for s in model.search if s["family"] == "vote"]
+    assert len(entries) == 1
+    singles = [s for s in model.search if s["family"] != "vote"]
+    best = {fam: max((s for s in singles if s["family"] == fam), key=lambda s: s["mean_cv_auc"])
+            for fam in ("logistic", "forest")}
+    cands = {c.describe(): c for c in anatomy.candidates(CHEAP)}
+    members = [cands[best[f]["model"]] for f in ("logistic", "forest")]
+    assert entries[0]["model"] == f"vote({members[0].describe()}, {members[1].describe()})"
+    x = anatomy.feature_matrix(train, model.features)
+    pos = {p: i for i, p in enumerate(ids)}
+    ref = []
+    for f in stratified_kfold(ids, y.tolist(), k=3, seed=3):
+        tr, va = [pos[p] for p in f.train], [pos[p] for p in f.test]
+        p = np.mean([anatomy._proba(anatomy._estimator(m, 3).fit(x[tr], y[tr]), x[va], 3) for m in members], axis=0)
+        ref.append(macro_auc(y[va], p))
+    assert entries[0]["fold_aucs"] == pytest.approx(ref, abs=1e-12)
+    vote = anatomy.Candidate(anatomy.VOTE, {}, tuple(members))
+    fitted = anatomy._estimator(vote, 3).fit(x, y)
+    direct = np.mean([anatomy._estimator(m, 3).fit(x, y).predict_proba(x) for m in members], axis=0)
+    np.testing.assert_allclose(fitted.predict_proba(x), direct, atol=1e-12)
+    one_family = fit_anatomy(train, y, n_classes=3, config=AnatomyConfig(families=("logistic",), cs=(1.0,)),
+                             cv_folds=3, seed=3)
+    assert [s["family"] for s in one_family.search] == ["logistic"]

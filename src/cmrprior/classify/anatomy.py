@@ -9,9 +9,13 @@ the classes differ by ratios such as RV/LV volume or mass/volume, which are diff
 random forest over its max depth; the family and its hyperparameters
 are chosen by stratified k-fold CV (`cmrprior.data.splits.stratified_kfold`, seeded) on the training
 patients only, by mean validation macro AUC (ties: the earlier candidate, logistic first, smaller C, shallower
-trees). The chosen model is refitted on all training patients.
+trees). With both families searched, one more candidate is scored on the same folds: `vote`, the mean of the
+probabilities of the best logistic and the best forest candidate (its CV probabilities are the mean of theirs,
+so it costs no fit; the two families err on different patients: a linear boundary in log measures against
+axis-aligned thresholds, as the clinical class definitions are). The chosen model is refitted on all training
+patients.
 
-Importance: logistic regression: mean over classes of |standardised coefficient|; forest: permutation
+Importance: logistic regression: mean over classes of |standardised coefficient|; forest and vote: permutation
 importance on the CV folds of the training part (each fold's model, the mean drop of its validation macro
 AUC over `permutation_repeats` seeded shuffles of each feature: a forest fits its own training rows almost
 perfectly, so shuffling them says little).
@@ -30,13 +34,38 @@ from cmrprior.errors import DataError
 from cmrprior.evaluate.metrics import macro_auc
 
 
+VOTE = "vote"
+
+
 @dataclass(frozen=True)
 class Candidate:
     family: str
     params: dict[str, float | int]
+    members: tuple[Candidate, ...] = ()  # a vote's candidates, whose probabilities it averages
 
     def describe(self) -> str:
-        return self.family + "(" + ", ".join(f"{k}={v:g}" for k, v in self.params.items()) + ")"
+        inner = self.members or ()
+        args = [m.describe() for m in inner] or [f"{k}={v:g}" for k, v in self.params.items()]
+        return self.family + "(" + ", ".join(args) + ")"
+
+
+class SoftVote:
+    """Mean of the class probabilities of fitted or unfitted scikit-learn classifiers (same classes)."""
+
+    def __init__(self, estimators: Sequence) -> None:
+        self.estimators = list(estimators)
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> SoftVote:
+        for e in self.estimators:
+            e.fit(x, y)
+        return self
+
+    @property
+    def classes_(self) -> np.ndarray:
+        return self.estimators[0].classes_
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        return np.mean([e.predict_proba(x) for e in self.estimators], axis=0)
 
 
 @dataclass(frozen=True, eq=False)
@@ -103,6 +132,8 @@ def signed_log(x: np.ndarray) -> np.ndarray:
 
 
 def _estimator(c: Candidate, seed: int):
+    if c.family == VOTE:
+        return SoftVote([_estimator(m, seed) for m in c.members])
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
@@ -141,19 +172,30 @@ def fit_anatomy(train_values: Sequence[Mapping[str, float | None]], train_labels
     pos = {p: i for i, p in enumerate(ids)}
     folds = stratified_kfold(ids, y.tolist(), k=cv_folds, seed=seed)
     cv = [([pos[p] for p in f.train], [pos[p] for p in f.test]) for f in folds]
-    search, best = [], None
-    for cand in candidates(config):
-        aucs, oof, fold_ests = [], np.zeros((len(y), n_classes)), []
-        for tr, va in cv:
-            fold_ests.append(_estimator(cand, seed).fit(x[tr], y[tr]))
-            oof[va] = _proba(fold_ests[-1], x[va], n_classes)
-            aucs.append(macro_auc(y[va], oof[va]))
+    search, best, best_of = [], None, {}
+
+    def score(cand: Candidate, oof: np.ndarray, fold_ests: list) -> None:
+        nonlocal best
+        aucs = [macro_auc(y[va], oof[va]) for _, va in cv]
         mean = float(np.nanmean(aucs)) if not np.all(np.isnan(aucs)) else float("nan")
         search.append({"model": cand.describe(), "family": cand.family, "params": cand.params,
                        "mean_cv_auc": mean, "fold_aucs": [float(a) for a in aucs]})
-        score = mean if np.isfinite(mean) else -np.inf
-        if best is None or score > best[0]:
-            best = (score, cand, oof, fold_ests)
+        entry = (mean if np.isfinite(mean) else -np.inf, cand, oof, fold_ests)
+        if best is None or entry[0] > best[0]:
+            best = entry
+        if cand.family not in best_of or entry[0] > best_of[cand.family][0]:
+            best_of[cand.family] = entry
+
+    for cand in candidates(config):
+        oof, fold_ests = np.zeros((len(y), n_classes)), []
+        for tr, va in cv:
+            fold_ests.append(_estimator(cand, seed).fit(x[tr], y[tr]))
+            oof[va] = _proba(fold_ests[-1], x[va], n_classes)
+        score(cand, oof, fold_ests)
+    if {"logistic", "forest"} <= set(best_of):
+        members = [best_of[f] for f in ("logistic", "forest")]
+        vote = Candidate(VOTE, {}, tuple(m[1] for m in members))
+        score(vote, np.mean([m[2] for m in members], axis=0), [SoftVote(pair) for pair in zip(*(m[3] for m in members))])
     chosen = best[1]
     est = _estimator(chosen, seed).fit(x, y)
     importance, method = _importance(est, chosen, x, y, n_classes, features, config, seed, cv, best[3])

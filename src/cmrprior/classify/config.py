@@ -103,8 +103,9 @@ class AnatomyConfig:
     """The "Anatomy" model: per-patient cardiac measures (`cmrprior.anatomy.measure`) -> a tabular classifier.
 
     families: model families searched (`logistic`: standardised L2 logistic regression over `cs`; `forest`:
-    random forest of `n_trees` trees, max depth over `depths`, 0 = unlimited); the family and its
-    hyperparameters are chosen by stratified k-fold CV (the protocol's `cv_folds`) inside the training part.
+    random forest of `n_trees` trees, max depth over `depths`, 0 = unlimited; with both, also their soft vote,
+    `cmrprior.classify.anatomy`); the family and its hyperparameters are chosen by stratified k-fold CV (the
+    protocol's `cv_folds`) inside the training part.
     perturb: sizes of the robustness check (test patients' masks dilated/eroded by N px, N basal/apical
     slices dropped; empty: no check). permutation_repeats: permutation importance of forests.
     hybrid: also combine every image cell with the anatomy model (`cmrprior.classify.hybrid`).
