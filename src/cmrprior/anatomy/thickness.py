@@ -117,14 +117,19 @@ class ThicknessSummary:
     n_slices: int
 
 
+def base_is_first(cavity_areas) -> bool:
+    """Whether a stack is stored base first, from the LV cavity areas of its slices that hold one, in stack
+    order: the first third's mean area is at least the last third's (module docstring)."""
+    areas = [float(a) for a in cavity_areas]
+    if len(areas) < 2:
+        return True
+    k = max(1, len(areas) // 3)
+    return float(np.mean(areas[:k])) >= float(np.mean(areas[-k:]))
+
+
 def base_to_apex(slices: list[SliceThickness]) -> list[SliceThickness]:
     """The measured slices ordered base first (module docstring)."""
-    if len(slices) < 2:
-        return list(slices)
-    k = max(1, len(slices) // 3)
-    first = np.mean([s.cavity_px for s in slices[:k]])
-    last = np.mean([s.cavity_px for s in slices[-k:]])
-    return list(slices) if first >= last else list(reversed(slices))
+    return list(slices) if base_is_first([s.cavity_px for s in slices]) else list(reversed(slices))
 
 
 def summarise_thickness(slices: list[SliceThickness]) -> ThicknessSummary:

@@ -1,4 +1,4 @@
-"""`cmrprior segment train|predict|index-folds|export-onnx` and `cmrprior measure`: thin wrappers that build configs and call one library function."""
+"""`cmrprior segment train|predict|index-folds|fit-basal|export-onnx` and `cmrprior measure`: thin wrappers that build configs and call one library function."""
 
 from __future__ import annotations
 
@@ -70,6 +70,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ix.add_argument("--no-copy-full", action="store_true", help="index the full model where it is instead of copying it")
     ix.set_defaults(func=_index_folds)
 
+    fb = sub.add_parser("fit-basal", help="fit the basal-slice models of a segmenter set on its labelled training "
+                                          "cohort (out-of-sample masks against expert masks) and score them")
+    fb.add_argument("--data", required=True, type=Path, help="the labelled cohort the set was trained on")
+    fb.add_argument("--set", required=True, type=Path, help="segmenter-set folder (folds.json)")
+    fb.add_argument("--out", required=True, type=Path,
+                    help="folder for <weights stem>.basal.json (copy each beside its weights) and basal_cv.csv")
+    fb.add_argument("--threads", type=int, default=None)
+    fb.set_defaults(func=_fit_basal)
+
     me = subparsers.add_parser("measure", help="per-patient volumes, EF, mass, wall thickness -> RUN/measures.csv")
     me.add_argument("--data", required=True, type=Path, help="ACDC-layout folder or manifest CSV")
     me.add_argument("--out", required=True, type=Path, help="run folder (never inside --data)")
@@ -116,6 +125,16 @@ def _index_folds(args: argparse.Namespace) -> int:
     index = write_segmenter_set(args.out, open_cohort(args.data), full_weights=args.full, cv_dir=args.cv,
                                 copy_full=not args.no_copy_full)
     print(f"segmenter set: {index}")
+    return 0
+
+
+def _fit_basal(args: argparse.Namespace) -> int:
+    from cmrprior.segmentation.basal_fit import fit_basal_set  # image readers, MONAI: see _train
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"basal models: {fit_basal_set(args.data, args.set, args.out)}")
     return 0
 
 

@@ -15,8 +15,9 @@ Per volume `(Z, H, W)` with in-plane spacing `(sy, sx)` mm:
    of step 1's mapping), the argmax taken, and the labels post-processed (largest 3D component per
    structure, holes filled). The output has the input's shape and is written with the input's affine.
 
-`locate_heart` runs steps 1-4 on a patient's ED frame and, with ED's centre, on its ES frame: the
-`HeartLocation` (crop centre in source pixels, heart slices, labels) that `cmrprior.data.prepare` crops
+`locate_heart` runs steps 1-4 on a patient's ED frame and, with ED's centre, on its ES frame, then
+corrects the pair's basal slices (`cmrprior.segmentation.basal`: open LV cavities, and the basal RV by the
+segmenter's basal model where it has one): the `HeartLocation` (crop centre in source pixels, heart slices, labels) that `cmrprior.data.prepare` crops
 and masks with, so each frame is segmented once and no expert mask is needed.
 
 Bad input: a tiny field of view (less than `MIN_FOV_MM` on a side) raises `DataError`; a constant (e.g.
@@ -42,6 +43,7 @@ from cmrprior.data.resample import crop_or_pad, resample_inplane
 from cmrprior.errors import DataError
 from cmrprior.io.load import load_patient
 from cmrprior.io.records import Cohort, PatientVolumes, Volume
+from cmrprior.segmentation.basal import BasalModel, basal_model_for, correct_basal
 from cmrprior.segmentation.inference import SegInference, load_for_inference
 from cmrprior.segmentation.postprocess import largest_component, postprocess_labels
 from cmrprior.segmentation.predict import file_sha256, predict_probabilities
@@ -178,12 +180,15 @@ def predict_volume(
 
 
 def locate_heart(model: nn.Module, volumes: PatientVolumes, *, divisor: int = 16, model_path: str | None = None,
-                 model_sha256: str | None = None) -> HeartLocation:
+                 model_sha256: str | None = None, basal: BasalModel | None = None, correct: bool = True
+                 ) -> HeartLocation:
     """Where the heart is in one patient's ED/ES frames, and its labels, from the segmenter alone.
 
     ED: localisation pass on the whole field of view, then the crop pass (`predict_volume`); ES: the crop
     pass around ED's centre. The crop centre is the centroid of the ED labels in source pixels (ES when ED
-    is empty, the image centre when both are). `volumes`' expert masks, if loaded, are not used.
+    is empty, the image centre when both are). Then the basal correction (`correct_basal` with `basal`;
+    `correct=False` keeps the network's labels, for fitting a basal model). `volumes`' expert masks, if
+    loaded, are not used.
 
     Raises:
         DataError: see `predict_volume`; ED and ES of different shapes.
@@ -193,19 +198,21 @@ def locate_heart(model: nn.Module, volumes: PatientVolumes, *, divisor: int = 16
         raise DataError(volumes.es.path, f"ES shape {volumes.es.shape} differs from ED shape {volumes.ed.shape}")
     ed = predict_volume(model, volumes.ed, divisor=divisor)
     es = predict_volume(model, volumes.es, divisor=divisor, centre=None if ed.blank else ed.centre)
-    centre = mask_centre(ed.labels) or mask_centre(es.labels)
+    ed_labels, es_labels = correct_basal(ed.labels, es.labels, basal) if correct else (ed.labels, es.labels)
+    centre = mask_centre(ed_labels) or mask_centre(es_labels)
     if centre is None:
         log.warning("%s: the segmenter finds no heart; crop centred on the image", volumes.record.patient_id)
-        centre = ((ed.labels.shape[1] - 1) / 2, (ed.labels.shape[2] - 1) / 2)
-    return HeartLocation(centre=centre, slices=heart_slices(ed.labels, es.labels), ed_labels=ed.labels,
-                         es_labels=es.labels, model=model_path, model_sha256=model_sha256)
+        centre = ((ed_labels.shape[1] - 1) / 2, (ed_labels.shape[2] - 1) / 2)
+    return HeartLocation(centre=centre, slices=heart_slices(ed_labels, es_labels), ed_labels=ed_labels,
+                         es_labels=es_labels, model=model_path, model_sha256=model_sha256)
 
 
 def locate_cohort(cohort: Cohort, *, models: Mapping[str, Path], progress: bool = False,
-                  inference: SegInference | None = None) -> dict[str, HeartLocation]:
+                  inference: SegInference | None = None, correct: bool = True) -> dict[str, HeartLocation]:
     """`locate_heart` for every patient, each with the segmenter weights `models[patient_id]`
     (`cmrprior.segmentation.folds.choose_segmenters` decides them), run by the engine of `inference`
-    (`cmrprior.segmentation.inference`; default eager PyTorch).
+    (`cmrprior.segmentation.inference`; default eager PyTorch), with each weights' basal model
+    (`cmrprior.segmentation.basal.basal_model_for`; `correct=False`: no basal correction).
 
     The records' mask paths are ignored (their masks are never read). Returns patient id -> location.
 
@@ -215,15 +222,17 @@ def locate_cohort(cohort: Cohort, *, models: Mapping[str, Path], progress: bool 
     from dataclasses import replace
 
 
-    loaded: dict[Path, tuple[nn.Module, int, str]] = {}
+    loaded: dict[Path, tuple[nn.Module, int, str, BasalModel | None]] = {}
     out: dict[str, HeartLocation] = {}
     for rec in track(cohort.patients, "locate heart (segmenter on ED/ES frames)", len(cohort.patients), log,
                      unit="patients"):
         path = Path(models[rec.patient_id]).resolve()
         if path not in loaded:
             net, args, _, _ = load_for_inference(path, inference)
-            loaded[path] = (net, args.divisor, file_sha256(path))
-        net, divisor, sha = loaded[path]
+            sha = file_sha256(path)
+            loaded[path] = (net, args.divisor, sha, basal_model_for(path, sha))
+        net, divisor, sha, basal = loaded[path]
         volumes = load_patient(replace(rec, ed_mask=None, es_mask=None))
-        out[rec.patient_id] = locate_heart(net, volumes, divisor=divisor, model_path=str(path), model_sha256=sha)
+        out[rec.patient_id] = locate_heart(net, volumes, divisor=divisor, model_path=str(path), model_sha256=sha,
+                                           basal=basal, correct=correct)
     return out

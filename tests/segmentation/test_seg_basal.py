@@ -1,0 +1,162 @@
+"""Basal-slice correction: myocardial cover by hand, open cavities removed, candidate features by hand (and
+the same for an apex-first stack), the RV decision of a hand-set model, the fit against scikit-learn on the
+documented standardisation, save/load, and the stale-file check."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from cmrprior.errors import DataError, InputError
+from cmrprior.segmentation import basal
+from cmrprior.segmentation.basal import (
+    FEATURES,
+    BasalModel,
+    basal_model_for,
+    basal_path,
+    candidate_slices,
+    close_open_cavities,
+    correct_basal,
+    fit_basal_model,
+    load_basal_model,
+    myo_cover,
+)
+from seg_doubles import disc_heart
+
+
+def test_myo_cover_by_hand():
+    s = np.zeros((10, 10), np.uint8)
+    s[3:7, 3:7] = 3  # 4x4 cavity: 12 border pixels
+    assert np.isnan(myo_cover(np.zeros((10, 10), np.uint8)))
+    assert myo_cover(s) == 0.0
+    s[3:7, 2] = 2  # myocardium along the left side touches the 4 pixels of the cavity's left column
+    assert myo_cover(s) == pytest.approx(4 / 12)
+    s[2, 2:8] = 2  # and the top row: 4 + 3 more border pixels (the top row's other three)
+    assert myo_cover(s) == pytest.approx(7 / 12)
+    ring = disc_heart(40, (20, 20), 6, 3, 12)
+    assert myo_cover(ring) == 1.0
+
+
+def test_close_open_cavities_removes_only_cavities_open_to_the_atrium():
+    closed = disc_heart(40, (20, 20), 6, 3, 12)
+    open_ = closed.copy()
+    open_[16:][open_[16:] == 2] = 0  # only the ring's top cap is left: most of the cavity's border is open
+    assert 0 < myo_cover(open_) < 0.5
+    stack = np.stack([open_, closed])
+    out = close_open_cavities(stack)
+    assert not (out[0] == 3).any() and (out[0] == 2).sum() == (open_ == 2).sum()
+    np.testing.assert_array_equal(out[1], closed)
+    np.testing.assert_array_equal(stack[0], open_)  # input untouched
+
+
+def _patient() -> tuple[np.ndarray, np.ndarray]:
+    """Base first; ED: 4 heart slices; ES: the same, its basal slice with a small RV, a basal slice without
+    heart above both."""
+    ed = np.zeros((5, 40, 40), np.uint8)
+    es = np.zeros((5, 40, 40), np.uint8)
+    for z, r in zip(range(1, 5), (8, 7, 6, 4)):
+        ed[z] = disc_heart(40, (20, 22), r, 3, 12)
+        es[z] = disc_heart(40, (20, 22), r * 0.7, 3.5, 12)
+    es[1][(es[1] == 1)] = 0
+    es[1][14:18, 8:12] = 1  # a 16-pixel RV on ES's basal heart slice
+    return ed, es
+
+
+def _areas(s: np.ndarray) -> dict[int, float]:
+    return {v: float((s == v).sum()) for v in (1, 2, 3)}
+
+
+def test_candidate_features_by_hand_and_for_an_apex_first_stack():
+    ed, es = _patient()
+    got = candidate_slices(ed, es)
+    assert [(p, z) for p, z, _ in got] == [("ed", 1), ("es", 1), ("es", 2)]
+    rv_ed = [(_areas(ed[z])[1]) for z in range(5)]
+    rv_es = [(_areas(es[z])[1]) for z in range(5)]
+    a_ed1, a_es1, a_es2, a_ed2 = _areas(ed[1]), _areas(es[1]), _areas(es[2]), _areas(ed[2])
+    def sh(a, b):
+        return a / (a + b)
+
+    a_es3 = _areas(es[3])
+    lv_ed = max(_areas(ed[z])[3] for z in range(5))
+    lv_es = max(_areas(es[z])[3] for z in range(5))
+    want = [  # every ring is closed: cover 1
+        [0, 0, sh(a_ed1[1], a_es1[1]), sh(a_ed1[3], a_es1[3]), sh(a_ed1[2], a_es1[2]), a_ed1[1] / max(rv_ed),
+         sh(a_ed1[1], a_ed1[3]), 1, sh(a_ed1[1], a_ed2[1]), sh(a_ed1[3], a_ed2[3]), sh(a_ed1[2], a_ed1[3]),
+         a_ed1[3] / lv_ed],
+        [1, 0, sh(16, a_ed1[1]), sh(a_es1[3], a_ed1[3]), sh(a_es1[2], a_ed1[2]), 16 / max(rv_es), sh(16, a_es1[3]),
+         1, sh(16, a_es2[1]), sh(a_es1[3], a_es2[3]), sh(a_es1[2], a_es1[3]), a_es1[3] / lv_es],
+        [1, 1, sh(a_es2[1], a_ed2[1]), sh(a_es2[3], a_ed2[3]), sh(a_es2[2], a_ed2[2]), a_es2[1] / max(rv_es),
+         sh(a_es2[1], a_es2[3]), 1, sh(a_es2[1], a_es3[1]), sh(a_es2[3], a_es3[3]), sh(a_es2[2], a_es2[3]),
+         a_es2[3] / lv_es],
+    ]
+    np.testing.assert_allclose(np.array([x for _, _, x in got]), np.array(want), rtol=1e-12)
+    flipped = candidate_slices(ed[::-1].copy(), es[::-1].copy())
+    assert [(p, z) for p, z, _ in flipped] == [("ed", 3), ("es", 3), ("es", 2)]
+    np.testing.assert_allclose(np.array([x for _, _, x in flipped]), np.array(want), rtol=1e-12)
+    with pytest.raises(InputError):
+        candidate_slices(ed, es[:3])
+
+
+def _rv_ratio_model() -> BasalModel:
+    """P(keep) = sigmoid(20 * rv_share_vs_other_phase - 5): keep an RV of at least a third of the other phase's."""
+    coef = [0.0] * len(FEATURES)
+    coef[FEATURES.index("rv_share_vs_other_phase")] = 20.0
+    return BasalModel((0.0,) * len(FEATURES), (1.0,) * len(FEATURES), tuple(coef), -5.0, 0, 0)
+
+
+def test_correct_basal_removes_the_rv_the_model_rejects_and_then_open_cavities():
+    ed, es = _patient()
+    new_ed, new_es = correct_basal(ed, es, _rv_ratio_model())
+    assert not (new_es[1] == 1).any()  # 16 px against ED's whole RV: rejected
+    np.testing.assert_array_equal(new_es[[0, 2, 3, 4]], es[[0, 2, 3, 4]])
+    np.testing.assert_array_equal(new_es[1][es[1] != 1], es[1][es[1] != 1])
+    np.testing.assert_array_equal(new_ed, ed)  # ED's RV is larger than ES's: kept
+    only_rule_1 = correct_basal(ed, es, None)
+    np.testing.assert_array_equal(only_rule_1[1], es)
+
+
+def test_fit_matches_scikit_learn_on_the_documented_rows_and_round_trips(tmp_path):
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    predicted, expert = [], []
+    for i in range(12):
+        ed, es = _patient()
+        gt_es = es.copy()
+        size = int(rng.integers(2, 9))
+        es[1][14:18, 8:12] = 0
+        es[1][14:14 + size, 8:8 + size] = 1
+        gt_es[1] = np.where(gt_es[1] == 1, 0, gt_es[1])
+        if size >= 6:  # the expert keeps a large basal RV only
+            gt_es[1][14:14 + size, 8:8 + size] = 1
+        predicted.append((ed, es))
+        expert.append((ed, gt_es))
+    model = fit_basal_model(predicted, expert, segmenter_sha256="ab" * 32)
+    rows = np.array([x for ed, es in predicted for _, _, x in candidate_slices(ed, es)])
+    y = np.array([int((ex[1 if p == "es" else 0][z] == 1).any()) for (ed, es), ex in zip(predicted, expert)
+                  for p, z, _ in candidate_slices(ed, es)])
+    scale = rows.std(0)
+    scale[scale == 0] = 1.0
+    ref = LogisticRegression(C=1.0, max_iter=5000).fit((rows - rows.mean(0)) / scale, y)
+    np.testing.assert_allclose(model.keep_probability(rows), ref.predict_proba((rows - rows.mean(0)) / scale)[:, 1],
+                               atol=1e-9)
+    assert (model.n_slices, model.n_patients) == (len(y), 12)
+    weights = tmp_path / "fold_0.safetensors"
+    weights.write_bytes(b"x")
+    assert basal_path(weights) == tmp_path / "fold_0.basal.json"
+    assert basal_model_for(weights, "ab" * 32) is None
+    model.save(basal_path(weights))
+    again = basal_model_for(weights, "ab" * 32)
+    np.testing.assert_allclose(again.keep_probability(rows), model.keep_probability(rows), atol=0)
+    with pytest.raises(DataError, match="refit"):
+        basal_model_for(weights, "cd" * 32)
+    bad = json.loads(basal_path(weights).read_text())
+    bad["features"] = ["other"]
+    basal_path(weights).write_text(json.dumps(bad))
+    with pytest.raises(DataError, match="basal-slice model"):
+        load_basal_model(basal_path(weights))
+    with pytest.raises(InputError, match="one class"):
+        fit_basal_model(predicted[:1], predicted[:1])
+    assert basal.MIN_MYO_COVER == 0.5
