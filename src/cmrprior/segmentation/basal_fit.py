@@ -2,8 +2,9 @@
 
 For a segmenter set (`cmrprior.segmentation.folds`) and the labelled cohort its models were trained on:
 
-1. Every patient is segmented by a model of the set that never saw it (`SegmenterSet.choose`, strict),
-   without the basal correction (`locate_cohort(correct=False)`).
+1. Every patient is segmented by a model of the set that never saw it (`SegmenterSet.choose`), without the
+   basal correction (`locate_cohort(correct=False)`). A patient every model saw (the same images under
+   another id in another fold, as ACDC's patient074 and patient076) is left out, with a warning.
 2. For each model of the set, a basal model (`cmrprior.segmentation.basal.fit_basal_model`) is fitted on the
    patients that model was trained on: their out-of-sample masks against their expert masks. A patient is
    therefore never corrected by a basal model fitted on its own expert masks. (Its masks did train the
@@ -46,7 +47,7 @@ def fit_basal_set(data: str | Path, set_folder: str | Path, out: str | Path) -> 
 
     Raises:
         ConfigError: `out` inside `data` or `set_folder`. DataError: a patient without expert masks, a set
-        whose weights differ from its index. LeakageError: a patient every model of the set was trained on.
+        whose weights differ from its index, no patient that a model of the set left out.
     """
     data, set_folder, out = Path(data), Path(set_folder), Path(out)
     check_out_dir(out, [data, set_folder])
@@ -57,7 +58,14 @@ def fit_basal_set(data: str | Path, set_folder: str | Path, out: str | Path) -> 
                               "have none")
     seg_set = load_segmenter_set(set_folder)
     verify(seg_set)
-    choices = {pid: seg_set.choose(pid, fps) for pid, fps in fingerprint_cohort(cohort).items()}
+    choices = {pid: seg_set.choose(pid, fps, strict=False) for pid, fps in fingerprint_cohort(cohort).items()}
+    seen = [pid for pid, c in choices.items() if not c.out_of_sample]
+    if seen:
+        log.warning("fit-basal: every model of the set saw patients %s: left out", seen)
+        choices = {pid: c for pid, c in choices.items() if c.out_of_sample}
+        cohort = dataclasses.replace(cohort, patients=tuple(r for r in cohort.patients if r.patient_id in choices))
+    if not choices:
+        raise DataError(set_folder, "no patient of the cohort was left out by a model of this set")
     blind = dataclasses.replace(cohort, patients=tuple(dataclasses.replace(r, ed_mask=None, es_mask=None)
                                                        for r in cohort.patients))
     locations = locate_cohort(blind, models={pid: c.model.weights for pid, c in choices.items()}, correct=False)
