@@ -160,3 +160,50 @@ def test_fit_matches_scikit_learn_on_the_documented_rows_and_round_trips(tmp_pat
     with pytest.raises(InputError, match="one class"):
         fit_basal_model(predicted[:1], predicted[:1])
     assert basal.MIN_MYO_COVER == 0.5
+
+
+def test_locate_heart_returns_the_corrected_pair(monkeypatch):
+    """Reference: the network's labels (a stand-in `predict_volume` returns the drawn stacks) put through
+    `correct_basal`; the ES basal RV the hand-set model rejects is gone from the location the study crops and
+    measures with, and `correct=False` leaves the network's labels."""
+    from pathlib import Path
+
+    from cmrprior.io.records import PatientRecord, PatientVolumes, Volume
+    from cmrprior.segmentation import volumes
+
+    ed, es = _patient()
+    drawn = {}
+    affine = np.diag([1.5, 1.5, 8.0, 1.0])
+    vol_ed, vol_es = (Volume(np.full(ed.shape, float(k), np.float32), (8.0, 1.5, 1.5), affine) for k in (0, 1))
+    drawn[id(vol_ed)], drawn[id(vol_es)] = ed, es
+    monkeypatch.setattr(volumes, "predict_volume", lambda model, vol, **kw: volumes.VolumePrediction(
+        drawn[id(vol)].copy(), (20.0, 20.0), False))
+    vols = PatientVolumes(PatientRecord("p1", None, Path("ed.nii.gz"), Path("es.nii.gz")), vol_ed, vol_es)
+    raw = volumes.locate_heart(None, vols, basal=_rv_ratio_model(), correct=False)
+    np.testing.assert_array_equal(raw.es_labels, es)
+    fixed = volumes.locate_heart(None, vols, basal=_rv_ratio_model())
+    want_ed, want_es = correct_basal(ed, es, _rv_ratio_model())
+    np.testing.assert_array_equal(fixed.ed_labels, want_ed)
+    np.testing.assert_array_equal(fixed.es_labels, want_es)
+    assert (es[1] == 1).any() and not (fixed.es_labels[1] == 1).any()
+
+
+def test_segment_predict_writes_the_corrected_ed_es_pair_with_the_models_basal_file(tmp_path, monkeypatch):
+    from cmrprior.io.nifti import read_nifti
+    from cmrprior.segmentation import cohort_predict
+    from cmrprior.segmentation.predict import file_sha256
+    from test_seg_volumes import _cohort
+
+    src, _, weights = _cohort(tmp_path)
+    model = _rv_ratio_model()
+    import dataclasses
+
+    dataclasses.replace(model, segmenter_sha256=file_sha256(weights)).save(basal_path(weights))
+    calls = []
+    real = cohort_predict.correct_basal
+    monkeypatch.setattr(cohort_predict, "correct_basal",
+                        lambda ed, es, m: calls.append((m, real(ed, es, m))) or calls[-1][1])
+    cohort_predict.predict_cohort(src / "manifest.csv", tmp_path / "run", model_path=weights, overlays=0)
+    assert len(calls) == 1 and calls[0][0].coef == model.coef
+    for k, phase in enumerate(("ED", "ES")):
+        np.testing.assert_array_equal(read_nifti(tmp_path / "run" / "p1" / f"p1_{phase}.nii.gz").array, calls[0][1][k])

@@ -13,7 +13,8 @@ from cmrprior.segmentation import qc
 from cmrprior.segmentation.inference import SegInference, load_for_inference
 from cmrprior.segmentation.overlay import save_overlay
 from cmrprior.segmentation.phases import resolve_cohort_phases
-from cmrprior.segmentation.predict import default_model_path
+from cmrprior.segmentation.basal import basal_model_for, correct_basal
+from cmrprior.segmentation.predict import default_model_path, file_sha256
 from cmrprior.segmentation.volumes import predict_volume
 from cmrprior.utils.filenames import patient_filename
 from cmrprior.utils.runfolder_checks import check_out_dir
@@ -28,7 +29,9 @@ def predict_cohort(
     Writes `out/<patient>/<patient>_ED.nii.gz`, `_ES.nii.gz` and, when the record has a cine (4D NIfTI or
     DICOM cine folder) and `include_cine`, `_cine.nii.gz` `(X, Y, Z, T)`; every mask keeps its input's
     NIfTI header (`pixdim`, qform/sform and codes) or, for DICOM input, the DICOM geometry as qform/sform
-    (code 1, scanner) with `pixdim` = the DICOM spacing. `<patient>` is `patient_filename(patient_id)`.
+    (code 1, scanner) with `pixdim` = the DICOM spacing. The ED and ES masks are corrected together at the
+    base (`cmrprior.segmentation.basal.correct_basal`, with the model's basal model when it has one), as the
+    study's are; cine frames, whose phase is not known, are written as the network labels them. `<patient>` is `patient_filename(patient_id)`.
     Records with only a cine get their ED/ES frames from `resolve_cohort_phases` (same model); `out/qc.csv` (flags per volume, Dice/Hausdorff where
     ground-truth masks exist) and `out/overlays/<patient>.png` (`overlays` slices per phase). `inference`
     chooses the engine (`cmrprior.segmentation.inference`; default eager PyTorch). Returns the QC rows.
@@ -42,28 +45,31 @@ def predict_cohort(
     check_out_dir(out, [data])
 
     cohort, _ = resolve_cohort_phases(open_cohort(data), model_path=model_path, inference=inference)
-    model, args, _, _ = load_for_inference(model_path if model_path is not None else default_model_path(), inference)
+    weights = Path(model_path) if model_path is not None else default_model_path()
+    model, args, _, _ = load_for_inference(weights, inference)
+    basal = basal_model_for(weights, file_sha256(weights))
     rows: list[dict] = []
     for rec in cohort.patients:
         name = patient_filename(rec.patient_id)
         pdir = out / name
         shown = {}
-        centre = None
-        for phase, img_path, mask_path, frame in (("ED", rec.ed_image, rec.ed_mask, rec.ed_frame),
-                                                  ("ES", rec.es_image, rec.es_mask, rec.es_frame)):
-            vol = read_image(img_path, frame=frame)
-            pred = predict_volume(model, vol, divisor=args.divisor)
-            if phase == "ED":
-                centre = pred.centre
-            write_nifti(pred.labels, None, pdir / f"{name}_{phase}.nii.gz", like=vol)
+        phases = (("ED", rec.ed_image, rec.ed_mask, rec.ed_frame), ("ES", rec.es_image, rec.es_mask, rec.es_frame))
+        vols = [read_image(img_path, frame=frame) for _, img_path, _, frame in phases]
+        preds = [predict_volume(model, vol, divisor=args.divisor) for vol in vols]
+        centre = preds[0].centre
+        labels = [p.labels for p in preds]
+        if labels[0].shape == labels[1].shape:
+            labels = list(correct_basal(labels[0], labels[1], basal))
+        for (phase, _, mask_path, frame), vol, lab in zip(phases, vols, labels):
+            write_nifti(lab, None, pdir / f"{name}_{phase}.nii.gz", like=vol)
             row = {"patient_id": rec.patient_id, "phase": phase, "source": str(vol.path)}
             row.update(qc.image_flags(vol.array))
-            row.update(qc.mask_flags(pred.labels))
+            row.update(qc.mask_flags(lab))
             if mask_path is not None:
                 truth = as_mask(read_image(mask_path, frame=frame), vol).array
-                row.update(qc.structure_metrics(pred.labels, truth, vol.spacing))
+                row.update(qc.structure_metrics(lab, truth, vol.spacing))
             rows.append(row)
-            shown[phase] = (vol.array, pred.labels)
+            shown[phase] = (vol.array, lab)
         if include_cine and rec.cine is not None:
             frames = read_cine(rec.cine).frames
             cine = np.stack([predict_volume(model, f, divisor=args.divisor, centre=centre if not

@@ -35,7 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tr.add_argument("--patience", type=int, default=_DEFAULT.patience)
     tr.add_argument("--batch-size", type=int, default=_DEFAULT.batch_size)
     tr.add_argument("--lr", type=float, default=_DEFAULT.lr)
-    tr.add_argument("--train-crop", type=int, default=_DEFAULT.train_crop, help="0 = no random crop")
+    tr.add_argument("--train-crop", type=int, default=_DEFAULT.train_crop or 0,
+                    help="random square crop in pixels; 0 (default) = the whole prepared window")
     tr.add_argument("--channels", type=str, default=",".join(map(str, UNetArgs().channels)))
     tr.add_argument("--res-units", type=int, default=UNetArgs().num_res_units)
     tr.add_argument("--context-slices", type=int, default=UNetArgs().in_channels,

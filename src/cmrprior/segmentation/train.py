@@ -58,7 +58,9 @@ class SegTrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     max_epochs: int = 60
     batch_size: int = 8
-    train_crop: int | None = 96  # random square crop (pixels) of each augmented training slice; None = whole
+    # random square crop (pixels) of each augmented training slice; None = the whole prepared window, the view
+    # inference segments (96 px crops gave held-out RV Dice 0.012-0.024 lower on 2 of 5 ACDC folds)
+    train_crop: int | None = None
     lr: float = 2e-3
     weight_decay: float = 1e-4
     warmup_steps: int = 50
