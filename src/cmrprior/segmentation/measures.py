@@ -5,7 +5,8 @@ Masks (`masks`):
   patient is segmented by a model that never saw its images when the set has one
   (`cmrprior.segmentation.folds.choose_segmenters`: `model` None = the shipped set, a set folder, or one
   weights file whose training patients are unknown), on its raw ED/ES frames in their own geometry
-  (`cmrprior.segmentation.volumes.locate_cohort`). Cine-only records get their ED/ES frames first
+  (`cmrprior.segmentation.volumes.locate_cohort`, which also corrects the pair's basal slices:
+  `cmrprior.segmentation.basal`). Cine-only records get their ED/ES frames first
   (`resolve_cohort_phases`).
 - "given": the masks the cohort names (ACDC `_gt` files or the manifest's `ed_mask`/`es_mask`); every row
   then says `masks_source = given`.
