@@ -44,8 +44,7 @@ class Candidate:
     members: tuple[Candidate, ...] = ()  # a vote's candidates, whose probabilities it averages
 
     def describe(self) -> str:
-        inner = self.members or ()
-        args = [m.describe() for m in inner] or [f"{k}={v:g}" for k, v in self.params.items()]
+        args = [m.describe() for m in self.members] or [f"{k}={v:g}" for k, v in self.params.items()]
         return self.family + "(" + ", ".join(args) + ")"
 
 

@@ -46,7 +46,6 @@ FEATURES: tuple[str, ...] = ("is_es", "position", "rv_share_vs_other_phase", "lv
                              "rv_share_vs_next_slice", "lv_share_vs_next_slice", "myo_share_vs_lv",
                              "lv_vs_largest_lv")
 BASAL_SUFFIX = ".basal.json"
-PHASES = ("ed", "es")
 
 
 def basal_path(weights: str | Path) -> Path:
@@ -149,15 +148,15 @@ def candidate_slices(ed: np.ndarray, es: np.ndarray) -> list[tuple[str, int, np.
     _check(ed, es)
     order = [int(z) for z in _base_order(ed)]
     stacks = {"ed": ed, "es": es}
+    areas = {ph: tuple(_areas(s, v) for v in (RV_LABEL, LV_LABEL, MYO_LABEL)) for ph, s in stacks.items()}
     out = []
     for phase, position in CANDIDATES:
-        this, other = stacks[phase], stacks["es" if phase == "ed" else "ed"]
+        this = stacks[phase]
+        (rv, lv, myo), (o_rv, o_lv, o_myo) = areas[phase], areas["es" if phase == "ed" else "ed"]
         heart = [z for z in order if this[z].any()]
         if position >= len(heart):
             continue
         z = heart[position]
-        rv, lv, myo = (_areas(this, v) for v in (RV_LABEL, LV_LABEL, MYO_LABEL))
-        o_rv, o_lv, o_myo = (_areas(other, v) for v in (RV_LABEL, LV_LABEL, MYO_LABEL))
         if rv[z] == 0:
             continue
         k = order.index(z)

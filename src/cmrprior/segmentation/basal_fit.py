@@ -29,9 +29,9 @@ import numpy as np
 
 from cmrprior.errors import DataError
 from cmrprior.io.cohort import open_cohort
-from cmrprior.io.load import load_patient
 from cmrprior.segmentation.basal import basal_path, correct_basal, fit_basal_model
 from cmrprior.segmentation.folds import fingerprint_cohort, load_segmenter_set, verify
+from cmrprior.segmentation.measures import given_masks
 from cmrprior.segmentation.qc import STRUCTURES, dice, write_csv
 from cmrprior.segmentation.volumes import locate_cohort
 from cmrprior.utils.runfolder_checks import check_out_dir
@@ -70,10 +70,7 @@ def fit_basal_set(data: str | Path, set_folder: str | Path, out: str | Path) -> 
                                                        for r in cohort.patients))
     locations = locate_cohort(blind, models={pid: c.model.weights for pid, c in choices.items()}, correct=False)
     predicted = {pid: (loc.ed_labels, loc.es_labels) for pid, loc in locations.items()}
-    expert = {}
-    for rec in cohort.patients:
-        pv = load_patient(rec)
-        expert[rec.patient_id] = (pv.ed_mask.array, pv.es_mask.array)
+    expert = {p.record.patient_id: (p.ed, p.es) for p in given_masks(cohort)}
     basal = {}
     for m in (seg_set.full, *seg_set.folds):
         ids = [r.patient_id for r in cohort.patients if r.patient_id in m.patients]

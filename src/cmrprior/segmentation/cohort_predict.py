@@ -31,7 +31,8 @@ def predict_cohort(
     NIfTI header (`pixdim`, qform/sform and codes) or, for DICOM input, the DICOM geometry as qform/sform
     (code 1, scanner) with `pixdim` = the DICOM spacing. The ED and ES masks are corrected together at the
     base (`cmrprior.segmentation.basal.correct_basal`, with the model's basal model when it has one), as the
-    study's are; cine frames, whose phase is not known, are written as the network labels them. `<patient>` is `patient_filename(patient_id)`.
+    study's are, when their shapes agree (the study refuses a pair that does not); cine frames, whose phase
+    is not known, are written as the network labels them. `<patient>` is `patient_filename(patient_id)`.
     Records with only a cine get their ED/ES frames from `resolve_cohort_phases` (same model); `out/qc.csv` (flags per volume, Dice/Hausdorff where
     ground-truth masks exist) and `out/overlays/<patient>.png` (`overlays` slices per phase). `inference`
     chooses the engine (`cmrprior.segmentation.inference`; default eager PyTorch). Returns the QC rows.
