@@ -1,4 +1,4 @@
-"""`cmrprior segment train|predict|index-folds|fit-basal|export-onnx` and `cmrprior measure`: thin wrappers that build configs and call one library function."""
+"""`cmrprior segment train|predict|combine|index-folds|fit-basal|export-onnx` and `cmrprior measure`: thin wrappers that build configs and call one library function."""
 
 from __future__ import annotations
 
@@ -62,6 +62,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ex.add_argument("out", type=Path, help="the .onnx file to write")
     ex.set_defaults(func=_export_onnx)
 
+    co = sub.add_parser("combine", help="an ensemble segmenter (mean of the members' probabilities) from trained "
+                                        "models, or fold by fold from cross-validation runs made with the same folds")
+    co.add_argument("sources", nargs="+", type=Path,
+                    help="segmenter .safetensors files, or the cv/ folders of `segment train --folds K` runs")
+    co.add_argument("--out", required=True, type=Path,
+                    help="the ensemble's .safetensors (from files) or a folder of fold_k/ ensembles (from cv/ folders)")
+    co.set_defaults(func=_combine)
+
     ix = sub.add_parser("index-folds", help="a segmenter set for out-of-sample masks: the full model and the fold "
                                            "models of a --folds run, with the fingerprints of their training images")
     ix.add_argument("--cv", type=Path, default=None, help="the cv/ folder of `segment train --folds K` (none: the full model only)")
@@ -117,6 +125,20 @@ def _train(args: argparse.Namespace) -> int:
             return 0
     model = train_segmenter(prepared, _config(args, args.final_epochs or args.epochs), out / "final")
     log.info("segmenter: %s", model)
+    return 0
+
+
+def _combine(args: argparse.Namespace) -> int:
+    from cmrprior.errors import ConfigError
+    from cmrprior.segmentation.ensemble import combine_cv, combine_weights
+
+    kinds = {p.is_dir() for p in args.sources}
+    if len(kinds) != 1:
+        raise ConfigError("segment combine: give either segmenter files or cv/ folders, not both")
+    if kinds == {True}:
+        print(f"fold ensembles: {combine_cv(args.sources, args.out)}")
+    else:
+        print(f"ensemble segmenter: {combine_weights(args.sources, args.out)}")
     return 0
 
 

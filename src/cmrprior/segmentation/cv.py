@@ -22,10 +22,12 @@ from cmrprior.data.splits import stratified_kfold
 from cmrprior.errors import ConfigError
 from cmrprior.segmentation import qc
 from cmrprior.segmentation.predict import segment_prepared
-from cmrprior.segmentation.train import SegTrainConfig, train_segmenter
+from cmrprior.segmentation.train import MODEL_FILE, SegTrainConfig, train_segmenter
 from cmrprior.utils import atomic
 
 log = logging.getLogger(__name__)
+
+FOLD_SPLIT_FILE = "test_patients.json"  # per fold: {"train": ids, "test": ids}
 
 
 def make_folds(prepared: PreparedCohort, k: int, seed: int) -> list[tuple[list[str], list[str]]]:
@@ -64,10 +66,10 @@ def cross_validate(prepared: PreparedCohort, config: SegTrainConfig, out_dir: st
         fold_dir = out_dir / f"fold_{k}"
         metrics_path = fold_dir / "metrics.csv"
         if not metrics_path.exists():
-            atomic.write_json(fold_dir / "test_patients.json", {"train": train_ids, "test": test_ids})
+            atomic.write_json(fold_dir / FOLD_SPLIT_FILE, {"train": train_ids, "test": test_ids})
             log.info("fold %d/%d: %d train, %d held-out patients", k + 1, folds, len(train_ids), len(test_ids))
             model = train_segmenter(prepared.select_patients(train_ids), config, fold_dir)
-            if model.name != "model.safetensors":  # stopped by max_steps: not finished
+            if model.name != MODEL_FILE:  # stopped by max_steps: not finished
                 return all_rows
             test = prepared.select_patients(test_ids)
             pred = segment_prepared(test, model)

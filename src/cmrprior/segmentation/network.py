@@ -2,14 +2,21 @@
 
 `UNetArgs` holds every constructor argument; it is stored next to the weights (JSON) so a model file is
 self-describing. Weights are saved as safetensors (no pickle) and loaded with `load_segmenter`.
+
+An ensemble (`SegmenterEnsemble`, written by `cmrprior.segmentation.ensemble`) is stored the same way: one
+safetensors file holding every member's weights (`members.<i>.` prefixes) and a JSON whose `members` list
+gives each member's `UNetArgs`. `load_segmenter` returns it like a single U-Net, so sets, basal models,
+sha256 checks and the inference engines treat it as one segmenter.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -76,6 +83,36 @@ def build_unet(args: UNetArgs) -> nn.Module:
     )
 
 
+class SegmenterEnsemble(nn.Module):
+    """U-Nets of one input and output layout whose class probabilities are averaged.
+
+    `forward` returns the log of the members' mean softmax, so that every caller, which takes the softmax
+    of a segmenter's output, gets that mean (the log is floored at `LOG_FLOOR` where a mean is 0)."""
+
+    LOG_FLOOR = -80.0  # exp(-80) ~ 2e-35: below any float32 probability a member gives
+
+    def __init__(self, members: Sequence[nn.Module]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = torch.stack([torch.softmax(m(x).float(), dim=1) for m in self.members]).mean(dim=0)
+        return torch.log(mean).clamp_min(self.LOG_FLOOR)
+
+
+def ensemble_args(members: Sequence[UNetArgs]) -> UNetArgs:
+    """The arguments callers see for an ensemble: the first member's (inputs, classes and divisor are the
+    same for all). Raises ConfigError when the members differ in any of them."""
+    first = members[0]
+    for other in members[1:]:
+        if (other.in_channels, other.out_channels, other.divisor) != (first.in_channels, first.out_channels,
+                                                                       first.divisor):
+            raise ConfigError(f"ensemble members differ in input slices, classes or divisor: "
+                              f"{(first.in_channels, first.out_channels, first.divisor)} and "
+                              f"{(other.in_channels, other.out_channels, other.divisor)}")
+    return first
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -91,7 +128,8 @@ def save_segmenter(model: nn.Module, args: UNetArgs, path: str | Path, extra: di
 
 
 def load_segmenter(path: str | Path) -> tuple[nn.Module, UNetArgs, dict]:
-    """Load a segmenter written by `save_segmenter`: (model in eval mode, args, metadata).
+    """Load a segmenter written by `save_segmenter` (a U-Net, or a `SegmenterEnsemble` when its JSON lists
+    `members`): (model in eval mode, args, metadata).
 
     Raises:
         DataError: missing weights or JSON, or weights that do not match the stored arguments.
@@ -105,9 +143,12 @@ def load_segmenter(path: str | Path) -> tuple[nn.Module, UNetArgs, dict]:
     try:
         meta = json.loads(meta_path.read_text())
         args = UNetArgs.from_json(meta["unet_args"])
+        members = [UNetArgs.from_json(m["unet_args"]) for m in meta.get("members", [])]
+        if members:
+            args = ensemble_args(members)
     except (ConfigError, ValueError, KeyError, TypeError) as exc:
         raise DataError(meta_path, f"unreadable segmenter arguments: {exc}") from exc
-    model = build_unet(args)
+    model = SegmenterEnsemble([build_unet(a) for a in members]) if members else build_unet(args)
     try:
         state = load_file(str(path))
         model.load_state_dict(state, strict=True)

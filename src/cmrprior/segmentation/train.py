@@ -46,6 +46,7 @@ from cmrprior.utils.seeding import derive_seed, torch_generator
 log = logging.getLogger(__name__)
 
 # config fields that may change between a killed run and its resumption
+MODEL_FILE = "model.safetensors"  # a finished training run's weights, in its run folder
 _RESUMABLE_CHANGES = {"max_steps", "num_threads"}
 
 
@@ -228,7 +229,7 @@ def train_segmenter(prepared: PreparedCohort, config: SegTrainConfig, out_dir: s
     out_dir.mkdir(parents=True, exist_ok=True)
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
-    final, ckpt_path = out_dir / "model.safetensors", out_dir / "checkpoint.pt"
+    final, ckpt_path = out_dir / MODEL_FILE, out_dir / "checkpoint.pt"
     train_ids, val_ids = split_patients(prepared, config.val_fraction, derive_seed(config.seed, "val-split"))
     val_set = prepared.select_patients(val_ids) if val_ids else None
     atomic.write_json(out_dir / "split.json", {"train": train_ids, "val": val_ids, "seed": config.seed})
