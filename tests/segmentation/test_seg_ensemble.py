@@ -117,3 +117,16 @@ def test_combine_refuses_files_and_folders_together(tmp_path, capsys):
                  "--out", str(tmp_path / "x")]) == 2
     assert "not both" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_the_heart_finding_pass_runs_the_first_member_only(monkeypatch):
+    from cmrprior.segmentation import volumes
+
+    a, b = build_unet(TINY).eval(), build_unet(TINY).eval()
+    ens = SegmenterEnsemble([a, b])
+    seen = []
+    monkeypatch.setattr(volumes, "predict_probabilities",
+                        lambda model, grid, divisor: seen.append(model) or np.zeros((2, 4, 8, 8), np.float32))
+    volumes.find_centre(ens, np.zeros((2, 8, 8), np.float32), divisor=2)
+    volumes.find_centre(a, np.zeros((2, 8, 8), np.float32), divisor=2)
+    assert seen[0] is a and seen[1] is a

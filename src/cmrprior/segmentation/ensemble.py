@@ -2,8 +2,9 @@
 
 The members' softmax probabilities are averaged (`network.SegmenterEnsemble`). The combined weights file is
 an ordinary segmenter file: `predict`, `measure`, the study, segmenter sets, basal models and both inference
-engines take it where they take one U-Net. Each member runs on every slice, so the network passes cost
-members times as long (the heart-finding pass on the whole field of view included).
+engines take it where they take one U-Net. Each member runs on the heart window, so that pass costs members
+times as long; the heart-finding pass on the whole field of view, the slowest, runs the first member only
+(`SegmenterEnsemble.locator`; under ONNX Runtime the exported graph runs whole).
 
 Two uses:
 - `combine_weights`: any trained models, e.g. the K fold models of a cross-validation, for new patients.

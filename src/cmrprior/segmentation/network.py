@@ -95,6 +95,12 @@ class SegmenterEnsemble(nn.Module):
         super().__init__()
         self.members = nn.ModuleList(members)
 
+    @property
+    def locator(self) -> nn.Module:
+        """The network of the heart-finding pass (`segmentation.volumes.find_centre`): the first member
+        alone. That pass yields a centre, not labels, and on a whole field of view it is the slowest one."""
+        return self.members[0]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mean = torch.stack([torch.softmax(m(x).float(), dim=1) for m in self.members]).mean(dim=0)
         return torch.log(mean).clamp_min(self.LOG_FLOOR)

@@ -118,8 +118,10 @@ def find_centre(model: nn.Module, grid: np.ndarray, *, divisor: int = 16) -> tup
 
     Why contact and not size: on whole fields of view the network's false positives are blood-like organs
     read as one label ("RV" vessels and bowel, "LV" stomach or liver), and such a blob can outgrow the heart;
-    a cavity inside a myocardial ring is what only the heart has."""
-    coarse = predict_probabilities(model, grid, divisor=divisor).argmax(axis=1)
+    a cavity inside a myocardial ring is what only the heart has.
+
+    A model with a `locator` (an ensemble: its first member) runs that network for this pass."""
+    coarse = predict_probabilities(getattr(model, "locator", model), grid, divisor=divisor).argmax(axis=1)
     h, w = grid.shape[1:]
     lab, n = ndimage.label(coarse > 0, structure=np.ones((3, 3, 3), dtype=bool))
     if n == 0:
