@@ -72,3 +72,19 @@ def test_folds_must_partition_the_training_patients():
         fit_hybrid(y, img, anat, meas, [np.arange(10), np.arange(5, 30)], img, anat, meas)
     with pytest.raises(InputError, match="number of training patients"):
         fit_hybrid(y, img[:20], anat, meas, _folds(30), img, anat, meas)
+
+
+def test_a_part_that_adds_nothing_is_left_out():
+    """Images that are noise: the training part's CV picks the anatomy model alone (image weight 0), and the
+    hybrid's test probabilities are the anatomy model's."""
+    rng = np.random.default_rng(11)
+    y, _, anat, meas = _cohort(90, 6)
+    yt, _, anat_t, meas_t = _cohort(30, 7)
+    noise, noise_t = _softmax(rng.normal(size=(90, 3))), _softmax(rng.normal(size=(30, 3)))
+    fit = fit_hybrid(y, noise, anat, meas, _folds(90), noise_t, anat_t, meas_t, cs=())
+    assert fit.choice == "late fusion (image weight 0)"
+    assert fit.cv_auc[fit.choice] == pytest.approx(roc_auc_score(y, anat, multi_class="ovr", average="macro"))
+    np.testing.assert_allclose(fit.test_probabilities, anat_t)
+    fit = fit_hybrid(y, anat, noise, meas, _folds(90), anat_t, noise_t, meas_t, cs=())  # the parts swapped
+    assert fit.choice == "late fusion (image weight 1)"
+    np.testing.assert_allclose(fit.test_probabilities, anat_t)

@@ -4,6 +4,7 @@ the image tables do not move; a switch turns it off."""
 
 from __future__ import annotations
 
+from collections import Counter
 import csv
 import json
 
@@ -74,6 +75,9 @@ def test_study_writes_measures_anatomy_results_table4_and_report(tmp_path, monke
             np.testing.assert_allclose(h.test.probabilities, w * np.array(img.test.probabilities) + (1 - w) * anat,
                                        atol=1e-9)
     assert "oracle masks" in " ".join(table["notes"])  # tiny_config is the oracle setting
+    chosen = Counter(h.hyperparameters["fusion"] for h in hybrids)
+    assert "Chosen (splits): " + "; ".join(f"{c} ({n})" for c, n in sorted(chosen.items(), key=lambda kv: (-kv[1], kv[0]))) \
+        in " ".join(table["notes"])
     with open(run.tables / "anatomy_robustness.csv") as f:
         rob = list(csv.DictReader(f))
     assert {(r["split"], r["perturbation"]) for r in rob} >= {("0", "dilate"), ("mean", "none"), ("mean", "dilate")}

@@ -6,7 +6,9 @@ out-of-fold probabilities on the same folds; for the test patients, the final mo
 
 Candidates, chosen by macro AUC on the training part only (ties: the earlier candidate):
 * late fusion `w * p_image + (1 - w) * p_anatomy` for w in `weights` (no fitting: the out-of-fold fusion is
-  its cross-validated estimate);
+  its cross-validated estimate). The weights include 0 and 1, the anatomy model and the image model alone,
+  so that the hybrid leaves out a part that the training part's cross-validation says adds nothing (0 is
+  first, so a tie keeps the measures alone);
 * stacking: a standardised L2 logistic regression on `[log p_image, measures]` (C from `cs`), scored by
   cross-validation on the same folds over the training part, then refitted on every training patient.
 The image part enters as probabilities (the diagnosis model's patient-level summary); raw encoder
@@ -71,7 +73,7 @@ def fit_hybrid(
     anatomy_test: np.ndarray,
     measures_test: np.ndarray,
     *,
-    weights: Sequence[float] = (0.25, 0.5, 0.75),
+    weights: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0),
     cs: Sequence[float] = (0.01, 0.1, 1.0),
     seed: int = 0,
 ) -> HybridFit:

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import csv
 import io
-from collections import defaultdict
+from collections import Counter, defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +67,12 @@ def _label(key: tuple) -> str:
     return f"{key[0]} {init_label(key[1])}, {key[2]} images"
 
 
+def _choices(hybrids: Sequence[CellResult]) -> str:
+    """How often each fusion was chosen over the hybrids' splits, most frequent first."""
+    counts = Counter(r.hyperparameters.get("fusion", "?") for r in hybrids if r.ok)
+    return "; ".join(f"{name} ({n})" for name, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
 def _pairs(anatomy_key: tuple | None, best: list[tuple[str, tuple]], hybrid_keys: list[tuple]) -> list[tuple]:
     """The comparisons of Table 4: Anatomy - best image model per kind of images; each hybrid - Anatomy and
     each hybrid - its own image model (what the measures add to it)."""
@@ -106,8 +113,10 @@ def write_anatomy_table(anatomy: list[CellResult], images: list[CellResult], fol
              f"measured from the masks of this study ({masks_line}); family and hyperparameters by stratified CV "
              f"inside each training part. Chosen per split: {', '.join(chosen) or 'none'}.",
              f"{HYBRID_LABEL}: an image configuration combined with the measures (late fusion of its probabilities "
-             "with the Anatomy model's, or stacking on its probabilities and the measures), chosen by CV on the "
-             "out-of-fold predictions of the training part; none of it sees a test patient's label.",
+             "with the Anatomy model's, image weight 0 being the Anatomy model alone and 1 the image model alone, "
+             "or stacking on its probabilities and the measures), chosen by CV on the out-of-fold predictions of "
+             "the training part; none of it sees a test patient's label. Chosen (splits): "
+             f"{_choices(hybrids) or 'none'}.",
              "Best image model: the image-only configuration with the highest mean macro AUC on each kind of "
              "training images (chosen on these test results: optimistic for the image model).",
              f"Comparisons: A - B, paired patient bootstrap; p (Holm) over the {len(comps)} comparison(s) of this "
