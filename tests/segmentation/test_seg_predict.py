@@ -67,3 +67,36 @@ def test_cross_validation_runs_and_resumes(tmp_path):
     again = cross_validate(cohort, cfg, tmp_path, folds=2)  # finished folds are read back, not redone
     assert (tmp_path / "fold_0" / "metrics.csv").stat().st_mtime_ns == stamp
     assert [r["dice_LV"] for r in again] == pytest.approx([r["dice_LV"] for r in rows], nan_ok=True)
+
+
+def test_patients_with_the_same_images_are_held_out_by_the_same_fold():
+    cohort = make_cohort(n_patients=10)
+    ids = cohort.patient_ids
+    plain = make_folds(cohort, 3, seed=0)
+    fold_of = {p: f for f, (_, te) in enumerate(plain) for p in te}
+    kept = ids[0]
+    dup = next(p for p in ids if fold_of[p] != fold_of[kept])  # a pair the plain folds split apart
+    joined = make_folds(cohort, 3, seed=0, duplicates=[(kept, dup)])
+    for f, (tr, te) in enumerate(joined):
+        want_test = [p for p in plain[f][1] if p != dup] + ([dup] if f == fold_of[kept] else [])
+        assert te == want_test
+        assert tr == [p for p in ids if p not in te]  # the cohort's order
+    # only the two folds the duplicate left and joined change
+    assert [f for f in range(3) if joined[f] != plain[f]] == sorted({fold_of[kept], fold_of[dup]})
+
+
+def test_a_fold_made_with_other_patients_is_not_resumed(tmp_path):
+    from cmrprior.errors import DataError
+
+    cohort = make_cohort(n_patients=8)
+    cfg = SegTrainConfig(unet=TINY, max_epochs=1, batch_size=8, train_crop=None, warmup_steps=1, val_fraction=0.25,
+                         num_threads=1)
+    (train, test), _ = make_folds(cohort, 2, seed=0)
+    other = {"train": train[1:] + test[:1], "test": test[1:] + train[:1]}  # one patient swapped
+    (tmp_path / "fold_0").mkdir()
+    import json
+
+    (tmp_path / "fold_0" / "test_patients.json").write_text(json.dumps(other))
+    with pytest.raises(DataError, match="fold_0/test_patients.json.*other patients"):
+        cross_validate(cohort, cfg, tmp_path, folds=2)
+    assert not (tmp_path / "fold_0" / "metrics.csv").exists()

@@ -117,10 +117,16 @@ def _train(args: argparse.Namespace) -> int:
     from cmrprior.segmentation.cv import cross_validate
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    from cmrprior.segmentation.folds import duplicate_images, fingerprint_cohort
+
     out = Path(args.out)
-    prepared = prepare_cohort(open_cohort(args.data), PrepareConfig(), cache_dir=args.cache or out / "cache")
+    cohort = open_cohort(args.data)
+    prepared = prepare_cohort(cohort, PrepareConfig(), cache_dir=args.cache or out / "cache")
     if args.folds >= 2:
-        cross_validate(prepared, _config(args, args.epochs), out / "cv", folds=args.folds)
+        duplicates = duplicate_images(fingerprint_cohort(cohort))
+        for kept, dup in duplicates:
+            log.info("%s has the images of %s: both are held out by the same fold", dup, kept)
+        cross_validate(prepared, _config(args, args.epochs), out / "cv", folds=args.folds, duplicates=duplicates)
         if not (out / "cv" / "cv_summary.csv").exists() or args.no_final:
             return 0
     model = train_segmenter(prepared, _config(args, args.final_epochs or args.epochs), out / "final")

@@ -12,14 +12,16 @@ held-out rows), `cv_summary.csv` (mean and 95% t-interval per metric and phase).
 from __future__ import annotations
 
 import csv
+import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from cmrprior.data.prepared import PreparedCohort
 from cmrprior.data.splits import stratified_kfold
-from cmrprior.errors import ConfigError
+from cmrprior.errors import ConfigError, DataError
 from cmrprior.segmentation import qc
 from cmrprior.segmentation.predict import segment_prepared
 from cmrprior.segmentation.train import MODEL_FILE, SegTrainConfig, train_segmenter
@@ -30,19 +32,44 @@ log = logging.getLogger(__name__)
 FOLD_SPLIT_FILE = "test_patients.json"  # per fold: {"train": ids, "test": ids}
 
 
-def make_folds(prepared: PreparedCohort, k: int, seed: int) -> list[tuple[list[str], list[str]]]:
-    """`k` patient-level folds, stratified by class when possible: (train ids, held-out ids) per fold."""
+def make_folds(prepared: PreparedCohort, k: int, seed: int, duplicates: Sequence[tuple[str, str]] = ()
+               ) -> list[tuple[list[str], list[str]]]:
+    """`k` patient-level folds, stratified by class when possible: (train ids, held-out ids) per fold.
+
+    `duplicates`: (kept id, duplicate id) pairs of patients with the same images
+    (`segmentation.folds.duplicate_images`). A duplicate is held out in its kept patient's fold, so that some
+    fold model never saw that scan: split apart, every fold model would have trained on one of the two, and
+    neither could get out-of-sample masks. Training ids keep the cohort's order.
+    """
     ids = prepared.patient_ids
     labels = [p.label for p in prepared.patients]
     try:
-        return [(list(s.train), list(s.test)) for s in stratified_kfold(ids, labels, k=k, seed=seed)]
+        tests = [list(s.test) for s in stratified_kfold(ids, labels, k=k, seed=seed)]
     except ConfigError:
         if k < 2 or k > len(ids):
             raise
         from sklearn.model_selection import KFold  # scikit-learn takes ~2 s to import: only on this fallback
 
         kf = KFold(n_splits=k, shuffle=True, random_state=seed % (2**32))
-        return [([ids[i] for i in tr], [ids[i] for i in te]) for tr, te in kf.split(np.zeros(len(ids)))]
+        tests = [[ids[i] for i in te] for _, te in kf.split(np.zeros(len(ids)))]
+    fold_of = {pid: f for f, test in enumerate(tests) for pid in test}
+    for kept, dup in duplicates:
+        if kept in fold_of and dup in fold_of and fold_of[kept] != fold_of[dup]:
+            tests[fold_of[dup]].remove(dup)
+            tests[fold_of[kept]].append(dup)
+            fold_of[dup] = fold_of[kept]
+    return [([p for p in ids if fold_of[p] != f], test) for f, test in enumerate(tests)]
+
+
+def _check_fold_split(path: Path, train_ids: list[str], test_ids: list[str]) -> None:
+    """A fold folder made with other patients (another seed, cohort or grouping) must not be resumed."""
+    if not path.exists():
+        return
+    old = json.loads(path.read_text())
+    if sorted(old.get("train", [])) != sorted(train_ids) or sorted(old.get("test", [])) != sorted(test_ids):
+        raise DataError(path, "this fold was made with other patients than the folds computed now (another "
+                              "cohort, seed or duplicate grouping); resuming it would mix two splits. Use a new "
+                              "run folder")
 
 
 def _read_csv(path: Path) -> list[dict]:
@@ -58,13 +85,20 @@ def _read_csv(path: Path) -> list[dict]:
         return [{k: conv(v) for k, v in row.items()} for row in csv.DictReader(fh)]
 
 
-def cross_validate(prepared: PreparedCohort, config: SegTrainConfig, out_dir: str | Path, *, folds: int = 2) -> list[dict]:
-    """Run (or resume) `folds`-fold cross-validation; returns the held-out QC rows (with a `fold` key)."""
+def cross_validate(prepared: PreparedCohort, config: SegTrainConfig, out_dir: str | Path, *, folds: int = 2,
+                   duplicates: Sequence[tuple[str, str]] = ()) -> list[dict]:
+    """Run (or resume) `folds`-fold cross-validation (`duplicates`: see `make_folds`); returns the held-out QC
+    rows (with a `fold` key).
+
+    Raises:
+        DataError: a fold folder of `out_dir` was made with other patients than this cohort's folds.
+    """
     out_dir = Path(out_dir)
     all_rows: list[dict] = []
-    for k, (train_ids, test_ids) in enumerate(make_folds(prepared, folds, config.seed)):
+    for k, (train_ids, test_ids) in enumerate(make_folds(prepared, folds, config.seed, duplicates)):
         fold_dir = out_dir / f"fold_{k}"
         metrics_path = fold_dir / "metrics.csv"
+        _check_fold_split(fold_dir / FOLD_SPLIT_FILE, train_ids, test_ids)
         if not metrics_path.exists():
             atomic.write_json(fold_dir / FOLD_SPLIT_FILE, {"train": train_ids, "test": test_ids})
             log.info("fold %d/%d: %d train, %d held-out patients", k + 1, folds, len(train_ids), len(test_ids))
