@@ -130,3 +130,19 @@ def test_the_heart_finding_pass_runs_the_first_member_only(monkeypatch):
     volumes.find_centre(ens, np.zeros((2, 8, 8), np.float32), divisor=2)
     volumes.find_centre(a, np.zeros((2, 8, 8), np.float32), divisor=2)
     assert seen[0] is a and seen[1] is a
+
+
+def test_an_ensemble_runs_under_onnx_runtime_with_the_mean_probabilities(tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from cmrprior.segmentation.inference import SegInference, load_for_inference
+
+    a = _member(tmp_path / "a.safetensors", TINY, 0)
+    b = _member(tmp_path / "b.safetensors", TINY, 1)
+    ens = combine_weights([a, b], tmp_path / "ens.safetensors")
+    runner, args, _, choice = load_for_inference(ens, SegInference(backend="onnx", threads=1))
+    assert choice.backend == "onnx"
+    images = np.random.default_rng(1).random((3, 22, 30)).astype(np.float32)
+    pa = predict_probabilities(load_segmenter(a)[0], images, divisor=args.divisor)
+    pb = predict_probabilities(load_segmenter(b)[0], images, divisor=args.divisor)
+    np.testing.assert_allclose(predict_probabilities(runner, images, divisor=args.divisor), (pa + pb) / 2, atol=1e-5)
