@@ -146,3 +146,19 @@ def test_an_ensemble_runs_under_onnx_runtime_with_the_mean_probabilities(tmp_pat
     pa = predict_probabilities(load_segmenter(a)[0], images, divisor=args.divisor)
     pb = predict_probabilities(load_segmenter(b)[0], images, divisor=args.divisor)
     np.testing.assert_allclose(predict_probabilities(runner, images, divisor=args.divisor), (pa + pb) / 2, atol=1e-5)
+
+
+def test_an_ensemble_never_overwrites_its_inputs(tmp_path):
+    a = _member(tmp_path / "a.safetensors", TINY, 0)
+    b = _member(tmp_path / "b.safetensors", TINY, 1)
+    before = a.read_bytes()
+    with pytest.raises(ConfigError, match="overwrite its member"):
+        combine_weights([a, b], a)
+    assert a.read_bytes() == before
+    runs = [_cv_run(tmp_path / "r1", SPLITS, 0), _cv_run(tmp_path / "r2", SPLITS, 10)]
+    weights = (runs[0] / "fold_0" / "model.safetensors").read_bytes()
+    for out in (runs[0], runs[1] / "ens"):
+        with pytest.raises(ConfigError, match="into the cross-validation run"):
+            combine_cv(runs, out)
+    assert (runs[0] / "fold_0" / "model.safetensors").read_bytes() == weights
+    assert not (runs[1] / "ens").exists()

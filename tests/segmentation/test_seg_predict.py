@@ -100,3 +100,6 @@ def test_a_fold_made_with_other_patients_is_not_resumed(tmp_path):
     with pytest.raises(DataError, match="fold_0/test_patients.json.*other patients"):
         cross_validate(cohort, cfg, tmp_path, folds=2)
     assert not (tmp_path / "fold_0" / "metrics.csv").exists()
+    (tmp_path / "fold_0" / "test_patients.json").write_text("{")
+    with pytest.raises(DataError, match="fold_0/test_patients.json.*unreadable fold split"):
+        cross_validate(cohort, cfg, tmp_path, folds=2)

@@ -65,8 +65,12 @@ def _check_fold_split(path: Path, train_ids: list[str], test_ids: list[str]) -> 
     """A fold folder made with other patients (another seed, cohort or grouping) must not be resumed."""
     if not path.exists():
         return
-    old = json.loads(path.read_text())
-    if sorted(old.get("train", [])) != sorted(train_ids) or sorted(old.get("test", [])) != sorted(test_ids):
+    try:
+        old = json.loads(path.read_text())
+        same = sorted(old["train"]) == sorted(train_ids) and sorted(old["test"]) == sorted(test_ids)
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise DataError(path, f"unreadable fold split ({type(exc).__name__}: {exc}); use a new run folder") from exc
+    if not same:
         raise DataError(path, "this fold was made with other patients than the folds computed now (another "
                               "cohort, seed or duplicate grouping); resuming it would mix two splits. Use a new "
                               "run folder")

@@ -16,7 +16,6 @@ Two uses:
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from cmrprior.segmentation.cv import FOLD_SPLIT_FILE
 from cmrprior.segmentation.network import SegmenterEnsemble, ensemble_args, load_segmenter, save_segmenter
 from cmrprior.segmentation.predict import file_sha256
 from cmrprior.segmentation.train import MODEL_FILE
+from cmrprior.utils import atomic
 
 
 def combine_weights(paths: Sequence[str | Path], out: str | Path) -> Path:
@@ -32,14 +32,17 @@ def combine_weights(paths: Sequence[str | Path], out: str | Path) -> Path:
     member's arguments, source file, sha256 and training metadata). Returns `out`.
 
     Raises:
-        ConfigError: fewer than 2 members. DataError: unreadable weights, a member that is itself an ensemble,
-            or members that differ in input slices, classes or divisor (naming the file).
+        ConfigError: fewer than 2 members, or `out` is one of them. DataError: unreadable weights, a member
+            that is itself an ensemble, or members that differ in input slices, classes or divisor (naming the
+            file).
     """
     paths = [Path(p) for p in paths]
     if len(paths) < 2:
         raise ConfigError(f"an ensemble needs at least 2 segmenters, got {len(paths)}")
     if Path(out).suffix != ".safetensors":
         raise ConfigError(f"the ensemble's weights file must end in .safetensors, got {out}")
+    if Path(out).resolve() in {p.resolve() for p in paths}:
+        raise ConfigError(f"the ensemble would overwrite its member {out}; write it elsewhere")
     models, args, sources = [], [], []
     for path in paths:
         model, margs, meta = load_segmenter(path)
@@ -69,17 +72,22 @@ def combine_cv(cv_dirs: Sequence[str | Path], out: str | Path) -> Path:
     and the benchmarks read. Returns `out`.
 
     Raises:
-        ConfigError: fewer than 2 runs. DataError: a run without finished folds, runs with different finished
-            folds, or a fold whose held-out (or training) patients differ between runs (naming the file).
+        ConfigError: fewer than 2 runs, or `out` inside one of them. DataError: a run without finished folds,
+            runs with different finished folds, or a fold whose held-out (or training) patients differ between
+            runs (naming the file).
     """
     cv_dirs = [Path(d) for d in cv_dirs]
     if len(cv_dirs) < 2:
         raise ConfigError(f"an ensemble needs at least 2 cross-validation runs, got {len(cv_dirs)}")
+    out = Path(out)
+    for d in cv_dirs:
+        if out.resolve() == d.resolve() or d.resolve() in out.resolve().parents:
+            raise ConfigError(f"the fold ensembles would be written into the cross-validation run {d}; "
+                              "write them to a new folder")
     runs = [_fold_dirs(d) for d in cv_dirs]
     for d, folds in zip(cv_dirs[1:], runs[1:]):
         if set(folds) != set(runs[0]):
             raise DataError(d, f"finished folds {sorted(folds)} differ from {sorted(runs[0])} of {cv_dirs[0]}")
-    out = Path(out)
     for name in sorted(runs[0], key=lambda n: int(n.split("_")[1])):
         split = json.loads((runs[0][name] / FOLD_SPLIT_FILE).read_text())
         for folds in runs[1:]:
@@ -90,5 +98,5 @@ def combine_cv(cv_dirs: Sequence[str | Path], out: str | Path) -> Path:
                                 "an ensemble of the two would have been trained on its own test patients")
         (out / name).mkdir(parents=True, exist_ok=True)
         combine_weights([folds[name] / MODEL_FILE for folds in runs], out / name / MODEL_FILE)
-        shutil.copyfile(runs[0][name] / FOLD_SPLIT_FILE, out / name / FOLD_SPLIT_FILE)
+        atomic.write_json(out / name / FOLD_SPLIT_FILE, split)
     return out
