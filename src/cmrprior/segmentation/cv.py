@@ -15,6 +15,7 @@ import csv
 import json
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,29 @@ from cmrprior.utils import atomic
 log = logging.getLogger(__name__)
 
 FOLD_SPLIT_FILE = "test_patients.json"  # per fold: {"train": ids, "test": ids}
+
+
+@dataclass(frozen=True)
+class FoldSplit:
+    """One fold's patients: those its model trained on (validation included) and those it held out."""
+
+    train: tuple[str, ...]
+    test: tuple[str, ...]
+
+    def same_patients(self, other: FoldSplit) -> bool:
+        return sorted(self.train) == sorted(other.train) and sorted(self.test) == sorted(other.test)
+
+    def write(self, path: Path) -> Path:
+        return atomic.write_json(path, {"train": list(self.train), "test": list(self.test)})
+
+
+def read_fold_split(path: Path) -> FoldSplit:
+    """The `FOLD_SPLIT_FILE` at `path`; DataError naming it when it cannot be read."""
+    try:
+        data = json.loads(Path(path).read_text())
+        return FoldSplit(tuple(data["train"]), tuple(data["test"]))
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise DataError(path, f"unreadable fold split ({type(exc).__name__}: {exc})") from exc
 
 
 def make_folds(prepared: PreparedCohort, k: int, seed: int, duplicates: Sequence[tuple[str, str]] = ()
@@ -61,16 +85,9 @@ def make_folds(prepared: PreparedCohort, k: int, seed: int, duplicates: Sequence
     return [([p for p in ids if fold_of[p] != f], test) for f, test in enumerate(tests)]
 
 
-def _check_fold_split(path: Path, train_ids: list[str], test_ids: list[str]) -> None:
+def _check_fold_split(path: Path, split: FoldSplit) -> None:
     """A fold folder made with other patients (another seed, cohort or grouping) must not be resumed."""
-    if not path.exists():
-        return
-    try:
-        old = json.loads(path.read_text())
-        same = sorted(old["train"]) == sorted(train_ids) and sorted(old["test"]) == sorted(test_ids)
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise DataError(path, f"unreadable fold split ({type(exc).__name__}: {exc}); use a new run folder") from exc
-    if not same:
+    if path.exists() and not read_fold_split(path).same_patients(split):
         raise DataError(path, "this fold was made with other patients than the folds computed now (another "
                               "cohort, seed or duplicate grouping); resuming it would mix two splits. Use a new "
                               "run folder")
@@ -102,9 +119,10 @@ def cross_validate(prepared: PreparedCohort, config: SegTrainConfig, out_dir: st
     for k, (train_ids, test_ids) in enumerate(make_folds(prepared, folds, config.seed, duplicates)):
         fold_dir = out_dir / f"fold_{k}"
         metrics_path = fold_dir / "metrics.csv"
-        _check_fold_split(fold_dir / FOLD_SPLIT_FILE, train_ids, test_ids)
+        split = FoldSplit(tuple(train_ids), tuple(test_ids))
+        _check_fold_split(fold_dir / FOLD_SPLIT_FILE, split)
         if not metrics_path.exists():
-            atomic.write_json(fold_dir / FOLD_SPLIT_FILE, {"train": train_ids, "test": test_ids})
+            split.write(fold_dir / FOLD_SPLIT_FILE)
             log.info("fold %d/%d: %d train, %d held-out patients", k + 1, folds, len(train_ids), len(test_ids))
             model = train_segmenter(prepared.select_patients(train_ids), config, fold_dir)
             if model.name != MODEL_FILE:  # stopped by max_steps: not finished

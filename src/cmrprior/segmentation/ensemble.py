@@ -15,16 +15,14 @@ Two uses:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
 from cmrprior.errors import ConfigError, DataError
-from cmrprior.segmentation.cv import FOLD_SPLIT_FILE
+from cmrprior.segmentation.cv import FOLD_SPLIT_FILE, read_fold_split
 from cmrprior.segmentation.network import SegmenterEnsemble, ensemble_args, load_segmenter, save_segmenter
 from cmrprior.segmentation.predict import file_sha256
 from cmrprior.segmentation.train import MODEL_FILE
-from cmrprior.utils import atomic
 
 
 def combine_weights(paths: Sequence[str | Path], out: str | Path) -> Path:
@@ -89,14 +87,13 @@ def combine_cv(cv_dirs: Sequence[str | Path], out: str | Path) -> Path:
         if set(folds) != set(runs[0]):
             raise DataError(d, f"finished folds {sorted(folds)} differ from {sorted(runs[0])} of {cv_dirs[0]}")
     for name in sorted(runs[0], key=lambda n: int(n.split("_")[1])):
-        split = json.loads((runs[0][name] / FOLD_SPLIT_FILE).read_text())
+        split = read_fold_split(runs[0][name] / FOLD_SPLIT_FILE)
         for folds in runs[1:]:
-            other = json.loads((folds[name] / FOLD_SPLIT_FILE).read_text())
-            if sorted(other["test"]) != sorted(split["test"]) or sorted(other["train"]) != sorted(split["train"]):
+            if not read_fold_split(folds[name] / FOLD_SPLIT_FILE).same_patients(split):
                 raise DataError(folds[name] / FOLD_SPLIT_FILE,
                                 f"{name} splits the patients differently from {runs[0][name] / FOLD_SPLIT_FILE}; "
                                 "an ensemble of the two would have been trained on its own test patients")
         (out / name).mkdir(parents=True, exist_ok=True)
         combine_weights([folds[name] / MODEL_FILE for folds in runs], out / name / MODEL_FILE)
-        atomic.write_json(out / name / FOLD_SPLIT_FILE, split)
+        split.write(out / name / FOLD_SPLIT_FILE)
     return out

@@ -120,7 +120,7 @@ def write_segmenter_set(out: str | Path, cohort: Cohort, *, full_weights: str | 
     and `test_patients.json`) and the full model into `out`, with their index. `cohort` is the cohort they
     were trained on (fingerprints are computed from its images; expert masks are not read). copy_full=False
     indexes the full model where it is (a path relative to `out`) instead of copying it."""
-    from cmrprior.segmentation.cv import FOLD_SPLIT_FILE, MODEL_FILE  # the training stack: only for writing a set
+    from cmrprior.segmentation.cv import FOLD_SPLIT_FILE, MODEL_FILE, read_fold_split  # the training stack
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -140,8 +140,7 @@ def write_segmenter_set(out: str | Path, cohort: Cohort, *, full_weights: str | 
     folds = []
     fold_dirs = [] if cv_dir is None else sorted(Path(cv_dir).glob("fold_*"), key=lambda p: int(p.name.split("_")[1]))
     for k, fold_dir in enumerate(fold_dirs):
-        split = json.loads((fold_dir / FOLD_SPLIT_FILE).read_text())
-        folds.append(entry(fold_dir / MODEL_FILE, f"fold_{k}", list(split["train"])))
+        folds.append(entry(fold_dir / MODEL_FILE, f"fold_{k}", list(read_fold_split(fold_dir / FOLD_SPLIT_FILE).train)))
     if cv_dir is not None and len(folds) < 2:
         raise DataError(Path(cv_dir), "needs at least 2 finished folds (fold_k/model.safetensors)")
     full = entry(Path(full_weights), "full", [r.patient_id for r in cohort.patients], copy=copy_full)
