@@ -2,8 +2,8 @@
 
 A 2D segmenter sees one slice, without its phase or its place in the stack. At end-systole the base of the
 heart has descended, and the most basal slices of the stack show atrium and outflow tract, which look like
-ventricular blood pool in one slice. On ACDC's out-of-sample masks (2-fold set) the expert RV is absent
-from the most basal ES slice in 77 of 100 patients, and the network labelled RV there in 60 of those; at
+ventricular blood pool in one slice. On ACDC's out-of-sample masks (a 2-fold set of 96 px models) the expert RV
+is absent from the most basal ES slice in 77 of 100 patients, and the network labelled RV there in 60 of those; at
 the two most basal ES slices these false RV pixels were over half of the ES RV's false positives, and the RV
 ejection fraction came out 8.5 points low on average. Two rules correct the pair of label stacks
 (`correct_basal`); both need only the labels, never the images or an expert mask:
