@@ -8,7 +8,7 @@ from sklearn.model_selection import PredefinedSplit, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from cmrprior.classify.hybrid import fit_hybrid
+from cmrprior.classify.hybrid import choose, fit_hybrid
 from cmrprior.errors import InputError
 
 
@@ -88,3 +88,43 @@ def test_a_part_that_adds_nothing_is_left_out():
     fit = fit_hybrid(y, anat, noise, meas, _folds(90), anat_t, noise_t, meas_t, cs=())  # the parts swapped
     assert fit.choice == "late fusion (image weight 1)"
     np.testing.assert_allclose(fit.test_probabilities, anat_t)
+
+
+def test_one_standard_error_rule_on_hand_computed_folds():
+    parts = ["late fusion (image weight 0)", "late fusion (image weight 1)"]
+    cv = {parts[0]: 0.90, "late fusion (image weight 0.5)": 0.93, parts[1]: 0.70}
+    # paired differences +0.05, -0.01, +0.05: mean 0.03, SD 0.034641, SE 0.02; 0.03 > 0.02: the fusion is kept
+    folds = {parts[0]: (0.90, 0.92, 0.88), "late fusion (image weight 0.5)": (0.95, 0.91, 0.93), parts[1]: (.7, .7, .7)}
+    assert choose(cv, folds, parts) == "late fusion (image weight 0.5)"
+    # the same mean with noisier folds (+0.09, -0.07, +0.07: SE 0.0503) falls back to the better part
+    folds["late fusion (image weight 0.5)"] = (0.99, 0.85, 0.95)
+    assert choose(cv, folds, parts) == parts[0]
+    # the better part is the image model here; undefined fold AUCs are left out of the SE
+    cv = {parts[0]: 0.70, "stacking (logistic regression, C 1)": 0.905, parts[1]: 0.90}
+    folds = {parts[0]: (.7, .7, .7), "stacking (logistic regression, C 1)": (0.91, float("nan"), 0.898),
+             parts[1]: (0.90, 0.80, 0.90)}
+    assert choose(cv, folds, parts) == parts[1]  # differences +0.01, -0.002: mean 0.004 < SE 0.006
+    # without the parts among the candidates, the best CV AUC decides
+    assert choose({"a": 0.8, "b": 0.9}, {"a": (0.8,), "b": (0.9,)}, []) == "b"
+
+
+def test_a_combination_that_wins_by_chance_gives_way_to_the_better_part():
+    """Noise images: on some seeds a late fusion edges out the anatomy model in the training part's CV; its
+    per-fold gain is within one standard error, and the rule keeps the anatomy model alone, and its test probabilities are the anatomy
+    model's."""
+    y, _, anat, meas = _cohort(60, 6)
+    folds = [np.arange(f * 20, (f + 1) * 20) for f in range(3)]  # every class in every fold
+    part = "late fusion (image weight 0)"
+    found = 0
+    for seed in range(40):
+        noise = _softmax(np.random.default_rng(seed).normal(size=(60, 3)))
+        fit = fit_hybrid(y, noise, anat, meas, folds, noise[:6], anat[:6], meas[:6], cs=())
+        argmax = max(fit.cv_auc, key=fit.cv_auc.get)
+        if argmax == part:
+            continue
+        found += 1
+        d = np.array(fit.fold_auc[argmax]) - np.array(fit.fold_auc[part])
+        assert d.mean() <= d.std(ddof=1) / np.sqrt(3)
+        assert fit.choice == part
+        np.testing.assert_allclose(fit.test_probabilities, anat[:6])
+    assert found > 0  # the case the rule exists for occurs

@@ -11,12 +11,17 @@ Candidates, chosen by macro AUC on the training part only (ties: the earlier can
   first, so a tie keeps the measures alone);
 * stacking: a standardised L2 logistic regression on `[log p_image, measures]` (C from `cs`), scored by
   cross-validation on the same folds over the training part, then refitted on every training patient.
+A combination (a late fusion with 0 < w < 1, or stacking) that wins the search replaces the better part alone
+(w = 0 or 1, by CV macro AUC) only when its per-fold macro AUCs exceed that part's by more, on average, than one
+standard error of those paired differences (the one-standard-error rule: with a few dozen training patients, a combination that wins the
+search by less than the noise of the folds is more often chance than signal, and the simpler model is kept).
 The image part enters as probabilities (the diagnosis model's patient-level summary); raw encoder
 embeddings of the training patients are not used, since a fine-tuned encoder has seen their labels.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,11 +36,13 @@ _EPS = 1e-6
 
 @dataclass(frozen=True)
 class HybridFit:
-    """Test probabilities `(P, K)` of the chosen candidate, its name, and every candidate's CV macro AUC."""
+    """Test probabilities `(P, K)` of the chosen candidate, its name, every candidate's CV macro AUC and its
+    macro AUC on each fold."""
 
     test_probabilities: np.ndarray
     choice: str
     cv_auc: dict[str, float]
+    fold_auc: dict[str, tuple[float, ...]] = dataclasses.field(default_factory=dict)
 
 
 def _stack_features(p_image: np.ndarray, measures: np.ndarray) -> np.ndarray:
@@ -96,10 +103,12 @@ def fit_hybrid(
         raise InputError("hybrid folds must split the training patients, each patient in exactly one fold")
     k = image_oof.shape[1]
     cv: dict[str, float] = {}
+    per_fold: dict[str, tuple[float, ...]] = {}
     make_test: dict[str, Callable[[], np.ndarray]] = {}  # the chosen candidate's test probabilities, on demand
     for w in weights:
         name = f"late fusion (image weight {w:g})"
-        cv[name] = macro_auc(labels, w * image_oof + (1 - w) * anatomy_oof)
+        oof = w * image_oof + (1 - w) * anatomy_oof
+        cv[name], per_fold[name] = macro_auc(labels, oof), _fold_aucs(labels, oof, folds)
         make_test[name] = functools.partial(lambda w: w * image_test + (1 - w) * anatomy_test, w)
     x, x_test = _stack_features(image_oof, measures), _stack_features(image_test, measures_test)
     for c in cs:
@@ -108,7 +117,36 @@ def fit_hybrid(
         for va in folds:
             tr = np.setdiff1d(np.arange(len(labels)), va)
             oof[va] = _proba(_logistic(c, seed).fit(x[tr], labels[tr]), x[va], k)
-        cv[name] = macro_auc(labels, oof)
+        cv[name], per_fold[name] = macro_auc(labels, oof), _fold_aucs(labels, oof, folds)
         make_test[name] = functools.partial(lambda c: _proba(_logistic(c, seed).fit(x, labels), x_test, k), c)
-    choice = max(cv, key=lambda n: (np.nan_to_num(cv[n], nan=-1.0), -list(cv).index(n)))
-    return HybridFit(test_probabilities=np.asarray(make_test[choice](), np.float64), choice=choice, cv_auc=cv)
+    parts = [f"late fusion (image weight {w:g})" for w in weights if w in (0.0, 1.0)]
+    choice = choose(cv, per_fold, parts)
+    return HybridFit(test_probabilities=np.asarray(make_test[choice](), np.float64), choice=choice, cv_auc=cv,
+                     fold_auc=per_fold)
+
+
+def _fold_aucs(labels: np.ndarray, probabilities: np.ndarray, folds: Sequence[np.ndarray]) -> tuple[float, ...]:
+    return tuple(float(macro_auc(labels[f], probabilities[f])) for f in folds)
+
+
+def _best(names: Sequence[str], cv: dict[str, float]) -> str:
+    """The highest CV AUC among `names` (NaN lowest; ties: the earlier name)."""
+    order = list(names)
+    return max(order, key=lambda n: (np.nan_to_num(cv[n], nan=-1.0), -order.index(n)))
+
+
+def choose(cv: dict[str, float], fold_auc: dict[str, Sequence[float]], parts: Sequence[str]) -> str:
+    """The candidate of the hybrid (module docstring): the best by `cv`, unless it is a combination whose
+    per-fold AUCs exceed those of the best of `parts` (the parts alone) by at most one standard error on
+    average: mean of the paired differences <= their sample SD / sqrt(folds), over the folds where both AUCs
+    are defined (with fewer than 2 such folds the SE is taken as 0; with none, the best by `cv` is kept)."""
+    best = _best(list(cv), cv)
+    if not parts or best in parts:
+        return best
+    part = _best(parts, cv)
+    d = np.asarray(fold_auc[best], np.float64) - np.asarray(fold_auc[part], np.float64)
+    d = d[np.isfinite(d)]
+    if d.size == 0:
+        return best
+    se = float(d.std(ddof=1) / np.sqrt(d.size)) if d.size >= 2 else 0.0
+    return best if float(d.mean()) > se else part

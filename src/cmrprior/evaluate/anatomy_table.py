@@ -115,7 +115,8 @@ def write_anatomy_table(anatomy: list[CellResult], images: list[CellResult], fol
              f"{HYBRID_LABEL}: an image configuration combined with the measures (late fusion of its probabilities "
              "with the Anatomy model's, image weight 0 being the Anatomy model alone and 1 the image model alone, "
              "or stacking on its probabilities and the measures), chosen by CV on the out-of-fold predictions of "
-             "the training part; none of it sees a test patient's label. Chosen (splits): "
+             "the training part (a combination only when it beats the better part alone by more than one standard "
+             "error of their per-fold differences); none of it sees a test patient's label. Chosen (splits): "
              f"{_choices(hybrids) or 'none'}.",
              "Best image model: the image-only configuration with the highest mean macro AUC on each kind of "
              "training images (chosen on these test results: optimistic for the image model).",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 
 import numpy as np
@@ -67,7 +68,9 @@ def _hybrid(run: RunFolder, split: SplitSpec, model: AnatomyModel, inputs: Anato
         cell, key=key, mode=fit.choice, reason=None, traceback=None, history=(), history_source=None,
         final_train_loss=None, checkpoint=None, train_oof=None, wall_s=time.time() - t0,
         hyperparameters={"fusion": fit.choice, "anatomy_model": model.chosen.describe()},
-        search={"cv_auc": fit.cv_auc, "image_cell": str(run.cell_dir(cell.key).relative_to(run.root))},
+        search={"cv_auc": fit.cv_auc,
+                "fold_auc": {k: [a if math.isfinite(a) else None for a in v] for k, v in fit.fold_auc.items()},
+                "image_cell": str(run.cell_dir(cell.key).relative_to(run.root))},
         test=TestOutputs(list(test.patient_ids), y.tolist(), probs.tolist(),
                          TestMetrics(**classification_metrics(y, probs, cell.classes))),
         seen_patient_ids={**cell.seen_patient_ids, "hybrid": sorted(oof.patient_ids)})
