@@ -110,8 +110,8 @@ def test_one_standard_error_rule_on_hand_computed_folds():
 
 def test_a_combination_that_wins_by_chance_gives_way_to_the_better_part():
     """Noise images: on some seeds a late fusion edges out the anatomy model in the training part's CV; its
-    per-fold gain is within one standard error, and the rule keeps the anatomy model alone, and its test probabilities are the anatomy
-    model's."""
+    per-fold gain is within one standard error, so the rule keeps the anatomy model alone, with the anatomy
+    model's exact test probabilities."""
     y, _, anat, meas = _cohort(60, 6)
     folds = [np.arange(f * 20, (f + 1) * 20) for f in range(3)]  # every class in every fold
     part = "late fusion (image weight 0)"

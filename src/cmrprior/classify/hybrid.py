@@ -13,18 +13,18 @@ Candidates, chosen by macro AUC on the training part only (ties: the earlier can
   cross-validation on the same folds over the training part, then refitted on every training patient.
 A combination (a late fusion with 0 < w < 1, or stacking) that wins the search replaces the better part alone
 (w = 0 or 1, by CV macro AUC) only when its per-fold macro AUCs exceed that part's by more, on average, than one
-standard error of those paired differences (the one-standard-error rule: with a few dozen training patients, a combination that wins the
-search by less than the noise of the folds is more often chance than signal, and the simpler model is kept).
+standard error of those paired differences (the one-standard-error rule: with a few dozen training patients, a
+combination that wins the search by less than the noise of the folds is more often chance than signal, and the
+simpler model is kept).
 The image part enters as probabilities (the diagnosis model's patient-level summary); raw encoder
 embeddings of the training patients are not used, since a fine-tuned encoder has seen their labels.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -42,7 +42,7 @@ class HybridFit:
     test_probabilities: np.ndarray
     choice: str
     cv_auc: dict[str, float]
-    fold_auc: dict[str, tuple[float, ...]] = dataclasses.field(default_factory=dict)
+    fold_auc: dict[str, tuple[float, ...]] = field(default_factory=dict)
 
 
 def _stack_features(p_image: np.ndarray, measures: np.ndarray) -> np.ndarray:
@@ -106,7 +106,7 @@ def fit_hybrid(
     per_fold: dict[str, tuple[float, ...]] = {}
     make_test: dict[str, Callable[[], np.ndarray]] = {}  # the chosen candidate's test probabilities, on demand
     for w in weights:
-        name = f"late fusion (image weight {w:g})"
+        name = _fusion_name(w)
         oof = w * image_oof + (1 - w) * anatomy_oof
         cv[name], per_fold[name] = macro_auc(labels, oof), _fold_aucs(labels, oof, folds)
         make_test[name] = functools.partial(lambda w: w * image_test + (1 - w) * anatomy_test, w)
@@ -119,10 +119,14 @@ def fit_hybrid(
             oof[va] = _proba(_logistic(c, seed).fit(x[tr], labels[tr]), x[va], k)
         cv[name], per_fold[name] = macro_auc(labels, oof), _fold_aucs(labels, oof, folds)
         make_test[name] = functools.partial(lambda c: _proba(_logistic(c, seed).fit(x, labels), x_test, k), c)
-    parts = [f"late fusion (image weight {w:g})" for w in weights if w in (0.0, 1.0)]
+    parts = [_fusion_name(w) for w in weights if w in (0.0, 1.0)]
     choice = choose(cv, per_fold, parts)
     return HybridFit(test_probabilities=np.asarray(make_test[choice](), np.float64), choice=choice, cv_auc=cv,
                      fold_auc=per_fold)
+
+
+def _fusion_name(w: float) -> str:
+    return f"late fusion (image weight {w:g})"
 
 
 def _fold_aucs(labels: np.ndarray, probabilities: np.ndarray, folds: Sequence[np.ndarray]) -> tuple[float, ...]:
