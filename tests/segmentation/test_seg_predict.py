@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
 import torch
 
-from cmrprior.errors import WeightsUnavailableError
+from cmrprior.errors import DataError, WeightsUnavailableError
 from cmrprior.segmentation import predict as predict_mod
-from cmrprior.segmentation.cv import cross_validate, make_folds
+from cmrprior.segmentation.cv import FOLD_SPLIT_FILE, cross_validate, make_folds
 from cmrprior.segmentation.network import build_unet, save_segmenter
 from cmrprior.segmentation.postprocess import postprocess_labels
 from cmrprior.segmentation.predict import predict_slices, segment_prepared
@@ -86,20 +87,17 @@ def test_patients_with_the_same_images_are_held_out_by_the_same_fold():
 
 
 def test_a_fold_made_with_other_patients_is_not_resumed(tmp_path):
-    from cmrprior.errors import DataError
-
     cohort = make_cohort(n_patients=8)
     cfg = SegTrainConfig(unet=TINY, max_epochs=1, batch_size=8, train_crop=None, warmup_steps=1, val_fraction=0.25,
                          num_threads=1)
     (train, test), _ = make_folds(cohort, 2, seed=0)
     other = {"train": train[1:] + test[:1], "test": test[1:] + train[:1]}  # one patient swapped
-    (tmp_path / "fold_0").mkdir()
-    import json
-
-    (tmp_path / "fold_0" / "test_patients.json").write_text(json.dumps(other))
+    split_file = tmp_path / "fold_0" / FOLD_SPLIT_FILE
+    split_file.parent.mkdir()
+    split_file.write_text(json.dumps(other))
     with pytest.raises(DataError, match="fold_0/test_patients.json.*other patients"):
         cross_validate(cohort, cfg, tmp_path, folds=2)
     assert not (tmp_path / "fold_0" / "metrics.csv").exists()
-    (tmp_path / "fold_0" / "test_patients.json").write_text("{")
+    split_file.write_text("{")
     with pytest.raises(DataError, match="fold_0/test_patients.json.*unreadable fold split"):
         cross_validate(cohort, cfg, tmp_path, folds=2)

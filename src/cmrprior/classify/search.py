@@ -17,7 +17,6 @@ Folds are given as patient-id pairs (inner train, inner validation), made from t
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -28,6 +27,7 @@ from torch import nn
 from cmrprior.classify.data import SliceSet
 from cmrprior.classify.train import FitResult, fit_end_to_end, fit_head
 from cmrprior.errors import ConfigError, InputError
+from cmrprior.evaluate.metrics import none_if_nan
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ class SearchResult:
         return {
             "lr": self.lr,
             "epochs": self.epochs,
-            "cv_auc": None if math.isnan(self.cv_auc) else self.cv_auc,
+            "cv_auc": none_if_nan(self.cv_auc),
             "curves": self.curves,
             "grid": self.grid,
             "n_folds": len(self.fold_patient_ids),
@@ -98,7 +98,7 @@ def _search(
         mean_auc = _nanmean(auc)
         eligible = mean_auc[:reached]
         best_e = int(np.nanargmax(eligible)) if not np.all(np.isnan(eligible)) else reached - 1
-        grid.append({"lr": lr, "best_epoch": best_e + 1, "best_mean_auc": _f(mean_auc[best_e]), "mean_auc": [_f(a) for a in mean_auc],
+        grid.append({"lr": lr, "best_epoch": best_e + 1, "best_mean_auc": none_if_nan(mean_auc[best_e]), "mean_auc": [none_if_nan(a) for a in mean_auc],
                      **({} if reached == max_epochs else {"epochs_all_folds": reached})})
         per_lr.append((li, best_e, mean_auc, _nanmean(vloss), _nanmean(tloss)))
     li, best_e, mean_auc, mean_vloss, mean_tloss = max(
@@ -111,9 +111,9 @@ def _search(
         epochs=best_e + 1,
         cv_auc=float(mean_auc[best_e]),
         curves={
-            "val_auc": [_f(a) for a in mean_auc],
-            "val_loss": [_f(a) for a in mean_vloss],
-            "train_loss": [_f(a) for a in mean_tloss],
+            "val_auc": [none_if_nan(a) for a in mean_auc],
+            "val_loss": [none_if_nan(a) for a in mean_vloss],
+            "train_loss": [none_if_nan(a) for a in mean_tloss],
         },
         grid=grid,
         fold_patient_ids=[[list(tr), list(va)] for tr, va in folds],
@@ -205,5 +205,3 @@ def cv_search_finetune(
     return _search(lrs, folds, max_epochs, fit_fold)
 
 
-def _f(x: float) -> float | None:
-    return None if x is None or math.isnan(float(x)) else float(x)

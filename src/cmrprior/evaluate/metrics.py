@@ -81,10 +81,10 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray, classes: tuple
     cm = confusion_matrix(labels, predicted, k)
     pc = per_class_auc(labels, probs)
     return {
-        "macro_auc": _none_if_nan(macro_auc(labels, probs)),
-        "per_class_auc": {str(c): _none_if_nan(a) for c, a in zip(classes, pc)},
+        "macro_auc": none_if_nan(macro_auc(labels, probs)),
+        "per_class_auc": {str(c): none_if_nan(a) for c, a in zip(classes, pc)},
         "accuracy": float((predicted == labels).mean()) if labels.size else None,
-        "balanced_accuracy": _none_if_nan(balanced_accuracy(cm)),
+        "balanced_accuracy": none_if_nan(balanced_accuracy(cm)),
         "confusion_matrix": cm.tolist(),
         "n_patients": int(labels.size),
     }
@@ -101,8 +101,9 @@ def patient_probabilities(slice_probs: np.ndarray, patient_index: np.ndarray, n_
         return sums / counts[:, None]
 
 
-def _none_if_nan(x: float) -> float | None:
-    return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
+def none_if_nan(x: float | None) -> float | None:
+    """`x` as a float, or None where it is None or NaN: JSON's null, which strict readers accept and NaN is not."""
+    return None if x is None or math.isnan(float(x)) else float(x)
 
 
 def weighted_macro_auc(labels: np.ndarray, probs: np.ndarray, weights: np.ndarray) -> np.ndarray:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +32,7 @@ from cmrprior.errors import DataError
 from cmrprior.evaluate.ci import corrected_t_interval, patient_bootstrap_ci
 from cmrprior.evaluate.compare import delong_test, holm_adjust, patient_paired_bootstrap, paired_t
 from cmrprior.evaluate.config import EvaluationConfig
-from cmrprior.evaluate.metrics import macro_auc
+from cmrprior.evaluate.metrics import macro_auc, none_if_nan
 from cmrprior.io.records import ACDC_CLASSES
 from cmrprior.runs import HOLDOUT, CellResult
 from cmrprior.utils import atomic
@@ -71,8 +70,6 @@ PAPER_ACDC = {
 }
 
 
-def _nan_none(x):
-    return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
 
 
 def summarise_cells(results: list[CellResult], *, test_train_ratio: float, n_boot: int = 1000, seed: int = 0,
@@ -98,13 +95,13 @@ def summarise_cells(results: list[CellResult], *, test_train_ratio: float, n_boo
             _, blo, bhi = patient_bootstrap_ci(per_split, n_boot=n_boot, seed=seed, level=level)
 
             def nanmean(values) -> float | None:
-                return _nan_none(float(np.nanmean([np.nan if v is None else v for v in values])))
+                return none_if_nan(float(np.nanmean([np.nan if v is None else v for v in values])))
 
             summary.update({
-                "macro_auc": _nan_none(mean), "t_low": _nan_none(lo), "t_high": _nan_none(hi),
-                "boot_low": _nan_none(blo), "boot_high": _nan_none(bhi),
+                "macro_auc": none_if_nan(mean), "t_low": none_if_nan(lo), "t_high": none_if_nan(hi),
+                "boot_low": none_if_nan(blo), "boot_high": none_if_nan(bhi),
                 "split_aucs": aucs, "splits": [r.key.split for r in ok],
-                "accuracy": _nan_none(float(np.mean([m.accuracy for m in metrics]))),
+                "accuracy": none_if_nan(float(np.mean([m.accuracy for m in metrics]))),
                 "balanced_accuracy": nanmean(m.balanced_accuracy for m in metrics),
                 "per_class_auc": {c: nanmean(m.per_class_auc[c] for m in metrics) for c in ok[0].classes},
                 "hyperparameters": [r.hyperparameters for r in ok],

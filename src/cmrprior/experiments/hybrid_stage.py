@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import time
 
 import numpy as np
@@ -21,7 +20,7 @@ import numpy as np
 from cmrprior.classify.anatomy import AnatomyModel, signed_log
 from cmrprior.classify.hybrid import fit_hybrid
 from cmrprior.data.splits import assert_disjoint
-from cmrprior.evaluate.metrics import classification_metrics
+from cmrprior.evaluate.metrics import classification_metrics, none_if_nan
 from cmrprior.experiments.anatomy_stage import AnatomyInputs
 from cmrprior.runs import CellResult, RunFolder, SplitSpec, TestMetrics, TestOutputs
 from cmrprior.utils.seeding import derive_seed
@@ -69,7 +68,7 @@ def _hybrid(run: RunFolder, split: SplitSpec, model: AnatomyModel, inputs: Anato
         final_train_loss=None, checkpoint=None, train_oof=None, wall_s=time.time() - t0,
         hyperparameters={"fusion": fit.choice, "anatomy_model": model.chosen.describe()},
         search={"cv_auc": fit.cv_auc,
-                "fold_auc": {k: [a if math.isfinite(a) else None for a in v] for k, v in fit.fold_auc.items()},
+                "fold_auc": {k: [none_if_nan(a) for a in v] for k, v in fit.fold_auc.items()},
                 "image_cell": str(run.cell_dir(cell.key).relative_to(run.root))},
         test=TestOutputs(list(test.patient_ids), y.tolist(), probs.tolist(),
                          TestMetrics(**classification_metrics(y, probs, cell.classes))),

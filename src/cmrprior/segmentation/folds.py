@@ -140,7 +140,8 @@ def write_segmenter_set(out: str | Path, cohort: Cohort, *, full_weights: str | 
     folds = []
     fold_dirs = [] if cv_dir is None else sorted(Path(cv_dir).glob("fold_*"), key=lambda p: int(p.name.split("_")[1]))
     for k, fold_dir in enumerate(fold_dirs):
-        folds.append(entry(fold_dir / MODEL_FILE, f"fold_{k}", list(read_fold_split(fold_dir / FOLD_SPLIT_FILE).train)))
+        split = read_fold_split(fold_dir / FOLD_SPLIT_FILE)
+        folds.append(entry(fold_dir / MODEL_FILE, f"fold_{k}", list(split.train)))
     if cv_dir is not None and len(folds) < 2:
         raise DataError(Path(cv_dir), "needs at least 2 finished folds (fold_k/model.safetensors)")
     full = entry(Path(full_weights), "full", [r.patient_id for r in cohort.patients], copy=copy_full)
