@@ -19,14 +19,20 @@ from dataclasses import dataclass
 from cmrprior.errors import ConfigError
 
 
+# How a pre-trained init's encoder learns before the diagnosis model: SimCLR (the study's contrastive
+# pre-training) or drawing the study's heart masks (`cmrprior.ssl.teacher`).
+PRETEXTS: tuple[str, ...] = ("simclr", "masks")
+
+
 @dataclass(frozen=True)
 class Init:
-    """One initialisation of the grid: its config name, its label in tables, and the images its SimCLR
-    pre-training runs on (`None`: no pre-training)."""
+    """One initialisation of the grid: its config name, its label in tables, the images its pre-training runs
+    on (`None`: no pre-training) and that pre-training's pretext (`PRETEXTS`)."""
 
     name: str
     label: str
     pretrain_images: str | None
+    pretext: str = "simclr"
 
 
 DEFAULT_BACKBONE = "vgg16"  # the study's; every default backbone (CLI, configs, pre-training) is this one
@@ -36,8 +42,12 @@ INITS: tuple[Init, ...] = (
     Init("imagenet", "ImageNet", None),
     Init("full_sscl", "Full-SSCL", "full"),
     Init("segmented_sscl", "Segmented-SSCL", "segmented"),
+    # not one of the study's: an encoder that learned to segment the heart on the training part's segmented
+    # images (the anatomic prior taught directly, instead of through SimCLR on segmented images)
+    Init("seg_teacher", "Seg-teacher", "segmented", pretext="masks"),
 )
 INIT_NAMES: tuple[str, ...] = tuple(i.name for i in INITS)
+STUDY_INITS: tuple[str, ...] = INIT_NAMES[:4]  # the study's grid (Nakashima et al.): the default
 
 # mask labels, ACDC convention (0 is background)
 RV_LABEL, MYO_LABEL, LV_LABEL = 1, 2, 3

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from cmrprior.classify.pooling import POOLINGS
 from cmrprior.errors import ConfigError
-from cmrprior.vocab import DEFAULT_BACKBONE, IMAGES, INIT_NAMES
+from cmrprior.vocab import DEFAULT_BACKBONE, IMAGES, INIT_NAMES, STUDY_INITS
 
 TRAINING_MODES: tuple[str, ...] = ("linear", "finetune")
 
@@ -18,6 +18,8 @@ TRAINING_MODES: tuple[str, ...] = ("linear", "finetune")
 #   end-to-end."
 STUDY_MODES: dict[str, str] = {"none": "finetune", "imagenet": "linear", "full_sscl": "linear",
                                 "segmented_sscl": "linear"}
+# Inits outside the study: pre-trained encoders, used as the study used its pre-trained ones.
+DEFAULT_MODES: dict[str, str] = {**STUDY_MODES, "seg_teacher": "linear"}
 
 
 @dataclass(frozen=True)
@@ -25,7 +27,8 @@ class ClassifierConfig:
     """The grid of diagnosis models and how each is trained.
 
     backbones x inits x images is the grid. modes: init name -> `linear` (frozen encoders, output layer
-    trained) or `finetune` (all layers trained); inits not named keep the study's mode (`STUDY_MODES`).
+    trained) or `finetune` (all layers trained); inits not named keep their default (`DEFAULT_MODES`: the
+    study's mode for the study's inits).
     Both modes choose the lr and the number of epochs by k-fold CV inside the training part (linear: `lrs`, up
     to `max_epochs`; finetune: `finetune_lrs`, up to `finetune_max_epochs`); finetune folds stop early after `patience` epochs without a better validation loss, and the
     encoders learn at `lr * encoder_lr_ratio` (1: one network trained end to end, as the study's None).
@@ -37,9 +40,9 @@ class ClassifierConfig:
     """
 
     backbones: tuple[str, ...] = (DEFAULT_BACKBONE,)
-    inits: tuple[str, ...] = INIT_NAMES
+    inits: tuple[str, ...] = STUDY_INITS
     images: tuple[str, ...] = IMAGES
-    modes: dict[str, str] = field(default_factory=lambda: dict(STUDY_MODES))
+    modes: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_MODES))
     input_size: int = 64
     lrs: tuple[float, ...] = (1e-3, 1e-2)
     max_epochs: int = 40
@@ -92,7 +95,7 @@ def _checked_modes(modes: object) -> dict[str, str]:
     bad = {k: v for k, v in modes.items() if v not in TRAINING_MODES}
     if bad:
         raise ConfigError(f"classifier.modes: unknown mode(s) {bad}; expected one of {list(TRAINING_MODES)}")
-    return {i: str(modes.get(i, STUDY_MODES[i])) for i in INIT_NAMES}
+    return {i: str(modes.get(i, DEFAULT_MODES[i])) for i in INIT_NAMES}
 
 
 ANATOMY_FAMILIES: tuple[str, ...] = ("logistic", "forest")

@@ -1,7 +1,9 @@
 """Slice-pair sets for the diagnosis model, and the resize to the model's input size.
 
 A `SliceSet` holds the ED and ES images of N slice pairs, float32 `(N, S, S)`, the class index per slice
-(its patient's), and the patient of each slice as an index `[0, P)` into `patient_ids`.
+(its patient's), the patient of each slice as an index `[0, P)` into `patient_ids`, and, where the cohort has
+them, the study's heart masks of those images at the same size (what the Seg-teacher pre-training learns to
+draw; never read by the diagnosis models).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ class SliceSet:
     labels: np.ndarray  # int64 (N,)
     patient_index: np.ndarray  # int64 (N,) in [0, P)
     patient_ids: tuple[str, ...]  # (P,)
+    ed_mask: np.ndarray | None = None  # uint8 (N, S, S) ACDC labels of `ed`, or None
+    es_mask: np.ndarray | None = None  # uint8 (N, S, S) ACDC labels of `es`, or None
 
     def __len__(self) -> int:
         return int(self.ed.shape[0])
@@ -40,7 +44,8 @@ class SliceSet:
     def with_labels(self, labels: np.ndarray) -> "SliceSet":
         """The same slices with other class indices (int64 `(N,)`), e.g. in another cohort's class order."""
         return SliceSet(ed=self.ed, es=self.es, labels=np.asarray(labels, dtype=np.int64),
-                        patient_index=self.patient_index, patient_ids=self.patient_ids)
+                        patient_index=self.patient_index, patient_ids=self.patient_ids,
+                        ed_mask=self.ed_mask, es_mask=self.es_mask)
 
     def subset_patients(self, patient_ids: list[str] | tuple[str, ...]) -> "SliceSet":
         """The slices of the given patients (in that patient order), re-indexed; InputError for unknown ids."""
@@ -58,6 +63,8 @@ class SliceSet:
             labels=self.labels[keep],
             patient_index=remap[self.patient_index[keep]],
             patient_ids=tuple(patient_ids),
+            ed_mask=None if self.ed_mask is None else self.ed_mask[keep],
+            es_mask=None if self.es_mask is None else self.es_mask[keep],
         )
 
 
@@ -71,3 +78,18 @@ def resize_stack(images: np.ndarray, size: int) -> np.ndarray:
     t = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).unsqueeze(1)
     out = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False, antialias=size < images.shape[1])
     return out.squeeze(1).numpy()
+
+
+def resize_labels(masks: np.ndarray, size: int, n_labels: int = 4) -> np.ndarray:
+    """Resize label maps uint8 `(N, H, W)` (values in `[0, n_labels)`) to `(N, size, size)`: each output
+    pixel takes the label with the largest area under it (area-weighted one-hot, then argmax; ties go to
+    the lower label), so thin structures keep their share instead of being skipped by nearest-neighbour.
+
+    Returns the input unchanged (not copied) when it already has that size.
+    """
+    if masks.shape[1:] == (size, size):
+        return masks
+    t = torch.from_numpy(np.ascontiguousarray(masks, dtype=np.int64))
+    onehot = F.one_hot(t, n_labels).permute(0, 3, 1, 2).float()
+    area = F.interpolate(onehot, size=(size, size), mode="area" if size <= masks.shape[1] else "nearest")
+    return area.argmax(1).numpy().astype(np.uint8)

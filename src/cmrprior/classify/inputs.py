@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from cmrprior.anatomy.heart import apply_image_mode
-from cmrprior.classify.data import SliceSet, resize_stack
+from cmrprior.classify.data import SliceSet, resize_labels, resize_stack
 from cmrprior.data.prepared import PreparedCohort
 from cmrprior.errors import DataError
 from cmrprior.runs import HOLDOUT, CellResult, RunFolder, labels_in_order
@@ -37,8 +37,25 @@ def image_stacks(prepared: PreparedCohort, spec: ImageSpec) -> tuple[np.ndarray,
     return apply_image_mode(prepared.ed, prepared.ed_mask, **kw), apply_image_mode(prepared.es, prepared.es_mask, **kw)
 
 
+def mask_stacks(prepared: PreparedCohort, spec: ImageSpec) -> tuple[np.ndarray, np.ndarray] | None:
+    """The study's ED and ES heart masks uint8 `(N, S, S)` on the pixels of `image_stacks(prepared, spec)`, or
+    None when the cohort has none there (no masks; full images of a cohort prepared before full images had
+    masks) or the mode moves pixels (`crop` modes resample each slice's heart box)."""
+    if spec.mode == "full":
+        if prepared.ed_full is not None:
+            masks = (prepared.ed_full_mask, prepared.es_full_mask)
+        else:
+            masks = (prepared.ed_mask, prepared.es_mask)
+    elif spec.mode == "mask":
+        masks = (prepared.ed_mask, prepared.es_mask)
+    else:
+        return None
+    return None if masks[0] is None or masks[1] is None else masks
+
+
 def build_slice_set(prepared: PreparedCohort, spec: ImageSpec, input_size: int, *, labels: bool = True) -> SliceSet:
-    """Slice pairs of every patient at `input_size` px, labels in the cohort's class order.
+    """Slice pairs of every patient at `input_size` px, labels in the cohort's class order, with their masks
+    at the same size where `mask_stacks` has them.
 
     labels=True: every patient must have a known label (DataError naming them otherwise); labels=False:
     unknown labels stay -1 (readers that relabel in another class order).
@@ -47,12 +64,15 @@ def build_slice_set(prepared: PreparedCohort, spec: ImageSpec, input_size: int, 
         bad = [p.patient_id for p, lab in zip(prepared.patients, prepared.patient_labels) if lab < 0][:5]
         raise DataError(None, f"patients without a known label: {bad}")
     ed, es = image_stacks(prepared, spec)
+    masks = mask_stacks(prepared, spec)
     return SliceSet(
         ed=np.ascontiguousarray(resize_stack(ed.astype(np.float32), input_size)),
         es=np.ascontiguousarray(resize_stack(es.astype(np.float32), input_size)),
         labels=prepared.slice_labels.astype(np.int64),
         patient_index=prepared.patient_index.astype(np.int64),
         patient_ids=tuple(prepared.patient_ids),
+        ed_mask=None if masks is None else resize_labels(masks[0], input_size),
+        es_mask=None if masks is None else resize_labels(masks[1], input_size),
     )
 
 

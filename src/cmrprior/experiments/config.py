@@ -1,7 +1,7 @@
 """Study configuration: one frozen dataclass per component, composed here, filled from YAML at the edge.
 
 Each component's settings live next to the component (`data.prepare.PrepareConfig`,
-`ssl.config.PretrainConfig`, `data.splits.ProtocolConfig`, `vocab.ImagesConfig`, `classify.config.ClassifierConfig` and `AnatomyConfig`, `evaluate.config.EvaluationConfig`);
+`ssl.config.PretrainConfig`, `ssl.teacher.TeacherConfig`, `data.splits.ProtocolConfig`, `vocab.ImagesConfig`, `classify.config.ClassifierConfig` and `AnatomyConfig`, `evaluate.config.EvaluationConfig`);
 this module adds what only the study has (masks, the pre-training grid) and
 composes them. Each default is defined once, in its dataclass. Unknown keys anywhere are an error that
 names the key and the file, so a typo cannot silently fall back to a default.
@@ -36,6 +36,7 @@ from cmrprior.errors import ConfigError
 from cmrprior.evaluate.config import EvaluationConfig
 from cmrprior.segmentation.inference import SegInference
 from cmrprior.ssl.config import PretrainConfig
+from cmrprior.ssl.teacher import TeacherConfig
 from cmrprior.vocab import ImageSpec, ImagesConfig
 
 MASK_SOURCES: tuple[str, ...] = ("segmenter", "ground_truth")
@@ -102,6 +103,7 @@ class StudyConfig:
     images: ImagesConfig = field(default_factory=ImagesConfig)
     protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
     pretrain: PretrainGrid = field(default_factory=PretrainGrid)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)  # the Seg-teacher init's pre-training
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     anatomy: AnatomyConfig = field(default_factory=AnatomyConfig)

@@ -1,4 +1,5 @@
-"""One SimCLR pre-training piece of the study: one split, one kind of images, one backbone, one batch size.
+"""One pre-training piece of the study: one split, one kind of images, one backbone, and one batch size
+(SimCLR) or the Seg-teacher (`cmrprior.ssl.teacher`).
 
 Only the split's training patients are used: `train_ids` (inner training part) for the contrastive loss,
 `val_ids` (inner validation part, still training patients) for early stopping. Both ED and ES slices are
@@ -16,9 +17,11 @@ import numpy as np
 
 from cmrprior.classify.data import SliceSet
 from cmrprior.data.splits import assert_disjoint
+from cmrprior.errors import ConfigError
 from cmrprior.runs import PretrainRecord, RunFolder
 from cmrprior.ssl.config import PretrainConfig
 from cmrprior.ssl.pretrain import pretrain
+from cmrprior.ssl.teacher import TeacherConfig, pretrain_teacher
 
 log = logging.getLogger(__name__)
 
@@ -57,4 +60,51 @@ def pretrain_piece(
         best_val_loss=result.best_val_loss, epochs_run=len(result.history),
     )
     run.write_pretrain(folder, record, {"stopped_early": result.stopped_early, "finished": result.finished})
+    return record
+
+
+def pretrain_masks(data: SliceSet, ids: tuple[str, ...], images: str) -> np.ndarray:
+    """The masks of `pretrain_images(data, ids)`, in the same order: uint8 `(2 N, S, S)`.
+
+    Raises ConfigError when `data` has no masks on its pixels (`cmrprior.classify.inputs.mask_stacks`).
+    """
+    sub = data.subset_patients(list(ids))
+    if sub.ed_mask is None or sub.es_mask is None:
+        raise ConfigError(f"the Seg-teacher init needs the heart masks of the {images} images on their pixels; "
+                          f"this cohort's have none there (a `crop` segmented mode, or a cohort without masks)")
+    return np.concatenate([sub.ed_mask, sub.es_mask])
+
+
+def teacher_piece(
+    run: RunFolder,
+    folder: Path,
+    data: SliceSet,
+    *,
+    images: str,
+    backbone: str,
+    seed: int,
+    train_ids: tuple[str, ...],
+    val_ids: tuple[str, ...],
+    test_ids: tuple[str, ...],
+    config: TeacherConfig,
+) -> PretrainRecord:
+    """Train (or resume, or reuse) the Seg-teacher encoder of one split on its training patients' images and
+    masks; `done.json` as for SimCLR (`batch_size` is the teacher's)."""
+    done = run.read_pretrain(folder)
+    if done is not None:
+        return done
+    assert_disjoint("pretrain", tuple(train_ids) + tuple(val_ids), test_ids)
+    t0 = time.time()
+    train = (pretrain_images(data, train_ids), pretrain_masks(data, train_ids, images))
+    val = (pretrain_images(data, val_ids), pretrain_masks(data, val_ids, images)) if val_ids else None
+    log.info("teacher %s: %s images, %d train / %d val images", folder, images, len(train[0]),
+             0 if val is None else len(val[0]))
+    result = pretrain_teacher(*train, config, folder / "run", backbone=backbone, seed=seed, val=val)
+    record = PretrainRecord(
+        checkpoint=str(result.checkpoint), backbone=backbone, batch_size=config.batch_size, images=images,
+        patient_ids=sorted(train_ids), val_patient_ids=sorted(val_ids), n_train_images=int(len(train[0])),
+        n_val_images=0 if val is None else int(len(val[0])), seed=seed, wall_s=time.time() - t0,
+        best_val_loss=result.best_val_loss, epochs_run=len(result.history),
+    )
+    run.write_pretrain(folder, record, {"stopped_early": result.stopped_early, "finished": True})
     return record

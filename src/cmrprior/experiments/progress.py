@@ -27,13 +27,18 @@ class StudyProgress:
     def for_grid(cls, config: StudyConfig, n_splits: int, prefix: str = "") -> "StudyProgress":
         """Counters for `n_splits` splits of the config's grid (`prefix`: "held-out " for --test)."""
         c = config.classifier
-        n_sscl = sum(1 for i in INITS if i.pretrain_images is not None and i.name in c.inits)
-        n_pretrain = n_splits * len(c.backbones) * n_sscl * len(config.pretrain.batch_sizes)
+        pre = [i for i in INITS if i.pretrain_images is not None and i.name in c.inits]
+        per_backbone = sum(len(config.pretrain.batch_sizes) if i.pretext == "simclr" else 1 for i in pre)
+        n_pretrain = n_splits * len(c.backbones) * per_backbone
         return cls(Progress(f"{prefix}pre-training", n_pretrain, log),
                    Progress(f"{prefix}cells", n_splits * len(c.backbones) * len(c.inits) * len(c.images), log))
 
     def pretrain_done(self, split: str, backbone: str, images: str, batch_size: int, *, reused: bool) -> None:
         self.pretrain.done(f"split {split}, {backbone}, {images} images, batch {batch_size}"
+                           + (", reused" if reused else ""), reused=reused)
+
+    def teacher_done(self, split: str, backbone: str, images: str, *, reused: bool) -> None:
+        self.pretrain.done(f"split {split}, {backbone}, Seg-teacher on {images} images"
                            + (", reused" if reused else ""), reused=reused)
 
     def cell_done(self, r: CellResult, *, reused: bool) -> None:

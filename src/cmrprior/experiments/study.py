@@ -7,7 +7,8 @@ Steps (Nakashima et al., sec. 5.1; run folder layout in `experiments/README.md`,
    70/30 holdout by default, or repeated k-fold);
 3. per split, per backbone: SimCLR pre-training on the images of every SSCL init (full, segmented) of the
    split's training patients only (early stopping on the inner validation part of the training patients),
-   one run per pre-training batch size of the grid;
+   one run per pre-training batch size of the grid; the Seg-teacher init's encoder learns to draw the heart
+   masks of the same training patients instead (`cmrprior.ssl.teacher`);
 4. per split, per backbone x initialisation x training images: the ED/ES diagnosis model
    (`cmrprior.experiments.cell.run_cell`); hyperparameters by k-fold CV inside the training part;
 5. tables 1-3 (mean, corrected resampled t interval across splits, patient-bootstrap interval), paired
@@ -47,7 +48,7 @@ from cmrprior.experiments.cell import CellJob, run_cell
 from cmrprior.experiments import cohort_data
 from cmrprior.experiments.cohort_data import CohortData, load_cohort_data, merge_slice_sets, needed_images
 from cmrprior.experiments.config import StudyConfig
-from cmrprior.experiments.pretraining import pretrain_piece
+from cmrprior.experiments.pretraining import pretrain_piece, teacher_piece
 from cmrprior.experiments.progress import StudyProgress
 from cmrprior.report import build_report
 from cmrprior.runs import HOLDOUT, LAYOUT_VERSION, CellKey, CellResult, PretrainRecord, RunFolder, RunInfo, SplitSpec
@@ -100,10 +101,21 @@ def _load_or_make_splits(run: RunFolder, data: CohortData, config: StudyConfig) 
 def _pretrain_all(run: RunFolder, split: SplitSpec, images: dict[str, SliceSet], backbone: str, config: StudyConfig,
                   inner: tuple[tuple[str, ...], tuple[str, ...]], progress: StudyProgress | None = None
                   ) -> dict[str, tuple[PretrainRecord, ...]]:
-    """SimCLR runs of one split and backbone: init name -> one record per pre-training batch size."""
+    """Pre-training runs of one split and backbone: init name -> one record per pre-training batch size
+    (SimCLR), or the one Seg-teacher record."""
     out = {}
     for init in INITS:
         if init.pretrain_images is None or init.name not in config.classifier.inits:
+            continue
+        if init.pretext == "masks":
+            folder = run.teacher_dir(split.name, init.pretrain_images, backbone)
+            reused = run.read_pretrain(folder) is not None
+            out[init.name] = (teacher_piece(
+                run, folder, images[init.pretrain_images], images=init.pretrain_images, backbone=backbone,
+                seed=derive_seed(split.seed, "teacher", init.pretrain_images, backbone), train_ids=inner[0],
+                val_ids=inner[1], test_ids=split.test, config=config.teacher),)
+            if progress is not None:
+                progress.teacher_done(split.name, backbone, init.pretrain_images, reused=reused)
             continue
         records = []
         for bs in config.pretrain.batch_sizes:

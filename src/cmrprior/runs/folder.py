@@ -59,6 +59,10 @@ class RunFolder:
     def pretrain_dir(self, split: str, images: str, backbone: str, batch_size: int) -> Path:
         return self.split_dir(split) / "pretrain" / images / backbone / f"bs{batch_size}"
 
+    def teacher_dir(self, split: str, images: str, backbone: str) -> Path:
+        """The Seg-teacher pre-training of one split, kind of images and backbone (beside SimCLR's `bs*`)."""
+        return self.split_dir(split) / "pretrain" / images / backbone / "teacher"
+
     def cell_dir(self, key: CellKey) -> Path:
         if key.init == ANATOMY:  # the "Anatomy" model (vocab.ANATOMY), outside cells/: it is not an image model
             return self.split_dir(key.split) / "anatomy"

@@ -1,0 +1,252 @@
+"""Seg-teacher pre-training: the encoder learns to draw the heart (LV cavity, myocardium, RV) from the image.
+
+The study's masks are the teacher. Its encoder (any registered backbone) feeds a small decoder through its last
+spatial feature map (the backbone's `gradcam_layer`), and the pair is trained with cross-entropy to predict
+each pixel's label; the decoder is then thrown away. A frozen encoder trained this way has features that
+measure the heart's structures (how much cavity, how thick a wall), which is what tells the diagnoses apart
+and what SimCLR's crop-invariant features lose. At test time the classifier sees images only.
+
+Only the split's training patients are used (as for SimCLR), and their masks are the study's own (the
+segmenter's out-of-sample masks, or expert masks in the oracle setting the outputs name).
+
+Files (`out_dir`), written atomically:
+  best.pt        the encoder of the best held-out epoch, in SimCLR's best.pt format (`load_encoder` reads it);
+  last.pt        {"config", "model", "optimizer", "state"} after each epoch: a killed run resumes there;
+  metrics.jsonl  one line per epoch.
+Each epoch draws its augmentation and order from a generator seeded by (seed, epoch), so a resumed run
+computes what an uninterrupted one does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cmrprior.errors import ConfigError, DataError, InputError
+from cmrprior.models.registry import create_backbone
+from cmrprior.ssl.checkpoint import write_metrics
+from cmrprior.utils import atomic
+
+log = logging.getLogger(__name__)
+
+N_LABELS = 4  # background, RV, myocardium, LV cavity (ACDC labels)
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    """Seg-teacher settings (YAML: the study's `teacher` section). Raises ConfigError on an invalid value."""
+
+    epochs: int = 30
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    patience: int = 5  # epochs without held-out improvement before stopping (0: never stop early)
+    decoder_width: int = 64  # channels of the decoder's first block (halved at each of the following two)
+    shift_px: int = 4  # random translation of image and mask together, in pixels at the input size
+    intensity_jitter: float = 0.2  # intensity x U(1 - j, 1 + j) + U(-j / 2, j / 2), image only
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "decoder_width"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"teacher.{name} must be >= 1, got {getattr(self, name)}")
+        if not self.lr > 0 or self.weight_decay < 0:
+            raise ConfigError(f"teacher.lr must be > 0 and weight_decay >= 0, got {self.lr}, {self.weight_decay}")
+        if self.patience < 0 or self.shift_px < 0 or not 0 <= self.intensity_jitter < 1:
+            raise ConfigError("teacher.patience and shift_px must be >= 0, intensity_jitter in [0, 1)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class TeacherResult:
+    checkpoint: Path  # best.pt
+    history: list[dict[str, Any]]
+    best_val_loss: float | None
+    stopped_early: bool
+
+
+class SegmentationPretext(nn.Module):
+    """`encoder` + a decoder from its last spatial map (`encoder.gradcam_layer`) to `N_LABELS` logits at the
+    input size: three conv3x3-BN-ReLU blocks, each after a 2x bilinear upsampling, a 1x1 conv, and a final
+    bilinear resize to the input (for encoders whose map is not 1/8 of it)."""
+
+    def __init__(self, encoder: nn.Module, *, width: int = 64) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self._layer = dict(encoder.named_modules())[encoder.gradcam_layer]
+        with torch.no_grad():
+            was = encoder.training
+            encoder.eval()
+            channels = self._map(torch.zeros(1, int(encoder.in_chans), 32, 32)).shape[1]
+            encoder.train(was)
+        blocks: list[nn.Module] = []
+        prev = channels
+        for w in (width, max(1, width // 2), max(1, width // 4)):
+            blocks += [nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+                       nn.Conv2d(prev, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True)]
+            prev = w
+        self.decoder = nn.Sequential(*blocks, nn.Conv2d(prev, N_LABELS, 1))
+
+    def _map(self, x: torch.Tensor) -> torch.Tensor:
+        """The encoder's last spatial feature map for `x` (B, C, H, W)."""
+        out: list[torch.Tensor] = []
+        handle = self._layer.register_forward_hook(lambda _m, _i, o: out.append(o))
+        try:
+            self.encoder.forward_features(x)
+        finally:
+            handle.remove()
+        return out[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.decoder(self._map(x))
+        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def _check_pairs(images: np.ndarray, masks: np.ndarray, what: str) -> None:
+    if images.ndim != 3 or images.shape != masks.shape:
+        raise InputError(f"teacher {what}: images {images.shape} and masks {masks.shape} must both be (N, S, S)")
+    if len(images) == 0:
+        raise InputError(f"teacher {what}: no images")
+    if masks.size and (int(masks.min()) < 0 or int(masks.max()) >= N_LABELS):
+        raise InputError(f"teacher {what}: mask labels must be in [0, {N_LABELS}), got {int(masks.min())}..{int(masks.max())}")
+
+
+def _shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """`x` (B, ..., H, W) moved by (dy, dx) pixels, zeros coming in (no wrap-around)."""
+    h, w = x.shape[-2:]
+    out = torch.zeros_like(x)
+    out[..., max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
+        x[..., max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
+    return out
+
+
+def _augment(x: torch.Tensor, y: torch.Tensor, config: TeacherConfig, g: torch.Generator
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One random shift for the batch (image and mask together) and an intensity change per image."""
+    j = config.intensity_jitter
+    if j > 0:
+        scale = 1 + (torch.rand(len(x), 1, 1, 1, generator=g) * 2 - 1) * j
+        x = x * scale + (torch.rand(len(x), 1, 1, 1, generator=g) - 0.5) * j
+    if config.shift_px > 0:
+        dy, dx = (torch.randint(-config.shift_px, config.shift_px + 1, (2,), generator=g)).tolist()
+        x, y = _shift(x, dy, dx), _shift(y, dy, dx)
+    return x, y
+
+
+def _val_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> float:
+    model.eval()
+    total = 0.0
+    with torch.no_grad():
+        for i in range(0, len(x), batch_size):
+            total += float(F.cross_entropy(model(x[i:i + batch_size]), y[i:i + batch_size], reduction="sum"))
+    return total / y.numel()
+
+
+def _resume(last: Path, run_config: dict[str, Any], model: nn.Module, opt: torch.optim.Optimizer) -> dict[str, Any]:
+    """The loop state to start from: a new one, or the one saved in `last` (model and optimizer loaded in place).
+    Only `epochs` may differ from the saved run's configuration (a longer run continues a shorter one)."""
+    state: dict[str, Any] = {"epoch": 0, "history": [], "best_val_loss": None, "bad_epochs": 0, "stopped_early": False}
+    if not last.exists():
+        return state
+    try:
+        ckpt = torch.load(last, map_location="cpu", weights_only=True)
+        saved = ckpt["config"]
+    except Exception as exc:  # torch.load raises many types (pickle, zip, OSError, RuntimeError)
+        raise DataError(last, f"cannot read the teacher checkpoint to resume ({type(exc).__name__}: {exc})") from exc
+    if {k: v for k, v in saved.items() if k != "epochs"} != {k: v for k, v in run_config.items() if k != "epochs"}:
+        raise ConfigError(f"{last}: made with another teacher configuration ({saved}); use a new folder")
+    model.load_state_dict(ckpt["model"])
+    opt.load_state_dict(ckpt["optimizer"])
+    state.update(ckpt["state"])
+    log.info("teacher: resumed %s at epoch %d", last, state["epoch"])
+    return state
+
+
+def _train_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+                 config: TeacherConfig, g: torch.Generator) -> float:
+    """One pass over (x, y) in the order and with the augmentation that `g` draws; the mean training loss."""
+    model.train()
+    order = torch.randperm(len(x), generator=g)
+    loss_sum = 0.0
+    for i in range(0, len(x), config.batch_size):
+        idx = order[i:i + config.batch_size]
+        if len(idx) < 2 and i > 0:  # batch norm cannot train on one image: it sits this epoch out
+            continue
+        xb, yb = _augment(x[idx], y[idx], config, g)
+        loss = F.cross_entropy(model(xb), yb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        loss_sum += loss.item() * len(idx)
+    return loss_sum / len(x)
+
+
+def pretrain_teacher(
+    images: np.ndarray,
+    masks: np.ndarray,
+    config: TeacherConfig,
+    out_dir: str | Path,
+    *,
+    backbone: str,
+    seed: int,
+    val: tuple[np.ndarray, np.ndarray] | None = None,
+) -> TeacherResult:
+    """Train (or resume, or return a finished) Seg-teacher encoder of architecture `backbone` on `images`
+    float32 `(N, S, S)` with their labels `masks` uint8 `(N, S, S)`; `val` (images, masks) chooses the epoch and
+    stops early (without it, the last epoch is kept). See the module docstring for the files.
+
+    A run resumes from `out_dir/last.pt` when one exists; only `epochs` may differ from the run that wrote it (a
+    longer run continues a shorter one).
+
+    Raises InputError (shapes or labels), DataError (an unreadable last.pt), ConfigError (last.pt of another
+    configuration).
+    """
+    _check_pairs(images, masks, "training")
+    if val is not None:
+        _check_pairs(*val, "validation")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    run_config = {**config.to_dict(), "backbone": backbone, "seed": int(seed), "image_size": int(images.shape[-1])}
+    torch.manual_seed(seed)
+    encoder = create_backbone(backbone, in_chans=1, weights=None)
+    model = SegmentationPretext(encoder, width=config.decoder_width)
+    opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    last = out / "last.pt"
+    state = _resume(last, run_config, model, opt)
+    x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))[:, None]
+    y = torch.from_numpy(np.asarray(masks, dtype=np.int64))
+    xv = yv = None
+    if val is not None:
+        xv = torch.from_numpy(np.ascontiguousarray(val[0], dtype=np.float32))[:, None]
+        yv = torch.from_numpy(np.asarray(val[1], dtype=np.int64))
+    while state["epoch"] < config.epochs and not state["stopped_early"]:
+        t0 = time.time()
+        epoch = state["epoch"] + 1
+        train_loss = _train_epoch(model, opt, x, y, config, torch.Generator().manual_seed(int(seed) * 100_003 + epoch))
+        vl = None if xv is None else _val_loss(model, xv, yv, 2 * config.batch_size)
+        row = {"epoch": epoch, "train_loss": train_loss, "val_loss": vl, "seconds": round(time.time() - t0, 2)}
+        if vl is None or state["best_val_loss"] is None or vl < state["best_val_loss"]:
+            state["best_val_loss"], state["bad_epochs"] = vl, 0
+            atomic.save_torch(out / "best.pt", {"model_args": encoder.model_args, "encoder": encoder.state_dict(),
+                                                "config": run_config, "epoch": epoch, "val_loss": vl})
+        else:
+            state["bad_epochs"] += 1
+            state["stopped_early"] = config.patience > 0 and state["bad_epochs"] >= config.patience
+        state["epoch"], state["history"] = epoch, state["history"] + [row]
+        log.info("teacher epoch %d: train loss %.4f, val loss %s (%.0f s)", epoch, train_loss,
+                 "n/a" if vl is None else f"{vl:.4f}", row["seconds"])
+        atomic.save_torch(last, {"config": run_config, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                                 "state": state})
+        write_metrics(out, state["history"])
+    return TeacherResult(checkpoint=out / "best.pt", history=list(state["history"]),
+                         best_val_loss=state["best_val_loss"], stopped_early=bool(state["stopped_early"]))

@@ -1,0 +1,113 @@
+"""Seg-teacher pre-training: augmentation against references, learning on a task with a known answer, the
+checkpoint that downstream code reads, and resuming."""
+
+import numpy as np
+import pytest
+import torch
+
+from cmrprior.classify.data import resize_labels
+from cmrprior.errors import ConfigError, InputError
+from cmrprior.ssl.checkpoint import load_encoder
+from cmrprior.ssl.teacher import SegmentationPretext, TeacherConfig, _shift, pretrain_teacher
+from cmrprior.models.registry import create_backbone
+
+
+def _discs(n: int, size: int = 32, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Images of a bright disc (label 3) in a grey ring (label 2) beside a dimmer blob (label 1), with noise:
+    the labels follow from the image, so a segmenter can learn them."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    images = np.zeros((n, size, size), np.float32)
+    masks = np.zeros((n, size, size), np.uint8)
+    for i in range(n):
+        cy, cx = rng.integers(10, size - 10, 2)
+        r = rng.uniform(3, 5)
+        d = np.hypot(yy - cy, xx - cx)
+        masks[i][(d < r + 2.5) & (d >= r)] = 2
+        masks[i][d < r] = 3
+        masks[i][(np.hypot(yy - cy, xx - cx - r - 5) < 2.5) & (masks[i] == 0)] = 1
+        images[i] = np.choose(masks[i], [0.0, 0.5, 0.3, 0.9]) + rng.normal(0, 0.05, (size, size))
+    return images.astype(np.float32), masks
+
+
+def test_resize_labels_matches_a_majority_count_per_block():
+    rng = np.random.default_rng(1)
+    masks = rng.integers(0, 4, (3, 8, 8)).astype(np.uint8)
+    out = resize_labels(masks, 4)
+    ref = np.zeros((3, 4, 4), np.uint8)
+    for n in range(3):
+        for i in range(4):
+            for j in range(4):
+                counts = np.bincount(masks[n, 2 * i:2 * i + 2, 2 * j:2 * j + 2].ravel(), minlength=4)
+                ref[n, i, j] = int(np.argmax(counts))  # ties: the lower label, as argmax
+    np.testing.assert_array_equal(out, ref)
+    assert resize_labels(masks, 8) is masks
+
+
+def test_shift_moves_pixels_and_fills_with_zeros():
+    x = torch.arange(1, 26, dtype=torch.float32).reshape(1, 5, 5)
+    for dy, dx in [(2, -1), (-3, 0), (0, 4), (0, 0)]:
+        ref = np.zeros((5, 5), np.float32)
+        for i in range(5):
+            for j in range(5):
+                si, sj = i - dy, j - dx
+                if 0 <= si < 5 and 0 <= sj < 5:
+                    ref[i, j] = x[0, si, sj]
+        np.testing.assert_array_equal(_shift(x, dy, dx)[0].numpy(), ref)
+
+
+def test_decoder_output_matches_input_size_for_the_tiny_backbone():
+    model = SegmentationPretext(create_backbone("tiny", in_chans=1), width=8)
+    assert model(torch.zeros(2, 1, 40, 40)).shape == (2, 4, 40, 40)
+
+
+def test_teacher_learns_the_labels_and_best_pt_is_the_encoder_downstream_code_loads(tmp_path):
+    torch.set_num_threads(1)
+    x, y = _discs(128)
+    xv, yv = _discs(16, seed=9)
+    cfg = TeacherConfig(epochs=15, batch_size=16, lr=1e-2, patience=0, decoder_width=16, shift_px=2)
+    res = pretrain_teacher(x, y, cfg, tmp_path / "t", backbone="tiny", seed=0, val=(xv, yv))
+    losses = [h["val_loss"] for h in res.history]
+    assert len(losses) == 15 and res.best_val_loss == min(losses)
+    # background-only guessing costs the entropy of the label frequencies; the teacher must beat it by far
+    freq = np.bincount(yv.ravel(), minlength=4) / yv.size
+    prior_ce = -(freq[freq > 0] * np.log(freq[freq > 0])).sum()
+    assert res.best_val_loss < 0.5 * prior_ce
+    enc = load_encoder(res.checkpoint)
+    best_epoch = int(np.argmin(losses)) + 1
+    saved = torch.load(res.checkpoint, weights_only=True)
+    assert saved["epoch"] == best_epoch and type(enc).__name__ == "TinyCNN"
+    # the loaded encoder is the trained one (not a fresh init): its features differ from a seeded fresh model's
+    torch.manual_seed(0)
+    fresh = create_backbone("tiny", in_chans=1).eval()
+    with torch.no_grad():
+        t = torch.from_numpy(xv[:4])[:, None]
+        assert not torch.allclose(enc.forward_features(t), fresh.forward_features(t))
+
+
+def test_a_resumed_teacher_ends_where_an_uninterrupted_one_does(tmp_path):
+    torch.set_num_threads(1)
+    x, y = _discs(24, seed=2)
+    xv, yv = _discs(8, seed=3)
+    cfg4 = TeacherConfig(epochs=4, batch_size=8, patience=0, decoder_width=8)
+    whole = pretrain_teacher(x, y, cfg4, tmp_path / "a", backbone="tiny", seed=5, val=(xv, yv))
+    pretrain_teacher(x, y, TeacherConfig(epochs=2, batch_size=8, patience=0, decoder_width=8), tmp_path / "b",
+                     backbone="tiny", seed=5, val=(xv, yv))
+    resumed = pretrain_teacher(x, y, cfg4, tmp_path / "b", backbone="tiny", seed=5, val=(xv, yv))
+    assert [h["val_loss"] for h in resumed.history] == [h["val_loss"] for h in whole.history]
+    a = torch.load(tmp_path / "a" / "last.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "b" / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ConfigError, match="another teacher configuration"):
+        pretrain_teacher(x, y, TeacherConfig(epochs=4, batch_size=4, patience=0, decoder_width=8), tmp_path / "b",
+                         backbone="tiny", seed=5)
+
+
+def test_bad_inputs_and_settings_are_refused(tmp_path):
+    x, y = _discs(4)
+    with pytest.raises(InputError, match="must both be"):
+        pretrain_teacher(x, y[:, :8], TeacherConfig(epochs=1), tmp_path, backbone="tiny", seed=0)
+    with pytest.raises(InputError, match="labels must be in"):
+        pretrain_teacher(x, y + 4, TeacherConfig(epochs=1), tmp_path, backbone="tiny", seed=0)
+    with pytest.raises(ConfigError, match="teacher.epochs"):
+        TeacherConfig(epochs=0)
