@@ -37,6 +37,9 @@ class ClassifierConfig:
     layer afterwards. pooling: how linear cells score a patient, `slices` (the study's: every slice pair
     scored, the probabilities averaged) or `patient` (the frozen slice features pooled into their mean and SD
     per patient, one linear layer on that: `cmrprior.classify.pooling`); finetune cells score slices.
+    motion: linear cells' slice features also hold the ED features minus the ES features; with patient pooling
+    their SD over the slices (how unevenly the heart contracts from base to apex) reaches the output layer,
+    which a layer on the ED and ES features alone cannot form.
     """
 
     backbones: tuple[str, ...] = (DEFAULT_BACKBONE,)
@@ -55,6 +58,7 @@ class ClassifierConfig:
     feature_batch_size: int = 128
     standardize: bool = True
     pooling: str = "slices"
+    motion: bool = False
 
     def __post_init__(self) -> None:
         if self.pooling not in POOLINGS:

@@ -38,6 +38,8 @@ class DiagnosisModel(nn.Module):
         n_classes: K output logits.
         input_norm: (mean, std): both encoders see `(x - mean) / std`. Fixed buffers, part of the state dict,
             so saliency (through `forward`) and a reloaded checkpoint see the same inputs as training did.
+        motion: the features also hold the ED features minus the ES features (`classifier.motion`): the two
+            encoders must give features of the same size.
 
     `forward(ed (B, H, W) or (B, 1, H, W), es same) -> logits (B, K)`.
     """
@@ -45,15 +47,18 @@ class DiagnosisModel(nn.Module):
     pooling = "slices"  # how it scores a patient (`cmrprior.classify.pooling.POOLINGS`)
 
     def __init__(self, ed_encoder: nn.Module, es_encoder: nn.Module, n_classes: int, *,
-                 input_norm: tuple[float, float] = IDENTITY_NORM) -> None:
+                 input_norm: tuple[float, float] = IDENTITY_NORM, motion: bool = False) -> None:
         super().__init__()
+        if motion and int(ed_encoder.num_features) != int(es_encoder.num_features):
+            raise ConfigError("motion features need ED and ES encoders with the same number of features")
         if n_classes < 2:
             raise ConfigError(f"n_classes must be >= 2, got {n_classes}")
         if not input_norm[1] > 0:
             raise ConfigError(f"input_norm std must be > 0, got {input_norm}")
         self.ed_encoder = ed_encoder
         self.es_encoder = es_encoder
-        self.num_features = int(ed_encoder.num_features) + int(es_encoder.num_features)
+        self.motion = bool(motion)
+        self.num_features = int(ed_encoder.num_features) * (2 if motion else 1) + int(es_encoder.num_features)
         self.head = nn.Linear(self.num_features, n_classes)
         self.register_buffer("input_mean", torch.tensor(float(input_norm[0])))
         self.register_buffer("input_std", torch.tensor(float(input_norm[1])))
@@ -62,10 +67,10 @@ class DiagnosisModel(nn.Module):
         return ((x.unsqueeze(1) if x.dim() == 3 else x) - self.input_mean) / self.input_std
 
     def features(self, ed: torch.Tensor, es: torch.Tensor) -> torch.Tensor:
-        """Concatenated pooled features `(B, F_ed + F_es)`."""
-        return torch.cat(
-            [self.ed_encoder.forward_features(self._input(ed)), self.es_encoder.forward_features(self._input(es))], dim=1
-        )
+        """Concatenated pooled features `(B, F_ed + F_es)`, with `motion` `(B, F_ed + F_es + F_ed)`: ED, ES, ED - ES."""
+        f_ed = self.ed_encoder.forward_features(self._input(ed))
+        f_es = self.es_encoder.forward_features(self._input(es))
+        return torch.cat([f_ed, f_es, f_ed - f_es] if self.motion else [f_ed, f_es], dim=1)
 
     def forward(self, ed: torch.Tensor, es: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(ed, es))
@@ -81,8 +86,8 @@ class PooledDiagnosisModel(DiagnosisModel):
     pooling = "patient"
 
     def __init__(self, ed_encoder: nn.Module, es_encoder: nn.Module, n_classes: int, *,
-                 input_norm: tuple[float, float] = IDENTITY_NORM) -> None:
-        super().__init__(ed_encoder, es_encoder, n_classes, input_norm=input_norm)
+                 input_norm: tuple[float, float] = IDENTITY_NORM, motion: bool = False) -> None:
+        super().__init__(ed_encoder, es_encoder, n_classes, input_norm=input_norm, motion=motion)
         self.head = nn.Linear(2 * self.num_features, n_classes)
 
     def forward(self, ed: torch.Tensor, es: torch.Tensor) -> torch.Tensor:
@@ -94,7 +99,7 @@ class PooledDiagnosisModel(DiagnosisModel):
         Saliency explains a pooled cell through it (a slice pair's map, as for the study's models)."""
         n = self.num_features
         out = DiagnosisModel(self.ed_encoder, self.es_encoder, self.head.out_features,
-                             input_norm=(float(self.input_mean), float(self.input_std)))
+                             input_norm=(float(self.input_mean), float(self.input_std)), motion=self.motion)
         with torch.no_grad():
             out.head.weight.copy_(self.head.weight[:, :n])
             out.head.bias.copy_(self.head.bias)
@@ -138,16 +143,17 @@ def build_encoders(
 
 def build_model(
     backbone: str, init: str, n_classes: int, *, checkpoint: str | Path | None = None, seed: int = 0,
-    pooling: str = "slices",
+    pooling: str = "slices", motion: bool = False,
 ) -> DiagnosisModel:
     """A DiagnosisModel (`pooling="slices"`) or PooledDiagnosisModel (`"patient"`) with encoders from
     `build_encoders` and a seeded output layer; ImageNet-initialised encoders get ImageNet's input
-    normalisation for a grey image (`grey_normalization`). ConfigError for another pooling."""
+    normalisation for a grey image (`grey_normalization`); `motion`: see DiagnosisModel. ConfigError for
+    another pooling."""
     cls = _model_class(pooling)
     ed, es = build_encoders(backbone, init, checkpoint=checkpoint, seed=seed)
     torch.manual_seed(seed + 1)
     norm = grey_normalization() if init == "imagenet" else IDENTITY_NORM
-    return cls(ed, es, n_classes, input_norm=norm)
+    return cls(ed, es, n_classes, input_norm=norm, motion=motion)
 
 
 def save_classifier(model: DiagnosisModel, path: str | Path, *, classes: list[str], meta: dict) -> Path:
@@ -160,6 +166,7 @@ def save_classifier(model: DiagnosisModel, path: str | Path, *, classes: list[st
         "classes": list(classes),
         "meta": meta,
         "pooling": model.pooling,
+        "motion": model.motion,
     }
     return atomic.save_torch(path, payload)
 
@@ -179,8 +186,9 @@ def load_classifier(path: str | Path) -> tuple[DiagnosisModel, dict]:
     def encoder() -> nn.Module:
         return create_backbone(args["backbone"], in_chans=args["in_chans"], **args["backbone_kwargs"])
 
-    # checkpoints from before pooling existed scored slices
-    model = _model_class(payload.get("pooling", DiagnosisModel.pooling))(encoder(), encoder(), len(payload["classes"]))
+    # checkpoints from before pooling (motion) existed scored slices (without motion features)
+    model = _model_class(payload.get("pooling", DiagnosisModel.pooling))(encoder(), encoder(), len(payload["classes"]),
+                                                                         motion=bool(payload.get("motion", False)))
     # checkpoints from before the input normalisation was part of the model fed images as they are
     state = {**{k: v for k, v in model.state_dict().items() if k in ("input_mean", "input_std")}, **payload["state_dict"]}
     model.load_state_dict(state)

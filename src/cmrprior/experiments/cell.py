@@ -157,7 +157,7 @@ def _train_linear(job: CellJob, data: SliceSet, c: ClassifierConfig, candidates,
     best = None
     for cand in candidates:
         model = build_model(job.key.backbone, job.key.init, k, checkpoint=None if cand is None else cand.checkpoint,
-                            seed=seed, pooling=c.pooling)
+                            seed=seed, pooling=c.pooling, motion=c.motion)
         x_train, y_train, p_train = rows(extract_features(model, train, batch_size=c.feature_batch_size), train)
         stats = standardization(x_train) if c.standardize else None  # statistics of the training part only
         if stats is not None:
@@ -180,7 +180,8 @@ def _train_linear(job: CellJob, data: SliceSet, c: ClassifierConfig, candidates,
         model=model, test_probs=patient_probabilities(head_proba(head, x_test), p_test, test.n_patients),
         hyperparameters={"lr": search.lr, "epochs": search.epochs,
                          "pretrain_batch_size": None if cand is None else cand.batch_size,
-                         "standardized_features": bool(c.standardize), "pooling": c.pooling},
+                         "standardized_features": bool(c.standardize), "pooling": c.pooling,
+                         **({"motion": True} if c.motion else {})},
         search={**search.as_dict(), "candidates": [None if x is None else x.batch_size for x in candidates]},
         history=_history(search), history_source="mean over CV folds of the training part (chosen lr)",
         final_train_loss=fit.history[-1]["train_loss"] if fit.history else None, pretrain=cand,
