@@ -39,7 +39,8 @@ class ClassifierConfig:
     per patient, one linear layer on that: `cmrprior.classify.pooling`); finetune cells score slices.
     motion: linear cells' slice features also hold the ED features minus the ES features; with patient pooling
     their SD over the slices (how unevenly the heart contracts from base to apex) reaches the output layer,
-    which a layer on the ED and ES features alone cannot form.
+    which a layer on the ED and ES features alone cannot form. position_bins: with patient pooling, B > 0 adds
+    the mean features of B equal parts of the heart from base to apex (`cmrprior.classify.pooling`).
     """
 
     backbones: tuple[str, ...] = (DEFAULT_BACKBONE,)
@@ -59,10 +60,14 @@ class ClassifierConfig:
     standardize: bool = True
     pooling: str = "slices"
     motion: bool = False
+    position_bins: int = 0
 
     def __post_init__(self) -> None:
         if self.pooling not in POOLINGS:
             raise ConfigError(f"classifier.pooling: expected one of {list(POOLINGS)}, got {self.pooling!r}")
+        if self.position_bins < 0 or (self.position_bins and self.pooling != "patient"):
+            raise ConfigError(f"classifier.position_bins must be >= 0 and needs pooling 'patient', got "
+                              f"{self.position_bins} with pooling {self.pooling!r}")
         bad = [i for i in self.inits if i not in INIT_NAMES]
         if bad:
             raise ConfigError(f"classifier.inits: unknown {bad}; expected a subset of {list(INIT_NAMES)}")

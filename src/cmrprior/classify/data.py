@@ -3,7 +3,7 @@
 A `SliceSet` holds the ED and ES images of N slice pairs, float32 `(N, S, S)`, the class index per slice
 (its patient's), the patient of each slice as an index `[0, P)` into `patient_ids`, and, where the cohort has
 them, the study's heart masks of those images at the same size (what the Seg-teacher pre-training learns to
-draw; never read by the diagnosis models).
+draw; never read by the diagnosis models), and each slice's position from base to apex.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ class SliceSet:
     patient_ids: tuple[str, ...]  # (P,)
     ed_mask: np.ndarray | None = None  # uint8 (N, S, S) ACDC labels of `ed`, or None
     es_mask: np.ndarray | None = None  # uint8 (N, S, S) ACDC labels of `es`, or None
+    positions: np.ndarray | None = None  # float32 (N,) base (0) to apex (1) in the patient's stack, or None
 
     def __len__(self) -> int:
         return int(self.ed.shape[0])
@@ -45,7 +46,7 @@ class SliceSet:
         """The same slices with other class indices (int64 `(N,)`), e.g. in another cohort's class order."""
         return SliceSet(ed=self.ed, es=self.es, labels=np.asarray(labels, dtype=np.int64),
                         patient_index=self.patient_index, patient_ids=self.patient_ids,
-                        ed_mask=self.ed_mask, es_mask=self.es_mask)
+                        ed_mask=self.ed_mask, es_mask=self.es_mask, positions=self.positions)
 
     def subset_patients(self, patient_ids: list[str] | tuple[str, ...]) -> "SliceSet":
         """The slices of the given patients (in that patient order), re-indexed; InputError for unknown ids."""
@@ -65,6 +66,7 @@ class SliceSet:
             patient_ids=tuple(patient_ids),
             ed_mask=None if self.ed_mask is None else self.ed_mask[keep],
             es_mask=None if self.es_mask is None else self.es_mask[keep],
+            positions=None if self.positions is None else self.positions[keep],
         )
 
 

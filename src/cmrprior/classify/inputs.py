@@ -12,6 +12,7 @@ import numpy as np
 
 from cmrprior.anatomy.heart import apply_image_mode
 from cmrprior.classify.data import SliceSet, resize_labels, resize_stack
+from cmrprior.classify.pooling import base_to_apex
 from cmrprior.data.prepared import PreparedCohort
 from cmrprior.errors import DataError
 from cmrprior.runs import HOLDOUT, CellResult, RunFolder, labels_in_order
@@ -55,7 +56,8 @@ def mask_stacks(prepared: PreparedCohort, spec: ImageSpec) -> tuple[np.ndarray, 
 
 def build_slice_set(prepared: PreparedCohort, spec: ImageSpec, input_size: int, *, labels: bool = True) -> SliceSet:
     """Slice pairs of every patient at `input_size` px, labels in the cohort's class order, with their masks
-    at the same size where `mask_stacks` has them.
+    at the same size where `mask_stacks` has them, and their positions from base to apex (`base_to_apex`, by
+    the study's ED masks where the cohort has masks).
 
     labels=True: every patient must have a known label (DataError naming them otherwise); labels=False:
     unknown labels stay -1 (readers that relabel in another class order).
@@ -73,6 +75,8 @@ def build_slice_set(prepared: PreparedCohort, spec: ImageSpec, input_size: int, 
         patient_ids=tuple(prepared.patient_ids),
         ed_mask=None if masks is None else resize_labels(masks[0], input_size),
         es_mask=None if masks is None else resize_labels(masks[1], input_size),
+        positions=base_to_apex(prepared.slice_position, prepared.patient_index,
+                               None if prepared.ed_mask is None else (prepared.ed_mask > 0).sum(axis=(1, 2))),
     )
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from cmrprior.classify.pooling import POOLINGS, pool_slices
+from cmrprior.classify.pooling import POOLINGS, descriptor_size, pool_slices
 from cmrprior.errors import ConfigError, DataError
 from cmrprior.models.registry import create_backbone
 from cmrprior.models.weights import grey_normalization
@@ -47,8 +47,13 @@ class DiagnosisModel(nn.Module):
     pooling = "slices"  # how it scores a patient (`cmrprior.classify.pooling.POOLINGS`)
 
     def __init__(self, ed_encoder: nn.Module, es_encoder: nn.Module, n_classes: int, *,
-                 input_norm: tuple[float, float] = IDENTITY_NORM, motion: bool = False) -> None:
+                 input_norm: tuple[float, float] = IDENTITY_NORM, motion: bool = False, position_bins: int = 0) -> None:
         super().__init__()
+        if position_bins and self.pooling != PooledDiagnosisModel.pooling:
+            raise ConfigError("position bins pool a patient's slices: they need pooling 'patient'")
+        if position_bins < 0:
+            raise ConfigError(f"position bins must be >= 0, got {position_bins}")
+        self.position_bins = int(position_bins)
         if motion and int(ed_encoder.num_features) != int(es_encoder.num_features):
             raise ConfigError("motion features need ED and ES encoders with the same number of features")
         if n_classes < 2:
@@ -78,30 +83,36 @@ class DiagnosisModel(nn.Module):
 
 class PooledDiagnosisModel(DiagnosisModel):
     """Patient-level ED/ES model (`classifier.pooling: patient`): the slice features of one patient pooled into
-    their mean and standard deviation (`cmrprior.classify.pooling.patient_descriptors`), one linear layer.
+    their mean and standard deviation, and with `position_bins` B > 0 the means of B parts from base to apex
+    (`cmrprior.classify.pooling.pool_slices`), one linear layer.
 
-    `forward(ed (S, H, W) or (S, 1, H, W), es same) -> logits (1, K)`: the S slice pairs of ONE patient.
+    `forward(ed (S, H, W) or (S, 1, H, W), es same, positions (S,) base 0 to apex 1, needed when B > 0) ->
+    logits (1, K)`: the S slice pairs of ONE patient.
     """
 
     pooling = "patient"
 
     def __init__(self, ed_encoder: nn.Module, es_encoder: nn.Module, n_classes: int, *,
-                 input_norm: tuple[float, float] = IDENTITY_NORM, motion: bool = False) -> None:
-        super().__init__(ed_encoder, es_encoder, n_classes, input_norm=input_norm, motion=motion)
-        self.head = nn.Linear(2 * self.num_features, n_classes)
+                 input_norm: tuple[float, float] = IDENTITY_NORM, motion: bool = False, position_bins: int = 0) -> None:
+        super().__init__(ed_encoder, es_encoder, n_classes, input_norm=input_norm, motion=motion,
+                         position_bins=position_bins)
+        self.head = nn.Linear(descriptor_size(self.num_features, self.position_bins), n_classes)
 
-    def forward(self, ed: torch.Tensor, es: torch.Tensor) -> torch.Tensor:
-        return self.head(pool_slices(self.features(ed, es))[None])
+    def forward(self, ed: torch.Tensor, es: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
+        return self.head(pool_slices(self.features(ed, es), positions, self.position_bins)[None])
 
     def one_slice_model(self) -> DiagnosisModel:
         """The slice-level model that scores each slice pair as a one-slice patient (mean = its features,
-        SD = 0): the same encoders and normalisation (shared, not copied), the output layer's mean part.
+        SD = 0, every position part = its features, as an empty part takes the mean): the same encoders and
+        normalisation (shared, not copied), the output layer's mean part plus its part weights.
         Saliency explains a pooled cell through it (a slice pair's map, as for the study's models)."""
         n = self.num_features
         out = DiagnosisModel(self.ed_encoder, self.es_encoder, self.head.out_features,
                              input_norm=(float(self.input_mean), float(self.input_std)), motion=self.motion)
+        w = self.head.weight
         with torch.no_grad():
-            out.head.weight.copy_(self.head.weight[:, :n])
+            out.head.weight.copy_(w[:, :n] + sum((w[:, (2 + b) * n:(3 + b) * n] for b in range(self.position_bins)),
+                                                 torch.zeros_like(w[:, :n])))
             out.head.bias.copy_(self.head.bias)
         return out.train(self.training)
 
@@ -143,17 +154,17 @@ def build_encoders(
 
 def build_model(
     backbone: str, init: str, n_classes: int, *, checkpoint: str | Path | None = None, seed: int = 0,
-    pooling: str = "slices", motion: bool = False,
+    pooling: str = "slices", motion: bool = False, position_bins: int = 0,
 ) -> DiagnosisModel:
     """A DiagnosisModel (`pooling="slices"`) or PooledDiagnosisModel (`"patient"`) with encoders from
     `build_encoders` and a seeded output layer; ImageNet-initialised encoders get ImageNet's input
-    normalisation for a grey image (`grey_normalization`); `motion`: see DiagnosisModel. ConfigError for
-    another pooling."""
+    normalisation for a grey image (`grey_normalization`); `motion`, `position_bins`: see DiagnosisModel and
+    PooledDiagnosisModel. ConfigError for another pooling."""
     cls = _model_class(pooling)
     ed, es = build_encoders(backbone, init, checkpoint=checkpoint, seed=seed)
     torch.manual_seed(seed + 1)
     norm = grey_normalization() if init == "imagenet" else IDENTITY_NORM
-    return cls(ed, es, n_classes, input_norm=norm, motion=motion)
+    return cls(ed, es, n_classes, input_norm=norm, motion=motion, position_bins=position_bins)
 
 
 def save_classifier(model: DiagnosisModel, path: str | Path, *, classes: list[str], meta: dict) -> Path:
@@ -167,6 +178,7 @@ def save_classifier(model: DiagnosisModel, path: str | Path, *, classes: list[st
         "meta": meta,
         "pooling": model.pooling,
         "motion": model.motion,
+        "position_bins": model.position_bins,
     }
     return atomic.save_torch(path, payload)
 
@@ -188,7 +200,8 @@ def load_classifier(path: str | Path) -> tuple[DiagnosisModel, dict]:
 
     # checkpoints from before pooling (motion) existed scored slices (without motion features)
     model = _model_class(payload.get("pooling", DiagnosisModel.pooling))(encoder(), encoder(), len(payload["classes"]),
-                                                                         motion=bool(payload.get("motion", False)))
+                                                                         motion=bool(payload.get("motion", False)),
+                                                                         position_bins=int(payload.get("position_bins", 0)))
     # checkpoints from before the input normalisation was part of the model fed images as they are
     state = {**{k: v for k, v in model.state_dict().items() if k in ("input_mean", "input_std")}, **payload["state_dict"]}
     model.load_state_dict(state)

@@ -151,13 +151,13 @@ def _train_linear(job: CellJob, data: SliceSet, c: ClassifierConfig, candidates,
         """(inputs, labels, patient of each input) of the output layer: slices, or one pooled row per patient."""
         if not pooled:
             return features, part.labels, part.patient_index
-        return (patient_descriptors(features, part.patient_index, part.n_patients), part.patient_labels,
-                np.arange(part.n_patients))
+        return (patient_descriptors(features, part.patient_index, part.n_patients, part.positions, c.position_bins),
+                part.patient_labels, np.arange(part.n_patients))
 
     best = None
     for cand in candidates:
         model = build_model(job.key.backbone, job.key.init, k, checkpoint=None if cand is None else cand.checkpoint,
-                            seed=seed, pooling=c.pooling, motion=c.motion)
+                            seed=seed, pooling=c.pooling, motion=c.motion, position_bins=c.position_bins)
         x_train, y_train, p_train = rows(extract_features(model, train, batch_size=c.feature_batch_size), train)
         stats = standardization(x_train) if c.standardize else None  # statistics of the training part only
         if stats is not None:
@@ -181,7 +181,8 @@ def _train_linear(job: CellJob, data: SliceSet, c: ClassifierConfig, candidates,
         hyperparameters={"lr": search.lr, "epochs": search.epochs,
                          "pretrain_batch_size": None if cand is None else cand.batch_size,
                          "standardized_features": bool(c.standardize), "pooling": c.pooling,
-                         **({"motion": True} if c.motion else {})},
+                         **({"motion": True} if c.motion else {}),
+                         **({"position_bins": c.position_bins} if c.position_bins else {})},
         search={**search.as_dict(), "candidates": [None if x is None else x.batch_size for x in candidates]},
         history=_history(search), history_source="mean over CV folds of the training part (chosen lr)",
         final_train_loss=fit.history[-1]["train_loss"] if fit.history else None, pretrain=cand,

@@ -289,9 +289,10 @@ def merge_slice_sets(a: SliceSet, b: SliceSet) -> SliceSet:
         patient_ids=a.patient_ids + b.patient_ids,
         ed_mask=_cat_masks(a.ed_mask, b.ed_mask),
         es_mask=_cat_masks(a.es_mask, b.es_mask),
+        positions=_cat_masks(a.positions, b.positions),
     )
 
 
 def _cat_masks(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
-    """Both cohorts' masks, or None when either has none."""
+    """Both cohorts' per-slice arrays (masks, positions), or None when either has none."""
     return None if a is None or b is None else np.concatenate([a, b])
