@@ -287,12 +287,12 @@ def merge_slice_sets(a: SliceSet, b: SliceSet) -> SliceSet:
         labels=np.concatenate([a.labels, b.labels]),
         patient_index=np.concatenate([a.patient_index, b.patient_index + a.n_patients]),
         patient_ids=a.patient_ids + b.patient_ids,
-        ed_mask=_cat_masks(a.ed_mask, b.ed_mask),
-        es_mask=_cat_masks(a.es_mask, b.es_mask),
-        positions=_cat_masks(a.positions, b.positions),
+        ed_mask=_cat_optional(a.ed_mask, b.ed_mask),
+        es_mask=_cat_optional(a.es_mask, b.es_mask),
+        positions=_cat_optional(a.positions, b.positions),
     )
 
 
-def _cat_masks(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
+def _cat_optional(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
     """Both cohorts' per-slice arrays (masks, positions), or None when either has none."""
     return None if a is None or b is None else np.concatenate([a, b])
