@@ -117,3 +117,16 @@ def _setup(**over):
     base = dict(classes=tuple(CLASSES), backbones=("vgg16",), inits=("none", "imagenet", "full_sscl", "segmented_sscl"),
                 images=("full", "segmented"), evaluation=EvaluationConfig(n_boot=50), seed=0)
     return TableSetup(**{**base, **over})
+
+
+def test_default_comparisons_add_the_seg_teacher_pairs_only_when_it_is_in_the_grid():
+    from cmrprior.evaluate.tables import default_comparisons
+
+    study = default_comparisons(["tiny"], ["none", "imagenet", "full_sscl", "segmented_sscl"], ["full", "segmented"])
+    assert len(study) == 2 * 5 + 4 + 1  # per images the 5 init pairs, each init segmented vs full, SSCL across
+    grid = default_comparisons(["tiny"], ["none", "imagenet", "full_sscl", "segmented_sscl", "seg_teacher"],
+                               ["full", "segmented"])
+    added = [pair for pair in grid if pair not in study]
+    assert sorted(added) == sorted([(("tiny", "seg_teacher", im), ("tiny", other, im))
+                                    for im in ("full", "segmented") for other in ("none", "segmented_sscl")]
+                                   + [(("tiny", "seg_teacher", "segmented"), ("tiny", "seg_teacher", "full"))])

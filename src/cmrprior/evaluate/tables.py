@@ -168,7 +168,8 @@ def default_comparisons(backbones: list[str], inits: list[str], images: list[str
     for b in backbones:
         for im in images:
             for a, c in (("full_sscl", "none"), ("full_sscl", "imagenet"), ("segmented_sscl", "none"),
-                         ("segmented_sscl", "imagenet"), ("segmented_sscl", "full_sscl")):
+                         ("segmented_sscl", "imagenet"), ("segmented_sscl", "full_sscl"),
+                         ("seg_teacher", "none"), ("seg_teacher", "segmented_sscl")):
                 if a in inits and c in inits:
                     pairs.append(((b, a, im), (b, c, im)))
         if "segmented" in images and "full" in images:
