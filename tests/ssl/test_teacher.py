@@ -111,3 +111,10 @@ def test_bad_inputs_and_settings_are_refused(tmp_path):
         pretrain_teacher(x, y + 4, TeacherConfig(epochs=1), tmp_path, backbone="tiny", seed=0)
     with pytest.raises(ConfigError, match="teacher.epochs"):
         TeacherConfig(epochs=0)
+
+
+def test_the_pretext_holds_each_encoder_weight_once():
+    model = SegmentationPretext(create_backbone("tiny", in_chans=1), width=8)
+    keys = list(model.state_dict())
+    assert all(k.startswith(("encoder.", "decoder.")) for k in keys)
+    assert len([k for k in keys if k.startswith("encoder.")]) == len(model.encoder.state_dict())

@@ -83,7 +83,7 @@ class SegmentationPretext(nn.Module):
     def __init__(self, encoder: nn.Module, *, width: int = 64) -> None:
         super().__init__()
         self.encoder = encoder
-        self._layer = dict(encoder.named_modules())[encoder.gradcam_layer]
+        self._layer_name = str(encoder.gradcam_layer)  # a name, not the module: it would be registered twice
         with torch.no_grad():
             was = encoder.training
             encoder.eval()
@@ -100,7 +100,7 @@ class SegmentationPretext(nn.Module):
     def _map(self, x: torch.Tensor) -> torch.Tensor:
         """The encoder's last spatial feature map for `x` (B, C, H, W)."""
         out: list[torch.Tensor] = []
-        handle = self._layer.register_forward_hook(lambda _m, _i, o: out.append(o))
+        handle = self.encoder.get_submodule(self._layer_name).register_forward_hook(lambda _m, _i, o: out.append(o))
         try:
             self.encoder.forward_features(x)
         finally:
