@@ -34,6 +34,10 @@ class Init:
     pretrain_images: str | None
     pretext: str = "simclr"
 
+    def __post_init__(self) -> None:
+        if self.pretext not in PRETEXTS:
+            raise ConfigError(f"init {self.name!r}: pretext must be one of {list(PRETEXTS)}, got {self.pretext!r}")
+
 
 DEFAULT_BACKBONE = "vgg16"  # the study's; every default backbone (CLI, configs, pre-training) is this one
 

@@ -106,13 +106,13 @@ class PooledDiagnosisModel(DiagnosisModel):
         SD = 0, every position part = its features, as an empty part takes the mean): the same encoders and
         normalisation (shared, not copied), the output layer's mean part plus its part weights.
         Saliency explains a pooled cell through it (a slice pair's map, as for the study's models)."""
-        n = self.num_features
-        out = DiagnosisModel(self.ed_encoder, self.es_encoder, self.head.out_features,
+        k = self.head.out_features
+        out = DiagnosisModel(self.ed_encoder, self.es_encoder, k,
                              input_norm=(float(self.input_mean), float(self.input_std)), motion=self.motion)
-        w = self.head.weight
+        # the descriptor's blocks (`pool_slices`): mean, SD, then one per position part, each num_features long
+        blocks = self.head.weight.view(k, 2 + self.position_bins, self.num_features)
         with torch.no_grad():
-            out.head.weight.copy_(w[:, :n] + sum((w[:, (2 + b) * n:(3 + b) * n] for b in range(self.position_bins)),
-                                                 torch.zeros_like(w[:, :n])))
+            out.head.weight.copy_(blocks[:, 0] + blocks[:, 2:].sum(1))
             out.head.bias.copy_(self.head.bias)
         return out.train(self.training)
 

@@ -70,8 +70,6 @@ PAPER_ACDC = {
 }
 
 
-
-
 def summarise_cells(results: list[CellResult], *, test_train_ratio: float, n_boot: int = 1000, seed: int = 0,
                     level: float = 0.95) -> dict:
     """{(backbone, init, images): summary dict} over splits (see module doc); `test_train_ratio` is the

@@ -63,8 +63,9 @@ def pretrain_piece(
     return record
 
 
-def pretrain_masks(data: SliceSet, ids: tuple[str, ...], images: str) -> np.ndarray:
-    """The masks of `pretrain_images(data, ids)`, in the same order: uint8 `(2 N, S, S)`.
+def teacher_inputs(data: SliceSet, ids: tuple[str, ...], images: str) -> tuple[np.ndarray, np.ndarray]:
+    """The images of `pretrain_images(data, ids)` (ED then ES, float32 `(2 N, S, S)`) and their masks in the
+    same order (uint8 `(2 N, S, S)`), from one subset of `data`.
 
     Raises ConfigError when `data` has no masks on its pixels (`cmrprior.classify.inputs.mask_stacks`).
     """
@@ -72,7 +73,8 @@ def pretrain_masks(data: SliceSet, ids: tuple[str, ...], images: str) -> np.ndar
     if sub.ed_mask is None or sub.es_mask is None:
         raise ConfigError(f"the Seg-teacher init needs the heart masks of the {images} images on their pixels; "
                           f"this cohort's have none there (a `crop` segmented mode, or a cohort without masks)")
-    return np.concatenate([sub.ed_mask, sub.es_mask])
+    return (np.concatenate([sub.ed, sub.es]).astype(np.float32, copy=False),
+            np.concatenate([sub.ed_mask, sub.es_mask]))
 
 
 def teacher_piece(
@@ -95,8 +97,8 @@ def teacher_piece(
         return done
     assert_disjoint("pretrain", tuple(train_ids) + tuple(val_ids), test_ids)
     t0 = time.time()
-    train = (pretrain_images(data, train_ids), pretrain_masks(data, train_ids, images))
-    val = (pretrain_images(data, val_ids), pretrain_masks(data, val_ids, images)) if val_ids else None
+    train = teacher_inputs(data, train_ids, images)
+    val = teacher_inputs(data, val_ids, images) if val_ids else None
     log.info("teacher %s: %s images, %d train / %d val images", folder, images, len(train[0]),
              0 if val is None else len(val[0]))
     result = pretrain_teacher(*train, config, folder / "run", backbone=backbone, seed=seed, val=val)
