@@ -1,9 +1,11 @@
 """Basal-slice correction: myocardial cover by hand, open cavities removed, candidate features by hand (and
-the same for an apex-first stack), the RV decision of a hand-set model, the fit against scikit-learn on the
-documented standardisation, save/load, and the stale-file check."""
+the same for an apex-first stack), the RV and LV decisions of hand-set models, the fit of both against
+scikit-learn on the documented standardisation, save/load (and the earlier RV-only layout), and the
+stale-file check."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -14,6 +16,7 @@ from cmrprior.segmentation import basal
 from cmrprior.segmentation.basal import (
     FEATURES,
     BasalModel,
+    SliceModel,
     basal_model_for,
     basal_path,
     candidate_slices,
@@ -99,11 +102,16 @@ def test_candidate_features_by_hand_and_for_an_apex_first_stack():
         candidate_slices(ed, es[:3])
 
 
-def _rv_ratio_model() -> BasalModel:
-    """P(keep) = sigmoid(20 * rv_share_vs_other_phase - 5): keep an RV of at least a third of the other phase's."""
+def _share_model(feature: str) -> SliceModel:
+    """P(keep) = sigmoid(20 * feature - 5): keep a structure of at least a third of the other phase's."""
     coef = [0.0] * len(FEATURES)
-    coef[FEATURES.index("rv_share_vs_other_phase")] = 20.0
-    return BasalModel((0.0,) * len(FEATURES), (1.0,) * len(FEATURES), tuple(coef), -5.0, 0, 0)
+    coef[FEATURES.index(feature)] = 20.0
+    return SliceModel((0.0,) * len(FEATURES), (1.0,) * len(FEATURES), tuple(coef), -5.0, 0)
+
+
+def _rv_ratio_model() -> BasalModel:
+    """The RV decision only: keep an RV of at least a third of the other phase's on the same slice."""
+    return BasalModel(_share_model("rv_share_vs_other_phase"), None, 0)
 
 
 def test_correct_basal_removes_the_rv_the_model_rejects_and_then_open_cavities():
@@ -115,6 +123,24 @@ def test_correct_basal_removes_the_rv_the_model_rejects_and_then_open_cavities()
     np.testing.assert_array_equal(new_ed, ed)  # ED's RV is larger than ES's: kept
     only_rule_1 = correct_basal(ed, es, None)
     np.testing.assert_array_equal(only_rule_1[1], es)
+
+
+def test_the_lv_decision_removes_cavity_and_myocardium_of_a_rejected_basal_slice():
+    """ES's basal heart slice draws a closed ring around a cavity much smaller than ED's there (outflow tract
+    at end-systole): the hand-set LV model rejects it and only its cavity and myocardium go."""
+    ed, es = _patient()
+    es[1] = np.where(np.isin(es[1], (2, 3)), 0, es[1])
+    es[1] = np.maximum(es[1], disc_heart(40, (20, 22), 1.5, 2, 0) * (disc_heart(40, (20, 22), 1.5, 2, 0) != 1))
+    assert 0 < (es[1] == 3).sum() < (ed[1] == 3).sum() / 3
+    lv_rule = BasalModel(_share_model("rv_share_vs_other_phase"), _share_model("lv_share_vs_other_phase"), 0)
+    assert [(p, z) for p, z, _ in candidate_slices(ed, es, holding=3)] == [("ed", 1), ("es", 1), ("es", 2)]
+    new_ed, new_es = correct_basal(ed, es, lv_rule)
+    assert not np.isin(new_es[1], (2, 3)).any()
+    np.testing.assert_array_equal(new_es[1][~np.isin(es[1], (1, 2, 3))], 0)
+    np.testing.assert_array_equal(new_es[[0, 2, 3, 4]], es[[0, 2, 3, 4]])  # ES's second slice: 0.7 radius, kept
+    np.testing.assert_array_equal(new_ed, ed)
+    rv_only = correct_basal(ed, es, BasalModel(lv_rule.rv, None, 0))[1]
+    assert (rv_only[1] == 3).sum() == (es[1] == 3).sum()  # without the LV decision the ring stays
 
 
 def test_fit_matches_scikit_learn_on_the_documented_rows_and_round_trips(tmp_path):
@@ -140,16 +166,17 @@ def test_fit_matches_scikit_learn_on_the_documented_rows_and_round_trips(tmp_pat
     scale = rows.std(0)
     scale[scale == 0] = 1.0
     ref = LogisticRegression(C=1.0, max_iter=5000).fit((rows - rows.mean(0)) / scale, y)
-    np.testing.assert_allclose(model.keep_probability(rows), ref.predict_proba((rows - rows.mean(0)) / scale)[:, 1],
+    np.testing.assert_allclose(model.rv.keep_probability(rows), ref.predict_proba((rows - rows.mean(0)) / scale)[:, 1],
                                atol=1e-9)
-    assert (model.n_slices, model.n_patients) == (len(y), 12)
+    assert (model.rv.n_slices, model.n_patients) == (len(y), 12)
+    assert model.lv is None  # the expert keeps every basal LV here: one class, no LV decision
     weights = tmp_path / "fold_0.safetensors"
     weights.write_bytes(b"x")
     assert basal_path(weights) == tmp_path / "fold_0.basal.json"
     assert basal_model_for(weights, "ab" * 32) is None
     model.save(basal_path(weights))
     again = basal_model_for(weights, "ab" * 32)
-    np.testing.assert_allclose(again.keep_probability(rows), model.keep_probability(rows), atol=0)
+    assert again == model
     with pytest.raises(DataError, match="refit"):
         basal_model_for(weights, "cd" * 32)
     bad = json.loads(basal_path(weights).read_text())
@@ -160,6 +187,48 @@ def test_fit_matches_scikit_learn_on_the_documented_rows_and_round_trips(tmp_pat
     with pytest.raises(InputError, match="one class"):
         fit_basal_model(predicted[:1], predicted[:1])
     assert basal.MIN_MYO_COVER == 0.5
+
+
+def test_the_lv_decision_is_fitted_like_the_rv_one_and_the_earlier_layout_loads_without_it(tmp_path):
+    """Predicted ES basal rings of random size; the expert labels LV there only when the ring is large. The LV
+    model equals scikit-learn's fit on the candidate rows holding LV cavity; a file of the earlier layout (the RV
+    model's fields at the top level) loads as the same RV decision and no LV decision."""
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(1)
+    predicted, expert = [], []
+    for i in range(16):
+        ed, es = _patient()
+        r = float(rng.uniform(1.5, 5.5))
+        es[1] = np.where(np.isin(es[1], (2, 3)), 0, es[1])
+        ring = disc_heart(40, (20, 22), r, 2, 0)
+        es[1] = np.where(ring > 1, ring, es[1])
+        gt_es = es.copy()
+        if r < 3.5:  # the expert sees outflow tract
+            gt_es[1][np.isin(gt_es[1], (2, 3))] = 0
+        gt_es[1][gt_es[1] == 1] = 0 if i % 2 else 1  # both classes for the RV decision
+        predicted.append((ed, es))
+        expert.append((ed, gt_es))
+    model = fit_basal_model(predicted, expert)
+    rows = np.array([x for ed, es in predicted for _, _, x in candidate_slices(ed, es, holding=3)])
+    y = np.array([int((ex[1 if p == "es" else 0][z] == 3).any()) for (ed, es), ex in zip(predicted, expert)
+                  for p, z, _ in candidate_slices(ed, es, holding=3)])
+    assert 0 < y.sum() < len(y)
+    scale = rows.std(0)
+    scale[scale == 0] = 1.0
+    ref = LogisticRegression(C=1.0, max_iter=5000).fit((rows - rows.mean(0)) / scale, y)
+    np.testing.assert_allclose(model.lv.keep_probability(rows), ref.predict_proba((rows - rows.mean(0)) / scale)[:, 1],
+                               atol=1e-9)
+    assert model.lv.n_slices == len(y)
+    fixed = [correct_basal(ed, es, model)[1] for ed, es in predicted]
+    small = [(ex[1][1] == 3).any() for _, ex in zip(predicted, expert)]
+    assert sum((f[1] == 3).any() == keep for f, keep in zip(fixed, small)) >= 14  # the rings it learned to judge
+    old = {"features": list(FEATURES), **{k: list(v) if isinstance(v, tuple) else v
+                                          for k, v in dataclasses.asdict(model.rv).items()},
+           "n_patients": 16, "segmenter_sha256": ""}
+    (tmp_path / "old.basal.json").write_text(json.dumps(old))
+    again = load_basal_model(tmp_path / "old.basal.json")
+    assert again == BasalModel(model.rv, None, 16)
 
 
 def test_locate_heart_returns_the_corrected_pair(monkeypatch):
@@ -204,6 +273,6 @@ def test_segment_predict_writes_the_corrected_ed_es_pair_with_the_models_basal_f
     monkeypatch.setattr(cohort_predict, "correct_basal",
                         lambda ed, es, m: calls.append((m, real(ed, es, m))) or calls[-1][1])
     cohort_predict.predict_cohort(src / "manifest.csv", tmp_path / "run", model_path=weights, overlays=0)
-    assert len(calls) == 1 and calls[0][0].coef == model.coef
+    assert len(calls) == 1 and calls[0][0].rv == model.rv
     for k, phase in enumerate(("ED", "ES")):
         np.testing.assert_array_equal(read_nifti(tmp_path / "run" / "p1" / f"p1_{phase}.nii.gz").array, calls[0][1][k])

@@ -101,3 +101,23 @@ def test_a_fold_made_with_other_patients_is_not_resumed(tmp_path):
     split_file.write_text("{")
     with pytest.raises(DataError, match="fold_0/test_patients.json.*unreadable fold split"):
         cross_validate(cohort, cfg, tmp_path, folds=2)
+
+
+def test_cross_validation_from_an_earlier_run_starts_each_fold_from_that_folds_model(tmp_path):
+    """Fold k starts from the earlier run's fold k model (its sha256 is recorded); an earlier run whose folds
+    held out other patients (another seed) is refused, since its fold models saw this run's held-out patients."""
+    from cmrprior.segmentation.predict import file_sha256
+
+    cohort = make_cohort(n_patients=8)
+    cfg = SegTrainConfig(unet=TINY, max_epochs=1, batch_size=8, train_crop=None, warmup_steps=1, val_fraction=0.25,
+                         num_threads=1)
+    cross_validate(cohort, cfg, tmp_path / "first", folds=2)
+    cross_validate(cohort, cfg, tmp_path / "again", folds=2, init_cv=tmp_path / "first")
+    for k in (0, 1):
+        used = json.loads((tmp_path / "again" / f"fold_{k}" / "model.json").read_text())["config"]
+        assert used["init"] == str(tmp_path / "first" / f"fold_{k}" / "model.safetensors")
+        assert used["init_sha256"] == file_sha256(tmp_path / "first" / f"fold_{k}" / "model.safetensors")
+    cross_validate(cohort, dataclasses.replace(cfg, seed=3), tmp_path / "seed3", folds=2)
+    assert make_folds(cohort, 2, seed=3)[0][1] != make_folds(cohort, 2, seed=0)[0][1]
+    with pytest.raises(DataError, match="fold_0/test_patients.json.*held out other patients"):
+        cross_validate(cohort, cfg, tmp_path / "bad", folds=2, init_cv=tmp_path / "seed3")

@@ -97,3 +97,42 @@ def test_split_is_by_patient_and_seeded():
 
 def test_config_json_round_trip():
     assert SegTrainConfig.from_json(json.loads(json.dumps(CFG.to_json()))) == CFG
+
+
+def test_a_run_with_init_starts_from_those_weights_and_resumes_from_its_checkpoint(tmp_path):
+    """Reference: the initial model's weights themselves (a run cut before its first step holds them), and an
+    uninterrupted run with the same init (a killed run resumes from its checkpoint, not from the init again)."""
+    cohort = make_cohort()
+    first = train_segmenter(cohort, CFG, tmp_path / "first")
+    cfg = dataclasses.replace(CFG, lr=1e-3).with_init(first)
+    assert cfg.init == str(first) and len(cfg.init_sha256) == 64
+    start = _weights(train_segmenter(cohort, dataclasses.replace(cfg, max_steps=0), tmp_path / "start"))
+    want = load_file(str(first))
+    assert set(start) == set(want) and all(np.array_equal(start[k].numpy(), want[k].numpy()) for k in want)
+    scratch = _weights(train_segmenter(cohort, dataclasses.replace(CFG, max_steps=0), tmp_path / "scratch"))
+    assert any(not np.array_equal(scratch[k].numpy(), want[k].numpy()) for k in want)
+    full = train_segmenter(cohort, dataclasses.replace(cfg, max_steps=7), tmp_path / "full")
+    train_segmenter(cohort, dataclasses.replace(cfg, max_steps=3), tmp_path / "killed")
+    resumed = train_segmenter(cohort, dataclasses.replace(cfg, max_steps=7), tmp_path / "killed")
+    wa, wb = _weights(full), _weights(resumed)
+    assert all(np.array_equal(wa[k].numpy(), wb[k].numpy()) for k in wa)
+    assert json.loads((tmp_path / "start" / "split.json").read_text())["train"]  # an ordinary run folder
+
+
+def test_bad_initial_weights_are_refused(tmp_path):
+    from cmrprior.segmentation.network import UNetArgs, build_unet, save_segmenter
+
+    cohort = make_cohort()
+    with pytest.raises(DataError, match="missing.safetensors.*not found"):
+        CFG.with_init(tmp_path / "missing.safetensors")
+    with pytest.raises(ConfigError, match="together"):
+        dataclasses.replace(CFG, init="x.safetensors")
+    other = UNetArgs(channels=(4, 16), strides=(2,), num_res_units=0)
+    wide = save_segmenter(build_unet(other), other, tmp_path / "wide.safetensors")
+    with pytest.raises(DataError, match="wide.safetensors.*network arguments"):
+        train_segmenter(cohort, CFG.with_init(wide), tmp_path / "a")
+    same = save_segmenter(build_unet(TINY), TINY, tmp_path / "same.safetensors")
+    cfg = CFG.with_init(same)
+    save_segmenter(build_unet(TINY), TINY, same)  # other random weights in the same file
+    with pytest.raises(DataError, match="same.safetensors.*changed"):
+        train_segmenter(cohort, cfg, tmp_path / "b")

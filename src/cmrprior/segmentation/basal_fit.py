@@ -5,8 +5,8 @@ For a segmenter set (`cmrprior.segmentation.folds`) and the labelled cohort its 
 1. Every patient is segmented by a model of the set that never saw it (`SegmenterSet.choose`), without the
    basal correction (`locate_cohort(correct=False)`). A patient every model saw (the same images under
    another id in another fold, as ACDC's patient074 and patient076) is left out, with a warning.
-2. For each model of the set, a basal model (`cmrprior.segmentation.basal.fit_basal_model`) is fitted on the
-   patients that model was trained on: their out-of-sample masks against their expert masks. A patient is
+2. For each model of the set, a basal model (`cmrprior.segmentation.basal.fit_basal_model`: the RV and the LV
+   decisions) is fitted on the patients that model was trained on: their out-of-sample masks against their expert masks. A patient is
    therefore never corrected by a basal model fitted on its own expert masks. (Its masks did train the
    other fold models, whose masks of the training patients the basal model learns from: a second-order
    link, as for any model fitted on out-of-sample masks.)
@@ -80,8 +80,9 @@ def fit_basal_set(data: str | Path, set_folder: str | Path, out: str | Path) -> 
         basal[m.name] = fit_basal_model([predicted[p] for p in ids], [expert[p] for p in ids],
                                         segmenter_sha256=m.sha256)
         path = basal[m.name].save(out / basal_path(m.weights).name)
-        log.info("fit-basal: %s, %d patients, %d candidate slices -> %s", m.name, len(ids), basal[m.name].n_slices,
-                 path)
+        lv = basal[m.name].lv
+        log.info("fit-basal: %s, %d patients, %d candidate slices with RV, %s with LV -> %s", m.name, len(ids),
+                 basal[m.name].rv.n_slices, lv.n_slices if lv else "no decision (one class)", path)
     rows = []
     for pid, choice in choices.items():
         after = correct_basal(*predicted[pid], basal.get(choice.model.name))

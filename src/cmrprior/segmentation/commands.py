@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from cmrprior.errors import ConfigError
 from cmrprior.io.cohort import open_cohort
 from cmrprior.segmentation.augment import AugmentConfig
 from cmrprior.segmentation.context import check_context
@@ -44,6 +45,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tr.add_argument("--bf16", action="store_true", help="bfloat16 autocast (slower than float32 on this CPU)")
     tr.add_argument("--threads", type=int, default=None, help="torch threads")
     tr.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (resume later)")
+    tr.add_argument("--init", type=Path, default=None,
+                    help="start the final model from these segmenter weights (same --channels, --res-units and "
+                         "--context-slices) instead of a random initialisation: fine-tune or train further")
+    tr.add_argument("--init-cv", type=Path, default=None,
+                    help="with --folds: start each fold from the same fold's model of this earlier cv/ folder "
+                         "(same data, folds and seed: checked)")
     tr.set_defaults(func=_train)
 
     pr = sub.add_parser("predict", help="masks for every frame (ED, ES, 4D cine) as NIfTI in the input geometry")
@@ -120,22 +127,24 @@ def _train(args: argparse.Namespace) -> int:
     from cmrprior.segmentation.folds import duplicate_images, fingerprint_cohort
 
     out = Path(args.out)
+    if args.init_cv is not None and args.folds < 2:
+        raise ConfigError("segment train: --init-cv needs --folds K (K >= 2); use --init for one model")
     cohort = open_cohort(args.data)
     prepared = prepare_cohort(cohort, PrepareConfig(), cache_dir=args.cache or out / "cache")
     if args.folds >= 2:
         duplicates = duplicate_images(fingerprint_cohort(cohort))
         for kept, dup in duplicates:
             log.info("%s has the images of %s: both are held out by the same fold", dup, kept)
-        cross_validate(prepared, _config(args, args.epochs), out / "cv", folds=args.folds, duplicates=duplicates)
+        cross_validate(prepared, _config(args, args.epochs), out / "cv", folds=args.folds, duplicates=duplicates,
+                       init_cv=args.init_cv)
         if not (out / "cv" / "cv_summary.csv").exists() or args.no_final:
             return 0
-    model = train_segmenter(prepared, _config(args, args.final_epochs or args.epochs), out / "final")
+    model = train_segmenter(prepared, _config(args, args.final_epochs or args.epochs).with_init(args.init), out / "final")
     log.info("segmenter: %s", model)
     return 0
 
 
 def _combine(args: argparse.Namespace) -> int:
-    from cmrprior.errors import ConfigError
     from cmrprior.segmentation.ensemble import combine_cv, combine_weights
 
     kinds = {p.is_dir() for p in args.sources}

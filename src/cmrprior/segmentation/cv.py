@@ -106,13 +106,33 @@ def _read_csv(path: Path) -> list[dict]:
         return [{k: conv(v) for k, v in row.items()} for row in csv.DictReader(fh)]
 
 
-def cross_validate(prepared: PreparedCohort, config: SegTrainConfig, out_dir: str | Path, *, folds: int = 2,
-                   duplicates: Sequence[tuple[str, str]] = ()) -> list[dict]:
-    """Run (or resume) `folds`-fold cross-validation (`duplicates`: see `make_folds`); returns the held-out QC
-    rows (with a `fold` key).
+def init_weights(init_cv: Path, k: int, split: FoldSplit) -> Path:
+    """Fold `k`'s initial weights from an earlier cross-validation folder `init_cv`: its fold `k` model, which
+    must have held out exactly this fold's patients (any other fold model saw some of them, and starting from it
+    would leak their masks into the held-out Dice).
 
     Raises:
-        DataError: a fold folder of `out_dir` was made with other patients than this cohort's folds.
+        DataError: that fold's model or split is missing, or its patients differ.
+    """
+    fold_dir = Path(init_cv) / f"fold_{k}"
+    if not read_fold_split(fold_dir / FOLD_SPLIT_FILE).same_patients(split):
+        raise DataError(fold_dir / FOLD_SPLIT_FILE, f"fold {k} of the initial cross-validation held out other "
+                                                    "patients than this run's fold; its model saw some of them")
+    weights = fold_dir / MODEL_FILE
+    if not weights.is_file():
+        raise DataError(weights, f"fold {k} of the initial cross-validation has no finished model")
+    return weights
+
+
+def cross_validate(prepared: PreparedCohort, config: SegTrainConfig, out_dir: str | Path, *, folds: int = 2,
+                   duplicates: Sequence[tuple[str, str]] = (), init_cv: str | Path | None = None) -> list[dict]:
+    """Run (or resume) `folds`-fold cross-validation (`duplicates`: see `make_folds`); returns the held-out QC
+    rows (with a `fold` key). With `init_cv` (the folder of an earlier cross-validation of the same folds), each
+    fold starts from that run's model of the same fold (`init_weights`).
+
+    Raises:
+        DataError: a fold folder of `out_dir` was made with other patients than this cohort's folds; an
+            `init_cv` fold that does not match.
     """
     out_dir = Path(out_dir)
     all_rows: list[dict] = []
@@ -124,7 +144,8 @@ def cross_validate(prepared: PreparedCohort, config: SegTrainConfig, out_dir: st
         if not metrics_path.exists():
             split.write(fold_dir / FOLD_SPLIT_FILE)
             log.info("fold %d/%d: %d train, %d held-out patients", k + 1, folds, len(train_ids), len(test_ids))
-            model = train_segmenter(prepared.select_patients(train_ids), config, fold_dir)
+            fold_config = config.with_init(init_weights(Path(init_cv), k, split)) if init_cv else config
+            model = train_segmenter(prepared.select_patients(train_ids), fold_config, fold_dir)
             if model.name != MODEL_FILE:  # stopped by max_steps: not finished
                 return all_rows
             test = prepared.select_patients(test_ids)
@@ -137,5 +158,6 @@ def cross_validate(prepared: PreparedCohort, config: SegTrainConfig, out_dir: st
     qc.write_csv(all_rows, out_dir / "cv_metrics.csv")
     qc.write_csv(qc.summarise(all_rows), out_dir / "cv_summary.csv")
     atomic.write_json(out_dir / "cv.json", {"folds": folds, "seed": config.seed, "config": config.to_json(),
-                                            "n_patients": len(prepared.patients)})
+                                            "n_patients": len(prepared.patients),
+                                            "init_cv": str(init_cv) if init_cv else None})
     return all_rows

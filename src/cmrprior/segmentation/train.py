@@ -37,9 +37,9 @@ from cmrprior.data.splits import stratified_split
 from cmrprior.errors import ConfigError, DataError
 from cmrprior.segmentation.augment import AugmentConfig, augment_batch, normalise_slices
 from cmrprior.segmentation.losses import make_seg_loss
-from cmrprior.segmentation.network import UNetArgs, build_unet, save_segmenter
+from cmrprior.segmentation.network import UNetArgs, build_unet, load_segmenter, save_segmenter
 from cmrprior.segmentation.context import gather
-from cmrprior.segmentation.predict import input_slices, predict_slices, prepared_context
+from cmrprior.segmentation.predict import file_sha256, input_slices, predict_slices, prepared_context
 from cmrprior.utils import atomic
 from cmrprior.utils.seeding import derive_seed, torch_generator
 
@@ -72,6 +72,10 @@ class SegTrainConfig:
     max_steps: int | None = None  # stop (with a checkpoint) after this many optimizer steps in total
     checkpoint_every: int = 200  # steps; a checkpoint is also written after every epoch
     num_threads: int | None = None  # torch.set_num_threads when set
+    # start from these segmenter weights (a `.safetensors` of the same `unet` arguments) instead of a random
+    # initialisation: fine-tuning, or a further cosine cycle of a trained model; its sha256 is `init_sha256`
+    init: str | None = None
+    init_sha256: str | None = None
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.max_epochs < 1:
@@ -80,6 +84,19 @@ class SegTrainConfig:
             raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.lr <= 0:
             raise ConfigError("lr must be > 0")
+        if (self.init is None) != (self.init_sha256 is None):
+            raise ConfigError("init and init_sha256 go together (use `with_init`)")
+
+    def with_init(self, weights: str | Path | None) -> "SegTrainConfig":
+        """This config starting from `weights` (None: from a random initialisation), with their sha256.
+
+        Raises DataError when the file does not exist."""
+        if weights is None:
+            return dataclasses.replace(self, init=None, init_sha256=None)
+        path = Path(weights)
+        if not path.is_file():
+            raise DataError(path, "initial segmenter weights not found")
+        return dataclasses.replace(self, init=str(path), init_sha256=file_sha256(path))
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -173,9 +190,31 @@ def _new_state() -> dict:
             "bad_epochs": 0, "done": False, "epoch_loss_sum": 0.0, "epoch_seconds": 0.0}
 
 
+def _load_init(config: SegTrainConfig, model: nn.Module) -> None:
+    """Copy `config.init`'s weights into `model`.
+
+    Raises:
+        DataError: the file changed since the config was made (sha256), is an ensemble, or was trained with
+            other network arguments.
+    """
+    path = Path(config.init)
+    if file_sha256(path) != config.init_sha256:
+        raise DataError(path, f"initial weights changed: sha256 is no longer {config.init_sha256[:12]}...")
+    init_model, init_args, meta = load_segmenter(path)
+    if "members" in meta:
+        raise DataError(path, "an ensemble cannot initialise a single U-Net")
+    if init_args != config.unet:
+        raise DataError(path, f"initial weights have network arguments {init_args.to_json()}, the run "
+                              f"{config.unet.to_json()}")
+    model.load_state_dict(init_model.state_dict())
+
+
 def _resume(ckpt_path: Path, config: SegTrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
-    """The loop state to start from; when `ckpt_path` exists, the saved model and optimizer are loaded."""
+    """The loop state to start from; when `ckpt_path` exists, the saved model and optimizer are loaded, else
+    the initial weights (`config.init`) when given."""
     state = _new_state()
+    if not ckpt_path.exists() and config.init is not None:
+        _load_init(config, model)
     if ckpt_path.exists():
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         _check_resume(ckpt["config"], config, ckpt_path)
