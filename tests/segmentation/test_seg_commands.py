@@ -41,3 +41,26 @@ def test_missing_model_fails_cleanly(phantom, tmp_path, capsys):
                "--out", str(tmp_path / "p")])
     assert rc == 2
     assert "x.safetensors" in capsys.readouterr().err
+
+
+def test_train_from_a_trained_model_records_it_and_bad_init_flags_fail_cleanly(phantom, tmp_path, capsys):
+    from cmrprior.segmentation.predict import file_sha256
+
+    args = ["--epochs", "1", "--channels", "4,8", "--res-units", "0", "--batch-size", "8", "--threads", "1",
+            "--train-crop", "64"]
+    first = tmp_path / "a" / "final" / "model.safetensors"
+    assert main(["segment", "train", "--data", str(phantom), "--out", str(tmp_path / "a"), *args]) == 0
+    assert main(["segment", "train", "--data", str(phantom), "--out", str(tmp_path / "b"), "--init", str(first),
+                 *args]) == 0
+    used = json.loads((tmp_path / "b" / "final" / "model.json").read_text())["config"]
+    assert (used["init"], used["init_sha256"]) == (str(first), file_sha256(first))
+    capsys.readouterr()
+    assert main(["segment", "train", "--data", str(phantom), "--out", str(tmp_path / "c"), "--init-cv",
+                 str(tmp_path / "a"), *args]) == 2
+    assert "--init-cv needs --folds" in capsys.readouterr().err
+    assert main(["segment", "train", "--data", str(phantom), "--out", str(tmp_path / "d"), "--folds", "2",
+                 "--no-final", "--init", str(first), *args]) == 2
+    assert "--no-final skips" in capsys.readouterr().err
+    assert main(["segment", "train", "--data", str(phantom), "--out", str(tmp_path / "e"), "--init",
+                 str(tmp_path / "none.safetensors"), *args]) == 2
+    assert "none.safetensors" in capsys.readouterr().err

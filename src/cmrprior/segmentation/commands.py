@@ -129,6 +129,9 @@ def _train(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if args.init_cv is not None and args.folds < 2:
         raise ConfigError("segment train: --init-cv needs --folds K (K >= 2); use --init for one model")
+    if args.init is not None and args.no_final:
+        raise ConfigError("segment train: --init starts the final model, which --no-final skips; use --init-cv for "
+                          "the folds")
     cohort = open_cohort(args.data)
     prepared = prepare_cohort(cohort, PrepareConfig(), cache_dir=args.cache or out / "cache")
     if args.folds >= 2:

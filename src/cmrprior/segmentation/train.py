@@ -3,7 +3,8 @@
 Reads top to bottom: split patients (train / validation), build the network, then per epoch: a seeded
 permutation, seeded augmentation per step, Dice+CE loss, AdamW with a cosine learning rate; after each
 epoch the validation Dice (MONAI `DiceMetric`, 3D per patient and phase, mean over RV, MYO, LV) decides
-early stopping. Checkpoints (`checkpoint.pt`, atomic) hold the model arguments, the full config, the
+early stopping. A run starts from random weights, or from trained ones (`SegTrainConfig.init`: fine-tuning, or
+a further cosine cycle). Checkpoints (`checkpoint.pt`, atomic) hold the model arguments, the full config, the
 optimizer, the epoch/step and the early-stopping state; every random value derives from
 `config.seed` and the step or epoch number, so a killed run resumed from its checkpoint continues exactly
 as an uninterrupted run would.
@@ -213,15 +214,16 @@ def _resume(ckpt_path: Path, config: SegTrainConfig, model: nn.Module, optimizer
     """The loop state to start from; when `ckpt_path` exists, the saved model and optimizer are loaded, else
     the initial weights (`config.init`) when given."""
     state = _new_state()
-    if not ckpt_path.exists() and config.init is not None:
-        _load_init(config, model)
-    if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        _check_resume(ckpt["config"], config, ckpt_path)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        state.update(ckpt["state"])
-        log.info("resumed from %s at epoch %d step %d", ckpt_path, state["epoch"], state["global_step"])
+    if not ckpt_path.exists():
+        if config.init is not None:
+            _load_init(config, model)
+        return state
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    _check_resume(ckpt["config"], config, ckpt_path)
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    state.update(ckpt["state"])
+    log.info("resumed from %s at epoch %d step %d", ckpt_path, state["epoch"], state["global_step"])
     return state
 
 
