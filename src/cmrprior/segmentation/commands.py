@@ -20,10 +20,8 @@ log = logging.getLogger(__name__)
 _DEFAULT = SegTrainConfig()
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    seg = subparsers.add_parser("segment", help="heart segmentation: train, predict")
-    sub = seg.add_subparsers(dest="segment_command", required=True)
-
+def _register_train(sub: argparse._SubParsersAction) -> None:
+    """`cmrprior segment train` and its flags."""
     tr = sub.add_parser("train", help="train the U-Net segmenter (optionally with K-fold cross-validation)")
     tr.add_argument("--data", required=True, type=Path, help="ACDC-layout folder or manifest CSV (with masks)")
     tr.add_argument("--out", required=True, type=Path, help="run folder (re-run the same command to resume)")
@@ -52,6 +50,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     help="with --folds: start each fold from the same fold's model of this earlier cv/ folder "
                          "(same data, folds and seed: checked)")
     tr.set_defaults(func=_train)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    seg = subparsers.add_parser("segment", help="heart segmentation: train, predict")
+    sub = seg.add_subparsers(dest="segment_command", required=True)
+
+    _register_train(sub)
 
     pr = sub.add_parser("predict", help="masks for every frame (ED, ES, 4D cine) as NIfTI in the input geometry")
     pr.add_argument("--data", required=True, type=Path, help="ACDC-layout folder or manifest CSV")
