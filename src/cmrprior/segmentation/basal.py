@@ -37,7 +37,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -110,11 +110,9 @@ def load_basal_model(path: str | Path) -> BasalModel:
         d = json.loads(path.read_text())
         if tuple(d.pop("features")) != FEATURES:
             raise ValueError(f"features {d.get('features')} are not {list(FEATURES)}")
-        if "rv" not in d:
-            d = {"rv": {k: d.pop(k) for k in ("mean", "scale", "coef", "intercept", "n_slices")}, "lv": None, **d}
-        model = BasalModel(rv=SliceModel.from_json(d.pop("rv")),
-                           lv=None if d.get("lv") is None else SliceModel.from_json(d.pop("lv")),
-                           **{k: v for k, v in d.items() if k != "lv"})
+        rv = d.pop("rv") if "rv" in d else {f.name: d.pop(f.name) for f in fields(SliceModel)}
+        lv = d.pop("lv", None)
+        model = BasalModel(SliceModel.from_json(rv), None if lv is None else SliceModel.from_json(lv), **d)
     except (OSError, ValueError, TypeError, KeyError) as exc:
         raise DataError(path, f"not a basal-slice model ({type(exc).__name__}: {exc})") from exc
     return model
