@@ -127,20 +127,24 @@ def test_correct_basal_removes_the_rv_the_model_rejects_and_then_open_cavities()
 
 def test_the_lv_decision_removes_cavity_and_myocardium_of_a_rejected_basal_slice():
     """ES's basal heart slice draws a closed ring around a cavity much smaller than ED's there (outflow tract
-    at end-systole): the hand-set LV model rejects it and only its cavity and myocardium go."""
+    at end-systole): the hand-set LV model rejects it, and with an RV decision that keeps every RV, exactly that
+    slice's cavity and myocardium go."""
     ed, es = _patient()
-    es[1] = np.where(np.isin(es[1], (2, 3)), 0, es[1])
-    es[1] = np.maximum(es[1], disc_heart(40, (20, 22), 1.5, 2, 0) * (disc_heart(40, (20, 22), 1.5, 2, 0) != 1))
-    assert 0 < (es[1] == 3).sum() < (ed[1] == 3).sum() / 3
-    lv_rule = BasalModel(_share_model("rv_share_vs_other_phase"), _share_model("lv_share_vs_other_phase"), 0)
+    ring = disc_heart(40, (20, 22), 1.5, 2, 0)  # no RV: its disc lies inside the ring
+    es[1] = np.where(ring > 0, ring, np.where(np.isin(es[1], (2, 3)), 0, es[1]))
+    assert 0 < (es[1] == 3).sum() < (ed[1] == 3).sum() / 3 and (es[1] == 1).any()
+    n = len(FEATURES)
+    keep_every_rv = SliceModel((0.0,) * n, (1.0,) * n, (0.0,) * n, 10.0, 0)
+    lv_rule = BasalModel(keep_every_rv, _share_model("lv_share_vs_other_phase"), 0)
     assert [(p, z) for p, z, _ in candidate_slices(ed, es, holding=3)] == [("ed", 1), ("es", 1), ("es", 2)]
     new_ed, new_es = correct_basal(ed, es, lv_rule)
-    assert not np.isin(new_es[1], (2, 3)).any()
-    np.testing.assert_array_equal(new_es[1][~np.isin(es[1], (1, 2, 3))], 0)
-    np.testing.assert_array_equal(new_es[[0, 2, 3, 4]], es[[0, 2, 3, 4]])  # ES's second slice: 0.7 radius, kept
+    want = es.copy()
+    want[1][np.isin(want[1], (2, 3))] = 0  # ES's second slice (0.7 of ED's radius) is kept
+    np.testing.assert_array_equal(new_es, want)
     np.testing.assert_array_equal(new_ed, ed)
-    rv_only = correct_basal(ed, es, BasalModel(lv_rule.rv, None, 0))[1]
-    assert (rv_only[1] == 3).sum() == (es[1] == 3).sum()  # without the LV decision the ring stays
+    rv_only = correct_basal(ed, es, BasalModel(keep_every_rv, None, 0))
+    np.testing.assert_array_equal(rv_only[1], es)  # without the LV decision the ring stays
+    np.testing.assert_array_equal(rv_only[0], ed)
 
 
 def test_fit_matches_scikit_learn_on_the_documented_rows_and_round_trips(tmp_path):
