@@ -15,7 +15,8 @@ from cmrprior.io.records import Volume
 from cmrprior.segmentation.network import build_unet, save_segmenter
 from cmrprior.segmentation.qc import dice
 from cmrprior.segmentation.cohort_predict import predict_cohort
-from cmrprior.segmentation.volumes import _back_to_input, predict_volume
+from cmrprior.segmentation.postprocess import postprocess_labels
+from cmrprior.segmentation.volumes import _back_to_input, crop_probabilities, labels_in_input, predict_volume
 from seg_doubles import TINY, disc_heart
 
 LEVELS = torch.tensor([0.0, 0.625, 0.25, 1.0])  # BG, RV, MYO, LV after per-slice percentile scaling
@@ -82,6 +83,34 @@ def test_back_to_input_inverts_the_resampling_mapping():
     back = _back_to_input(prob, (24, 36), (1.25, 1.25))
     expected = np.clip((np.arange(24) + 0.5) * 1.25 / 1.5 - 0.5, 0, h - 1)
     np.testing.assert_allclose(back[0, 0, :, 0], expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("spacing", [(1.25, 1.25), (1.5, 1.5), (1.9, 1.1), (0.7, 2.3)])
+@pytest.mark.parametrize("centre", [(30.0, 41.0), (3.0, 70.0), (55.5, 2.0)])
+def test_labels_in_input_equal_resampling_the_whole_grid(spacing, centre):
+    # the reference: every input pixel resampled from the whole grid, then argmax and post-processing
+    z, h, w, crop = 3, 60, 75, 32
+    in_hw = (int(round(h * 1.5 / spacing[0])), int(round(w * 1.5 / spacing[1])))
+    rng = np.random.default_rng(7)
+    window = rng.normal(size=(z, crop, crop)).astype(np.float32)
+
+    class Noise(nn.Module):
+        def forward(self, x):  # smooth random logits: labels with edges everywhere in the window
+            k = torch.arange(4, dtype=torch.float32).view(1, 4, 1, 1)
+            return torch.sin(x * 3 + k) * 4 + torch.cos(k * x * 5)
+
+    prob = crop_probabilities(Noise(), window if crop == h else np.pad(window, ((0, 0), (0, h - crop), (0, w - crop))),
+                              centre, divisor=1, crop=crop)
+    reference = postprocess_labels(_back_to_input(prob, in_hw, spacing).argmax(axis=1).astype(np.uint8))
+    assert (reference > 0).any() and (reference == 0).any()
+    np.testing.assert_array_equal(labels_in_input(prob, in_hw, spacing), reference)
+
+
+def test_labels_in_input_without_window_is_background():
+    prob = np.zeros((2, 4, 10, 12), np.float32)
+    prob[:, 0] = 1.0
+    labels = labels_in_input(prob, (14, 16), (1.1, 1.1))
+    assert labels.shape == (2, 14, 16) and labels.dtype == np.uint8 and not labels.any()
 
 
 def test_bad_input():
