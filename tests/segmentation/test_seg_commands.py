@@ -27,6 +27,12 @@ def test_train_then_predict(phantom, tmp_path):
     assert rc == 0
     assert len(list((tmp_path / "pred").glob("patient*/patient*_ED.nii.gz"))) == 4
     assert (tmp_path / "pred" / "qc.csv").read_text().count("\n") == 9  # header + 4 patients x 2 phases
+    rc = main(["segment", "predict", "--data", str(phantom), "--model", str(model), "--out", str(tmp_path / "rot"),
+               "--no-cine", "--rotations", "15", "-15"])
+    assert rc == 0 and len(list((tmp_path / "rot").glob("patient*/patient*_ES.nii.gz"))) == 4
+    rc = main(["segment", "predict", "--data", str(phantom), "--model", str(model), "--out", str(tmp_path / "bad"),
+               "--rotations", "0"])
+    assert rc == 2 and not (tmp_path / "bad").exists()
 
 
 def test_predict_into_input_folder_fails_cleanly(phantom, tmp_path, capsys):

@@ -67,6 +67,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pr.add_argument("--backend", choices=BACKENDS, default=SegInference().backend,
                     help="inference engine: eager PyTorch, ONNX Runtime (the onnx extra), or auto (ONNX Runtime when "
                          "installed and matching PyTorch's probabilities)")
+    pr.add_argument("--rotations", type=float, nargs="+", default=list(SegInference().rotations), metavar="DEG",
+                    help="test-time rotation averaging: extra passes on the heart window at these in-plane angles "
+                         "(e.g. 15 -15; each costs one more window pass; see the model card)")
     pr.set_defaults(func=_predict)
 
     ex = sub.add_parser("export-onnx", help="export a segmenter to ONNX (needs the onnx extra)")
@@ -190,7 +193,7 @@ def _predict(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     predict_cohort(args.data, args.out, model_path=args.model, include_cine=not args.no_cine,
-                   inference=SegInference(backend=args.backend))
+                   inference=SegInference(backend=args.backend, rotations=tuple(args.rotations)))
     return 0
 
 

@@ -6,6 +6,8 @@
 - `auto`: ONNX Runtime when it is installed and its probabilities match eager PyTorch's (max absolute
   difference < `MAX_PROB_DIFF` on a seeded check batch), else PyTorch, with the reason logged.
 
+Either engine may be wrapped in test-time rotation averaging (`SegInference.rotations`, `segmentation.tta`).
+
 Measured by `bench/segment_speed.py` (end to end per ACDC frame, both engines in one run).
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,16 +36,25 @@ CHECK_SEED = 0
 @dataclass(frozen=True)
 class SegInference:
     """How the segmenter runs at inference. `threads`: ONNX Runtime intra-op threads (None: torch's
-    current `torch.get_num_threads()`, which `--threads` sets)."""
+    current `torch.get_num_threads()`, which `--threads` sets). `rotations`: test-time rotation averaging,
+    the in-plane angles in degrees of the extra passes on the heart window (`segmentation.tta`; () = one
+    pass)."""
 
     backend: str = "torch"
     threads: int | None = None
+    rotations: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise ConfigError(f"segmenter backend must be one of {list(BACKENDS)}, got {self.backend!r}")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"segmenter inference threads must be >= 1, got {self.threads}")
+        for d in self.rotations:
+            if isinstance(d, bool) or not isinstance(d, (int, float)) or not math.isfinite(d) or not 0 < abs(d) <= 90:
+                raise ConfigError(f"segmenter test-time rotations must be angles in degrees, 0 < |angle| <= 90, "
+                                  f"got {d!r} in {list(self.rotations)}")
+        if len(set(self.rotations)) != len(self.rotations):
+            raise ConfigError(f"segmenter test-time rotations repeat an angle: {list(self.rotations)}")
 
 
 @dataclass(frozen=True)
@@ -124,11 +136,18 @@ def choose_backend(model: nn.Module, args: UNetArgs, config: SegInference,
 
 def load_for_inference(path: str | Path, config: SegInference | None = None
                        ) -> tuple[nn.Module, UNetArgs, dict, BackendChoice]:
-    """`load_segmenter` then `choose_backend`: (module to call, args, metadata, choice).
+    """`load_segmenter`, `choose_backend`, then the test-time rotations of `config` (`segmentation.tta`):
+    (module to call, args, metadata, choice).
 
     Raises:
         DataError, ConfigError: see `load_segmenter` and `choose_backend`.
     """
+    config = config or SegInference()
     model, args, meta = load_segmenter(path)
-    runner, choice = choose_backend(model, args, config or SegInference(), where=path)
+    runner, choice = choose_backend(model, args, config, where=path)
+    if config.rotations:
+        from cmrprior.segmentation.tta import RotationAverage
+
+        runner = RotationAverage(runner, config.rotations)
+        log.info("%s: test-time rotations %s degrees on the heart window", path, list(config.rotations))
     return runner, args, meta, choice

@@ -41,6 +41,7 @@ from cmrprior.io.load import load_patient
 from cmrprior.io.records import Cohort, PatientRecord
 from cmrprior.segmentation import qc
 from cmrprior.segmentation.folds import SegmenterChoice, choose_segmenters, fingerprint_cohort
+from cmrprior.segmentation.inference import SegInference
 from cmrprior.segmentation.phases import resolve_cohort_phases
 from cmrprior.segmentation.volumes import locate_cohort
 from cmrprior.utils.progress import track
@@ -122,13 +123,15 @@ def given_masks(cohort: Cohort) -> list[PatientMasks]:
     return out
 
 
-def segmenter_masks(cohort: Cohort, model: str | Path | None = None) -> list[PatientMasks]:
-    """Masks from the segmenter, out-of-sample where the set allows (module docstring); expert masks unread."""
+def segmenter_masks(cohort: Cohort, model: str | Path | None = None, inference: SegInference | None = None
+                    ) -> list[PatientMasks]:
+    """Masks from the segmenter, out-of-sample where the set allows (module docstring), run as `inference`
+    says (default: eager PyTorch, one pass); expert masks unread."""
     blind = dataclasses.replace(cohort, patients=tuple(dataclasses.replace(r, ed_mask=None, es_mask=None)
                                                        for r in cohort.patients))
-    blind, _ = resolve_cohort_phases(blind, model_path=model)
+    blind, _ = resolve_cohort_phases(blind, model_path=model, inference=inference)
     choices = choose_segmenters(fingerprint_cohort(blind), model)
-    locations = locate_cohort(blind, models={pid: c.model.weights for pid, c in choices.items()})
+    locations = locate_cohort(blind, models={pid: c.model.weights for pid, c in choices.items()}, inference=inference)
     out = []
     for rec in blind.patients:
         loc = locations[rec.patient_id]
