@@ -178,3 +178,32 @@ def test_heart_is_the_component_with_the_left_ventricle_not_the_largest_blob():
     pred = predict_volume(Oracle(), vol, divisor=1)
     assert abs(pred.centre[0] - 45) < 3 and abs(pred.centre[1] - 55) < 8  # the heart (LV, ring, RV to its left)
     assert dice(pred.labels == 3, masks == 3) > 0.95
+
+
+def test_predict_cohort_segments_es_around_the_ed_heart_as_the_study_does(tmp_path, monkeypatch):
+    # ES's heart lies 90 px from ED's, so ES's labels depend on which centre its window is cut around
+    from types import SimpleNamespace
+
+    from cmrprior.io.records import PatientRecord, PatientVolumes
+    from cmrprior.segmentation import cohort_predict
+    from cmrprior.segmentation.volumes import locate_heart
+
+    src = tmp_path / "input"
+    ed, _ = _volume(shape=(3, 200, 200), centre=(50, 50))
+    es, es_masks = _volume(shape=(3, 200, 200), centre=(140, 140))
+    write_nifti(ed.array, ed.affine, src / "ed.nii.gz")
+    write_nifti(es.array, ed.affine, src / "es.nii.gz")
+    with open(src / "manifest.csv", "w", newline="") as fh:
+        csv.writer(fh).writerows([["patient_id", "label", "ed_image", "es_image"], ["p1", "NOR", "ed.nii.gz", "es.nii.gz"]])
+    torch.manual_seed(0)
+    weights = save_segmenter(build_unet(TINY), TINY, tmp_path / "model" / "m.safetensors")
+    monkeypatch.setattr(cohort_predict, "load_for_inference",
+                        lambda path, inference=None: (Oracle(), SimpleNamespace(divisor=1), {}, None))
+    predict_cohort(src / "manifest.csv", tmp_path / "run", model_path=weights, overlays=0)
+    ed_in, es_in = read_nifti(src / "ed.nii.gz"), read_nifti(src / "es.nii.gz")
+    record = PatientRecord("p1", "NOR", src / "ed.nii.gz", src / "es.nii.gz")
+    study = locate_heart(Oracle(), PatientVolumes(record, ed_in, es_in), divisor=1)
+    written = read_nifti(tmp_path / "run" / "p1" / "p1_ES.nii.gz").array
+    np.testing.assert_array_equal(written, study.es_labels)
+    alone = predict_volume(Oracle(), es_in, divisor=1).labels  # ES finding its own heart
+    assert dice(alone > 0, es_masks > 0) > 0.9 and dice(written > 0, es_masks > 0) < 0.5

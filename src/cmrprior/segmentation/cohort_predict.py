@@ -31,8 +31,9 @@ def predict_cohort(
     NIfTI header (`pixdim`, qform/sform and codes) or, for DICOM input, the DICOM geometry as qform/sform
     (code 1, scanner) with `pixdim` = the DICOM spacing. The ED and ES masks are corrected together at the
     base (`cmrprior.segmentation.basal.correct_basal`, with the model's basal model when it has one), as the
-    study's are, when their shapes agree (the study refuses a pair that does not); cine frames, whose phase
-    is not known, are written as the network labels them. `<patient>` is `patient_filename(patient_id)`.
+    study's are, when their shapes agree (the study refuses a pair that does not). ES and cine frames are
+    segmented around ED's heart centre (found on ED's whole field of view), as in the study; cine frames, whose
+    phase is not known, are written as the network labels them. `<patient>` is `patient_filename(patient_id)`.
     Records with only a cine get their ED/ES frames from `resolve_cohort_phases` (same model); `out/qc.csv` (flags per volume, Dice/Hausdorff where
     ground-truth masks exist) and `out/overlays/<patient>.png` (`overlays` slices per phase). `inference`
     chooses the engine (`cmrprior.segmentation.inference`; default eager PyTorch). Returns the QC rows.
@@ -56,8 +57,10 @@ def predict_cohort(
         shown = {}
         phases = (("ED", rec.ed_image, rec.ed_mask, rec.ed_frame), ("ES", rec.es_image, rec.es_mask, rec.es_frame))
         vols = [read_image(img_path, frame=frame) for _, img_path, _, frame in phases]
-        preds = [predict_volume(model, vol, divisor=args.divisor) for vol in vols]
-        centre = preds[0].centre
+        ed = predict_volume(model, vols[0], divisor=args.divisor)
+        # ES (and the cine) around ED's heart centre, as the study segments a patient (`locate_heart`)
+        centre = None if ed.blank or vols[1].shape != vols[0].shape else ed.centre
+        preds = [ed, predict_volume(model, vols[1], divisor=args.divisor, centre=centre)]
         labels = [p.labels for p in preds]
         if labels[0].shape == labels[1].shape:
             labels = list(correct_basal(labels[0], labels[1], basal))
@@ -73,8 +76,8 @@ def predict_cohort(
             shown[phase] = (vol.array, lab)
         if include_cine and rec.cine is not None:
             frames = read_cine(rec.cine).frames
-            cine = np.stack([predict_volume(model, f, divisor=args.divisor, centre=centre if not
-                                            (centre == (0.0, 0.0)) else None).labels for f in frames], axis=-1)
+            cine = np.stack([predict_volume(model, f, divisor=args.divisor, centre=None if ed.blank else ed.centre
+                                            ).labels for f in frames], axis=-1)
             write_nifti(cine, None, pdir / f"{name}_cine.nii.gz", like=frames[0])
         if overlays > 0:
             save_overlay(shown, out / "overlays" / f"{name}.png", n_slices=overlays, title=rec.patient_id)
