@@ -16,44 +16,30 @@ Figures are printed, never asserted; nothing is written.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import os
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
-import torch
 
-ACDC = Path(os.environ.get("ACDC_ROOT", Path(__file__).resolve().parents[2] / "shared/data/acdc/training"))
+from acdc_cohort import add_arguments, open_cohort
+
 KEYS = (("lvef", "points"), ("rvef", "points"), ("lv_edv_ml", "ml"), ("lv_esv_ml", "ml"), ("rv_edv_ml", "ml"),
         ("rv_esv_ml", "ml"), ("myo_mass_g", "g"), ("max_wall_thickness_mm", "mm"), ("mean_wall_thickness_mm", "mm"))
 
 
 def main() -> int:
     from cmrprior.anatomy.measure import measure_patient
-    from cmrprior.io.acdc import read_acdc
     from cmrprior.io.load import load_patient
     from cmrprior.segmentation.inference import SegInference
     from cmrprior.segmentation.measures import measure_row, segmenter_masks
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=ACDC)
-    ap.add_argument("--limit", type=int, default=None, help="first N patients only")
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--model", type=Path, default=None,
-                    help="segmenter set (`cmrprior segment index-folds`) or weights; default: the shipped set")
+    add_arguments(ap)
     ap.add_argument("--rotations", default="", help="test-time rotation angles in degrees, comma-separated")
     args = ap.parse_args()
-    if not args.data.is_dir():
-        print(f"ACDC not found at {args.data} (set ACDC_ROOT)")
+    cohort = open_cohort(args)
+    if cohort is None:
         return 1
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    cohort = read_acdc(args.data)
-    if args.limit:
-        cohort = dataclasses.replace(cohort, patients=cohort.patients[: args.limit])
-    print(f"{len(cohort)} patients, torch threads {torch.get_num_threads()}, load {os.getloadavg()}")
     t0 = time.perf_counter()
     rotations = tuple(float(a) for a in args.rotations.split(",") if a)
     print(f"test-time rotations: {list(rotations) or 'none'}")

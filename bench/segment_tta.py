@@ -17,14 +17,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import time
-from pathlib import Path
 
 import numpy as np
-import torch
 
-ACDC = Path(os.environ.get("ACDC_ROOT", Path(__file__).resolve().parents[2] / "shared/data/acdc/training"))
+from acdc_cohort import add_arguments, open_cohort
+
 
 
 def dice_table(predicted, expert) -> dict[tuple[str, str], np.ndarray]:
@@ -46,28 +44,18 @@ def pooled(table: dict[tuple[str, str], np.ndarray], structure: str, phases: tup
 
 
 def main() -> int:
-    from cmrprior.io.acdc import read_acdc
     from cmrprior.segmentation.inference import SegInference
     from cmrprior.segmentation.measures import given_masks, segmenter_masks
     from cmrprior.segmentation.qc import STRUCTURES, mean_ci
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=ACDC)
-    ap.add_argument("--model", type=Path, default=None, help="segmenter set or weights; default: the shipped set")
-    ap.add_argument("--threads", type=int, default=None)
+    add_arguments(ap)
     ap.add_argument("--rotations", nargs="+", default=["15,-15"], help="one comma-separated angle list per setting")
-    ap.add_argument("--limit", type=int, default=None, help="first N patients only (a smoke run)")
     args = ap.parse_args()
-    if not args.data.is_dir():
-        print(f"ACDC not found at {args.data} (set ACDC_ROOT)")
+    cohort = open_cohort(args)
+    if cohort is None:
         return 1
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    cohort = read_acdc(args.data)
-    if args.limit:
-        cohort = dataclasses.replace(cohort, patients=cohort.patients[: args.limit])
     settings = [()] + [tuple(float(a) for a in r.split(",") if a) for r in args.rotations]
-    print(f"{len(cohort)} patients, torch threads {torch.get_num_threads()}, load average {os.getloadavg()}")
     segmenter_masks(dataclasses.replace(cohort, patients=cohort.patients[:1]), args.model)  # warm-up, not timed
     tables, seconds = {}, {}
     for rotations in settings:
