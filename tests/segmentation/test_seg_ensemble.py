@@ -15,7 +15,8 @@ import torch
 from cmrprior.cli import main
 from cmrprior.errors import ConfigError, DataError
 from cmrprior.segmentation.ensemble import combine_cv, combine_weights
-from cmrprior.segmentation.network import SegmenterEnsemble, UNetArgs, build_unet, load_segmenter, save_segmenter
+from cmrprior.segmentation.network import (LOG_FLOOR, SegmenterEnsemble, UNetArgs, build_unet, load_segmenter,
+                                           save_segmenter)
 from cmrprior.segmentation.predict import file_sha256, predict_probabilities
 
 from seg_doubles import TINY
@@ -56,7 +57,7 @@ def test_log_floor_keeps_the_output_finite_where_a_mean_probability_underflows()
 
     out = SegmenterEnsemble([Certain(), Certain()])(torch.zeros(1, 1, 4, 4))
     assert torch.isfinite(out).all()
-    assert out[0, 2].abs().max() == 0 and (out[0, [0, 1, 3]] == SegmenterEnsemble.LOG_FLOOR).all()
+    assert out[0, 2].abs().max() == 0 and (out[0, [0, 1, 3]] == LOG_FLOOR).all()
     torch.testing.assert_close(torch.softmax(out, dim=1)[0, 2], torch.ones(4, 4))
 
 

@@ -83,13 +83,20 @@ def build_unet(args: UNetArgs) -> nn.Module:
     )
 
 
+LOG_FLOOR = -80.0  # exp(-80) ~ 2e-35: below any float32 probability a network gives
+
+
+def log_mean(probabilities: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The log of the mean of several passes' class probabilities, floored at `LOG_FLOOR` where a mean is 0:
+    what a segmenter that averages passes returns, so that every caller, which takes the softmax of a
+    segmenter's output, gets the mean probabilities."""
+    return torch.log(torch.stack(list(probabilities)).mean(dim=0)).clamp_min(LOG_FLOOR)
+
+
 class SegmenterEnsemble(nn.Module):
     """U-Nets of one input and output layout whose class probabilities are averaged.
 
-    `forward` returns the log of the members' mean softmax, so that every caller, which takes the softmax
-    of a segmenter's output, gets that mean (the log is floored at `LOG_FLOOR` where a mean is 0)."""
-
-    LOG_FLOOR = -80.0  # exp(-80) ~ 2e-35: below any float32 probability a member gives
+    `forward` returns the log of the members' mean softmax (`log_mean`)."""
 
     def __init__(self, members: Sequence[nn.Module]) -> None:
         super().__init__()
@@ -102,8 +109,7 @@ class SegmenterEnsemble(nn.Module):
         return self.members[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mean = torch.stack([torch.softmax(m(x).float(), dim=1) for m in self.members]).mean(dim=0)
-        return torch.log(mean).clamp_min(self.LOG_FLOOR)
+        return log_mean([torch.softmax(m(x).float(), dim=1) for m in self.members])
 
 
 def ensemble_args(members: Sequence[UNetArgs]) -> UNetArgs:

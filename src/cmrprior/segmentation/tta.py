@@ -2,9 +2,8 @@
 
 `RotationAverage(model, degrees)` runs `model` on the input as given and on copies rotated in-plane by each
 angle of `degrees` (bilinear, zero outside the image), rotates each copy's softmax probabilities back (edge
-values outside), and returns the log of the mean, so that callers, which take the softmax of a segmenter's
-output, get the mean probabilities. It wraps either engine (`segmentation.inference`: eager PyTorch or ONNX
-Runtime) and is set by `SegInference.rotations`.
+values outside), and returns the log of the mean (`network.log_mean`). It wraps either engine
+(`segmentation.inference`: eager PyTorch or ONNX Runtime) and is set by `SegInference.rotations`.
 
 The heart-finding pass on the whole field of view (`segmentation.volumes.find_centre`) runs the wrapped model
 once (`locator`): it yields a centre, not labels. Each angle costs one more pass on the heart window.
@@ -20,9 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cmrprior.segmentation.network import log_mean
 from cmrprior.segmentation.predict import input_slices
-
-LOG_FLOOR = -80.0  # exp(-80) ~ 2e-35: below any float32 probability a pass gives
 
 
 def rotate(x: torch.Tensor, degrees: float, padding: str) -> torch.Tensor:
@@ -54,8 +52,7 @@ class RotationAverage(nn.Module):
         return getattr(self.model, "locator", self.model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        total = torch.softmax(self.model(x).float(), dim=1)
+        probs = [torch.softmax(self.model(x).float(), dim=1)]
         for d in self.degrees:
-            p = torch.softmax(self.model(rotate(x, d, "zeros")).float(), dim=1)
-            total = total + rotate(p, -d, "border")
-        return torch.log(total / (1 + len(self.degrees))).clamp_min(LOG_FLOOR)
+            probs.append(rotate(torch.softmax(self.model(rotate(x, d, "zeros")).float(), dim=1), -d, "border"))
+        return log_mean(probs)
