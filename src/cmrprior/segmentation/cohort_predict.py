@@ -59,8 +59,9 @@ def predict_cohort(
         vols = [read_image(img_path, frame=frame) for _, img_path, _, frame in phases]
         ed = predict_volume(model, vols[0], divisor=args.divisor)
         # ES (and the cine) around ED's heart centre, as the study segments a patient (`locate_heart`)
-        centre = None if ed.blank or vols[1].shape != vols[0].shape else ed.centre
-        preds = [ed, predict_volume(model, vols[1], divisor=args.divisor, centre=centre)]
+        centre = None if ed.blank else ed.centre
+        es_centre = centre if vols[1].shape == vols[0].shape else None
+        preds = [ed, predict_volume(model, vols[1], divisor=args.divisor, centre=es_centre)]
         labels = [p.labels for p in preds]
         if labels[0].shape == labels[1].shape:
             labels = list(correct_basal(labels[0], labels[1], basal))
@@ -76,8 +77,8 @@ def predict_cohort(
             shown[phase] = (vol.array, lab)
         if include_cine and rec.cine is not None:
             frames = read_cine(rec.cine).frames
-            cine = np.stack([predict_volume(model, f, divisor=args.divisor, centre=None if ed.blank else ed.centre
-                                            ).labels for f in frames], axis=-1)
+            cine = np.stack([predict_volume(model, f, divisor=args.divisor, centre=centre).labels for f in frames],
+                            axis=-1)
             write_nifti(cine, None, pdir / f"{name}_cine.nii.gz", like=frames[0])
         if overlays > 0:
             save_overlay(shown, out / "overlays" / f"{name}.png", n_slices=overlays, title=rec.patient_id)
