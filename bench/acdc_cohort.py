@@ -1,5 +1,6 @@
-"""The ACDC training cohort for the benchmarks that segment it with a segmenter set: their shared arguments
-(`--data`, `--model`, `--threads`, `--limit`) and the cohort they select."""
+"""Where the benchmarks find ACDC (`ACDC`, or `ACDC_ROOT`); for those that segment it with a segmenter set, their
+shared arguments (`--data`, `--model`, `--threads`, `--limit`), the cohort they select, and how they read a list
+of test-time rotation angles (`angles`)."""
 
 from __future__ import annotations
 
@@ -35,3 +36,8 @@ def open_cohort(args: argparse.Namespace):
         cohort = dataclasses.replace(cohort, patients=cohort.patients[: args.limit])
     print(f"{len(cohort)} patients, torch threads {torch.get_num_threads()}, load average {os.getloadavg()}")
     return cohort
+
+
+def angles(text: str) -> tuple[float, ...]:
+    """Test-time rotation angles in degrees from a comma-separated list ("" = none)."""
+    return tuple(float(a) for a in text.split(",") if a)

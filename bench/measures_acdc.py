@@ -8,8 +8,9 @@ Each ACDC training patient is segmented by the fold model (of the shipped set, o
 the expert `_gt` masks are then read for the reference, and both are measured with
 `cmrprior.anatomy.measure.measure_patient`. Prints MAE and bias (predicted - expert) of LVEF, RVEF (points),
 LV/RV EDV and ESV (ml), myocardial mass (g), max and mean wall thickness (mm), the number of patients
-with QC flags (`--rotations`: the segmenter with test-time rotation averaging at these angles), and seconds per patient (segmentation + measures, and measures alone). Patients that every
-model of the set saw are named and left out of the figures.
+with QC flags, and seconds per patient (segmentation + measures, and measures alone). `--rotations`: the
+segmenter with test-time rotation averaging at these angles. Patients that every model of the set saw are named
+and left out of the figures.
 Figures are printed, never asserted; nothing is written.
 """
 
@@ -21,7 +22,7 @@ import time
 
 import numpy as np
 
-from acdc_cohort import add_arguments, open_cohort
+from acdc_cohort import add_arguments, angles, open_cohort
 
 KEYS = (("lvef", "points"), ("rvef", "points"), ("lv_edv_ml", "ml"), ("lv_esv_ml", "ml"), ("rv_edv_ml", "ml"),
         ("rv_esv_ml", "ml"), ("myo_mass_g", "g"), ("max_wall_thickness_mm", "mm"), ("mean_wall_thickness_mm", "mm"))
@@ -41,7 +42,7 @@ def main() -> int:
     if cohort is None:
         return 1
     t0 = time.perf_counter()
-    rotations = tuple(float(a) for a in args.rotations.split(",") if a)
+    rotations = angles(args.rotations)
     print(f"test-time rotations: {list(rotations) or 'none'}")
     predicted = segmenter_masks(cohort, args.model, SegInference(rotations=rotations))
     t_seg = time.perf_counter() - t0

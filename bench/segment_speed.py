@@ -40,7 +40,8 @@ import numpy as np
 import torch
 from torch import nn
 
-ACDC = Path(os.environ.get("ACDC_ROOT", Path(__file__).resolve().parents[2] / "shared/data/acdc/training"))
+from acdc_cohort import ACDC, angles
+
 STEPS = ("read", "resample", "localise", "crop_pass", "back+post", "write")
 TARGET_S = 0.5
 BUSY_LOAD = 1.5
@@ -194,7 +195,7 @@ def main() -> None:
 
     model, margs, _ = load_segmenter(a.model or default_model_path())
     engines = make_engines(model, margs, a.engines.split(","), a.threads)
-    rotations = tuple(float(d) for d in a.rotations.split(",") if d)
+    rotations = angles(a.rotations)
     if rotations:
         from cmrprior.segmentation.tta import RotationAverage
 

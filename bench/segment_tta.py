@@ -21,8 +21,7 @@ import time
 
 import numpy as np
 
-from acdc_cohort import add_arguments, open_cohort
-
+from acdc_cohort import add_arguments, angles, open_cohort
 
 
 def dice_table(predicted, expert) -> dict[tuple[str, str], np.ndarray]:
@@ -55,7 +54,7 @@ def main() -> int:
     cohort = open_cohort(args)
     if cohort is None:
         return 1
-    settings = [()] + [tuple(float(a) for a in r.split(",") if a) for r in args.rotations]
+    settings = [()] + [angles(r) for r in args.rotations]
     segmenter_masks(dataclasses.replace(cohort, patients=cohort.patients[:1]), args.model)  # warm-up, not timed
     tables, seconds = {}, {}
     for rotations in settings:

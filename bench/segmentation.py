@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ACDC = Path(os.environ.get("ACDC_ROOT", Path(__file__).resolve().parents[2] / "shared/data/acdc/training"))
+from acdc_cohort import ACDC
 
 
 def speed(threads: int, steps: int, crop: int, batch: int) -> None:
