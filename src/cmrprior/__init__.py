@@ -18,6 +18,7 @@ stays fast and imports no torch):
     run_saliency(run_dir, config=SaliencyConfig()) -> SaliencyOutputs   saliency of a finished study run
     build_report(run_dir) -> Path                             RUN/report/index.html
     RunFolder(run_dir)                                        paths and typed records of a study run folder
+    load_bundle(path_or_name="acdc") -> Bundle                a model bundle; `.diagnose(data, out=None)` -> table
 
 Progress is reported through `logging` (logger "cmrprior"): in a notebook, `logging.basicConfig(level=logging.INFO)`
 shows the "cells: k/N done, ~ETA left" lines. See README.md for an example.
@@ -44,6 +45,7 @@ _API: dict[str, tuple[str, str]] = {
     "SaliencyConfig": ("cmrprior.saliency.config", "SaliencyConfig"),
     "build_report": ("cmrprior.report", "build_report"),
     "RunFolder": ("cmrprior.runs", "RunFolder"),
+    "load_bundle": ("cmrprior.bundle.model", "load_bundle"),
 }
 
 __all__ = ["__version__", *_API]

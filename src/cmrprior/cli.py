@@ -25,6 +25,7 @@ COMMAND_MODULES: list[str] = [
     "cmrprior.experiments.commands",
     "cmrprior.saliency.commands",
     "cmrprior.report.commands",
+    "cmrprior.bundle.commands",
 ]
 
 

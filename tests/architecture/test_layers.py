@@ -26,6 +26,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("classify",),
     ("saliency",),
     ("report",),
+    ("bundle",),
     ("experiments",),
     ("cli", "__main__", "__init__"),
 )

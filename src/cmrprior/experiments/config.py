@@ -29,6 +29,7 @@ from typing import Any
 
 import yaml
 
+from cmrprior.bundle.config import ExportConfig
 from cmrprior.classify.config import AnatomyConfig, ClassifierConfig
 from cmrprior.data.prepare import PrepareConfig
 from cmrprior.data.splits import ProtocolConfig
@@ -107,6 +108,7 @@ class StudyConfig:
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     anatomy: AnatomyConfig = field(default_factory=AnatomyConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)  # model bundles under RUN/models/
 
     def image_spec(self, images: str) -> ImageSpec:
         return self.images.spec(images)

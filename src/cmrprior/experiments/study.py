@@ -48,6 +48,7 @@ from cmrprior.experiments.cell import CellJob, run_cell
 from cmrprior.experiments import cohort_data
 from cmrprior.experiments.cohort_data import CohortData, load_cohort_data, merge_slice_sets, needed_images
 from cmrprior.experiments.config import StudyConfig
+from cmrprior.experiments.export_stage import export_models
 from cmrprior.experiments.pretraining import pretrain_piece, teacher_piece
 from cmrprior.experiments.progress import StudyProgress
 from cmrprior.report import build_report
@@ -288,6 +289,7 @@ def run_study(
             both = anatomy.merged(AnatomyInputs.from_rows(hold.measures, hold.perturbed))
             tables.update(anatomy_tables(run, [split], both, holdout, config, hold_setup, prefix="holdout_",
                                          masks=(hold.masks_source, cohort.masks_note or hold.masks_note)))
+    models = export_models(run, data, cohort.patient_ids, classes, anatomy, run.anatomy_results(), config)
     figure = write_figure1(results, run.figures / "figure1.png")
     meta = {
         "data": str(data), "test_data": None if test_data is None else str(test_data),
@@ -296,6 +298,7 @@ def run_study(
         "masks_out_of_sample": cohort.masks_out_of_sample,
         "n_splits": len(splits), "n_results": len(results), "n_holdout_results": len(holdout),
         "config_digest": config.digest(), "versions": _versions(),
+        "models": {name: str(path.relative_to(run.root)) for name, path in models.items()},
     }
     _write_meta(run, meta, t0)
     report_path = _saliency_and_report(run) if report else None

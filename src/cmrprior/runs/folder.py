@@ -48,6 +48,11 @@ class RunFolder:
     saliency = _at("saliency")
     report = _at("report")
     inputs_json = _at("inputs.json")
+    models = _at("models")  # exported model bundles (`cmrprior.bundle`), one folder each
+    recommended_json = _at("models/recommended.json")  # which bundle the config's rule recommends, and why
+
+    def bundle_dir(self, name: str) -> Path:
+        return self.models / name
 
     def prepared(self, cohort: str = "study") -> Path:
         """Prepared cohort folder: the study cohort, or `holdout` for the --test cohort."""

@@ -239,6 +239,33 @@ def locate_heart(model: nn.Module, volumes: PatientVolumes, *, divisor: int = 16
                          es_labels=es_labels, model=model_path, model_sha256=model_sha256)
 
 
+@dataclass(frozen=True, eq=False)
+class Locator:
+    """A segmenter loaded once for `locate_heart`: its network, divisor, weights path and sha256, basal model."""
+
+    net: nn.Module
+    divisor: int
+    path: Path
+    sha256: str
+    basal: BasalModel | None
+
+    def locate(self, volumes: PatientVolumes, *, correct: bool = True) -> HeartLocation:
+        return locate_heart(self.net, volumes, divisor=self.divisor, model_path=str(self.path),
+                            model_sha256=self.sha256, basal=self.basal, correct=correct)
+
+
+def load_locator(weights: str | Path, inference: SegInference | None = None) -> Locator:
+    """The segmenter at `weights` run by the engine of `inference`, with its basal model (`basal_model_for`).
+
+    Raises:
+        DataError: unreadable weights or basal file. WeightsUnavailableError: no model shipped.
+    """
+    path = Path(weights).resolve()
+    net, args, _, _ = load_for_inference(path, inference)
+    sha = file_sha256(path)
+    return Locator(net, args.divisor, path, sha, basal_model_for(path, sha))
+
+
 def locate_cohort(cohort: Cohort, *, models: Mapping[str, Path], progress: bool = False,
                   inference: SegInference | None = None, correct: bool = True) -> dict[str, HeartLocation]:
     """`locate_heart` for every patient, each with the segmenter weights `models[patient_id]`
@@ -253,18 +280,13 @@ def locate_cohort(cohort: Cohort, *, models: Mapping[str, Path], progress: bool 
     """
     from dataclasses import replace
 
-
-    loaded: dict[Path, tuple[nn.Module, int, str, BasalModel | None]] = {}
+    loaded: dict[Path, Locator] = {}
     out: dict[str, HeartLocation] = {}
     for rec in track(cohort.patients, "locate heart (segmenter on ED/ES frames)", len(cohort.patients), log,
                      unit="patients"):
         path = Path(models[rec.patient_id]).resolve()
         if path not in loaded:
-            net, args, _, _ = load_for_inference(path, inference)
-            sha = file_sha256(path)
-            loaded[path] = (net, args.divisor, sha, basal_model_for(path, sha))
-        net, divisor, sha, basal = loaded[path]
+            loaded[path] = load_locator(path, inference)
         volumes = load_patient(replace(rec, ed_mask=None, es_mask=None))
-        out[rec.patient_id] = locate_heart(net, volumes, divisor=divisor, model_path=str(path), model_sha256=sha,
-                                           basal=basal, correct=correct)
+        out[rec.patient_id] = loaded[path].locate(volumes, correct=correct)
     return out

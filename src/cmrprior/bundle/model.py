@@ -1,0 +1,161 @@
+"""A loaded model bundle: `load_bundle(path_or_name)` -> `Bundle`, whose `diagnose(data)` applies it.
+
+Kinds: `anatomy` (the study's "Anatomy" model: cardiac measures from the bundle's segmenter -> a tabular
+classifier). A name instead of a path is a bundle shipped with the package (`SHIPPED`: `acdc`).
+
+The segmenter the bundle's measures depend on is checked before anything is segmented: its sha256 must be
+the one the bundle was trained with (`SegmenterRef`), so that a newer package with another segmenter cannot
+silently change a bundle's inputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cmrprior.bundle.format import (
+    SEGMENTER_DIR,
+    BundleError,
+    bundle_sha256,
+    read_bundle_files,
+)
+from cmrprior.bundle.spec import Limits, SegmenterRef, TrainingDomain
+from cmrprior.bundle.tabular import TabularPredictor
+from cmrprior.classify.anatomy import feature_matrix
+
+KINDS = ("anatomy",)
+SHIPPED_DIR = Path(__file__).resolve().parents[1] / "weights" / "bundles"
+SHIPPED = ("acdc",)
+DEFAULT_BUNDLE = "acdc"
+
+
+@dataclass(frozen=True)
+class Driver:
+    """How much one measure pushed the call: the predicted class's probability minus its probability with
+    that measure set to the training median (positive: the measure argues for the call)."""
+
+    feature: str
+    value: float
+    percentile: float
+    effect: float
+
+
+@dataclass(frozen=True, eq=False)
+class Bundle:
+    root: Path
+    name: str
+    kind: str
+    classes: tuple[str, ...]
+    features: tuple[str, ...]
+    medians: np.ndarray
+    predictor: TabularPredictor
+    domain: TrainingDomain
+    limits: Limits
+    segmenter: SegmenterRef
+    estimate: dict  # the study's estimate of this model (free-form JSON, shown in the card and pages)
+    spec: dict
+    card: str
+    sha256: str
+
+    # ---- the segmenter -------------------------------------------------------------------------------
+    def segmenter_model(self) -> Path:
+        """The segmenter set folder or weights file the bundle expects, after checking its sha256.
+
+        Raises:
+            BundleError: the installed or bundled segmenter differs from the one the bundle was trained with.
+        """
+        from cmrprior.bundle.segmenter import segmenter_digest, shipped_set
+
+        if self.segmenter.source == "shipped":
+            path = shipped_set()
+        else:
+            path = self.root / SEGMENTER_DIR / self.segmenter.name
+        digest = segmenter_digest(path)
+        if digest != self.segmenter.sha256:
+            raise BundleError(path, f"segmenter sha256 {digest[:12]}... differs from the {self.segmenter.sha256[:12]}... "
+                                    f"that bundle {self.name} was trained with; its measures would not be the "
+                                    "model's inputs (use the cmrprior version that wrote the bundle)")
+        return path
+
+    # ---- the model -----------------------------------------------------------------------------------
+    def matrix(self, values: Sequence[Mapping[str, float | None]]) -> np.ndarray:
+        """`(P, F)` features, a missing value replaced by the training median (as the study does)."""
+        x = feature_matrix(values, self.features)
+        return np.where(np.isnan(x), self.medians[None, :], x)
+
+    def predict_proba(self, values: Sequence[Mapping[str, float | None]]) -> np.ndarray:
+        """`(P, n_classes)` class probabilities of patients' measures (`AnatomyMeasures.as_dict()` rows)."""
+        return self.predictor.predict_proba(self.matrix(values))
+
+    def drivers(self, values: Mapping[str, float | None], k: int = 3) -> list[Driver]:
+        """The `k` measures that pushed this patient's call most (`Driver`), strongest first."""
+        x = self.matrix([values])
+        p = self.predictor.predict_proba(x)[0]
+        c = int(p.argmax())
+        copies = np.repeat(x, len(self.features), axis=0)
+        copies[np.arange(len(self.features)), np.arange(len(self.features))] = self.medians
+        effect = p[c] - self.predictor.predict_proba(copies)[:, c]
+        order = np.argsort(-effect, kind="stable")[:k]
+        return [Driver(self.features[i], float(x[0, i]), self.domain.features[self.features[i]].percentile(x[0, i]),
+                       float(effect[i])) for i in order]
+
+    def outside_measures(self, values: Mapping[str, float | None]) -> list[str]:
+        """The measures of a patient far outside the training range (`Limits.measure_margin`)."""
+        out = []
+        for f in self.features:
+            v = values.get(f)
+            rng = self.domain.features.get(f)
+            if rng is not None and v is not None and np.isfinite(v) and rng.far_outside(float(v), self.limits.measure_margin):
+                out.append(f"{f} = {float(v):.4g} far outside the training range {rng.minimum:.4g}-{rng.maximum:.4g}")
+        return out
+
+    def missing_measures(self, values: Mapping[str, float | None]) -> list[str]:
+        return [f for f in self.features if values.get(f) is None or not np.isfinite(values[f])]
+
+    def diagnose(self, data: str | Path, out: str | Path | None = None, **kwargs):
+        """Apply the bundle to the cohort at `data` (`cmrprior.bundle.diagnose.diagnose`); returns a
+        `DiagnosisTable` (`.rows`, `.to_frame()` when pandas is installed)."""
+        from cmrprior.bundle.diagnose import diagnose
+
+        return diagnose(self, data, out, **kwargs)
+
+
+def resolve(path_or_name: str | Path) -> Path:
+    """A bundle folder from a path or a shipped name; BundleError naming the known names otherwise."""
+    p = Path(path_or_name)
+    if p.exists():
+        return p
+    if str(path_or_name) in SHIPPED:
+        return SHIPPED_DIR / str(path_or_name)
+    raise BundleError(p, f"no such bundle folder, and not a shipped bundle name (shipped: {', '.join(SHIPPED)})")
+
+
+def load_bundle(path_or_name: str | Path = DEFAULT_BUNDLE) -> Bundle:
+    """Load and check a bundle (`cmrprior.bundle.format`: manifest, sha256 of every file, format version).
+
+    Raises:
+        BundleError: see `read_bundle_files`; an unknown kind; a bundle inconsistent with itself.
+    """
+    root = resolve(path_or_name)
+    spec, arrays, card = read_bundle_files(root)
+    try:
+        kind = spec["kind"]
+        if kind not in KINDS:
+            raise BundleError(root / "bundle.json", f"unknown bundle kind {kind!r} (this cmrprior reads {list(KINDS)})")
+        classes = tuple(spec["classes"])
+        model = spec["model"]
+        features = tuple(model["features"])
+        medians = np.asarray(model["medians"], dtype=np.float64)
+        predictor = TabularPredictor.from_arrays(model["estimator"], arrays, len(classes), where=str(root / "weights.safetensors"))
+        domain = TrainingDomain.from_dict(spec["training"])
+        limits = Limits(**spec.get("limits", {}))
+        segmenter = SegmenterRef.from_dict(spec["segmenter"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BundleError(root / "bundle.json", f"incomplete or malformed bundle description ({type(exc).__name__}: {exc})") from None
+    if len(medians) != len(features) or set(features) - set(domain.features):
+        raise BundleError(root / "bundle.json", "features, medians and training ranges do not agree")
+    return Bundle(root, str(spec.get("name", root.name)), kind, classes, features, medians, predictor, domain, limits,
+                  segmenter, dict(spec.get("estimate", {})), spec, card, bundle_sha256(root))

@@ -1,0 +1,94 @@
+"""The study's exported models: every model family fitted on all study patients, as a bundle under
+`RUN/models/<name>/` (`cmrprior.bundle`), and `RUN/models/recommended.json` naming the one the config's rule
+recommends (`export.recommend`, fixed before any result is seen).
+
+The anatomy bundle is the Anatomy model fitted exactly as the `--test` stage fits it (all study patients,
+the same CV search and seed), so that `cmrprior diagnose` with it reproduces the held-out table's
+probabilities. Its card carries the study's estimate for the Anatomy model on the repeated splits.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from cmrprior.bundle.export import export_anatomy_bundle
+from cmrprior.bundle.spec import Acquisition
+from cmrprior.classify.anatomy import fit_anatomy
+from cmrprior.errors import CmrPriorError
+from cmrprior.evaluate.tables import summarise_cells
+from cmrprior.experiments.anatomy_stage import AnatomyInputs
+from cmrprior.experiments.config import StudyConfig
+from cmrprior.io.cohort import open_cohort
+from cmrprior.io.load import read_image
+from cmrprior.io.records import PatientRecord
+from cmrprior.runs import CellResult, RunFolder
+from cmrprior.utils import atomic
+from cmrprior.utils.seeding import derive_seed
+
+log = logging.getLogger(__name__)
+
+ANATOMY_BUNDLE = "anatomy"
+
+
+def acquisition(rec: PatientRecord) -> Acquisition:
+    """The ED image's geometry (any frame of a cine has the same)."""
+    frame = rec.ed_frame if rec.ed_frame is not None else (1 if rec.cine is not None and rec.ed_image == rec.cine else None)
+    vol = read_image(rec.ed_image, frame=frame)
+    return Acquisition.of(vol.shape, vol.spacing)
+
+
+def fit_final_anatomy(patient_ids: Sequence[str], inputs: AnatomyInputs, classes: Sequence[str], config: StudyConfig):
+    """The Anatomy model on every study patient (the `--test` stage's fit: same search, same seed)."""
+    lut = {c: i for i, c in enumerate(classes)}
+    return fit_anatomy([inputs.measures[p].values for p in patient_ids],
+                       [lut[inputs.measures[p].label] for p in patient_ids], n_classes=len(classes),
+                       config=config.anatomy, cv_folds=config.protocol.cv_folds,
+                       seed=derive_seed(config.protocol.seed, "anatomy"), train_ids=list(patient_ids))
+
+
+def estimate_of(results: list[CellResult], config: StudyConfig) -> dict:
+    """The study's figures for one model family over its repeated splits (for the bundle's card)."""
+    ev = config.evaluation
+    summ = next(iter(summarise_cells(results, test_train_ratio=config.protocol.test_train_ratio, n_boot=ev.n_boot,
+                                     seed=config.protocol.seed, level=ev.level).values()), None)
+    if not summ or summ.get("macro_auc") is None:
+        return {}
+    return {"macro_auc": summ["macro_auc"], "macro_auc_interval": [summ["t_low"], summ["t_high"]],
+            "macro_auc_bootstrap_interval": [summ["boot_low"], summ["boot_high"]],
+            "accuracy": summ["accuracy"], "n_splits": summ["n_splits"],
+            "protocol": f"{config.protocol.n_splits} patient-level stratified splits (seed {config.protocol.seed}); "
+                        f"{100 * ev.level:.0f}% intervals: corrected resampled t and patient bootstrap"}
+
+
+def export_models(run: RunFolder, data: str | Path, patient_ids: Sequence[str], classes: Sequence[str],
+                  inputs: AnatomyInputs, anatomy_results: list[CellResult], config: StudyConfig) -> dict[str, Path]:
+    """Write the bundles and `recommended.json`; returns name -> bundle folder. A failure is logged, never
+    raised: the study's tables are already on disk."""
+    if not config.export.enabled:
+        return {}
+    if config.masks.source != "segmenter":
+        log.warning("no model bundles exported: the study used oracle masks, and a bundle's inputs must be masks "
+                    "that its users can have (the segmenter's)")
+        return {}
+    out: dict[str, Path] = {}
+    if config.anatomy.enabled:
+        try:
+            model = fit_final_anatomy(patient_ids, inputs, classes, config)
+            recs = {r.patient_id: r for r in open_cohort(Path(data)).patients}
+            out[ANATOMY_BUNDLE] = export_anatomy_bundle(
+                run.bundle_dir(ANATOMY_BUNDLE), model, name=f"{config.name}-{ANATOMY_BUNDLE}", classes=classes,
+                train_values=[inputs.measures[p].values for p in patient_ids],
+                train_labels=[inputs.measures[p].label for p in patient_ids],
+                acquisitions=[acquisition(recs[p]) for p in patient_ids], segmenter=config.masks.model,
+                estimate=estimate_of(anatomy_results, config), made_by=f"cmrprior study --data {data} (config {config.name})")
+        except CmrPriorError as exc:
+            log.error("exporting the anatomy bundle failed: %s", exc)
+    rule = config.export.recommend
+    if rule in out:
+        atomic.write_json(run.recommended_json, {"recommended": rule, "bundle": str(out[rule].relative_to(run.root)),
+                                                 "rule": f"export.recommend = {rule!r} in the study config, fixed "
+                                                         "before the results; not chosen on the --test cohort"})
+        log.info("exported model bundles: %s (recommended: %s)", ", ".join(out), rule)
+    return out
