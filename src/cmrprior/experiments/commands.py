@@ -7,6 +7,7 @@ run folder's `log.txt` (`RunFolder.log`; for the demo, the study's folder `OUT/s
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 import time
 
 from cmrprior.runs import RunFolder
@@ -55,6 +56,17 @@ def _add_set(parser: argparse.ArgumentParser) -> None:
                              "e.g. --set protocol.n_splits=1 --set classifier.backbones=[vgg16]")
 
 
+def _anatomy_bundle(args: argparse.Namespace) -> int:
+    from cmrprior.experiments.anatomy_bundle import train_anatomy_bundle
+    from cmrprior.experiments.config import load_config, parse_set_options
+
+    config = load_config(args.config, overrides={"anatomy.perturb": [], **parse_set_options(args.set)})
+    path = train_anatomy_bundle(args.data, args.out, config, repeats=args.repeats, folds=args.folds, seed=args.seed)
+    print(f"anatomy bundle: {path} (estimate: {Path(args.out) / 'estimate.json'}); apply it with "
+          f"`cmrprior diagnose --model {path} --data NEW --out OUT`")
+    return 0
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser("study", help="run the whole study (prepare, segment, pre-train, classify, evaluate)")
     p.add_argument("--data", required=True, help="ACDC-layout folder or manifest CSV")
@@ -71,3 +83,15 @@ def register(subparsers) -> None:
     d.add_argument("--seed", type=int, default=0)
     _add_set(d)
     d.set_defaults(func=_demo)
+    a = subparsers.add_parser(
+        "anatomy-bundle", help="train the Anatomy model on a whole labelled cohort, estimate it by nested CV and "
+                               "write it as a bundle for `cmrprior diagnose` (how the shipped acdc bundle is made)")
+    a.add_argument("--data", required=True, help="labelled ACDC-layout folder or manifest CSV")
+    a.add_argument("--out", required=True, help="run folder: measures.csv, estimate.json, cv_predictions.csv, bundle/")
+    a.add_argument("--config", default=None, help="YAML file or built-in name whose masks and anatomy settings are "
+                                                  "used (default: cpu)")
+    a.add_argument("--repeats", type=int, default=5, help="repeats of the outer k-fold CV (default 5)")
+    a.add_argument("--folds", type=int, default=5, help="outer folds (default 5)")
+    a.add_argument("--seed", type=int, default=0, help="seed of the outer folds (default 0)")
+    _add_set(a)
+    a.set_defaults(func=_anatomy_bundle)
