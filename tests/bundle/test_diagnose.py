@@ -129,3 +129,20 @@ def test_output_inside_the_input_is_refused(study, capsys):
                "--out", str(study["new"] / "out")])
     assert rc == 2 and not (study["new"] / "out").exists()
     assert "diagnose: error" in capsys.readouterr().err
+
+
+def test_dicom_cines_are_diagnosed_end_to_end(study, tmp_path):
+    """A DICOM cine (ED/ES not given) through `diagnose`: frames found by the bundle's segmenter, recorded."""
+    data = generate_phantom(tmp_path / "dicom", n_patients=1, seed=7, classes=("DCM",), config=PHANTOM,
+                            output_format="dicom")
+    table = load_bundle(study["run"].bundle_dir("anatomy")).diagnose(data / "manifest.csv", tmp_path / "out",
+                                                                      pages=False)
+    (d,) = table.patients
+    assert d.ed_frame is not None and d.es_frame is not None and d.ed_frame != d.es_frame
+    with open(tmp_path / "out" / "qc" / "phases.csv", newline="") as f:
+        (phase,) = list(csv.DictReader(f))
+    assert int(phase["ed_frame"]) == d.ed_frame and int(phase["es_frame"]) == d.es_frame
+    assert d.status == "ok", d.reason
+    assert d.label == "DCM" and sum(d.probabilities.values()) == pytest.approx(1.0)
+    mask = nib.load(str(d.masks[0]))  # DICOM geometry written as the NIfTI affine
+    assert mask.header["sform_code"] == 1 and mask.shape[2] >= 6
