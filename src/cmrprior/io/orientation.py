@@ -123,8 +123,8 @@ def to_canonical(volume: Volume) -> Volume:
     if _is_identity(ornt):
         return volume
     array, affine, spacing = _reoriented(volume.array, volume.affine, volume.spacing, ornt)
-    return dataclasses.replace(volume, array=array, affine=affine, spacing=spacing,
-                               stored_frame=StoredFrame(ornt=ornt, affine=np.asarray(volume.affine), spacing=volume.spacing))
+    stored = StoredFrame(ornt=ornt, affine=np.asarray(volume.affine), spacing=volume.spacing)
+    return dataclasses.replace(volume, array=array, affine=affine, spacing=spacing, stored_frame=stored)
 
 
 def to_stored(array_zyx: np.ndarray, volume: Volume) -> np.ndarray:
