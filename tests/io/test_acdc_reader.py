@@ -143,7 +143,7 @@ def test_frames_taken_from_4d_cine_when_frame_files_absent(tmp_path):
     cine = rng.random((10, 12, 4, 5)).astype(np.float32)  # (X, Y, Z, T)
     folder = tmp_path / "patient001"
     folder.mkdir()
-    nib.save(nib.Nifti1Image(cine, np.diag([1.5, 1.5, 10, 1])), str(folder / "patient001_4d.nii.gz"))
+    nib.save(nib.Nifti1Image(cine, np.diag([-1.5, -1.5, 10, 1])), str(folder / "patient001_4d.nii.gz"))  # ACDC frame
     (folder / "Info.cfg").write_text("ED: 1\nES: 4\nGroup: HCM\nNbFrame: 5\n")
     rec = read_acdc(tmp_path).patients[0]
     assert rec.cine == folder / "patient001_4d.nii.gz" and rec.ed_image == rec.cine

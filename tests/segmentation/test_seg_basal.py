@@ -262,7 +262,7 @@ def test_locate_heart_returns_the_corrected_pair(monkeypatch):
 
 
 def test_segment_predict_writes_the_corrected_ed_es_pair_with_the_models_basal_file(tmp_path, monkeypatch):
-    from cmrprior.io.nifti import read_nifti
+    from cmrprior.io.load import read_image
     from cmrprior.segmentation import cohort_predict
     from cmrprior.segmentation.predict import file_sha256
     from test_seg_volumes import _cohort
@@ -279,4 +279,5 @@ def test_segment_predict_writes_the_corrected_ed_es_pair_with_the_models_basal_f
     cohort_predict.predict_cohort(src / "manifest.csv", tmp_path / "run", model_path=weights, overlays=0)
     assert len(calls) == 1 and calls[0][0].rv == model.rv
     for k, phase in enumerate(("ED", "ES")):
-        np.testing.assert_array_equal(read_nifti(tmp_path / "run" / "p1" / f"p1_{phase}.nii.gz").array, calls[0][1][k])
+        # the mask file is in the input's voxel order; read as every input is, it is the corrected pair
+        np.testing.assert_array_equal(read_image(tmp_path / "run" / "p1" / f"p1_{phase}.nii.gz").array, calls[0][1][k])

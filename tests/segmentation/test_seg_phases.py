@@ -166,10 +166,11 @@ def test_ed_es_come_from_the_mid_ventricular_slices():
 def _cine_manifest(tmp_path: Path, rows: str) -> Path:
     frames = _frames([7.0, 9.0, 6.0, 4.5, 8.0])  # ED = 2, ES = 4
     cine = np.stack([f.array for f in frames], axis=-1)
+    affine = np.diag([-1.25, -1.5, 8.0, 1.0])  # ACDC's in-plane frame: read back unturned (cmrprior.io.orientation)
     for name in ("c1", "c2", "c3"):
-        write_nifti(cine + (name == "c2"), np.diag([1.25, 1.5, 8.0, 1.0]), tmp_path / f"{name}.nii.gz")
-    write_nifti(frames[0].array, np.diag([1.25, 1.5, 8.0, 1.0]), tmp_path / "ed.nii.gz")
-    write_nifti(frames[3].array, np.diag([1.25, 1.5, 8.0, 1.0]), tmp_path / "es.nii.gz")
+        write_nifti(cine + (name == "c2"), affine, tmp_path / f"{name}.nii.gz")
+    write_nifti(frames[0].array, affine, tmp_path / "ed.nii.gz")
+    write_nifti(frames[3].array, affine, tmp_path / "es.nii.gz")
     (tmp_path / "m.csv").write_text("patient_id,label,ed_image,es_image,cine,ed_frame,es_frame\n" + rows)
     return tmp_path / "m.csv"
 

@@ -235,7 +235,8 @@ def write_acdc_patient(
     """Write one patient in the ACDC layout under `root/patient_id/` (files written atomically).
 
     Images are `(Z, H, W)` arrays (stored as float32 unless already int16/uint8), masks uint8 `(Z, H, W)`;
-    the affine is diagonal from `spacing_zyx` (mm). `group=None` writes no Group line (testing layout).
+    the affine is ACDC's, diag(-x, -y, z) from `spacing_zyx` (mm), so that the arrays read back unchanged
+    (`cmrprior.io.orientation`). `group=None` writes no Group line (testing layout).
     Returns the patient folder.
     """
     from cmrprior.io.nifti import write_nifti
@@ -245,7 +246,7 @@ def write_acdc_patient(
     folder = Path(root) / patient_filename(patient_id)
     stem = folder.name
     sz, sy, sx = spacing_zyx
-    affine = np.diag([sx, sy, sz, 1.0])
+    affine = np.diag([-sx, -sy, sz, 1.0])
     lines = [f"ED: {ed_frame}", f"ES: {es_frame}"]
     if group is not None:
         lines.append(f"Group: {group}")

@@ -1,5 +1,8 @@
 """Load a PatientRecord's voxels into PatientVolumes, checking what the later stages rely on.
 
+Every image and mask read here is turned to one in-plane frame, the segmenter's
+(`cmrprior.io.orientation.to_canonical`): the same scan stored in another voxel order gives the same array.
+
 Checks: each image 3D, finite, with a plausible spacing (in the readers) and not constant; each mask the
 same shape and spacing as its image, integer-valued, labels within 0..3 (ACDC: 0 BG, 1 RV, 2 MYO, 3 LV
 cavity). Masks are returned as uint8 `Volume.array`. ED/ES images may be frames of the record's cine (a 4D
@@ -8,6 +11,7 @@ NIfTI or a DICOM cine folder, see `read_cine`).
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -16,13 +20,15 @@ from cmrprior.errors import DataError
 from cmrprior.io.checks import check_not_constant
 from cmrprior.io.dicom_cine import Cine
 from cmrprior.io.nifti import is_nifti, read_nifti, read_nifti_4d, read_nifti_frame
+from cmrprior.io.orientation import to_canonical
 from cmrprior.io.records import MASK_LABELS, PatientRecord, PatientVolumes, Volume
 
 MAX_MASK_LABEL = max(MASK_LABELS)
 
 
 def read_image(path: str | Path, frame: int | None = None) -> Volume:
-    """A NIfTI file or a DICOM series folder -> Volume `(Z, H, W)`.
+    """A NIfTI file or a DICOM series folder -> Volume `(Z, H, W)`, in the canonical in-plane frame
+    (`cmrprior.io.orientation`).
 
     `frame` (1-based) is used only when `path` is a cine (a 4D NIfTI, or a DICOM folder with several phases
     per slice position): that frame is returned.
@@ -30,13 +36,17 @@ def read_image(path: str | Path, frame: int | None = None) -> Volume:
     Raises:
         DataError: missing path, unknown format, frame out of range, or any reader error.
     """
-    path = Path(path)
+    return to_canonical(_read_stored(Path(path), frame))
+
+
+def _read_stored(path: Path, frame: int | None) -> Volume:
+    """`read_image` before the in-plane reorientation."""
     if path.is_dir():
         from cmrprior.io.dicom import read_dicom_series
 
         if frame is None:
             return read_dicom_series(path)
-        return _cine_frame(read_cine(path), frame)
+        return _cine_frame(read_cine(path), frame)  # frames of read_cine are turned already
     if not path.exists():
         raise DataError(path, "file not found")
     if not is_nifti(path):
@@ -54,7 +64,8 @@ def read_image(path: str | Path, frame: int | None = None) -> Volume:
 
 
 def read_cine(path: str | Path) -> Cine:
-    """A cine, 4D NIfTI `(X, Y, Z, T)` or DICOM cine folder, as a `Cine` (frames in time order).
+    """A cine, 4D NIfTI `(X, Y, Z, T)` or DICOM cine folder, as a `Cine` (frames in time order), each frame
+    in the canonical in-plane frame (`cmrprior.io.orientation`).
 
     NIfTI trigger times are `t * pixdim[4]` ms when the header gives a positive frame interval, else None.
 
@@ -65,7 +76,8 @@ def read_cine(path: str | Path) -> Cine:
     if path.is_dir():
         from cmrprior.io.dicom_cine import read_dicom_cine
 
-        return read_dicom_cine(path)
+        cine = read_dicom_cine(path)
+        return dataclasses.replace(cine, frames=tuple(to_canonical(f) for f in cine.frames))
     if not path.exists():
         raise DataError(path, "file not found")
     if not is_nifti(path):
@@ -76,7 +88,7 @@ def read_cine(path: str | Path) -> Cine:
     if header is not None and header.get_xyzt_units()[1] == "sec":
         dt *= 1000.0
     times = tuple(t * dt for t in range(len(frames))) if dt > 0 else None
-    return Cine(frames=tuple(frames), trigger_times_ms=times, path=path)
+    return Cine(frames=tuple(to_canonical(f) for f in frames), trigger_times_ms=times, path=path)
 
 
 def _cine_frame(cine: Cine, frame: int) -> Volume:
@@ -106,7 +118,7 @@ def as_mask(volume: Volume, image: Volume) -> Volume:
     as_int = arr.astype(np.uint8)
     if not np.array_equal(as_int, arr):
         raise DataError(path, "mask has non-integer values")
-    return Volume(array=as_int, spacing=volume.spacing, affine=volume.affine, path=path, header=volume.header)
+    return dataclasses.replace(volume, array=as_int)
 
 
 def load_patient(record: PatientRecord) -> PatientVolumes:

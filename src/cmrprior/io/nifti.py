@@ -17,6 +17,7 @@ import numpy as np
 
 from cmrprior.errors import DataError
 from cmrprior.io.checks import check_spacing
+from cmrprior.io.orientation import for_writing
 from cmrprior.io.records import Volume
 from cmrprior.utils import atomic
 
@@ -157,7 +158,9 @@ def write_nifti(
     scaling is dropped. Otherwise the affine is `affine`, else `like.affine`, else the identity, written as
     qform and sform with code 1 (scanner), and `pixdim` is `like.spacing` when given (a DICOM-derived
     volume), else the affine's column norms. uint8/int16/int32/float32 arrays keep their dtype; other
-    types are stored as float32. `.nii.gz` is gzip-compressed, `.nii` not.
+    types are stored as float32. `.nii.gz` is gzip-compressed, `.nii` not. When `like` was turned to the
+    canonical in-plane frame on reading (`cmrprior.io.orientation`) and `affine` is None or `like.affine`,
+    the array (on `like`'s grid) is turned back first: the file has the input's own voxel order and header.
 
     Raises:
         ValueError: array not 3D/4D, or file name not ending in .nii/.nii.gz.
@@ -168,6 +171,7 @@ def write_nifti(
     array = np.asarray(array_zyx)
     if array.ndim not in (3, 4):
         raise ValueError(f"expected a (Z, H, W) or (Z, H, W, T) array, got shape {array.shape}")
+    array, affine, like = for_writing(array, affine, like)
     if array.dtype not in (np.uint8, np.int16, np.int32, np.float32):
         array = array.astype(np.float32)
     data = np.ascontiguousarray(array.transpose(2, 1, 0) if array.ndim == 3 else array.transpose(2, 1, 0, 3))

@@ -6,10 +6,13 @@ Conventions
   H = image rows, W = image columns. For a NIfTI file with data `(X, Y, Z)` the array is
   `data.transpose(2, 1, 0)`, i.e. H = Y and W = X.
 * `Volume.spacing` is `(z, y, x)` in millimetres, matching the array axes.
-* `Volume.affine` is the 4x4 voxel-to-world matrix of the source file, in the source's own index order
-  (NIfTI: (i, j, k) -> RAS+ mm). Writers use it to put predictions back in the input's geometry.
-* `Volume.header` is the source NIfTI header (a nibabel header) or None (DICOM, arrays): writers copy it so
-  that `pixdim`, qform/sform and their codes survive (ACDC files have a unit-scale sform and the true spacing
+* `Volume.affine` is the 4x4 voxel-to-world matrix of the array's voxels (NIfTI: (i, j, k) = (W, H, Z) index
+  -> RAS+ mm). Readers of `cmrprior.io.load` turn every image to one in-plane frame
+  (`cmrprior.io.orientation`); the array, spacing and affine are then those of the turned image, and
+  `Volume.stored_frame` keeps the file's own affine, spacing and the transform (None: stored as used).
+* `Volume.header` is the source NIfTI header (a nibabel header) or None (DICOM, arrays), describing the file
+  as stored: writers copy it, after turning the array back (`cmrprior.io.orientation.for_writing`), so that
+  `pixdim`, qform/sform and their codes survive (ACDC files have a unit-scale sform and the true spacing
   only in `pixdim`).
 * Masks use ACDC labels: 0 background, 1 RV cavity, 2 LV myocardium, 3 LV cavity.
 """
@@ -18,9 +21,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from cmrprior.io.orientation import StoredFrame
 
 MASK_LABELS: dict[int, str] = {0: "background", 1: "RV", 2: "MYO", 3: "LV"}
 ACDC_CLASSES: tuple[str, ...] = ("NOR", "DCM", "HCM", "MINF", "RV")
@@ -35,6 +41,7 @@ class Volume:
     affine: np.ndarray
     path: Path | None = None
     header: Any = None
+    stored_frame: StoredFrame | None = None
 
     @property
     def shape(self) -> tuple[int, int, int]:
