@@ -36,7 +36,7 @@ def study(tmp_path_factory, one_torch_thread):
     src = generate_phantom(root / "src", n_patients=12, seed=5, classes=CLASSES, config=PHANTOM)
     hold_src = generate_phantom(root / "hold_src", n_patients=4, seed=6, classes=CLASSES, config=PHANTOM)
     blind, hold = acdc_copy(src, root / "blind"), acdc_copy(hold_src, root / "hold", rename="holdout")
-    cfg = tiny_config(masks={"source": "segmenter"}, classifier={"inits": ["none"], "images": ["segmented"]},
+    cfg = tiny_config(primary="anatomy", masks={"source": "segmenter"}, classifier={"inits": ["none"], "images": ["segmented"]},
                       protocol={"n_splits": 1, "test_fraction": 0.34, "cv_folds": 2, "val_fraction": 0.34},
                       anatomy={"workers": 1, "perturb": [], "hybrid": False})
     run_study(blind, root / "run", cfg, test_data=hold, report=False)

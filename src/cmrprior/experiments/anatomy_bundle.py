@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -27,7 +28,7 @@ import numpy as np
 from cmrprior.bundle.export import export_anatomy_bundle
 from cmrprior.classify.anatomy import fit_anatomy
 from cmrprior.data.splits import stratified_kfold
-from cmrprior.errors import DataError
+from cmrprior.errors import ConfigError, DataError
 from cmrprior.evaluate.ci import corrected_t_interval
 from cmrprior.evaluate.metrics import macro_auc
 from cmrprior.experiments.anatomy_stage import AnatomyInputs
@@ -37,7 +38,7 @@ from cmrprior.experiments.export_stage import acquisition, fit_final_anatomy
 from cmrprior.io.cohort import open_cohort
 from cmrprior.anatomy.measures_csv import read_measures_csv
 from cmrprior.utils import atomic
-from cmrprior.utils.runfolder_checks import check_out_dir
+from cmrprior.utils.runfolder_checks import check_out_dir, input_fingerprint
 from cmrprior.utils.seeding import derive_seed
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,19 @@ def nested_cv_estimate(values: Sequence[Mapping[str, float | None]], labels: Seq
     return figures, rows
 
 
+def _bind(out: Path, data: str | Path, config: StudyConfig) -> None:
+    """Tie the run folder to its input and config: a rerun with others is refused (its measures would be stale)."""
+    bound = {"data_fingerprint": input_fingerprint(data), "config_digest": config.digest()}
+    path = out / "inputs.json"
+    if path.exists():
+        old = json.loads(path.read_text())
+        if old != bound:
+            raise ConfigError(f"{out}: this run folder was made from other data or another config ({path}); "
+                              "use a new --out")
+    else:
+        atomic.write_json(path, bound)
+
+
 def train_anatomy_bundle(data: str | Path, out: str | Path, config: StudyConfig, *, repeats: int = 5, folds: int = 5,
                          seed: int = 0) -> Path:
     """Measure the cohort at `data`, estimate the recipe by nested CV, fit it on everyone and write the bundle
@@ -90,6 +104,7 @@ def train_anatomy_bundle(data: str | Path, out: str | Path, config: StudyConfig,
     """
     t0 = time.time()
     out = check_out_dir(out, [data])
+    _bind(out, data, config)
     measures_csv = out / "measures.csv"
     if not measures_csv.exists():
         prepare_data(data, config, cache_dir=out / "cache", qc_dir=out / "qc",
@@ -117,7 +132,7 @@ def train_anatomy_bundle(data: str | Path, out: str | Path, config: StudyConfig,
     bundle = export_anatomy_bundle(
         out / "bundle", model, name=out.name, classes=classes, train_values=values, train_labels=labels,
         acquisitions=[acquisition(recs[p]) for p in ids], segmenter=config.masks.model, estimate=figures,
-        made_by=f"cmrprior bundle train-anatomy --data {Path(data).name} --out {out.name} --config {config.name} "
+        made_by=f"cmrprior anatomy-bundle --data {Path(data).name} --out {out.name} --config {config.name} "
                 f"--repeats {repeats} --folds {folds} --seed {seed}")
     log.info("anatomy bundle %s: nested CV macro AUC %.3f [%.3f, %.3f], accuracy %.3f (%.0f s)", bundle,
              figures["macro_auc"], *figures["macro_auc_interval"], figures["accuracy"], time.time() - t0)

@@ -38,7 +38,7 @@ from cmrprior.evaluate.config import EvaluationConfig
 from cmrprior.segmentation.inference import SegInference
 from cmrprior.ssl.config import PretrainConfig
 from cmrprior.ssl.teacher import TeacherConfig
-from cmrprior.vocab import ImageSpec, ImagesConfig
+from cmrprior.vocab import ANATOMY, ImageSpec, ImagesConfig
 
 MASK_SOURCES: tuple[str, ...] = ("segmenter", "ground_truth")
 
@@ -99,6 +99,10 @@ class PretrainGrid:
 @dataclass(frozen=True)
 class StudyConfig:
     name: str = "study"
+    # The primary analysis, fixed before any result: "anatomy" (the Anatomy model) or one cell of the grid,
+    # "backbone/init/images". The summary, the tables' notes and the recommended bundle report it first; None:
+    # no primary analysis (the summary says so, and every best-of-grid figure is labelled as chosen afterwards).
+    primary: str | None = None
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
     masks: MasksConfig = field(default_factory=MasksConfig)
     images: ImagesConfig = field(default_factory=ImagesConfig)
@@ -109,6 +113,19 @@ class StudyConfig:
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     anatomy: AnatomyConfig = field(default_factory=AnatomyConfig)
     export: ExportConfig = field(default_factory=ExportConfig)  # model bundles under RUN/models/
+
+    def __post_init__(self) -> None:
+        if self.primary is None:
+            return
+        if self.primary == ANATOMY:
+            if not self.anatomy.enabled:
+                raise ConfigError("primary: 'anatomy' names the Anatomy model, but anatomy.enabled is false")
+            return
+        c = self.classifier
+        cells = [f"{b}/{i}/{k}" for b in c.backbones for i in c.inits for k in c.images]
+        if self.primary not in cells:
+            raise ConfigError(f"primary: {self.primary!r} is not 'anatomy' nor a cell of the grid "
+                              f"(backbone/init/images): {cells[:6]}{' ...' if len(cells) > 6 else ''}")
 
     def image_spec(self, images: str) -> ImageSpec:
         return self.images.spec(images)

@@ -1,6 +1,6 @@
 """The study's exported models: every model family fitted on all study patients, as a bundle under
 `RUN/models/<name>/` (`cmrprior.bundle`), and `RUN/models/recommended.json` naming the one the config's rule
-recommends (`export.recommend`, fixed before any result is seen).
+recommends (the study's primary analysis, `primary:` in the config, fixed before any result is seen).
 
 The anatomy bundle is the Anatomy model fitted exactly as the `--test` stage fits it (all study patients,
 the same CV search and seed), so that `cmrprior diagnose` with it reproduces the held-out table's
@@ -85,10 +85,16 @@ def export_models(run: RunFolder, data: str | Path, patient_ids: Sequence[str], 
                 estimate=estimate_of(anatomy_results, config), made_by=f"cmrprior study --data {data} (config {config.name})")
         except CmrPriorError as exc:
             log.error("exporting the anatomy bundle failed: %s", exc)
-    rule = config.export.recommend
-    if rule in out:
-        atomic.write_json(run.recommended_json, {"recommended": rule, "bundle": str(out[rule].relative_to(run.root)),
-                                                 "rule": f"export.recommend = {rule!r} in the study config, fixed "
-                                                         "before the results; not chosen on the --test cohort"})
-        log.info("exported model bundles: %s (recommended: %s)", ", ".join(out), rule)
+    primary = config.primary
+    if primary in out:
+        atomic.write_json(run.recommended_json, {
+            "recommended": primary, "bundle": str(out[primary].relative_to(run.root)),
+            "rule": f"the study's primary analysis (primary: {primary!r} in the config, fixed before the results); "
+                    "not chosen on any result"})
+    else:
+        atomic.write_json(run.recommended_json, {
+            "recommended": None, "bundle": None,
+            "rule": "no primary analysis named in the config (primary:)" if primary is None else
+                    f"the primary analysis {primary!r} is not exported as a bundle (exported: {sorted(out) or 'none'})"})
+    log.info("exported model bundles: %s (recommended: %s)", ", ".join(out) or "none", primary if primary in out else "none")
     return out

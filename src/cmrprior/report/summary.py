@@ -1,7 +1,9 @@
 """The report's opening summary: the answer first, read from what the study wrote (nothing is computed here).
 
-From `tables/metrics.json`: the best configuration by mean macro AUC, with its interval across splits, the
-number of splits and the patient-bootstrap interval. From `tables/comparisons.json`: the main paired
+First the primary analysis that `config.yaml` names (`primary:`, fixed before the results), on the study's
+splits and on the held-out cohort (`tables/holdout_*`). From `tables/metrics.json`: the best configuration by
+mean macro AUC, with its interval across splits, the number of splits and the patient-bootstrap interval,
+labelled as selected after the fact. From `tables/comparisons.json`: the main paired
 comparisons in plain words, in a fixed order (the study's questions, not the smallest p first). From
 `tables/table4.json`: the Anatomy model's AUC and its difference to the best image models. From
 `run.json`, `study.json` and `config.yaml`: the cohort, where the masks for segmented images came from and
@@ -18,7 +20,7 @@ from typing import Any
 from cmrprior.report.html import Section, esc
 from cmrprior.report.qc import masks_source_label
 from cmrprior.runs import RunFolder, RunInfo
-from cmrprior.vocab import IMAGES, INIT_NAMES, init_label
+from cmrprior.vocab import ANATOMY, IMAGES, INIT_NAMES, init_label
 
 MAX_COMPARISONS = 8
 # the study's questions, in order: does SSCL help, does the anatomic prior in pre-training help, do segmented
@@ -53,6 +55,24 @@ def number(x: object) -> float | None:
     return float(x) if isinstance(x, (int, float)) and x == x else None
 
 
+def auc_words(m: dict) -> str:
+    """'macro AUC <strong>0.874</strong> [0.810, 0.938] (t-interval across 5 split(s)), patient bootstrap
+    0.830-0.910' of one summary entry (metrics.json or a Table 4 row)."""
+    text = f"macro AUC <strong>{m['macro_auc']:.3f}</strong>"
+    lo, hi = number(m.get("t_low")), number(m.get("t_high"))
+    n = m.get("n_splits")
+    if lo is not None and hi is not None:
+        text += f" [{lo:.3f}, {hi:.3f}] (t-interval across {n} split(s))"
+    elif n:
+        text += f" ({n} split(s))"
+    blo, bhi = number(m.get("boot_low")), number(m.get("boot_high"))
+    if blo is not None and bhi is not None:
+        text += f", patient bootstrap {blo:.3f}-{bhi:.3f}"
+    if number(m.get("accuracy")) is not None:
+        text += f", accuracy {m['accuracy']:.3f}"
+    return text
+
+
 def best_configuration(metrics: list[dict]) -> str | None:
     """The configuration with the highest mean macro AUC, in words; None when no configuration was scored."""
     scored = [m for m in metrics if isinstance(m, dict) and number(m.get("macro_auc")) is not None]
@@ -60,18 +80,38 @@ def best_configuration(metrics: list[dict]) -> str | None:
         return None
     b = max(scored, key=lambda m: m["macro_auc"])
     what = f"{init_label(b.get('init', '?'))} initialisation, {b.get('images', '?')} training images, {b.get('backbone', '?')}"
-    text = (f"<strong>{esc(what)}</strong>: "
-            f"macro AUC <strong>{b['macro_auc']:.3f}</strong>")
-    lo, hi = number(b.get("t_low")), number(b.get("t_high"))
-    n = b.get("n_splits")
-    if lo is not None and hi is not None:
-        text += f" [{lo:.3f}, {hi:.3f}] (t-interval across {n} split(s))"
-    elif n:
-        text += f" ({n} split(s))"
-    blo, bhi = number(b.get("boot_low")), number(b.get("boot_high"))
-    if blo is not None and bhi is not None:
-        text += f", patient bootstrap {blo:.3f}-{bhi:.3f}"
-    return text + f"; best of {len(scored)} scored configuration(s)."
+    return f"<strong>{esc(what)}</strong>: {auc_words(b)}; best of {len(scored)} scored configuration(s)."
+
+
+def _primary_entry(run: RunFolder, primary: str, prefix: str) -> tuple[str, dict | None]:
+    """(label, summary entry) of the primary analysis in the tables with `prefix` ("" or "holdout_")."""
+    if primary == ANATOMY:
+        table4 = read_json(run.tables / f"{prefix}table4.json")
+        rows = table4.get("rows") if isinstance(table4, dict) else None
+        return "Anatomy model (cardiac measures)", rows[0] if rows else None
+    key = _parse(primary)
+    metrics = read_json(run.tables / f"{prefix}metrics.json")
+    label = config_label(*key) if key else primary
+    found = [m for m in metrics or [] if isinstance(m, dict) and key == (m.get("backbone"), m.get("init"), m.get("images"))]
+    return label, found[0] if found else None
+
+
+def primary_summary(run: RunFolder) -> str:
+    """The primary analysis named in config.yaml, on the study's splits and on the held-out cohort."""
+    config = _read_yaml(run.config_yaml)
+    primary = config.get("primary") if isinstance(config, dict) else None
+    if not primary:
+        return ('<span class="missing">Primary analysis: none named in the config (<code>primary:</code>); every '
+                "figure below was picked after the results were seen.</span>")
+    label, entry = _primary_entry(run, primary, "")
+    scored = entry is not None and number(entry.get("macro_auc")) is not None
+    text = (f"Primary analysis (named in the config before the results): <strong>{esc(label)}</strong>: "
+            + (auc_words(entry) if scored else "not scored") + ".")
+    _, held = _primary_entry(run, primary, "holdout_")
+    if held is not None and number(held.get("macro_auc")) is not None:
+        text += (" Held-out cohort (scored once; nothing was chosen on it): "
+                 + auc_words(held).replace(" (1 split(s))", "") + ".")
+    return text
 
 
 def _parse(key: object) -> tuple[str, str, str] | None:
@@ -186,10 +226,10 @@ def anatomy_summary(table4: Any) -> str | None:
 
 
 def summary_section(run: RunFolder, info: RunInfo, study: dict | None) -> Section:
-    items = []
+    items = [primary_summary(run)]
     metrics = read_json(run.tables / "metrics.json")
     best = best_configuration(metrics) if isinstance(metrics, list) else None
-    items.append(f"Best configuration: {best}" if best else
+    items.append("Best image configuration, selected after the fact on these test results (optimistic): " + best if best else
                  '<span class="missing">Best configuration: not available (tables/metrics.json has no scored '
                  "configuration)</span>")
     comparisons = read_json(run.tables / "comparisons.json")
