@@ -40,7 +40,8 @@ def parse_info_cfg(path: str | Path) -> dict[str, str]:
     if not path.is_file():
         raise DataError(path, "Info.cfg not found")
     try:
-        text = path.read_text(encoding="utf-8", errors="strict")
+        # utf-8-sig: a byte-order mark (Windows editors add one) is dropped, as the manifest reader does.
+        text = path.read_text(encoding="utf-8-sig", errors="strict")
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(path, f"cannot read Info.cfg ({exc})") from exc
     out: dict[str, str] = {}
