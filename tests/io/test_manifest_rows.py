@@ -87,3 +87,15 @@ def test_ed_equal_es_frame_of_one_cine_is_refused(images):
     assert (rec.ed_frame, rec.es_frame) == (1, 3)
     rec = read_manifest(_csv(images, header + "a,NOR,cine.nii.gz,,\n")).patients[0]  # found later
     assert rec.ed_image == rec.es_image == cine and rec.ed_frame is None
+
+
+@pytest.mark.parametrize("cells, problem", [("1.72,70", r"height 1.72 cm .* centimetres \(a height in metres"),
+                                            ("172,0.5", "weight 0.5 kg .* kilograms")])
+def test_implausible_height_or_weight_in_manifest(images, cells, problem):
+    header = "patient_id,label,ed_image,es_image,height_cm,weight_kg\n"
+    p = _csv(images, header + f"a,NOR,a_ed.nii.gz,a_es.nii.gz,{cells}\n")
+    with pytest.raises(DataError, match=r"line 2 \(patient 'a'\): " + problem) as info:
+        read_manifest(p)
+    assert info.value.path == p
+    p = _csv(images, header + "a,NOR,a_ed.nii.gz,a_es.nii.gz,172,154\n")  # heavy, not implausible
+    assert read_manifest(p).patients[0].weight_kg == 154.0

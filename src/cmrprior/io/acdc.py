@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from cmrprior.errors import DataError
-from cmrprior.io.checks import check_distinct_images, check_labels, check_patient_id
+from cmrprior.io.checks import check_body_size, check_distinct_images, check_labels, check_patient_id
 from cmrprior.utils.filenames import patient_filename
 from cmrprior.io.records import ACDC_CLASSES, Cohort, PatientRecord
 
@@ -100,7 +100,8 @@ def read_acdc_patient(folder: str | Path, *, require_group: bool = True,
 
     Raises:
         DataError: missing/malformed Info.cfg (missing ED/ES, or Group when `require_group`; non-integer
-            frame; frame outside 1..NbFrame; ED equal to ES), invalid folder name as patient id, unknown Group, missing ED/ES frame file (and no 4D cine),
+            frame; frame outside 1..NbFrame; ED equal to ES; Height or Weight outside the plausible range in cm and
+            kg, see `cmrprior.io.checks`), invalid folder name as patient id, unknown Group, missing ED/ES frame file (and no 4D cine),
             or only one of the two masks present.
     """
     folder = Path(folder)
@@ -138,6 +139,8 @@ def read_acdc_patient(folder: str | Path, *, require_group: bool = True,
     if (ed_mask is None) != (es_mask is None):
         missing = folder / f"{pid}_frame{(ed if ed_mask is None else es):02d}_gt.nii.gz"
         raise DataError(missing, "mask file not found (the other phase has one; masks must come in ED/ES pairs)")
+    height_cm, weight_kg = _float_field(info, "Height", cfg), _float_field(info, "Weight", cfg)
+    check_body_size(height_cm, weight_kg, cfg, f"patient {pid}")
     return PatientRecord(
         patient_id=pid,
         label=group,
@@ -149,8 +152,8 @@ def read_acdc_patient(folder: str | Path, *, require_group: bool = True,
         ed_frame=ed,
         es_frame=es,
         n_frames=n_frames,
-        height_cm=_float_field(info, "Height", cfg),
-        weight_kg=_float_field(info, "Weight", cfg),
+        height_cm=height_cm,
+        weight_kg=weight_kg,
         source=folder,
         extra={k: v for k, v in info.items() if k not in {"ED", "ES", "Group", "NbFrame", "Height", "Weight"}},
     )

@@ -4,6 +4,9 @@
   `PLAUSIBLE_SLICE_MM` apart. Outside these ranges the header is wrong (a 0.001 mm pixel gives a field of view
   of a fraction of a millimetre, blank network inputs and empty masks; a 50 mm pixel makes resampling to the
   1.5 mm network grid allocate tens of gigabytes), so readers refuse it.
+* Height and weight: `PLAUSIBLE_HEIGHT_CM` and `PLAUSIBLE_WEIGHT_KG`, from newborns to the heaviest adults. A
+  height written in metres (1.72) or a weight in grams would otherwise give a BSA and indexed volumes ten or
+  more times wrong without a word, so readers refuse values outside and say the units.
 * Patient ids become folder and file names of run folders: an id that is absolute, holds `..` or a path
   separator would write outside the run folder, so readers refuse it and `patient_filename` is used wherever
   a file name is built from an id.
@@ -23,7 +26,8 @@ from cmrprior.io.records import PatientRecord, Volume
 
 PLAUSIBLE_INPLANE_MM: tuple[float, float] = (0.2, 5.0)
 PLAUSIBLE_SLICE_MM: tuple[float, float] = (1.0, 30.0)
-
+PLAUSIBLE_HEIGHT_CM: tuple[float, float] = (50.0, 250.0)
+PLAUSIBLE_WEIGHT_KG: tuple[float, float] = (2.0, 400.0)
 
 
 def check_spacing(spacing_zyx: Sequence[float], path: str | Path | None, *, n_slices: int | None = None) -> None:
@@ -44,6 +48,34 @@ def check_spacing(spacing_zyx: Sequence[float], path: str | Path | None, *, n_sl
     if n_slices != 1 and not (np.isfinite(z) and lo <= z <= hi):
         raise DataError(path, f"implausible slice spacing {z:g} mm for short-axis CMR (accepted {lo:g}-{hi:g} mm); "
                               "the header is probably wrong")
+
+
+def body_size_problem(height_cm: float | None, weight_kg: float | None) -> str | None:
+    """What is implausible about a height (cm) and weight (kg), or None when both are plausible or absent.
+
+    The message names the value, the accepted range and the unit, with the likely slip (metres, grams).
+    """
+    lo, hi = PLAUSIBLE_HEIGHT_CM
+    if height_cm is not None and not lo <= height_cm <= hi:
+        hint = f" (a height in metres? {height_cm:g} m is {height_cm * 100:g} cm)" if height_cm < lo else ""
+        return (f"height {height_cm:g} cm is outside the plausible {lo:g}-{hi:g} cm; height must be in "
+                f"centimetres{hint}")
+    lo, hi = PLAUSIBLE_WEIGHT_KG
+    if weight_kg is not None and not lo <= weight_kg <= hi:
+        hint = " (a weight in grams or pounds?)" if weight_kg > hi else ""
+        return f"weight {weight_kg:g} kg is outside the plausible {lo:g}-{hi:g} kg; weight must be in kilograms{hint}"
+    return None
+
+
+def check_body_size(height_cm: float | None, weight_kg: float | None, path: str | Path | None, where: str) -> None:
+    """Refuse an implausible height (cm) or weight (kg); None (not given) passes.
+
+    Raises:
+        DataError: naming `path` (the Info.cfg or manifest), `where` (the patient or row) and the value.
+    """
+    problem = body_size_problem(height_cm, weight_kg)
+    if problem is not None:
+        raise DataError(path, f"{where}: {problem}")
 
 
 def check_patient_id(patient_id: str, where: str | Path | None) -> None:

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from cmrprior.errors import DataError
 from cmrprior.io.acdc import cohort_classes
-from cmrprior.io.checks import check_distinct_images, check_labels, check_patient_id
+from cmrprior.io.checks import check_body_size, check_distinct_images, check_labels, check_patient_id
 from cmrprior.io.records import Cohort, PatientRecord
 
 REQUIRED_COLUMNS = ("patient_id", "label", "ed_image", "es_image")
@@ -101,6 +101,9 @@ def _record(csv_path: Path, line: int, row: dict[str, str],
     es_mask = _path(csv_path, desc, "es_mask", row.get("es_mask", ""))
     if (ed_mask is None) != (es_mask is None):
         raise DataError(csv_path, f"{desc}: give both ed_mask and es_mask, or neither")
+    height_cm = _number(csv_path, desc, "height_cm", row.get("height_cm", ""))
+    weight_kg = _number(csv_path, desc, "weight_kg", row.get("weight_kg", ""))
+    check_body_size(height_cm, weight_kg, csv_path, desc)
     return PatientRecord(
         patient_id=pid,
         label=label,
@@ -111,8 +114,8 @@ def _record(csv_path: Path, line: int, row: dict[str, str],
         cine=cine,
         ed_frame=ed_frame,  # type: ignore[arg-type]
         es_frame=es_frame,  # type: ignore[arg-type]
-        height_cm=_number(csv_path, desc, "height_cm", row.get("height_cm", "")),  # type: ignore[arg-type]
-        weight_kg=_number(csv_path, desc, "weight_kg", row.get("weight_kg", "")),  # type: ignore[arg-type]
+        height_cm=height_cm,  # type: ignore[arg-type]
+        weight_kg=weight_kg,  # type: ignore[arg-type]
         source=csv_path,
         extra={k: v for k, v in row.items() if k.startswith(META_PREFIX) and v},
     )
