@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from cmrprior.errors import DataError
-from cmrprior.io.checks import check_body_size, check_distinct_images, check_labels, check_patient_id
+from cmrprior.io.checks import (check_body_size, check_distinct_filenames, check_distinct_images, check_labels,
+                                 check_patient_id)
 from cmrprior.utils.filenames import patient_filename
 from cmrprior.io.records import ACDC_CLASSES, Cohort, PatientRecord
 
@@ -216,6 +217,7 @@ def read_acdc(folder: str | Path, *, skip_bad: bool = False,
         raise DataError(root, f"no readable patient ({len(skipped)} skipped: {skipped[0][1] if skipped else ''})")
     check_labels(records, root)
     check_distinct_images(records, root)
+    check_distinct_filenames(records, root)
     return Cohort(source=root, patients=tuple(records), classes=cohort_classes([r.label for r in records]),
                   skipped=tuple(skipped))
 

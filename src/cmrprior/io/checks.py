@@ -9,7 +9,9 @@
   more times wrong without a word, so readers refuse values outside and say the units.
 * Patient ids become folder and file names of run folders: an id that is absolute, holds `..` or a path
   separator would write outside the run folder, so readers refuse it and `patient_filename` is used wherever
-  a file name is built from an id.
+  a file name is built from an id. That mapping is not one-to-one (`a b` and `a_b`, `müller` and `m_ller`,
+  and `P1` and `p1` on case-insensitive disks), so readers refuse a cohort where two ids give one file name:
+  one patient's masks would overwrite the other's.
 * Cohort-level checks: labels that differ only by case, and two patients sharing image files (train/test
   leakage).
 """
@@ -23,6 +25,7 @@ import numpy as np
 
 from cmrprior.errors import DataError
 from cmrprior.io.records import PatientRecord, Volume
+from cmrprior.utils.filenames import patient_filename
 
 PLAUSIBLE_INPLANE_MM: tuple[float, float] = (0.2, 5.0)
 PLAUSIBLE_SLICE_MM: tuple[float, float] = (1.0, 30.0)
@@ -140,3 +143,24 @@ def check_distinct_images(records: Sequence[PatientRecord], source: str | Path) 
                 raise DataError(source, f"patients {owner[f]!r} and {rec.patient_id!r} point at the same image {f} "
                                         "(duplicate patient: train/test leakage)")
             owner[f] = rec.patient_id
+
+
+def check_distinct_filenames(records: Sequence[PatientRecord], source: str | Path) -> None:
+    """Refuse two patient ids that give one file name (`patient_filename`, compared without case, as macOS and
+    Windows disks do): their output files would overwrite each other.
+
+    Raises:
+        DataError: naming `source`, both ids and the file name; or an id that gives no usable file name.
+    """
+    owner: dict[str, str] = {}
+    for rec in records:
+        try:
+            name = patient_filename(rec.patient_id)
+        except DataError as exc:
+            raise DataError(source, exc.problem) from exc
+        key = name.casefold()
+        if key in owner and owner[key] != rec.patient_id:
+            raise DataError(source, f"patient ids {owner[key]!r} and {rec.patient_id!r} give the same file name "
+                                    f"{name!r} (characters other than letters, digits and ._- become _, and case "
+                                    "is ignored): their outputs would overwrite each other; rename one")
+        owner.setdefault(key, rec.patient_id)

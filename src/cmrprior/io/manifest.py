@@ -30,7 +30,8 @@ from pathlib import Path
 
 from cmrprior.errors import DataError
 from cmrprior.io.acdc import cohort_classes
-from cmrprior.io.checks import check_body_size, check_distinct_images, check_labels, check_patient_id
+from cmrprior.io.checks import (check_body_size, check_distinct_filenames, check_distinct_images, check_labels,
+                                 check_patient_id)
 from cmrprior.io.records import Cohort, PatientRecord
 
 REQUIRED_COLUMNS = ("patient_id", "label", "ed_image", "es_image")
@@ -205,5 +206,6 @@ def read_manifest(path: str | Path, *, skip_bad: bool = False,
         raise DataError(csv_path, f"no usable patient rows ({len(skipped)} skipped)")
     check_labels(records, csv_path)
     check_distinct_images(records, csv_path)
+    check_distinct_filenames(records, csv_path)
     return Cohort(source=csv_path, patients=tuple(records), classes=cohort_classes([r.label for r in records]),
                   skipped=tuple(skipped))
