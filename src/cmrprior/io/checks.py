@@ -4,6 +4,8 @@
   `PLAUSIBLE_SLICE_MM` apart. Outside these ranges the header is wrong (a 0.001 mm pixel gives a field of view
   of a fraction of a millimetre, blank network inputs and empty masks; a 50 mm pixel makes resampling to the
   1.5 mm network grid allocate tens of gigabytes), so readers refuse it.
+* Field of view: an image under `MIN_FIELD_OF_VIEW_MM` on a side cannot hold a heart; `prepare` and
+  `segment predict` refuse it through `check_field_of_view`.
 * Height and weight: `PLAUSIBLE_HEIGHT_CM` and `PLAUSIBLE_WEIGHT_KG`, from newborns to the heaviest adults. A
   height written in metres (1.72) or a weight in grams would otherwise give a BSA and indexed volumes ten or
   more times wrong without a word, so readers refuse values outside and say the units.
@@ -29,6 +31,9 @@ from cmrprior.utils.filenames import patient_filename
 
 PLAUSIBLE_INPLANE_MM: tuple[float, float] = (0.2, 5.0)
 PLAUSIBLE_SLICE_MM: tuple[float, float] = (1.0, 30.0)
+# Smallest in-plane field of view (mm on each side) in which a heart can be found and cropped: an adult heart
+# is about 10 cm across. Every stage that looks for the heart (prepare, segment predict) refuses smaller.
+MIN_FIELD_OF_VIEW_MM = 48.0
 PLAUSIBLE_HEIGHT_CM: tuple[float, float] = (50.0, 250.0)
 PLAUSIBLE_WEIGHT_KG: tuple[float, float] = (2.0, 400.0)
 
@@ -93,6 +98,19 @@ def check_patient_id(patient_id: str, where: str | Path | None) -> None:
     if bad:
         raise DataError(where, f"invalid patient id {patient_id!r}: ids must not be empty, absolute, contain '..', "
                                "path separators or ':' (they become file names)")
+
+
+def check_field_of_view(volume: Volume) -> None:
+    """Refuse an image whose in-plane field of view (pixels x spacing) is under `MIN_FIELD_OF_VIEW_MM` on a side.
+
+    Raises:
+        DataError: naming the image file, its field of view and the minimum.
+    """
+    _, h, w = volume.array.shape[-3:]
+    fov = (h * float(volume.spacing[1]), w * float(volume.spacing[2]))
+    if min(fov) < MIN_FIELD_OF_VIEW_MM:
+        raise DataError(volume.path, f"field of view {fov[0]:.0f} x {fov[1]:.0f} mm ({h} x {w} pixels) is too small "
+                                     f"for a heart (need >= {MIN_FIELD_OF_VIEW_MM:.0f} mm on each side)")
 
 
 def check_not_constant(volume: Volume) -> None:
