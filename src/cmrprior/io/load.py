@@ -79,6 +79,21 @@ def read_cine(path: str | Path) -> Cine:
     return Cine(frames=tuple(frames), trigger_times_ms=times, path=path)
 
 
+def cine_frame_count(path: str | Path) -> int | None:
+    """Frames of a 4D NIfTI cine from its header alone (nothing decoded); None for a DICOM folder or a file
+    that is not a 4D NIfTI (their count is known once read)."""
+    path = Path(path)
+    if not (path.is_file() and is_nifti(path)):
+        return None
+    import nibabel as nib
+
+    try:
+        shape = nib.load(str(path)).shape
+    except Exception:  # noqa: BLE001 - the reader names the problem when the cine is read
+        return None
+    return int(shape[3]) if len(shape) == 4 else None
+
+
 def _cine_frame(cine: Cine, frame: int) -> Volume:
     if not 1 <= frame <= cine.n_frames:
         raise DataError(cine.path, f"frame {frame} out of range 1..{cine.n_frames}")
