@@ -189,7 +189,7 @@ def read_acdc(folder: str | Path, *, skip_bad: bool = False,
 
     Raises:
         DataError: folder missing or without patient folders, (unless skip_bad) any bad patient, labels
-            differing only by case, or two patients sharing an image file.
+            differing only by case, two patients sharing an image file, or two ids giving one file name.
     """
     root = Path(folder)
     if not root.is_dir():

@@ -173,7 +173,8 @@ def read_manifest(path: str | Path, *, skip_bad: bool = False,
 
     Raises:
         DataError: missing/unreadable CSV, missing or unknown columns, no rows, (unless skip_bad) a bad row
-            (including an invalid patient id), labels differing only by case, two patients sharing an image.
+            (an invalid patient id, more cells than the header, ED = ES, an implausible height or weight),
+            labels differing only by case, two patients sharing an image, two ids giving one file name.
     """
     csv_path = Path(path)
     if not csv_path.is_file():
