@@ -137,8 +137,9 @@ def dicom_files(folder: Path) -> tuple[list[Path], list[Path]]:
     """
     files = sorted(f for f in folder.iterdir()
                    if f.is_file() and not f.name.startswith(".") and f.name.upper() != "DICOMDIR")
-    dicom = [f for f in files if _is_part10(f)]
-    others = [f for f in files if f not in set(dicom)]
+    is_dicom = {f: _is_part10(f) for f in files}
+    dicom = [f for f in files if is_dicom[f]]
+    others = [f for f in files if not is_dicom[f]]
     if others:
         log.info("%s: %d file(s) that are not DICOM ignored: %s", folder, len(others), ", ".join(f.name for f in others))
     return dicom, others
@@ -154,9 +155,9 @@ def read_dicom_series(folder: str | Path) -> Volume:
 
     Raises:
         DataError: folder missing or without DICOM images, a damaged DICOM file or one whose pixels cannot
-            be decoded (module doc), missing geometry attributes, or an inconsistent series (different image sizes, orientations,
-            pixel spacings or series UIDs; two slices at one position; non-uniform slice spacing;
-            non-finite values; implausible spacing, see `cmrprior.io.checks`).
+            be decoded (module doc), missing geometry attributes, or an inconsistent series (different image
+            sizes, orientations, pixel spacings or series UIDs; two slices at one position; non-uniform slice
+            spacing; non-finite values; implausible spacing, see `cmrprior.io.checks`).
     """
     folder = Path(folder)
     if not folder.is_dir():

@@ -29,7 +29,7 @@ import numpy as np
 
 from cmrprior.errors import DataError
 from cmrprior.io.checks import check_spacing
-from cmrprior.io.dicom import _attr, _read, dicom_files, non_image_reason, pixel_array
+from cmrprior.io.dicom import _attr, _listing, _read, dicom_files, non_image_reason, pixel_array
 from cmrprior.io.records import Volume
 
 log = logging.getLogger(__name__)
@@ -168,17 +168,14 @@ def _collect(folder: Path) -> tuple[list[_Image], list[tuple[Path, str]]]:
         others += [f for _, other in listed for f in other]
     skipped: list[tuple[Path, str]] = [(f, "not a DICOM file") for f in others]
     if not files:
-        extra = f" ({len(others)} file(s) that are not DICOM: {others[0].name}, ...)" if others else ""
+        extra = f" (files that are not DICOM: {_listing(others)})" if others else ""
         raise DataError(folder, f"no DICOM files in the cine folder (nor in its series sub-folders){extra}")
     images: list[_Image] = []
     for k, f in enumerate(files):
         ds = _read(f)
-        reason = non_image_reason(ds, f)
+        reason = non_image_reason(ds, f) or _localiser_reason(ds)
         if reason is not None:
-            skipped.append((f, reason))
-            continue
-        reason = _localiser_reason(ds)
-        if reason is not None:
+            log.info("%s: skipped, %s", f, reason)
             skipped.append((f, reason))
             continue
         if int(getattr(ds, "NumberOfFrames", 1) or 1) > 1:
@@ -186,9 +183,8 @@ def _collect(folder: Path) -> tuple[list[_Image], list[tuple[Path, str]]]:
         else:
             images.append(_classic(ds, f, k))
     if not images:
-        raise DataError(folder, f"no cine images left after skipping {len(skipped)} file(s): {skipped[0][1]}")
-    for f, reason in skipped:
-        log.info("%s: skipped, %s", f, reason)
+        first = skipped[len(others)][1] if len(skipped) > len(others) else skipped[0][1]  # a DICOM file's reason
+        raise DataError(folder, f"no cine images left after skipping {len(skipped)} file(s): {first}")
     return images, skipped
 
 
