@@ -1,8 +1,8 @@
 """Load a PatientRecord's voxels into PatientVolumes, checking what the later stages rely on.
 
 Checks: each image 3D, finite, with a plausible spacing (in the readers) and not constant; each mask the
-same shape, spacing and affine (position, orientation) as its image, integer-valued, labels within 0..3 (ACDC: 0 BG, 1 RV, 2 MYO, 3 LV
-cavity). Masks are returned as uint8 `Volume.array`. ED/ES images may be frames of the record's cine (a 4D
+same shape, spacing and affine (position, orientation) as its image, integer-valued, labels within 0..3
+(ACDC: 0 BG, 1 RV, 2 MYO, 3 LV cavity). Masks are returned as uint8 `Volume.array`. ED/ES images may be frames of the record's cine (a 4D
 NIfTI or a DICOM cine folder, see `read_cine`).
 """
 
