@@ -90,3 +90,14 @@ def test_acdc_file_spacing_and_round_trip(tmp_path):
     again = measure_patient(back[0].array.astype(np.uint8), back[1].array.astype(np.uint8), back[0].spacing,
                             184.0, 95.0)
     assert again.as_dict() == pytest.approx(m.as_dict(), rel=0, abs=0, nan_ok=True)
+
+
+def test_bsa_refuses_a_height_in_metres():
+    from cmrprior.anatomy.measure import mosteller_bsa
+    from cmrprior.errors import InputError
+
+    assert mosteller_bsa(172.0, 70.0) == pytest.approx((172.0 * 70.0 / 3600.0) ** 0.5)
+    with pytest.raises(InputError, match="height 1.72 cm .* centimetres"):
+        mosteller_bsa(1.72, 70.0)
+    with pytest.raises(InputError, match="weight 70000 kg"):
+        mosteller_bsa(172.0, 70000.0)

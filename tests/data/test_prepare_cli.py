@@ -26,7 +26,7 @@ def _data(root, n=3, bad=None):
         m[1:3, 10:18, 9:17] = 3
         img = (np.random.default_rng(i).random(shape) * 300).astype(np.int16)
         write_acdc_patient(root, f"patient{i + 1:03d}", ed=img, es=img, ed_frame=1, es_frame=6,
-                           spacing_zyx=(10.0, 1.6, 1.6), group=("NOR", "DCM", "HCM")[i % 3], ed_mask=m, es_mask=m)
+                           spacing_zyx=(10.0, 1.8, 1.8), group=("NOR", "DCM", "HCM")[i % 3], ed_mask=m, es_mask=m)
     if bad is not None:
         (root / f"patient{bad:03d}" / "Info.cfg").write_text("ED: 1\nES: x\nGroup: NOR\n")
     return root

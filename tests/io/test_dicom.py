@@ -50,9 +50,11 @@ def test_truncated_and_garbage_files(tmp_path, dicom_series):
     assert info.value.path == f
 
     dicom_series(tmp_path / "g")
-    g = tmp_path / "g" / "notes.txt"
-    g.write_text("hello")
-    with pytest.raises(DataError, match="corrupt or not a DICOM file") as info:
+    (tmp_path / "g" / "notes.txt").write_text("hello")  # not DICOM (no DICM marker): ignored
+    assert read_dicom_series(tmp_path / "g").shape == (4, 6, 5)
+    g = tmp_path / "g" / "garbage.dcm"
+    g.write_bytes(bytes(128) + b"DICM" + b"\x02\x00\x10\x00UI\xff\xff" + bytes(10))  # DICOM, damaged
+    with pytest.raises(DataError, match="corrupt DICOM file|damaged or truncated DICOM file") as info:
         read_dicom_series(tmp_path / "g")
     assert info.value.path == g
 

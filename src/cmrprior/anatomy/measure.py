@@ -50,6 +50,7 @@ from cmrprior.anatomy.thickness import (
     thickening_pct,
 )
 from cmrprior.errors import DataError, InputError
+from cmrprior.io.checks import body_size_problem
 from cmrprior.io.records import PatientVolumes
 from cmrprior.vocab import LV_LABEL, MYO_LABEL, RV_LABEL
 
@@ -110,9 +111,17 @@ CSV_COLUMNS: dict[str, str] = {name: column_name(name) for name in AnatomyMeasur
 
 
 def mosteller_bsa(height_cm: float, weight_kg: float) -> float:
-    """Body surface area (m^2) by Mosteller's formula; raises InputError for non-positive inputs."""
+    """Body surface area (m^2) by Mosteller's formula.
+
+    Raises:
+        InputError: non-positive inputs, or a height or weight outside the plausible ranges of
+            `cmrprior.io.checks` (a height in metres would give a BSA ten times too small).
+    """
     if not (height_cm > 0 and weight_kg > 0):
         raise InputError(f"height and weight must be positive, got {height_cm} cm, {weight_kg} kg")
+    problem = body_size_problem(height_cm, weight_kg)
+    if problem is not None:
+        raise InputError(problem)
     return math.sqrt(height_cm * weight_kg / 3600.0)
 
 

@@ -47,6 +47,7 @@ from cmrprior.data.intensity import apply_window
 from cmrprior.data.prepared import HeartLocation, PreparedCohort, PreparedPatient
 from cmrprior.data.resample import resample_crop
 from cmrprior.errors import ConfigError, DataError
+from cmrprior.io.checks import check_field_of_view
 from cmrprior.io.load import load_patient
 from cmrprior.io.records import Cohort, PatientRecord, PatientVolumes
 from cmrprior.utils import atomic
@@ -145,6 +146,7 @@ def _check_pair(volumes: PatientVolumes) -> None:
                                  "ED and ES are paired by slice index")
     if not np.allclose(ed.spacing, es.spacing, rtol=1e-3, atol=1e-4):
         raise DataError(es.path, f"ES spacing {es.spacing} mm differs from ED spacing {ed.spacing} mm ({ed.path})")
+    check_field_of_view(ed)  # the minimum of segment predict too: no image that one stage refuses passes another
 
 
 def _location(volumes: PatientVolumes, location: HeartLocation | None) -> HeartLocation | None:
@@ -175,8 +177,8 @@ def prepare_volumes(volumes: PatientVolumes, config: PrepareConfig, location: He
     location: where the heart is and its masks (the segmenter's); None = the record's masks, if any.
 
     Raises:
-        DataError: ED and ES differ in shape or spacing (they are paired by slice index), or the location's
-            labels do not match the images.
+        DataError: ED and ES differ in shape or spacing (they are paired by slice index), a field of view
+            under `cmrprior.io.checks.MIN_FIELD_OF_VIEW_MM`, or the location's labels do not match the images.
     """
     _check_pair(volumes)
     ed, es = volumes.ed, volumes.es

@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from cmrprior.errors import DataError
-from cmrprior.io.checks import check_distinct_images, check_labels, check_patient_id
+from cmrprior.io.checks import (check_body_size, check_distinct_filenames, check_distinct_images, check_labels,
+                                 check_patient_id)
 from cmrprior.utils.filenames import patient_filename
 from cmrprior.io.records import ACDC_CLASSES, Cohort, PatientRecord
 
@@ -40,7 +41,8 @@ def parse_info_cfg(path: str | Path) -> dict[str, str]:
     if not path.is_file():
         raise DataError(path, "Info.cfg not found")
     try:
-        text = path.read_text(encoding="utf-8", errors="strict")
+        # utf-8-sig: a byte-order mark (Windows editors add one) is dropped, as the manifest reader does.
+        text = path.read_text(encoding="utf-8-sig", errors="strict")
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(path, f"cannot read Info.cfg ({exc})") from exc
     out: dict[str, str] = {}
@@ -99,7 +101,8 @@ def read_acdc_patient(folder: str | Path, *, require_group: bool = True,
 
     Raises:
         DataError: missing/malformed Info.cfg (missing ED/ES, or Group when `require_group`; non-integer
-            frame; frame outside 1..NbFrame; ED equal to ES), invalid folder name as patient id, unknown Group, missing ED/ES frame file (and no 4D cine),
+            frame; frame outside 1..NbFrame; ED equal to ES; Height or Weight outside the plausible range in cm and
+            kg, see `cmrprior.io.checks`), invalid folder name as patient id, unknown Group, missing ED/ES frame file (and no 4D cine),
             or only one of the two masks present.
     """
     folder = Path(folder)
@@ -137,6 +140,8 @@ def read_acdc_patient(folder: str | Path, *, require_group: bool = True,
     if (ed_mask is None) != (es_mask is None):
         missing = folder / f"{pid}_frame{(ed if ed_mask is None else es):02d}_gt.nii.gz"
         raise DataError(missing, "mask file not found (the other phase has one; masks must come in ED/ES pairs)")
+    height_cm, weight_kg = _float_field(info, "Height", cfg), _float_field(info, "Weight", cfg)
+    check_body_size(height_cm, weight_kg, cfg, f"patient {pid}")
     return PatientRecord(
         patient_id=pid,
         label=group,
@@ -148,8 +153,8 @@ def read_acdc_patient(folder: str | Path, *, require_group: bool = True,
         ed_frame=ed,
         es_frame=es,
         n_frames=n_frames,
-        height_cm=_float_field(info, "Height", cfg),
-        weight_kg=_float_field(info, "Weight", cfg),
+        height_cm=height_cm,
+        weight_kg=weight_kg,
         source=folder,
         extra={k: v for k, v in info.items() if k not in {"ED", "ES", "Group", "NbFrame", "Height", "Weight"}},
     )
@@ -184,7 +189,7 @@ def read_acdc(folder: str | Path, *, skip_bad: bool = False,
 
     Raises:
         DataError: folder missing or without patient folders, (unless skip_bad) any bad patient, labels
-            differing only by case, or two patients sharing an image file.
+            differing only by case, two patients sharing an image file, or two ids giving one file name.
     """
     root = Path(folder)
     if not root.is_dir():
@@ -212,6 +217,7 @@ def read_acdc(folder: str | Path, *, skip_bad: bool = False,
         raise DataError(root, f"no readable patient ({len(skipped)} skipped: {skipped[0][1] if skipped else ''})")
     check_labels(records, root)
     check_distinct_images(records, root)
+    check_distinct_filenames(records, root)
     return Cohort(source=root, patients=tuple(records), classes=cohort_classes([r.label for r in records]),
                   skipped=tuple(skipped))
 

@@ -9,11 +9,18 @@
   convention as NIfTI so that `write_nifti(volume.array, volume.affine, ...)` places it correctly.
 * Intensities: `RescaleSlope * stored + RescaleIntercept`, float32.
 
-Hidden files and a DICOMDIR are ignored; every other file must be a readable DICOM image.
+Which files are read: hidden files and a DICOMDIR are ignored, and so are files that are not DICOM (no
+`DICM` marker at byte 128, as DICOM part 10 files have: a README.txt, a Windows Thumbs.db), which are listed
+in the log. A DICOM file that is not an image (a structured report, a presentation state: a SOP class other
+than an image storage) is skipped with its reason; a DICOM image without pixel data (truncated, damaged
+header) is an error that names it, so that a later check (a missing slice or phase) does not blame another
+file. Compressed pixel data (JPEG, JPEG 2000) needs a decoder: without one, the error names the optional
+extra `cmrprior[dicom-compressed]`.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -22,18 +29,80 @@ from cmrprior.errors import DataError
 from cmrprior.io.checks import check_spacing
 from cmrprior.io.records import Volume
 
+log = logging.getLogger(__name__)
+
 _TOL = 1e-3
+# The optional extra (pyproject.toml) with the decoders of compressed transfer syntaxes.
+COMPRESSED_EXTRA = "dicom-compressed"
 
 
 def _read(path: Path):  # -> pydicom.Dataset
     import pydicom
-    from pydicom.errors import InvalidDicomError
 
     try:
         ds = pydicom.dcmread(str(path))
-    except (InvalidDicomError, EOFError, OSError, ValueError, AttributeError, KeyError, TypeError) as exc:
-        raise DataError(path, f"corrupt or not a DICOM file ({type(exc).__name__}: {exc})") from exc
+    except Exception as exc:  # noqa: BLE001 - pydicom raises many types (struct.error, ...) for damaged files
+        raise DataError(path, f"corrupt DICOM file ({type(exc).__name__}: {exc})") from exc
     return ds
+
+
+def _is_part10(path: Path) -> bool:
+    """True for a DICOM part 10 file: 128 bytes of preamble, then `DICM`."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return True  # unreadable: let the reader name the error
+    return len(head) == 132 and head[128:] == b"DICM"
+
+
+def non_image_reason(ds, path: Path) -> str | None:
+    """None for a DICOM image with pixel data; the reason to skip a DICOM file that is no image.
+
+    Raises:
+        DataError: naming `path`, for a file that should be an image (image storage SOP class, or image
+            attributes) but has no pixel data, or has no SOP class at all: a truncated or damaged file.
+    """
+    if "PixelData" in ds:
+        return None
+    from pydicom.uid import UID
+
+    meta = getattr(ds, "file_meta", None)
+    sop = getattr(ds, "SOPClassUID", None) or getattr(meta, "MediaStorageSOPClassUID", None)
+    if sop is None:
+        raise DataError(path, "damaged or truncated DICOM file: no SOP class and no pixel data were read")
+    name = UID(str(sop)).name
+    if "Image Storage" in name or "Rows" in ds:
+        raise DataError(path, f"damaged or truncated DICOM file: a {name} without pixel data")
+    return f"not an image ({name}, no pixel data)"
+
+
+def pixel_array(ds, path: Path) -> np.ndarray:
+    """`ds.pixel_array`, errors as DataError naming `path` (and the extra to install for a missing decoder)."""
+    try:
+        return ds.pixel_array
+    except Exception as exc:  # noqa: BLE001 - pydicom raises many types for truncated/unsupported pixel data
+        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+        if syntax is not None and syntax.is_compressed:
+            hint = (f"no decoder for it is installed: pip install 'cmrprior[{COMPRESSED_EXTRA}]'"
+                    if _decoder_missing(syntax) else
+                    f"the file is damaged, or the installed decoders cannot read it (the extra "
+                    f"cmrprior[{COMPRESSED_EXTRA}] adds the pylibjpeg decoders)")
+            raise DataError(path, f"cannot decode compressed pixel data ({syntax.name}): {hint} "
+                                  f"({type(exc).__name__}: {exc})") from exc
+        raise DataError(path, f"cannot decode pixel data, file truncated or damaged "
+                              f"({type(exc).__name__}: {exc})") from exc
+
+
+def _decoder_missing(syntax) -> bool:
+    try:
+        from pydicom.pixels import get_decoder
+    except ImportError:  # pydicom 2: the decoding error itself lists the missing packages
+        return False
+    try:
+        return not get_decoder(syntax).is_available
+    except NotImplementedError:
+        return True
 
 
 def _attr(ds, name: str, path: Path, n: int | None = None) -> list[float]:
@@ -53,11 +122,7 @@ def _attr(ds, name: str, path: Path, n: int | None = None) -> list[float]:
 
 
 def _pixels(ds, path: Path) -> np.ndarray:
-    try:
-        arr = ds.pixel_array
-    except Exception as exc:  # noqa: BLE001 - pydicom raises many types for truncated/unsupported pixel data
-        raise DataError(path, f"cannot decode pixel data, file truncated or compressed in an unsupported way "
-                              f"({type(exc).__name__}: {exc})") from exc
+    arr = pixel_array(ds, path)
     if arr.ndim != 2:
         raise DataError(path, f"expected one 2D image per file, got pixel data of shape {arr.shape}")
     slope = float(getattr(ds, "RescaleSlope", 1.0) or 1.0)
@@ -65,36 +130,57 @@ def _pixels(ds, path: Path) -> np.ndarray:
     return arr.astype(np.float32) * np.float32(slope) + np.float32(intercept)
 
 
-def dicom_files(folder: Path) -> list[Path]:
-    """Files of a series folder that should be DICOM images (hidden files and DICOMDIR ignored)."""
-    return sorted(f for f in folder.iterdir()
-                  if f.is_file() and not f.name.startswith(".") and f.name.upper() != "DICOMDIR")
+def dicom_files(folder: Path) -> tuple[list[Path], list[Path]]:
+    """(DICOM files, other files) of a folder, sorted by name; hidden files and DICOMDIR are in neither.
+
+    The other files (no `DICM` marker: README.txt, Thumbs.db) are listed in the log.
+    """
+    files = sorted(f for f in folder.iterdir()
+                   if f.is_file() and not f.name.startswith(".") and f.name.upper() != "DICOMDIR")
+    is_dicom = {f: _is_part10(f) for f in files}
+    dicom = [f for f in files if is_dicom[f]]
+    others = [f for f in files if not is_dicom[f]]
+    if others:
+        log.info("%s: %d file(s) that are not DICOM ignored: %s", folder, len(others), ", ".join(f.name for f in others))
+    return dicom, others
+
+
+def _listing(files: list[Path]) -> str:
+    shown = ", ".join(f.name for f in files[:5])
+    return shown + (f" and {len(files) - 5} more" if len(files) > 5 else "")
 
 
 def read_dicom_series(folder: str | Path) -> Volume:
     """Read a folder holding one DICOM series (one phase) as a float32 `(Z, H, W)` Volume.
 
     Raises:
-        DataError: folder missing or empty, a file that is not DICOM or whose pixels cannot be decoded,
-            missing geometry attributes, or an inconsistent series (different image sizes, orientations,
-            pixel spacings or series UIDs; two slices at one position; non-uniform slice spacing;
-            non-finite values; implausible spacing, see `cmrprior.io.checks`).
+        DataError: folder missing or without DICOM images, a damaged DICOM file or one whose pixels cannot
+            be decoded (module doc), missing geometry attributes, or an inconsistent series (different image
+            sizes, orientations, pixel spacings or series UIDs; two slices at one position; non-uniform slice
+            spacing; non-finite values; implausible spacing, see `cmrprior.io.checks`).
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(folder, "DICOM series folder not found")
-    files = dicom_files(folder)
+    files, others = dicom_files(folder)
     if not files:
-        raise DataError(folder, "no DICOM files in the series folder")
+        extra = f" (files that are not DICOM: {_listing(others)})" if others else ""
+        raise DataError(folder, f"no DICOM files in the series folder{extra}")
     slices = []
     for f in files:
         ds = _read(f)
+        reason = non_image_reason(ds, f)
+        if reason is not None:
+            log.info("%s: skipped, %s", f, reason)
+            continue
         iop = np.array(_attr(ds, "ImageOrientationPatient", f, 6))
         ipp = np.array(_attr(ds, "ImagePositionPatient", f, 3))
         ps = _attr(ds, "PixelSpacing", f, 2)
         rows, cols = int(getattr(ds, "Rows", 0)), int(getattr(ds, "Columns", 0))
         slices.append({"path": f, "ds": ds, "iop": iop, "ipp": ipp, "ps": ps, "shape": (rows, cols),
                        "uid": str(getattr(ds, "SeriesInstanceUID", ""))})
+    if not slices:
+        raise DataError(folder, "no DICOM images in the series folder (only files without pixel data)")
     ref = slices[0]
     for s in slices[1:]:
         if s["shape"] != ref["shape"]:

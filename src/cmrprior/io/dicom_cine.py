@@ -5,8 +5,9 @@ one series per slice position). Classic files (one image each) and enhanced mult
 many frames, geometry in the per-frame functional groups) are both read.
 
 1. Localisers/scouts are skipped with a listed reason (`ImageType` LOCALIZER/SCOUT, or a series
-   description such as "localizer", "scout", "survey", "tri-pilot"), and so are non-image files
-   (DICOMDIR-like files without pixel data).
+   description with a word such as "loc", "localizer", "scout", "survey", "tri-pilot", "3-plane": whole
+   words, so "SA cine block" is kept), and so are files that are not DICOM (README.txt, Thumbs.db) and DICOM
+   files that are not images (`cmrprior.io.dicom.non_image_reason`; a damaged image is an error naming it).
 2. The rest must form one short-axis stack: one study, one orientation, one pixel spacing, one matrix
    (else `DataError` naming the first file that differs).
 3. Slices: images grouped by position along the slice normal n = row x column cosine (`ImagePositionPatient
@@ -19,6 +20,7 @@ many frames, geometry in the per-frame functional groups) are both read.
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,11 +29,20 @@ import numpy as np
 
 from cmrprior.errors import DataError
 from cmrprior.io.checks import check_spacing
-from cmrprior.io.dicom import _attr, _read, dicom_files
+from cmrprior.io.dicom import _attr, _listing, _read, dicom_files, non_image_reason, pixel_array
 from cmrprior.io.records import Volume
 
+log = logging.getLogger(__name__)
+
 _POS_TOL_MM = 0.01
-_LOCALISER = re.compile(r"loc|scout|survey|pilot|tri-?pilot|3-?plane", re.IGNORECASE)
+# Whole words of a lower-case description whose punctuation and `_` became spaces ("SA cine block" holds
+# "loc" but is no localiser; "LOC_3-plane" is); "3 plane" and "tri pilot" are joined first.
+_LOCALISER = re.compile(r"\b(?:loc|locali[sz]ers?|scout|survey|(?:tri)?pilot|3plane)\b")
+
+
+def _description_words(desc: str) -> str:
+    words = re.sub(r"[\W_]+", " ", desc.lower())
+    return re.sub(r"\b(3|tri) (plane|pilot)\b", r"\1\2", words)
 
 
 @dataclass(frozen=True, eq=False)
@@ -85,7 +96,7 @@ def _localiser_reason(ds) -> str | None:
     if any(v in ("LOCALIZER", "SCOUT") for v in image_type):
         return f"localiser/scout image (ImageType {'/'.join(image_type)})"
     desc = str(getattr(ds, "SeriesDescription", "") or "")
-    if desc and _LOCALISER.search(desc) and "sax" not in desc.lower():
+    if desc and _LOCALISER.search(_description_words(desc)) and "sax" not in desc.lower():
         return f"localiser/scout series ({desc!r})"
     return None
 
@@ -94,13 +105,6 @@ def _rescale(ds, arr: np.ndarray) -> np.ndarray:
     slope = float(getattr(ds, "RescaleSlope", 1.0) or 1.0)
     intercept = float(getattr(ds, "RescaleIntercept", 0.0) or 0.0)
     return arr.astype(np.float32) * np.float32(slope) + np.float32(intercept)
-
-
-def _pixel_array(ds, path: Path) -> np.ndarray:
-    try:
-        return ds.pixel_array
-    except Exception as exc:  # noqa: BLE001 - pydicom raises many types for truncated/unsupported pixel data
-        raise DataError(path, f"cannot decode pixel data ({type(exc).__name__}: {exc})") from exc
 
 
 def _classic(ds, path: Path, k: int) -> _Image:
@@ -112,7 +116,7 @@ def _classic(ds, path: Path, k: int) -> _Image:
                   np.array(_attr(ds, "ImagePositionPatient", path, 3)), (ps[0], ps[1]), shape,
                   _float(_first(ds, "TriggerTime", "NominalCardiacTriggerDelayTime")), order,
                   str(getattr(ds, "StudyInstanceUID", "")),
-                  lambda: _rescale(ds, np.asarray(_pixel_array(ds, path)).reshape(shape)))
+                  lambda: _rescale(ds, np.asarray(pixel_array(ds, path)).reshape(shape)))
 
 
 def _group_item(groups, name: str):
@@ -130,7 +134,7 @@ def _enhanced(ds, path: Path, k0: int) -> list[_Image]:
     def frame_pixels(f: int):
         def get() -> np.ndarray:
             if "a" not in cache:
-                cache["a"] = np.asarray(_pixel_array(ds, path))
+                cache["a"] = np.asarray(pixel_array(ds, path))
             return _rescale(ds, cache["a"][f])
         return get
 
@@ -156,21 +160,22 @@ def _enhanced(ds, path: Path, k0: int) -> list[_Image]:
 
 
 def _collect(folder: Path) -> tuple[list[_Image], list[tuple[Path, str]]]:
-    files = dicom_files(folder)
+    files, others = dicom_files(folder)
     if not files:
         subs = sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
-        files = [f for d in subs for f in dicom_files(d)]
+        listed = [dicom_files(d) for d in subs]
+        files = [f for fs, _ in listed for f in fs]
+        others += [f for _, other in listed for f in other]
+    skipped: list[tuple[Path, str]] = [(f, "not a DICOM file") for f in others]
     if not files:
-        raise DataError(folder, "no DICOM files in the cine folder (nor in its series sub-folders)")
+        extra = f" (files that are not DICOM: {_listing(others)})" if others else ""
+        raise DataError(folder, f"no DICOM files in the cine folder (nor in its series sub-folders){extra}")
     images: list[_Image] = []
-    skipped: list[tuple[Path, str]] = []
     for k, f in enumerate(files):
         ds = _read(f)
-        if "PixelData" not in ds:
-            skipped.append((f, "no pixel data (not an image)"))
-            continue
-        reason = _localiser_reason(ds)
+        reason = non_image_reason(ds, f) or _localiser_reason(ds)
         if reason is not None:
+            log.info("%s: skipped, %s", f, reason)
             skipped.append((f, reason))
             continue
         if int(getattr(ds, "NumberOfFrames", 1) or 1) > 1:
@@ -178,7 +183,8 @@ def _collect(folder: Path) -> tuple[list[_Image], list[tuple[Path, str]]]:
         else:
             images.append(_classic(ds, f, k))
     if not images:
-        raise DataError(folder, f"no cine images left after skipping {len(skipped)} file(s): {skipped[0][1]}")
+        first = skipped[len(others)][1] if len(skipped) > len(others) else skipped[0][1]  # a DICOM file's reason
+        raise DataError(folder, f"no cine images left after skipping {len(skipped)} file(s): {first}")
     return images, skipped
 
 

@@ -4,8 +4,8 @@ Every image and mask read here is turned to one in-plane frame, the segmenter's
 (`cmrprior.io.orientation.to_canonical`): the same scan stored in another voxel order gives the same array.
 
 Checks: each image 3D, finite, with a plausible spacing (in the readers) and not constant; each mask the
-same shape and spacing as its image, integer-valued, labels within 0..3 (ACDC: 0 BG, 1 RV, 2 MYO, 3 LV
-cavity). Masks are returned as uint8 `Volume.array`. ED/ES images may be frames of the record's cine (a 4D
+same shape, spacing and affine (position, orientation) as its image, integer-valued, labels within 0..3
+(ACDC: 0 BG, 1 RV, 2 MYO, 3 LV cavity). Masks are returned as uint8 `Volume.array`. ED/ES images may be frames of the record's cine (a 4D
 NIfTI or a DICOM cine folder, see `read_cine`).
 """
 
@@ -91,17 +91,55 @@ def read_cine(path: str | Path) -> Cine:
     return Cine(frames=tuple(to_canonical(f) for f in frames), trigger_times_ms=times, path=path)
 
 
+def cine_frame_count(path: str | Path) -> int | None:
+    """Frames of a 4D NIfTI cine from its header alone (nothing decoded); None for a DICOM folder or a file
+    that is not a 4D NIfTI (their count is known once read)."""
+    path = Path(path)
+    if not (path.is_file() and is_nifti(path)):
+        return None
+    import nibabel as nib
+
+    try:
+        shape = nib.load(str(path)).shape
+    except Exception:  # noqa: BLE001 - the reader names the problem when the cine is read
+        return None
+    return int(shape[3]) if len(shape) == 4 else None
+
+
 def _cine_frame(cine: Cine, frame: int) -> Volume:
     if not 1 <= frame <= cine.n_frames:
         raise DataError(cine.path, f"frame {frame} out of range 1..{cine.n_frames}")
     return cine.frames[frame - 1]
 
 
+# How far a mask's affine may be from its image's: origin (mm) and each voxel axis (relative to its length).
+GRID_ORIGIN_TOL_MM = 1.0
+GRID_AXIS_RTOL = 0.01
+
+
+def _check_same_grid(mask: Volume, image: Volume) -> None:
+    """Refuse a mask whose affine puts its voxels elsewhere than the image's (shifted, rotated or scaled):
+    the labels would then be measured or written back at the wrong place. Raises DataError naming the mask."""
+    shift = float(np.linalg.norm(mask.affine[:3, 3] - image.affine[:3, 3]))
+    if shift > GRID_ORIGIN_TOL_MM:
+        raise DataError(mask.path, f"mask affine is {shift:.1f} mm off its image's ({image.path}): the first voxel "
+                                   f"is at {np.round(mask.affine[:3, 3], 2).tolist()} mm instead of "
+                                   f"{np.round(image.affine[:3, 3], 2).tolist()} (accepted {GRID_ORIGIN_TOL_MM:g} mm); "
+                                   "the mask belongs to another image or position")
+    for a in range(3):
+        ref = image.affine[:3, a]
+        if np.linalg.norm(mask.affine[:3, a] - ref) > GRID_AXIS_RTOL * np.linalg.norm(ref):
+            raise DataError(mask.path, f"mask affine's voxel axis {'ijk'[a]} {np.round(mask.affine[:3, a], 4).tolist()} "
+                                       f"differs from its image's {np.round(ref, 4).tolist()} ({image.path}): "
+                                       "orientation or voxel size differ")
+
+
 def as_mask(volume: Volume, image: Volume) -> Volume:
     """Check a mask against its image and return it with a uint8 array.
 
     Raises:
-        DataError: shape or voxel spacing (1 %) differs from the image, non-integer values, or labels outside 0..3.
+        DataError: shape or voxel spacing (1 %) differs from the image, the affine differs (origin by more
+            than 1 mm, an axis by more than 1 %), non-integer values, or labels outside 0..3.
     """
     path = volume.path
     if volume.shape != image.shape:
@@ -109,6 +147,7 @@ def as_mask(volume: Volume, image: Volume) -> Volume:
     if not np.allclose(volume.spacing, image.spacing, rtol=1e-2):
         raise DataError(path, f"mask voxel spacing {tuple(round(s, 4) for s in volume.spacing)} mm (z, y, x) differs "
                               f"from image spacing {tuple(round(s, 4) for s in image.spacing)} ({image.path})")
+    _check_same_grid(volume, image)
     arr = volume.array
     lo, hi = float(arr.min()), float(arr.max())
     if lo < 0 or hi > MAX_MASK_LABEL:

@@ -16,8 +16,10 @@ empty image cells has `ed_image = es_image = cine`; its frames stay None when no
 
 Each image or mask is a NIfTI file (.nii/.nii.gz) or a DICOM series folder; relative paths are resolved
 against the CSV's folder. Classes: ACDC order when every label is an ACDC class, else sorted. Patient ids
-that could leave a run folder (absolute, `..`, separators), labels differing only by case and two patients
-sharing an image are errors.
+that could leave a run folder (absolute, `..`, separators), labels differing only by case, two patients
+sharing an image, ED and ES that are one image, and a row with more cells than the header (a trailing comma,
+or a comma inside an unquoted value) are errors. Error messages give the row's line in the file (blank
+lines counted).
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from pathlib import Path
 
 from cmrprior.errors import DataError
 from cmrprior.io.acdc import cohort_classes
-from cmrprior.io.checks import check_distinct_images, check_labels, check_patient_id
+from cmrprior.io.checks import (check_body_size, check_distinct_filenames, check_distinct_images, check_labels,
+                                 check_patient_id)
 from cmrprior.io.records import Cohort, PatientRecord
 
 REQUIRED_COLUMNS = ("patient_id", "label", "ed_image", "es_image")
@@ -60,6 +63,19 @@ def _number(csv_path: Path, row_desc: str, column: str, cell: str, integer: bool
     return int(value) if integer else value
 
 
+def _check_two_phases(csv_path: Path, desc: str, ed: Path, es: Path, cine: Path | None,
+                      ed_frame: int | None, es_frame: int | None) -> None:
+    """Refuse ED and ES that are one image (as `read_acdc_patient` refuses ED = ES in Info.cfg): the same file
+    or folder, unless both are frames of the cine and the frames differ or are still to be found."""
+    if ed.resolve() != es.resolve():
+        return
+    from_cine = cine is not None and ed.resolve() == cine.resolve()
+    if from_cine and (ed_frame is None or es_frame is None or ed_frame != es_frame):
+        return
+    what = f"frame {ed_frame} of {ed}" if from_cine else str(ed)
+    raise DataError(csv_path, f"{desc}: ED and ES are the same image ({what}); they must be two different phases")
+
+
 def _record(csv_path: Path, line: int, row: dict[str, str],
             allowed_labels: tuple[str, ...] | None) -> PatientRecord:
     pid = row["patient_id"]
@@ -81,10 +97,14 @@ def _record(csv_path: Path, line: int, row: dict[str, str],
                 raise DataError(csv_path, f"{desc}: empty {col} (give a file, or a cine)")
             p = cine
         images[col] = p
+    _check_two_phases(csv_path, desc, images["ed_image"], images["es_image"], cine, ed_frame, es_frame)
     ed_mask = _path(csv_path, desc, "ed_mask", row.get("ed_mask", ""))
     es_mask = _path(csv_path, desc, "es_mask", row.get("es_mask", ""))
     if (ed_mask is None) != (es_mask is None):
         raise DataError(csv_path, f"{desc}: give both ed_mask and es_mask, or neither")
+    height_cm = _number(csv_path, desc, "height_cm", row.get("height_cm", ""))
+    weight_kg = _number(csv_path, desc, "weight_kg", row.get("weight_kg", ""))
+    check_body_size(height_cm, weight_kg, csv_path, desc)
     return PatientRecord(
         patient_id=pid,
         label=label,
@@ -95,8 +115,8 @@ def _record(csv_path: Path, line: int, row: dict[str, str],
         cine=cine,
         ed_frame=ed_frame,  # type: ignore[arg-type]
         es_frame=es_frame,  # type: ignore[arg-type]
-        height_cm=_number(csv_path, desc, "height_cm", row.get("height_cm", "")),  # type: ignore[arg-type]
-        weight_kg=_number(csv_path, desc, "weight_kg", row.get("weight_kg", "")),  # type: ignore[arg-type]
+        height_cm=height_cm,  # type: ignore[arg-type]
+        weight_kg=weight_kg,  # type: ignore[arg-type]
         source=csv_path,
         extra={k: v for k, v in row.items() if k.startswith(META_PREFIX) and v},
     )
@@ -121,6 +141,28 @@ def _check_header(csv_path: Path, header: list[str]) -> None:
         raise DataError(csv_path, f"manifest column(s) given twice: {', '.join(dup)}")
 
 
+def _read_rows(csv_path: Path) -> tuple[list[str], list[tuple[int, dict[str, str], int]]]:
+    """(stripped header, [(line number in the file, row, number of cells beyond the header)]).
+
+    Line numbers are those of the file (blank lines, which the csv module skips, are counted), so an error
+    points at the row a user sees in an editor.
+    """
+    rows: list[tuple[int, dict[str, str], int]] = []
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            header = [h.strip() for h in (reader.fieldnames or [])]
+            for r in reader:
+                # Cells beyond the header land under the key None (DictReader's restkey); a row ending
+                # at a quoted cell spanning lines is numbered by its first line.
+                line = reader.line_num - sum(v.count("\n") for v in r.values() if isinstance(v, str))
+                extra = r.pop(None, None) or []
+                rows.append((line, {(k or "").strip(): (v or "").strip() for k, v in r.items()}, len(extra)))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(csv_path, f"cannot read manifest ({exc})") from exc
+    return header, rows
+
+
 def read_manifest(path: str | Path, *, skip_bad: bool = False,
                   allowed_labels: tuple[str, ...] | None = None) -> Cohort:
     """Read a manifest CSV into a Cohort (paths only; voxels are loaded later).
@@ -131,26 +173,25 @@ def read_manifest(path: str | Path, *, skip_bad: bool = False,
 
     Raises:
         DataError: missing/unreadable CSV, missing or unknown columns, no rows, (unless skip_bad) a bad row
-            (including an invalid patient id), labels differing only by case, two patients sharing an image.
+            (an invalid patient id, more cells than the header, ED = ES, an implausible height or weight),
+            labels differing only by case, two patients sharing an image, two ids giving one file name.
     """
     csv_path = Path(path)
     if not csv_path.is_file():
         raise DataError(csv_path, "manifest not found")
-    try:
-        with open(csv_path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            header = [h.strip() for h in (reader.fieldnames or [])]
-            rows = [{(k or "").strip(): (v or "").strip() for k, v in r.items()} for r in reader]
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DataError(csv_path, f"cannot read manifest ({exc})") from exc
+    header, numbered_rows = _read_rows(csv_path)
     _check_header(csv_path, header)
-    if not rows:
+    if not numbered_rows:
         raise DataError(csv_path, "manifest has no patient rows")
     records: list[PatientRecord] = []
     skipped: list[tuple[str, str]] = []
     first_line: dict[str, int] = {}
-    for line, row in enumerate(rows, start=2):
+    for line, row, n_extra in numbered_rows:
         try:
+            if n_extra:
+                raise DataError(csv_path, f"line {line}: {len(header) + n_extra} cells but the header has "
+                                          f"{len(header)} columns (a trailing comma, or a value holding a comma "
+                                          'without quotes? quote such values: "a, b")')
             pid = row.get("patient_id", "")
             if pid in first_line:
                 raise DataError(csv_path, f"line {line}: duplicate patient id {pid!r} (first on line {first_line[pid]})")
@@ -166,5 +207,6 @@ def read_manifest(path: str | Path, *, skip_bad: bool = False,
         raise DataError(csv_path, f"no usable patient rows ({len(skipped)} skipped)")
     check_labels(records, csv_path)
     check_distinct_images(records, csv_path)
+    check_distinct_filenames(records, csv_path)
     return Cohort(source=csv_path, patients=tuple(records), classes=cohort_classes([r.label for r in records]),
                   skipped=tuple(skipped))

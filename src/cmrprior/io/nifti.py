@@ -55,6 +55,7 @@ def _load(path: Path):
     except (nib.filebasedimages.ImageFileError, EOFError, OSError, zlib.error, gzip.BadGzipFile, ValueError) as exc:
         raise DataError(path, f"corrupt or truncated NIfTI file ({type(exc).__name__}: {exc})") from exc
     _check_pixdim(img, path, data.ndim)
+    _check_sform_scale(img, path)
     zooms = tuple(float(z) for z in img.header.get_zooms())
     return data, np.asarray(img.affine, dtype=np.float64), zooms, img.header.copy()
 
@@ -64,6 +65,34 @@ def _check_pixdim(img, path: Path, ndim: int) -> None:
     if (pixdim == 0).any() or not np.isfinite(pixdim).all():
         raise DataError(path, f"voxel size (pixdim) {pixdim.tolist()} has zero or non-finite entries; "
                               "the header does not say the spacing")
+
+
+# Relative difference allowed between a voxel size in pixdim and the length of the sform's column.
+SFORM_PIXDIM_RTOL = 0.01
+
+
+def _check_sform_scale(img, path: Path) -> None:
+    """Refuse a header whose voxel sizes in `pixdim` and in the sform affine disagree (beyond 1 %).
+
+    Spacing is read from pixdim and positions from the sform: when the two disagree (a factor of two after a
+    hand-edited header or a faulty converter) volumes or positions are wrong, and which is right cannot be
+    known. A sform whose columns all have unit length carries only an orientation (ACDC's files; the spacing
+    is in pixdim alone) and is accepted, as is a file without a sform (its qform is built from pixdim). An
+    axis of one voxel is not compared: its size is only a thickness.
+    """
+    header = img.header
+    if "sform_code" not in header or int(header["sform_code"]) <= 0:
+        return
+    columns = np.linalg.norm(header.get_sform()[:3, :3], axis=0)
+    if np.allclose(columns, 1.0, atol=1e-4):
+        return
+    zooms = np.asarray(header.get_zooms()[:3], dtype=np.float64)
+    shape = tuple(img.shape[:3]) + (2,) * (3 - len(img.shape[:3]))
+    off = [a for a in range(3) if shape[a] > 1 and abs(columns[a] - zooms[a]) > SFORM_PIXDIM_RTOL * zooms[a]]
+    if off:
+        axes = ", ".join(f"{'ijk'[a]}: {zooms[a]:g} vs {columns[a]:g} mm" for a in off)
+        raise DataError(path, f"voxel size in pixdim and in the sform affine differ ({axes}; more than "
+                              f"{SFORM_PIXDIM_RTOL:.0%}): the header contradicts itself, fix pixdim or the sform")
 
 
 def _check_finite(path: Path, array: np.ndarray) -> None:
@@ -134,6 +163,7 @@ def read_nifti_frame(path: str | Path, frame: int) -> Volume:
             raise DataError(path, f"frame {frame} out of range 1..{shape[3]}")
         data = np.asanyarray(img.dataobj[..., frame - 1])
         _check_pixdim(img, path, 3)
+        _check_sform_scale(img, path)
     except DataError:
         raise
     except (nib.filebasedimages.ImageFileError, EOFError, OSError, zlib.error, gzip.BadGzipFile, ValueError) as exc:

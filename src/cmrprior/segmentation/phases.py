@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,12 +35,12 @@ from pathlib import Path
 import numpy as np
 
 from cmrprior.errors import DataError
-from cmrprior.io.load import read_cine
+from cmrprior.io.load import cine_frame_count, read_cine
 from cmrprior.io.records import Cohort, PatientRecord, Volume
 from cmrprior.segmentation.inference import SegInference, load_for_inference
 from cmrprior.segmentation.predict import default_model_path
 from cmrprior.segmentation.volumes import predict_volume
-from cmrprior.utils.progress import Progress
+from cmrprior.utils.progress import Progress, format_duration
 from cmrprior.vocab import LV_LABEL
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,12 @@ MIN_MID_SLICES = 3
 # A mid-ventricular curve that changes by less than this (% of its largest value) over the cycle says nothing
 # about ED/ES: no heart ejects so little, so the segmenter did not follow the cavity. Flagged, not refused.
 MIN_CURVE_CHANGE_PERCENT = 5.0
+# A cine of one cardiac cycle has 12-50 frames (ACDC: 12-35). Many more is a real-time or multi-cycle series,
+# whose largest and smallest volumes are not ED and ES of one beat; its search would also segment every frame
+# for minutes and hold all of them in memory (500 frames: 2.5 GB). Refused before decoding, naming the cine.
+MAX_CINE_FRAMES = 100
+# While the frames of one cine are segmented, a progress line at least this often (seconds).
+PROGRESS_INTERVAL_S = 20.0
 
 
 @dataclass(frozen=True)
@@ -137,16 +144,23 @@ def shipped_segmenter(model_path: str | Path | None = None, inference: SegInfere
     return new_segmenter
 
 
-def lv_slice_volumes_ml(frames: Sequence[Volume], segment: Segmenter) -> np.ndarray:
+def lv_slice_volumes_ml(frames: Sequence[Volume], segment: Segmenter, *, clock: Callable[[], float] = time.monotonic
+                        ) -> np.ndarray:
     """LV cavity volume (ml) per frame and slice, float64 `(T, Z)`: voxels labelled 3 x voxel volume
-    (spacing product, mm^3) / 1000."""
+    (spacing product, mm^3) / 1000. Logs a progress line every `PROGRESS_INTERVAL_S` (a slow CPU)."""
     out = []
+    start = last = clock()
     for t, frame in enumerate(frames):
         labels = np.asarray(segment(frame, t))
         if labels.shape != frame.shape:
             raise ValueError(f"segmenter returned shape {labels.shape} for a frame of shape {frame.shape}")
         per_slice = np.count_nonzero(labels == LV_LABEL, axis=(1, 2))
         out.append(per_slice.astype(np.float64) * float(np.prod(frame.spacing)) / 1000.0)
+        now = clock()
+        if now - last >= PROGRESS_INTERVAL_S and t + 1 < len(frames):
+            last = now
+            log.info("%s: ED/ES search: %d/%d frames segmented, %s elapsed", frame.path, t + 1, len(frames),
+                     format_duration(now - start))
     if len({v.shape for v in out}) > 1:
         raise ValueError("the frames of a cine have different numbers of slices")
     return np.stack(out)
@@ -198,6 +212,18 @@ def curve_extremes(volumes: Sequence[float]) -> tuple[int, int]:
     return pick(np.flatnonzero(median == median.max()), 1.0), pick(np.flatnonzero(median == median.min()), -1.0)
 
 
+def check_cine_length(n_frames: int, where: str | Path | None) -> None:
+    """Refuse a cine of more than `MAX_CINE_FRAMES` frames for the ED/ES search.
+
+    Raises:
+        DataError: naming the cine and what to do instead.
+    """
+    if n_frames > MAX_CINE_FRAMES:
+        raise DataError(where, f"cine of {n_frames} frames: ED and ES are searched over one cardiac cycle (usually "
+                               f"12-50 frames; at most {MAX_CINE_FRAMES} accepted). A real-time or multi-cycle "
+                               "series? Give ed_frame and es_frame, or a cine of one cycle")
+
+
 def detect_phases(
     frames: Sequence[Volume],
     *,
@@ -213,12 +239,14 @@ def detect_phases(
     segmenter (tests, other models); else the model at `model_path` (default: shipped) is used. `trigger_times_ms` (one per frame) gives the cross-check frame.
 
     Raises:
-        DataError: fewer than two frames, or no LV cavity found in any frame (the curve says nothing).
+        DataError: fewer than two or more than `MAX_CINE_FRAMES` frames, or no LV cavity found in any frame
+            (the curve says nothing).
         WeightsUnavailableError: no model given and none shipped.
     """
     where = frames[0].path if frames else None
     if len(frames) < 2:
         raise DataError(where, f"a cine needs at least 2 frames to find ED and ES, got {len(frames)}")
+    check_cine_length(len(frames), where)
     seg = segment if segment is not None else shipped_segmenter(model_path)()
     per_slice = lv_slice_volumes_ml(frames, seg)
     vols = per_slice.sum(axis=1)
@@ -257,7 +285,8 @@ def resolve_cohort_phases(
     `PhaseDetection` per detected patient (the chosen frames and the LV volume curve, to be recorded).
 
     Raises:
-        DataError: unreadable cine, or a cine in which no LV is found (naming the cine).
+        DataError: unreadable cine, a cine of more than `MAX_CINE_FRAMES` frames (a 4D NIfTI is refused from
+            its header, before decoding), or a cine in which no LV is found (naming the cine).
         WeightsUnavailableError: no model given and none shipped.
     """
 
@@ -273,6 +302,9 @@ def resolve_cohort_phases(
         if not _needs_frames(rec):
             records.append(rec)
             continue
+        n_frames = cine_frame_count(rec.cine)  # type: ignore[arg-type]
+        if n_frames is not None:  # a 4D NIfTI: refused from its header, before 500 frames are decoded
+            check_cine_length(n_frames, rec.cine)
         cine = read_cine(rec.cine)  # type: ignore[arg-type]
         det = detect_phases(cine.frames, segment=seg_factory(), trigger_times_ms=cine.trigger_times_ms,
                             patient_id=rec.patient_id)

@@ -41,6 +41,7 @@ from cmrprior.data.prepare import heart_slices, mask_centre
 from cmrprior.data.prepared import HeartLocation
 from cmrprior.data.resample import crop_or_pad, resample_inplane
 from cmrprior.errors import DataError
+from cmrprior.io.checks import MIN_FIELD_OF_VIEW_MM, check_field_of_view
 from cmrprior.io.load import load_patient
 from cmrprior.io.records import Cohort, PatientVolumes, Volume
 from cmrprior.segmentation.basal import BasalModel, basal_model_for, correct_basal
@@ -54,7 +55,7 @@ log = logging.getLogger(__name__)
 
 NET_SPACING_MM = 1.5
 CROP_PX = 128
-MIN_FOV_MM = 48.0
+MIN_FOV_MM = MIN_FIELD_OF_VIEW_MM  # the one minimum, shared with `prepare` (cmrprior.io.checks)
 
 
 @dataclass(frozen=True)
@@ -119,10 +120,7 @@ def net_grid(volume: Volume) -> tuple[np.ndarray, tuple[float, float]] | None:
     if arr.ndim != 3:
         raise DataError(volume.path, f"expected a 3D volume (Z, H, W), got shape {arr.shape}")
     sy, sx = float(volume.spacing[1]), float(volume.spacing[2])
-    fov = (arr.shape[1] * sy, arr.shape[2] * sx)
-    if min(fov) < MIN_FOV_MM:
-        raise DataError(volume.path, f"field of view {fov[0]:.0f} x {fov[1]:.0f} mm is too small for a heart "
-                                     f"(need >= {MIN_FOV_MM:.0f} mm on each side)")
+    check_field_of_view(volume)
     if float(arr.max()) == float(arr.min()):
         log.warning("%s: constant image, no heart can be found", volume.path)
         return None
