@@ -3,9 +3,23 @@ card) that load without executing code, and `diagnose`, which applies one to new
 
     load_bundle(path_or_name) -> Bundle        check and load (`"acdc"`: the shipped ACDC bundle)
     Bundle.diagnose(data, out=None) -> DiagnosisTable
+
+Names are resolved on first use, so that importing the package (as the CLI does to register its commands)
+imports neither torch nor scikit-learn.
 """
 
-from cmrprior.bundle.format import BundleError
-from cmrprior.bundle.model import Bundle, load_bundle
+from __future__ import annotations
 
-__all__ = ["Bundle", "BundleError", "load_bundle"]
+import importlib
+from typing import Any
+
+_API = {"Bundle": "cmrprior.bundle.model", "load_bundle": "cmrprior.bundle.model",
+        "BundleError": "cmrprior.bundle.format"}
+
+__all__ = list(_API)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _API:
+        raise AttributeError(f"module 'cmrprior.bundle' has no attribute {name!r}")
+    return getattr(importlib.import_module(_API[name]), name)

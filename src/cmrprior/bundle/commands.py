@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from cmrprior.bundle.model import DEFAULT_BUNDLE, SHIPPED
+from cmrprior.bundle.config import DEFAULT_BUNDLE, SHIPPED
 
 
 def _diagnose(args: argparse.Namespace) -> int:

@@ -6,6 +6,10 @@ from dataclasses import dataclass
 
 from cmrprior.errors import ConfigError
 
+# Bundles shipped with the package (folders under weights/bundles/), and the one `diagnose` applies by default.
+SHIPPED = ("acdc",)
+DEFAULT_BUNDLE = "acdc"
+
 # The bundles a study can export today, by their folder name under RUN/models/ (the primary analysis'
 # names, `StudyConfig.primary`).
 EXPORTABLE = ("anatomy",)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cmrprior.bundle.config import DEFAULT_BUNDLE, SHIPPED
 from cmrprior.bundle.format import (
     SEGMENTER_DIR,
     BundleError,
@@ -28,8 +29,6 @@ from cmrprior.classify.anatomy import feature_matrix
 
 KINDS = ("anatomy",)
 SHIPPED_DIR = Path(__file__).resolve().parents[1] / "weights" / "bundles"
-SHIPPED = ("acdc",)
-DEFAULT_BUNDLE = "acdc"
 
 
 @dataclass(frozen=True)
