@@ -183,7 +183,7 @@ def _check_inputs(run: RunFolder, data: str | Path, test_data: str | Path | None
     """Everything about the inputs that can be checked before the first long step: both cohorts open, labels
     are known, the cohort can be split as the protocol asks, the --test cohort's classes and ids fit, and the
     run folder was made from these same inputs (or is new)."""
-    cohort, fingerprint = cohort_data.open_input(data)
+    cohort, fingerprint = cohort_data.open_input(data, hash_cache=run.input_hashes)
     labels = [p.label for p in cohort.patients]
     if any(lab is None for lab in labels):
         missing = [p.patient_id for p in cohort.patients if p.label is None][:5]
@@ -198,7 +198,7 @@ def _check_inputs(run: RunFolder, data: str | Path, test_data: str | Path | None
             raise ConfigError(f"{data}: the training part of a split cannot give the inner validation part "
                               f"(protocol.val_fraction={config.protocol.val_fraction}): {exc}") from exc
     if test_data is not None:
-        hold, test_fingerprint = cohort_data.open_input(test_data)
+        hold, test_fingerprint = cohort_data.open_input(test_data, hash_cache=run.input_hashes)
         extra = sorted({p.label for p in hold.patients if p.label is not None} - set(cohort.classes))
         if extra:
             raise ConfigError(f"{test_data}: classes {extra} are not in the study cohort's classes {list(cohort.classes)}")

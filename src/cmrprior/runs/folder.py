@@ -48,6 +48,7 @@ class RunFolder:
     saliency = _at("saliency")
     report = _at("report")
     inputs_json = _at("inputs.json")
+    input_hashes = _at("input_hashes.json")  # cache of whole-file sha256 of the inputs (`utils.file_hashes`)
 
     def prepared(self, cohort: str = "study") -> Path:
         """Prepared cohort folder: the study cohort, or `holdout` for the --test cohort."""
@@ -82,6 +83,9 @@ class RunFolder:
             before = old.get(role)
             if (before is None) != (item is None) or (item and before["fingerprint"] != item["fingerprint"]):
                 was = "nothing" if before is None else before["path"]
+                if item is not None and was == item["path"]:
+                    raise ConfigError(f"{self.root}: the files of {role} {was} changed since this run folder was "
+                                      "made from them (an image, mask or the list itself differs); use a new --out")
                 raise ConfigError(f"{self.root}: this run folder was made from {role} {was}, not "
                                   f"{'nothing' if item is None else item['path']} (different files); use a new --out")
 
