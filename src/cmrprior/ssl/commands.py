@@ -25,6 +25,7 @@ from cmrprior.data.splits import ProtocolConfig, inner_split, stratified_split
 from cmrprior.errors import ConfigError, DataError
 from cmrprior.io.cohort import open_cohort
 from cmrprior.ssl.config import PretrainConfig
+from cmrprior.runs import read_json
 from cmrprior.utils import atomic
 from cmrprior.vocab import SEGMENTED_MODES, ImagesConfig
 
@@ -208,13 +209,16 @@ def run_pretrain(args: argparse.Namespace) -> int:
         sync_batchnorm=args.sync_batchnorm, device=args.device, seed=args.seed,
         checkpoint_every_steps=args.checkpoint_every, max_steps=args.max_steps, progress=not args.no_progress,
     )
+    split = {"split_seed": args.split_seed, "test_fraction": 0.0 if args.all_patients else args.test_fraction,
+             "images": args.images, "train_patients": list(sel.train_ids), "val_patients": list(sel.val_ids),
+             "test_patients_excluded": list(sel.test_ids), "n_train_images": int(len(sel.train)),
+             "n_val_images": 0 if sel.val is None else int(len(sel.val))}
+    if (out / "split.json").is_file() and read_json(out / "split.json") != split:
+        # checked before anything is written: a refused resume leaves the run's record as it was
+        raise ConfigError(f"{out}: the run folder holds a run on other patients or images (its split.json differs); "
+                          "use a new --out folder, or the same data and split to resume")
     if dist_info().is_main:
-        atomic.write_json(out / "split.json", {
-            "split_seed": args.split_seed, "test_fraction": 0.0 if args.all_patients else args.test_fraction,
-            "images": args.images, "train_patients": list(sel.train_ids), "val_patients": list(sel.val_ids),
-            "test_patients_excluded": list(sel.test_ids), "n_train_images": int(len(sel.train)),
-            "n_val_images": 0 if sel.val is None else int(len(sel.val)),
-        })
+        atomic.write_json(out / "split.json", split)
     if args.batch_sizes:
         if sel.val is None:
             raise ConfigError("--batch-sizes needs held-out images (--val-fraction > 0)")
