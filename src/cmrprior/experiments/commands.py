@@ -7,6 +7,7 @@ run folder's `log.txt` (`RunFolder.log`; for the demo, the study's folder `OUT/s
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 from cmrprior.runs import RunFolder
@@ -14,14 +15,20 @@ from cmrprior.utils.logs import log_file
 from cmrprior.utils.runfolder_checks import check_out_dir
 
 
-def _print_result(res, t0: float) -> None:
-    print(f"study finished in {time.time() - t0:.0f} s: {res.run_dir}")
+def _print_result(res, t0: float, command: str) -> int:
+    """Where the outputs are; the exit code: 1 with a line on stderr when cells failed (`StudyResult.problem`)."""
+    problem = res.problem()
+    print(f"study {'finished' if problem is None else 'ended'} in {time.time() - t0:.0f} s: {res.run_dir}")
     for name, path in sorted(res.tables.items()):
         print(f"  {name}: {path}")
     if res.figure is not None:
         print(f"  figure 1: {res.figure}")
     if res.report is not None:
         print(f"  report: {res.report}")
+    if problem is not None:
+        print(f"cmrprior {command}: error: {problem}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _study(args: argparse.Namespace) -> int:
@@ -32,8 +39,7 @@ def _study(args: argparse.Namespace) -> int:
     t0 = time.time()
     with log_file(RunFolder(check_out_dir(args.out, [args.data, args.test])).log):
         res = run_study(args.data, args.out, config, test_data=args.test)
-    _print_result(res, t0)
-    return 0
+    return _print_result(res, t0, args.command)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -45,8 +51,7 @@ def _demo(args: argparse.Namespace) -> int:
     check_out_dir(args.out, [args.data])
     with log_file(RunFolder(study_dir(args.out)).log):
         res = run_demo(args.out, data=args.data, config=config, n_patients=args.patients, seed=args.seed)
-    _print_result(res, t0)
-    return 0
+    return _print_result(res, t0, args.command)
 
 
 def _add_set(parser: argparse.ArgumentParser) -> None:

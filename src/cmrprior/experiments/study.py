@@ -70,6 +70,19 @@ class StudyResult:
     report: Path | None
     n_cells: int
     wall_s: float
+    n_failed: int = 0  # cells that raised (retried on a rerun); "unavailable" cells (no weights) are not failures
+    n_ok: int = 0  # cells trained and scored
+
+    def problem(self) -> str | None:
+        """One line when the study did not give what it was asked for (every cell failed or was unavailable,
+        or some failed), else None; the CLI exits non-zero with it."""
+        if self.n_cells and not self.n_ok:
+            return f"no cell of the study was trained ({self.n_failed} failed, {self.n_cells - self.n_failed} " \
+                   f"unavailable): see {self.run_dir / 'log.txt'} and the cells' result.json"
+        if self.n_failed:
+            return f"{self.n_failed} of {self.n_cells} cells failed (see {self.run_dir / 'log.txt'}); the tables " \
+                   "leave them out; re-run the same command to retry them"
+        return None
 
 
 def make_splits(ids: list[str], labels: np.ndarray, config: StudyConfig) -> list[SplitSpec]:
@@ -300,7 +313,9 @@ def run_study(
     _write_meta(run, meta, t0)
     report_path = _saliency_and_report(run) if report else None
     wall = _write_meta(run, meta, t0, report_path)
-    return StudyResult(run.root, tables, figure, report_path, len(results) + len(holdout), wall)
+    every = results + holdout
+    return StudyResult(run.root, tables, figure, report_path, len(every), wall,
+                       n_failed=sum(r.status == "failed" for r in every), n_ok=sum(r.ok for r in every))
 
 
 def anatomy_tables(run: RunFolder, splits: list[SplitSpec], inputs: AnatomyInputs, image_results: list[CellResult],

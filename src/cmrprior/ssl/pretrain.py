@@ -202,8 +202,8 @@ def pretrain(
 
     `val_images (V, H', W')`: held-out slices (other patients) for the per-epoch NT-Xent and early
     stopping. Resumes from `out_dir/last.pt` when present (same images and same config required, except
-    epochs/patience/max_steps/checkpoint interval/progress/compile/device).
-    Raises ConfigError (bad config or arrays), DataError (unreadable checkpoint).
+    epochs/patience/max_steps/checkpoint interval/progress/compile/device). Raises ConfigError (bad config or
+    arrays, a resume on other images), DataError (unreadable checkpoint).
     """
     # ---- set-up -------------------------------------------------------------------------------
     out_dir = Path(out_dir)
@@ -228,8 +228,7 @@ def pretrain(
         raw_model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(raw_model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
-    data_print = checkpoint.data_fingerprint(data, val)
-    state = checkpoint.resume(last_path, config, raw_model, optimizer, data_print)
+    state = checkpoint.resume(last_path, config, raw_model, optimizer, data_print := checkpoint.data_fingerprint(data, val))
     model = torch.compile(raw_model) if config.compile else raw_model
     model = D.wrap_ddp(model, sync_batchnorm=config.sync_batchnorm, device=device)
 
