@@ -11,6 +11,7 @@ import sys
 import time
 
 from cmrprior.runs import RunFolder
+from cmrprior.utils.argtypes import at_least
 from cmrprior.utils.logs import log_file
 from cmrprior.utils.runfolder_checks import check_out_dir
 
@@ -72,7 +73,7 @@ def register(subparsers) -> None:
     d.add_argument("--out", required=True, help="run folder (a rerun resumes it)")
     d.add_argument("--data", default=None, help="use this cohort instead of generating a phantom")
     d.add_argument("--config", default=None, help="YAML file or built-in name (default: cpu)")
-    d.add_argument("--patients", type=int, default=60, help="phantom patients (default 60)")
+    d.add_argument("--patients", type=at_least(1), default=60, help="phantom patients (default 60)")
     d.add_argument("--seed", type=int, default=0)
     _add_set(d)
     d.set_defaults(func=_demo)
