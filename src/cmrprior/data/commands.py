@@ -17,6 +17,7 @@ from cmrprior.io.cohort import open_cohort
 from cmrprior.utils import atomic
 from cmrprior.utils.argtypes import at_least
 from cmrprior.utils.runfolder_checks import check_out_dir
+from cmrprior.utils.runlock import run_lock
 
 
 def _labels(text: str | None) -> tuple[str, ...] | None:
@@ -66,14 +67,15 @@ def run_prepare(args: argparse.Namespace) -> int:
         raise ConfigError(f"--out {args.out} is inside the input folder {data}; input folders are never written to")
     check_out_dir(args.out, [])  # a file, or a folder that cannot be written: refused before the work
     config = PrepareConfig(pixel_spacing_mm=args.spacing, size=args.size, heart_slices_only=not args.all_slices)
-    cohort = open_cohort(data, skip_bad=args.skip_bad, allowed_labels=_labels(args.labels))
-    prepared = prepare_cohort(cohort, config, args.out / "cache", skip_bad=args.skip_bad,
-                              workers=args.workers, progress=True)
-    text = f"source:     {cohort.source}\n" + summarize(prepared)
-    atomic.write_json(args.out / "prepared.json", {"cache": f"cache/{prepared.config_hash}",
-                                                   "config_hash": prepared.config_hash,
-                                                   "source": str(cohort.source)})
-    atomic.write_text(args.out / "summary.txt", text + "\n")
+    with run_lock(args.out):  # one process at a time in the output folder
+        cohort = open_cohort(data, skip_bad=args.skip_bad, allowed_labels=_labels(args.labels))
+        prepared = prepare_cohort(cohort, config, args.out / "cache", skip_bad=args.skip_bad,
+                                  workers=args.workers, progress=True)
+        text = f"source:     {cohort.source}\n" + summarize(prepared)
+        atomic.write_json(args.out / "prepared.json", {"cache": f"cache/{prepared.config_hash}",
+                                                       "config_hash": prepared.config_hash,
+                                                       "source": str(cohort.source)})
+        atomic.write_text(args.out / "summary.txt", text + "\n")
     print(text)
     print(f"prepared cohort: {args.out / 'cache' / prepared.config_hash}")
     return 0

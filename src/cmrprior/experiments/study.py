@@ -56,6 +56,7 @@ from cmrprior.saliency.run import run_saliency
 from cmrprior.segmentation.qc import write_mask_flags
 from cmrprior.utils import atomic
 from cmrprior.utils.runfolder_checks import check_out_dir
+from cmrprior.utils.runlock import run_lock
 from cmrprior.utils.seeding import derive_seed
 from cmrprior.vocab import INITS
 
@@ -258,10 +259,17 @@ def run_study(
 ) -> StudyResult:
     """Run (or resume) the study; see the module docstring. Returns where the outputs are.
 
-    `report`: compute saliency and write the HTML report at the end.
+    `report`: compute saliency and write the HTML report at the end. One process at a time works in a run
+    folder (`cmrprior.utils.runlock`): a second one is refused with a ConfigError naming the folder.
     """
-    t0 = time.time()
     run = RunFolder(check_out_dir(out, [data, test_data]))
+    with run_lock(run.root):
+        return _run_study(run, data, config, test_data=test_data, report=report)
+
+
+def _run_study(run: RunFolder, data: str | Path, config: StudyConfig, *, test_data: str | Path | None,
+               report: bool) -> StudyResult:
+    t0 = time.time()
     _check_inputs(run, data, test_data, config)
     _check_run_config(run, config)
     cohort = load_cohort_data(data, config, prepared_dir=run.prepared(), cache_dir=run.cache,

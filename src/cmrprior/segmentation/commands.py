@@ -16,6 +16,8 @@ from cmrprior.segmentation.inference import BACKENDS, SegInference
 from cmrprior.segmentation.network import UNetArgs
 from cmrprior.segmentation.train import SegTrainConfig, train_segmenter
 from cmrprior.utils.argtypes import at_least
+from cmrprior.utils.runfolder_checks import check_out_dir
+from cmrprior.utils.runlock import run_lock
 
 log = logging.getLogger(__name__)
 _DEFAULT = SegTrainConfig()
@@ -193,8 +195,9 @@ def _predict(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    predict_cohort(args.data, args.out, model_path=args.model, include_cine=not args.no_cine,
-                   inference=SegInference(backend=args.backend, rotations=tuple(args.rotations)))
+    inference = SegInference(backend=args.backend, rotations=tuple(args.rotations))  # checked before --out is made
+    with run_lock(check_out_dir(args.out, [args.data])):  # one process at a time in the output folder
+        predict_cohort(args.data, args.out, model_path=args.model, include_cine=not args.no_cine, inference=inference)
     return 0
 
 

@@ -15,6 +15,7 @@ lists the patients used.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ from cmrprior.io.cohort import open_cohort
 from cmrprior.ssl.config import PretrainConfig
 from cmrprior.runs import read_json
 from cmrprior.utils import atomic
+from cmrprior.utils.runlock import run_lock
 from cmrprior.vocab import SEGMENTED_MODES, ImagesConfig
 
 
@@ -173,15 +175,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_pretrain(args: argparse.Namespace) -> int:
     # torch (seconds to import) stays out of `cmrprior` start-up
-    from cmrprior.ssl.config import PretrainConfig
     from cmrprior.ssl.distributed import dist_info, init_distributed
-    from cmrprior.ssl.pretrain import pretrain, select_batch_size
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     init_distributed(None if args.device == "auto" else args.device)  # under torchrun: join the process group
     out: Path = args.out
     if args.data.is_dir() and out.resolve().is_relative_to(args.data.resolve()):
         raise ConfigError(f"--out {out} is inside the input folder {args.data}; input folders are never written to")
+    # one process at a time in the run folder (under torchrun the main rank holds the lock for all ranks)
+    with run_lock(out) if dist_info().is_main else contextlib.nullcontext():
+        return _run_pretrain(args, out)
+
+
+def _run_pretrain(args: argparse.Namespace, out: Path) -> int:
+    from cmrprior.ssl.config import PretrainConfig
+    from cmrprior.ssl.distributed import dist_info
+    from cmrprior.ssl.pretrain import pretrain, select_batch_size
+
     if (out / "last.pt").exists() or any(out.glob("bs*/last.pt")):
         if not args.resume:
             raise ConfigError(f"{out} already holds a run: pass --resume to continue it, or choose a new --out")
