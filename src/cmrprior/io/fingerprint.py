@@ -20,11 +20,16 @@ from cmrprior.io.records import Cohort, PatientRecord, Volume
 RECORD_FILE_FIELDS = ("ed_image", "es_image", "ed_mask", "es_mask", "cine")
 
 
+def record_files(record: PatientRecord) -> list[tuple[str, Path]]:
+    """(role, path) of every file or folder one record points to, role "<patient id>/<field>"."""
+    return [(f"{record.patient_id}/{name}", Path(getattr(record, name))) for name in RECORD_FILE_FIELDS
+            if getattr(record, name) is not None]
+
+
 def referenced_files(cohort: Cohort) -> list[tuple[str, Path]]:
-    """(role, path) of every file or folder the cohort's records point to, role "<patient id>/<field>": what a
-    run folder's input fingerprint covers (`cmrprior.utils.runfolder_checks.input_fingerprint`)."""
-    return [(f"{r.patient_id}/{name}", Path(getattr(r, name))) for r in cohort.patients
-            for name in RECORD_FILE_FIELDS if getattr(r, name) is not None]
+    """`record_files` of every patient of a cohort: what a run folder's input fingerprint covers
+    (`cmrprior.utils.runfolder_checks.input_fingerprint`)."""
+    return [item for r in cohort.patients for item in record_files(r)]
 
 
 def volume_fingerprint(volume: Volume) -> str:
