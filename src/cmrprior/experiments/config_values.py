@@ -82,7 +82,7 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
             raise ConfigError(f"{key} must be a mapping, got {value!r}")
         if not args:
             return dict(value)
-        return {coerce(k, args[0], f"{key}") : coerce(v, args[1], f"{key}.{k}") for k, v in value.items()}
+        return {coerce(k, args[0], key): coerce(v, args[1], f"{key}.{k}") for k, v in value.items()}
     if hint is bool:
         if isinstance(value, bool):
             return value
