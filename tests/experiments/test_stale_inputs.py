@@ -87,3 +87,17 @@ def test_a_mask_edited_in_its_middle_is_noticed(tmp_path, stop_at_preparation):
         run_study(a, tmp_path / "run", tiny_config(protocol={"n_splits": 1}), report=False)
     assert (tmp_path / "run" / "input_hashes.json").is_file()  # the cache lives in the run folder
     assert not list((tmp_path / "a").glob("*.json"))  # the input folder is never written to
+
+
+def test_a_folder_tied_by_an_older_cmrprior_is_refused_with_its_own_reason(tmp_path, stop_at_preparation):
+    """Its fingerprint hashed only the ends of each file: it cannot vouch for the files, so it is not reused."""
+    import json
+
+    a = _manifest(tmp_path / "a")
+    _run(a, tmp_path / "run")
+    inputs = tmp_path / "run" / "inputs.json"
+    bound = json.loads(inputs.read_text())
+    bound["data"]["fingerprint"] = "0123456789abcdef"  # the older, partial kind
+    inputs.write_text(json.dumps(bound))
+    with pytest.raises(ConfigError, match=r"tied to data .*m.csv by an older cmrprior, which hashed only part"):
+        run_study(a, tmp_path / "run", tiny_config(protocol={"n_splits": 1}), report=False)

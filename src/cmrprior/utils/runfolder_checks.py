@@ -41,6 +41,11 @@ def check_out_dir(out: str | Path, inputs: Iterable[str | Path | None]) -> Path:
     return out
 
 
+# Fingerprints of whole files carry this prefix; an older cmrprior wrote bare hex from partial hashes, which
+# a run folder made then cannot be checked against (`cmrprior.runs.RunFolder.bind_inputs` says so).
+FINGERPRINT_PREFIX = "whole:"
+
+
 def input_fingerprint(path: str | Path, *, referenced: Iterable[tuple[str, Path]] = (),
                       cache: str | Path | None = None) -> str:
     """A stable fingerprint of an input (a folder's files, or one file such as a manifest CSV) and of every
@@ -50,7 +55,8 @@ def input_fingerprint(path: str | Path, *, referenced: Iterable[tuple[str, Path]
     Covers every visible file's relative path and whole content (sha256), and each referenced path's role
     and whole content, so a different cohort, an added or removed patient, an image replaced under the same
     manifest, or an edit anywhere in a file changes it, while a copy of the same data to another place keeps
-    it. `cache`: a JSON file (in the run folder) of the hashes already computed (`FileHashes`). 16 hex digits.
+    it. `cache`: a JSON file (in the run folder) of the hashes already computed (`FileHashes`).
+    `FINGERPRINT_PREFIX` + 16 hex digits.
 
     Raises:
         DataError: the input or a referenced file is missing or cannot be read.
@@ -71,4 +77,4 @@ def input_fingerprint(path: str | Path, *, referenced: Iterable[tuple[str, Path]
     except OSError as exc:
         raise DataError(current, f"cannot read this input to fingerprint it ({exc.strerror or exc})") from exc
     hashes.save()
-    return h.hexdigest()[:16]
+    return FINGERPRINT_PREFIX + h.hexdigest()[:16]
