@@ -1,7 +1,8 @@
 """Command-line interface: thin subcommands that build a config and call one library function.
 
 Each stage package owns a `commands.py` with `register(subparsers)`; listed in COMMAND_MODULES.
-Library code raises `CmrPriorError`; here it becomes one line on stderr and exit code 2.
+Library code raises `CmrPriorError`; here it becomes one line on stderr and exit code 2, as does an OSError
+(disk full, read-only folder, ...; `cmrprior.utils.atomic` names the file it was writing).
 Library code logs and never prints: here its INFO lines (progress of every long stage) go to stderr, or
 only warnings and errors with `--quiet` (every subcommand has it); `study` and `demo` also write them to
 the run folder's `log.txt`.
@@ -15,6 +16,7 @@ import sys
 
 from cmrprior import __version__
 from cmrprior.errors import CmrPriorError
+from cmrprior.utils.atomic import os_error_line
 from cmrprior.utils.logs import cli_logging
 
 COMMAND_MODULES: list[str] = [
@@ -59,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
             result = args.func(args)
     except CmrPriorError as exc:
         print(f"cmrprior {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # disk full, read-only or unwritable folder, a path through a file: one line
+        print(f"cmrprior {args.command}: error: {os_error_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"cmrprior {args.command}: interrupted (re-run the same command to resume)", file=sys.stderr)

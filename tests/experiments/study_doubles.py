@@ -116,7 +116,7 @@ def install_cohort(monkeypatch, cohorts: dict) -> None:
     import cmrprior.experiments.cohort_data as cd
     from cmrprior.io.records import Cohort, PatientRecord
 
-    def open_input(data):
+    def open_input(data, hash_cache=None):
         prepared = cohorts[str(data)]
         records = tuple(PatientRecord(p.patient_id, p.label, Path("ed"), Path("es")) for p in prepared.patients)
         return Cohort(Path(str(data)), records, prepared.classes), hashlib.sha256(prepared.ed.tobytes()).hexdigest()[:16]

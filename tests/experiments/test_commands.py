@@ -51,3 +51,44 @@ def test_unknown_set_key_is_one_clear_error(tmp_path, capsys):
     rc = main(["study", "--data", str(tmp_path), "--out", str(tmp_path / "run"), "--set", "classifier.input_sise=32"])
     assert rc == 2
     assert "input_sise" in capsys.readouterr().err
+
+
+def test_a_study_whose_cells_all_failed_exits_non_zero(tmp_path, monkeypatch, capsys):
+    """Every cell raises (as with a backbone that cannot be built): the tables are written, the exit code is 1."""
+    import cmrprior.experiments.cell as cell_mod
+    import cmrprior.experiments.study as study_mod
+
+    from .study_doubles import RecordingPretrain, install_cohort, tiny_cohort, tiny_config
+
+    RecordingPretrain().install(monkeypatch)
+    monkeypatch.setattr(study_mod, "_saliency_and_report", lambda run: None)
+    install_cohort(monkeypatch, {"COHORT": tiny_cohort()})
+
+    def broken(*a, **k):
+        raise RuntimeError("cannot build the encoder")
+
+    monkeypatch.setattr(cell_mod, "_train", broken)
+    config = tmp_path / "tiny.yaml"
+    config.write_text(tiny_config(classifier={"inits": ["none"], "images": ["full"]},
+                                  protocol={"n_splits": 1}).to_yaml())
+    rc = main(["study", "--data", "COHORT", "--out", str(tmp_path / "run"), "--config", str(config), "--quiet"])
+    captured = capsys.readouterr()
+    assert rc == 1
+    assert "study finished" not in captured.out
+    last = captured.err.splitlines()[-1]  # after the logged error of the cell itself
+    assert last.startswith("cmrprior study: error: no cell of the study was trained (1 failed, 0 unavailable)")
+
+
+def test_unknown_backbone_or_init_is_refused_when_the_config_is_read(tmp_path, monkeypatch, capsys):
+    """Before any preparation or segmentation, with the closest valid name."""
+    import cmrprior.experiments.cohort_data as cd
+
+    monkeypatch.setattr(cd, "prepare_data", lambda *a, **k: (_ for _ in ()).throw(AssertionError("prepared")))
+    (tmp_path / "data").mkdir()
+    base = ["study", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "run")]
+    assert main(base + ["--set", "classifier.backbones=[densenet121, vgg61]"]) == 2
+    err = capsys.readouterr().err
+    assert "classifier.backbones: unknown 'vgg61' (did you mean 'vgg16'?)" in err and err.count("\n") == 1
+    assert main(base + ["--set", "classifier.inits=[none, segmented_ssl]"]) == 2
+    assert "unknown 'segmented_ssl' (did you mean 'segmented_sscl'?)" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

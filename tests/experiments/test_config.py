@@ -132,3 +132,50 @@ def test_set_options_parse_values_as_yaml():
     for bad in ("protocol.n_splits", "=3", "classifier.lrs=[1, 2"):
         with pytest.raises(ConfigError, match="--set"):
             parse_set_options([bad])
+
+
+@pytest.mark.parametrize("section, body, needle", [
+    ("protocol", "  n_splits: 1.7\n", r"protocol: n_splits must be a whole number, got 1.7"),
+    ("protocol", "  n_splits: two\n", r"protocol: n_splits must be a whole number, got 'two'"),
+    ("anatomy", "  enabled: \"false\"\n", r"anatomy: enabled must be true or false \(unquoted\), got 'false'"),
+    ("anatomy", "  enabled: 0\n", r"anatomy: enabled must be true or false"),
+    ("protocol", "  test_fraction: a third\n", r"protocol: test_fraction must be a number, got 'a third'"),
+    ("classifier", "  backbones: [vgg16, 3]\n", r"classifier: backbones\[1\] must be text, got 3"),
+    ("classifier", "  lrs: [0.01, fast]\n", r"classifier: lrs\[1\] must be a number"),
+    ("pretrain", "  augment:\n    crop_scale: [0.3]\n", r"crop_scale must be a list of 2 values"),
+    ("prepare", "  full_fov_mm: wide\n", r"prepare: full_fov_mm must be a number or null, got 'wide'"),
+    ("masks", "  inference:\n    threads: 1.5\n", r"inference: threads must be a whole number or null, got 1.5"),
+])
+def test_values_of_the_wrong_type_are_errors_naming_the_key_and_the_file(tmp_path, section, body, needle):
+    p = tmp_path / "typed.yaml"
+    p.write_text(f"{section}:\n{body}")
+    with pytest.raises(ConfigError, match=needle) as err:
+        StudyConfig.from_yaml(p)
+    assert str(p) in str(err.value)
+
+
+def test_values_that_fit_their_type_are_read_as_it():
+    c = StudyConfig.from_dict({"protocol": {"n_splits": 2.0, "cv_folds": 4}, "pretrain": {"lr": "1e-3"},
+                               "classifier": {"lrs": 0.01}, "anatomy": {"enabled": False}})
+    assert c.protocol.n_splits == 2 and isinstance(c.protocol.n_splits, int) and c.protocol.cv_folds == 4
+    assert c.pretrain.simclr.lr == 1e-3 and c.classifier.lrs == (0.01,) and c.anatomy.enabled is False
+    with pytest.raises(ConfigError, match=r"overrides: protocol: n_splits must be a whole number, got 'two'"):
+        load_config("cpu", overrides={"protocol.n_splits": "two"}).protocol  # the CLI's --set path too
+
+
+def test_a_key_given_twice_names_the_key_and_both_lines(tmp_path):
+    p = tmp_path / "dup.yaml"
+    p.write_text("name: mine\nprotocol:\n  n_splits: 3\n  seed: 1\n  n_splits: 5\n")
+    with pytest.raises(ConfigError, match=r"dup.yaml: key 'n_splits' given twice \(lines 3 and 5\)"):
+        StudyConfig.from_yaml(p)
+    p.write_text("protocol:\n  n_splits: 3\nprotocol:\n  seed: 1\n")
+    with pytest.raises(ConfigError, match=r"key 'protocol' given twice \(lines 1 and 3\)"):
+        StudyConfig.from_yaml(p)
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "# only a comment\n"])
+def test_an_empty_config_file_is_an_error_not_the_defaults(tmp_path, text):
+    p = tmp_path / "empty.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError, match="empty.yaml: the config file is empty"):
+        load_config(p)

@@ -207,3 +207,54 @@ def test_predict_cohort_segments_es_around_the_ed_heart_as_the_study_does(tmp_pa
     np.testing.assert_array_equal(written, study.es_labels)
     alone = predict_volume(Oracle(), es_in, divisor=1).labels  # ES finding its own heart
     assert dice(alone > 0, es_masks > 0) > 0.9 and dice(written > 0, es_masks > 0) < 0.5
+
+
+def test_a_prediction_folder_records_which_model_made_which_mask_and_refuses_mixing(tmp_path):
+    """`segment predict` into a used folder: the same model and inputs resume; another model, a replaced
+    input or masks of unknown origin are refused before anything is overwritten."""
+    import hashlib
+    import json
+
+    src, _, model = _cohort(tmp_path)
+    run = tmp_path / "run"
+    predict_cohort(src / "manifest.csv", run, model_path=model, overlays=0)
+    index = json.loads((run / "masks_index.json").read_text())["patients"]
+    assert index["p1"]["model_sha256"] == hashlib.sha256(model.read_bytes()).hexdigest()
+    assert index["p1"]["files"] == ["p1/p1_ED.nii.gz", "p1/p1_ES.nii.gz", "p1/p1_cine.nii.gz"]
+    masks = {p: p.read_bytes() for p in run.glob("p1/*.nii.gz")}
+
+    predict_cohort(src / "manifest.csv", run, model_path=model, overlays=0)  # the same run: resumes
+    torch.manual_seed(1)
+    other = save_segmenter(build_unet(TINY), TINY, tmp_path / "model" / "other.safetensors")
+    with pytest.raises(ConfigError, match=r"run: this folder holds masks made by another model .*p1 \(other model\)"):
+        predict_cohort(src / "manifest.csv", run, model_path=other, overlays=0)
+    with pytest.raises(ConfigError, match=r"p1 \(other settings\)"):
+        predict_cohort(src / "manifest.csv", run, model_path=model, overlays=0, include_cine=False)
+    es = src / "es.nii.gz"
+    es.write_bytes((src / "ed.nii.gz").read_bytes())  # an input replaced under the same manifest
+    with pytest.raises(ConfigError, match=r"p1 \(other inputs\)"):
+        predict_cohort(src / "manifest.csv", run, model_path=model, overlays=0)
+    assert {p: p.read_bytes() for p in run.glob("p1/*.nii.gz")} == masks  # nothing overwritten
+
+    (run / "masks_index.json").unlink()  # masks from before the index (or copied in by hand)
+    with pytest.raises(ConfigError, match=r"p1/ \(masks of unknown origin\)"):
+        predict_cohort(src / "manifest.csv", run, model_path=model, overlays=0)
+
+
+def test_a_run_killed_after_recording_a_patient_resumes(tmp_path, monkeypatch):
+    """The entry is written before the masks: a kill in between leaves an entry its rerun accepts."""
+    import cmrprior.segmentation.cohort_predict as cp
+
+    src, _, model = _cohort(tmp_path)
+    real = cp.write_nifti
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cp, "write_nifti", killed)
+    with pytest.raises(KeyboardInterrupt):
+        predict_cohort(src / "manifest.csv", tmp_path / "run", model_path=model, overlays=0)
+    assert (tmp_path / "run" / "masks_index.json").is_file() and not list((tmp_path / "run").glob("p1/*.nii.gz"))
+    monkeypatch.setattr(cp, "write_nifti", real)
+    predict_cohort(src / "manifest.csv", tmp_path / "run", model_path=model, overlays=0)
+    assert len(list((tmp_path / "run").glob("p1/*.nii.gz"))) == 3

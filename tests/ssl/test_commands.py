@@ -99,3 +99,21 @@ def test_cli_pretrains_on_the_studys_patients_for_the_same_split():
         sel = select_pretrain_data(prep, split_seed=s.seed)
         assert set(sel.test_ids) == set(s.test)
         assert set(sel.train_ids) == set(inner.train) and set(sel.val_ids) == set(inner.test)
+
+
+def test_cli_resume_on_another_data_set_is_refused(tmp_path, capsys):
+    """`--resume` on a cohort with the same patient ids but other images: one line, exit 2, run untouched."""
+    _cohort(seed=0).save(tmp_path / "a")
+    _cohort(seed=1).save(tmp_path / "b")
+    out = tmp_path / "run"
+    argv = ["pretrain", "--backbone", "tiny", "--out", str(out), "--batch-size", "8", "--epochs", "1",
+            "--no-progress", "--image-size", "16", "--device", "cpu"]
+    assert main(argv + ["--data", str(tmp_path / "a")]) == 0
+    split, last = (out / "split.json").read_bytes(), (out / "last.pt").read_bytes()
+    capsys.readouterr()
+    assert main(argv + ["--data", str(tmp_path / "b"), "--resume", "--epochs", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pre-trained on other images" in err and str(out) in err
+    assert (out / "split.json").read_bytes() == split and (out / "last.pt").read_bytes() == last
+    assert main(argv + ["--data", str(tmp_path / "a"), "--split-seed", "4", "--resume"]) == 2  # other patients
+    assert "split.json differs" in capsys.readouterr().err

@@ -146,3 +146,16 @@ def test_recalibrate_batchnorm_matches_dataset_statistics():
     torch.testing.assert_close(bn.running_mean, mean, rtol=1e-4, atol=1e-5)
     var = torch.stack([pre[i:i + 4].var(dim=(0, 2, 3), unbiased=True) for i in (0, 4, 8)]).mean(0)
     torch.testing.assert_close(bn.running_var, var, rtol=1e-4, atol=1e-5)
+
+
+def test_resume_refuses_other_images_and_keeps_the_run(tmp_path):
+    """A checkpoint is continued only on the images it was trained on (same config, other data: refused)."""
+    a, b = _blobs(16, seed=0), _blobs(16, seed=9)
+    pretrain(a, dataclasses.replace(CFG, epochs=1), tmp_path / "r")
+    before = (tmp_path / "r" / "last.pt").read_bytes()
+    with pytest.raises(ConfigError, match=r"last.pt: the run folder holds a run pre-trained on other images"):
+        pretrain(b, CFG, tmp_path / "r")
+    with pytest.raises(ConfigError, match="other images"):  # the same training images, other held-out ones
+        pretrain(a, CFG, tmp_path / "r", val_images=b[:4])
+    assert (tmp_path / "r" / "last.pt").read_bytes() == before
+    assert [h["epoch"] for h in pretrain(a, CFG, tmp_path / "r").history] == [1, 2]  # the same images resume

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from cmrprior.classify.pooling import POOLINGS
 from cmrprior.errors import ConfigError
+from cmrprior.utils.suggest import unknown_names
 from cmrprior.vocab import DEFAULT_BACKBONE, IMAGES, INIT_NAMES, STUDY_INITS
 
 TRAINING_MODES: tuple[str, ...] = ("linear", "finetune")
@@ -68,9 +69,10 @@ class ClassifierConfig:
         if self.position_bins < 0 or (self.position_bins and self.pooling != "patient"):
             raise ConfigError(f"classifier.position_bins must be >= 0 and needs pooling 'patient', got "
                               f"{self.position_bins} with pooling {self.pooling!r}")
-        bad = [i for i in self.inits if i not in INIT_NAMES]
-        if bad:
-            raise ConfigError(f"classifier.inits: unknown {bad}; expected a subset of {list(INIT_NAMES)}")
+        for problem in (unknown_names("classifier.inits", self.inits, INIT_NAMES),
+                        unknown_names("classifier.backbones", self.backbones, _backbones())):
+            if problem:  # found when the config is read, not after hours of segmentation
+                raise ConfigError(problem)
         bad = [i for i in self.images if i not in IMAGES]
         if bad:
             raise ConfigError(f"classifier.images: unknown {bad}; expected a subset of {list(IMAGES)}")
@@ -92,6 +94,13 @@ class ClassifierConfig:
     def modes_note(self) -> str:
         """One line for tables: the training mode of each initialisation of the grid."""
         return ", ".join(f"{i} {self.modes[i]}" for i in self.inits)
+
+
+def _backbones() -> list[str]:
+    """Registered backbone names (`cmrprior.models.registry`; imported here, where torch is already needed)."""
+    from cmrprior.models.registry import list_backbones
+
+    return list_backbones()
 
 
 def _checked_modes(modes: object) -> dict[str, str]:

@@ -15,6 +15,9 @@ from cmrprior.data.summary import summarize, summarize_cohort
 from cmrprior.errors import ConfigError
 from cmrprior.io.cohort import open_cohort
 from cmrprior.utils import atomic
+from cmrprior.utils.argtypes import at_least
+from cmrprior.utils.runfolder_checks import check_out_dir
+from cmrprior.utils.runlock import run_lock
 
 
 def _labels(text: str | None) -> tuple[str, ...] | None:
@@ -38,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=int, default=128, help="output image size in pixels (default 128)")
     p.add_argument("--spacing", type=float, default=1.5, help="in-plane pixel spacing in mm (default 1.5)")
     p.add_argument("--all-slices", action="store_true", help="keep every slice, not only those with the heart")
-    p.add_argument("--workers", type=int, default=1, help="processes (default 1)")
+    p.add_argument("--workers", type=at_least(1), default=1, help="processes (default 1)")
     p.set_defaults(func=run_prepare)
 
     c = subparsers.add_parser("cohort", help="print a summary of a cohort (no preparation)")
@@ -62,15 +65,17 @@ def run_prepare(args: argparse.Namespace) -> int:
     data: Path = args.data
     if data.is_dir() and _inside(args.out, data):
         raise ConfigError(f"--out {args.out} is inside the input folder {data}; input folders are never written to")
+    check_out_dir(args.out, [])  # a file, or a folder that cannot be written: refused before the work
     config = PrepareConfig(pixel_spacing_mm=args.spacing, size=args.size, heart_slices_only=not args.all_slices)
-    cohort = open_cohort(data, skip_bad=args.skip_bad, allowed_labels=_labels(args.labels))
-    prepared = prepare_cohort(cohort, config, args.out / "cache", skip_bad=args.skip_bad,
-                              workers=args.workers, progress=True)
-    text = f"source:     {cohort.source}\n" + summarize(prepared)
-    atomic.write_json(args.out / "prepared.json", {"cache": f"cache/{prepared.config_hash}",
-                                                   "config_hash": prepared.config_hash,
-                                                   "source": str(cohort.source)})
-    atomic.write_text(args.out / "summary.txt", text + "\n")
+    with run_lock(args.out):  # one process at a time in the output folder
+        cohort = open_cohort(data, skip_bad=args.skip_bad, allowed_labels=_labels(args.labels))
+        prepared = prepare_cohort(cohort, config, args.out / "cache", skip_bad=args.skip_bad,
+                                  workers=args.workers, progress=True)
+        text = f"source:     {cohort.source}\n" + summarize(prepared)
+        atomic.write_json(args.out / "prepared.json", {"cache": f"cache/{prepared.config_hash}",
+                                                       "config_hash": prepared.config_hash,
+                                                       "source": str(cohort.source)})
+        atomic.write_text(args.out / "summary.txt", text + "\n")
     print(text)
     print(f"prepared cohort: {args.out / 'cache' / prepared.config_hash}")
     return 0

@@ -39,6 +39,7 @@ from cmrprior.errors import DataError, LeakageError
 from cmrprior.experiments.anatomy_data import expert_masks, segmenter_masks, write_cohort_measures
 from cmrprior.experiments.config import StudyConfig
 from cmrprior.io.cohort import open_cohort
+from cmrprior.io.fingerprint import referenced_files
 from cmrprior.io.records import Cohort
 from cmrprior.runs import PHASES_CSV
 from cmrprior.segmentation.folds import (
@@ -79,8 +80,9 @@ class CohortData:
         return self.prepared.patient_labels
 
 
-def open_input(data: str | Path) -> tuple[Cohort, str]:
-    """The cohort at `data` (opened, not loaded) and the fingerprint of its files.
+def open_input(data: str | Path, *, hash_cache: Path | None = None) -> tuple[Cohort, str]:
+    """The cohort at `data` (opened, not loaded) and the fingerprint of its files and of every file its
+    records point to, whole (`hash_cache`: where hashes already computed are kept, in the run folder).
 
     Raises:
         DataError: unreadable, or patients without a label (named).
@@ -90,7 +92,7 @@ def open_input(data: str | Path) -> tuple[Cohort, str]:
     if unlabelled:
         raise DataError(Path(data), f"patients without a label: {unlabelled[:5]} ({len(unlabelled)} in all); the "
                                     "study trains and scores on labelled cohorts only")
-    return cohort, input_fingerprint(data)
+    return cohort, input_fingerprint(data, referenced=referenced_files(cohort), cache=hash_cache)
 
 
 def images_only(cohort: Cohort) -> Cohort:

@@ -8,21 +8,29 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+import sys
 import time
 
 from cmrprior.runs import RunFolder
+from cmrprior.utils.argtypes import at_least
 from cmrprior.utils.logs import log_file
 from cmrprior.utils.runfolder_checks import check_out_dir
 
 
-def _print_result(res, t0: float) -> None:
-    print(f"study finished in {time.time() - t0:.0f} s: {res.run_dir}")
+def _print_result(res, t0: float, command: str) -> int:
+    """Where the outputs are; the exit code: 1 with a line on stderr when cells failed (`StudyResult.problem`)."""
+    problem = res.problem()
+    print(f"study {'finished' if problem is None else 'ended'} in {time.time() - t0:.0f} s: {res.run_dir}")
     for name, path in sorted(res.tables.items()):
         print(f"  {name}: {path}")
     if res.figure is not None:
         print(f"  figure 1: {res.figure}")
     if res.report is not None:
         print(f"  report: {res.report}")
+    if problem is not None:
+        print(f"cmrprior {command}: error: {problem}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _study(args: argparse.Namespace) -> int:
@@ -33,8 +41,7 @@ def _study(args: argparse.Namespace) -> int:
     t0 = time.time()
     with log_file(RunFolder(check_out_dir(args.out, [args.data, args.test])).log):
         res = run_study(args.data, args.out, config, test_data=args.test)
-    _print_result(res, t0)
-    return 0
+    return _print_result(res, t0, args.command)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -46,8 +53,7 @@ def _demo(args: argparse.Namespace) -> int:
     check_out_dir(args.out, [args.data])
     with log_file(RunFolder(study_dir(args.out)).log):
         res = run_demo(args.out, data=args.data, config=config, n_patients=args.patients, seed=args.seed)
-    _print_result(res, t0)
-    return 0
+    return _print_result(res, t0, args.command)
 
 
 def _add_set(parser: argparse.ArgumentParser) -> None:
@@ -79,7 +85,7 @@ def register(subparsers) -> None:
     d.add_argument("--out", required=True, help="run folder (a rerun resumes it)")
     d.add_argument("--data", default=None, help="use this cohort instead of generating a phantom")
     d.add_argument("--config", default=None, help="YAML file or built-in name (default: cpu)")
-    d.add_argument("--patients", type=int, default=60, help="phantom patients (default 60)")
+    d.add_argument("--patients", type=at_least(1), default=60, help="phantom patients (default 60)")
     d.add_argument("--seed", type=int, default=0)
     _add_set(d)
     d.set_defaults(func=_demo)

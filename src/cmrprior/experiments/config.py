@@ -35,6 +35,7 @@ from cmrprior.data.prepare import PrepareConfig
 from cmrprior.data.splits import ProtocolConfig
 from cmrprior.errors import ConfigError
 from cmrprior.evaluate.config import EvaluationConfig
+from cmrprior.experiments.config_values import StrictLoader, coerce, field_types
 from cmrprior.segmentation.inference import SegInference
 from cmrprior.ssl.config import PretrainConfig
 from cmrprior.ssl.teacher import TeacherConfig
@@ -159,12 +160,16 @@ class StudyConfig:
     def from_yaml(cls, path: str | Path) -> "StudyConfig":
         path = Path(path)
         try:
-            data = yaml.safe_load(path.read_text())
+            with open(path, encoding="utf-8") as fh:  # an open file: errors name it
+                data = yaml.load(fh, Loader=StrictLoader)  # noqa: S506 - a SafeLoader subclass
         except (OSError, yaml.YAMLError) as exc:
             raise ConfigError(f"{path}: cannot read config ({exc})") from exc
-        if data is not None and not isinstance(data, dict):
+        if data is None:  # built-in defaults would run a study neither `cpu` nor `paper` describes
+            raise ConfigError(f"{path}: the config file is empty; give settings, or a built-in config "
+                              "(--config cpu or --config paper)")
+        if not isinstance(data, dict):
             raise ConfigError(f"{path}: top level must be a mapping")
-        return cls.from_dict(data or {}, source=str(path))
+        return cls.from_dict(data, source=str(path))
 
     def replace(self, **sections: Any) -> "StudyConfig":
         """A copy with nested fields replaced: `cfg.replace(protocol={"n_splits": 2})`."""
@@ -183,28 +188,22 @@ def _plain(obj: Any) -> Any:
 
 
 def _build_fields(cls: type, data: dict, where: str, skip: tuple[str, ...] = ()) -> dict:
-    """Constructor arguments of dataclass `cls` from a mapping; unknown keys raise ConfigError naming them."""
+    """Constructor arguments of dataclass `cls` from a mapping, each value checked against its field's type
+    (`config_values.coerce`); unknown keys and values of the wrong type raise ConfigError naming them."""
     names = {f.name: f for f in dataclasses.fields(cls) if f.name not in skip}
     unknown = sorted(set(data) - set(names))
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(names)}")
+    hints = field_types(cls)
     kwargs = {}
     for name, value in data.items():
-        f = names[name]
-        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-        if dataclasses.is_dataclass(default):
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint) and isinstance(hint, type):
             if not isinstance(value, dict):
                 raise ConfigError(f"{where}: {name} must be a mapping")
-            kwargs[name] = _build(type(default), value, f"{where}: {name}")
-        elif isinstance(default, tuple):
-            kwargs[name] = tuple(value) if isinstance(value, (list, tuple)) else (value,)
-        elif isinstance(default, float) and not isinstance(default, bool) and isinstance(value, (int, float, str)):
-            try:
-                kwargs[name] = float(value)
-            except ValueError as exc:
-                raise ConfigError(f"{where}: {name} must be a number, got {value!r}") from exc
+            kwargs[name] = _build(hint, value, f"{where}: {name}")
         else:
-            kwargs[name] = value
+            kwargs[name] = coerce(value, hint, f"{where}: {name}")
     return kwargs
 
 
@@ -264,7 +263,7 @@ def apply_overrides(config: StudyConfig, overrides: Mapping[str, Any], *, source
     return StudyConfig.from_dict(data, source=source)
 
 
-class _ValueLoader(yaml.SafeLoader):
+class _ValueLoader(StrictLoader):
     """YAML 1.1 reads `1e-3` (no dot) as a string; on a command line it is meant as a number."""
 
 

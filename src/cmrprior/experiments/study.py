@@ -57,6 +57,7 @@ from cmrprior.saliency.run import run_saliency
 from cmrprior.segmentation.qc import write_mask_flags
 from cmrprior.utils import atomic
 from cmrprior.utils.runfolder_checks import check_out_dir
+from cmrprior.utils.runlock import run_lock
 from cmrprior.utils.seeding import derive_seed
 from cmrprior.vocab import INITS
 
@@ -71,6 +72,19 @@ class StudyResult:
     report: Path | None
     n_cells: int
     wall_s: float
+    n_failed: int = 0  # cells that raised (retried on a rerun); "unavailable" cells (no weights) are not failures
+    n_ok: int = 0  # cells trained and scored
+
+    def problem(self) -> str | None:
+        """One line when the study did not give what it was asked for (every cell failed or was unavailable,
+        or some failed), else None; the CLI exits non-zero with it."""
+        if self.n_cells and not self.n_ok:
+            return f"no cell of the study was trained ({self.n_failed} failed, {self.n_cells - self.n_failed} " \
+                   f"unavailable): see {self.run_dir / 'log.txt'} and the cells' result.json"
+        if self.n_failed:
+            return f"{self.n_failed} of {self.n_cells} cells failed (see {self.run_dir / 'log.txt'}); the tables " \
+                   "leave them out; re-run the same command to retry them"
+        return None
 
 
 def make_splits(ids: list[str], labels: np.ndarray, config: StudyConfig) -> list[SplitSpec]:
@@ -184,7 +198,7 @@ def _check_inputs(run: RunFolder, data: str | Path, test_data: str | Path | None
     """Everything about the inputs that can be checked before the first long step: both cohorts open, labels
     are known, the cohort can be split as the protocol asks, the --test cohort's classes and ids fit, and the
     run folder was made from these same inputs (or is new)."""
-    cohort, fingerprint = cohort_data.open_input(data)
+    cohort, fingerprint = cohort_data.open_input(data, hash_cache=run.input_hashes)
     labels = [p.label for p in cohort.patients]
     if any(lab is None for lab in labels):
         missing = [p.patient_id for p in cohort.patients if p.label is None][:5]
@@ -199,7 +213,7 @@ def _check_inputs(run: RunFolder, data: str | Path, test_data: str | Path | None
             raise ConfigError(f"{data}: the training part of a split cannot give the inner validation part "
                               f"(protocol.val_fraction={config.protocol.val_fraction}): {exc}") from exc
     if test_data is not None:
-        hold, test_fingerprint = cohort_data.open_input(test_data)
+        hold, test_fingerprint = cohort_data.open_input(test_data, hash_cache=run.input_hashes)
         extra = sorted({p.label for p in hold.patients if p.label is not None} - set(cohort.classes))
         if extra:
             raise ConfigError(f"{test_data}: classes {extra} are not in the study cohort's classes {list(cohort.classes)}")
@@ -246,10 +260,17 @@ def run_study(
 ) -> StudyResult:
     """Run (or resume) the study; see the module docstring. Returns where the outputs are.
 
-    `report`: compute saliency and write the HTML report at the end.
+    `report`: compute saliency and write the HTML report at the end. One process at a time works in a run
+    folder (`cmrprior.utils.runlock`): a second one is refused with a ConfigError naming the folder.
     """
-    t0 = time.time()
     run = RunFolder(check_out_dir(out, [data, test_data]))
+    with run_lock(run.root):
+        return _run_study(run, data, config, test_data=test_data, report=report)
+
+
+def _run_study(run: RunFolder, data: str | Path, config: StudyConfig, *, test_data: str | Path | None,
+               report: bool) -> StudyResult:
+    t0 = time.time()
     _check_inputs(run, data, test_data, config)
     _check_run_config(run, config)
     cohort = load_cohort_data(data, config, prepared_dir=run.prepared(), cache_dir=run.cache,
@@ -303,7 +324,9 @@ def run_study(
     _write_meta(run, meta, t0)
     report_path = _saliency_and_report(run) if report else None
     wall = _write_meta(run, meta, t0, report_path)
-    return StudyResult(run.root, tables, figure, report_path, len(results) + len(holdout), wall)
+    every = results + holdout
+    return StudyResult(run.root, tables, figure, report_path, len(every), wall,
+                       n_failed=sum(r.status == "failed" for r in every), n_ok=sum(r.ok for r in every))
 
 
 def anatomy_tables(run: RunFolder, splits: list[SplitSpec], inputs: AnatomyInputs, image_results: list[CellResult],

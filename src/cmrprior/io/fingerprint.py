@@ -9,11 +9,27 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from pathlib import Path
 
 import numpy as np
 
 from cmrprior.io.load import load_patient
-from cmrprior.io.records import PatientRecord, Volume
+from cmrprior.io.records import Cohort, PatientRecord, Volume
+
+# every field of a PatientRecord that names an input file or folder (one place: a new such field goes here)
+RECORD_FILE_FIELDS = ("ed_image", "es_image", "ed_mask", "es_mask", "cine")
+
+
+def record_files(record: PatientRecord) -> list[tuple[str, Path]]:
+    """(role, path) of every file or folder one record points to, role "<patient id>/<field>"."""
+    return [(f"{record.patient_id}/{name}", Path(getattr(record, name))) for name in RECORD_FILE_FIELDS
+            if getattr(record, name) is not None]
+
+
+def referenced_files(cohort: Cohort) -> list[tuple[str, Path]]:
+    """`record_files` of every patient of a cohort: what a run folder's input fingerprint covers
+    (`cmrprior.utils.runfolder_checks.input_fingerprint`)."""
+    return [item for r in cohort.patients for item in record_files(r)]
 
 
 def volume_fingerprint(volume: Volume) -> str:

@@ -21,6 +21,7 @@ from cmrprior.runs.records import (
 )
 from cmrprior.utils import atomic
 from cmrprior.utils.filenames import patient_filename
+from cmrprior.utils.runfolder_checks import FINGERPRINT_PREFIX
 from cmrprior.vocab import ANATOMY, hybrid_base
 
 
@@ -48,6 +49,7 @@ class RunFolder:
     saliency = _at("saliency")
     report = _at("report")
     inputs_json = _at("inputs.json")
+    input_hashes = _at("input_hashes.json")  # cache of whole-file sha256 of the inputs (`utils.file_hashes`)
     models = _at("models")  # exported model bundles (`cmrprior.bundle`), one folder each
     recommended_json = _at("models/recommended.json")  # which bundle the config's rule recommends, and why
 
@@ -87,6 +89,14 @@ class RunFolder:
             before = old.get(role)
             if (before is None) != (item is None) or (item and before["fingerprint"] != item["fingerprint"]):
                 was = "nothing" if before is None else before["path"]
+                if item is not None and was == item["path"] and not str(before["fingerprint"]).startswith(
+                        FINGERPRINT_PREFIX) and str(item["fingerprint"]).startswith(FINGERPRINT_PREFIX):
+                    raise ConfigError(f"{self.root}: this run folder was tied to {role} {was} by an older cmrprior, "
+                                      "which hashed only part of each file; whether the files changed since cannot "
+                                      "be told: use a new --out")
+                if item is not None and was == item["path"]:
+                    raise ConfigError(f"{self.root}: the files of {role} {was} changed since this run folder was "
+                                      "made from them (an image, mask or the list itself differs); use a new --out")
                 raise ConfigError(f"{self.root}: this run folder was made from {role} {was}, not "
                                   f"{'nothing' if item is None else item['path']} (different files); use a new --out")
 

@@ -11,6 +11,7 @@ from cmrprior.io.load import as_mask, read_cine, read_image
 from cmrprior.io.nifti import write_nifti
 from cmrprior.segmentation import qc
 from cmrprior.segmentation.inference import SegInference, load_for_inference
+from cmrprior.segmentation.mask_index import MaskIndex, planned_origins
 from cmrprior.segmentation.overlay import save_overlay
 from cmrprior.segmentation.phases import resolve_cohort_phases
 from cmrprior.segmentation.basal import basal_model_for, correct_basal
@@ -18,6 +19,12 @@ from cmrprior.segmentation.predict import default_model_path, file_sha256
 from cmrprior.segmentation.volumes import predict_volume
 from cmrprior.utils.filenames import patient_filename
 from cmrprior.utils.runfolder_checks import check_out_dir
+
+
+def _settings(inference: SegInference | None, include_cine: bool) -> dict:
+    """The inference settings a mask depends on, as recorded in the mask index (JSON-ready)."""
+    inference = inference or SegInference()
+    return {"backend": inference.backend, "rotations": [float(r) for r in inference.rotations], "cine": include_cine}
 
 
 def predict_cohort(
@@ -38,8 +45,12 @@ def predict_cohort(
     ground-truth masks exist) and `out/overlays/<patient>.png` (`overlays` slices per phase). `inference`
     chooses the engine (`cmrprior.segmentation.inference`; default eager PyTorch). Returns the QC rows.
 
+    `out/masks_index.json` records the model (sha256), inputs and settings of every patient's masks
+    (`cmrprior.segmentation.mask_index`).
+
     Raises:
-        ConfigError: `out` inside the input folder. DataError: unreadable input, bad volumes.
+        ConfigError: `out` inside the input folder, or holding masks another model or other inputs made.
+        DataError: unreadable input, bad volumes.
         WeightsUnavailableError: no model given and none shipped.
     """
 
@@ -49,11 +60,17 @@ def predict_cohort(
     cohort, _ = resolve_cohort_phases(open_cohort(data), model_path=model_path, inference=inference)
     weights = Path(model_path) if model_path is not None else default_model_path()
     model, args, _, _ = load_for_inference(weights, inference)
-    basal = basal_model_for(weights, file_sha256(weights))
+    sha = file_sha256(weights)
+    basal = basal_model_for(weights, sha)
+    index = MaskIndex(out)  # which model made which mask: a used folder is refused unless it is this run's own
+    plans = planned_origins(out, cohort, sha, _settings(inference, include_cine))
+    index.check(plans)
     rows: list[dict] = []
     for rec in cohort.patients:
         name = patient_filename(rec.patient_id)
         pdir = out / name
+        index.record(rec.patient_id, plans[rec.patient_id], [pdir / f"{name}_{k}.nii.gz" for k in ("ED", "ES")]
+                     + ([pdir / f"{name}_cine.nii.gz"] if include_cine and rec.cine is not None else []))
         shown = {}
         phases = (("ED", rec.ed_image, rec.ed_mask, rec.ed_frame), ("ES", rec.es_image, rec.es_mask, rec.es_frame))
         vols = [read_image(img_path, frame=frame) for _, img_path, _, frame in phases]

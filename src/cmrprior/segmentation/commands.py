@@ -15,6 +15,9 @@ from cmrprior.segmentation.context import check_context
 from cmrprior.segmentation.inference import BACKENDS, SegInference
 from cmrprior.segmentation.network import UNetArgs
 from cmrprior.segmentation.train import SegTrainConfig, train_segmenter
+from cmrprior.utils.argtypes import at_least
+from cmrprior.utils.runfolder_checks import check_out_dir
+from cmrprior.utils.runlock import run_lock
 
 log = logging.getLogger(__name__)
 _DEFAULT = SegTrainConfig()
@@ -41,7 +44,7 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--context-slices", type=int, default=UNetArgs().in_channels,
                     help="adjacent slices per input, centred on the segmented one (odd; 3 = 2.5D)")
     tr.add_argument("--bf16", action="store_true", help="bfloat16 autocast (slower than float32 on this CPU)")
-    tr.add_argument("--threads", type=int, default=None, help="torch threads")
+    tr.add_argument("--threads", type=at_least(1), default=None, help="torch threads")
     tr.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (resume later)")
     tr.add_argument("--init", type=Path, default=None,
                     help="start the final model from these segmenter weights (same --channels, --res-units and "
@@ -63,7 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pr.add_argument("--model", type=Path, default=None, help="segmenter .safetensors (default: the shipped one)")
     pr.add_argument("--out", required=True, type=Path, help="run folder (never the input folder)")
     pr.add_argument("--no-cine", action="store_true", help="only ED and ES, even when a 4D cine exists")
-    pr.add_argument("--threads", type=int, default=None)
+    pr.add_argument("--threads", type=at_least(1), default=None)
     pr.add_argument("--backend", choices=BACKENDS, default=SegInference().backend,
                     help="inference engine: eager PyTorch, ONNX Runtime (the onnx extra), or auto (ONNX Runtime when "
                          "installed and matching PyTorch's probabilities)")
@@ -100,7 +103,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fb.add_argument("--set", required=True, type=Path, help="segmenter-set folder (folds.json)")
     fb.add_argument("--out", required=True, type=Path,
                     help="folder for <weights stem>.basal.json (copy each beside its weights) and basal_cv.csv")
-    fb.add_argument("--threads", type=int, default=None)
+    fb.add_argument("--threads", type=at_least(1), default=None)
     fb.set_defaults(func=_fit_basal)
 
     me = subparsers.add_parser("measure", help="per-patient volumes, EF, mass, wall thickness -> RUN/measures.csv")
@@ -111,7 +114,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                          "or given (the cohort's own mask files)")
     me.add_argument("--model", type=Path, default=None,
                     help="segmenter-set folder or .safetensors (default: the shipped set)")
-    me.add_argument("--threads", type=int, default=None)
+    me.add_argument("--threads", type=at_least(1), default=None)
     me.set_defaults(func=_measure)
 
 
@@ -192,8 +195,9 @@ def _predict(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    predict_cohort(args.data, args.out, model_path=args.model, include_cine=not args.no_cine,
-                   inference=SegInference(backend=args.backend, rotations=tuple(args.rotations)))
+    inference = SegInference(backend=args.backend, rotations=tuple(args.rotations))  # checked before --out is made
+    with run_lock(check_out_dir(args.out, [args.data])):  # one process at a time in the output folder
+        predict_cohort(args.data, args.out, model_path=args.model, include_cine=not args.no_cine, inference=inference)
     return 0
 
 

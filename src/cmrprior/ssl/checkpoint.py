@@ -1,6 +1,6 @@
 """Pre-training checkpoints: what a run folder holds and how it is written and read back.
 
-  last.pt        {"config", "model_args", "model" (backbone + head), "encoder", "optimizer", "state"
+  last.pt        {"config", "data" (fingerprint of the images trained and validated on), "model_args", "model" (backbone + head), "encoder", "optimizer", "state"
                  (epoch, step, step_in_epoch, loss_sum, history, best_val_loss, bad_epochs, stopped_early,
                  images_seen), "rng" {"torch"}}: everything a resumed run needs.
   best.pt        {"model_args", "encoder", "config", "epoch", "val_loss"}: the encoder to use downstream.
@@ -11,6 +11,7 @@ Every file is written atomically (`cmrprior.utils.atomic`), so a killed run leav
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cmrprior.errors import DataError
+from cmrprior.errors import ConfigError, DataError
 from cmrprior.models.registry import create_backbone
 from cmrprior.ssl.config import PretrainConfig, check_resumable
 from cmrprior.utils import atomic
@@ -60,17 +61,37 @@ def new_state() -> dict[str, Any]:
             "bad_epochs": 0, "stopped_early": False, "images_seen": 0}
 
 
-def resume(last_path: Path, config: PretrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    """The loop state to start from: a new one, or, when `last_path` exists, the saved one, with the saved
-    model, optimizer and torch RNG states loaded (in place).
+def data_fingerprint(train: torch.Tensor, val: torch.Tensor | None) -> str:
+    """sha256 (32 hex digits) of the training and held-out images as the loop sees them (shapes and float32
+    values): a resume must continue on the same images, whatever cohort, split or preparation made them."""
+    h = hashlib.sha256()
+    for name, t in (("train", train), ("val", val)):
+        if t is not None:
+            arr = t.detach().to("cpu", torch.float32).contiguous().numpy()
+            h.update(f"{name}{arr.shape}".encode())
+            h.update(arr.tobytes())
+    return h.hexdigest()[:32]
 
-    Raises DataError (unreadable checkpoint), ConfigError (the run was made with a different config).
+
+def resume(last_path: Path, config: PretrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
+           data: str) -> dict[str, Any]:
+    """The loop state to start from: a new one, or, when `last_path` exists, the saved one, with the saved
+    model, optimizer and torch RNG states loaded (in place). `data`: the `data_fingerprint` of this call.
+
+    Raises DataError (unreadable checkpoint), ConfigError (the run was made with a different config or on
+    other images).
     """
     state = new_state()
     if not last_path.exists():
         return state
     ckpt = _read(last_path, "checkpoint to resume")
     check_resumable(ckpt["config"], config, last_path)
+    saved = ckpt.get("data")
+    if saved is None:  # a checkpoint from before the fingerprint was recorded: nothing to compare
+        log.warning("%s: no record of the images it was trained on; resuming on the images given", last_path)
+    elif saved != data:
+        raise ConfigError(f"{last_path}: the run folder holds a run pre-trained on other images (another cohort, "
+                          "split, kind of images or preparation); use a new --out folder, or the same data to resume")
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
     state.update(ckpt["state"])
@@ -79,11 +100,13 @@ def resume(last_path: Path, config: PretrainConfig, model: nn.Module, optimizer:
     return state
 
 
-def save_last(path: Path, *, config: PretrainConfig, model_args: dict[str, Any], model: nn.Module,
+def save_last(path: Path, *, config: PretrainConfig, data: str, model_args: dict[str, Any], model: nn.Module,
               optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
-    """Write last.pt: the full state of `model` (a SimCLRModel, unwrapped), optimizer, loop state and RNG."""
+    """Write last.pt: the full state of `model` (a SimCLRModel, unwrapped), optimizer, loop state and RNG, and
+    the `data_fingerprint` of the images it is trained on."""
     ckpt = {
         "config": config.to_dict(),
+        "data": data,
         "model_args": model_args,
         "model": model.state_dict(),
         "encoder": model.encoder.state_dict(),

@@ -15,6 +15,7 @@ lists the patients used.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,9 @@ from cmrprior.data.splits import ProtocolConfig, inner_split, stratified_split
 from cmrprior.errors import ConfigError, DataError
 from cmrprior.io.cohort import open_cohort
 from cmrprior.ssl.config import PretrainConfig
+from cmrprior.runs import read_json
 from cmrprior.utils import atomic
+from cmrprior.utils.runlock import run_lock
 from cmrprior.vocab import SEGMENTED_MODES, ImagesConfig
 
 
@@ -172,15 +175,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_pretrain(args: argparse.Namespace) -> int:
     # torch (seconds to import) stays out of `cmrprior` start-up
-    from cmrprior.ssl.config import PretrainConfig
     from cmrprior.ssl.distributed import dist_info, init_distributed
-    from cmrprior.ssl.pretrain import pretrain, select_batch_size
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     init_distributed(None if args.device == "auto" else args.device)  # under torchrun: join the process group
     out: Path = args.out
     if args.data.is_dir() and out.resolve().is_relative_to(args.data.resolve()):
         raise ConfigError(f"--out {out} is inside the input folder {args.data}; input folders are never written to")
+    # one process at a time in the run folder (under torchrun the main rank holds the lock for all ranks)
+    with run_lock(out) if dist_info().is_main else contextlib.nullcontext():
+        return _run_pretrain(args, out)
+
+
+def _run_pretrain(args: argparse.Namespace, out: Path) -> int:
+    from cmrprior.ssl.config import PretrainConfig
+    from cmrprior.ssl.distributed import dist_info
+    from cmrprior.ssl.pretrain import pretrain, select_batch_size
+
     if (out / "last.pt").exists() or any(out.glob("bs*/last.pt")):
         if not args.resume:
             raise ConfigError(f"{out} already holds a run: pass --resume to continue it, or choose a new --out")
@@ -208,13 +219,16 @@ def run_pretrain(args: argparse.Namespace) -> int:
         sync_batchnorm=args.sync_batchnorm, device=args.device, seed=args.seed,
         checkpoint_every_steps=args.checkpoint_every, max_steps=args.max_steps, progress=not args.no_progress,
     )
+    split = {"split_seed": args.split_seed, "test_fraction": 0.0 if args.all_patients else args.test_fraction,
+             "images": args.images, "train_patients": list(sel.train_ids), "val_patients": list(sel.val_ids),
+             "test_patients_excluded": list(sel.test_ids), "n_train_images": int(len(sel.train)),
+             "n_val_images": 0 if sel.val is None else int(len(sel.val))}
+    if (out / "split.json").is_file() and read_json(out / "split.json") != split:
+        # checked before anything is written: a refused resume leaves the run's record as it was
+        raise ConfigError(f"{out}: the run folder holds a run on other patients or images (its split.json differs); "
+                          "use a new --out folder, or the same data and split to resume")
     if dist_info().is_main:
-        atomic.write_json(out / "split.json", {
-            "split_seed": args.split_seed, "test_fraction": 0.0 if args.all_patients else args.test_fraction,
-            "images": args.images, "train_patients": list(sel.train_ids), "val_patients": list(sel.val_ids),
-            "test_patients_excluded": list(sel.test_ids), "n_train_images": int(len(sel.train)),
-            "n_val_images": 0 if sel.val is None else int(len(sel.val)),
-        })
+        atomic.write_json(out / "split.json", split)
     if args.batch_sizes:
         if sel.val is None:
             raise ConfigError("--batch-sizes needs held-out images (--val-fraction > 0)")

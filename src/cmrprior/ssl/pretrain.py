@@ -201,9 +201,9 @@ def pretrain(
     """SimCLR pre-training on `train_images (N, H, W)` float32 (+ `extra_unlabeled (M, H, W)`).
 
     `val_images (V, H', W')`: held-out slices (other patients) for the per-epoch NT-Xent and early
-    stopping. Resumes from `out_dir/last.pt` when present (same config required, except
-    epochs/patience/max_steps/checkpoint interval/progress/compile/device).
-    Raises ConfigError (bad config or arrays), DataError (unreadable checkpoint).
+    stopping. Resumes from `out_dir/last.pt` when present (same images and same config required, except
+    epochs/patience/max_steps/checkpoint interval/progress/compile/device). Raises ConfigError (bad config or
+    arrays, a resume on other images), DataError (unreadable checkpoint).
     """
     # ---- set-up -------------------------------------------------------------------------------
     out_dir = Path(out_dir)
@@ -228,13 +228,13 @@ def pretrain(
         raw_model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(raw_model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
-    state = checkpoint.resume(last_path, config, raw_model, optimizer)
+    state = checkpoint.resume(last_path, config, raw_model, optimizer, data_print := checkpoint.data_fingerprint(data, val))
     model = torch.compile(raw_model) if config.compile else raw_model
     model = D.wrap_ddp(model, sync_batchnorm=config.sync_batchnorm, device=device)
 
     def save_last() -> None:
         if info.is_main:
-            checkpoint.save_last(last_path, config=config, model_args=model_args, model=raw_model,
+            checkpoint.save_last(last_path, config=config, data=data_print, model_args=model_args, model=raw_model,
                                  optimizer=optimizer, state=state)
 
     # ---- training loop ------------------------------------------------------------------------

@@ -22,21 +22,39 @@ os.umask(_UMASK)
 
 @contextlib.contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
-    """Yield a temporary path next to `target`; on success rename it to `target`, else delete it."""
+    """Yield a temporary path next to `target`; on success rename it to `target`, else delete it.
+
+    An OSError that names no file, or only the temporary one (a full disk while writing), is raised again
+    naming `target`, so the user learns which output could not be written.
+    """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; give results the usual permissions
+    tmp_path = None
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        os.close(fd)
+        tmp_path = Path(tmp)
+        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; give results the usual permissions
         yield tmp_path
         with open(tmp_path, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp_path, target)
+    except OSError as exc:
+        named = None if exc.filename is None else Path(exc.filename)
+        if named is None or (named.parent == target.parent and named.name.startswith(f".{target.name}.")):
+            raise OSError(exc.errno, exc.strerror or str(exc), str(target)) from exc
+        raise
     finally:
-        if tmp_path.exists():
+        if tmp_path is not None and tmp_path.exists():
             tmp_path.unlink()
+
+
+def os_error_line(exc: OSError) -> str:
+    """One line for an OSError: the path(s) it names and what went wrong ("/run/x.json: No space left on
+    device"); the CLI prints it instead of a traceback."""
+    paths = [str(p) for p in (exc.filename, exc.filename2) if p is not None]
+    reason = exc.strerror or str(exc)
+    return f"{' -> '.join(paths)}: {reason}" if paths else reason
 
 
 def write_text(target: str | Path, text: str) -> Path:

@@ -8,15 +8,12 @@ location is a one-line error instead of a traceback or a damaged input.
 from __future__ import annotations
 
 import hashlib
-import os
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 from cmrprior.errors import ConfigError, DataError
-
-_EDGE = 64 * 1024  # bytes hashed at each end of a file: cheap, and any re-export or edit of an image shows
-
+from cmrprior.utils.file_hashes import FileHashes, visible_files
 
 def check_out_dir(out: str | Path, inputs: Iterable[str | Path | None]) -> Path:
     """Create `out` if needed and return it; ConfigError when it cannot serve as a run folder.
@@ -44,25 +41,40 @@ def check_out_dir(out: str | Path, inputs: Iterable[str | Path | None]) -> Path:
     return out
 
 
-def input_fingerprint(path: str | Path) -> str:
-    """A stable fingerprint of an input (a folder's files, or one file such as a manifest CSV).
+# Fingerprints of whole files carry this prefix; an older cmrprior wrote bare hex from partial hashes, which
+# a run folder made then cannot be checked against (`cmrprior.runs.RunFolder.bind_inputs` says so).
+FINGERPRINT_PREFIX = "whole:"
 
-    Covers every non-hidden file's relative path, size and the first and last 64 KiB of its content, so
-    a different cohort, an added or removed patient, or a re-exported image changes it, while a copy of
-    the same data to another place keeps it. 16 hex digits.
+
+def input_fingerprint(path: str | Path, *, referenced: Iterable[tuple[str, Path]] = (),
+                      cache: str | Path | None = None) -> str:
+    """A stable fingerprint of an input (a folder's files, or one file such as a manifest CSV) and of every
+    file its records point to (`referenced`: (role, path) pairs such as ("p001/ed_image", path); a path may
+    be a folder, e.g. a DICOM series).
+
+    Covers every visible file's relative path and whole content (sha256), and each referenced path's role
+    and whole content, so a different cohort, an added or removed patient, an image replaced under the same
+    manifest, or an edit anywhere in a file changes it, while a copy of the same data to another place keeps
+    it. `cache`: a JSON file (in the run folder) of the hashes already computed (`FileHashes`).
+    `FINGERPRINT_PREFIX` + 16 hex digits.
+
+    Raises:
+        DataError: the input or a referenced file is missing or cannot be read.
     """
     root = Path(path)
     if not root.exists():
         raise DataError(root, "input not found")
-    files = [root] if root.is_file() else sorted(
-        p for p in root.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    hashes = FileHashes(cache)
     h = hashlib.sha256()
-    for f in files:
-        size = f.stat().st_size
-        h.update(f"{f.relative_to(root) if f != root else f.name}\0{size}\0".encode())
-        with open(f, "rb") as fh:
-            h.update(fh.read(_EDGE))
-            if size > 2 * _EDGE:
-                fh.seek(size - _EDGE, os.SEEK_SET)
-                h.update(fh.read(_EDGE))
-    return h.hexdigest()[:16]
+    current = root
+    try:
+        for f in [root] if root.is_file() else visible_files(root):
+            current = f
+            h.update(f"{f.relative_to(root).as_posix() if f != root else f.name}\0{hashes.file(f)}\n".encode())
+        for role, p in referenced:
+            current = Path(p)
+            h.update(f"{role}\0{hashes.tree(p)}\n".encode())
+    except OSError as exc:
+        raise DataError(current, f"cannot read this input to fingerprint it ({exc.strerror or exc})") from exc
+    hashes.save()
+    return FINGERPRINT_PREFIX + h.hexdigest()[:16]
