@@ -30,7 +30,7 @@ def _acdc(root, n=3):
         m[1:3, 10:18, 9:17] = 3
         img = (np.random.default_rng(i).random((4, 30, 28)) * 300).astype(np.int16)
         write_acdc_patient(root, f"patient{i + 1:03d}", ed=img, es=img, ed_frame=1, es_frame=6,
-                           spacing_zyx=(10.0, 1.6, 1.6), group="NOR", ed_mask=m, es_mask=m)
+                           spacing_zyx=(10.0, 1.8, 1.8), group="NOR", ed_mask=m, es_mask=m)
     return root
 
 
