@@ -21,3 +21,5 @@ def test_shipped_bundle_judges_acdc_patients(tmp_path, one_torch_thread):
     assert [p.status for p in table.patients] == ["ok", "ok"], [p.reason for p in table.patients]
     assert all(p.segmenter.startswith("fold_") for p in table.patients)  # out of sample for its segmentation
     assert {p.predicted_label for p in table.patients} <= set(load_bundle("acdc").classes)
+    # ACDC's training patients are the bundle's own: every call says it is in-sample
+    assert all(any(w.startswith("IN-SAMPLE") for w in p.warnings) for p in table.patients)

@@ -122,6 +122,8 @@ def test_study_names_its_recommended_bundle(study):
     assert rec["recommended"] == "anatomy" and (study["run"].root / rec["bundle"] / "manifest.json").exists()
     meta = json.loads(study["run"].study_json.read_text())
     assert meta["models"] == {"anatomy": "models/anatomy"}
+    assert len(load_bundle(study["run"].bundle_dir("anatomy")).spec["training_fingerprints"]) == 2 * 12  # ED, ES
+    assert not any("IN-SAMPLE" in r["reason"] for r in study["rows"].values())  # the --test patients are new
 
 
 def test_output_inside_the_input_is_refused(study, capsys):

@@ -126,3 +126,15 @@ def test_rewriting_a_bundle_replaces_it_whole(tmp_path):
     write_bundle_files(target, spec={"format_version": 1, "kind": "x"}, arrays={"a": np.ones(2)}, card="two")
     assert not (target / "stale.txt").exists() and (target / "MODEL_CARD.md").read_text() == "two"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folders left
+
+
+def test_a_training_scan_is_recognised(small_bundle, tmp_path):
+    path, model, values = small_bundle
+    assert not load_bundle(path).trained_on(("a", "b"))
+    copy = tmp_path / "b"
+    shutil.copytree(path, copy)
+    spec = json.loads((copy / "bundle.json").read_text())
+    spec["training_fingerprints"] = ["a", "z"]
+    (copy / "bundle.json").write_text(json.dumps(spec))
+    _remanifest(copy)
+    assert load_bundle(copy).trained_on(("a", "b")) and not load_bundle(copy).trained_on(("b", "c"))

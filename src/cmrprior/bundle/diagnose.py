@@ -124,8 +124,8 @@ class _Segmenters:
         self.full = load_segmenter_set(model).full.weights if model.is_dir() else model
         self._loaded: dict[Path, Locator] = {}
 
-    def for_patient(self, rec: PatientRecord) -> tuple[Locator, str, bool | None]:
-        choice = choose_segmenters({rec.patient_id: patient_fingerprints(rec)}, self.model)[rec.patient_id]
+    def for_patient(self, rec: PatientRecord, prints: tuple[str, str]) -> tuple[Locator, str, bool | None]:
+        choice = choose_segmenters({rec.patient_id: prints}, self.model)[rec.patient_id]
         path = Path(choice.model.weights).resolve()
         if path not in self._loaded:
             self._loaded[path] = load_locator(path, self.inference)
@@ -137,7 +137,11 @@ def _judge(bundle: Bundle, rec: PatientRecord, segs: _Segmenters, out: Path | No
     volumes: PatientVolumes = load_patient(dataclasses.replace(rec, ed_mask=None, es_mask=None))
     acq = Acquisition.of(volumes.ed.shape, volumes.ed.spacing)
     outside = acq.outside(bundle.domain, bundle.limits)
-    locator, name, out_of_sample = segs.for_patient(rec)
+    prints = patient_fingerprints(rec)
+    if bundle.trained_on(prints):
+        d.warnings.append("IN-SAMPLE: this scan was in the bundle's training cohort; its call says nothing about "
+                          "how the model does on new patients")
+    locator, name, out_of_sample = segs.for_patient(rec, prints)
     d.segmenter = name + ("" if out_of_sample is not False else " (IN-SAMPLE: the segmenter was trained on this scan)")
     loc = locator.locate(volumes)
     if out is not None:

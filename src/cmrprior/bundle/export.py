@@ -44,9 +44,12 @@ def training_domain(values: Sequence[Mapping[str, float | None]], labels: Sequen
 def export_anatomy_bundle(target: str | Path, model: AnatomyModel, *, name: str, classes: Sequence[str],
                           train_values: Sequence[Mapping[str, float | None]], train_labels: Sequence[str],
                           acquisitions: Sequence[Acquisition], segmenter: str | Path | None,
-                          estimate: Mapping | None = None, made_by: str = "", limits: Limits = Limits()) -> Path:
+                          estimate: Mapping | None = None, made_by: str = "", limits: Limits = Limits(),
+                          training_fingerprints: Sequence[str] = ()) -> Path:
     """Write `model` (fitted on the patients whose measures are `train_values`) as a bundle at `target`.
 
+    `training_fingerprints`: the image fingerprints of the training patients (`cmrprior.io.fingerprint`), so that
+    `diagnose` can say when a patient it judges was one of them (its call is then in-sample).
     `segmenter`: the `masks.model` the measures came from (None: the shipped set). `estimate`: the study's
     figures for this model (shown in the card). `made_by`: the command that made it, for the card.
     """
@@ -62,6 +65,7 @@ def export_anatomy_bundle(target: str | Path, model: AnatomyModel, *, name: str,
                   "importance_method": model.importance_method},
         "training": domain.to_dict(), "limits": limits.to_dict(), "segmenter": ref.to_dict(),
         "estimate": _clean(dict(estimate or {})), "made_by": made_by,
+        "training_fingerprints": sorted(set(training_fingerprints)),
     }
     return write_bundle_files(target, spec=spec, arrays=arrays, card=model_card(spec), segmenter_files=seg_files)
 

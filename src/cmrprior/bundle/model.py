@@ -114,6 +114,10 @@ class Bundle:
     def missing_measures(self, values: Mapping[str, float | None]) -> list[str]:
         return [f for f in self.features if values.get(f) is None or not np.isfinite(values[f])]
 
+    def trained_on(self, fingerprints: Sequence[str]) -> bool:
+        """Whether an image with one of these fingerprints was in the bundle's training cohort."""
+        return bool(set(fingerprints) & set(self.spec.get("training_fingerprints", ())))
+
     def diagnose(self, data: str | Path, out: str | Path | None = None, **kwargs):
         """Apply the bundle to the cohort at `data` (`cmrprior.bundle.diagnose.diagnose`); returns a
         `DiagnosisTable` (`.rows`, `.to_frame()` when pandas is installed)."""

@@ -34,7 +34,7 @@ from cmrprior.evaluate.metrics import macro_auc
 from cmrprior.experiments.anatomy_stage import AnatomyInputs
 from cmrprior.experiments.cohort_data import prepare_data
 from cmrprior.experiments.config import StudyConfig
-from cmrprior.experiments.export_stage import acquisition, fit_final_anatomy
+from cmrprior.experiments.export_stage import acquisition, fit_final_anatomy, training_fingerprints
 from cmrprior.io.cohort import open_cohort
 from cmrprior.anatomy.measures_csv import read_measures_csv
 from cmrprior.utils import atomic
@@ -132,6 +132,7 @@ def train_anatomy_bundle(data: str | Path, out: str | Path, config: StudyConfig,
     bundle = export_anatomy_bundle(
         out / "bundle", model, name=out.name, classes=classes, train_values=values, train_labels=labels,
         acquisitions=[acquisition(recs[p]) for p in ids], segmenter=config.masks.model, estimate=figures,
+        training_fingerprints=training_fingerprints([recs[p] for p in ids]),
         made_by=f"cmrprior anatomy-bundle --data {Path(data).name} --out {out.name} --config {config.name} "
                 f"--repeats {repeats} --folds {folds} --seed {seed}")
     log.info("anatomy bundle %s: nested CV macro AUC %.3f [%.3f, %.3f], accuracy %.3f (%.0f s)", bundle,

@@ -21,6 +21,7 @@ from cmrprior.evaluate.tables import summarise_cells
 from cmrprior.experiments.anatomy_stage import AnatomyInputs
 from cmrprior.experiments.config import StudyConfig
 from cmrprior.io.cohort import open_cohort
+from cmrprior.io.fingerprint import patient_fingerprints
 from cmrprior.io.load import read_image
 from cmrprior.io.records import PatientRecord
 from cmrprior.runs import CellResult, RunFolder
@@ -37,6 +38,21 @@ def acquisition(rec: PatientRecord) -> Acquisition:
     frame = rec.ed_frame if rec.ed_frame is not None else (1 if rec.cine is not None and rec.ed_image == rec.cine else None)
     vol = read_image(rec.ed_image, frame=frame)
     return Acquisition.of(vol.shape, vol.spacing)
+
+
+def training_fingerprints(records: Sequence[PatientRecord]) -> list[str]:
+    """The ED and ES image fingerprints of these patients (images only, `cmrprior.io.fingerprint`). A cine given
+    without its ED/ES frames has no such images until the frames are found: it is left out, and logged."""
+    out, unknown = [], []
+    for rec in records:
+        if rec.cine is not None and (rec.ed_frame is None or rec.es_frame is None):
+            unknown.append(rec.patient_id)
+            continue
+        out += patient_fingerprints(rec)
+    if unknown:
+        log.warning("bundle: %d training patient(s) given as cines without ED/ES frames are not recognised by "
+                    "`diagnose` as training patients (e.g. %s)", len(unknown), unknown[0])
+    return out
 
 
 def fit_final_anatomy(patient_ids: Sequence[str], inputs: AnatomyInputs, classes: Sequence[str], config: StudyConfig):
@@ -82,7 +98,8 @@ def export_models(run: RunFolder, data: str | Path, patient_ids: Sequence[str], 
                 train_values=[inputs.measures[p].values for p in patient_ids],
                 train_labels=[inputs.measures[p].label for p in patient_ids],
                 acquisitions=[acquisition(recs[p]) for p in patient_ids], segmenter=config.masks.model,
-                estimate=estimate_of(anatomy_results, config), made_by=f"cmrprior study --data {data} (config {config.name})")
+                estimate=estimate_of(anatomy_results, config), made_by=f"cmrprior study --data {data} (config {config.name})",
+                training_fingerprints=training_fingerprints([recs[p] for p in patient_ids]))
         except CmrPriorError as exc:
             log.error("exporting the anatomy bundle failed: %s", exc)
     primary = config.primary
