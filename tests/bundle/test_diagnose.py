@@ -148,3 +148,14 @@ def test_dicom_cines_are_diagnosed_end_to_end(study, tmp_path):
     assert d.label == "DCM" and sum(d.probabilities.values()) == pytest.approx(1.0)
     mask = nib.load(str(d.masks[0]))  # DICOM geometry written as the NIfTI affine
     assert mask.header["sform_code"] == 1 and mask.shape[2] >= 6
+
+
+def test_demo_applies_the_exported_bundle_to_new_patients(study, tmp_path):
+    from types import SimpleNamespace
+
+    from cmrprior.experiments.demo import DEMO_NEW_PATIENTS, diagnose_new_patients
+
+    page = diagnose_new_patients(tmp_path, SimpleNamespace(run_dir=study["run"].root), seed=0)
+    assert page == tmp_path / "diagnose" / "index.html" and page.exists()
+    with open(tmp_path / "diagnose" / "diagnoses.csv", newline="") as f:
+        assert len(list(csv.DictReader(f))) == DEMO_NEW_PATIENTS

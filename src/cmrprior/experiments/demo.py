@@ -1,8 +1,10 @@
 """The main job: the study on the synthetic phantom cohort (or a given cohort) with `configs/cpu.yaml`.
 
 `run_demo(out)` generates a phantom cohort (`cmrprior.data.phantom.generate_phantom`) into `out/phantom`
-unless `data` is given, then runs `run_study` into `out`. A rerun reuses the phantom and every finished
-piece of the study.
+unless `data` is given, then runs `run_study` into `out`, and then applies the study's exported Anatomy bundle
+to a few new phantom patients it never saw (`out/new_patients`) with `cmrprior diagnose` (`out/diagnose`),
+as a user applies a finished study to the next patient. A rerun reuses the phantom and every finished piece of
+the study.
 """
 
 from __future__ import annotations
@@ -34,6 +36,27 @@ def make_phantom(folder: Path, *, n_patients: int, seed: int) -> Path:
     return cohort
 
 
+DEMO_NEW_PATIENTS = 3
+
+
+def diagnose_new_patients(out: Path, study: StudyResult, *, seed: int) -> Path | None:
+    """`cmrprior diagnose` with the study's exported Anatomy bundle on `DEMO_NEW_PATIENTS` new phantom patients
+    (another seed); returns the cohort page, or None when the study exported no bundle."""
+    from cmrprior.bundle.diagnose import diagnose
+    from cmrprior.bundle.model import load_bundle
+    from cmrprior.runs import RunFolder
+
+    folder = RunFolder(study.run_dir).bundle_dir("anatomy")
+    if not (folder / "manifest.json").exists():
+        return None
+    new = make_phantom(out / "new_patients", n_patients=DEMO_NEW_PATIENTS, seed=seed + 1000)
+    table = diagnose(load_bundle(folder), new, out / "diagnose")
+    for d in table.patients:
+        log.info("diagnose %s (a new patient, truly %s): %s", d.patient_id, d.label,
+                 d.predicted_label or f"refused: {d.reason}")
+    return out / "diagnose" / "index.html"
+
+
 def study_dir(out: str | Path) -> Path:
     """The study's run folder inside the demo folder `out` (the phantom is in `out/phantom`)."""
     return Path(out) / "study"
@@ -53,7 +76,13 @@ def run_demo(
     """
     out = Path(out)
     config = config or load_config("cpu")
-    if data is None:
+    phantom = data is None
+    if phantom:
         data = make_phantom(out / "phantom", n_patients=n_patients, seed=seed)
         # the phantom's masks are exact; the shipped segmenter is used like on real data
-    return run_study(data, study_dir(out), config)
+    result = run_study(data, study_dir(out), config)
+    if phantom:
+        page = diagnose_new_patients(out, result, seed=seed)
+        if page is not None:
+            log.info("diagnose: the exported Anatomy bundle on %d new patients: %s", DEMO_NEW_PATIENTS, page)
+    return result
