@@ -6,15 +6,10 @@ import argparse
 import logging
 from pathlib import Path
 
-import torch
-
 from cmrprior.errors import ConfigError
 from cmrprior.io.cohort import open_cohort
-from cmrprior.segmentation.augment import AugmentConfig
+from cmrprior.segmentation.config import BACKENDS, AugmentConfig, SegInference, SegTrainConfig, UNetArgs
 from cmrprior.segmentation.context import check_context
-from cmrprior.segmentation.inference import BACKENDS, SegInference
-from cmrprior.segmentation.network import UNetArgs
-from cmrprior.segmentation.train import SegTrainConfig, train_segmenter
 
 log = logging.getLogger(__name__)
 _DEFAULT = SegTrainConfig()
@@ -126,6 +121,14 @@ def _config(args: argparse.Namespace, epochs: int) -> SegTrainConfig:
                           num_threads=args.threads)
 
 
+def _set_threads(threads: int | None) -> None:
+    """`--threads`: torch's intra-op threads (torch is imported here, not when the parser is built)."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def _train(args: argparse.Namespace) -> int:
     # data.prepare and cv load SciPy, the image readers and MONAI (~1 s): kept out of `cmrprior` start-up
     from cmrprior.data.prepare import PrepareConfig, prepare_cohort
@@ -150,6 +153,8 @@ def _train(args: argparse.Namespace) -> int:
                        init_cv=args.init_cv)
         if not (out / "cv" / "cv_summary.csv").exists() or args.no_final:
             return 0
+    from cmrprior.segmentation.train import train_segmenter  # torch (seconds to import): only when a command runs
+
     model = train_segmenter(prepared, _config(args, args.final_epochs or args.epochs).with_init(args.init), out / "final")
     log.info("segmenter: %s", model)
     return 0
@@ -181,8 +186,7 @@ def _fit_basal(args: argparse.Namespace) -> int:
     from cmrprior.segmentation.basal_fit import fit_basal_set  # image readers, MONAI: see _train
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    _set_threads(args.threads)
     print(f"basal models: {fit_basal_set(args.data, args.set, args.out)}")
     return 0
 
@@ -190,8 +194,7 @@ def _fit_basal(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from cmrprior.segmentation.cohort_predict import predict_cohort  # image readers, MONAI (~0.5 s): see _train
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    _set_threads(args.threads)
     predict_cohort(args.data, args.out, model_path=args.model, include_cine=not args.no_cine,
                    inference=SegInference(backend=args.backend, rotations=tuple(args.rotations)))
     return 0
@@ -207,7 +210,6 @@ def _export_onnx(args: argparse.Namespace) -> int:
 def _measure(args: argparse.Namespace) -> int:
     from cmrprior.segmentation.measures import measure_data  # image readers, MONAI: see _train
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    _set_threads(args.threads)
     print(measure_data(args.data, args.out, masks=args.masks, model=args.model))
     return 0
