@@ -40,3 +40,77 @@ def test_registering_a_command_imports_no_torch(module):
 def test_help_imports_no_torch():
     code = "import sys; from cmrprior.cli import build_parser; build_parser(); print('torch' in sys.modules)"
     assert _run_python(code) == "False"
+
+
+def _parser(*path: str) -> argparse.ArgumentParser:
+    parser = cli.build_parser()
+    for name in path:
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        parser = sub.choices[name]
+    return parser
+
+
+def _defaults(*path: str) -> dict:
+    return {a.dest: a.default for a in _parser(*path)._actions}
+
+
+def test_saliency_defaults_are_the_study_settings():
+    from cmrprior.saliency.config import SaliencyConfig
+
+    d, c = _defaults("saliency"), SaliencyConfig()
+    assert d["ig_steps"] == c.ig_steps == 8  # the study's; the CLI said 16
+    assert tuple(d["methods"].split(",")) == c.methods
+    for name in ("target", "margin_mm", "overlay_patients", "overlay_splits", "seed"):
+        assert d[name] == getattr(c, name), name
+
+
+def test_pretrain_segment_prepare_defaults_are_the_dataclass_fields():
+    from cmrprior.data.prepare import PrepareConfig
+    from cmrprior.segmentation.inference import SegInference
+    from cmrprior.segmentation.train import SegTrainConfig
+    from cmrprior.ssl.config import PretrainConfig
+
+    d, c = _defaults("pretrain"), PretrainConfig()
+    for name in ("backbone", "weights", "batch_size", "epochs", "patience", "lr", "temperature", "precision", "device",
+                 "seed"):
+        assert d[name] == getattr(c, name), name
+    assert d["checkpoint_every"] == c.checkpoint_every_steps
+    d, c = _defaults("segment", "train"), SegTrainConfig()
+    assert (d["seed"], d["epochs"], d["patience"], d["batch_size"], d["lr"]) == (
+        c.seed, c.max_epochs, c.patience, c.batch_size, c.lr)
+    assert (d["channels"], d["res_units"], d["context_slices"]) == (
+        ",".join(map(str, c.unet.channels)), c.unet.num_res_units, c.unet.in_channels)
+    d = _defaults("segment", "predict")
+    assert (d["backend"], tuple(d["rotations"])) == (SegInference().backend, SegInference().rotations)
+    d, c = _defaults("prepare"), PrepareConfig()
+    assert (d["size"], d["spacing"], not d["all_slices"]) == (c.size, c.pixel_spacing_mm, c.heart_slices_only)
+
+
+def _leaves(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        yield path, parser
+    for sub in subs:
+        for name, child in sub.choices.items():
+            yield from _leaves(child, (*path, name))
+
+
+def test_every_option_has_help_and_shows_its_default():
+    leaves = list(_leaves(cli.build_parser()))
+    assert len(leaves) >= 15
+    for path, parser in leaves:
+        assert parser.description, path  # `cmrprior X --help` says what X does
+        text = " ".join(parser.format_help().split())
+        for a in parser._actions:
+            if isinstance(a, argparse._HelpAction):
+                continue
+            where = f"cmrprior {' '.join(path)} {'/'.join(a.option_strings) or a.dest}"
+            assert a.help and a.help.strip(), f"{where}: no help text"
+            d = a.default
+            if d is None or d is False or d in ([], ()) or a.required:
+                continue
+            shown = str(",".join(map(str, d)) if isinstance(d, (list, tuple)) else d)
+            if "default" in a.help.lower():
+                continue  # the text says it in words ("default: CPU count, at most 4")
+            assert f"(default: {shown})" in text, f"{where}: default {shown} not in the help"
+

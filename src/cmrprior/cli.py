@@ -36,7 +36,33 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
     _add_quiet(parser)
+    _user_help(parser)
     return parser
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Each option's help ends with its default, unless the text already says it or there is none to say."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text, default = action.help or "", action.default
+        nothing = default is None or default is False or default is argparse.SUPPRESS or default in ([], ())
+        if nothing or "default" in text.lower():
+            return text
+        if not action.option_strings and action.nargs not in (argparse.OPTIONAL, argparse.ZERO_OR_MORE):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def _user_help(parser: argparse.ArgumentParser) -> None:
+    """Every parser shows the defaults (`_HelpFormatter`); a subcommand's `--help` opens with its one-line help."""
+    parser.formatter_class = _HelpFormatter
+    for action in parser._actions:  # noqa: SLF001 - no public API
+        if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001
+            lines = {a.dest: a.help for a in action._choices_actions}  # noqa: SLF001
+            for name, child in action.choices.items():
+                if child.description is None:
+                    child.description = lines.get(name)
+                _user_help(child)
 
 
 def _add_quiet(parser: argparse.ArgumentParser) -> None:

@@ -23,20 +23,22 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--folds", type=int, default=1, help="K >= 2: K-fold CV by patient before the final model")
     tr.add_argument("--no-final", action="store_true", help="with --folds: skip the final model on all patients")
     tr.add_argument("--cache", type=Path, default=None, help="prepared-cohort cache (default RUN/cache)")
-    tr.add_argument("--seed", type=int, default=_DEFAULT.seed)
+    tr.add_argument("--seed", type=int, default=_DEFAULT.seed, help="seed of the split, initialisation and augmentation")
     tr.add_argument("--epochs", type=int, default=_DEFAULT.max_epochs, help="maximum epochs")
     tr.add_argument("--final-epochs", type=int, default=None, help="maximum epochs of the final model (default --epochs)")
-    tr.add_argument("--patience", type=int, default=_DEFAULT.patience)
-    tr.add_argument("--batch-size", type=int, default=_DEFAULT.batch_size)
-    tr.add_argument("--lr", type=float, default=_DEFAULT.lr)
+    tr.add_argument("--patience", type=int, default=_DEFAULT.patience,
+                    help="epochs without a better validation Dice before training stops")
+    tr.add_argument("--batch-size", type=int, default=_DEFAULT.batch_size, help="slices per training step")
+    tr.add_argument("--lr", type=float, default=_DEFAULT.lr, help="peak learning rate (AdamW, cosine schedule)")
     tr.add_argument("--train-crop", type=int, default=_DEFAULT.train_crop or 0,
                     help="random square crop in pixels; 0 (default) = the whole prepared window")
-    tr.add_argument("--channels", type=str, default=",".join(map(str, UNetArgs().channels)))
-    tr.add_argument("--res-units", type=int, default=UNetArgs().num_res_units)
+    tr.add_argument("--channels", type=str, default=",".join(map(str, UNetArgs().channels)),
+                    help="U-Net feature channels per level, comma-separated")
+    tr.add_argument("--res-units", type=int, default=UNetArgs().num_res_units, help="residual units per U-Net level")
     tr.add_argument("--context-slices", type=int, default=UNetArgs().in_channels,
                     help="adjacent slices per input, centred on the segmented one (odd; 3 = 2.5D)")
     tr.add_argument("--bf16", action="store_true", help="bfloat16 autocast (slower than float32 on this CPU)")
-    tr.add_argument("--threads", type=int, default=None, help="torch threads")
+    tr.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     tr.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (resume later)")
     tr.add_argument("--init", type=Path, default=None,
                     help="start the final model from these segmenter weights (same --channels, --res-units and "
@@ -58,7 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pr.add_argument("--model", type=Path, default=None, help="segmenter .safetensors (default: the shipped one)")
     pr.add_argument("--out", required=True, type=Path, help="run folder (never the input folder)")
     pr.add_argument("--no-cine", action="store_true", help="only ED and ES, even when a 4D cine exists")
-    pr.add_argument("--threads", type=int, default=None)
+    pr.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     pr.add_argument("--backend", choices=BACKENDS, default=SegInference().backend,
                     help="inference engine: eager PyTorch, ONNX Runtime (the onnx extra), or auto (ONNX Runtime when "
                          "installed and matching PyTorch's probabilities)")
@@ -95,7 +97,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fb.add_argument("--set", required=True, type=Path, help="segmenter-set folder (folds.json)")
     fb.add_argument("--out", required=True, type=Path,
                     help="folder for <weights stem>.basal.json (copy each beside its weights) and basal_cv.csv")
-    fb.add_argument("--threads", type=int, default=None)
+    fb.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     fb.set_defaults(func=_fit_basal)
 
     me = subparsers.add_parser("measure", help="per-patient volumes, EF, mass, wall thickness -> RUN/measures.csv")
@@ -106,7 +108,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                          "or given (the cohort's own mask files)")
     me.add_argument("--model", type=Path, default=None,
                     help="segmenter-set folder or .safetensors (default: the shipped set)")
-    me.add_argument("--threads", type=int, default=None)
+    me.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     me.set_defaults(func=_measure)
 
 
