@@ -114,3 +114,22 @@ def test_every_option_has_help_and_shows_its_default():
                 continue  # the text says it in words ("default: CPU count, at most 4")
             assert f"(default: {shown})" in text, f"{where}: default {shown} not in the help"
 
+
+
+def test_quiet_cli_logging_shows_no_progress_bar_on_a_terminal(monkeypatch):
+    import io
+    import logging
+
+    from cmrprior.utils.logs import cli_logging
+    from cmrprior.utils.progress import track
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    for quiet in (False, True):
+        err = Terminal()
+        monkeypatch.setattr(sys, "stderr", err)
+        with cli_logging(quiet=quiet):
+            assert list(track(range(5), "stage", 5, logging.getLogger("cmrprior.test"), unit="items")) == list(range(5))
+        assert ("stage" in err.getvalue()) is not quiet, err.getvalue()  # a bar and the last line, or nothing

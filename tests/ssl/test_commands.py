@@ -99,3 +99,23 @@ def test_cli_pretrains_on_the_studys_patients_for_the_same_split():
         sel = select_pretrain_data(prep, split_seed=s.seed)
         assert set(sel.test_ids) == set(s.test)
         assert set(sel.train_ids) == set(inner.train) and set(sel.val_ids) == set(inner.test)
+
+
+def test_quiet_silences_the_progress_bar(tmp_path, monkeypatch):
+    """`--quiet`: nothing on a terminal's stderr, not even tqdm's epoch bar (it used to need --no-progress)."""
+    import io
+    import sys
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    prep_dir = tmp_path / "prepared"
+    _cohort().save(prep_dir)
+    argv = ["pretrain", "--data", str(prep_dir), "--backbone", "tiny", "--batch-size", "8", "--epochs", "1",
+            "--image-size", "16", "--device", "cpu", "--max-steps", "2"]
+    for quiet, out in ((False, "loud"), (True, "quiet")):
+        err = Terminal()
+        monkeypatch.setattr(sys, "stderr", err)
+        assert main([*argv, "--out", str(tmp_path / out), *(["--quiet"] if quiet else [])]) == 0
+        assert ("epoch 1/1" in err.getvalue()) is not quiet, err.getvalue()

@@ -173,7 +173,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=PretrainConfig.seed, help="seed of the initialisation and the views")
     p.add_argument("--checkpoint-every", type=int, default=PretrainConfig.checkpoint_every_steps, help="also checkpoint every K steps")
     p.add_argument("--max-steps", type=int, default=None, help="stop after K steps (resumable)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (--quiet implies it)")
     p.set_defaults(func=run_pretrain)
 
 
@@ -213,7 +213,8 @@ def run_pretrain(args: argparse.Namespace) -> int:
         temperature=args.temperature, precision=args.precision,
         channels_last={"auto": None, "on": True, "off": False}[args.channels_last], compile=args.compile,
         sync_batchnorm=args.sync_batchnorm, device=args.device, seed=args.seed,
-        checkpoint_every_steps=args.checkpoint_every, max_steps=args.max_steps, progress=not args.no_progress,
+        checkpoint_every_steps=args.checkpoint_every, max_steps=args.max_steps,
+        progress=not (args.no_progress or getattr(args, "quiet", False)),  # --quiet: no bar either
     )
     if dist_info().is_main:
         atomic.write_json(out / "split.json", {
