@@ -115,7 +115,6 @@ def test_every_option_has_help_and_shows_its_default():
             assert f"(default: {shown})" in text, f"{where}: default {shown} not in the help"
 
 
-
 def test_quiet_cli_logging_shows_no_progress_bar_on_a_terminal(monkeypatch):
     import io
     import logging
@@ -133,3 +132,25 @@ def test_quiet_cli_logging_shows_no_progress_bar_on_a_terminal(monkeypatch):
         with cli_logging(quiet=quiet):
             assert list(track(range(5), "stage", 5, logging.getLogger("cmrprior.test"), unit="items")) == list(range(5))
         assert ("stage" in err.getvalue()) is not quiet, err.getvalue()  # a bar and the last line, or nothing
+
+
+def test_figures_leave_the_users_matplotlib_backend_alone(tmp_path):
+    """A notebook user's backend (here "svg", chosen before cmrprior draws) is the same after saliency overlays,
+    report figures and mask overlays are drawn (they used to call matplotlib.use("Agg"))."""
+    code = f"""
+import matplotlib
+matplotlib.use("svg")
+import numpy as np
+from cmrprior.report.plots import robustness_png
+from cmrprior.saliency.overlays import OverlayPanel, grid_png
+from cmrprior.segmentation.overlay import save_overlay
+img = np.random.default_rng(0).random((16, 16))
+heart = np.zeros((16, 16), bool); heart[4:12, 4:12] = True
+pngs = [grid_png([[OverlayPanel(img, img, heart, "ED")]]), robustness_png({{"noise": [(0.0, 0.8), (0.1, 0.7)]}}, 0.8)]
+labels = np.zeros((2, 16, 16), np.uint8); labels[:, 4:12, 4:12] = 3
+path = save_overlay({{"ED": (np.stack([img, img]), labels)}}, {str(tmp_path / "overlay.png")!r}, n_slices=2)
+pngs.append(path.read_bytes())
+assert all(p[:8] == b"\\x89PNG\\r\\n\\x1a\\n" for p in pngs)
+print(matplotlib.get_backend())
+"""
+    assert _run_python(code) == "svg"
