@@ -154,3 +154,13 @@ assert all(p[:8] == b"\\x89PNG\\r\\n\\x1a\\n" for p in pngs)
 print(matplotlib.get_backend())
 """
     assert _run_python(code) == "svg"
+
+
+def test_bad_data_exits_3_bad_usage_2(tmp_path, capsys):
+    assert cli.main(["cohort", "--data", str(tmp_path / "no_such_cohort")]) == 3  # DataError
+    assert "no_such_cohort" in capsys.readouterr().err
+    assert cli.main(["saliency", "--run", str(tmp_path), "--methods", "nonsense"]) == 2  # ConfigError
+    assert "nonsense" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as usage:  # argparse's own usage error
+        cli.main(["cohort", "--no-such-option"])
+    assert usage.value.code == 2

@@ -1,7 +1,9 @@
 """Command-line interface: thin subcommands that build a config and call one library function.
 
 Each stage package owns a `commands.py` with `register(subparsers)`; listed in COMMAND_MODULES.
-Library code raises `CmrPriorError`; here it becomes one line on stderr and exit code 2.
+Library code raises `CmrPriorError`; here it becomes one line on stderr and an exit code (`EXIT_CODES`):
+3 for bad input data (`DataError`: a file or folder that cannot be read or is wrong), 2 for bad usage (argparse's
+own usage errors, `ConfigError`) and every other `CmrPriorError`; 130 when interrupted.
 Library code logs and never prints: here its INFO lines (progress of every long stage) go to stderr, or
 only warnings and errors with `--quiet` (every subcommand has it); `study` and `demo` also write them to
 the run folder's `log.txt`.
@@ -14,7 +16,7 @@ import importlib
 import sys
 
 from cmrprior import __version__
-from cmrprior.errors import CmrPriorError
+from cmrprior.errors import CmrPriorError, DataError
 from cmrprior.utils.logs import cli_logging
 
 COMMAND_MODULES: list[str] = [
@@ -77,6 +79,14 @@ def _add_quiet(parser: argparse.ArgumentParser) -> None:
         _add_quiet(child)
 
 
+# exit code of an error, the first matching type wins: bad data (3) apart from bad usage (2, as argparse's own)
+EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = ((DataError, 3), (CmrPriorError, 2))
+
+
+def exit_code(exc: BaseException) -> int:
+    return next((code for kind, code in EXIT_CODES if isinstance(exc, kind)), 1)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -85,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             result = args.func(args)
     except CmrPriorError as exc:
         print(f"cmrprior {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return exit_code(exc)
     except KeyboardInterrupt:
         print(f"cmrprior {args.command}: interrupted (re-run the same command to resume)", file=sys.stderr)
         return 130

@@ -76,7 +76,7 @@ def test_cli_pretrain_and_resume_flag(tmp_path, capsys):
 
 
 def test_cli_bad_data(tmp_path, capsys):
-    assert main(["pretrain", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
+    assert main(["pretrain", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 3  # bad data
     assert "missing" in capsys.readouterr().err
 
 
