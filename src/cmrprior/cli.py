@@ -73,7 +73,8 @@ def _add_quiet(parser: argparse.ArgumentParser) -> None:
     if not subs:
         if "--quiet" not in parser._option_string_actions:  # noqa: SLF001
             parser.add_argument("--quiet", action="store_true",
-                                help="print only warnings and errors (progress lines still go to a run's log.txt)")
+                                help="print only warnings and errors, no progress bars (a run's log.txt still gets "
+                                     "every progress line)")
         return
     for child in dict.fromkeys(subs[0].choices.values()):
         _add_quiet(child)

@@ -44,7 +44,7 @@ import numpy as np
 
 from cmrprior.data.cache import PREPARE_VERSION, cache_key  # noqa: F401 (cache_key re-exported)
 from cmrprior.data.intensity import apply_window
-from cmrprior.data.prepare_config import PrepareConfig  # noqa: F401 (re-exported; defined in a light module)
+from cmrprior.data.prepare_config import PrepareConfig  # noqa: F401 - re-exported
 from cmrprior.data.prepared import HeartLocation, PreparedCohort, PreparedPatient
 from cmrprior.data.resample import resample_crop
 from cmrprior.errors import ConfigError, DataError

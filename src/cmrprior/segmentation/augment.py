@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from cmrprior.errors import ConfigError
-from cmrprior.segmentation.config import AugmentConfig  # noqa: F401 (re-exported; defined in the torch-free config module)
+from cmrprior.segmentation.config import AugmentConfig  # noqa: F401 - re-exported
 from cmrprior.utils import affine
 
 

@@ -37,7 +37,8 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--res-units", type=int, default=UNetArgs().num_res_units, help="residual units per U-Net level")
     tr.add_argument("--context-slices", type=int, default=UNetArgs().in_channels,
                     help="adjacent slices per input, centred on the segmented one (odd; 3 = 2.5D)")
-    tr.add_argument("--bf16", action="store_true", help="bfloat16 autocast (slower than float32 on this CPU)")
+    tr.add_argument("--bf16", action="store_true",
+                    help="bfloat16 autocast (slower than float32 on a CPU without native bfloat16)")
     tr.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     tr.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (resume later)")
     tr.add_argument("--init", type=Path, default=None,

@@ -154,7 +154,7 @@ class SegTrainConfig:
         Raises DataError when the file does not exist."""
         if weights is None:
             return dataclasses.replace(self, init=None, init_sha256=None)
-        from cmrprior.segmentation.predict import file_sha256  # predict imports torch: only when a run starts from weights
+        from cmrprior.segmentation.predict import file_sha256  # imports torch: only when a run starts from weights
 
         path = Path(weights)
         if not path.is_file():

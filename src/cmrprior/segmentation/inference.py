@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from cmrprior.errors import ConfigError, DataError
-from cmrprior.segmentation.config import BACKENDS, SegInference  # noqa: F401 (re-exported; defined in the torch-free config module)
+from cmrprior.segmentation.config import BACKENDS, SegInference  # noqa: F401 - re-exported
 from cmrprior.segmentation.network import UNetArgs, load_segmenter
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from cmrprior.errors import ConfigError, DataError
-from cmrprior.segmentation.config import N_CLASSES, UNetArgs  # noqa: F401 (re-exported; defined in the torch-free config module)
+from cmrprior.segmentation.config import N_CLASSES, UNetArgs  # noqa: F401 - re-exported
 from cmrprior.utils import atomic
 
 def build_unet(args: UNetArgs) -> nn.Module:

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from cmrprior.errors import ConfigError
-from cmrprior.ssl.config import AugmentConfig  # noqa: F401 (re-exported; defined in the torch-free config module)
+from cmrprior.ssl.config import AugmentConfig  # noqa: F401 - re-exported
 from cmrprior.utils import affine
 
 

@@ -171,7 +171,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=PretrainConfig.device,
                    help="auto: CUDA when available, else CPU")
     p.add_argument("--seed", type=int, default=PretrainConfig.seed, help="seed of the initialisation and the views")
-    p.add_argument("--checkpoint-every", type=int, default=PretrainConfig.checkpoint_every_steps, help="also checkpoint every K steps")
+    p.add_argument("--checkpoint-every", type=int, default=PretrainConfig.checkpoint_every_steps,
+                   help="also checkpoint every K steps (0: at the end of each epoch only)")
     p.add_argument("--max-steps", type=int, default=None, help="stop after K steps (resumable)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (--quiet implies it)")
     p.set_defaults(func=run_pretrain)
