@@ -53,7 +53,7 @@ def test_prepare_writes_cache_and_summary(tmp_path, capsys):
 def test_prepare_bad_patient_error_and_skip_bad(tmp_path, capsys):
     data = _data(tmp_path / "data", bad=2)
     out = tmp_path / "out"
-    assert main(["prepare", "--data", str(data), "--out", str(out)]) == 2
+    assert main(["prepare", "--data", str(data), "--out", str(out)]) == 3  # bad data
     err = capsys.readouterr().err
     assert "patient002/Info.cfg" in err and "ES must be an integer" in err
     assert main(["prepare", "--data", str(data), "--out", str(out), "--skip-bad", "--size", "16"]) == 0

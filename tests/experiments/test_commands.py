@@ -24,7 +24,7 @@ def test_bad_config_is_one_clear_error(tmp_path, capsys):
 
 def test_missing_data_is_one_clear_error(tmp_path, capsys):
     rc = main(["study", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "run")])
-    assert rc == 2
+    assert rc == 3  # bad data (DataError), not bad usage (2)
     assert "nope" in capsys.readouterr().err
 
 

@@ -135,7 +135,7 @@ def test_cli(tmp_path, capsys):
     _empty_run(tmp_path)
     assert main(["report", str(tmp_path)]) == 0
     assert str(tmp_path / "report" / "index.html") in capsys.readouterr().out
-    assert main(["report", str(tmp_path / "nope")]) == 2
+    assert main(["report", str(tmp_path / "nope")]) == 3  # bad data
 
 
 def test_older_layout_and_non_run_folders_are_refused(tmp_path, capsys):
@@ -147,7 +147,7 @@ def test_older_layout_and_non_run_folders_are_refused(tmp_path, capsys):
     (cell / "model.pt").write_bytes(b"")
     with pytest.raises(DataError, match="older layout .*re-run the study"):
         build_report(tmp_path)
-    assert main(["report", str(tmp_path)]) == 2
+    assert main(["report", str(tmp_path)]) == 3
     assert "older layout" in capsys.readouterr().err
     assert not (tmp_path / "report").exists() and not (tmp_path / "saliency").exists()
     with pytest.raises(DataError, match="run.json missing"):

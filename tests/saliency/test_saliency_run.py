@@ -92,7 +92,7 @@ def test_cli_and_bad_run_folder(tmp_path, capsys):
 
     with pytest.raises(DataError, match="not a study run folder"):
         run_saliency(tmp_path)
-    assert main(["saliency", "--run", str(tmp_path)]) == 2
+    assert main(["saliency", "--run", str(tmp_path)]) == 3  # bad data
     assert "run.json missing" in capsys.readouterr().err
     assert not (tmp_path / "saliency").exists()  # nothing written into a folder that is not a run
 
@@ -107,7 +107,7 @@ def test_older_layout_is_refused(tmp_path, capsys):
     (cell / "result.json").write_text('{"status": "ok", "split": 0}')
     with pytest.raises(DataError, match="older layout .*re-run the study"):
         run_saliency(tmp_path)
-    assert main(["saliency", "--run", str(tmp_path)]) == 2
+    assert main(["saliency", "--run", str(tmp_path)]) == 3
     assert "older layout" in capsys.readouterr().err
 
 

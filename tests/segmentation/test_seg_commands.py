@@ -45,7 +45,7 @@ def test_predict_into_input_folder_fails_cleanly(phantom, tmp_path, capsys):
 def test_missing_model_fails_cleanly(phantom, tmp_path, capsys):
     rc = main(["segment", "predict", "--data", str(phantom), "--model", str(tmp_path / "x.safetensors"),
                "--out", str(tmp_path / "p")])
-    assert rc == 2
+    assert rc == 3  # bad data (DataError), not bad usage
     assert "x.safetensors" in capsys.readouterr().err
 
 
@@ -68,5 +68,5 @@ def test_train_from_a_trained_model_records_it_and_bad_init_flags_fail_cleanly(p
                  "--no-final", "--init", str(first), *args]) == 2
     assert "--no-final skips" in capsys.readouterr().err
     assert main(["segment", "train", "--data", str(phantom), "--out", str(tmp_path / "e"), "--init",
-                 str(tmp_path / "none.safetensors"), *args]) == 2
+                 str(tmp_path / "none.safetensors"), *args]) == 3  # missing weights: bad data
     assert "none.safetensors" in capsys.readouterr().err

@@ -76,7 +76,7 @@ def test_cli_pretrain_and_resume_flag(tmp_path, capsys):
 
 
 def test_cli_bad_data(tmp_path, capsys):
-    assert main(["pretrain", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
+    assert main(["pretrain", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 3  # bad data
     assert "missing" in capsys.readouterr().err
 
 
@@ -117,3 +117,23 @@ def test_cli_resume_on_another_data_set_is_refused(tmp_path, capsys):
     assert (out / "split.json").read_bytes() == split and (out / "last.pt").read_bytes() == last
     assert main(argv + ["--data", str(tmp_path / "a"), "--split-seed", "4", "--resume"]) == 2  # other patients
     assert "split.json differs" in capsys.readouterr().err
+
+
+def test_quiet_silences_the_progress_bar(tmp_path, monkeypatch):
+    """`--quiet`: nothing on a terminal's stderr, not even tqdm's epoch bar (it used to need --no-progress)."""
+    import io
+    import sys
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    prep_dir = tmp_path / "prepared"
+    _cohort().save(prep_dir)
+    argv = ["pretrain", "--data", str(prep_dir), "--backbone", "tiny", "--batch-size", "8", "--epochs", "1",
+            "--image-size", "16", "--device", "cpu", "--max-steps", "2"]
+    for quiet, out in ((False, "loud"), (True, "quiet")):
+        err = Terminal()
+        monkeypatch.setattr(sys, "stderr", err)
+        assert main([*argv, "--out", str(tmp_path / out), *(["--quiet"] if quiet else [])]) == 0
+        assert ("epoch 1/1" in err.getvalue()) is not quiet, err.getvalue()

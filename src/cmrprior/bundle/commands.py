@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 
 from cmrprior.bundle.config import DEFAULT_BUNDLE, SHIPPED
+from cmrprior.segmentation.config import BACKENDS, SegInference
+from cmrprior.utils.argtypes import at_least
 
 
 def _diagnose(args: argparse.Namespace) -> int:
@@ -12,7 +14,6 @@ def _diagnose(args: argparse.Namespace) -> int:
 
     from cmrprior.bundle.diagnose import OK, diagnose
     from cmrprior.bundle.model import load_bundle
-    from cmrprior.segmentation.inference import SegInference
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -36,8 +37,6 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def register(subparsers) -> None:
-    from cmrprior.segmentation.inference import BACKENDS, SegInference
-
     p = subparsers.add_parser(
         "diagnose", help="apply a model bundle to new patients: diagnoses.csv, measures.csv, masks, one HTML page "
                          "per patient; a patient the model cannot judge is refused with its reason")
@@ -48,7 +47,7 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, help="output folder (never inside the input)")
     p.add_argument("--backend", choices=BACKENDS, default=SegInference().backend,
                    help=f"segmenter engine (default {SegInference().backend})")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--threads", type=at_least(1), default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--no-pages", action="store_true", help="skip the HTML pages (faster)")
     p.set_defaults(func=_diagnose)
     b = subparsers.add_parser("bundle", help="model bundles: `cmrprior bundle check MODEL` verifies one")

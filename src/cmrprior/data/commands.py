@@ -11,6 +11,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from cmrprior.data.prepare_config import PrepareConfig
 from cmrprior.data.summary import summarize, summarize_cohort
 from cmrprior.errors import ConfigError
 from cmrprior.io.cohort import open_cohort
@@ -38,8 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               description=__doc__.splitlines()[0])
     _add_data_args(p)
     p.add_argument("--out", required=True, type=Path, help="output folder (the cache goes in OUT/cache)")
-    p.add_argument("--size", type=int, default=128, help="output image size in pixels (default 128)")
-    p.add_argument("--spacing", type=float, default=1.5, help="in-plane pixel spacing in mm (default 1.5)")
+    p.add_argument("--size", type=int, default=PrepareConfig.size, help="output image size in pixels")
+    p.add_argument("--spacing", type=float, default=PrepareConfig.pixel_spacing_mm, help="in-plane pixel spacing in mm")
     p.add_argument("--all-slices", action="store_true", help="keep every slice, not only those with the heart")
     p.add_argument("--workers", type=at_least(1), default=1, help="processes (default 1)")
     p.set_defaults(func=run_prepare)
@@ -59,7 +60,7 @@ def _inside(child: Path, parent: Path) -> bool:
 
 def run_prepare(args: argparse.Namespace) -> int:
     # data.prepare loads SciPy and the image readers (~0.3-1 s): kept out of `cmrprior` start-up
-    from cmrprior.data.prepare import PrepareConfig, prepare_cohort
+    from cmrprior.data.prepare import prepare_cohort
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     data: Path = args.data

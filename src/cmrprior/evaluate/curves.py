@@ -47,16 +47,16 @@ def mean_curves(results: list[CellResult]) -> dict:
 
 def write_figure1(results: list[CellResult], path: str | Path) -> Path | None:
     """Draw Figure 1 into `path` (PNG, atomic); None when no cell has a history."""
-    import matplotlib  # ~1.4 s to import: only when a figure is drawn
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # ~1.4 s to import: only when a figure is drawn; a Figure of its own, no pyplot, so that the user's (a notebook's)
+    # matplotlib backend is left as it is
+    from matplotlib.figure import Figure
 
     curves = mean_curves(results)
     if not curves:
         return None
     backbones = sorted({k[0] for k in curves})
-    fig, axes = plt.subplots(len(backbones), 2, figsize=(11, 3.8 * len(backbones)), squeeze=False)
+    fig = Figure(figsize=(11, 3.8 * len(backbones)))
+    axes = fig.subplots(len(backbones), 2, squeeze=False)
     for row, b in enumerate(backbones):
         ax_auc, ax_loss = axes[row]
         for (bb, init, images), c in sorted(curves.items()):
@@ -77,5 +77,4 @@ def write_figure1(results: list[CellResult], path: str | Path) -> Path | None:
     path = Path(path)
     with atomic.atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
     return path

@@ -86,7 +86,7 @@ def register(subparsers) -> None:
     d.add_argument("--data", default=None, help="use this cohort instead of generating a phantom")
     d.add_argument("--config", default=None, help="YAML file or built-in name (default: cpu)")
     d.add_argument("--patients", type=at_least(1), default=60, help="phantom patients (default 60)")
-    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--seed", type=int, default=0, help="seed of the phantom cohort (default 0)")
     _add_set(d)
     d.set_defaults(func=_demo)
     a = subparsers.add_parser(

@@ -1,4 +1,5 @@
-"""Report figures (matplotlib Agg, PNG bytes): ROC curves per class and confusion matrices per configuration.
+"""Report figures (PNG bytes; matplotlib `Figure`s of their own, no pyplot, so that the matplotlib backend of a
+notebook that builds a report is left as it is): ROC curves per class and confusion matrices per configuration.
 
 Inputs are the cells' test outputs (`cmrprior.runs.TestOutputs` of each `CellResult`). For a configuration
 (backbone, init, images) the test patients of all its splits are pooled: ROC curves are one-vs-rest per
@@ -12,24 +13,18 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
+from sklearn.metrics import roc_auc_score, roc_curve
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from sklearn.metrics import roc_auc_score, roc_curve  # noqa: E402
-
-from cmrprior.runs import TestOutputs  # noqa: E402
+from cmrprior.runs import TestOutputs
 
 
-def _png(fig) -> bytes:
-    try:
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=90)
-        return buf.getvalue()
-    finally:
-        plt.close(fig)
+def _png(fig: Figure) -> bytes:
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    return buf.getvalue()
 
 
 def pooled_predictions(results: Sequence[TestOutputs]) -> tuple[np.ndarray, np.ndarray]:
@@ -53,7 +48,8 @@ def roc_points(labels: np.ndarray, probs: np.ndarray, k: int) -> tuple[np.ndarra
 def _grid(n: int, cell: float = 3.2):
     cols = min(n, 4)
     rows = int(np.ceil(n / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(cell * cols, cell * rows), squeeze=False)
+    fig = Figure(figsize=(cell * cols, cell * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.flat[n:]:
         ax.axis("off")
     return fig, list(axes.flat[:n])
@@ -117,7 +113,8 @@ def confusion_grid_png(configs: Sequence[tuple[str, Sequence[TestOutputs]]], cla
 
 def robustness_png(series: dict[str, Sequence[tuple[float, float]]], baseline: float | None) -> bytes:
     """Macro AUC against perturbation size, one line per perturbation; dashed: the unperturbed AUC."""
-    fig, ax = plt.subplots(figsize=(4.6, 3.0))
+    fig = Figure(figsize=(4.6, 3.0))
+    ax = fig.subplots()
     for name, points in series.items():
         pts = sorted(points)
         ax.plot([0] + [p[0] for p in pts], [baseline if baseline is not None else np.nan] + [p[1] for p in pts],

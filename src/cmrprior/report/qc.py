@@ -174,10 +174,7 @@ def mask_overlay_png(cohort: PreparedCohort, n: int = 6) -> bytes | None:
     """Outlines of the masks on the ED slice with the largest heart of each of the first `n` patients."""
     if cohort.ed_mask is None:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: the user's matplotlib backend is left as it is
 
     picks = []
     for p in range(min(n, len(cohort.patients))):
@@ -185,7 +182,8 @@ def mask_overlay_png(cohort: PreparedCohort, n: int = 6) -> bytes | None:
         if rows.size:
             areas = (cohort.ed_mask[rows] > 0).reshape(rows.size, -1).sum(1)
             picks.append((cohort.patients[p].patient_id, cohort.patients[p].label, int(rows[int(np.argmax(areas))])))
-    fig, axes = plt.subplots(1, max(len(picks), 1), figsize=(2.4 * max(len(picks), 1), 2.6), squeeze=False)
+    fig = Figure(figsize=(2.4 * max(len(picks), 1), 2.6))
+    axes = fig.subplots(1, max(len(picks), 1), squeeze=False)
     for ax, (pid, label, k) in zip(axes[0], picks):
         ax.imshow(cohort.ed[k], cmap="gray")
         for lab, colour in ((1, "yellow"), (2, "lime"), (3, "red")):
@@ -197,5 +195,4 @@ def mask_overlay_png(cohort: PreparedCohort, n: int = 6) -> bytes | None:
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
     return buf.getvalue()

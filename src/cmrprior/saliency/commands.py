@@ -6,13 +6,14 @@ import argparse
 import logging
 import sys
 
+from cmrprior.saliency.config import SaliencyConfig
+
 
 def _saliency(args: argparse.Namespace) -> int:
-    from cmrprior.saliency.run import SaliencyConfig, run_saliency
-    from cmrprior.vocab import SALIENCY_METHODS
+    from cmrprior.saliency.run import run_saliency
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    methods = tuple(args.methods.split(",")) if args.methods else tuple(SALIENCY_METHODS)
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     config = SaliencyConfig(methods=methods, target=args.target, margin_mm=args.margin_mm, ig_steps=args.ig_steps,
                             overlay_patients=args.overlay_patients, overlay_splits=args.overlay_splits, seed=args.seed)
     out = run_saliency(args.run, config)
@@ -28,12 +29,14 @@ def _saliency(args: argparse.Namespace) -> int:
 def register(subparsers) -> None:
     p = subparsers.add_parser("saliency", help="saliency overlays and in-heart scores for every configuration of a run")
     p.add_argument("--run", required=True, help="study run folder (from `cmrprior study`)")
-    p.add_argument("--methods", default=None, help="comma-separated: gradcam,integrated_gradients (default both)")
-    p.add_argument("--target", default="predicted",
-                   help="class the maps explain: predicted (default), true (the patient's label) or a class name")
-    p.add_argument("--margin-mm", type=float, default=5.0, help="heart-mask dilation for the score (mm)")
-    p.add_argument("--ig-steps", type=int, default=16, help="integrated-gradients quadrature points")
-    p.add_argument("--overlay-patients", type=int, default=4, help="test patients with overlay images per cell")
-    p.add_argument("--overlay-splits", type=int, default=1, help="splits with overlay images")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    d = SaliencyConfig()  # the study's settings: a plain run scores every cell as `cmrprior study` does
+    p.add_argument("--methods", default=",".join(d.methods), help="comma-separated saliency methods")
+    p.add_argument("--target", default=d.target,
+                   help="class the maps explain: predicted, true (the patient's label) or a class name")
+    p.add_argument("--margin-mm", type=float, default=d.margin_mm, help="heart-mask dilation for the score (mm)")
+    p.add_argument("--ig-steps", type=int, default=d.ig_steps, help="integrated-gradients quadrature points")
+    p.add_argument("--overlay-patients", type=int, default=d.overlay_patients,
+                   help="test patients with overlay images per cell")
+    p.add_argument("--overlay-splits", type=int, default=d.overlay_splits, help="splits with overlay images")
+    p.add_argument("--seed", type=int, default=d.seed, help="seed of the in-heart scores' bootstrap")
     p.set_defaults(func=_saliency)

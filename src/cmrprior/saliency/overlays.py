@@ -1,4 +1,5 @@
-"""Saliency overlays: the heat map over the ED and ES images with the heart-mask outline (matplotlib Agg).
+"""Saliency overlays: the heat map over the ED and ES images with the heart-mask outline (PNG; a matplotlib
+`Figure` of its own, no pyplot, so that a notebook's matplotlib backend is left as it is).
 
 A panel shows the image in grey, the saliency (normalised to [0, 1] per image, values below `floor` = 0.2
 transparent, so the anatomy stays visible) in a heat colour map, and the outline of the dilated heart mask in cyan. A patient figure
@@ -13,13 +14,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from cmrprior.utils import atomic  # noqa: E402
+from cmrprior.utils import atomic
 
 
 @dataclass(frozen=True, eq=False)
@@ -57,23 +55,21 @@ def grid_png(rows: Sequence[Sequence[OverlayPanel]], row_labels: Sequence[str] |
     """PNG bytes of a grid: rows x columns of panels (rows may differ in length; missing cells blank)."""
     n_rows = max(len(rows), 1)
     n_cols = max((len(r) for r in rows), default=1) or 1
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(cell_in * n_cols + (1.2 if row_labels else 0), cell_in * n_rows), squeeze=False)
-    try:
-        for i in range(n_rows):
-            for j in range(n_cols):
-                ax = axes[i][j]
-                if i < len(rows) and j < len(rows[i]):
-                    draw_panel(ax, rows[i][j])
-                else:
-                    ax.axis("off")
-            if row_labels and i < len(row_labels):
-                axes[i][0].set_ylabel(row_labels[i], fontsize=8, rotation=0, ha="right", va="center")
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=dpi)
-        return buf.getvalue()
-    finally:
-        plt.close(fig)
+    fig = Figure(figsize=(cell_in * n_cols + (1.2 if row_labels else 0), cell_in * n_rows))
+    axes = fig.subplots(n_rows, n_cols, squeeze=False)
+    for i in range(n_rows):
+        for j in range(n_cols):
+            ax = axes[i][j]
+            if i < len(rows) and j < len(rows[i]):
+                draw_panel(ax, rows[i][j])
+            else:
+                ax.axis("off")
+        if row_labels and i < len(row_labels):
+            axes[i][0].set_ylabel(row_labels[i], fontsize=8, rotation=0, ha="right", va="center")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
 
 
 def save_grid(path: str | Path, rows: Sequence[Sequence[OverlayPanel]], row_labels: Sequence[str] | None = None, **kw) -> Path:

@@ -17,32 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from cmrprior.errors import ConfigError
+from cmrprior.segmentation.config import AugmentConfig  # noqa: F401 - re-exported
 from cmrprior.utils import affine
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    """Ranges of the random augmentation. Angles in degrees; translation as a fraction of the image side."""
-
-    rotate_deg: float = 30.0
-    scale_min: float = 0.85
-    scale_max: float = 1.2
-    translate: float = 0.12
-    flip_prob: float = 0.1
-    gamma_max: float = 1.5  # gamma drawn log-uniformly in [1/gamma_max, gamma_max]
-    contrast: float = 0.15  # multiplier in [1 - c, 1 + c]
-    brightness: float = 0.1  # offset in [-b, b]
-    noise_std_max: float = 0.05
-    prob: float = 0.9  # probability that a sample is augmented at all
-
-    def __post_init__(self) -> None:
-        if not 0 < self.scale_min <= self.scale_max:
-            raise ConfigError("need 0 < scale_min <= scale_max")
-        if self.gamma_max < 1:
-            raise ConfigError("gamma_max must be >= 1")
-        for name in ("flip_prob", "prob"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise ConfigError(f"{name} must be in [0, 1]")
 
 
 @dataclass(frozen=True)

@@ -6,15 +6,10 @@ import argparse
 import logging
 from pathlib import Path
 
-import torch
-
 from cmrprior.errors import ConfigError
 from cmrprior.io.cohort import open_cohort
-from cmrprior.segmentation.augment import AugmentConfig
+from cmrprior.segmentation.config import BACKENDS, AugmentConfig, SegInference, SegTrainConfig, UNetArgs
 from cmrprior.segmentation.context import check_context
-from cmrprior.segmentation.inference import BACKENDS, SegInference
-from cmrprior.segmentation.network import UNetArgs
-from cmrprior.segmentation.train import SegTrainConfig, train_segmenter
 from cmrprior.utils.argtypes import at_least
 from cmrprior.utils.runfolder_checks import check_out_dir
 from cmrprior.utils.runlock import run_lock
@@ -31,20 +26,23 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--folds", type=int, default=1, help="K >= 2: K-fold CV by patient before the final model")
     tr.add_argument("--no-final", action="store_true", help="with --folds: skip the final model on all patients")
     tr.add_argument("--cache", type=Path, default=None, help="prepared-cohort cache (default RUN/cache)")
-    tr.add_argument("--seed", type=int, default=_DEFAULT.seed)
+    tr.add_argument("--seed", type=int, default=_DEFAULT.seed, help="seed of the split, initialisation and augmentation")
     tr.add_argument("--epochs", type=int, default=_DEFAULT.max_epochs, help="maximum epochs")
     tr.add_argument("--final-epochs", type=int, default=None, help="maximum epochs of the final model (default --epochs)")
-    tr.add_argument("--patience", type=int, default=_DEFAULT.patience)
-    tr.add_argument("--batch-size", type=int, default=_DEFAULT.batch_size)
-    tr.add_argument("--lr", type=float, default=_DEFAULT.lr)
+    tr.add_argument("--patience", type=int, default=_DEFAULT.patience,
+                    help="epochs without a better validation Dice before training stops")
+    tr.add_argument("--batch-size", type=int, default=_DEFAULT.batch_size, help="slices per training step")
+    tr.add_argument("--lr", type=float, default=_DEFAULT.lr, help="peak learning rate (AdamW, cosine schedule)")
     tr.add_argument("--train-crop", type=int, default=_DEFAULT.train_crop or 0,
                     help="random square crop in pixels; 0 (default) = the whole prepared window")
-    tr.add_argument("--channels", type=str, default=",".join(map(str, UNetArgs().channels)))
-    tr.add_argument("--res-units", type=int, default=UNetArgs().num_res_units)
+    tr.add_argument("--channels", type=str, default=",".join(map(str, UNetArgs().channels)),
+                    help="U-Net feature channels per level, comma-separated")
+    tr.add_argument("--res-units", type=int, default=UNetArgs().num_res_units, help="residual units per U-Net level")
     tr.add_argument("--context-slices", type=int, default=UNetArgs().in_channels,
                     help="adjacent slices per input, centred on the segmented one (odd; 3 = 2.5D)")
-    tr.add_argument("--bf16", action="store_true", help="bfloat16 autocast (slower than float32 on this CPU)")
-    tr.add_argument("--threads", type=at_least(1), default=None, help="torch threads")
+    tr.add_argument("--bf16", action="store_true",
+                    help="bfloat16 autocast (slower than float32 on a CPU without native bfloat16)")
+    tr.add_argument("--threads", type=at_least(1), default=None, help="torch threads (default: torch's choice)")
     tr.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (resume later)")
     tr.add_argument("--init", type=Path, default=None,
                     help="start the final model from these segmenter weights (same --channels, --res-units and "
@@ -66,7 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pr.add_argument("--model", type=Path, default=None, help="segmenter .safetensors (default: the shipped one)")
     pr.add_argument("--out", required=True, type=Path, help="run folder (never the input folder)")
     pr.add_argument("--no-cine", action="store_true", help="only ED and ES, even when a 4D cine exists")
-    pr.add_argument("--threads", type=at_least(1), default=None)
+    pr.add_argument("--threads", type=at_least(1), default=None, help="torch threads (default: torch's choice)")
     pr.add_argument("--backend", choices=BACKENDS, default=SegInference().backend,
                     help="inference engine: eager PyTorch, ONNX Runtime (the onnx extra), or auto (ONNX Runtime when "
                          "installed and matching PyTorch's probabilities)")
@@ -103,7 +101,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fb.add_argument("--set", required=True, type=Path, help="segmenter-set folder (folds.json)")
     fb.add_argument("--out", required=True, type=Path,
                     help="folder for <weights stem>.basal.json (copy each beside its weights) and basal_cv.csv")
-    fb.add_argument("--threads", type=at_least(1), default=None)
+    fb.add_argument("--threads", type=at_least(1), default=None, help="torch threads (default: torch's choice)")
     fb.set_defaults(func=_fit_basal)
 
     me = subparsers.add_parser("measure", help="per-patient volumes, EF, mass, wall thickness -> RUN/measures.csv")
@@ -114,7 +112,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                          "or given (the cohort's own mask files)")
     me.add_argument("--model", type=Path, default=None,
                     help="segmenter-set folder or .safetensors (default: the shipped set)")
-    me.add_argument("--threads", type=at_least(1), default=None)
+    me.add_argument("--threads", type=at_least(1), default=None, help="torch threads (default: torch's choice)")
     me.set_defaults(func=_measure)
 
 
@@ -127,6 +125,14 @@ def _config(args: argparse.Namespace, epochs: int) -> SegTrainConfig:
                           batch_size=args.batch_size, lr=args.lr, patience=args.patience,
                           train_crop=args.train_crop or None, bf16=args.bf16, max_steps=args.max_steps,
                           num_threads=args.threads)
+
+
+def _set_threads(threads: int | None) -> None:
+    """`--threads`: torch's intra-op threads (torch is imported here, not when the parser is built)."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -153,6 +159,8 @@ def _train(args: argparse.Namespace) -> int:
                        init_cv=args.init_cv)
         if not (out / "cv" / "cv_summary.csv").exists() or args.no_final:
             return 0
+    from cmrprior.segmentation.train import train_segmenter  # torch (seconds to import): only when a command runs
+
     model = train_segmenter(prepared, _config(args, args.final_epochs or args.epochs).with_init(args.init), out / "final")
     log.info("segmenter: %s", model)
     return 0
@@ -184,8 +192,7 @@ def _fit_basal(args: argparse.Namespace) -> int:
     from cmrprior.segmentation.basal_fit import fit_basal_set  # image readers, MONAI: see _train
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    _set_threads(args.threads)
     print(f"basal models: {fit_basal_set(args.data, args.set, args.out)}")
     return 0
 
@@ -193,8 +200,7 @@ def _fit_basal(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from cmrprior.segmentation.cohort_predict import predict_cohort  # image readers, MONAI (~0.5 s): see _train
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    _set_threads(args.threads)
     inference = SegInference(backend=args.backend, rotations=tuple(args.rotations))  # checked before --out is made
     with run_lock(check_out_dir(args.out, [args.data])):  # one process at a time in the output folder
         predict_cohort(args.data, args.out, model_path=args.model, include_cine=not args.no_cine, inference=inference)
@@ -211,7 +217,6 @@ def _export_onnx(args: argparse.Namespace) -> int:
 def _measure(args: argparse.Namespace) -> int:
     from cmrprior.segmentation.measures import measure_data  # image readers, MONAI: see _train
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    _set_threads(args.threads)
     print(measure_data(args.data, args.out, masks=args.masks, model=args.model))
     return 0

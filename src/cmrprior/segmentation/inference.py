@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,37 +23,13 @@ import torch
 from torch import nn
 
 from cmrprior.errors import ConfigError, DataError
+from cmrprior.segmentation.config import BACKENDS, SegInference  # noqa: F401 - re-exported
 from cmrprior.segmentation.network import UNetArgs, load_segmenter
 
 log = logging.getLogger(__name__)
 
-BACKENDS: tuple[str, ...] = ("torch", "onnx", "auto")
 MAX_PROB_DIFF = 1e-4  # softmax probabilities, ONNX Runtime against eager PyTorch
 CHECK_SEED = 0
-
-
-@dataclass(frozen=True)
-class SegInference:
-    """How the segmenter runs at inference. `threads`: ONNX Runtime intra-op threads (None: torch's
-    current `torch.get_num_threads()`, which `--threads` sets). `rotations`: test-time rotation averaging,
-    the in-plane angles in degrees of the extra passes on the heart window (`segmentation.tta`; () = one
-    pass)."""
-
-    backend: str = "torch"
-    threads: int | None = None
-    rotations: tuple[float, ...] = ()
-
-    def __post_init__(self) -> None:
-        if self.backend not in BACKENDS:
-            raise ConfigError(f"segmenter backend must be one of {list(BACKENDS)}, got {self.backend!r}")
-        if self.threads is not None and self.threads < 1:
-            raise ConfigError(f"segmenter inference threads must be >= 1, got {self.threads}")
-        for d in self.rotations:
-            if isinstance(d, bool) or not isinstance(d, (int, float)) or not math.isfinite(d) or not 0 < abs(d) <= 90:
-                raise ConfigError(f"segmenter test-time rotations must be angles in degrees, 0 < |angle| <= 90, "
-                                  f"got {d!r} in {list(self.rotations)}")
-        if len(set(self.rotations)) != len(self.rotations):
-            raise ConfigError(f"segmenter test-time rotations repeat an angle: {list(self.rotations)}")
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
@@ -21,51 +20,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from cmrprior.errors import ConfigError, DataError
+from cmrprior.segmentation.config import N_CLASSES, UNetArgs  # noqa: F401 - re-exported
 from cmrprior.utils import atomic
-
-N_CLASSES = 4
-
-
-@dataclass(frozen=True)
-class UNetArgs:
-    """Arguments of `monai.networks.nets.UNet` (spatial_dims=2). Input `(B, in_channels, H, W)` with H, W
-    divisible by prod(strides); output logits `(B, out_channels, H, W)`."""
-
-    in_channels: int = 1
-    out_channels: int = N_CLASSES
-    channels: tuple[int, ...] = (16, 32, 64, 128, 256)  # the shipped segmenter (1.6M parameters)
-    strides: tuple[int, ...] = (2, 2, 2, 2)
-    num_res_units: int = 2
-    dropout: float = 0.0
-    norm: str = "instance"
-
-    def __post_init__(self) -> None:
-        if len(self.channels) < 2 or len(self.strides) != len(self.channels) - 1:
-            raise ConfigError(f"need len(strides) == len(channels) - 1 >= 1, got {self.channels}, {self.strides}")
-        if any(c < 1 for c in self.channels) or any(s < 1 for s in self.strides):
-            raise ConfigError("channels and strides must be positive")
-        if self.in_channels < 1 or self.out_channels < 2:
-            raise ConfigError("in_channels must be >= 1 and out_channels >= 2")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
-
-    @property
-    def divisor(self) -> int:
-        """H and W of the input must be multiples of this."""
-        d = 1
-        for s in self.strides:
-            d *= s
-        return d
-
-    def to_json(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, obj: dict) -> "UNetArgs":
-        known = {f.name for f in fields(cls)}
-        kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in obj.items() if k in known}
-        return cls(**kw)
-
 
 def build_unet(args: UNetArgs) -> nn.Module:
     """A MONAI 2D U-Net from `args` (randomly initialised from torch's global generator)."""

@@ -19,14 +19,12 @@ Run folder (`out_dir`):
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
 import resource
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -36,9 +34,10 @@ from torch import nn
 from cmrprior.data.prepared import PreparedCohort
 from cmrprior.data.splits import stratified_split
 from cmrprior.errors import ConfigError, DataError
-from cmrprior.segmentation.augment import AugmentConfig, augment_batch, normalise_slices
+from cmrprior.segmentation.config import AugmentConfig, SegTrainConfig, UNetArgs  # noqa: F401 - re-exported
+from cmrprior.segmentation.augment import augment_batch, normalise_slices
 from cmrprior.segmentation.losses import make_seg_loss
-from cmrprior.segmentation.network import UNetArgs, build_unet, load_segmenter, save_segmenter
+from cmrprior.segmentation.network import build_unet, load_segmenter, save_segmenter
 from cmrprior.segmentation.context import gather
 from cmrprior.segmentation.predict import file_sha256, input_slices, predict_slices, prepared_context
 from cmrprior.utils import atomic
@@ -49,67 +48,6 @@ log = logging.getLogger(__name__)
 # config fields that may change between a killed run and its resumption
 MODEL_FILE = "model.safetensors"  # a finished training run's weights, in its run folder
 _RESUMABLE_CHANGES = {"max_steps", "num_threads"}
-
-
-@dataclass(frozen=True)
-class SegTrainConfig:
-    """Everything that defines a segmenter training run (stored in every checkpoint)."""
-
-    seed: int = 0
-    unet: UNetArgs = field(default_factory=UNetArgs)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    max_epochs: int = 60
-    batch_size: int = 8
-    # random square crop (pixels) of each augmented training slice; None = the whole prepared window, the view
-    # inference segments (96 px crops: held-out RV Dice 0.004-0.031 lower on each of 5 ACDC folds)
-    train_crop: int | None = None
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    warmup_steps: int = 50
-    val_fraction: float = 0.1
-    patience: int = 20  # epochs without improvement of validation Dice before stopping
-    min_epochs: int = 5
-    bf16: bool = False
-    max_steps: int | None = None  # stop (with a checkpoint) after this many optimizer steps in total
-    checkpoint_every: int = 200  # steps; a checkpoint is also written after every epoch
-    num_threads: int | None = None  # torch.set_num_threads when set
-    # start from these segmenter weights (a `.safetensors` of the same `unet` arguments) instead of a random
-    # initialisation: fine-tuning, or a further cosine cycle of a trained model; its sha256 is `init_sha256`
-    init: str | None = None
-    init_sha256: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.batch_size < 1 or self.max_epochs < 1:
-            raise ConfigError("batch_size and max_epochs must be >= 1")
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
-        if self.lr <= 0:
-            raise ConfigError("lr must be > 0")
-        if (self.init is None) != (self.init_sha256 is None):
-            raise ConfigError("init and init_sha256 go together (use `with_init`)")
-
-    def with_init(self, weights: str | Path | None) -> "SegTrainConfig":
-        """This config starting from `weights` (None: from a random initialisation), with their sha256.
-
-        Raises DataError when the file does not exist."""
-        if weights is None:
-            return dataclasses.replace(self, init=None, init_sha256=None)
-        path = Path(weights)
-        if not path.is_file():
-            raise DataError(path, "initial segmenter weights not found")
-        return dataclasses.replace(self, init=str(path), init_sha256=file_sha256(path))
-
-    def to_json(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, obj: dict) -> "SegTrainConfig":
-        obj = dict(obj)
-        obj["unet"] = UNetArgs.from_json(obj.get("unet", {}))
-        aug_fields = {f.name for f in dataclasses.fields(AugmentConfig)}
-        obj["augment"] = AugmentConfig(**{k: v for k, v in obj.get("augment", {}).items() if k in aug_fields})
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in obj.items() if k in known})
 
 
 def split_patients(prepared: PreparedCohort, val_fraction: float, seed: int) -> tuple[list[str], list[str]]:

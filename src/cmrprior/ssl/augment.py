@@ -23,49 +23,8 @@ import torch
 import torch.nn.functional as F
 
 from cmrprior.errors import ConfigError
+from cmrprior.ssl.config import AugmentConfig  # noqa: F401 - re-exported
 from cmrprior.utils import affine
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    """Probabilities and ranges of the view transforms. Intensities assume roughly unit-range images."""
-
-    crop_prob: float = 1.0
-    crop_scale: tuple[float, float] = (0.35, 1.0)  # fraction of the image area
-    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)  # width / height
-    hflip_prob: float = 0.5
-    vflip_prob: float = 0.5
-    rotate_prob: float = 0.5
-    rotate_degrees: float = 45.0  # uniform in [-d, d]
-    brightness_prob: float = 0.8
-    brightness: float = 0.2  # additive shift uniform in [-b, b] times the image's std
-    contrast_prob: float = 0.8
-    contrast: tuple[float, float] = (0.6, 1.4)  # multiplicative around the image mean
-    gamma_prob: float = 0.5
-    gamma: tuple[float, float] = (0.7, 1.5)
-    noise_prob: float = 0.5
-    noise_std: tuple[float, float] = (0.0, 0.1)  # times the image's std
-
-    def __post_init__(self) -> None:
-        for name in ("crop_prob", "hflip_prob", "vflip_prob", "rotate_prob", "brightness_prob", "contrast_prob",
-                     "gamma_prob", "noise_prob"):
-            p = getattr(self, name)
-            if not 0.0 <= p <= 1.0:
-                raise ConfigError(f"AugmentConfig.{name} must be in [0, 1], got {p}")
-        for name in ("crop_scale", "crop_ratio", "contrast", "gamma", "noise_std"):
-            lo, hi = getattr(self, name)
-            if not (lo <= hi) or lo < 0:
-                raise ConfigError(f"AugmentConfig.{name} must be a range (lo <= hi, lo >= 0), got {(lo, hi)}")
-        if not 0 < self.crop_scale[0] or self.crop_scale[1] > 1:
-            raise ConfigError(f"AugmentConfig.crop_scale must lie in (0, 1], got {self.crop_scale}")
-        if self.crop_ratio[0] <= 0 or self.gamma[0] <= 0:
-            raise ConfigError("AugmentConfig.crop_ratio and gamma must be positive")
-
-    @classmethod
-    def none(cls) -> "AugmentConfig":
-        """All probabilities 0: views are the input unchanged."""
-        return cls(crop_prob=0, hflip_prob=0, vflip_prob=0, rotate_prob=0, brightness_prob=0, contrast_prob=0,
-                   gamma_prob=0, noise_prob=0)
 
 
 @dataclass(frozen=True)

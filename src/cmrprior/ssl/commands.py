@@ -139,37 +139,45 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("pretrain", help="SimCLR pre-training of an encoder (training patients only)",
                               description=__doc__.splitlines()[0])
     p.add_argument("--data", required=True, type=Path, help="prepared cohort folder, ACDC-layout folder or manifest .csv")
-    p.add_argument("--images", choices=("full", "segmented"), default="full")
-    p.add_argument("--segmented-mode", choices=SEGMENTED_MODES, default=ImagesConfig.segmented_mode)
+    p.add_argument("--images", choices=("full", "segmented"), default="full",
+                   help="pre-train on full images or on heart-masked ones (Full- or Segmented-SSCL)")
+    p.add_argument("--segmented-mode", choices=SEGMENTED_MODES, default=ImagesConfig.segmented_mode,
+                   help="how the heart mask makes a segmented image")
     p.add_argument("--margin-mm", type=float, default=ImagesConfig.margin_mm,
                    help="heart-mask margin for segmented images (mm)")
-    p.add_argument("--backbone", default=PretrainConfig.backbone)
-    p.add_argument("--weights", default=None, help="start from 'imagenet' or a weights file (default: random init)")
+    p.add_argument("--backbone", default=PretrainConfig.backbone, help="encoder network")
+    p.add_argument("--weights", default=PretrainConfig.weights, help="start from 'imagenet' or a weights file (default: random init)")
     p.add_argument("--out", required=True, type=Path, help="run folder")
     p.add_argument("--resume", action="store_true", help="continue the run in --out (required if it exists)")
     p.add_argument("--split-seed", type=int, default=ProtocolConfig.seed,
                    help="seed S: the same patients as split S - protocol.seed of a study (default 0: its first split)")
-    p.add_argument("--test-fraction", type=float, default=ProtocolConfig.test_fraction)
+    p.add_argument("--test-fraction", type=float, default=ProtocolConfig.test_fraction,
+                   help="patients held out as the split's test part (never pre-trained on)")
     p.add_argument("--val-fraction", type=float, default=ProtocolConfig.val_fraction,
                    help="training patients held out for early stopping")
     p.add_argument("--all-patients", action="store_true", help="use every patient (no test part)")
     p.add_argument("--extra-unlabeled", type=Path, default=None, help=".npy (N, H, W) or prepared cohort of extra images")
-    p.add_argument("--batch-size", type=int, default=PretrainConfig.batch_size)
+    p.add_argument("--batch-size", type=int, default=PretrainConfig.batch_size, help="images per step (all devices)")
     p.add_argument("--batch-sizes", type=_int_list, default=None, help="grid search, e.g. 64,128,256 (study)")
-    p.add_argument("--epochs", type=int, default=PretrainConfig.epochs)
-    p.add_argument("--patience", type=int, default=PretrainConfig.patience)
-    p.add_argument("--lr", type=float, default=PretrainConfig.lr)
-    p.add_argument("--temperature", type=float, default=PretrainConfig.temperature)
+    p.add_argument("--epochs", type=int, default=PretrainConfig.epochs, help="maximum epochs")
+    p.add_argument("--patience", type=int, default=PretrainConfig.patience,
+                   help="epochs without a lower held-out NT-Xent before stopping (0: never stop early)")
+    p.add_argument("--lr", type=float, default=PretrainConfig.lr, help="Adam learning rate")
+    p.add_argument("--temperature", type=float, default=PretrainConfig.temperature, help="NT-Xent temperature")
     p.add_argument("--image-size", type=int, default=None, help="view size in pixels (default: the data's)")
-    p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default=PretrainConfig.precision)
-    p.add_argument("--channels-last", choices=("auto", "on", "off"), default="auto")
-    p.add_argument("--compile", action="store_true")
-    p.add_argument("--sync-batchnorm", action="store_true")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--seed", type=int, default=PretrainConfig.seed)
-    p.add_argument("--checkpoint-every", type=int, default=0, help="also checkpoint every K steps")
+    p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default=PretrainConfig.precision,
+                   help="auto: bfloat16 autocast on CUDA, float32 on CPU")
+    p.add_argument("--channels-last", choices=("auto", "on", "off"), default="auto",
+                   help="channels-last memory format (auto: on)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--sync-batchnorm", action="store_true", help="synchronise batch norm across devices (torchrun)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=PretrainConfig.device,
+                   help="auto: CUDA when available, else CPU")
+    p.add_argument("--seed", type=int, default=PretrainConfig.seed, help="seed of the initialisation and the views")
+    p.add_argument("--checkpoint-every", type=int, default=PretrainConfig.checkpoint_every_steps,
+                   help="also checkpoint every K steps (0: at the end of each epoch only)")
     p.add_argument("--max-steps", type=int, default=None, help="stop after K steps (resumable)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (--quiet implies it)")
     p.set_defaults(func=run_pretrain)
 
 
@@ -217,7 +225,8 @@ def _run_pretrain(args: argparse.Namespace, out: Path) -> int:
         temperature=args.temperature, precision=args.precision,
         channels_last={"auto": None, "on": True, "off": False}[args.channels_last], compile=args.compile,
         sync_batchnorm=args.sync_batchnorm, device=args.device, seed=args.seed,
-        checkpoint_every_steps=args.checkpoint_every, max_steps=args.max_steps, progress=not args.no_progress,
+        checkpoint_every_steps=args.checkpoint_every, max_steps=args.max_steps,
+        progress=not (args.no_progress or getattr(args, "quiet", False)),  # --quiet: no bar either
     )
     split = {"split_seed": args.split_seed, "test_fraction": 0.0 if args.all_patients else args.test_fraction,
              "images": args.images, "train_patients": list(sel.train_ids), "val_patients": list(sel.val_ids),

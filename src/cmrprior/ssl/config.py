@@ -1,5 +1,8 @@
 """SimCLR pre-training settings: the `PretrainConfig` dataclass, its checks, and the per-device
-resolution of its "auto" choices (device, precision, channels-last).
+resolution of its "auto" choices (device, precision, channels-last), and the views' `AugmentConfig`.
+
+This module imports torch only inside the functions that need it: the command line reads the defaults of
+these classes when it builds its parser, and `cmrprior --help` must stay fast.
 
 A run folder holds one configuration: `check_resumable` refuses to resume a run under different
 settings, except for the fields in `RESUMABLE_CHANGES`, which do not change what a step computes.
@@ -10,14 +13,57 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from cmrprior.errors import ConfigError
-from cmrprior.ssl.augment import AugmentConfig
-from cmrprior.ssl.distributed import DistInfo
 from cmrprior.vocab import DEFAULT_BACKBONE
+
+if TYPE_CHECKING:
+    import torch
+
+    from cmrprior.ssl.distributed import DistInfo
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Probabilities and ranges of the view transforms. Intensities assume roughly unit-range images."""
+
+    crop_prob: float = 1.0
+    crop_scale: tuple[float, float] = (0.35, 1.0)  # fraction of the image area
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)  # width / height
+    hflip_prob: float = 0.5
+    vflip_prob: float = 0.5
+    rotate_prob: float = 0.5
+    rotate_degrees: float = 45.0  # uniform in [-d, d]
+    brightness_prob: float = 0.8
+    brightness: float = 0.2  # additive shift uniform in [-b, b] times the image's std
+    contrast_prob: float = 0.8
+    contrast: tuple[float, float] = (0.6, 1.4)  # multiplicative around the image mean
+    gamma_prob: float = 0.5
+    gamma: tuple[float, float] = (0.7, 1.5)
+    noise_prob: float = 0.5
+    noise_std: tuple[float, float] = (0.0, 0.1)  # times the image's std
+
+    def __post_init__(self) -> None:
+        for name in ("crop_prob", "hflip_prob", "vflip_prob", "rotate_prob", "brightness_prob", "contrast_prob",
+                     "gamma_prob", "noise_prob"):
+            p = getattr(self, name)
+            if not 0.0 <= p <= 1.0:
+                raise ConfigError(f"AugmentConfig.{name} must be in [0, 1], got {p}")
+        for name in ("crop_scale", "crop_ratio", "contrast", "gamma", "noise_std"):
+            lo, hi = getattr(self, name)
+            if not (lo <= hi) or lo < 0:
+                raise ConfigError(f"AugmentConfig.{name} must be a range (lo <= hi, lo >= 0), got {(lo, hi)}")
+        if not 0 < self.crop_scale[0] or self.crop_scale[1] > 1:
+            raise ConfigError(f"AugmentConfig.crop_scale must lie in (0, 1], got {self.crop_scale}")
+        if self.crop_ratio[0] <= 0 or self.gamma[0] <= 0:
+            raise ConfigError("AugmentConfig.crop_ratio and gamma must be positive")
+
+    @classmethod
+    def none(cls) -> "AugmentConfig":
+        """All probabilities 0: views are the input unchanged."""
+        return cls(crop_prob=0, hflip_prob=0, vflip_prob=0, rotate_prob=0, brightness_prob=0, contrast_prob=0,
+                   gamma_prob=0, noise_prob=0)
 
 
 @dataclass(frozen=True)
@@ -107,6 +153,8 @@ def resolve_device(name: str, info: DistInfo) -> torch.device:
 
     Raises ConfigError when CUDA is asked for but not available.
     """
+    import torch
+
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda":
@@ -118,6 +166,8 @@ def resolve_device(name: str, info: DistInfo) -> torch.device:
 
 def resolve_auto(config: PretrainConfig, device: torch.device) -> PretrainConfig:
     """Replace the "auto" precision / channels-last settings by the choice for `device`."""
+    import torch
+
     cuda = device.type == "cuda"
     precision = config.precision
     if precision == "auto":
