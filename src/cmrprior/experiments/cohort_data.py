@@ -109,7 +109,8 @@ class MasksOrigin:
 
 
 def prepare_data(data: str | Path, config: StudyConfig, *, cache_dir: Path, qc_dir: Path | None = None,
-                 measures_to: tuple[Path, Path] | None = None) -> tuple[PreparedCohort, "MasksOrigin"]:
+                 measures_to: tuple[Path, Path] | None = None, cohort: Cohort | None = None,
+                 skip_bad: bool = False, workers: int = 1) -> tuple[PreparedCohort, "MasksOrigin"]:
     """Open (`cmrprior.io.cohort.open_cohort`), find missing ED/ES frames of cines
     (`cmrprior.segmentation.phases.resolve_cohort_phases`, recorded in `qc_dir/phases.csv`), leave out
     patients whose images repeat an earlier patient's (`qc_dir/duplicate_images.csv`), choose each patient's
@@ -118,14 +119,16 @@ def prepare_data(data: str | Path, config: StudyConfig, *, cache_dir: Path, qc_d
     docstring); segmenter QC and the list of left-out slices go into `qc_dir`; with `measures_to` (and
     `anatomy.enabled`), the anatomy measures of the prepared patients from the same masks, plain and
     perturbed (`cmrprior.experiments.anatomy_data`), go into those two CSVs. Returns the prepared cohort
-    and where its masks come from.
+    and where its masks come from. `cohort`: `data` already opened (`cmrprior prepare` opens it with its
+    label and skip-bad options); `skip_bad`, `workers`: as `prepare_cohort`.
 
     Raises:
         DataError: unreadable data or segmenter weights; oracle masks asked of a cohort without them.
         LeakageError: a patient would be segmented by a model trained on it and `masks.require_out_of_sample`.
         WeightsUnavailableError: no segmenter given and none shipped.
     """
-    cohort, detections = resolve_cohort_phases(open_cohort(Path(data)), model_path=config.masks.model,
+    cohort, detections = resolve_cohort_phases(open_cohort(Path(data)) if cohort is None else cohort,
+                                               model_path=config.masks.model,
                                                inference=config.masks.inference)
     if detections and qc_dir is not None:
         write_csv([d.as_row() for d in detections], qc_dir / PHASES_CSV)
@@ -136,7 +139,7 @@ def prepare_data(data: str | Path, config: StudyConfig, *, cache_dir: Path, qc_d
         if lacking:
             raise DataError(Path(data), f"masks.source = ground_truth (oracle) but patients {lacking[:5]} have no "
                                         "expert masks")
-        prepared = prepare_cohort(cohort, config.prepare, cache_dir)
+        prepared = prepare_cohort(cohort, config.prepare, cache_dir, skip_bad=skip_bad, workers=workers)
         origin = MasksOrigin("oracle masks: expert masks locate the heart and make the segmented images", None)
         masks, measured = expert_masks, cohort
     else:
@@ -153,7 +156,8 @@ def prepare_data(data: str | Path, config: StudyConfig, *, cache_dir: Path, qc_d
         blind = images_only(cohort)
         locations = locate_cohort(blind, models={pid: c.model.weights for pid, c in choices.items()},
                                   inference=config.masks.inference)
-        prepared = prepare_cohort(blind, config.prepare, cache_dir, locations=locations)
+        prepared = prepare_cohort(blind, config.prepare, cache_dir, locations=locations, skip_bad=skip_bad,
+                                  workers=workers)
         if qc_dir is not None and any(r.has_masks for r in cohort.patients):
             truth = expert_masks_on_grid(cohort, config, locations, prepared)
             write_segmentation_qc(prepared.select_patients(truth.patient_ids), truth, qc_dir)
