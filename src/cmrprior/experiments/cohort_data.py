@@ -171,6 +171,22 @@ def prepare_data(data: str | Path, config: StudyConfig, *, cache_dir: Path, qc_d
     return prepared, origin
 
 
+def shared_images(study: Cohort, test: Cohort) -> list[tuple[str, str]]:
+    """(study id, test id), once per pair, of every test-cohort patient whose ED or ES image has the pixels of a
+    study patient's
+    (`cmrprior.io.fingerprint`: content, not ids or paths; masks not read): the same scan in both cohorts.
+
+    Cine-only records whose ED/ES frames are not known yet (found later by the segmenter) cannot be
+    fingerprinted before that and are left out of this comparison. Raises DataError for an unreadable image.
+    """
+    def prints(cohort: Cohort) -> dict[str, tuple[str, str]]:
+        known = [r for r in cohort.patients if r.cine is None or (r.ed_frame is not None and r.es_frame is not None)]
+        return fingerprint_cohort(dataclasses.replace(cohort, patients=tuple(known)))
+
+    owner = {fp: pid for pid, fps in prints(study).items() for fp in fps}
+    return list(dict.fromkeys((owner[fp], pid) for pid, fps in prints(test).items() for fp in fps if fp in owner))
+
+
 def _without_duplicates(cohort: Cohort, prints: dict[str, tuple[str, str]], qc_dir: Path | None) -> Cohort:
     """The cohort without patients whose ED or ES pixels repeat an earlier patient's (the same scan twice
     would sit on both sides of a split); each one left out is logged and listed."""

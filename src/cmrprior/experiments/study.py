@@ -181,8 +181,9 @@ def _holdout(run: RunFolder, test_data: Path, config: StudyConfig, data: CohortD
 
 def _check_inputs(run: RunFolder, data: str | Path, test_data: str | Path | None, config: StudyConfig) -> None:
     """Everything about the inputs that can be checked before the first long step: both cohorts open, labels
-    are known, the cohort can be split as the protocol asks, the --test cohort's classes and ids fit, and the
-    run folder was made from these same inputs (or is new)."""
+    are known, the cohort can be split as the protocol asks, the --test cohort's classes fit and its patients
+    are new (ids, and images compared by content), and the run folder was made from these same inputs (or is
+    new)."""
     cohort, fingerprint = cohort_data.open_input(data)
     labels = [p.label for p in cohort.patients]
     if any(lab is None for lab in labels):
@@ -205,6 +206,11 @@ def _check_inputs(run: RunFolder, data: str | Path, test_data: str | Path | None
         shared = sorted({p.patient_id for p in hold.patients} & {p.patient_id for p in cohort.patients})
         if shared:
             raise DataError(Path(test_data), f"patient ids also in the study cohort {data}: {shared[:5]}")
+        same = cohort_data.shared_images(cohort, hold)
+        if same:
+            pairs = ", ".join(f"{t} = study patient {s}" for s, t in same[:5])
+            raise DataError(Path(test_data), f"{len(same)} patient(s) of the test cohort have images of the study "
+                                             f"cohort {data} under another id ({pairs}): a held-out patient must be a new patient")
     run.bind_inputs({"data": (str(data), fingerprint),
                      "test_data": None if test_data is None else (str(test_data), test_fingerprint)})
 
