@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 import pytest
+from scipy import stats
 from sklearn.metrics import roc_auc_score
 
 from cmrprior.errors import InputError
@@ -231,3 +232,27 @@ def test_delong_multiclass_without_a_testable_class_raises_value_error():
     probs = np.full((3, 3), 1 / 3)
     with pytest.raises(InputError, match="at least 2 positives"):
         delong_test(labels, probs, probs)
+
+
+def test_retraining_paired_test_against_its_parts_by_hand():
+    from cmrprior.evaluate.compare import paired_draws, retraining_paired_test
+
+    rng = np.random.default_rng(4)
+    y = np.repeat(np.arange(3), 5)
+    ids = [f"p{i}" for i in range(15)]
+    splits = []
+    for s in range(4):  # every split tests the same 15 patients (as repeated k-fold would, per repeat)
+        a = rng.dirichlet(np.ones(3), 15) + 0.6 * np.eye(3)[y]
+        b = rng.dirichlet(np.ones(3), 15) + 0.4 * np.eye(3)[y]
+        splits.append((ids, y, a / a.sum(1, keepdims=True), b / b.sum(1, keepdims=True)))
+    res = retraining_paired_test(splits, n_boot=200, seed=1)
+    diffs, draws = paired_draws(splits, n_boot=200, seed=1)
+    assert diffs == pytest.approx([macro_auc(y, a) - macro_auc(y, b) for _, y, a, b in splits])
+    # the draws are the patient paired bootstrap's (same seed, same pooled draws)
+    boot = patient_paired_bootstrap(splits, n_boot=200, seed=1)
+    assert np.quantile(draws.mean(0), [0.025, 0.975]) == pytest.approx([boot.low, boot.high])
+    var = np.var(draws.mean(0), ddof=1) + max(np.var(diffs, ddof=1) - np.var(draws, axis=1, ddof=1).mean(), 0.0) / 4
+    assert res.method == "bootstrap_retraining_test" and res.difference == pytest.approx(diffs.mean())
+    assert res.p_value == pytest.approx(2 * stats.norm.sf(abs(diffs.mean()) / np.sqrt(var)))
+    half = 1.959964 * np.sqrt(var)
+    assert (res.low, res.high) == pytest.approx((diffs.mean() - half, diffs.mean() + half))

@@ -2,9 +2,12 @@
 
 * `corrected_t_interval`: across splits, the corrected resampled t of Nadeau & Bengio (2003): repeated splits
   of one cohort overlap, so the split-to-split spread underestimates the variance of their mean; the
-  variance is inflated by n_test / n_train. The table intervals use it. `t_interval` (plain Student t) treats
-  splits as independent and is kept for independent values only (it is too narrow over overlapping splits:
-  see tests/evaluate/test_coverage.py).
+  variance is inflated by n_test / n_train. The tables (and the saliency table) use it, clipped to [0, 1]:
+  with the model retrained per split it covers the expected AUC of the training procedure at the nominal
+  level (bench/coverage_retrain.py). `t_interval` (plain Student t) treats splits as independent and is kept
+  for independent values only (too narrow over overlapping splits: see tests/evaluate/test_coverage.py).
+* `retraining_variance`: the variance of a mean DIFFERENCE of two retrained models over splits (the paired
+  test of `cmrprior.evaluate.compare.retraining_paired_test`).
 * `patient_bootstrap_ci`: over patients, resampled ONCE per draw across all splits (stratified by class over
   the pooled test patients); a drawn patient counts, with its multiplicity, in every split where it is a
   test patient; the statistic is the mean over splits of macro AUC; percentile interval.
@@ -27,15 +30,17 @@ from cmrprior.evaluate.metrics import macro_auc, weighted_macro_auc
 Metric = Callable[[np.ndarray, np.ndarray], float]
 
 
-def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
-    """(mean, low, high) of the Student-t interval of the mean of `values` (NaNs dropped).
+def t_interval(values: Sequence[float], level: float = 0.95,
+               bounds: tuple[float, float] | None = None) -> tuple[float, float, float]:
+    """(mean, low, high) of the Student-t interval of the mean of `values` (NaNs dropped), clipped to `bounds`.
 
     One value gives (v, NaN, NaN): an interval across splits needs at least two splits.
     """
-    return _t_based(values, level, lambda v: v.std(ddof=1) / math.sqrt(v.size))
+    return _t_based(values, level, lambda v: v.std(ddof=1) / math.sqrt(v.size), bounds)
 
 
-def _t_based(values: Sequence[float], level: float, standard_error) -> tuple[float, float, float]:
+def _t_based(values: Sequence[float], level: float, standard_error,
+             bounds: tuple[float, float] | None) -> tuple[float, float, float]:
     """(mean, low, high) with half-width t_{df = J - 1} x `standard_error(v)` over the finite values v."""
     v = np.asarray([x for x in values if x is not None and not math.isnan(x)], dtype=np.float64)
     if v.size == 0:
@@ -44,12 +49,13 @@ def _t_based(values: Sequence[float], level: float, standard_error) -> tuple[flo
     if v.size < 2:
         return mean, math.nan, math.nan
     half = float(stats.t.ppf(0.5 + level / 2, df=v.size - 1) * standard_error(v))
-    return mean, mean - half, mean + half
+    return mean, *clip_interval(mean - half, mean + half, bounds)
 
 
-def corrected_t_interval(values: Sequence[float], test_train_ratio: float,
-                         level: float = 0.95) -> tuple[float, float, float]:
-    """(mean, low, high): corrected resampled t interval of the mean of J per-split values (NaNs dropped).
+def corrected_t_interval(values: Sequence[float], test_train_ratio: float, level: float = 0.95,
+                         bounds: tuple[float, float] | None = None) -> tuple[float, float, float]:
+    """(mean, low, high): corrected resampled t interval of the mean of J per-split values (NaNs dropped),
+    clipped to `bounds` ((0, 1) for an AUC; None, the default, for a difference).
 
     Var(mean) = (1/J + n_test/n_train) s^2 with df J - 1 (Nadeau & Bengio 2003); for r repeats of k-fold
     CV the same with J = r k and n_test/n_train = 1/(k-1) (Bouckaert & Frank 2004). `test_train_ratio` 0
@@ -57,7 +63,7 @@ def corrected_t_interval(values: Sequence[float], test_train_ratio: float,
     """
     if test_train_ratio < 0:
         raise InputError(f"test_train_ratio must be >= 0, got {test_train_ratio}")
-    return _t_based(values, level, lambda v: math.sqrt((1.0 / v.size + test_train_ratio) * v.var(ddof=1)))
+    return _t_based(values, level, lambda v: math.sqrt((1.0 / v.size + test_train_ratio) * v.var(ddof=1)), bounds)
 
 
 def pooled_patient_counts(ids_per_split: Sequence[Sequence[str]], labels_per_split: Sequence[np.ndarray],
@@ -86,6 +92,24 @@ def pooled_patient_counts(ids_per_split: Sequence[Sequence[str]], labels_per_spl
     return [counts[:, [where[str(p)] for p in ids]] for ids in ids_per_split]
 
 
+def pooled_bootstrap_draws(splits: Sequence[tuple[Sequence[str], np.ndarray, np.ndarray]], *, n_boot: int,
+                           seed: int) -> np.ndarray:
+    """`(J, n_boot)` macro AUC of each split's (fixed) predictions in `n_boot` draws of the pooled test
+    patients (`pooled_patient_counts`, one `np.random.default_rng(seed)`); NaN where a draw lacks every class.
+
+    `splits`: (test patient ids, labels (P,), probs (P, K)) per split.
+    """
+    counts = pooled_patient_counts([ids for ids, _, _ in splits], [y for _, y, _ in splits], n_boot,
+                                   np.random.default_rng(seed))
+    return np.vstack([weighted_macro_auc(y, p, c) for (_, y, p), c in zip(splits, counts)])
+
+
+def _nanmean0(a: np.ndarray) -> np.ndarray:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(a, axis=0)
+
+
 def patient_bootstrap_ci(
     splits: Sequence[tuple[Sequence[str], np.ndarray, np.ndarray]],
     *,
@@ -97,20 +121,54 @@ def patient_bootstrap_ci(
 
     `splits`: (test patient ids, labels (P,), probs (P, K)) per split. Draws by `pooled_patient_counts`; a
     split whose draw lacks a class contributes the AUC of the classes present (no class: left out of the
-    mean). Percentile interval; the point is the mean macro AUC on the unresampled data.
+    mean). Percentile interval; the point is the mean macro AUC on the unresampled data. The models stay
+    fixed, so the variance of retraining is not in it: too narrow for the expected AUC of a training
+    procedure (89 % at 100 patients in bench/coverage_retrain.py); the tables use `corrected_t_interval`.
     """
     if not splits:
         return math.nan, math.nan, math.nan
     point = float(np.mean([macro_auc(y, p) for _, y, p in splits]))
-    counts = pooled_patient_counts([ids for ids, _, _ in splits], [y for _, y, _ in splits], n_boot,
-                                   np.random.default_rng(seed))
-    vals = np.vstack([weighted_macro_auc(y, p, c) for (_, y, p), c in zip(splits, counts)])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        draws = np.nanmean(vals, axis=0)
+    draws = _nanmean0(pooled_bootstrap_draws(splits, n_boot=n_boot, seed=seed))
     alpha = (1 - level) / 2
     low, high = np.nanquantile(draws, [alpha, 1 - alpha])
     return point, float(low), float(high)
+
+
+def retraining_variance(values: Sequence[float], draws: np.ndarray) -> float:
+    """Variance of the mean over J splits of a per-split DIFFERENCE between two models retrained on each split.
+
+    `values` `(J,)`: the difference per split; `draws` `(J, B)`: the same splits' difference in B draws of the
+    pooled test patients (one draw shared by every split and both models; models fixed). Two parts:
+    * test patients: the bootstrap variance of the mean over splits, Vb = Var_b(mean_j draws[j, b]); the
+      overlap of test sets between splits and the pairing of A and B are in it;
+    * retraining: what the split-to-split spread s^2 holds beyond the test patients' share,
+      max(s^2 - mean_j Var_b(draws[j]), 0) / J: the two models of a split are trained on the same patients, so
+      what that training part does to both cancels in their difference and the rest varies from split to
+      split independently (unlike a single model's AUC, whose training parts overlap: there the corrected
+      resampled t applies).
+    J = 1 (one evaluation, e.g. an external test cohort): Vb alone.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    d = np.asarray(draws, dtype=np.float64)
+    keep = np.isfinite(v)
+    v, d = v[keep], d[keep]
+    if v.size == 0:
+        return math.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        test_part = float(np.nanvar(_nanmean0(d), ddof=1))
+        if v.size < 2:
+            return test_part
+        within = float(np.nanmean(np.nanvar(d, axis=1, ddof=1)))
+    return test_part + max(float(v.var(ddof=1)) - within, 0.0) / v.size
+
+
+def clip_interval(low: float, high: float, bounds: tuple[float, float] | None = (0.0, 1.0)) -> tuple[float, float]:
+    """(low, high) clipped to `bounds` (NaN stays NaN; None: unchanged)."""
+    if bounds is None:
+        return low, high
+    clip = lambda x: x if math.isnan(x) else min(max(x, bounds[0]), bounds[1])  # noqa: E731
+    return clip(low), clip(high)
 
 
 def stratified_resample(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:

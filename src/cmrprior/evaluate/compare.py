@@ -1,5 +1,10 @@
 """Paired comparison of two configurations scored on the same test patients of the same splits.
 
+* `retraining_paired_test` (the tables' test): the mean difference over splits with the variance of
+  `cmrprior.evaluate.ci.retraining_variance` (pooled patient bootstrap + split-to-split variance of the
+  retrained models); false-positive rate 3-7 % at the 5 % level for two copies of one training procedure in
+  bench/coverage_retrain.py, where the tests below fall outside that band (the bootstrap and DeLong keep the
+  models fixed and run hot when retraining varies; the corrected paired t is conservative).
 * `patient_paired_bootstrap`: resample the patients ONCE per draw across all splits (stratified by class,
   `cmrprior.evaluate.ci.pooled_patient_counts`), score both configurations on the SAME draw, average the
   difference over splits; percentile CI and a two-sided bootstrap p-value (twice the smaller tail share
@@ -25,7 +30,8 @@ import numpy as np
 from scipy import stats
 from scipy.stats import rankdata
 
-from cmrprior.evaluate.ci import Metric, corrected_t_interval, pooled_patient_counts, resample_counts, stratified_resample
+from cmrprior.evaluate.ci import (Metric, corrected_t_interval, pooled_patient_counts, resample_counts,
+                                  retraining_variance, stratified_resample)
 from cmrprior.errors import InputError
 from cmrprior.evaluate.metrics import macro_auc, weighted_macro_auc
 
@@ -94,6 +100,41 @@ def patient_paired_bootstrap(
     low, high = np.nanquantile(draws, [alpha, 1 - alpha])
     p = min(1.0, 2 * min(np.mean(draws <= 0), np.mean(draws >= 0)))
     return Comparison("patient_paired_bootstrap", observed, float(low), float(high), float(p))
+
+
+def paired_draws(splits: Sequence[tuple[Sequence[str], np.ndarray, np.ndarray, np.ndarray]], *, n_boot: int,
+                 seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-split differences A - B of macro AUC `(J,)` and their `(J, n_boot)` draws: one draw of the pooled
+    test patients per resample (`pooled_patient_counts`), shared by every split and by A and B."""
+    observed = np.array([macro_auc(y, a) - macro_auc(y, b) for _, y, a, b in splits])
+    counts = pooled_patient_counts([ids for ids, *_ in splits], [y for _, y, _, _ in splits], n_boot,
+                                   np.random.default_rng(seed))
+    draws = np.vstack([weighted_macro_auc(y, a, c) - weighted_macro_auc(y, b, c) for (_, y, a, b), c in zip(splits, counts)])
+    return observed, draws
+
+
+def retraining_paired_test(
+    splits: Sequence[tuple[Sequence[str], np.ndarray, np.ndarray, np.ndarray]],
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> Comparison:
+    """Mean over splits of A - B (macro AUC), normal CI and two-sided p with `retraining_variance`: the pooled
+    patient bootstrap's variance of the mean difference (one draw shared by every split and by A and B) plus
+    the split-to-split variance of the difference beyond it (A and B retrained per split). The study's paired
+    test; its false-positive rate for two copies of one training procedure is measured in
+    bench/coverage_retrain.py. `splits`: (test ids, labels (P,), probs_a, probs_b (P, K)).
+    """
+    observed, draws = paired_draws(splits, n_boot=n_boot, seed=seed)
+    finite = observed[np.isfinite(observed)]
+    mean = float(finite.mean()) if finite.size else math.nan
+    var = retraining_variance(observed, draws)
+    if not (math.isfinite(var) and math.isfinite(mean)):
+        return Comparison("bootstrap_retraining_test", mean, math.nan, math.nan, math.nan)
+    half = float(stats.norm.ppf(0.5 + level / 2) * math.sqrt(var))
+    p = float(2 * stats.norm.sf(abs(mean) / math.sqrt(var))) if var > 0 else (1.0 if mean == 0 else 0.0)
+    return Comparison("bootstrap_retraining_test", mean, mean - half, mean + half, p)
 
 
 def paired_t(diffs: Sequence[float], level: float = 0.95, *, test_train_ratio: float = 0.0) -> Comparison:
@@ -193,7 +234,9 @@ def delong_test(labels: np.ndarray, probs_a: np.ndarray, probs_b: np.ndarray) ->
     """DeLong test of macro OvR AUC (binary AUC when K == 2) of A vs B on one split; 95% normal CI.
 
     Macro: Var = w^2 * (sum of the whole class covariance matrix), w = 1 / number of classes tested.
-    Raises InputError when no class has at least 2 positives and 2 negatives.
+    DeLong's variance is that of the test patients for two FIXED models (not of retraining them): the study
+    tables use `retraining_paired_test` (bench/coverage_retrain.py). Raises InputError when no class has at
+    least 2 positives and 2 negatives.
     """
     labels = np.asarray(labels, dtype=np.int64)
     k = probs_a.shape[1]
