@@ -139,23 +139,6 @@ def test_pooled_counts_refuse_a_patient_with_two_labels():
         pooled_patient_counts([["a", "b"], ["a", "c"]], [np.array([0, 1]), np.array([1, 0])], 5, np.random.default_rng(0))
 
 
-def test_retraining_variance_hand_values():
-    from cmrprior.evaluate.ci import retraining_variance
-
-    values = [0.80, 0.90, 0.70]  # per-split differences; s^2 = 0.01
-    draws = np.array([[0.78, 0.82, 0.80, 0.80],  # their bootstrap draws (models fixed)
-                      [0.88, 0.92, 0.90, 0.90],
-                      [0.70, 0.70, 0.66, 0.74]])
-    # test part: the draws' column means 0.78667, 0.81333, 0.78667, 0.81333 -> variance (ddof 1) 0.000237037
-    # within: row variances 0.000266667, 0.000266667, 0.00106667 -> mean 0.0005333
-    # retraining: (0.01 - 0.0005333) / 3 = 0.00315556
-    assert retraining_variance(values, draws) == pytest.approx(0.000237037 + 0.00315556, rel=1e-5)
-    # one split (an external test cohort): the bootstrap part alone
-    assert retraining_variance([0.8], draws[:1]) == pytest.approx(np.var(draws[0], ddof=1))
-    # a spread no larger than the test patients' share adds nothing
-    assert retraining_variance([0.80, 0.80, 0.80], draws) == pytest.approx(0.000237037, rel=1e-5)
-
-
 def test_intervals_are_clipped_to_the_auc_range():
     from cmrprior.evaluate.ci import clip_interval
 

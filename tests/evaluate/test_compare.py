@@ -234,25 +234,33 @@ def test_delong_multiclass_without_a_testable_class_raises_value_error():
         delong_test(labels, probs, probs)
 
 
-def test_retraining_paired_test_against_its_parts_by_hand():
-    from cmrprior.evaluate.compare import paired_draws, retraining_paired_test
+def test_splits_paired_t_is_the_paired_t_with_a_reduced_overlap_term():
+    from cmrprior.evaluate.compare import PAIRED_OVERLAP_SHARE, splits_paired_t
+
+    d = [0.05, 0.01, 0.03, -0.01, 0.04]  # mean 0.024, s^2 = 0.00058
+    res = splits_paired_t(d, test_train_ratio=0.3 / 0.7)
+    # by hand: t = 0.024 / sqrt((1/5 + 0.2 x 0.428571) x 0.00058), df 4
+    t = 0.024 / math.sqrt((0.2 + PAIRED_OVERLAP_SHARE * 0.3 / 0.7) * 0.00058)
+    assert PAIRED_OVERLAP_SHARE == 0.2
+    assert res.difference == pytest.approx(0.024) and res.p_value == pytest.approx(2 * stats.t.sf(t, 4))
+    full = paired_t(d, test_train_ratio=0.3 / 0.7)
+    plain = paired_t(d)
+    assert plain.p_value < res.p_value < full.p_value  # between the plain and the fully corrected t
+
+
+def test_patient_paired_bootstrap_uses_the_paired_draws():
+    from cmrprior.evaluate.compare import paired_draws
 
     rng = np.random.default_rng(4)
     y = np.repeat(np.arange(3), 5)
     ids = [f"p{i}" for i in range(15)]
     splits = []
-    for s in range(4):  # every split tests the same 15 patients (as repeated k-fold would, per repeat)
+    for _ in range(3):
         a = rng.dirichlet(np.ones(3), 15) + 0.6 * np.eye(3)[y]
         b = rng.dirichlet(np.ones(3), 15) + 0.4 * np.eye(3)[y]
         splits.append((ids, y, a / a.sum(1, keepdims=True), b / b.sum(1, keepdims=True)))
-    res = retraining_paired_test(splits, n_boot=200, seed=1)
     diffs, draws = paired_draws(splits, n_boot=200, seed=1)
     assert diffs == pytest.approx([macro_auc(y, a) - macro_auc(y, b) for _, y, a, b in splits])
-    # the draws are the patient paired bootstrap's (same seed, same pooled draws)
     boot = patient_paired_bootstrap(splits, n_boot=200, seed=1)
+    assert boot.difference == pytest.approx(diffs.mean())
     assert np.quantile(draws.mean(0), [0.025, 0.975]) == pytest.approx([boot.low, boot.high])
-    var = np.var(draws.mean(0), ddof=1) + max(np.var(diffs, ddof=1) - np.var(draws, axis=1, ddof=1).mean(), 0.0) / 4
-    assert res.method == "bootstrap_retraining_test" and res.difference == pytest.approx(diffs.mean())
-    assert res.p_value == pytest.approx(2 * stats.norm.sf(abs(diffs.mean()) / np.sqrt(var)))
-    half = 1.959964 * np.sqrt(var)
-    assert (res.low, res.high) == pytest.approx((diffs.mean() - half, diffs.mean() + half))

@@ -32,4 +32,4 @@ def test_table_interval_covers_and_paired_test_is_calibrated_with_retraining():
     assert 0.93 - mc <= cov["corrected_t"] <= 0.97 + mc  # the tables' interval
     assert cov["plain_t"] < 0.88  # overlapping splits taken as independent: the simulation sees it
     fpr = res["fpr"]
-    assert 0.03 - mc <= fpr["retraining_paired_test"] <= 0.07 + mc  # the tables' paired test
+    assert 0.03 - mc <= fpr["splits_paired_t"] <= 0.07 + mc  # the tables' paired test

@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from cmrprior.evaluate.curves import write_figure1
 from cmrprior.evaluate.metrics import classification_metrics, macro_auc
@@ -75,13 +76,16 @@ def test_write_tables_layout(results, tmp_path):
     comps = json.loads((tmp_path / "comparisons.json").read_text())
     c = next(c for c in comps if c["a"] == "vgg16/full_sscl/full" and c["b"] == "vgg16/none/full")
     assert c["difference"] > 0.2 and c["paired_bootstrap"]["p_value"] < 0.05
-    assert c["paired_bootstrap"]["method"] == "bootstrap_retraining_test"
+    assert c["paired_bootstrap"]["method"] == "corrected_paired_t_over_splits"
     diffs = []
     by = {(r.key.init, r.key.images, r.key.split): r for r in results if r.ok}
     for sp in "012":
         a, b = by[("full_sscl", "full", sp)].test, by[("none", "full", sp)].test
         diffs.append(macro_auc(np.array(a.labels), np.array(a.probabilities)) - macro_auc(np.array(b.labels), np.array(b.probabilities)))
     assert c["difference"] == pytest.approx(np.mean(diffs))
+    # the tables' paired test: t over the splits' differences, overlap term 0.2 x n_test/n_train (default protocol)
+    t = np.mean(diffs) / np.sqrt((1 / 3 + 0.2 * 0.3 / 0.7) * np.var(diffs, ddof=1))
+    assert c["paired_bootstrap"]["p_value"] == pytest.approx(2 * stats.t.sf(abs(t), 2))
 
 
 def test_tables_state_protocol_counts_and_holm(results, tmp_path):

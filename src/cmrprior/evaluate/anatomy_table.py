@@ -7,7 +7,7 @@ perturbed test masks.
   the comparison favours the image model).
 * Intervals: as `cmrprior.evaluate.tables` (corrected resampled t across splits, clipped to [0, 1]).
 * Comparisons: Anatomy - best image model for each kind of images (the paired test of the tables,
-  `cmrprior.evaluate.compare.retraining_paired_test`), Holm-adjusted over this table's family (the image
+  `cmrprior.evaluate.tables.compare_cells`), Holm-adjusted over this table's family (the image
   comparisons keep their own family).
 * `anatomy_robustness.csv`: macro AUC and accuracy per split and perturbation of the test masks, plus the
   mean over splits (split `mean`).
@@ -121,7 +121,7 @@ def write_anatomy_table(anatomy: list[CellResult], images: list[CellResult], fol
              f"{_choices(hybrids) or 'none'}.",
              "Best image model: the image-only configuration with the highest mean macro AUC on each kind of "
              "training images (chosen on these test results: optimistic for the image model).",
-             "Comparisons: A - B, paired patient bootstrap + retraining test (as the paired comparisons); p (Holm) "
+             "Comparisons: A - B, the paired test of the paired comparisons (t over splits); p (Holm) "
              f"over the {len(comps)} comparison(s) of this table."]
     md = _markdown(rows, comps, setup.classes, notes, prefix)
     atomic.write_text(folder / f"{prefix}table4.md", md)
@@ -156,8 +156,9 @@ def _markdown(rows: list[dict], comps: list[dict], classes: tuple[str, ...], not
                   "|---|---|---|---|---|---|---|"]
         for c in comps:
             pb = c["paired_bootstrap"]
-            lines.append(f"| {c['a_label']} | {c['b_label']} | {c['n_splits']} | {c['difference']:+.3f} | {pb['low']:+.3f} to "
-                         f"{pb['high']:+.3f} | {_f(pb['p_value'])} | {_f(c['p_holm'])} |")
+            ci = "" if pb["low"] is None else f"{pb['low']:+.3f} to {pb['high']:+.3f}"
+            lines.append(f"| {c['a_label']} | {c['b_label']} | {c['n_splits']} | {c['difference']:+.3f} | {ci} | "
+                         f"{_f(pb['p_value'])} | {_f(c['p_holm'])} |")
     return "\n".join(lines + [""] + [f"- {n}" for n in notes] + [""])
 
 

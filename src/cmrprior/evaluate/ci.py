@@ -6,8 +6,6 @@
   with the model retrained per split it covers the expected AUC of the training procedure at the nominal
   level (bench/coverage_retrain.py). `t_interval` (plain Student t) treats splits as independent and is kept
   for independent values only (too narrow over overlapping splits: see tests/evaluate/test_coverage.py).
-* `retraining_variance`: the variance of a mean DIFFERENCE of two retrained models over splits (the paired
-  test of `cmrprior.evaluate.compare.retraining_paired_test`).
 * `patient_bootstrap_ci`: over patients, resampled ONCE per draw across all splits (stratified by class over
   the pooled test patients); a drawn patient counts, with its multiplicity, in every split where it is a
   test patient; the statistic is the mean over splits of macro AUC; percentile interval.
@@ -132,35 +130,6 @@ def patient_bootstrap_ci(
     alpha = (1 - level) / 2
     low, high = np.nanquantile(draws, [alpha, 1 - alpha])
     return point, float(low), float(high)
-
-
-def retraining_variance(values: Sequence[float], draws: np.ndarray) -> float:
-    """Variance of the mean over J splits of a per-split DIFFERENCE between two models retrained on each split.
-
-    `values` `(J,)`: the difference per split; `draws` `(J, B)`: the same splits' difference in B draws of the
-    pooled test patients (one draw shared by every split and both models; models fixed). Two parts:
-    * test patients: the bootstrap variance of the mean over splits, Vb = Var_b(mean_j draws[j, b]); the
-      overlap of test sets between splits and the pairing of A and B are in it;
-    * retraining: what the split-to-split spread s^2 holds beyond the test patients' share,
-      max(s^2 - mean_j Var_b(draws[j]), 0) / J: the two models of a split are trained on the same patients, so
-      what that training part does to both cancels in their difference and the rest varies from split to
-      split independently (unlike a single model's AUC, whose training parts overlap: there the corrected
-      resampled t applies).
-    J = 1 (one evaluation, e.g. an external test cohort): Vb alone.
-    """
-    v = np.asarray(values, dtype=np.float64)
-    d = np.asarray(draws, dtype=np.float64)
-    keep = np.isfinite(v)
-    v, d = v[keep], d[keep]
-    if v.size == 0:
-        return math.nan
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        test_part = float(np.nanvar(_nanmean0(d), ddof=1))
-        if v.size < 2:
-            return test_part
-        within = float(np.nanmean(np.nanvar(d, axis=1, ddof=1)))
-    return test_part + max(float(v.var(ddof=1)) - within, 0.0) / v.size
 
 
 def clip_interval(low: float, high: float, bounds: tuple[float, float] | None = (0.0, 1.0)) -> tuple[float, float]:
