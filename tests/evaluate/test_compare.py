@@ -246,6 +246,8 @@ def test_splits_paired_t_is_the_paired_t_with_a_reduced_overlap_term():
     full = paired_t(d, test_train_ratio=0.3 / 0.7)
     plain = paired_t(d)
     assert plain.p_value < res.p_value < full.p_value  # between the plain and the fully corrected t
+    wide = splits_paired_t([0.9, -0.8], test_train_ratio=0.43)  # two splits far apart: clipped to [-1, 1]
+    assert (wide.low, wide.high) == (-1.0, 1.0)
 
 
 def test_patient_paired_bootstrap_uses_the_paired_draws():

@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from collections.abc import Sequence
@@ -29,7 +30,8 @@ import numpy as np
 from scipy import stats
 from scipy.stats import rankdata
 
-from cmrprior.evaluate.ci import Metric, corrected_t_interval, pooled_patient_counts, resample_counts, stratified_resample
+from cmrprior.evaluate.ci import (Metric, clip_interval, corrected_t_interval, pooled_patient_counts, resample_counts,
+                                  stratified_resample)
 from cmrprior.errors import InputError
 from cmrprior.evaluate.metrics import macro_auc, weighted_macro_auc
 
@@ -121,8 +123,10 @@ PAIRED_OVERLAP_SHARE = 0.2
 
 def splits_paired_t(diffs: Sequence[float], test_train_ratio: float, level: float = 0.95) -> Comparison:
     """The tables' paired test: `paired_t` of the per-split differences A - B with the overlap term
-    `PAIRED_OVERLAP_SHARE` x n_test/n_train (`test_train_ratio`)."""
-    return paired_t(diffs, level, test_train_ratio=PAIRED_OVERLAP_SHARE * test_train_ratio)
+    `PAIRED_OVERLAP_SHARE` x n_test/n_train (`test_train_ratio`); its interval clipped to [-1, 1] (a
+    difference of two AUCs)."""
+    res = paired_t(diffs, level, test_train_ratio=PAIRED_OVERLAP_SHARE * test_train_ratio)
+    return dataclasses.replace(res, **dict(zip(("low", "high"), clip_interval(res.low, res.high, (-1.0, 1.0)))))
 
 
 def paired_t(diffs: Sequence[float], level: float = 0.95, *, test_train_ratio: float = 0.0) -> Comparison:
