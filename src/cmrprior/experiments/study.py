@@ -11,7 +11,7 @@ Steps (Nakashima et al., sec. 5.1; run folder layout in `experiments/README.md`,
    masks of the same training patients instead (`cmrprior.ssl.teacher`);
 4. per split, per backbone x initialisation x training images: the ED/ES diagnosis model
    (`cmrprior.experiments.cell.run_cell`); hyperparameters by k-fold CV inside the training part;
-5. tables 1-3 (mean, corrected resampled t interval across splits, patient-bootstrap interval), paired
+5. tables 1-3 (mean, corrected resampled t interval across splits, clipped to [0, 1]), paired
    comparisons (Holm-adjusted), Figure 1;
 6. saliency of every finished cell (`cmrprior.saliency.run.run_saliency`), then the report, which only
    renders what is on disk.
