@@ -26,6 +26,7 @@ COMMAND_MODULES: list[str] = [
     "cmrprior.data.phantom_commands",
     "cmrprior.segmentation.commands",
     "cmrprior.ssl.commands",
+    "cmrprior.experiments.prepare_command",
     "cmrprior.experiments.commands",
     "cmrprior.saliency.commands",
     "cmrprior.report.commands",

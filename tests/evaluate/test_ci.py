@@ -137,3 +137,13 @@ def test_pooled_counts_are_one_draw_shared_by_all_splits():
 def test_pooled_counts_refuse_a_patient_with_two_labels():
     with pytest.raises(InputError, match="two labels"):
         pooled_patient_counts([["a", "b"], ["a", "c"]], [np.array([0, 1]), np.array([1, 0])], 5, np.random.default_rng(0))
+
+
+def test_intervals_are_clipped_to_the_auc_range():
+    from cmrprior.evaluate.ci import clip_interval
+
+    assert clip_interval(-0.2, 1.3) == (0.0, 1.0) and clip_interval(-0.2, 1.3, None) == (-0.2, 1.3)
+    assert all(math.isnan(x) for x in clip_interval(math.nan, math.nan))
+    mean, lo, hi = corrected_t_interval([0.99, 0.90, 1.0], 0.43, bounds=(0.0, 1.0))
+    _, _, raw_hi = corrected_t_interval([0.99, 0.90, 1.0], 0.43)
+    assert raw_hi > 1.0 and hi == 1.0 and 0 < lo < mean

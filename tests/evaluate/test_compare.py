@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 import pytest
+from scipy import stats
 from sklearn.metrics import roc_auc_score
 
 from cmrprior.errors import InputError
@@ -231,3 +232,37 @@ def test_delong_multiclass_without_a_testable_class_raises_value_error():
     probs = np.full((3, 3), 1 / 3)
     with pytest.raises(InputError, match="at least 2 positives"):
         delong_test(labels, probs, probs)
+
+
+def test_splits_paired_t_is_the_paired_t_with_a_reduced_overlap_term():
+    from cmrprior.evaluate.compare import PAIRED_OVERLAP_SHARE, splits_paired_t
+
+    d = [0.05, 0.01, 0.03, -0.01, 0.04]  # mean 0.024, s^2 = 0.00058
+    res = splits_paired_t(d, test_train_ratio=0.3 / 0.7)
+    # by hand: t = 0.024 / sqrt((1/5 + 0.2 x 0.428571) x 0.00058), df 4
+    t = 0.024 / math.sqrt((0.2 + PAIRED_OVERLAP_SHARE * 0.3 / 0.7) * 0.00058)
+    assert PAIRED_OVERLAP_SHARE == 0.2
+    assert res.difference == pytest.approx(0.024) and res.p_value == pytest.approx(2 * stats.t.sf(t, 4))
+    full = paired_t(d, test_train_ratio=0.3 / 0.7)
+    plain = paired_t(d)
+    assert plain.p_value < res.p_value < full.p_value  # between the plain and the fully corrected t
+    wide = splits_paired_t([0.9, -0.8], test_train_ratio=0.43)  # two splits far apart: clipped to [-1, 1]
+    assert (wide.low, wide.high) == (-1.0, 1.0)
+
+
+def test_patient_paired_bootstrap_uses_the_paired_draws():
+    from cmrprior.evaluate.compare import paired_draws
+
+    rng = np.random.default_rng(4)
+    y = np.repeat(np.arange(3), 5)
+    ids = [f"p{i}" for i in range(15)]
+    splits = []
+    for _ in range(3):
+        a = rng.dirichlet(np.ones(3), 15) + 0.6 * np.eye(3)[y]
+        b = rng.dirichlet(np.ones(3), 15) + 0.4 * np.eye(3)[y]
+        splits.append((ids, y, a / a.sum(1, keepdims=True), b / b.sum(1, keepdims=True)))
+    diffs, draws = paired_draws(splits, n_boot=200, seed=1)
+    assert diffs == pytest.approx([macro_auc(y, a) - macro_auc(y, b) for _, y, a, b in splits])
+    boot = patient_paired_bootstrap(splits, n_boot=200, seed=1)
+    assert boot.difference == pytest.approx(diffs.mean())
+    assert np.quantile(draws.mean(0), [0.025, 0.975]) == pytest.approx([boot.low, boot.high])

@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from cmrprior.evaluate.curves import write_figure1
 from cmrprior.evaluate.metrics import classification_metrics, macro_auc
@@ -50,7 +51,10 @@ def test_summary_mean_and_intervals(results):
     aucs = [r.test.metrics.macro_auc for r in results if (r.key.init, r.key.images) == ("full_sscl", "full")]
     assert cell["macro_auc"] == pytest.approx(np.mean(aucs))
     assert cell["t_low"] < cell["macro_auc"] < cell["t_high"]
-    assert cell["boot_low"] <= cell["macro_auc"] <= cell["boot_high"]
+    assert cell["boot_low"] is None  # several splits: the corrected t interval only
+    one = summarise_cells([r for r in results if r.key.split == "0"], test_train_ratio=0.3 / 0.7, n_boot=100, seed=0)
+    c1 = one[("vgg16", "full_sscl", "full")]  # one split (a held-out cohort): its model's patient bootstrap
+    assert c1["t_low"] is None and c1["boot_low"] <= c1["macro_auc"] <= c1["boot_high"]
     assert s[("vgg16", "imagenet", "full")]["status"] == "unavailable"
     assert format_cell(s[("vgg16", "imagenet", "full")]).startswith("n/a: ImageNet weights")
 
@@ -71,18 +75,22 @@ def test_write_tables_layout(results, tmp_path):
     assert csv_text[0].startswith("backbone,column,init,images,macro_auc") and len(csv_text) == 5
     comps = json.loads((tmp_path / "comparisons.json").read_text())
     c = next(c for c in comps if c["a"] == "vgg16/full_sscl/full" and c["b"] == "vgg16/none/full")
-    assert c["difference"] > 0.2 and c["paired_bootstrap"]["p_value"] < 0.05 and len(c["delong_per_split"]) == 3
+    assert c["difference"] > 0.2 and c["paired_bootstrap"]["p_value"] < 0.05
+    assert c["paired_bootstrap"]["method"] == "corrected_paired_t_over_splits"
     diffs = []
     by = {(r.key.init, r.key.images, r.key.split): r for r in results if r.ok}
     for sp in "012":
         a, b = by[("full_sscl", "full", sp)].test, by[("none", "full", sp)].test
         diffs.append(macro_auc(np.array(a.labels), np.array(a.probabilities)) - macro_auc(np.array(b.labels), np.array(b.probabilities)))
     assert c["difference"] == pytest.approx(np.mean(diffs))
+    # the tables' paired test: t over the splits' differences, overlap term 0.2 x n_test/n_train (default protocol)
+    t = np.mean(diffs) / np.sqrt((1 / 3 + 0.2 * 0.3 / 0.7) * np.var(diffs, ddof=1))
+    assert c["paired_bootstrap"]["p_value"] == pytest.approx(2 * stats.t.sf(abs(t), 2))
 
 
 def test_tables_state_protocol_counts_and_holm(results, tmp_path):
     from cmrprior.data.splits import ProtocolConfig
-    from cmrprior.evaluate.ci import corrected_t_interval, patient_bootstrap_ci
+    from cmrprior.evaluate.ci import corrected_t_interval
     from cmrprior.evaluate.compare import holm_adjust
 
     protocol = ProtocolConfig(scheme="kfold", folds=4, repeats=1)
@@ -95,16 +103,15 @@ def test_tables_state_protocol_counts_and_holm(results, tmp_path):
     # the cell's intervals are the corrected t (ratio 1/(k-1)) and the pooled patient bootstrap
     row = next(r for r in t1["rows"] if r["init"] == "full_sscl")
     ok = sorted([r for r in results if r.ok and (r.key.init, r.key.images) == ("full_sscl", "full")], key=lambda r: r.key.split)
-    _, lo, hi = corrected_t_interval([r.test.metrics.macro_auc for r in ok], 1 / 3)
+    _, lo, hi = corrected_t_interval([r.test.metrics.macro_auc for r in ok], 1 / 3, bounds=(0.0, 1.0))
     assert (row["t_low"], row["t_high"]) == pytest.approx((lo, hi))
-    _, blo, bhi = patient_bootstrap_ci([(r.test.patient_ids, np.array(r.test.labels), np.array(r.test.probabilities))
-                                        for r in ok], n_boot=50, seed=0)
-    assert (row["boot_low"], row["boot_high"]) == pytest.approx((blo, bhi))
+    assert "boot_low" not in row or row["boot_low"] is None  # several splits: the corrected t only
+    assert "clipped to" in notes and "bench/coverage_retrain.py" in notes
     comps = json.loads((tmp_path / "comparisons.json").read_text())
     assert [c["p_holm"] for c in comps] == pytest.approx(holm_adjust([c["paired_bootstrap"]["p_value"] for c in comps]))
     md = (tmp_path / "comparisons.md").read_text()
     assert "p (Holm)" in md and f"over the {len(comps)} comparison(s)" in md
-    assert (tmp_path / "comparisons.csv").read_text().splitlines()[0].endswith("p_bootstrap,p_bootstrap_holm,p_corrected_t")
+    assert (tmp_path / "comparisons.csv").read_text().splitlines()[0]== "a,b,n_splits,difference,ci_low,ci_high,p,p_holm"
 
 
 def test_figure1_png(results, tmp_path):

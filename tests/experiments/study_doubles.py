@@ -127,8 +127,18 @@ def install_cohort(monkeypatch, cohorts: dict) -> None:
             write_prepared_measures(prepared, measures_to)
         return prepared, cd.MasksOrigin("", None)
 
+    def shared_images(study, test):  # the real one reads image files; these cohorts have only arrays
+        def prints(cohort):
+            prepared = cohorts[str(cohort.source)]
+            return {pid: hashlib.sha256(prepared.ed[prepared.patient_index == i].tobytes()).hexdigest()
+                    for i, pid in enumerate(prepared.patient_ids)}
+
+        owner = {fp: pid for pid, fp in prints(study).items()}
+        return [(owner[fp], pid) for pid, fp in prints(test).items() if fp in owner]
+
     monkeypatch.setattr(cd, "prepare_data", prepare_data)
     monkeypatch.setattr(cd, "open_input", open_input)
+    monkeypatch.setattr(cd, "shared_images", shared_images)
 
 
 def write_prepared_measures(prepared: PreparedCohort, to: tuple[Path, Path]) -> None:

@@ -127,3 +127,17 @@ def test_tables_name_oracle_masks_and_the_full_image_fov():
     assert "oracle masks" in notes and "250 mm field of view" in notes
     notes = " ".join(table_setup(tiny_config(), ("A", "B"), "segmenter", "").run_notes)
     assert "oracle" not in notes and "whole acquired field of view" in notes
+
+
+def test_test_cohort_holding_a_study_patient_under_a_new_id_is_refused(cohorts, tmp_path, monkeypatch):
+    """Ids differ, images do not: the --test cohort is compared with the study cohort by image content."""
+    import cmrprior.experiments.cohort_data as cd
+
+    monkeypatch.setattr(cd, "prepare_data", lambda *a, **k: (_ for _ in ()).throw(AssertionError("prepared")))
+    test = acdc_copy(cohorts["holdout"], tmp_path / "test")  # new patients ...
+    acdc_copy(cohorts["with_gt"], test, rename="renamed", only=("patient002",))  # ... and a study patient renamed
+    assert (test / "renamed002").is_dir()
+    with pytest.raises(DataError, match=r"renamed002 = study patient patient002") as err:
+        run_study(cohorts["blind"], tmp_path / "run", _config(cohorts["model"]), test_data=test, report=False)
+    assert str(test) in str(err.value) and "1 patient(s)" in str(err.value)
+

@@ -27,11 +27,11 @@ def _run(root, *, saliency: bool) -> RunFolder:
         rows = [row("none", images, aucs[0]), row("full_sscl", images, aucs[1])]
         (run.tables / f"{name}.json").write_text(json.dumps({"title": name, "notes": [], "rows": rows}))
 
-    def comp(init, d, lo, hi, p):
+    def comp(init, d, lo, hi, p, p_holm):
         return {"a": f"tiny/{init}/segmented", "b": f"tiny/{init}/full", "n_splits": 3, "difference": d,
-                "paired_bootstrap": {"low": lo, "high": hi, "p_value": p}}
+                "paired_bootstrap": {"low": lo, "high": hi, "p_value": p}, "p_holm": p_holm}
 
-    comps = [comp("none", -0.09, -0.15, -0.04, 0.0004), comp("full_sscl", 0.01, -0.05, 0.07, 0.62),
+    comps = [comp("none", -0.09, -0.15, -0.04, 0.0004, 0.0012), comp("full_sscl", 0.01, -0.05, 0.07, 0.62, 0.62),
              {"a": "tiny/full_sscl/full", "b": "tiny/none/full", "difference": -0.27,
               "paired_bootstrap": {"low": -0.4, "high": -0.1, "p_value": 0.01}}]
     (run.tables / "comparisons.json").write_text(json.dumps(comps))
@@ -56,9 +56,9 @@ def test_full_over_segmented_gap_per_initialisation_with_saliency(tmp_path):
             "None (tiny).") in s
     cells = re.findall(r"<tr>(.*?)</tr>", s, re.S)
     assert [re.findall(r"<td>(.*?)</td>", c) for c in cells[1:]] == [
-        ["tiny", "None", "0.970 [x]", "0.880 [x]", "-0.090 [-0.150, -0.040], p &lt; 0.001", "full higher",
+        ["tiny", "None", "0.970 [x]", "0.880 [x]", "-0.090 [-0.150, -0.040], p (Holm) = 0.001", "full higher",
          "Grad-CAM 0.08 (chance 0.11)"],
-        ["tiny", "Full-SSCL", "0.700 [x]", "0.710 [x]", "+0.010 [-0.050, +0.070], p = 0.620", "no clear difference",
+        ["tiny", "Full-SSCL", "0.700 [x]", "0.710 [x]", "+0.010 [-0.050, +0.070], p (Holm) = 0.620", "no clear difference",
          "not run"]]
     assert "shortcut" in s and "scanner, site or protocol marker" in s and "extra-cardiac signal" in s
     assert 'href="#saliency-table"' in s and 'href="#saliency-overlays"' in s

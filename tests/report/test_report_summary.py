@@ -25,13 +25,14 @@ def _run(root, source="segmenter") -> RunFolder:
     ]
     (run.tables / "metrics.json").write_text(json.dumps(metrics))
 
-    def comp(a, b, d, lo, hi, p):
-        return {"a": a, "b": b, "n_splits": 5, "difference": d,
+    def comp(a, b, d, lo, hi, p, p_holm):
+        return {"a": a, "b": b, "n_splits": 5, "difference": d, "p_holm": p_holm,
                 "paired_bootstrap": {"low": lo, "high": hi, "p_value": p}, "paired_t": {"p_value": 0.5}}
 
-    comps = [comp("vgg16/none/segmented", "vgg16/none/full", 0.02, -0.03, 0.07, 0.41),
-             comp("vgg16/full_sscl/full", "vgg16/none/full", -0.04, -0.09, -0.01, 0.02),
-             comp("vgg16/segmented_sscl/segmented", "vgg16/none/segmented", 0.12, 0.05, 0.19, 0.003)]
+    # p_holm as the tables write it (Holm over these 3: 3 x 0.003, 2 x 0.02, max(1 x 0.41, 0.04))
+    comps = [comp("vgg16/none/segmented", "vgg16/none/full", 0.02, -0.03, 0.07, 0.41, 0.41),
+             comp("vgg16/full_sscl/full", "vgg16/none/full", -0.04, -0.09, -0.01, 0.02, 0.04),
+             comp("vgg16/segmented_sscl/segmented", "vgg16/none/segmented", 0.12, 0.05, 0.19, 0.003, 0.009)]
     (run.tables / "comparisons.json").write_text(json.dumps(comps))
     (run.tables / "comparisons.md").write_text("| A | B |\n|---|---|\n| vgg16/segmented_sscl/segmented | vgg16/none/full |\n")
     return run
@@ -53,9 +54,10 @@ def test_summary_leads_with_best_configuration_comparisons_and_masks(tmp_path):
     items = re.findall(r"<li>([^<]*)</li>", s)
     # the study's order: SSCL vs None on the same images (segmented first), then images, not by p
     assert items[:3] == [
-        "Segmented-SSCL vs None on segmented images, vgg16: +0.120 macro AUC [+0.050, +0.190], p = 0.003 (higher; 5 split(s))",
-        "Full-SSCL vs None on full images, vgg16: -0.040 macro AUC [-0.090, -0.010], p = 0.020 (lower; 5 split(s))",
-        "Segmented vs full training images with None, vgg16: +0.020 macro AUC [-0.030, +0.070], p = 0.410 "
+        "Segmented-SSCL vs None on segmented images, vgg16: +0.120 macro AUC [+0.050, +0.190], p (Holm) = 0.009 "
+        "(higher; 5 split(s))",
+        "Full-SSCL vs None on full images, vgg16: -0.040 macro AUC [-0.090, -0.010], p (Holm) = 0.040 (lower; 5 split(s))",
+        "Segmented vs full training images with None, vgg16: +0.020 macro AUC [-0.030, +0.070], p (Holm) = 0.410 "
         "(no clear difference; 5 split(s))"]
     assert "<strong>segmenter (heart segmentation network), shipped model</strong>" in s
     assert "out-of-sample: not recorded" in s
@@ -117,7 +119,8 @@ def test_words_and_labels():
     c = {"a": "d/segmented_sscl/segmented", "b": "d/full_sscl/full", "difference": 0.0004, "n_splits": 2,
          "paired_bootstrap": {"low": -0.1, "high": 0.1, "p_value": 0.0001}}
     assert comparison_in_words(c) == ("Segmented-SSCL on segmented images vs Full-SSCL on full images, d: +0.000 macro "
-                                      "AUC [-0.100, +0.100], p < 0.001 (no clear difference; 2 split(s))")
+                                      "AUC [-0.100, +0.100], p (unadjusted) < 0.001 (no clear difference; 2 split(s))")
+    assert comparison_in_words({**c, "p_holm": 0.0004}).endswith("p (Holm) < 0.001 (no clear difference; 2 split(s))")
     assert comparison_in_words({"a": "nonsense", "b": "x", "difference": 1}) is None
 
 

@@ -46,30 +46,30 @@ def test_patient_scores_mean_of_images_both_branches():
     assert out["c"] == pytest.approx(0.3)
 
 
-def test_summary_mean_t_interval_and_bootstrap():
+def test_summary_mean_and_the_tables_interval():
     by_split = {
         0: {"a": 0.2, "b": 0.4, "c": float("nan")},
         1: {"a": 0.6, "d": 0.8},
         2: {"b": 0.5, "d": 0.7},
     }
-    s = summarize_scores(by_split, n_boot=500, seed=3)
+    s = summarize_scores(by_split, test_train_ratio=0.5, n_boot=500, seed=3)
     means = np.array([0.3, 0.7, 0.6])
     assert s.split_means == pytest.approx(tuple(means))
     assert s.mean == pytest.approx(means.mean())
-    half = stats.t.ppf(0.975, 2) * means.std(ddof=1) / np.sqrt(3)
-    assert s.ci_splits == pytest.approx((means.mean() - half, means.mean() + half))
+    # corrected resampled t across splits (as the study tables), variance (1/J + n_test/n_train) s^2
+    half = stats.t.ppf(0.975, 2) * np.sqrt((1 / 3 + 0.5) * means.var(ddof=1))
+    assert s.ci_splits == pytest.approx((max(means.mean() - half, 0.0), min(means.mean() + half, 1.0)))
+    assert s.ci_splits[0] == 0.0  # clipped: a share is never negative
     assert s.n_splits == 3 and s.n_patients == 3  # "c" has no finite score
-    lo, hi = s.ci_boot
-    assert 0.2 <= lo <= s.mean <= hi <= 0.8
-    assert summarize_scores(by_split, n_boot=500, seed=3).ci_boot == s.ci_boot  # seeded
+    assert all(math.isnan(x) for x in s.ci_boot)  # several splits: the tables' interval only
 
 
 def test_bootstrap_matches_slow_reference_single_split():
     rng = np.random.default_rng(0)
     vals = rng.uniform(size=12)
     ids = [f"p{i:02d}" for i in range(12)]
-    s = summarize_scores({0: dict(zip(ids, vals))}, n_boot=4000, seed=1)
-    # slow reference: plain percentile bootstrap of the mean over patients
+    s = summarize_scores({0: dict(zip(ids, vals))}, test_train_ratio=0.0, n_boot=4000, seed=1)
+    # slow reference: plain percentile bootstrap of the mean over patients (one split: one model)
     r = np.random.default_rng(11)
     ref = [vals[r.integers(0, 12, 12)].mean() for _ in range(4000)]
     lo, hi = np.quantile(ref, [0.025, 0.975])
@@ -77,4 +77,4 @@ def test_bootstrap_matches_slow_reference_single_split():
     assert s.ci_boot[1] == pytest.approx(hi, abs=0.02)
     assert math.isnan(s.ci_splits[0])  # one split: no interval across splits
     with pytest.raises(ConfigError):
-        summarize_scores({0: {"a": float("nan")}})
+        summarize_scores({0: {"a": float("nan")}}, test_train_ratio=0.0)

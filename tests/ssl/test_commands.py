@@ -80,6 +80,17 @@ def test_cli_bad_data(tmp_path, capsys):
     assert "missing" in capsys.readouterr().err
 
 
+def test_cli_refuses_a_raw_cohort(tmp_path, capsys):
+    """Preparing here would locate the heart from the expert masks: the user is sent to `cmrprior prepare`."""
+    from cmrprior.data.phantom import generate_phantom
+
+    data = generate_phantom(tmp_path / "raw", n_patients=3, seed=0, classes=("NOR", "DCM", "HCM"))
+    assert main(["pretrain", "--data", str(data), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "not a prepared cohort" in err and "cmrprior prepare" in err
+    assert not (tmp_path / "o" / "prepared").exists()
+
+
 def test_cli_pretrains_on_the_studys_patients_for_the_same_split():
     """`cmrprior pretrain --split-seed S` and the study's split S (protocol seed 0) pre-train on the same
     patients, with the same early-stopping part."""

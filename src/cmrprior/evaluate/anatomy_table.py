@@ -5,9 +5,10 @@ perturbed test masks.
 * Rows: Anatomy, then the best image-only configuration on each kind of training images (highest mean
   macro AUC over splits among the finished cells; chosen on the test results, so its AUC is optimistic and
   the comparison favours the image model).
-* Intervals: corrected resampled t across splits and the patient bootstrap, as `cmrprior.evaluate.tables`.
-* Comparisons: Anatomy - best image model for each kind of images (patient bootstrap, corrected paired t,
-  DeLong per split), Holm-adjusted over this table's family (the image comparisons keep their own family).
+* Intervals: as `cmrprior.evaluate.tables` (corrected resampled t across splits, clipped to [0, 1]).
+* Comparisons: Anatomy - best image model for each kind of images (the paired test of the tables,
+  `cmrprior.evaluate.tables.compare_cells`), Holm-adjusted over this table's family (the image
+  comparisons keep their own family).
 * `anatomy_robustness.csv`: macro AUC and accuracy per split and perturbation of the test masks, plus the
   mean over splits (split `mean`).
 """
@@ -120,8 +121,8 @@ def write_anatomy_table(anatomy: list[CellResult], images: list[CellResult], fol
              f"{_choices(hybrids) or 'none'}.",
              "Best image model: the image-only configuration with the highest mean macro AUC on each kind of "
              "training images (chosen on these test results: optimistic for the image model).",
-             f"Comparisons: A - B, paired patient bootstrap; p (Holm) over the {len(comps)} comparison(s) of this "
-             "table."]
+             "Comparisons: A - B, the paired test of the paired comparisons (t over splits); p (Holm) "
+             f"over the {len(comps)} comparison(s) of this table."]
     md = _markdown(rows, comps, setup.classes, notes, prefix)
     atomic.write_text(folder / f"{prefix}table4.md", md)
     atomic.write_json(folder / f"{prefix}table4.json", {"title": "Table 4: anatomy model", "notes": notes,
@@ -151,12 +152,13 @@ def _markdown(rows: list[dict], comps: list[dict], classes: tuple[str, ...], not
         lines.append(f"| {r['model']} | {r['inputs']} | {r['cell']} | {_f(r['accuracy'])} | {_f(r['balanced_accuracy'])} | "
                      + " | ".join(_f(r["per_class_auc"][c]) for c in classes) + " |")
     if comps:
-        lines += ["", "| A | B | splits | diff | patient bootstrap 95% CI | p (bootstrap) | p (Holm) | p (corrected t) |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += ["", "| A | B | splits | diff | 95% CI | p | p (Holm) |",
+                  "|---|---|---|---|---|---|---|"]
         for c in comps:
             pb = c["paired_bootstrap"]
-            lines.append(f"| {c['a_label']} | {c['b_label']} | {c['n_splits']} | {c['difference']:+.3f} | {pb['low']:+.3f} to "
-                         f"{pb['high']:+.3f} | {pb['p_value']:.3f} | {_f(c['p_holm'])} | {_f(c['paired_t']['p_value'])} |")
+            ci = "" if pb["low"] is None else f"{pb['low']:+.3f} to {pb['high']:+.3f}"
+            lines.append(f"| {c['a_label']} | {c['b_label']} | {c['n_splits']} | {c['difference']:+.3f} | {ci} | "
+                         f"{_f(pb['p_value'])} | {_f(c['p_holm'])} |")
     return "\n".join(lines + [""] + [f"- {n}" for n in notes] + [""])
 
 

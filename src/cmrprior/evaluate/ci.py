@@ -2,9 +2,10 @@
 
 * `corrected_t_interval`: across splits, the corrected resampled t of Nadeau & Bengio (2003): repeated splits
   of one cohort overlap, so the split-to-split spread underestimates the variance of their mean; the
-  variance is inflated by n_test / n_train. The table intervals use it. `t_interval` (plain Student t) treats
-  splits as independent and is kept for independent values only (it is too narrow over overlapping splits:
-  see tests/evaluate/test_coverage.py).
+  variance is inflated by n_test / n_train. The tables (and the saliency table) use it, clipped to [0, 1]:
+  with the model retrained per split it covers the expected AUC of the training procedure at the nominal
+  level (bench/coverage_retrain.py). `t_interval` (plain Student t) treats splits as independent and is kept
+  for independent values only (too narrow over overlapping splits: see tests/evaluate/test_coverage.py).
 * `patient_bootstrap_ci`: over patients, resampled ONCE per draw across all splits (stratified by class over
   the pooled test patients); a drawn patient counts, with its multiplicity, in every split where it is a
   test patient; the statistic is the mean over splits of macro AUC; percentile interval.
@@ -27,15 +28,17 @@ from cmrprior.evaluate.metrics import macro_auc, weighted_macro_auc
 Metric = Callable[[np.ndarray, np.ndarray], float]
 
 
-def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
-    """(mean, low, high) of the Student-t interval of the mean of `values` (NaNs dropped).
+def t_interval(values: Sequence[float], level: float = 0.95,
+               bounds: tuple[float, float] | None = None) -> tuple[float, float, float]:
+    """(mean, low, high) of the Student-t interval of the mean of `values` (NaNs dropped), clipped to `bounds`.
 
     One value gives (v, NaN, NaN): an interval across splits needs at least two splits.
     """
-    return _t_based(values, level, lambda v: v.std(ddof=1) / math.sqrt(v.size))
+    return _t_based(values, level, lambda v: v.std(ddof=1) / math.sqrt(v.size), bounds)
 
 
-def _t_based(values: Sequence[float], level: float, standard_error) -> tuple[float, float, float]:
+def _t_based(values: Sequence[float], level: float, standard_error,
+             bounds: tuple[float, float] | None) -> tuple[float, float, float]:
     """(mean, low, high) with half-width t_{df = J - 1} x `standard_error(v)` over the finite values v."""
     v = np.asarray([x for x in values if x is not None and not math.isnan(x)], dtype=np.float64)
     if v.size == 0:
@@ -44,12 +47,13 @@ def _t_based(values: Sequence[float], level: float, standard_error) -> tuple[flo
     if v.size < 2:
         return mean, math.nan, math.nan
     half = float(stats.t.ppf(0.5 + level / 2, df=v.size - 1) * standard_error(v))
-    return mean, mean - half, mean + half
+    return mean, *clip_interval(mean - half, mean + half, bounds)
 
 
-def corrected_t_interval(values: Sequence[float], test_train_ratio: float,
-                         level: float = 0.95) -> tuple[float, float, float]:
-    """(mean, low, high): corrected resampled t interval of the mean of J per-split values (NaNs dropped).
+def corrected_t_interval(values: Sequence[float], test_train_ratio: float, level: float = 0.95,
+                         bounds: tuple[float, float] | None = None) -> tuple[float, float, float]:
+    """(mean, low, high): corrected resampled t interval of the mean of J per-split values (NaNs dropped),
+    clipped to `bounds` ((0, 1) for an AUC; None, the default, for a difference).
 
     Var(mean) = (1/J + n_test/n_train) s^2 with df J - 1 (Nadeau & Bengio 2003); for r repeats of k-fold
     CV the same with J = r k and n_test/n_train = 1/(k-1) (Bouckaert & Frank 2004). `test_train_ratio` 0
@@ -57,7 +61,7 @@ def corrected_t_interval(values: Sequence[float], test_train_ratio: float,
     """
     if test_train_ratio < 0:
         raise InputError(f"test_train_ratio must be >= 0, got {test_train_ratio}")
-    return _t_based(values, level, lambda v: math.sqrt((1.0 / v.size + test_train_ratio) * v.var(ddof=1)))
+    return _t_based(values, level, lambda v: math.sqrt((1.0 / v.size + test_train_ratio) * v.var(ddof=1)), bounds)
 
 
 def pooled_patient_counts(ids_per_split: Sequence[Sequence[str]], labels_per_split: Sequence[np.ndarray],
@@ -86,6 +90,24 @@ def pooled_patient_counts(ids_per_split: Sequence[Sequence[str]], labels_per_spl
     return [counts[:, [where[str(p)] for p in ids]] for ids in ids_per_split]
 
 
+def pooled_bootstrap_draws(splits: Sequence[tuple[Sequence[str], np.ndarray, np.ndarray]], *, n_boot: int,
+                           seed: int) -> np.ndarray:
+    """`(J, n_boot)` macro AUC of each split's (fixed) predictions in `n_boot` draws of the pooled test
+    patients (`pooled_patient_counts`, one `np.random.default_rng(seed)`); NaN where a draw lacks every class.
+
+    `splits`: (test patient ids, labels (P,), probs (P, K)) per split.
+    """
+    counts = pooled_patient_counts([ids for ids, _, _ in splits], [y for _, y, _ in splits], n_boot,
+                                   np.random.default_rng(seed))
+    return np.vstack([weighted_macro_auc(y, p, c) for (_, y, p), c in zip(splits, counts)])
+
+
+def _nanmean0(a: np.ndarray) -> np.ndarray:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(a, axis=0)
+
+
 def patient_bootstrap_ci(
     splits: Sequence[tuple[Sequence[str], np.ndarray, np.ndarray]],
     *,
@@ -97,20 +119,25 @@ def patient_bootstrap_ci(
 
     `splits`: (test patient ids, labels (P,), probs (P, K)) per split. Draws by `pooled_patient_counts`; a
     split whose draw lacks a class contributes the AUC of the classes present (no class: left out of the
-    mean). Percentile interval; the point is the mean macro AUC on the unresampled data.
+    mean). Percentile interval; the point is the mean macro AUC on the unresampled data. The models stay
+    fixed, so the variance of retraining is not in it: too narrow for the expected AUC of a training
+    procedure (89 % at 100 patients in bench/coverage_retrain.py); the tables use `corrected_t_interval`.
     """
     if not splits:
         return math.nan, math.nan, math.nan
     point = float(np.mean([macro_auc(y, p) for _, y, p in splits]))
-    counts = pooled_patient_counts([ids for ids, _, _ in splits], [y for _, y, _ in splits], n_boot,
-                                   np.random.default_rng(seed))
-    vals = np.vstack([weighted_macro_auc(y, p, c) for (_, y, p), c in zip(splits, counts)])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        draws = np.nanmean(vals, axis=0)
+    draws = _nanmean0(pooled_bootstrap_draws(splits, n_boot=n_boot, seed=seed))
     alpha = (1 - level) / 2
     low, high = np.nanquantile(draws, [alpha, 1 - alpha])
     return point, float(low), float(high)
+
+
+def clip_interval(low: float, high: float, bounds: tuple[float, float] | None = (0.0, 1.0)) -> tuple[float, float]:
+    """(low, high) clipped to `bounds` (NaN stays NaN; None: unchanged)."""
+    if bounds is None:
+        return low, high
+    clip = lambda x: x if math.isnan(x) else min(max(x, bounds[0]), bounds[1])  # noqa: E731
+    return clip(low), clip(high)
 
 
 def stratified_resample(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:

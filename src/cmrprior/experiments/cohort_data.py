@@ -111,7 +111,8 @@ class MasksOrigin:
 
 
 def prepare_data(data: str | Path, config: StudyConfig, *, cache_dir: Path, qc_dir: Path | None = None,
-                 measures_to: tuple[Path, Path] | None = None) -> tuple[PreparedCohort, "MasksOrigin"]:
+                 measures_to: tuple[Path, Path] | None = None, cohort: Cohort | None = None,
+                 skip_bad: bool = False, workers: int = 1) -> tuple[PreparedCohort, "MasksOrigin"]:
     """Open (`cmrprior.io.cohort.open_cohort`), find missing ED/ES frames of cines
     (`cmrprior.segmentation.phases.resolve_cohort_phases`, recorded in `qc_dir/phases.csv`), leave out
     patients whose images repeat an earlier patient's (`qc_dir/duplicate_images.csv`), choose each patient's
@@ -120,14 +121,16 @@ def prepare_data(data: str | Path, config: StudyConfig, *, cache_dir: Path, qc_d
     docstring); segmenter QC and the list of left-out slices go into `qc_dir`; with `measures_to` (and
     `anatomy.enabled`), the anatomy measures of the prepared patients from the same masks, plain and
     perturbed (`cmrprior.experiments.anatomy_data`), go into those two CSVs. Returns the prepared cohort
-    and where its masks come from.
+    and where its masks come from. `cohort`: `data` already opened (`cmrprior prepare` opens it with its
+    label and skip-bad options); `skip_bad`, `workers`: as `prepare_cohort`.
 
     Raises:
         DataError: unreadable data or segmenter weights; oracle masks asked of a cohort without them.
         LeakageError: a patient would be segmented by a model trained on it and `masks.require_out_of_sample`.
         WeightsUnavailableError: no segmenter given and none shipped.
     """
-    cohort, detections = resolve_cohort_phases(open_cohort(Path(data)), model_path=config.masks.model,
+    cohort, detections = resolve_cohort_phases(open_cohort(Path(data)) if cohort is None else cohort,
+                                               model_path=config.masks.model,
                                                inference=config.masks.inference)
     if detections and qc_dir is not None:
         write_csv([d.as_row() for d in detections], qc_dir / PHASES_CSV)
@@ -138,7 +141,7 @@ def prepare_data(data: str | Path, config: StudyConfig, *, cache_dir: Path, qc_d
         if lacking:
             raise DataError(Path(data), f"masks.source = ground_truth (oracle) but patients {lacking[:5]} have no "
                                         "expert masks")
-        prepared = prepare_cohort(cohort, config.prepare, cache_dir)
+        prepared = prepare_cohort(cohort, config.prepare, cache_dir, skip_bad=skip_bad, workers=workers)
         origin = MasksOrigin("oracle masks: expert masks locate the heart and make the segmented images", None)
         masks, measured = expert_masks, cohort
     else:
@@ -155,7 +158,8 @@ def prepare_data(data: str | Path, config: StudyConfig, *, cache_dir: Path, qc_d
         blind = images_only(cohort)
         locations = locate_cohort(blind, models={pid: c.model.weights for pid, c in choices.items()},
                                   inference=config.masks.inference)
-        prepared = prepare_cohort(blind, config.prepare, cache_dir, locations=locations)
+        prepared = prepare_cohort(blind, config.prepare, cache_dir, locations=locations, skip_bad=skip_bad,
+                                  workers=workers)
         if qc_dir is not None and any(r.has_masks for r in cohort.patients):
             truth = expert_masks_on_grid(cohort, config, locations, prepared)
             write_segmentation_qc(prepared.select_patients(truth.patient_ids), truth, qc_dir)
@@ -167,6 +171,22 @@ def prepare_data(data: str | Path, config: StudyConfig, *, cache_dir: Path, qc_d
     if qc_dir is not None:
         write_dropped_slices(prepared, qc_dir / "empty_mask_slices.csv")
     return prepared, origin
+
+
+def shared_images(study: Cohort, test: Cohort) -> list[tuple[str, str]]:
+    """(study id, test id), once per pair, of every test-cohort patient whose ED or ES image has the pixels of a
+    study patient's
+    (`cmrprior.io.fingerprint`: content, not ids or paths; masks not read): the same scan in both cohorts.
+
+    Cine-only records whose ED/ES frames are not known yet (found later by the segmenter) cannot be
+    fingerprinted before that and are left out of this comparison. Raises DataError for an unreadable image.
+    """
+    def prints(cohort: Cohort) -> dict[str, tuple[str, str]]:
+        known = [r for r in cohort.patients if r.cine is None or (r.ed_frame is not None and r.es_frame is not None)]
+        return fingerprint_cohort(dataclasses.replace(cohort, patients=tuple(known)))
+
+    owner = {fp: pid for pid, fps in prints(study).items() for fp in fps}
+    return list(dict.fromkeys((owner[fp], pid) for pid, fps in prints(test).items() for fp in fps if fp in owner))
 
 
 def _without_duplicates(cohort: Cohort, prints: dict[str, tuple[str, str]], qc_dir: Path | None) -> Cohort:

@@ -11,7 +11,7 @@ Steps (Nakashima et al., sec. 5.1; run folder layout in `experiments/README.md`,
    masks of the same training patients instead (`cmrprior.ssl.teacher`);
 4. per split, per backbone x initialisation x training images: the ED/ES diagnosis model
    (`cmrprior.experiments.cell.run_cell`); hyperparameters by k-fold CV inside the training part;
-5. tables 1-3 (mean, corrected resampled t interval across splits, patient-bootstrap interval), paired
+5. tables 1-3 (mean, corrected resampled t interval across splits, clipped to [0, 1]), paired
    comparisons (Holm-adjusted), Figure 1;
 6. saliency of every finished cell (`cmrprior.saliency.run.run_saliency`), then the report, which only
    renders what is on disk.
@@ -196,8 +196,9 @@ def _holdout(run: RunFolder, test_data: Path, config: StudyConfig, data: CohortD
 
 def _check_inputs(run: RunFolder, data: str | Path, test_data: str | Path | None, config: StudyConfig) -> None:
     """Everything about the inputs that can be checked before the first long step: both cohorts open, labels
-    are known, the cohort can be split as the protocol asks, the --test cohort's classes and ids fit, and the
-    run folder was made from these same inputs (or is new)."""
+    are known, the cohort can be split as the protocol asks, the --test cohort's classes fit and its patients
+    are new (ids, and images compared by content), and the run folder was made from these same inputs (or is
+    new)."""
     cohort, fingerprint = cohort_data.open_input(data, hash_cache=run.input_hashes)
     labels = [p.label for p in cohort.patients]
     if any(lab is None for lab in labels):
@@ -220,6 +221,11 @@ def _check_inputs(run: RunFolder, data: str | Path, test_data: str | Path | None
         shared = sorted({p.patient_id for p in hold.patients} & {p.patient_id for p in cohort.patients})
         if shared:
             raise DataError(Path(test_data), f"patient ids also in the study cohort {data}: {shared[:5]}")
+        same = cohort_data.shared_images(cohort, hold)
+        if same:
+            pairs = ", ".join(f"{t} = study patient {s}" for s, t in same[:5])
+            raise DataError(Path(test_data), f"{len(same)} patient(s) of the test cohort have images of the study "
+                                             f"cohort {data} under another id ({pairs}): a held-out patient must be a new patient")
     run.bind_inputs({"data": (str(data), fingerprint),
                      "test_data": None if test_data is None else (str(test_data), test_fingerprint)})
 

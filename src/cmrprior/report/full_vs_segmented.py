@@ -10,7 +10,7 @@ can mean. Nothing is computed here beyond choosing rows and the words for the st
 from __future__ import annotations
 
 from cmrprior.report.html import Section, esc, table_html
-from cmrprior.report.summary import number, read_json
+from cmrprior.report.summary import number, p_in_words, read_json
 from cmrprior.runs import RunFolder
 from cmrprior.vocab import init_label, method_label
 
@@ -39,8 +39,7 @@ def _gap(c: dict | None) -> tuple[str, str]:
     if c is None:
         return "not compared", "not compared"
     boot = c.get("paired_bootstrap") if isinstance(c.get("paired_bootstrap"), dict) else {}
-    diff, lo, hi, p = (number(c.get("difference")), number(boot.get("low")), number(boot.get("high")),
-                       number(boot.get("p_value")))
+    diff, lo, hi = number(c.get("difference")), number(boot.get("low")), number(boot.get("high"))
     if diff is None:
         return "n/a", "not compared"
     text = f"{diff:+.3f}"
@@ -48,9 +47,7 @@ def _gap(c: dict | None) -> tuple[str, str]:
     if lo is not None and hi is not None:
         text += f" [{lo:+.3f}, {hi:+.3f}]"
         verdict = "full higher" if hi < 0 else "segmented higher" if lo > 0 else "no clear difference"
-    if p is not None:
-        text += ", p < 0.001" if p < 0.001 else f", p = {p:.3f}"
-    return text, verdict
+    return text + p_in_words(c), verdict
 
 
 def _saliency_full(saliency: object) -> dict[tuple[str, str], list[str]]:

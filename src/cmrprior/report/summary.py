@@ -127,12 +127,25 @@ def _rank(a: tuple[str, str, str], b: tuple[str, str, str]) -> tuple[int, int]:
     return len(MAIN_INIT_PAIRS) + 1, 0
 
 
+def p_in_words(c: dict) -> str:
+    """', p (Holm) = 0.012' from a comparison record: the Holm-adjusted p the tables wrote over their family of
+    comparisons, read, never recomputed; tables without one (written before Holm) give their bootstrap p,
+    named unadjusted; '' when neither is stored."""
+    boot = c.get("paired_bootstrap") if isinstance(c.get("paired_bootstrap"), dict) else {}
+    p, name = number(c.get("p_holm")), "p (Holm)"
+    if p is None:
+        p, name = number(boot.get("p_value")), "p (unadjusted)"
+    if p is None:
+        return ""
+    return f", {name} < 0.001" if p < 0.001 else f", {name} = {p:.3f}"
+
+
 def comparison_in_words(c: dict) -> str | None:
-    """'Segmented-SSCL vs None on segmented images, vgg16: +0.120 macro AUC [+0.050, +0.190], p = 0.003 (higher)'."""
+    """'Segmented-SSCL vs None on segmented images, vgg16: +0.120 macro AUC [+0.050, +0.190], p (Holm) = 0.003
+    (higher)'."""
     a, b = _parse(c.get("a")), _parse(c.get("b"))
     boot = c.get("paired_bootstrap") if isinstance(c.get("paired_bootstrap"), dict) else {}
-    diff, lo, hi, p = (number(c.get("difference")), number(boot.get("low")), number(boot.get("high")),
-                       number(boot.get("p_value")))
+    diff, lo, hi = number(c.get("difference")), number(boot.get("low")), number(boot.get("high"))
     if a is None or b is None or diff is None:
         return None
     if a[2] == b[2]:
@@ -147,8 +160,7 @@ def comparison_in_words(c: dict) -> str | None:
         verdict = "higher" if lo > 0 else "lower" if hi < 0 else "no clear difference"
     else:
         verdict = ""
-    if p is not None:
-        text += ", p < 0.001" if p < 0.001 else f", p = {p:.3f}"
+    text += p_in_words(c)
     return text + (f" ({verdict}; {c.get('n_splits')} split(s))" if verdict else "")
 
 
@@ -236,7 +248,8 @@ def summary_section(run: RunFolder, info: RunInfo, study: dict | None) -> Sectio
     words, total = main_comparisons(comparisons) if isinstance(comparisons, list) else ([], 0)
     if words:
         more = f" ({len(words)} of {total}; all in <a href=\"#comparisons\">Paired comparisons</a>)" if total > len(words) else ""
-        items.append("Paired comparisons (A - B on the same test patients; paired bootstrap interval and p)" + more
+        items.append("Paired comparisons (A - B on the same test patients; paired bootstrap interval, p Holm-adjusted over the "
+                     "table's comparisons)" + more
                      + ":<ul>" + "".join(f"<li>{esc(w)}</li>" for w in words) + "</ul>")
     anatomy = anatomy_summary(read_json(run.tables / "table4.json"))
     if anatomy:

@@ -91,8 +91,10 @@ def run_saliency(run_dir: str | Path, config: SaliencyConfig = SaliencyConfig())
         k = result.key
         progress.done(f"split {k.split}, {k.backbone}, {k.init}/{k.images}" + (", reused" if reused else ""), reused=reused)
     _write_grids(run, grid_rows, changed)
-    tables = write_saliency_table(scored, run.tables, n_boot=config.n_boot, level=config.level, seed=config.seed,
-                                  margin_mm=config.margin_mm, target=config.target, unavailable=unavailable,
+    repeated = [s for s in run.splits() or [] if s.name != HOLDOUT]
+    ratio = float(np.mean([len(s.test) / len(s.train) for s in repeated])) if repeated else 0.0  # n_test / n_train
+    tables = write_saliency_table(scored, run.tables, test_train_ratio=ratio, n_boot=config.n_boot, level=config.level,
+                                  seed=config.seed, margin_mm=config.margin_mm, target=config.target, unavailable=unavailable,
                                   masks_source=info.masks_source) if scored else {}
     return SaliencyOutputs(folder=run.saliency, n_cells=len(scored), tables=tables)
 

@@ -10,20 +10,21 @@ fraction, which is the chance level to compare against (`heart_area_fraction`).
 
 Per patient: the mean of the shares of all its slices and both branches (ED and ES), each image
 weighted equally and images without positive saliency left out. Per configuration: the mean over
-splits of the mean over each split's test patients, with a 95% t-interval across splits (when there are
->= 2 splits) and a percentile bootstrap interval that resamples patients (the cluster: a patient's scores
-in every split it is tested in move together).
+splits of the mean over each split's test patients, with the study tables' interval: the corrected resampled t
+across splits (>= 2 splits; the splits overlap; `cmrprior.evaluate.ci.corrected_t_interval`), clipped to
+[0, 1]. One split (one model, e.g. on the held-out cohort): the percentile bootstrap over its patients.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from cmrprior.errors import ConfigError
-from cmrprior.evaluate.ci import t_interval
+from cmrprior.evaluate.ci import corrected_t_interval
 
 
 def in_heart_share(saliency: np.ndarray, heart: np.ndarray) -> np.ndarray:
@@ -75,8 +76,9 @@ def patient_scores(
 class ScoreSummary:
     """In-heart score of one configuration over splits.
 
-    mean: mean over splits of the per-split mean over test patients. ci_splits: 95% t-interval across
-    split means (NaN with < 2 splits). ci_boot: percentile bootstrap over patients. split_means: per split.
+    mean: mean over splits of the per-split mean over test patients. ci_splits: corrected resampled t interval
+    across split means (NaN with < 2 splits). ci_boot: with one split only, the percentile bootstrap over its
+    patients (NaN otherwise, as in the study tables). split_means: per split.
     """
 
     mean: float
@@ -90,13 +92,15 @@ class ScoreSummary:
 def summarize_scores(
     scores_by_split: Mapping[object, Mapping[str, float]],
     *,
+    test_train_ratio: float,
     level: float = 0.95,
     n_boot: int = 2000,
     seed: int = 0,
 ) -> ScoreSummary:
     """Summarise per-patient scores of one configuration: {split: {patient_id: score}} -> ScoreSummary.
 
-    NaN patient scores are dropped. Raises ConfigError when no split has a finite score.
+    `test_train_ratio`: n_test / n_train of one split (the overlap term of the intervals; 0 for one external
+    cohort). NaN patient scores are dropped. Raises ConfigError when no split has a finite score.
     """
     splits: list[dict[str, float]] = []
     for _, per_patient in sorted(scores_by_split.items(), key=lambda kv: str(kv[0])):
@@ -107,10 +111,15 @@ def summarize_scores(
         raise ConfigError("summarize_scores: no finite in-heart score in any split")
     split_means = np.array([np.mean(list(s.values())) for s in splits])
     mean = float(split_means.mean())
-    _, lo, hi = t_interval(split_means.tolist(), level=level)
+    # the study tables' interval (`cmrprior.evaluate.ci.corrected_t_interval`); a share lies in [0, 1]
+    _, lo, hi = corrected_t_interval(split_means.tolist(), test_train_ratio, level, bounds=(0.0, 1.0))
     ci_splits = (lo, hi)
     patients = sorted({p for s in splits for p in s})
-    ci_boot = _cluster_bootstrap(splits, patients, level=level, n_boot=n_boot, seed=seed)
+    ci_boot = (math.nan, math.nan)
+    draws = _cluster_draws(splits, patients, n_boot=n_boot, seed=seed) if len(splits) == 1 else None
+    if draws is not None and np.isfinite(draws).any():  # one model (e.g. the held-out cohort's): its bootstrap
+        lo, hi = np.nanquantile(draws[0], [0.5 - level / 2, 0.5 + level / 2])
+        ci_boot = (float(lo), float(hi))
     return ScoreSummary(
         mean=mean,
         ci_splits=ci_splits,
@@ -121,11 +130,12 @@ def summarize_scores(
     )
 
 
-def _cluster_bootstrap(
-    splits: list[dict[str, float]], patients: list[str], *, level: float, n_boot: int, seed: int
-) -> tuple[float, float]:
+def _cluster_draws(splits: list[dict[str, float]], patients: list[str], *, n_boot: int, seed: int
+                   ) -> np.ndarray | None:
+    """`(n_splits, n_boot)` per-split mean scores in `n_boot` draws of the patients (a drawn patient counts, with
+    its multiplicity, in every split where it is tested); None without draws."""
     if n_boot < 1 or len(patients) < 2:
-        return (float("nan"), float("nan"))
+        return None
     rng = np.random.default_rng(seed)
     index = {p: i for i, p in enumerate(patients)}
     # matrix (n_splits, n_patients): score or NaN when the patient is not tested in that split
@@ -141,11 +151,4 @@ def _cluster_bootstrap(
     sums = counts @ vals.T  # (n_boot, n_splits)
     ns = counts @ present.T.astype(float)
     with np.errstate(invalid="ignore", divide="ignore"):
-        means = np.where(ns > 0, sums / np.where(ns > 0, ns, 1), np.nan)
-    n_valid = np.isfinite(means).sum(axis=1)
-    stat = np.where(n_valid > 0, np.nansum(means, axis=1) / np.maximum(n_valid, 1), np.nan)
-    stat = stat[np.isfinite(stat)]
-    if stat.size == 0:
-        return (float("nan"), float("nan"))
-    lo, hi = np.quantile(stat, [0.5 - level / 2, 0.5 + level / 2])
-    return (float(lo), float(hi))
+        return np.where(ns > 0, sums / np.where(ns > 0, ns, 1), np.nan).T

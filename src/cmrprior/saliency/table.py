@@ -1,8 +1,8 @@
 """The in-heart saliency table: one more table of the study, in Markdown, CSV and JSON.
 
 Rows: backbone x training images, per saliency method; columns: the initialisations (as Tables 1 and 2),
-each cell the mean in-heart share over splits [95% t-interval across splits] (boot: 95% bootstrap
-interval over patients), formatted by the study tables' `cmrprior.evaluate.tables.format_cell`; plus the
+each cell the mean in-heart share over splits [95% corrected resampled t interval across splits, as in the
+study tables, `cmrprior.evaluate.ci`] (one split, the held-out cohort: boot, the bootstrap over patients), formatted by the study tables' `cmrprior.evaluate.tables.format_cell`; plus the
 chance level (the mean heart-area fraction: the score of a uniform map). Held-out cells (split
 "holdout") go into `holdout_saliency.*`.
 """
@@ -25,8 +25,8 @@ COLUMNS = ["method", "backbone", "init", "images", "mean", "t_low", "t_high", "b
            "n_patients", "chance", "cell"]
 
 
-def saliency_table(records: Sequence[dict], *, n_boot: int = 1000, level: float = 0.95, seed: int = 0,
-                   unavailable: Sequence[dict] = ()) -> list[dict]:
+def saliency_table(records: Sequence[dict], *, test_train_ratio: float, n_boot: int = 1000, level: float = 0.95,
+                   seed: int = 0, unavailable: Sequence[dict] = ()) -> list[dict]:
     """Summary rows from per-cell score records (the `scores.json` dicts of `cmrprior.saliency.run`).
 
     One row per (method, backbone, init, images): the `ScoreSummary` of the patients' scores grouped by
@@ -44,8 +44,8 @@ def saliency_table(records: Sequence[dict], *, n_boot: int = 1000, level: float 
     for (method, backbone, init, images), g in sorted(groups.items(), key=lambda kv: _order(kv[0])):
         row = {"method": method, "backbone": backbone, "init": init, "images": images}
         try:
-            s = summarize_scores(g["scores"], level=level, n_boot=n_boot, seed=seed)
-            chance = summarize_scores(g["chance"], level=level, n_boot=0, seed=seed).mean
+            s = summarize_scores(g["scores"], test_train_ratio=test_train_ratio, level=level, n_boot=n_boot, seed=seed)
+            chance = summarize_scores(g["chance"], test_train_ratio=test_train_ratio, level=level, n_boot=0, seed=seed).mean
         except ConfigError as exc:
             row.update({"mean": None, "reason": str(exc), "cell": f"n/a: {exc}"})
             rows.append(row)
@@ -98,10 +98,12 @@ def saliency_markdown(rows: list[dict], *, title: str, notes: list[str]) -> str:
     return "\n".join(lines)
 
 
-def write_saliency_table(records: Sequence[dict], folder: str | Path, *, n_boot: int = 1000, level: float = 0.95,
-                         seed: int = 0, margin_mm: float = 5.0, target: str = "predicted",
+def write_saliency_table(records: Sequence[dict], folder: str | Path, *, test_train_ratio: float, n_boot: int = 1000,
+                         level: float = 0.95, seed: int = 0, margin_mm: float = 5.0, target: str = "predicted",
                          unavailable: Sequence[dict] = (), masks_source: str | None = None) -> dict:
     """Write `saliency.{md,csv,json}` (and `holdout_saliency.*` for held-out cells) into `folder`.
+
+    `test_train_ratio`: n_test / n_train of the repeated splits (their intervals' overlap term).
 
     Returns {"md": Path, "csv": Path, "json": Path} of the repeated-split table (or of the held-out one
     when there are only held-out cells).
@@ -115,8 +117,9 @@ def write_saliency_table(records: Sequence[dict], folder: str | Path, *, n_boot:
         ("Saliency explains the predicted class of each slice." if target == "predicted" else
          "Saliency explains the true class (the patient's label) of each slice." if target == "true" else
          f"Saliency explains class {target} for every slice."),
-        f"Cell: mean over splits of the mean over test patients [{pct}% Student-t interval across splits] "
-        f"(boot: {pct}% bootstrap interval over patients, {n_boot} resamples).",
+        f"Cell: mean over splits of the mean over test patients [{pct}% corrected resampled t interval across splits, "
+        f"n_test/n_train = {test_train_ratio:.3g}, clipped to [0, 1], as in the study tables]; one split (held-out "
+        f"cohort): (boot: {pct}% percentile bootstrap over its patients, {n_boot} resamples).",
         "Chance (heart area): the score a uniform saliency map would get (mean heart-area fraction of the images).",
     ]
     for method in sorted(dict.fromkeys(m for r in records for m in r["methods"]), key=method_rank):
@@ -138,7 +141,8 @@ def write_saliency_table(records: Sequence[dict], folder: str | Path, *, n_boot:
         if not recs:
             continue
         unav = [u for u in unavailable if (str(u.get("split")) == "holdout") == bool(prefix)]
-        rows = saliency_table(recs, n_boot=n_boot, level=level, seed=seed, unavailable=unav)
+        rows = saliency_table(recs, test_train_ratio=0.0 if prefix else test_train_ratio, n_boot=n_boot, level=level,
+                              seed=seed, unavailable=unav)
         title = ("Held-out cohort - " if prefix else "") + "In-heart saliency score (share of positive saliency on the heart)"
         md = atomic.write_text(folder / f"{prefix}saliency.md", saliency_markdown(rows, title=title, notes=notes))
         buf = io.StringIO()

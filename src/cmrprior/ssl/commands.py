@@ -1,6 +1,6 @@
 """CLI: `cmrprior pretrain` (SimCLR pre-training on the training patients of a split).
 
-    cmrprior pretrain --data PREPARED_OR_DATA --images full|segmented --backbone vgg16 --out RUN
+    cmrprior pretrain --data PREPARED --images full|segmented --backbone vgg16 --out RUN
                       [--resume] [--split-seed S] [--batch-size 128 | --batch-sizes 64,128,256] ...
     torchrun --nproc-per-node N -m cmrprior pretrain ...      (DistributedDataParallel)
 
@@ -24,7 +24,6 @@ import numpy as np
 
 from cmrprior.data.splits import ProtocolConfig, inner_split, stratified_split
 from cmrprior.errors import ConfigError, DataError
-from cmrprior.io.cohort import open_cohort
 from cmrprior.ssl.config import PretrainConfig
 from cmrprior.runs import read_json
 from cmrprior.utils import atomic
@@ -42,13 +41,15 @@ class PretrainData:
 
 
 def _open_prepared(data: Path, out: Path):
-    """A prepared cohort folder as is; a raw cohort (ACDC folder / manifest) prepared into OUT/prepared."""
+    """A prepared cohort folder (`cmrprior prepare`); a raw cohort is refused: preparing it here would find the
+    heart from its expert masks, and the heart is found by the segmenter (`cmrprior prepare` does that)."""
     # data.prepare loads SciPy and the image readers (~0.3-1 s): kept out of `cmrprior` start-up
-    from cmrprior.data.prepare import PrepareConfig, load_prepared, prepare_cohort
+    from cmrprior.data.prepare import load_prepared
 
     if (data / "cohort.json").is_file() or (data / "prepared.json").is_file():
         return load_prepared(data)
-    return prepare_cohort(open_cohort(data), PrepareConfig(), out / "prepared", progress=True)
+    raise DataError(data, "not a prepared cohort: prepare it first with `cmrprior prepare --data "
+                          f"{data} --out PREPARED` (the heart found by the segmenter) and give --data PREPARED")
 
 
 def _split_patients(ids: list[str], labels: np.ndarray, fraction: float, seed: int,
@@ -138,7 +139,7 @@ def _int_list(text: str) -> tuple[int, ...]:
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("pretrain", help="SimCLR pre-training of an encoder (training patients only)",
                               description=__doc__.splitlines()[0])
-    p.add_argument("--data", required=True, type=Path, help="prepared cohort folder, ACDC-layout folder or manifest .csv")
+    p.add_argument("--data", required=True, type=Path, help="prepared cohort folder (`cmrprior prepare --out`)")
     p.add_argument("--images", choices=("full", "segmented"), default="full",
                    help="pre-train on full images or on heart-masked ones (Full- or Segmented-SSCL)")
     p.add_argument("--segmented-mode", choices=SEGMENTED_MODES, default=ImagesConfig.segmented_mode,
