@@ -21,7 +21,8 @@ from cmrprior.io.acdc import write_acdc_patient
 def _few_commands(monkeypatch):
     """The real CLI with the data and phantom subcommands only (the others import torch and friends)."""
     monkeypatch.setattr(cmrprior.cli, "COMMAND_MODULES", ["cmrprior.data.commands", "cmrprior.data.phantom_commands",
-                                                         "cmrprior.segmentation.commands"])
+                                                         "cmrprior.segmentation.commands",
+                                                         "cmrprior.experiments.prepare_command"])
 
 
 def _acdc(root, n=3):

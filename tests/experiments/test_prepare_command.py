@@ -57,5 +57,5 @@ def test_expert_masks_only_behind_the_oracle_flag(cohorts, tmp_path, capsys):
     assert set(load_prepared(tmp_path / "oracle").masks_models.values()) == {None}  # expert masks
     assert "ORACLE" in (tmp_path / "oracle" / "summary.txt").read_text()
     capsys.readouterr()
-    assert _prepare(cohorts["blind"], tmp_path / "blind_oracle", "--oracle-masks") == 2
+    assert _prepare(cohorts["blind"], tmp_path / "blind_oracle", "--oracle-masks") == 3  # bad data
     assert "have no expert masks" in capsys.readouterr().err

@@ -85,7 +85,7 @@ def test_cli_refuses_a_raw_cohort(tmp_path, capsys):
     from cmrprior.data.phantom import generate_phantom
 
     data = generate_phantom(tmp_path / "raw", n_patients=3, seed=0, classes=("NOR", "DCM", "HCM"))
-    assert main(["pretrain", "--data", str(data), "--out", str(tmp_path / "o")]) == 2
+    assert main(["pretrain", "--data", str(data), "--out", str(tmp_path / "o")]) == 3  # bad data
     err = capsys.readouterr().err
     assert "not a prepared cohort" in err and "cmrprior prepare" in err
     assert not (tmp_path / "o" / "prepared").exists()
