@@ -59,3 +59,15 @@ def test_expert_masks_only_behind_the_oracle_flag(cohorts, tmp_path, capsys):
     capsys.readouterr()
     assert _prepare(cohorts["blind"], tmp_path / "blind_oracle", "--oracle-masks") == 3  # bad data
     assert "have no expert masks" in capsys.readouterr().err
+
+
+def test_prepare_reads_cine_only_rows_of_a_dicom_manifest(tmp_path, capsys):
+    """The phantom's own DICOM manifest names cines only: prepare finds ED/ES with the (shipped) segmenter."""
+    data = generate_phantom(tmp_path / "dicom", n_patients=1, seed=4, classes=("NOR",),
+                            config=PhantomConfig(image_size=(128, 144), pixel_spacing_mm=(1.5, 1.8), n_slices=(6, 7)),
+                            output_format="dicom")
+    assert "ed_frame" not in (data / "manifest.csv").read_text().splitlines()[0]
+    assert _prepare(data / "manifest.csv", tmp_path / "out") == 0, capsys.readouterr().err
+    prepared = load_prepared(tmp_path / "out")
+    assert prepared.patient_ids == ["patient001"] and len(prepared) > 0
+    assert (tmp_path / "out" / "qc" / "phases.csv").exists()  # the frames it chose, recorded
