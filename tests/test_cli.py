@@ -107,3 +107,20 @@ def test_counts_below_one_are_usage_errors(argv, capsys):
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("usage: ") and "must be at least 1" in err
+
+
+def test_report_and_saliency_on_a_read_only_run_folder(tmp_path, monkeypatch, capsys):
+    """A finished run folder on a read-only mount: one line naming the file, exit 2, for both readers."""
+    from cmrprior.runs import LAYOUT_VERSION, RunFolder, RunInfo
+    from cmrprior.vocab import ImageSpec
+
+    run = RunFolder(tmp_path / "run")
+    run.root.mkdir()
+    run.write_info(RunInfo(LAYOUT_VERSION, ("NOR", "DCM"), "segmenter", "", (ImageSpec("full", "full", 0.0),), 32, 1.5))
+    run.tables.mkdir()
+    monkeypatch.setattr(cmrprior.cli, "COMMAND_MODULES", ["cmrprior.report.commands", "cmrprior.saliency.commands"])
+    _read_only_fs(monkeypatch)
+    assert main(["report", str(run.root)]) == 2
+    _one_line(capsys, "cmrprior report: error:", str(run.root), "Read-only file system")
+    assert main(["saliency", "--run", str(run.root)]) == 2
+    _one_line(capsys, "cmrprior saliency: error:", str(run.root), "Read-only file system")
