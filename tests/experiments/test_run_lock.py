@@ -36,7 +36,7 @@ def test_prepare_and_study_cli_say_it_in_one_line(tmp_path, monkeypatch, capsys,
     assert main(["study", "--data", "A", "--out", str(held), "--config", "cpu"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"cmrprior study: error: another cmrprior process is using {held}" in err
-    monkeypatch.setattr(cmrprior.cli, "COMMAND_MODULES", ["cmrprior.data.commands"])
+    monkeypatch.setattr(cmrprior.cli, "COMMAND_MODULES", ["cmrprior.experiments.prepare_command"])
     (tmp_path / "data").mkdir()
     assert main(["prepare", "--data", str(tmp_path / "data"), "--out", str(held)]) == 2
     err = capsys.readouterr().err
