@@ -44,12 +44,12 @@ from cmrprior.io.cohort import open_cohort
 from cmrprior.io.load import load_patient
 from cmrprior.io.nifti import write_nifti
 from cmrprior.io.records import Cohort, PatientRecord, PatientVolumes
-from cmrprior.segmentation.folds import choose_segmenters, load_segmenter_set
+from cmrprior.segmentation.folds import load_segmenter_set, segmenter_chooser
 from cmrprior.segmentation.inference import SegInference
 from cmrprior.segmentation.phases import resolve_cohort_phases
 from cmrprior.segmentation.qc import mask_flags, write_csv
 from cmrprior.segmentation.volumes import Locator, load_locator
-from cmrprior.io.fingerprint import patient_fingerprints
+from cmrprior.io.fingerprint import volume_fingerprint
 from cmrprior.utils import atomic
 from cmrprior.utils.filenames import patient_filename
 from cmrprior.utils.runfolder_checks import check_out_dir, input_fingerprint
@@ -122,10 +122,11 @@ class _Segmenters:
     def __init__(self, model: Path, inference: SegInference | None) -> None:
         self.model, self.inference = model, inference
         self.full = load_segmenter_set(model).full.weights if model.is_dir() else model
+        self._choose = segmenter_chooser(model)
         self._loaded: dict[Path, Locator] = {}
 
     def for_patient(self, rec: PatientRecord, prints: tuple[str, str]) -> tuple[Locator, str, bool | None]:
-        choice = choose_segmenters({rec.patient_id: prints}, self.model)[rec.patient_id]
+        choice = self._choose(rec.patient_id, prints)
         path = Path(choice.model.weights).resolve()
         if path not in self._loaded:
             self._loaded[path] = load_locator(path, self.inference)
@@ -137,7 +138,7 @@ def _judge(bundle: Bundle, rec: PatientRecord, segs: _Segmenters, out: Path | No
     volumes: PatientVolumes = load_patient(dataclasses.replace(rec, ed_mask=None, es_mask=None))
     acq = Acquisition.of(volumes.ed.shape, volumes.ed.spacing)
     outside = acq.outside(bundle.domain, bundle.limits)
-    prints = patient_fingerprints(rec)
+    prints = (volume_fingerprint(volumes.ed), volume_fingerprint(volumes.es))  # as `patient_fingerprints`, no reread
     if bundle.trained_on(prints):
         d.warnings.append("IN-SAMPLE: this scan was in the bundle's training cohort; its call says nothing about "
                           "how the model does on new patients")

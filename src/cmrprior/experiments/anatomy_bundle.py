@@ -34,7 +34,7 @@ from cmrprior.evaluate.metrics import macro_auc
 from cmrprior.experiments.anatomy_stage import AnatomyInputs
 from cmrprior.experiments.cohort_data import prepare_data
 from cmrprior.experiments.config import StudyConfig
-from cmrprior.experiments.export_stage import acquisition, fit_final_anatomy, training_fingerprints
+from cmrprior.experiments.export_stage import fit_final_anatomy, training_scans
 from cmrprior.io.cohort import open_cohort
 from cmrprior.anatomy.measures_csv import read_measures_csv
 from cmrprior.utils import atomic
@@ -129,10 +129,10 @@ def train_anatomy_bundle(data: str | Path, out: str | Path, config: StudyConfig,
     atomic.write_text(out / "cv_predictions.csv", buf.getvalue())
     model = fit_final_anatomy(ids, inputs, classes, config)
     recs = {r.patient_id: r for r in open_cohort(Path(data)).patients}
+    acquisitions, prints = training_scans([recs[p] for p in ids])
     bundle = export_anatomy_bundle(
         out / "bundle", model, name=out.name, classes=classes, train_values=values, train_labels=labels,
-        acquisitions=[acquisition(recs[p]) for p in ids], segmenter=config.masks.model, estimate=figures,
-        training_fingerprints=training_fingerprints([recs[p] for p in ids]),
+        acquisitions=acquisitions, segmenter=config.masks.model, estimate=figures, training_fingerprints=prints,
         made_by=f"cmrprior anatomy-bundle --data {Path(data).name} --out {out.name} --config {config.name} "
                 f"--repeats {repeats} --folds {folds} --seed {seed}")
     log.info("anatomy bundle %s: nested CV macro AUC %.3f [%.3f, %.3f], accuracy %.3f (%.0f s)", bundle,

@@ -9,6 +9,7 @@ probabilities. Its card carries the study's estimate for the Anatomy model on th
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,8 +22,8 @@ from cmrprior.evaluate.tables import summarise_cells
 from cmrprior.experiments.anatomy_stage import AnatomyInputs
 from cmrprior.experiments.config import StudyConfig
 from cmrprior.io.cohort import open_cohort
-from cmrprior.io.fingerprint import patient_fingerprints
-from cmrprior.io.load import read_image
+from cmrprior.io.fingerprint import volume_fingerprint
+from cmrprior.io.load import load_patient, read_image
 from cmrprior.io.records import PatientRecord
 from cmrprior.runs import CellResult, RunFolder
 from cmrprior.utils import atomic
@@ -33,26 +34,24 @@ log = logging.getLogger(__name__)
 ANATOMY_BUNDLE = "anatomy"
 
 
-def acquisition(rec: PatientRecord) -> Acquisition:
-    """The ED image's geometry (any frame of a cine has the same)."""
-    frame = rec.ed_frame if rec.ed_frame is not None else (1 if rec.cine is not None and rec.ed_image == rec.cine else None)
-    vol = read_image(rec.ed_image, frame=frame)
-    return Acquisition.of(vol.shape, vol.spacing)
-
-
-def training_fingerprints(records: Sequence[PatientRecord]) -> list[str]:
-    """The ED and ES image fingerprints of these patients (images only, `cmrprior.io.fingerprint`). A cine given
-    without its ED/ES frames has no such images until the frames are found: it is left out, and logged."""
-    out, unknown = [], []
+def training_scans(records: Sequence[PatientRecord]) -> tuple[list[Acquisition], list[str]]:
+    """(the ED image's geometry of every patient, the ED and ES image fingerprints of these patients), each image
+    read once. A cine given without its ED/ES frames has no such images until the frames are found: its geometry
+    is read from frame 1 (every frame has the same), its fingerprints are left out, and that is logged."""
+    acquisitions, prints, unknown = [], [], []
     for rec in records:
         if rec.cine is not None and (rec.ed_frame is None or rec.es_frame is None):
             unknown.append(rec.patient_id)
+            vol = read_image(rec.ed_image, frame=rec.ed_frame or 1)
+            acquisitions.append(Acquisition.of(vol.shape, vol.spacing))
             continue
-        out += patient_fingerprints(rec)
+        volumes = load_patient(dataclasses.replace(rec, ed_mask=None, es_mask=None))
+        acquisitions.append(Acquisition.of(volumes.ed.shape, volumes.ed.spacing))
+        prints += [volume_fingerprint(volumes.ed), volume_fingerprint(volumes.es)]  # as `patient_fingerprints`
     if unknown:
         log.warning("bundle: %d training patient(s) given as cines without ED/ES frames are not recognised by "
                     "`diagnose` as training patients (e.g. %s)", len(unknown), unknown[0])
-    return out
+    return acquisitions, prints
 
 
 def fit_final_anatomy(patient_ids: Sequence[str], inputs: AnatomyInputs, classes: Sequence[str], config: StudyConfig):
@@ -93,13 +92,14 @@ def export_models(run: RunFolder, data: str | Path, patient_ids: Sequence[str], 
         try:
             model = fit_final_anatomy(patient_ids, inputs, classes, config)
             recs = {r.patient_id: r for r in open_cohort(Path(data)).patients}
+            acquisitions, prints = training_scans([recs[p] for p in patient_ids])
             out[ANATOMY_BUNDLE] = export_anatomy_bundle(
                 run.bundle_dir(ANATOMY_BUNDLE), model, name=f"{config.name}-{ANATOMY_BUNDLE}", classes=classes,
                 train_values=[inputs.measures[p].values for p in patient_ids],
                 train_labels=[inputs.measures[p].label for p in patient_ids],
-                acquisitions=[acquisition(recs[p]) for p in patient_ids], segmenter=config.masks.model,
+                acquisitions=acquisitions, segmenter=config.masks.model,
                 estimate=estimate_of(anatomy_results, config), made_by=f"cmrprior study --data {data} (config {config.name})",
-                training_fingerprints=training_fingerprints([recs[p] for p in patient_ids]))
+                training_fingerprints=prints)
         except CmrPriorError as exc:
             log.error("exporting the anatomy bundle failed: %s", exc)
     primary = config.primary

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -171,20 +172,26 @@ def duplicate_images(prints: dict[str, tuple[str, str]]) -> list[tuple[str, str]
     return out
 
 
-def choose_segmenters(prints: dict[str, tuple[str, str]], model: str | Path | None = None
-                      ) -> dict[str, SegmenterChoice]:
-    """The segmenter of every patient (`SegmenterSet.choose(strict=False)`): `model` None = the shipped set,
-    a folder = the set indexed there, a weights file = that model for everyone (training data unknown:
-    `out_of_sample` None)."""
+def segmenter_chooser(model: str | Path | None = None) -> Callable[[str, tuple[str, ...]], SegmenterChoice]:
+    """`(patient_id, image fingerprints) -> SegmenterChoice` for `model` (see `choose_segmenters`), with the set
+    or the weights read once, for callers that meet patients one at a time."""
     if model is not None and not Path(model).exists():
         raise DataError(Path(model), "segmenter weights not found (a .safetensors file or a segmenter-set folder)")
     if model is not None and Path(model).is_file():
         weights = Path(model)
         m = SegmenterModel(weights.stem, weights, file_sha256(weights), frozenset(), frozenset())
-        return {pid: SegmenterChoice(pid, m, None, "given model (its training patients are not known)")
-                for pid in prints}
+        return lambda pid, fps: SegmenterChoice(pid, m, None, "given model (its training patients are not known)")
     seg_set = load_segmenter_set(SHIPPED_SET if model is None else Path(model))
-    return {pid: seg_set.choose(pid, fps, strict=False) for pid, fps in prints.items()}
+    return lambda pid, fps: seg_set.choose(pid, fps, strict=False)
+
+
+def choose_segmenters(prints: dict[str, tuple[str, str]], model: str | Path | None = None
+                      ) -> dict[str, SegmenterChoice]:
+    """The segmenter of every patient (`SegmenterSet.choose(strict=False)`): `model` None = the shipped set,
+    a folder = the set indexed there, a weights file = that model for everyone (training data unknown:
+    `out_of_sample` None)."""
+    choose = segmenter_chooser(model)
+    return {pid: choose(pid, fps) for pid, fps in prints.items()}
 
 
 def in_sample(choices: dict[str, SegmenterChoice]) -> list[str]:
