@@ -145,13 +145,3 @@ def bundle_sha256(root: str | Path) -> str:
     """One sha256 for a whole bundle: the hash of its manifest file (which holds every other file's)."""
     return file_sha256(Path(root) / MANIFEST)
 
-
-def folder_sha256(folder: str | Path) -> str:
-    """sha256 over the names and contents of every file of a folder (a segmenter set), sorted by name."""
-    import hashlib
-
-    folder = Path(folder)
-    h = hashlib.sha256()
-    for rel in _files(folder):
-        h.update(rel.encode() + b"\0" + file_sha256(folder / rel).encode() + b"\n")
-    return h.hexdigest()

@@ -5,7 +5,6 @@ nothing but the overlay pictures.
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
@@ -19,13 +18,6 @@ from cmrprior.utils.filenames import patient_filename
 
 USE = ("Research use only: a suggestion from a statistical model with the reasons below, not a clinical "
        "decision. Check the masks before reading the measures.")
-
-
-def _raw_table(header: list[str], rows: list[list[str]]) -> str:
-    """A table whose cells are trusted HTML (built here from escaped values)."""
-    head = "".join(f"<th>{esc(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def _bar(p: float) -> str:
@@ -43,8 +35,8 @@ def _overlay_png(shown: dict[str, tuple[np.ndarray, np.ndarray]], tmp: Path) -> 
 
 def patient_page(bundle: Bundle, d: PatientDiagnosis, overlay: bytes | None) -> str:
     if d.status == OK:
-        verdict = f"<p><b>Suggested: {esc(d.predicted_label)}</b></p>" + _raw_table(
-            ["Class", "Probability"], [[esc(c), _bar(d.probabilities[c])] for c in bundle.classes])
+        verdict = f"<p><b>Suggested: {esc(d.predicted_label)}</b></p>" + table_html(
+            ["Class", "Probability"], [[esc(c), _bar(d.probabilities[c])] for c in bundle.classes], trusted_cells=True)
         push = table_html(["Measure", "Value", "Training percentile", "Effect on the call"],
                           [(x.feature, f"{x.value:.4g}", f"{x.percentile:.0f}", f"{x.effect:+.3f}") for x in d.drivers])
         verdict += ("<p>The measures that pushed the call most (the suggested class's probability minus its "
@@ -78,7 +70,7 @@ def cohort_page(bundle: Bundle, table: DiagnosisTable) -> str:
         link = f'<a href="pages/{esc(patient_filename(d.patient_id))}.html">{esc(d.patient_id)}</a>'
         probs = [f"{d.probabilities[c]:.3f}" if d.probabilities else "" for c in bundle.classes]
         rows.append([link, esc(d.status), esc(d.predicted_label), *probs, esc(d.reason)])
-    body = _raw_table(["Patient", "Status", "Suggested", *bundle.classes, "Reason"], rows)
+    body = table_html(["Patient", "Status", "Suggested", *bundle.classes, "Reason"], rows, trusted_cells=True)
     n_ok = sum(d.status == OK for d in table.patients)
     counts = {}
     for d in table.patients:

@@ -49,11 +49,14 @@ def figure(png: bytes, caption: str, *, width: int | None = None, photo: bool = 
     return f"<figure>{img_tag(data, caption, width=width, mime=mime)}<figcaption>{esc(caption)}</figcaption></figure>"
 
 
-def table_html(header: Sequence[str], rows: Sequence[Sequence[object]], *, caption: str | None = None) -> str:
-    """A table with a header row and body rows (cell values escaped)."""
+def table_html(header: Sequence[str], rows: Sequence[Sequence[object]], *, caption: str | None = None,
+               trusted_cells: bool = False) -> str:
+    """A table with a header row and body rows (cell values escaped; `trusted_cells`: the body cells are HTML
+    already built from escaped values, such as links, and are inserted as they are)."""
     cap = f"<caption>{esc(caption)}</caption>" if caption else ""
     head = "".join(f"<th>{esc(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in rows)
+    cell = str if trusted_cells else esc
+    body = "".join("<tr>" + "".join(f"<td>{cell(c)}</td>" for c in r) + "</tr>" for r in rows)
     return f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
