@@ -210,24 +210,21 @@ def main() -> None:
             print(f"  coverage {k}: {res['coverage'][k]:.3f} (whole-cohort model: {res['coverage_full'][k]:.3f})")
         for k in TESTS:
             print(f"  false positives {k}: {res['fpr'][k]:.3f}", flush=True)
-    print("\nCoverage of the true expected AUC, nominal 95 % (MC SE)")
-    print("| interval | " + " | ".join(f"{N_CLASSES * r['n_per_class']} patients" for r in results) + " |")
-    print("|---" * (len(results) + 1) + "|")
-    for k in INTERVALS:
-        print(f"| {k} | " + " | ".join(f"{r['coverage'][k]:.3f} ({_se(r['coverage'][k], r['reps']):.3f})"
-                                      for r in results) + " |")
-    print("\nCoverage of the AUC of the model trained on the whole cohort (secondary; MC SE as above)")
-    print("| interval | " + " | ".join(f"{N_CLASSES * r['n_per_class']} patients" for r in results) + " |")
-    print("|---" * (len(results) + 1) + "|")
-    for k in INTERVALS:
-        print(f"| {k} | " + " | ".join(f"{r['coverage_full'][k]:.3f}" for r in results) + " |")
-    print("\nFalse-positive rate at 5 %, two copies of the same training procedure (MC SE)")
-    print("| test | " + " | ".join(f"{N_CLASSES * r['n_per_class']} patients" for r in results) + " |")
-    print("|---" * (len(results) + 1) + "|")
-    for k in TESTS:
-        print(f"| {k} | " + " | ".join(f"{r['fpr'][k]:.3f} ({_se(r['fpr'][k], r['fpr_n'][k]):.3f})"
-                                      for r in results) + " |")
+    _table("Coverage of the true expected AUC, nominal 95 % (MC SE)", "interval", INTERVALS, results,
+           lambda r, k: f"{r['coverage'][k]:.3f} ({_se(r['coverage'][k], r['reps']):.3f})")
+    _table("Coverage of the AUC of the model trained on the whole cohort (secondary; MC SE as above)", "interval",
+           INTERVALS, results, lambda r, k: f"{r['coverage_full'][k]:.3f}")
+    _table("False-positive rate at 5 %, two copies of the same training procedure (MC SE)", "test", TESTS, results,
+           lambda r, k: f"{r['fpr'][k]:.3f} ({_se(r['fpr'][k], r['fpr_n'][k]):.3f})")
 
+
+def _table(title: str, what: str, keys, results: list[dict], cell) -> None:
+    """One Markdown table: a row per key, a column per cohort size, `cell(result, key)` in each."""
+    print(f"\n{title}")
+    print(f"| {what} | " + " | ".join(f"{N_CLASSES * r['n_per_class']} patients" for r in results) + " |")
+    print("|---" * (len(results) + 1) + "|")
+    for k in keys:
+        print(f"| {k} | " + " | ".join(cell(r, k) for r in results) + " |")
 
 if __name__ == "__main__":
     main()
