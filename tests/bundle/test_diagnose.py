@@ -19,11 +19,12 @@ from cmrprior.cli import main
 from cmrprior.data.phantom import generate_phantom
 from cmrprior.data.phantom.config import PhantomConfig
 from cmrprior.experiments.study import run_study
-from cmrprior.runs import HOLDOUT, RunFolder
+from cmrprior.runs import HOLDOUT, CellKey, RunFolder
 
 from experiments.cohort_copies import acdc_copy
 from experiments.study_doubles import tiny_config
 
+IMAGE, HYBRID = "tiny-none-segmented", "tiny-none-segmented+measures"  # the study's one image cell, its hybrid
 PHANTOM = PhantomConfig(image_size=(128, 144), pixel_spacing_mm=(1.5, 1.8), n_slices=(6, 8))
 CLASSES = ("NOR", "DCM", "HCM")
 
@@ -38,7 +39,7 @@ def study(tmp_path_factory, one_torch_thread):
     blind, hold = acdc_copy(src, root / "blind"), acdc_copy(hold_src, root / "hold", rename="holdout")
     cfg = tiny_config(primary="anatomy", masks={"source": "segmenter"}, classifier={"inits": ["none"], "images": ["segmented"]},
                       protocol={"n_splits": 1, "test_fraction": 0.34, "cv_folds": 2, "val_fraction": 0.34},
-                      anatomy={"workers": 1, "perturb": [], "hybrid": False})
+                      anatomy={"workers": 1, "perturb": [], "hybrid": True})
     run_study(blind, root / "run", cfg, test_data=hold, report=False)
     new = root / "new"  # the --test cohort again, plus a patient the segmenter cannot find a heart in
     shutil.copytree(hold, new, symlinks=True)
@@ -56,7 +57,12 @@ def study(tmp_path_factory, one_torch_thread):
     assert rc == 0
     with open(out / "diagnoses.csv", newline="") as f:
         rows = {r["patient_id"]: r for r in csv.DictReader(f)}
-    return {"root": root, "run": RunFolder(root / "run"), "hold": hold, "new": new, "out": out, "rows": rows}
+    run = RunFolder(root / "run")
+    others = {}  # the image cell's and the hybrid's bundles applied to the same cohort
+    for name, pages in ((IMAGE, True), (HYBRID, False)):
+        table = load_bundle(run.bundle_dir(name)).diagnose(new, root / f"diag_{name}", pages=pages)
+        others[name] = {d.patient_id: d for d in table.patients}
+    return {"root": root, "run": run, "hold": hold, "new": new, "out": out, "rows": rows, "others": others}
 
 
 def test_bundle_reproduces_the_held_out_table(study):
@@ -121,7 +127,7 @@ def test_study_names_its_recommended_bundle(study):
     rec = json.loads(study["run"].recommended_json.read_text())
     assert rec["recommended"] == "anatomy" and (study["run"].root / rec["bundle"] / "manifest.json").exists()
     meta = json.loads(study["run"].study_json.read_text())
-    assert meta["models"] == {"anatomy": "models/anatomy"}
+    assert meta["models"] == {"anatomy": "models/anatomy", IMAGE: f"models/{IMAGE}", HYBRID: f"models/{HYBRID}"}
     assert len(load_bundle(study["run"].bundle_dir("anatomy")).spec["training_fingerprints"]) == 2 * 12  # ED, ES
     assert not any("IN-SAMPLE" in r["reason"] for r in study["rows"].values())  # the --test patients are new
 
@@ -159,3 +165,89 @@ def test_demo_applies_the_exported_bundle_to_new_patients(study, tmp_path):
     assert page == tmp_path / "diagnose" / "index.html" and page.exists()
     with open(tmp_path / "diagnose" / "diagnoses.csv", newline="") as f:
         assert len(list(csv.DictReader(f))) == DEMO_NEW_PATIENTS
+
+
+@pytest.mark.parametrize("name", [IMAGE, HYBRID])
+def test_image_and_hybrid_bundles_reproduce_the_held_out_table(study, name):
+    """The --test image cell and its hybrid, exported and applied by `diagnose` to the --test cohort (images only,
+    prepared again from the raw files), give the held-out table's probabilities."""
+    run = study["run"]
+    held = run.read_cell(CellKey(HOLDOUT, *name.split("-")))
+    diagnosed = study["others"][name]
+    judged = [p for p in held.test.patient_ids if diagnosed[p].status == "ok"]
+    assert len(judged) >= 3, {p: d.reason for p, d in diagnosed.items()}
+    for pid, probs in zip(held.test.patient_ids, held.test.probabilities):
+        if pid in judged:
+            got = [diagnosed[pid].probabilities[c] for c in held.classes]
+            np.testing.assert_allclose(got, probs, atol=1e-6, rtol=0)
+    assert diagnosed["noise001"].status == "refused"
+    bundle = load_bundle(run.bundle_dir(name))
+    assert bundle.kind == ("image" if name == IMAGE else "hybrid")
+    assert bundle.spec["image"]["preparation"]["input_size"] == 32 and bundle.image.preparation.spec.mode == "mask"
+    assert "Not for clinical decisions" in bundle.card and "image model reads pixel intensities" in bundle.card
+
+
+def test_image_bundle_page_shows_saliency(study):
+    page = (study["root"] / f"diag_{IMAGE}" / "pages" / "holdout001.html").read_text()
+    assert "Where the image model looked" in page and page.count("data:image/") >= 2  # masks and saliency
+    d = study["others"][IMAGE]["holdout001"]
+    assert d.saliency is not None and (d.saliency_in_heart is None or 0.0 <= d.saliency_in_heart <= 1.0)
+    assert d.drivers == ()  # an image model has no measures that pushed its call
+
+
+def test_recommended_bundle_can_be_an_image_cell(study, tmp_path):
+    """With `primary:` an image cell, the export names that cell's bundle as recommended."""
+    from cmrprior.experiments.export_stage import _recommend
+
+    cfg = tiny_config(primary="tiny/none/segmented", masks={"source": "segmenter"},
+                      classifier={"inits": ["none"], "images": ["segmented"]})
+    run = RunFolder(tmp_path / "run")
+    _recommend(run, {IMAGE: run.bundle_dir(IMAGE)}, cfg)
+    rec = json.loads(run.recommended_json.read_text())
+    assert rec["recommended"] == IMAGE and rec["bundle"] == f"models/{IMAGE}"
+
+
+def test_a_patient_with_a_missing_or_unreadable_file_is_refused_alone(study, tmp_path):
+    """One patient without its ES file, one whose ED file is not an image: each gets a refused row whose reason
+    names its file; the cohort still opens and the others are diagnosed as before."""
+    data = tmp_path / "data"
+    shutil.copytree(study["hold"], data, symlinks=True)
+    missing = sorted((data / "holdout001").glob("*frame*.nii.gz"))[1]
+    missing.unlink()
+    broken = sorted((data / "holdout002").glob("*frame*.nii.gz"))[0]
+    broken.unlink()
+    broken.write_bytes(b"not an image")
+    table = load_bundle(study["run"].bundle_dir("anatomy")).diagnose(data, tmp_path / "out", pages=False)
+    got = {d.patient_id: d for d in table.patients}
+    assert set(got) == {"holdout001", "holdout002", "holdout003", "holdout004"}
+    for pid, path in (("holdout001", missing), ("holdout002", broken)):
+        assert got[pid].status == "refused" and not got[pid].probabilities
+        assert path.name in got[pid].reason, got[pid].reason
+    for pid in ("holdout003", "holdout004"):
+        assert got[pid].status == study["rows"][pid]["status"]
+        if got[pid].status == "ok":
+            assert got[pid].probabilities["NOR"] == pytest.approx(float(study["rows"][pid]["prob_NOR"]), abs=1e-6)
+    with open(tmp_path / "out" / "diagnoses.csv", newline="") as f:
+        rows = {r["patient_id"]: r for r in csv.DictReader(f)}
+    assert rows["holdout001"]["status"] == "refused" and missing.name in rows["holdout001"]["reason"]
+
+
+def test_cines_reuse_the_loaded_segmenter(study, tmp_path, monkeypatch):
+    """Two DICOM cines: the ED/ES search of both and the masks of both run on one loaded segmenter."""
+    import cmrprior.segmentation.phases as phases
+    import cmrprior.segmentation.volumes as volumes
+
+    loads = []
+    real = volumes.load_for_inference
+
+    def counting(path, *args, **kwargs):
+        loads.append(path)
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(volumes, "load_for_inference", counting)
+    monkeypatch.setattr(phases, "load_for_inference", counting)
+    data = generate_phantom(tmp_path / "dicom", n_patients=2, seed=8, classes=("DCM", "NOR"), config=PHANTOM,
+                            output_format="dicom")
+    table = load_bundle(study["run"].bundle_dir("anatomy")).diagnose(data / "manifest.csv", None, pages=False)
+    assert all(d.ed_frame is not None and d.es_frame is not None for d in table.patients)
+    assert len(loads) == 1, loads

@@ -31,7 +31,8 @@ def _check(args: argparse.Namespace) -> int:
 
     b = load_bundle(args.model)
     b.segmenter_model()
-    print(f"bundle {b.name}: {b.kind}, classes {', '.join(b.classes)}, {len(b.features)} measures, sha256 {b.sha256}: "
+    inputs = [f"{len(b.features)} measures"] * bool(b.features) + [f"image model {b.image.cell}"] * (b.image is not None)
+    print(f"bundle {b.name}: {b.kind}, classes {', '.join(b.classes)}, {' + '.join(inputs)}, sha256 {b.sha256}: "
           "every file and the segmenter check out")
     return 0
 

@@ -4,7 +4,10 @@ For every patient of the cohort (ACDC folder, manifest CSV, NIfTI or DICOM, cine
 segmenter; labels not needed, expert masks never read), one at a time so that one bad patient cannot stop
 the others:
 
-1. ED/ES frames of a cine (`resolve_cohort_phases`, the bundle's segmenter) -> `OUT/qc/phases.csv`;
+0. a patient whose files are missing or unreadable when the cohort is opened is refused, the reason naming the
+   file;
+1. ED/ES frames of a cine (`resolve_cohort_phases`, the bundle's segmenter's full model, loaded once for the
+   cohort) -> `OUT/qc/phases.csv`;
 2. the acquisition against the bundle's training domain (pixel and slice spacing, field of view);
 3. the heart masks by the bundle's segmenter (a fold model that never saw the patient when the set knows
    it), written with the input's header to `OUT/masks/<patient>/<patient>_{ED,ES}.nii.gz`;
@@ -12,9 +15,12 @@ the others:
    measures would be meaningless); the flags of `cmrprior.segmentation.qc.mask_flags` are warnings (on ACDC's
    out-of-sample masks a mid-ventricular slice without RV at ES is flagged in 7 of 100 patients whose
    measures are sound);
-5. the measures (`cmrprior.anatomy.measure.measure_patient`) -> `OUT/measures.csv`; a measure far outside
-   the training range refuses the patient;
-6. the class probabilities and the measures that pushed the call (`Bundle.drivers`).
+5. the measures (`cmrprior.anatomy.measure.measure_patient`) -> `OUT/measures.csv`; a measure of the model
+   (kinds anatomy and hybrid) far outside the training range refuses the patient;
+6. the class probabilities: of the measures (anatomy); of the slice pairs prepared and scored exactly as the
+   study's held-out patients were (`cmrprior.bundle.image`; image); of both, fused as the study's hybrid
+   (hybrid); the measures that pushed the call (`Bundle.drivers`) and, for an image model, the Grad-CAM map
+   of the call on the patient's page.
 
 Outputs (never in the input folder, each written atomically): `diagnoses.csv` (patient_id, label when the
 input has one, predicted_label, prob_<CLASS> for every class, status ok|refused, reason, top_measures,
@@ -46,7 +52,7 @@ from cmrprior.io.nifti import write_nifti
 from cmrprior.io.records import Cohort, PatientRecord, PatientVolumes
 from cmrprior.segmentation.folds import load_segmenter_set, segmenter_chooser
 from cmrprior.segmentation.inference import SegInference
-from cmrprior.segmentation.phases import resolve_cohort_phases
+from cmrprior.segmentation.phases import needs_frames, cine_segmenters, resolve_cohort_phases
 from cmrprior.segmentation.qc import mask_flags, write_csv
 from cmrprior.segmentation.volumes import Locator, load_locator
 from cmrprior.io.fingerprint import volume_fingerprint
@@ -78,8 +84,11 @@ class PatientDiagnosis:
     segmenter: str = ""
     masks: tuple[Path, ...] = ()
     seconds: float = 0.0
-    # kept for the patient's page only (not written elsewhere)
+    # kept for the patient's page only (not written elsewhere): the masks shown, an image model's saliency (PNG)
+    # and its share of positive saliency inside the heart
     shown: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
+    saliency: bytes | None = field(default=None, repr=False)
+    saliency_in_heart: float | None = None
 
     @property
     def predicted_label(self) -> str:
@@ -117,7 +126,8 @@ class DiagnosisTable:
 
 
 class _Segmenters:
-    """The bundle's segmenter per patient, each weights file loaded once."""
+    """The bundle's segmenter per patient, each weights file loaded once: the ED/ES search of a cine runs the
+    set's full model (as the study's does), loaded once for every cine and for the patients it segments."""
 
     def __init__(self, model: Path, inference: SegInference | None) -> None:
         self.model, self.inference = model, inference
@@ -125,16 +135,29 @@ class _Segmenters:
         self._choose = segmenter_chooser(model)
         self._loaded: dict[Path, Locator] = {}
 
-    def for_patient(self, rec: PatientRecord, prints: tuple[str, str]) -> tuple[Locator, str, bool | None]:
-        choice = self._choose(rec.patient_id, prints)
-        path = Path(choice.model.weights).resolve()
+    def _locator(self, weights: str | Path) -> Locator:
+        path = Path(weights).resolve()
         if path not in self._loaded:
             self._loaded[path] = load_locator(path, self.inference)
-        return self._loaded[path], choice.model.name, choice.out_of_sample
+        return self._loaded[path]
+
+    def for_patient(self, rec: PatientRecord, prints: tuple[str, str]) -> tuple[Locator, str, bool | None]:
+        choice = self._choose(rec.patient_id, prints)
+        return self._locator(choice.model.weights), choice.model.name, choice.out_of_sample
+
+    def phases(self, cohort: Cohort) -> tuple[Cohort, list]:
+        """`resolve_cohort_phases` of a one-patient cohort with the full model (loaded only when a cine needs it)."""
+        if not any(needs_frames(r) for r in cohort.patients):
+            return cohort, []
+        full = self._locator(self.full)
+        return resolve_cohort_phases(cohort, segment=cine_segmenters(full.net, full.divisor)())
 
 
-def _judge(bundle: Bundle, rec: PatientRecord, segs: _Segmenters, out: Path | None, d: PatientDiagnosis) -> None:
-    """Fill `d` for one patient (steps 2-6 of the module docstring); raises CmrPriorError on bad input."""
+def _judge(bundle: Bundle, one: Cohort, segs: _Segmenters, out: Path | None, d: PatientDiagnosis, explain: bool
+           ) -> None:
+    """Fill `d` for the one patient of `one` (steps 2-6 of the module docstring; `explain`: the saliency map of an
+    image model's call); raises CmrPriorError on bad input."""
+    (rec,) = one.patients
     volumes: PatientVolumes = load_patient(dataclasses.replace(rec, ed_mask=None, es_mask=None))
     acq = Acquisition.of(volumes.ed.shape, volumes.ed.spacing)
     outside = acq.outside(bundle.domain, bundle.limits)
@@ -172,10 +195,17 @@ def _judge(bundle: Bundle, rec: PatientRecord, segs: _Segmenters, out: Path | No
     if problems:
         d.reason = "; ".join(problems)
         return
-    p = bundle.predict_proba([d.measures])[0]
+    image = None
+    if bundle.image is not None:  # step 6 of an image model: the study's held-out preparation and scoring
+        prepared = bundle.image.prepared(one, loc)
+        slices = bundle.image.slices(prepared)
+        image = bundle.image.predict_proba(slices)
+    p = bundle.predict_proba([d.measures], image=image)[0]
     d.probabilities = {c: float(v) for c, v in zip(bundle.classes, p)}
-    d.drivers = tuple(bundle.drivers(d.measures))
+    d.drivers = tuple(bundle.drivers(d.measures, image=None if image is None else image[0]))
     d.status = OK
+    if image is not None and explain:
+        d.saliency, d.saliency_in_heart = bundle.image.saliency_png(prepared, slices, int(np.argmax(p)))
 
 
 def diagnose(bundle: Bundle, data: str | Path, out: str | Path | None = None, *,
@@ -185,25 +215,26 @@ def diagnose(bundle: Bundle, data: str | Path, out: str | Path | None = None, *,
 
     Raises:
         BundleError: the bundle's segmenter differs from the one it was trained with.
-        DataError: the cohort cannot be opened at all (a single patient's bad data refuses that patient only).
+        DataError: the cohort cannot be opened at all (no readable patient); a patient with missing or unreadable
+            files, or bad data, is refused on its own row with the reason naming the file.
         ConfigError: `out` inside the input folder.
     """
     t0 = time.time()
     data = Path(data)
     out = None if out is None else check_out_dir(out, [data])
-    cohort: Cohort = open_cohort(data)
+    # a patient whose files are missing or unreadable is refused on its own row, never the whole cohort
+    cohort: Cohort = open_cohort(data, skip_bad=True)
     segs = _Segmenters(bundle.segmenter_model(), inference)
     results, detections, measured = [], [], []
     for rec in cohort.patients:
         t = time.time()
         d = PatientDiagnosis(rec.patient_id, rec.label)
         try:
-            one, found = resolve_cohort_phases(dataclasses.replace(cohort, patients=(rec,)), model_path=segs.full,
-                                               inference=inference)
+            one, found = segs.phases(dataclasses.replace(cohort, patients=(rec,)))
             detections += found
             rec = one.patients[0]
             d.ed_frame, d.es_frame = rec.ed_frame, rec.es_frame
-            _judge(bundle, rec, segs, out, d)
+            _judge(bundle, one, segs, out, d, explain=out is not None and pages)
         except CmrPriorError as exc:
             d.reason = f"cannot be judged: {exc}"
         d.seconds = time.time() - t
@@ -211,6 +242,9 @@ def diagnose(bundle: Bundle, data: str | Path, out: str | Path | None = None, *,
             measured.append(MeasuresRow(rec.patient_id, rec.label, d.measures))
         log.info("diagnose %s: %s %s", rec.patient_id, d.status, d.predicted_label or d.reason)
         results.append(d)
+    for pid, why in cohort.skipped:
+        log.warning("diagnose %s: refused, unreadable: %s", pid, why)
+        results.append(PatientDiagnosis(pid, None, reason=f"cannot be read: {why}"))
     table = DiagnosisTable(bundle.classes, tuple(results), out)
     if out is not None:
         _write_outputs(bundle, table, data, out, measured, detections, pages, t0)

@@ -1,8 +1,9 @@
 """The model bundle on disk: a folder that another machine can load without executing code.
 
     BUNDLE/
-      manifest.json        {"format", "format_version", "files": {relative path: sha256}} (every other file)
-      bundle.json          BundleSpec: kind, classes, the model's structure, features, training ranges,
+      manifest.json        {"format", "format_version", "kind", "kind_version", "files": {relative path: sha256}}
+                           (every other file)
+      bundle.json          BundleSpec: kind and its version, classes, the model's structure, features, training ranges,
                            the segmenter it expects (by sha256), preparation settings, the study's estimate
       weights.safetensors  every array of the model (no pickle anywhere)
       MODEL_CARD.md        training cohort, the study's intervals, intended use, limitations
@@ -71,6 +72,7 @@ def write_bundle_files(target: str | Path, *, spec: Mapping, arrays: Mapping[str
             (tmp / SEGMENTER_DIR).mkdir(exist_ok=True)
             shutil.copyfile(src, tmp / SEGMENTER_DIR / name)
         manifest = {"format": FORMAT, "format_version": FORMAT_VERSION,
+                    **{k: spec[k] for k in ("kind", "kind_version") if k in spec},
                     "files": {rel: file_sha256(tmp / rel) for rel in _files(tmp)}}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         os.chmod(tmp, 0o755)
@@ -87,8 +89,9 @@ def write_bundle_files(target: str | Path, *, spec: Mapping, arrays: Mapping[str
     return target
 
 
-def read_bundle_files(root: str | Path) -> tuple[dict, dict[str, np.ndarray], str]:
-    """(spec, arrays, model card) of the bundle at `root`, after checking its manifest (module docstring).
+def read_bundle_files(root: str | Path) -> tuple[dict, dict[str, np.ndarray], str, dict]:
+    """(spec, arrays, model card, manifest) of the bundle at `root`, after checking its manifest (module
+    docstring). The kind is checked by the reader of the spec (`cmrprior.bundle.model.load_bundle`).
 
     Raises:
         BundleError: not a bundle, unknown format version, a missing, unlisted or changed file.
@@ -126,7 +129,7 @@ def read_bundle_files(root: str | Path) -> tuple[dict, dict[str, np.ndarray], st
     except (SafetensorError, OSError) as exc:
         raise BundleError(root / WEIGHTS, f"unreadable weights: {exc}") from None
     card = (root / CARD).read_text(encoding="utf-8") if (root / CARD).exists() else ""
-    return spec, arrays, card
+    return spec, arrays, card, manifest
 
 
 def _read_json(path: Path) -> dict:

@@ -1,9 +1,15 @@
 """A loaded model bundle: `load_bundle(path_or_name)` -> `Bundle`, whose `diagnose(data)` applies it.
 
-Kinds: `anatomy` (the study's "Anatomy" model: cardiac measures from the bundle's segmenter -> a tabular
-classifier). A name instead of a path is a bundle shipped with the package (`SHIPPED`: `acdc`).
+Kinds (`KINDS`: each with the version of its description this cmrprior reads; an unknown kind or version is
+refused):
+- `anatomy`: the study's "Anatomy" model: cardiac measures from the bundle's segmenter -> a tabular classifier;
+- `image`: one image cell of the study (`cmrprior.bundle.image.ImageModel`): ED/ES slice pairs made as the
+  study made them -> the cell's diagnosis model;
+- `hybrid`: an image cell and the Anatomy model, fused as the study's hybrid chose (late fusion weight, or a
+  stacking model on the image probabilities and the measures, `cmrprior.classify.hybrid`).
+A name instead of a path is a bundle shipped with the package (`SHIPPED`: `acdc`).
 
-The segmenter the bundle's measures depend on is checked before anything is segmented: its sha256 must be
+The segmenter the bundle's inputs depend on is checked before anything is segmented: its sha256 must be
 the one the bundle was trained with (`SegmenterRef`), so that a newer package with another segmenter cannot
 silently change a bundle's inputs.
 """
@@ -19,15 +25,17 @@ import numpy as np
 from cmrprior.bundle.config import DEFAULT_BUNDLE, SHIPPED
 from cmrprior.bundle.format import (
     SEGMENTER_DIR,
+    WEIGHTS,
     BundleError,
     bundle_sha256,
     read_bundle_files,
 )
 from cmrprior.bundle.spec import Limits, SegmenterRef, TrainingDomain
 from cmrprior.bundle.tabular import TabularPredictor
-from cmrprior.classify.anatomy import feature_matrix
+from cmrprior.classify.anatomy import feature_matrix, signed_log
 
-KINDS = ("anatomy",)
+# bundle kind -> the version of its description (`kind_version` in bundle.json and the manifest) this cmrprior reads
+KINDS = {"anatomy": 1, "image": 1, "hybrid": 1}
 SHIPPED_DIR = Path(__file__).resolve().parents[1] / "weights" / "bundles"
 
 
@@ -58,6 +66,13 @@ class Bundle:
     spec: dict
     card: str
     sha256: str
+    image: object | None = None  # ImageModel: kinds image and hybrid
+    fusion: Fusion | None = None  # kind hybrid
+
+    @property
+    def uses_measures(self) -> bool:
+        """Whether the call depends on the measures (kinds anatomy and hybrid)."""
+        return self.predictor is not None
 
     # ---- the segmenter -------------------------------------------------------------------------------
     def segmenter_model(self) -> Path:
@@ -85,18 +100,36 @@ class Bundle:
         x = feature_matrix(values, self.features)
         return np.where(np.isnan(x), self.medians[None, :], x)
 
-    def predict_proba(self, values: Sequence[Mapping[str, float | None]]) -> np.ndarray:
-        """`(P, n_classes)` class probabilities of patients' measures (`AnatomyMeasures.as_dict()` rows)."""
-        return self.predictor.predict_proba(self.matrix(values))
+    def _proba(self, x: np.ndarray, image: np.ndarray | None) -> np.ndarray:
+        """`(P, n_classes)` of a measures matrix `(P, F)` and, for a hybrid, the image model's `(n_classes,)`."""
+        anatomy = self.predictor.predict_proba(x)
+        if self.fusion is None:
+            return anatomy
+        return self.fusion.predict_proba(np.repeat(np.asarray(image, np.float64)[None], len(x), axis=0), anatomy, x)
 
-    def drivers(self, values: Mapping[str, float | None], k: int = 3) -> list[Driver]:
-        """The `k` measures that pushed this patient's call most (`Driver`), strongest first."""
+    def predict_proba(self, values: Sequence[Mapping[str, float | None]] | None = None,
+                      image: np.ndarray | None = None) -> np.ndarray:
+        """`(P, n_classes)` class probabilities: of patients' measures (`AnatomyMeasures.as_dict()` rows) for an
+        anatomy bundle; of the image model's probabilities `(P, n_classes)` for an image bundle; of both (one
+        patient) for a hybrid."""
+        if self.predictor is None:
+            return np.atleast_2d(np.asarray(image, np.float64))
+        if self.fusion is not None:
+            (one,) = np.asarray(image, np.float64).reshape(1, -1)
+            return self._proba(self.matrix(values), one)
+        return self._proba(self.matrix(values), None)
+
+    def drivers(self, values: Mapping[str, float | None], k: int = 3, image: np.ndarray | None = None) -> list[Driver]:
+        """The `k` measures that pushed this patient's call most (`Driver`), strongest first; none for an image
+        bundle. A hybrid's are taken with the image model's probabilities `image` fixed."""
+        if self.predictor is None:
+            return []
         x = self.matrix([values])
-        p = self.predictor.predict_proba(x)[0]
+        p = self._proba(x, image)[0]
         c = int(p.argmax())
         copies = np.repeat(x, len(self.features), axis=0)
         copies[np.arange(len(self.features)), np.arange(len(self.features))] = self.medians
-        effect = p[c] - self.predictor.predict_proba(copies)[:, c]
+        effect = p[c] - self._proba(copies, image)[:, c]
         order = np.argsort(-effect, kind="stable")[:k]
         return [Driver(self.features[i], float(x[0, i]), self.domain.features[self.features[i]].percentile(x[0, i]),
                        float(effect[i])) for i in order]
@@ -140,25 +173,69 @@ def load_bundle(path_or_name: str | Path = DEFAULT_BUNDLE) -> Bundle:
     """Load and check a bundle (`cmrprior.bundle.format`: manifest, sha256 of every file, format version).
 
     Raises:
-        BundleError: see `read_bundle_files`; an unknown kind; a bundle inconsistent with itself.
+        BundleError: see `read_bundle_files`; an unknown kind or kind version; a bundle inconsistent with itself.
     """
     root = resolve(path_or_name)
-    spec, arrays, card = read_bundle_files(root)
+    spec, arrays, card, manifest = read_bundle_files(root)
+    where = root / "bundle.json"
+    kind = spec.get("kind")
+    if kind not in KINDS:
+        raise BundleError(where, f"unknown bundle kind {kind!r} (this cmrprior reads {list(KINDS)})")
+    # anatomy bundles written before kinds had versions carry none: they are version 1
+    version = spec.get("kind_version", 1)
+    if version != KINDS[kind]:
+        raise BundleError(where, f"{kind} bundle description version {version!r} is not known to this cmrprior "
+                                 f"(it reads version {KINDS[kind]}); use the cmrprior that wrote it")
+    if "kind" in manifest and (manifest.get("kind"), manifest.get("kind_version")) != (kind, version):
+        raise BundleError(root / "manifest.json", f"kind {manifest.get('kind')!r} version "
+                                                  f"{manifest.get('kind_version')!r} differs from bundle.json's")
+    image = fusion = predictor = None
+    features, medians = (), np.zeros(0)
     try:
-        kind = spec["kind"]
-        if kind not in KINDS:
-            raise BundleError(root / "bundle.json", f"unknown bundle kind {kind!r} (this cmrprior reads {list(KINDS)})")
         classes = tuple(spec["classes"])
-        model = spec["model"]
-        features = tuple(model["features"])
-        medians = np.asarray(model["medians"], dtype=np.float64)
-        predictor = TabularPredictor.from_arrays(model["estimator"], arrays, len(classes), where=str(root / "weights.safetensors"))
+        if kind in ("anatomy", "hybrid"):
+            model = spec["model"]
+            features = tuple(model["features"])
+            medians = np.asarray(model["medians"], dtype=np.float64)
+            predictor = TabularPredictor.from_arrays(model["estimator"], arrays, len(classes), where=str(root / WEIGHTS))
+        if kind in ("image", "hybrid"):
+            from cmrprior.bundle.image import ImageModel
+
+            image = ImageModel.from_spec(spec["image"], arrays, len(classes), root / WEIGHTS)
+        if kind == "hybrid":
+            fusion = Fusion.from_spec(spec["fusion"], arrays, len(classes), root / WEIGHTS)
         domain = TrainingDomain.from_dict(spec["training"])
         limits = Limits(**spec.get("limits", {}))
         segmenter = SegmenterRef.from_dict(spec["segmenter"])
     except (KeyError, TypeError, ValueError) as exc:
-        raise BundleError(root / "bundle.json", f"incomplete or malformed bundle description ({type(exc).__name__}: {exc})") from None
+        raise BundleError(where, f"incomplete or malformed bundle description ({type(exc).__name__}: {exc})") from None
     if len(medians) != len(features) or set(features) - set(domain.features):
-        raise BundleError(root / "bundle.json", "features, medians and training ranges do not agree")
+        raise BundleError(where, "features, medians and training ranges do not agree")
     return Bundle(root, str(spec.get("name", root.name)), kind, classes, features, medians, predictor, domain, limits,
-                  segmenter, dict(spec.get("estimate", {})), spec, card, bundle_sha256(root))
+                  segmenter, dict(spec.get("estimate", {})), spec, card, bundle_sha256(root), image, fusion)
+
+
+@dataclass(frozen=True, eq=False)
+class Fusion:
+    """A hybrid bundle's fusion (`cmrprior.classify.hybrid.Fusion`, from arrays): `w * p_image + (1 - w) *
+    p_anatomy`, or a stacking model (`TabularPredictor`, inputs as they are) on `stack_features(p_image,
+    signed_log(measures))`."""
+
+    image_weight: float | None
+    stacker: TabularPredictor | None
+
+    def predict_proba(self, image: np.ndarray, anatomy: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """`(P, K)` of the image and anatomy probabilities `(P, K)` and the measures matrix `(P, F)`."""
+        if self.stacker is None:
+            return self.image_weight * image + (1 - self.image_weight) * anatomy
+        from cmrprior.classify.hybrid import stack_features
+
+        return self.stacker.predict_proba(stack_features(image, signed_log(x)))
+
+    @classmethod
+    def from_spec(cls, d: Mapping, arrays: Mapping[str, np.ndarray], n_classes: int, where: Path) -> Fusion:
+        if d["kind"] == "late":
+            return cls(float(d["image_weight"]), None)
+        if d["kind"] == "stacking":
+            return cls(None, TabularPredictor.from_arrays(d["estimator"], arrays, n_classes, where=str(where)))
+        raise BundleError(where.with_name("bundle.json"), f"unknown fusion {d['kind']!r} (late, stacking)")

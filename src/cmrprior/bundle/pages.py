@@ -37,10 +37,12 @@ def patient_page(bundle: Bundle, d: PatientDiagnosis, overlay: bytes | None) -> 
     if d.status == OK:
         verdict = f"<p><b>Suggested: {esc(d.predicted_label)}</b></p>" + table_html(
             ["Class", "Probability"], [[esc(c), _bar(d.probabilities[c])] for c in bundle.classes], trusted_cells=True)
-        push = table_html(["Measure", "Value", "Training percentile", "Effect on the call"],
-                          [(x.feature, f"{x.value:.4g}", f"{x.percentile:.0f}", f"{x.effect:+.3f}") for x in d.drivers])
-        verdict += ("<p>The measures that pushed the call most (the suggested class's probability minus its "
-                    "probability with that measure set to the training median):</p>" + push)
+        if d.drivers:
+            push = table_html(["Measure", "Value", "Training percentile", "Effect on the call"],
+                              [(x.feature, f"{x.value:.4g}", f"{x.percentile:.0f}", f"{x.effect:+.3f}")
+                               for x in d.drivers])
+            verdict += ("<p>The measures that pushed the call most (the suggested class's probability minus its "
+                        "probability with that measure set to the training median):</p>" + push)
     else:
         verdict = f'<p class="missing"><b>Not judged.</b> {esc(d.reason)}</p>'
     if d.warnings:
@@ -54,13 +56,24 @@ def patient_page(bundle: Bundle, d: PatientDiagnosis, overlay: bytes | None) -> 
                      "" if rng is None else f"{rng.minimum:.4g}-{rng.maximum:.4g}", "yes" if f in bundle.features else ""))
     sections = [Section("call", "Diagnosis", verdict),
                 Section("masks", "Heart masks", figure(overlay, "RV blue, myocardium green, LV red", photo=True)
-                        if overlay else "", missing=None if overlay else "no masks"),
+                        if overlay else "", missing=None if overlay else "no masks")]
+    if bundle.image is not None:
+        share = d.saliency_in_heart
+        note = (f"Grad-CAM of the suggested class on slices from base to apex, ED left, ES right; cyan: the heart "
+                f"mask dilated by 5 mm. Share of positive saliency inside it: "
+                + ("n/a" if share is None or not np.isfinite(share) else f"{share:.2f}")
+                + ". Where the image model's evidence lies, not why; evidence outside the heart is a reason to "
+                  "distrust the call.")
+        sections.append(Section("saliency", "Where the image model looked",
+                                figure(d.saliency, note, photo=True) if d.saliency else "",
+                                missing=None if d.saliency else "no saliency (not judged)"))
+    sections += [
                 Section("measures", "Measures", table_html(
                     ["Measure", "Value", "Training percentile", "Training range", "Used by the model"], rows)
                         if rows else "", missing=None if rows else "not measured"),
                 Section("about", "About", f"<p>{esc(USE)}</p><p>Bundle <code>{esc(bundle.name)}</code> "
-                        f"(sha256 <code>{esc(bundle.sha256[:16])}</code>...), segmenter {esc(d.segmenter)}, "
-                        f"ED frame {esc(d.ed_frame or '-')}, ES frame {esc(d.es_frame or '-')}.</p>")]
+                        f"({esc(bundle.kind)}, sha256 <code>{esc(bundle.sha256[:16])}</code>...), segmenter "
+                        f"{esc(d.segmenter)}, ED frame {esc(d.ed_frame or '-')}, ES frame {esc(d.es_frame or '-')}.</p>")]
     return render_page(f"Patient {d.patient_id}", f"{bundle.name}: {d.status}", sections)
 
 

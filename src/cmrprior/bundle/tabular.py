@@ -6,9 +6,10 @@ arrays (weights, saved as safetensors), and `TabularPredictor.from_arrays` rebui
 the same probabilities with NumPy alone (checked against scikit-learn in `tests/bundle/test_tabular.py`).
 
 Families (those `fit_anatomy` fits):
-- logistic: `sign(x) log(1 + |x|)` -> standardise (training mean and scale) -> linear scores; binary models
-  give `[1 - s, s]` with `s` the logistic of the one score, multi-class ones the softmax of the scores
-  (scikit-learn's multinomial `predict_proba`).
+- logistic: `sign(x) log(1 + |x|)` (spec `transform` "signed_log", the anatomy model's; "identity" for a
+  hybrid's stacking model, whose inputs are made by `cmrprior.classify.hybrid.stack_features`) -> standardise
+  (training mean and scale) -> linear scores; binary models give `[1 - s, s]` with `s` the logistic of the one
+  score, multi-class ones the softmax of the scores (scikit-learn's multinomial `predict_proba`).
 - forest: the mean over trees of each tree's leaf class fractions; a sample goes left where
   `float32(x[feature]) <= threshold` (scikit-learn compares float32 inputs to float64 thresholds).
 - vote: the mean of its members' probabilities (`cmrprior.classify.anatomy.SoftVote`).
@@ -41,9 +42,10 @@ class _Logistic:
     scale: np.ndarray  # (F,)
     coef: np.ndarray  # (K', F), K' = 1 for a binary model
     intercept: np.ndarray  # (K',)
+    signed_log: bool = True  # the anatomy model's inputs; a hybrid's stacking model gets its inputs as they are
 
     def proba(self, x: np.ndarray) -> np.ndarray:
-        z = (np.sign(x) * np.log1p(np.abs(x)) - self.mean) / self.scale
+        z = ((np.sign(x) * np.log1p(np.abs(x)) if self.signed_log else x) - self.mean) / self.scale
         scores = z @ self.coef.T + self.intercept
         if self.coef.shape[0] == 1:
             s = 1.0 / (1.0 + np.exp(-scores[:, 0]))
@@ -113,7 +115,8 @@ class TabularPredictor:
             classes = np.asarray(arrays[f"{key}.classes"], dtype=np.int64)
             if family == "logistic":
                 lr = _Logistic(*(np.asarray(arrays[f"{key}.{n}"], dtype=np.float64)
-                                 for n in ("mean", "scale", "coef", "intercept")))
+                                 for n in ("mean", "scale", "coef", "intercept")),
+                               signed_log=spec.get("transform", "signed_log") == "signed_log")
                 return cls("logistic", classes, n_classes, logistic=lr)
             if family == "forest":
                 trees = tuple(_Tree(*(np.asarray(arrays[f"{key}.tree{i}.{n}"], dtype=d) for n, d in _TREE_ARRAYS))

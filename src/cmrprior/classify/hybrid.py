@@ -34,18 +34,35 @@ from cmrprior.evaluate.metrics import macro_auc
 _EPS = 1e-6
 
 
+@dataclass(frozen=True, eq=False)
+class Fusion:
+    """The chosen candidate, fitted: a late fusion (`image_weight`) or stacking (`stacker`, the fitted
+    scikit-learn pipeline on `stack_features`), applied by `predict_proba` to new patients."""
+
+    image_weight: float | None = None
+    stacker: object | None = None
+
+    def predict_proba(self, image: np.ndarray, anatomy: np.ndarray, measures: np.ndarray) -> np.ndarray:
+        """`(P, K)` of the image and anatomy models' `(P, K)` probabilities and signed-log measures `(P, F)`."""
+        if self.stacker is None:
+            return self.image_weight * image + (1 - self.image_weight) * anatomy
+        return _proba(self.stacker, stack_features(image, measures), image.shape[1])
+
+
 @dataclass(frozen=True)
 class HybridFit:
     """Test probabilities `(P, K)` of the chosen candidate, its name, every candidate's CV macro AUC and its
-    macro AUC on each fold."""
+    macro AUC on each fold, and the chosen candidate fitted on every training patient."""
 
     test_probabilities: np.ndarray
     choice: str
     cv_auc: dict[str, float]
     fold_auc: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    fusion: Fusion | None = None
 
 
-def _stack_features(p_image: np.ndarray, measures: np.ndarray) -> np.ndarray:
+def stack_features(p_image: np.ndarray, measures: np.ndarray) -> np.ndarray:
+    """The stacking model's inputs: `log` of the image probabilities (clipped at 1e-6), then the measures."""
     return np.hstack([np.log(np.clip(p_image, _EPS, 1.0)), measures])
 
 
@@ -104,13 +121,13 @@ def fit_hybrid(
     k = image_oof.shape[1]
     cv: dict[str, float] = {}
     per_fold: dict[str, tuple[float, ...]] = {}
-    make_test: dict[str, Callable[[], np.ndarray]] = {}  # the chosen candidate's test probabilities, on demand
+    make_fusion: dict[str, Callable[[], Fusion]] = {}  # the chosen candidate, fitted on demand
     for w in weights:
         name = _fusion_name(w)
         oof = w * image_oof + (1 - w) * anatomy_oof
         cv[name], per_fold[name] = macro_auc(labels, oof), _fold_aucs(labels, oof, folds)
-        make_test[name] = functools.partial(lambda w: w * image_test + (1 - w) * anatomy_test, w)
-    x, x_test = _stack_features(image_oof, measures), _stack_features(image_test, measures_test)
+        make_fusion[name] = functools.partial(Fusion, float(w))
+    x = stack_features(image_oof, measures)
     for c in cs:
         name = f"stacking (logistic regression, C {c:g})"
         oof = np.zeros((len(labels), k))
@@ -118,11 +135,13 @@ def fit_hybrid(
             tr = np.setdiff1d(np.arange(len(labels)), va)
             oof[va] = _proba(_logistic(c, seed).fit(x[tr], labels[tr]), x[va], k)
         cv[name], per_fold[name] = macro_auc(labels, oof), _fold_aucs(labels, oof, folds)
-        make_test[name] = functools.partial(lambda c: _proba(_logistic(c, seed).fit(x, labels), x_test, k), c)
+        make_fusion[name] = functools.partial(lambda c: Fusion(stacker=_logistic(c, seed).fit(x, labels)), c)
     parts = [_fusion_name(w) for w in weights if w in (0.0, 1.0)]
     choice = choose(cv, per_fold, parts)
-    return HybridFit(test_probabilities=np.asarray(make_test[choice](), np.float64), choice=choice, cv_auc=cv,
-                     fold_auc=per_fold)
+    fusion = make_fusion[choice]()
+    return HybridFit(test_probabilities=np.asarray(fusion.predict_proba(image_test, anatomy_test, measures_test),
+                                                   np.float64),
+                     choice=choice, cv_auc=cv, fold_auc=per_fold, fusion=fusion)
 
 
 def _fusion_name(w: float) -> str:

@@ -183,6 +183,27 @@ def save_classifier(model: DiagnosisModel, path: str | Path, *, classes: list[st
     return atomic.save_torch(path, payload)
 
 
+def classifier_from_state(model_args: dict, state_dict: dict[str, torch.Tensor], *, n_classes: int,
+                          pooling: str = DiagnosisModel.pooling, motion: bool = False,
+                          position_bins: int = 0) -> DiagnosisModel:
+    """The DiagnosisModel (or PooledDiagnosisModel) of `model_args` (the encoders' `model_args`) with the weights
+    `state_dict`, in eval mode: how a saved classifier (`load_classifier`) and a model bundle's image model
+    (`cmrprior.bundle.image`) are rebuilt. Encoders are built without downloading anything (their weights are
+    in `state_dict`).
+
+    Raises ConfigError for another pooling; RuntimeError when the weights do not fit the architecture.
+    """
+    def encoder() -> nn.Module:
+        return create_backbone(model_args["backbone"], in_chans=model_args["in_chans"], **model_args["backbone_kwargs"])
+
+    model = _model_class(pooling)(encoder(), encoder(), n_classes, motion=motion, position_bins=position_bins)
+    # checkpoints from before the input normalisation was part of the model fed images as they are
+    state = {**{k: v for k, v in model.state_dict().items() if k in ("input_mean", "input_std")}, **state_dict}
+    model.load_state_dict(state)
+    model.eval()
+    return model
+
+
 def load_classifier(path: str | Path) -> tuple[DiagnosisModel, dict]:
     """Rebuild a saved DiagnosisModel or PooledDiagnosisModel (eval mode) -> (model, {"backbone", "classes",
     "meta"}).
@@ -195,15 +216,9 @@ def load_classifier(path: str | Path) -> tuple[DiagnosisModel, dict]:
     except (OSError, RuntimeError, KeyError, TypeError) as exc:
         raise DataError(path, f"not a cmrprior classifier checkpoint ({type(exc).__name__}: {exc})") from exc
 
-    def encoder() -> nn.Module:
-        return create_backbone(args["backbone"], in_chans=args["in_chans"], **args["backbone_kwargs"])
-
     # checkpoints from before pooling (motion) existed scored slices (without motion features)
-    model = _model_class(payload.get("pooling", DiagnosisModel.pooling))(encoder(), encoder(), len(payload["classes"]),
-                                                                         motion=bool(payload.get("motion", False)),
-                                                                         position_bins=int(payload.get("position_bins", 0)))
-    # checkpoints from before the input normalisation was part of the model fed images as they are
-    state = {**{k: v for k, v in model.state_dict().items() if k in ("input_mean", "input_std")}, **payload["state_dict"]}
-    model.load_state_dict(state)
-    model.eval()
+    model = classifier_from_state(args, payload["state_dict"], n_classes=len(payload["classes"]),
+                                  pooling=payload.get("pooling", DiagnosisModel.pooling),
+                                  motion=bool(payload.get("motion", False)),
+                                  position_bins=int(payload.get("position_bins", 0)))
     return model, {k: payload[k] for k in ("backbone", "classes", "meta")}

@@ -31,19 +31,18 @@ from cmrprior.classify.config import ClassifierConfig
 from cmrprior.classify.data import SliceSet
 from cmrprior.classify.model import DiagnosisModel, PooledDiagnosisModel, build_model, save_classifier
 from cmrprior.classify.pooling import patient_descriptors
+from cmrprior.classify.scoring import score_patients
 from cmrprior.classify.search import SearchResult, cv_search_finetune, cv_search_linear
 from cmrprior.classify.train import (
     extract_features,
     fit_end_to_end,
     fit_head,
     fold_standardization,
-    head_proba,
-    predict_proba,
     standardization,
 )
 from cmrprior.data.splits import assert_disjoint, stratified_kfold
 from cmrprior.errors import LeakageError, WeightsUnavailableError
-from cmrprior.evaluate.metrics import classification_metrics, patient_probabilities
+from cmrprior.evaluate.metrics import classification_metrics
 from cmrprior.runs import (
     CellKey,
     CellResult,
@@ -175,9 +174,8 @@ def _train_linear(job: CellJob, data: SliceSet, c: ClassifierConfig, candidates,
     if stats is not None:
         fold_standardization(head, *stats)
     model.head.load_state_dict(head.state_dict())
-    x_test, _, p_test = rows(extract_features(model, test, batch_size=c.feature_batch_size), test)
     return _Fit(
-        model=model, test_probs=patient_probabilities(head_proba(head, x_test), p_test, test.n_patients),
+        model=model, test_probs=score_patients(model, test, linear=True, batch_size=c.feature_batch_size),
         hyperparameters={"lr": search.lr, "epochs": search.epochs,
                          "pretrain_batch_size": None if cand is None else cand.batch_size,
                          "standardized_features": bool(c.standardize), "pooling": c.pooling,
@@ -213,9 +211,8 @@ def _train_finetune(job: CellJob, data: SliceSet, c: ClassifierConfig, candidate
                          weight_decay=c.weight_decay, epochs=search.epochs, batch_size=c.batch_size,
                          seed=derive_seed(seed, "final"))
     test = data.subset_patients(list(job.test_ids))
-    slice_probs = predict_proba(model, test, batch_size=c.feature_batch_size)
     return _Fit(
-        model=model, test_probs=patient_probabilities(slice_probs, test.patient_index, test.n_patients),
+        model=model, test_probs=score_patients(model, test, linear=False, batch_size=c.feature_batch_size),
         hyperparameters={"lr": search.lr, "encoder_lr": search.lr * c.encoder_lr_ratio, "epochs": search.epochs,
                          "pretrain_batch_size": None if cand is None else cand.batch_size},
         search={**search.as_dict(), "candidates": [None if x is None else x.batch_size for x in candidates],

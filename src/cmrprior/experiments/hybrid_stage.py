@@ -18,7 +18,7 @@ import time
 import numpy as np
 
 from cmrprior.classify.anatomy import AnatomyModel, signed_log
-from cmrprior.classify.hybrid import fit_hybrid
+from cmrprior.classify.hybrid import HybridFit, fit_hybrid
 from cmrprior.data.splits import assert_disjoint
 from cmrprior.evaluate.metrics import classification_metrics, none_if_nan
 from cmrprior.experiments.anatomy_stage import AnatomyInputs
@@ -44,9 +44,9 @@ def run_hybrid_split(run: RunFolder, split: SplitSpec, model: AnatomyModel, inpu
     return out
 
 
-def _hybrid(run: RunFolder, split: SplitSpec, model: AnatomyModel, inputs: AnatomyInputs, cell: CellResult
-            ) -> CellResult:
-    t0 = time.time()
+def fit_cell_hybrid(split: SplitSpec, model: AnatomyModel, inputs: AnatomyInputs, cell: CellResult) -> HybridFit:
+    """The hybrid of one finished image cell of `split` with the split's anatomy model (module docstring); the
+    study's fit, and the model bundle's (`cmrprior.experiments.export_stage`), which fits it again."""
     oof, test = cell.train_oof, cell.test
     assert_disjoint("hybrid training", oof.patient_ids, test.patient_ids)
     assert_disjoint("hybrid training", split.train, split.test)
@@ -54,12 +54,19 @@ def _hybrid(run: RunFolder, split: SplitSpec, model: AnatomyModel, inputs: Anato
     train_values = [inputs.measures[p].values for p in oof.patient_ids]
     test_values = [inputs.measures[p].values for p in test.patient_ids]
     folds = np.asarray(oof.folds)
-    fit = fit_hybrid(
+    return fit_hybrid(
         np.asarray(oof.labels), np.asarray(oof.probabilities),
         model.out_of_fold(oof.patient_ids),
         signed_log(model.matrix(train_values)), [np.flatnonzero(folds == f) for f in np.unique(folds)],
         np.asarray(test.probabilities), model.predict_proba(test_values), signed_log(model.matrix(test_values)),
         seed=seed)
+
+
+def _hybrid(run: RunFolder, split: SplitSpec, model: AnatomyModel, inputs: AnatomyInputs, cell: CellResult
+            ) -> CellResult:
+    t0 = time.time()
+    test = cell.test
+    fit = fit_cell_hybrid(split, model, inputs, cell)
     y = np.asarray(test.labels)
     probs = fit.test_probabilities
     key = dataclasses.replace(cell.key, images=hybrid_images(cell.key.images))
@@ -72,6 +79,6 @@ def _hybrid(run: RunFolder, split: SplitSpec, model: AnatomyModel, inputs: Anato
                 "image_cell": str(run.cell_dir(cell.key).relative_to(run.root))},
         test=TestOutputs(list(test.patient_ids), y.tolist(), probs.tolist(),
                          TestMetrics(**classification_metrics(y, probs, cell.classes))),
-        seen_patient_ids={**cell.seen_patient_ids, "hybrid": sorted(oof.patient_ids)})
+        seen_patient_ids={**cell.seen_patient_ids, "hybrid": sorted(cell.train_oof.patient_ids)})
     run.write_cell(result)
     return result

@@ -305,7 +305,7 @@ def _run_study(run: RunFolder, data: str | Path, config: StudyConfig, *, test_da
     if config.anatomy.enabled:
         tables.update(anatomy_tables(run, splits, anatomy, results, config, setup,
                                      masks=(cohort.masks_source, cohort.masks_note)))
-    holdout = []
+    holdout, hold_inputs = [], None
     if test_data is not None:
         holdout, hold = _holdout(run, Path(test_data), config, cohort)
         hold_setup = table_setup(config, classes, holdout[0].masks_source if holdout else cohort.masks_source,
@@ -313,10 +313,11 @@ def _run_study(run: RunFolder, data: str | Path, config: StudyConfig, *, test_da
         tables.update(write_tables(holdout, run.tables, setup=hold_setup, prefix="holdout_"))
         if config.anatomy.enabled:
             split = SplitSpec(HOLDOUT, config.protocol.seed, tuple(cohort.patient_ids), tuple(hold.patient_ids))
-            both = anatomy.merged(AnatomyInputs.from_rows(hold.measures, hold.perturbed))
-            tables.update(anatomy_tables(run, [split], both, holdout, config, hold_setup, prefix="holdout_",
+            hold_inputs = anatomy.merged(AnatomyInputs.from_rows(hold.measures, hold.perturbed))
+            tables.update(anatomy_tables(run, [split], hold_inputs, holdout, config, hold_setup, prefix="holdout_",
                                          masks=(hold.masks_source, cohort.masks_note or hold.masks_note)))
-    models = export_models(run, data, cohort.patient_ids, classes, anatomy, run.anatomy_results(), config)
+    models = export_models(run, data, cohort.patient_ids, classes, anatomy, run.anatomy_results(), config,
+                           image_results=results, holdout_inputs=hold_inputs)
     figure = write_figure1(results, run.figures / "figure1.png")
     meta = {
         "data": str(data), "test_data": None if test_data is None else str(test_data),

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from torch import nn
 
 from cmrprior.errors import DataError
 from cmrprior.io.load import cine_frame_count, read_cine
@@ -129,12 +130,18 @@ def shipped_segmenter(model_path: str | Path | None = None, inference: SegInfere
     """
 
     model, args, _, _ = load_for_inference(model_path if model_path is not None else default_model_path(), inference)
+    return cine_segmenters(model, args.divisor)
+
+
+def cine_segmenters(model: nn.Module, divisor: int) -> Callable[[], Segmenter]:
+    """A factory of per-cine `Segmenter`s running an already loaded segmenter (`model`, its `divisor`) with
+    `predict_volume` (`shipped_segmenter` without the loading: a caller that holds the model reuses it)."""
 
     def new_segmenter() -> Segmenter:
         state: dict[str, tuple[float, float] | None] = {"centre": None}
 
         def segment(frame: Volume, index: int) -> np.ndarray:
-            pred = predict_volume(model, frame, divisor=args.divisor, centre=None if index == 0 else state["centre"])
+            pred = predict_volume(model, frame, divisor=divisor, centre=None if index == 0 else state["centre"])
             if index == 0:
                 state["centre"] = None if pred.blank else pred.centre
             return pred.labels
@@ -263,7 +270,8 @@ def detect_phases(
                           mid_volume_ml=tuple(float(x) for x in mid_vols), mid_slices=tuple(int(z) for z in mid))
 
 
-def _needs_frames(rec: PatientRecord) -> bool:
+def needs_frames(rec: PatientRecord) -> bool:
+    """Whether the record's ED or ES image is its cine and that frame is not given (the segmenter finds it)."""
     if rec.cine is None:
         return False
     cine = Path(rec.cine)
@@ -290,7 +298,7 @@ def resolve_cohort_phases(
         WeightsUnavailableError: no model given and none shipped.
     """
 
-    todo = [r for r in cohort.patients if _needs_frames(r)]
+    todo = [r for r in cohort.patients if needs_frames(r)]
     if not todo:
         return cohort, []
     seg_factory = (lambda: segment) if segment is not None else shipped_segmenter(model_path, inference)
@@ -299,7 +307,7 @@ def resolve_cohort_phases(
     progress = Progress("ED/ES from cines (segmenter on every frame)", len(todo), log, unit="patients", lines=10,
                         bar=True)
     for rec in cohort.patients:
-        if not _needs_frames(rec):
+        if not needs_frames(rec):
             records.append(rec)
             continue
         n_frames = cine_frame_count(rec.cine)  # type: ignore[arg-type]
