@@ -185,6 +185,8 @@ def test_image_and_hybrid_bundles_reproduce_the_held_out_table(study, name):
     assert bundle.kind == ("image" if name == IMAGE else "hybrid")
     assert bundle.spec["image"]["preparation"]["input_size"] == 32 and bundle.image.preparation.spec.mode == "mask"
     assert "Not for clinical decisions" in bundle.card and "image model reads pixel intensities" in bundle.card
+    if name == HYBRID:  # the fusion the study chose, fitted again at export
+        assert bundle.spec["fusion"]["choice"] == held.mode and bundle.features
 
 
 def test_image_bundle_page_shows_saliency(study):

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -33,6 +34,9 @@ from cmrprior.bundle.format import (
 from cmrprior.bundle.spec import Limits, SegmenterRef, TrainingDomain
 from cmrprior.bundle.tabular import TabularPredictor
 from cmrprior.classify.anatomy import feature_matrix, signed_log
+
+if TYPE_CHECKING:  # torch is imported only when an image bundle is loaded
+    from cmrprior.bundle.image import ImageModel
 
 # bundle kind -> the version of its description (`kind_version` in bundle.json and the manifest) this cmrprior reads
 KINDS = {"anatomy": 1, "image": 1, "hybrid": 1}
@@ -56,9 +60,9 @@ class Bundle:
     name: str
     kind: str
     classes: tuple[str, ...]
-    features: tuple[str, ...]
+    features: tuple[str, ...]  # the measures the model reads (none for an image bundle)
     medians: np.ndarray
-    predictor: TabularPredictor
+    predictor: TabularPredictor | None  # the anatomy model (kinds anatomy and hybrid)
     domain: TrainingDomain
     limits: Limits
     segmenter: SegmenterRef
@@ -66,13 +70,8 @@ class Bundle:
     spec: dict
     card: str
     sha256: str
-    image: object | None = None  # ImageModel: kinds image and hybrid
+    image: ImageModel | None = None  # kinds image and hybrid
     fusion: Fusion | None = None  # kind hybrid
-
-    @property
-    def uses_measures(self) -> bool:
-        """Whether the call depends on the measures (kinds anatomy and hybrid)."""
-        return self.predictor is not None
 
     # ---- the segmenter -------------------------------------------------------------------------------
     def segmenter_model(self) -> Path:

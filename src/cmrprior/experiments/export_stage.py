@@ -117,6 +117,10 @@ def export_models(run: RunFolder, data: str | Path, patient_ids: Sequence[str], 
                     "that its users can have (the segmenter's)")
         return {}
     out: dict[str, Path] = {}
+    cells = [c for c in run.cells(holdout=True) if c.ok and run.model_path(c.key).exists()]
+    if not config.anatomy.enabled and not cells:
+        _recommend(run, out, config)
+        return out
     recs = {r.patient_id: r for r in open_cohort(Path(data)).patients}
     acquisitions, prints = training_scans([recs[p] for p in patient_ids])
     common = dict(classes=classes, acquisitions=acquisitions, segmenter=config.masks.model,
@@ -135,9 +139,7 @@ def export_models(run: RunFolder, data: str | Path, patient_ids: Sequence[str], 
     measured = [p for p in patient_ids if p in inputs.measures]
     values = [inputs.measures[p].values for p in measured]
     labels = [recs[p].label for p in patient_ids]
-    for cell in run.cells(holdout=True):
-        if not cell.ok or not run.model_path(cell.key).exists():
-            continue
+    for cell in cells:
         name = bundle_name(*cell.key.config)
         try:
             image = _image_of(run, cell, config)
