@@ -185,8 +185,19 @@ def test_image_and_hybrid_bundles_reproduce_the_held_out_table(study, name):
     assert bundle.kind == ("image" if name == IMAGE else "hybrid")
     assert bundle.spec["image"]["preparation"]["input_size"] == 32 and bundle.image.preparation.spec.mode == "mask"
     assert "Not for clinical decisions" in bundle.card and "image model reads pixel intensities" in bundle.card
-    if name == HYBRID:  # the fusion the study chose, fitted again at export
+    if name == HYBRID:  # the fusion the study chose, fitted again at export, of the two models' own probabilities
         assert bundle.spec["fusion"]["choice"] == held.mode and bundle.features
+        tables = {"image model": run.read_cell(CellKey(HOLDOUT, *IMAGE.split("-"))),
+                  "anatomy model": run.anatomy_results(holdout=True)[0]}
+        for part, result in tables.items():
+            for pid, probs in zip(result.test.patient_ids, result.test.probabilities):
+                if pid in judged:
+                    got = [diagnosed[pid].parts[part][c] for c in held.classes]
+                    np.testing.assert_allclose(got, probs, atol=1e-6, rtol=0)
+        for pid in judged:
+            parts = [np.array([diagnosed[pid].parts[k][c] for c in held.classes])[None] for k in tables]
+            fused = bundle.fusion.predict_proba(*parts, bundle.matrix([diagnosed[pid].measures]))[0]
+            np.testing.assert_allclose([diagnosed[pid].probabilities[c] for c in held.classes], fused, atol=1e-12)
 
 
 def test_image_bundle_page_shows_saliency(study):

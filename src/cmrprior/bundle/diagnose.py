@@ -76,6 +76,7 @@ class PatientDiagnosis:
     status: str = REFUSED
     reason: str = ""
     probabilities: dict[str, float] = field(default_factory=dict)
+    parts: dict[str, dict[str, float]] = field(default_factory=dict)  # a hybrid's image and anatomy models' own
     drivers: tuple[Driver, ...] = ()
     measures: dict[str, float | None] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
@@ -202,6 +203,10 @@ def _judge(bundle: Bundle, one: Cohort, segs: _Segmenters, out: Path | None, d: 
         image = bundle.image.predict_proba(slices)
     p = bundle.predict_proba([d.measures], image=image)[0]
     d.probabilities = {c: float(v) for c, v in zip(bundle.classes, p)}
+    if bundle.fusion is not None:
+        anatomy = bundle.predictor.predict_proba(bundle.matrix([d.measures]))[0]
+        d.parts = {part: {c: float(v) for c, v in zip(bundle.classes, q)}
+                   for part, q in (("image model", image[0]), ("anatomy model", anatomy))}
     d.drivers = tuple(bundle.drivers(d.measures, image=None if image is None else image[0]))
     d.status = OK
     if image is not None and explain:

@@ -37,6 +37,9 @@ def patient_page(bundle: Bundle, d: PatientDiagnosis, overlay: bytes | None) -> 
     if d.status == OK:
         verdict = f"<p><b>Suggested: {esc(d.predicted_label)}</b></p>" + table_html(
             ["Class", "Probability"], [[esc(c), _bar(d.probabilities[c])] for c in bundle.classes], trusted_cells=True)
+        if d.parts:
+            verdict += "<p>The hybrid's parts, fused as its card says:</p>" + table_html(
+                ["Class", *d.parts], [[c, *(f"{q[c]:.3f}" for q in d.parts.values())] for c in bundle.classes])
         if d.drivers:
             push = table_html(["Measure", "Value", "Training percentile", "Effect on the call"],
                               [(x.feature, f"{x.value:.4g}", f"{x.percentile:.0f}", f"{x.effect:+.3f}")
