@@ -24,7 +24,8 @@ from cmrprior.runs import HOLDOUT, CellKey, RunFolder
 from experiments.cohort_copies import acdc_copy
 from experiments.study_doubles import tiny_config
 
-IMAGE, HYBRID = "tiny-none-segmented", "tiny-none-segmented+measures"  # the study's one image cell, its hybrid
+IMAGE, HYBRID = "tiny-none-segmented", "tiny-none-segmented+measures"  # an image cell of the study, its hybrid
+FULL = "tiny-none-full"  # the cell on full images (the whole field of view, not the heart crop)
 PHANTOM = PhantomConfig(image_size=(128, 144), pixel_spacing_mm=(1.5, 1.8), n_slices=(6, 8))
 CLASSES = ("NOR", "DCM", "HCM")
 
@@ -37,7 +38,7 @@ def study(tmp_path_factory, one_torch_thread):
     src = generate_phantom(root / "src", n_patients=12, seed=5, classes=CLASSES, config=PHANTOM)
     hold_src = generate_phantom(root / "hold_src", n_patients=4, seed=6, classes=CLASSES, config=PHANTOM)
     blind, hold = acdc_copy(src, root / "blind"), acdc_copy(hold_src, root / "hold", rename="holdout")
-    cfg = tiny_config(primary="anatomy", masks={"source": "segmenter"}, classifier={"inits": ["none"], "images": ["segmented"]},
+    cfg = tiny_config(primary="anatomy", masks={"source": "segmenter"}, classifier={"inits": ["none"], "images": ["full", "segmented"]},
                       protocol={"n_splits": 1, "test_fraction": 0.34, "cv_folds": 2, "val_fraction": 0.34},
                       anatomy={"workers": 1, "perturb": [], "hybrid": True})
     run_study(blind, root / "run", cfg, test_data=hold, report=False)
@@ -59,7 +60,7 @@ def study(tmp_path_factory, one_torch_thread):
         rows = {r["patient_id"]: r for r in csv.DictReader(f)}
     run = RunFolder(root / "run")
     others = {}  # the image cell's and the hybrid's bundles applied to the same cohort
-    for name, pages in ((IMAGE, True), (HYBRID, False)):
+    for name, pages in ((IMAGE, True), (HYBRID, False), (FULL, False)):
         table = load_bundle(run.bundle_dir(name)).diagnose(new, root / f"diag_{name}", pages=pages)
         others[name] = {d.patient_id: d for d in table.patients}
     return {"root": root, "run": run, "hold": hold, "new": new, "out": out, "rows": rows, "others": others}
@@ -127,7 +128,8 @@ def test_study_names_its_recommended_bundle(study):
     rec = json.loads(study["run"].recommended_json.read_text())
     assert rec["recommended"] == "anatomy" and (study["run"].root / rec["bundle"] / "manifest.json").exists()
     meta = json.loads(study["run"].study_json.read_text())
-    assert meta["models"] == {"anatomy": "models/anatomy", IMAGE: f"models/{IMAGE}", HYBRID: f"models/{HYBRID}"}
+    assert meta["models"] == {"anatomy": "models/anatomy", **{n: f"models/{n}" for n in (IMAGE, HYBRID, FULL,
+                                                                                      f"{FULL}+measures")}}
     assert len(load_bundle(study["run"].bundle_dir("anatomy")).spec["training_fingerprints"]) == 2 * 12  # ED, ES
     assert not any("IN-SAMPLE" in r["reason"] for r in study["rows"].values())  # the --test patients are new
 
@@ -167,7 +169,7 @@ def test_demo_applies_the_exported_bundle_to_new_patients(study, tmp_path):
         assert len(list(csv.DictReader(f))) == DEMO_NEW_PATIENTS
 
 
-@pytest.mark.parametrize("name", [IMAGE, HYBRID])
+@pytest.mark.parametrize("name", [IMAGE, HYBRID, FULL])
 def test_image_and_hybrid_bundles_reproduce_the_held_out_table(study, name):
     """The --test image cell and its hybrid, exported and applied by `diagnose` to the --test cohort (images only,
     prepared again from the raw files), give the held-out table's probabilities."""
@@ -182,8 +184,9 @@ def test_image_and_hybrid_bundles_reproduce_the_held_out_table(study, name):
             np.testing.assert_allclose(got, probs, atol=1e-6, rtol=0)
     assert diagnosed["noise001"].status == "refused"
     bundle = load_bundle(run.bundle_dir(name))
-    assert bundle.kind == ("image" if name == IMAGE else "hybrid")
-    assert bundle.spec["image"]["preparation"]["input_size"] == 32 and bundle.image.preparation.spec.mode == "mask"
+    assert bundle.kind == ("hybrid" if name == HYBRID else "image")
+    assert bundle.spec["image"]["preparation"]["input_size"] == 32
+    assert bundle.image.preparation.spec.mode == ("full" if name == FULL else "mask")
     assert "Not for clinical decisions" in bundle.card and "image model reads pixel intensities" in bundle.card
     if name == HYBRID:  # the fusion the study chose, fitted again at export, of the two models' own probabilities
         assert bundle.spec["fusion"]["choice"] == held.mode and bundle.features
