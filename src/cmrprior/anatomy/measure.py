@@ -31,8 +31,8 @@ Definitions
   (`numpy.array_split`); basal and mid thirds in 6 sectors of 60 degrees, the apical third in 4 of 90 degrees:
   segments 1-6, 7-12, 13-16. Sectors are anchored on the direction from the LV cavity centroid to the RV
   centroid (in-plane, over the whole ED stack; the interventricular septum): sector 1 of each level starts at
-  that direction and the others follow in the order of the image's angles (so a mirrored image numbers them the
-  other way round; angle 0 without an RV). A segment's thickness is the mean over its level's slices of the
+  that direction and the others follow in the order of the array's angles (the readers' canonical in-plane
+  frame, `cmrprior.io.orientation`: one numbering for every storage order of a scan; angle 0 without an RV). A segment's thickness is the mean over its level's slices of the
   mean of the slice's filtered rays that fall in the sector and cross myocardium (NaN without one).
   - seg01..seg16 _wall_ed_mm / _wall_es_mm: segment thickness at ED / ES; _thickening_percent:
     100 * (ES - ED) / ED of those (%).
