@@ -115,7 +115,7 @@ def test_old_constructor_still_works_and_csv_columns_carry_units():
     assert math.isnan(m.mean_wall_thickness_mm) and m.bsa_m2 is None
     assert set(CSV_COLUMNS) == set(m.as_dict())
     assert CSV_COLUMNS["lvef"] == "lvef_percent" and CSV_COLUMNS["lv_edv_ml"] == "lv_edv_ml"
-    units = ("_ml", "_percent", "_g", "_mm", "_m2", "_ratio", "_ratio_ed", "_ratio_es")
+    units = ("_ml", "_percent", "_g", "_mm", "_m2", "_ratio", "_ratio_ed", "_ratio_es", "_count")
     assert all(col.endswith(units) for col in CSV_COLUMNS.values()), CSV_COLUMNS
     assert len(set(CSV_COLUMNS.values())) == len(CSV_COLUMNS)
 

@@ -6,7 +6,7 @@ import numpy as np
 
 from cmrprior.anatomy.measure import measure_patient
 from cmrprior.anatomy.measure import column_name
-from cmrprior.anatomy.measures_csv import MeasuresRow, read_measures_csv, write_measures_csv
+from cmrprior.anatomy.measures_csv import MeasuresRow, has_current_measures, read_measures_csv, write_measures_csv
 
 SPACING = (8.0, 1.5, 1.5)
 
@@ -33,3 +33,16 @@ def test_round_trip_with_units_and_unknown_values(tmp_path):
     assert back[1].label is None and back[1].perturbation == "dilate" and back[1].size == 2
     assert back[1].values["bsa_m2"] is None and back[1].values["lvef"] is None
     assert back[1].values["lv_esv_ml"] == n["lv_esv_ml"]
+
+
+def test_a_csv_of_other_measures_is_not_current(tmp_path):
+    m = measure_patient(_heart(), _heart(), SPACING).as_dict()
+    current = write_measures_csv([MeasuresRow("p1", "NOR", m)], tmp_path / "now.csv")
+    assert has_current_measures(current)
+    older = {k: v for k, v in m.items() if k != "rv_lv_esv_ratio"}  # written before a measure was added
+    assert not has_current_measures(write_measures_csv([MeasuresRow("p1", "NOR", older)], tmp_path / "old.csv"))
+    extra = {**m, "retired_measure_mm": 1.0}
+    assert not has_current_measures(write_measures_csv([MeasuresRow("p1", "NOR", extra)], tmp_path / "extra.csv"))
+    assert not has_current_measures(tmp_path / "missing.csv")
+    (tmp_path / "empty.csv").write_text("")
+    assert not has_current_measures(tmp_path / "empty.csv")

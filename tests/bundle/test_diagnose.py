@@ -66,16 +66,31 @@ def study(tmp_path_factory, one_torch_thread):
     return {"root": root, "run": run, "hold": hold, "new": new, "out": out, "rows": rows, "others": others}
 
 
+def _refused_for_range(row: dict) -> bool:
+    """Refused only because a measure lies far outside the training range: with 8 training patients the ranges
+    of the 16 segments' thickening are narrow, and a phantom patient may fall outside one of them."""
+    reason = row["reason"]
+    return (row["status"] == "refused" and "far outside the training range" in reason
+            and "segmentation failed" not in reason and "acquisition outside" not in reason)
+
+
 def test_bundle_reproduces_the_held_out_table(study):
     held = study["run"].anatomy_results(holdout=True)[0]
     rows = study["rows"]
     judged = [p for p in held.test.patient_ids if rows[p]["status"] == "ok"]
-    assert len(judged) >= 3, rows  # the comparison must cover most of the cohort
+    assert judged and all(p in judged or _refused_for_range(rows[p]) for p in held.test.patient_ids), rows
+    # a patient refused for its range has no probabilities in diagnoses.csv: the bundle's own model applied to
+    # the measures that diagnose wrote for it must still give the held-out table's
+    bundle = load_bundle(study["run"].bundle_dir("anatomy"))
+    measured = {r.patient_id: r.values for r in read_measures_csv(study["out"] / "measures.csv")}
     for pid, probs in zip(held.test.patient_ids, held.test.probabilities):
         if pid in judged:
             got = [float(rows[pid][f"prob_{c}"]) for c in held.classes]
-            np.testing.assert_allclose(got, probs, atol=1e-6)
             assert rows[pid]["predicted_label"] == held.classes[int(np.argmax(probs))]
+        else:
+            p = bundle.predict_proba([measured[pid]])[0]
+            got = [float(p[bundle.classes.index(c)]) for c in held.classes]
+        np.testing.assert_allclose(got, probs, atol=1e-6)
 
 
 def test_measures_are_the_study_measures(study):
@@ -92,7 +107,9 @@ def test_a_patient_that_cannot_be_judged_is_refused_with_its_reason(study):
     row = study["rows"]["noise001"]
     assert row["status"] == "refused" and row["predicted_label"] == "" and row["prob_NOR"] == ""
     assert "segmentation failed" in row["reason"] or "cannot be judged" in row["reason"]
-    assert sum(r["status"] == "ok" for r in study["rows"].values()) >= 3
+    others = [r for pid, r in study["rows"].items() if pid != "noise001"]
+    assert any(r["status"] == "ok" for r in others)
+    assert all(r["status"] == "ok" or _refused_for_range(r) for r in others), others
 
 
 def test_outputs_open_in_other_tools(study):

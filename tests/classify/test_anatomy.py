@@ -134,7 +134,7 @@ def test_permutation_importance_equals_a_feature_by_feature_loop():
 
 
 def test_vote_is_scored_from_the_best_logistic_and_best_forest_fold_probabilities():
-    """Reference: the best candidate of each family (by mean CV AUC, earlier on ties) refitted on each fold,
+    """Reference: the best candidate of each family (by mean CV selection score, earlier on ties) refitted on each fold,
     their held-out probabilities averaged and scored; the fitted vote is the mean of its refitted members."""
     from cmrprior.data.splits import stratified_kfold
 
@@ -144,7 +144,7 @@ def test_vote_is_scored_from_the_best_logistic_and_best_forest_fold_probabilitie
     entries = [s for s in model.search if s["family"] == "vote"]
     assert len(entries) == 1
     singles = [s for s in model.search if s["family"] != "vote"]
-    best = {fam: max((s for s in singles if s["family"] == fam), key=lambda s: s["mean_cv_auc"])
+    best = {fam: max((s for s in singles if s["family"] == fam), key=lambda s: s["mean_cv_score"])
             for fam in ("logistic", "forest")}
     cands = {c.describe(): c for c in anatomy.candidates(CHEAP)}
     members = [cands[best[f]["model"]] for f in ("logistic", "forest")]
@@ -164,3 +164,35 @@ def test_vote_is_scored_from_the_best_logistic_and_best_forest_fold_probabilitie
     one_family = fit_anatomy(train, y, n_classes=3, config=AnatomyConfig(families=("logistic",), cs=(1.0,)),
                              cv_folds=3, seed=3)
     assert [s["family"] for s in one_family.search] == ["logistic"]
+
+
+def test_selection_scores_against_hand_computed_values():
+    y = np.array([0, 1, 2, 1])
+    p = np.array([[0.8, 0.1, 0.1], [0.2, 0.5, 0.3], [0.0, 1.0, 0.0], [0.1, 0.7, 0.2]])
+    # log loss: -(log .8 + log .5 + log 1e-6 (the floor, for a certain error) + log .7) / 4
+    expected = -(np.log(0.8) + np.log(0.5) + np.log(1e-6) + np.log(0.7)) / 4
+    assert anatomy.selection_score("log_loss", y, p) == pytest.approx(-expected)
+    # Brier: (0.04 + 0.01 + 0.01) + (0.04 + 0.25 + 0.09) + (0 + 1 + 1) + (0.01 + 0.09 + 0.04), over 4
+    assert anatomy.selection_score("brier", y, p) == pytest.approx(-(0.06 + 0.38 + 2.0 + 0.14) / 4)
+    assert anatomy.selection_score("auc", y, p) == macro_auc(y, p)
+    with pytest.raises(ConfigError, match="anatomy.selection"):
+        AnatomyConfig(selection="accuracy")
+
+
+@pytest.mark.parametrize("selection", ["log_loss", "brier"])
+def test_the_candidate_with_the_best_mean_fold_score_is_chosen(selection):
+    import dataclasses
+
+    train, y = _data(45, 3, 8.0, 6)
+    config = dataclasses.replace(CHEAP, selection=selection)
+    model = fit_anatomy(train, y, n_classes=3, config=config, cv_folds=3, seed=3, train_ids=[f"p{i}" for i in range(45)])
+    scores = {s["model"]: s["mean_cv_score"] for s in model.search}
+    assert all(s["selection"] == selection for s in model.search)
+    assert model.chosen.describe() == max(scores, key=scores.get)  # first of the best on ties, as max does
+    # the recorded score is the mean of the fold scores of the out-of-fold probabilities of the chosen model
+    from cmrprior.data.splits import stratified_kfold
+
+    pos = {f"p{i}": i for i in range(45)}
+    folds = [[pos[p] for p in f.test] for f in stratified_kfold(list(pos), y.tolist(), k=3, seed=3)]
+    ref = np.mean([anatomy.selection_score(selection, y[va], model.oof[va]) for va in folds])
+    assert scores[model.chosen.describe()] == pytest.approx(ref, abs=1e-12)

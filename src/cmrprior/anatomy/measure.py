@@ -26,8 +26,28 @@ Definitions
     smaller than the last third's) and split into thirds (`numpy.array_split`, the extra slices go basal
     first); each is the mean of its slices' means; NaN for an empty third (fewer than 3 slices).
   - systolic_thickening_percent: 100 * (ES mean - ED mean) / ED mean (%), NaN without measurable slices.
-* rv_lv_edv_ratio: RV EDV / LV EDV; myo_lv_volume_ratio_ed / _es: myocardium volume / LV cavity volume at
-  ED / ES (unitless). NaN when the denominator is 0.
+* Segments (AHA-style, `cmrprior.anatomy.sectors`): the slices measured at both ED and ES (paired by stack
+  index, so ED and ES stacks must hold the same slices), ordered base to apex as above and split into thirds
+  (`numpy.array_split`); basal and mid thirds in 6 sectors of 60 degrees, the apical third in 4 of 90 degrees:
+  segments 1-6, 7-12, 13-16. Sectors are anchored on the direction from the LV cavity centroid to the RV
+  centroid (in-plane, over the whole ED stack; the interventricular septum): sector 1 of each level starts at
+  that direction and the others follow in the order of the array's angles (the readers' canonical in-plane
+  frame, `cmrprior.io.orientation`: one numbering for every storage order of a scan; angle 0 without an RV). A segment's thickness is the mean over its level's slices of the
+  mean of the slice's filtered rays that fall in the sector and cross myocardium (NaN without one).
+  - seg01..seg16 _wall_ed_mm / _wall_es_mm: segment thickness at ED / ES; _thickening_percent:
+    100 * (ES - ED) / ED of those (%).
+  - sector_thickening_sd_percent / _min_percent / _max_percent: SD (ddof 0), min and max over the segments
+    of their thickening (%).
+  - sectors_hypokinetic_count: segments thickening less than half the patient's median segment thickening
+    (the median taken as 0 when negative); sectors_akinetic_count: segments thickening less than 10 %.
+  - sector_wall_ed_cv_ratio / sector_wall_es_cv_ratio: coefficient of variation (SD / mean) of the segment
+    thicknesses at ED / ES; sector_wall_ed_min_ratio: thinnest segment / median segment at ED (unitless).
+  Summaries use the segments that have a value; NaN when none has.
+  Why: an infarct loses thickening (and thins) in the segments of its artery while the rest still thickens;
+  dilated cardiomyopathy thins and stops thickening everywhere.
+* rv_lv_edv_ratio / rv_lv_esv_ratio: RV EDV / LV EDV, RV ESV / LV ESV; myo_lv_volume_ratio_ed / _es:
+  myocardium volume / LV cavity volume at ED / ES (unitless). NaN when the denominator is 0.
+  rvef_minus_lvef_percent: RVEF - LVEF (percentage points; NaN when either is).
 * BSA: Mosteller, sqrt(height_cm * weight_kg / 3600) m^2. Indexed values (ml/m^2, g/m^2) only when both
   height and weight are given, else None (`CSV_COLUMNS` maps each field to a column name with its unit).
 """
@@ -42,6 +62,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from cmrprior.anatomy.sectors import N_SEGMENTS, rv_anchor_angle, segmental_spread, segmental_wall
 from cmrprior.anatomy.thickness import (
     max_wall_thickness_mm,
     slice_thicknesses,
@@ -92,6 +113,65 @@ class AnatomyMeasures:
     rv_lv_edv_ratio: float = _NAN
     myo_lv_volume_ratio_ed: float = _NAN
     myo_lv_volume_ratio_es: float = _NAN
+    rv_lv_esv_ratio: float = _NAN
+    rvef_minus_lvef_percent: float = _NAN
+    sector_thickening_sd_percent: float = _NAN
+    sector_thickening_min_percent: float = _NAN
+    sector_thickening_max_percent: float = _NAN
+    sectors_hypokinetic_count: float = _NAN
+    sectors_akinetic_count: float = _NAN
+    sector_wall_ed_cv_ratio: float = _NAN
+    sector_wall_ed_min_ratio: float = _NAN
+    sector_wall_es_cv_ratio: float = _NAN
+    # AHA segments 1-6 basal, 7-12 mid, 13-16 apical (module docstring)
+    seg01_wall_ed_mm: float = _NAN
+    seg01_wall_es_mm: float = _NAN
+    seg01_thickening_percent: float = _NAN
+    seg02_wall_ed_mm: float = _NAN
+    seg02_wall_es_mm: float = _NAN
+    seg02_thickening_percent: float = _NAN
+    seg03_wall_ed_mm: float = _NAN
+    seg03_wall_es_mm: float = _NAN
+    seg03_thickening_percent: float = _NAN
+    seg04_wall_ed_mm: float = _NAN
+    seg04_wall_es_mm: float = _NAN
+    seg04_thickening_percent: float = _NAN
+    seg05_wall_ed_mm: float = _NAN
+    seg05_wall_es_mm: float = _NAN
+    seg05_thickening_percent: float = _NAN
+    seg06_wall_ed_mm: float = _NAN
+    seg06_wall_es_mm: float = _NAN
+    seg06_thickening_percent: float = _NAN
+    seg07_wall_ed_mm: float = _NAN
+    seg07_wall_es_mm: float = _NAN
+    seg07_thickening_percent: float = _NAN
+    seg08_wall_ed_mm: float = _NAN
+    seg08_wall_es_mm: float = _NAN
+    seg08_thickening_percent: float = _NAN
+    seg09_wall_ed_mm: float = _NAN
+    seg09_wall_es_mm: float = _NAN
+    seg09_thickening_percent: float = _NAN
+    seg10_wall_ed_mm: float = _NAN
+    seg10_wall_es_mm: float = _NAN
+    seg10_thickening_percent: float = _NAN
+    seg11_wall_ed_mm: float = _NAN
+    seg11_wall_es_mm: float = _NAN
+    seg11_thickening_percent: float = _NAN
+    seg12_wall_ed_mm: float = _NAN
+    seg12_wall_es_mm: float = _NAN
+    seg12_thickening_percent: float = _NAN
+    seg13_wall_ed_mm: float = _NAN
+    seg13_wall_es_mm: float = _NAN
+    seg13_thickening_percent: float = _NAN
+    seg14_wall_ed_mm: float = _NAN
+    seg14_wall_es_mm: float = _NAN
+    seg14_thickening_percent: float = _NAN
+    seg15_wall_ed_mm: float = _NAN
+    seg15_wall_es_mm: float = _NAN
+    seg15_thickening_percent: float = _NAN
+    seg16_wall_ed_mm: float = _NAN
+    seg16_wall_es_mm: float = _NAN
+    seg16_thickening_percent: float = _NAN
 
     def as_dict(self) -> dict[str, float | None]:
         return asdict(self)
@@ -175,8 +255,8 @@ def measure_patient(
     myo_ed = label_volume_ml(ed_mask, MYO_LABEL, spacing)
     myo_es = label_volume_ml(es_mask, MYO_LABEL, spacing)
     mass = myo_ed * MYOCARDIAL_DENSITY_G_PER_ML
-    wall_ed = summarise_thickness(slice_thicknesses(ed_mask, spacing))
-    wall_es = summarise_thickness(slice_thicknesses(es_mask, spacing))
+    ed_slices, es_slices = slice_thicknesses(ed_mask, spacing), slice_thicknesses(es_mask, spacing)
+    wall_ed, wall_es = summarise_thickness(ed_slices), summarise_thickness(es_slices)
     bsa = None
     if height_cm is not None and weight_kg is not None and height_cm > 0 and weight_kg > 0:
         bsa = mosteller_bsa(float(height_cm), float(weight_kg))
@@ -211,7 +291,30 @@ def measure_patient(
         rv_lv_edv_ratio=_ratio(rv_edv, lv_edv),
         myo_lv_volume_ratio_ed=_ratio(myo_ed, lv_edv),
         myo_lv_volume_ratio_es=_ratio(myo_es, lv_esv),
+        rv_lv_esv_ratio=_ratio(rv_esv, lv_esv),
+        rvef_minus_lvef_percent=ejection_fraction(rv_edv, rv_esv) - ejection_fraction(lv_edv, lv_esv),
+        **_segment_fields(ed_slices, es_slices, rv_anchor_angle(ed_mask, spacing[1:])),
     )
+
+
+def _segment_fields(ed_slices, es_slices, anchor: float | None) -> dict[str, float]:
+    wall = segmental_wall(ed_slices, es_slices, anchor)
+    spread = segmental_spread(wall)
+    out = {
+        "sector_thickening_sd_percent": spread.thickening_sd_pct,
+        "sector_thickening_min_percent": spread.thickening_min_pct,
+        "sector_thickening_max_percent": spread.thickening_max_pct,
+        "sectors_hypokinetic_count": spread.n_hypokinetic,
+        "sectors_akinetic_count": spread.n_akinetic,
+        "sector_wall_ed_cv_ratio": spread.ed_thickness_cv,
+        "sector_wall_ed_min_ratio": spread.ed_thickness_min_ratio,
+        "sector_wall_es_cv_ratio": spread.es_thickness_cv,
+    }
+    for k in range(N_SEGMENTS):
+        out[f"seg{k + 1:02d}_wall_ed_mm"] = float(wall.ed_mm[k])
+        out[f"seg{k + 1:02d}_wall_es_mm"] = float(wall.es_mm[k])
+        out[f"seg{k + 1:02d}_thickening_percent"] = float(wall.thickening_pct[k])
+    return out
 
 
 def _ratio(num: float, den: float) -> float:

@@ -66,3 +66,13 @@ def read_measures_csv(path: Path) -> list[MeasuresRow]:
         return out
     except (OSError, KeyError, ValueError, TypeError) as exc:
         raise DataError(path, f"not an anatomy measures CSV ({type(exc).__name__}: {exc})") from exc
+
+
+def has_current_measures(path: Path) -> bool:
+    """Whether the CSV at `path` holds exactly this version's measures (`CSV_COLUMNS`), so that a run may reuse it:
+    a file written before a measure was added or renamed is stale. False for a missing or headerless file."""
+    try:
+        header = next(csv.reader(io.StringIO(Path(path).read_text())), None)
+    except OSError:
+        return False
+    return header is not None and set(header) - set(_ID_COLUMNS) == set(CSV_COLUMNS.values())

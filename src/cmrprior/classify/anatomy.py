@@ -8,8 +8,9 @@ regression over C on standardised sign(x) log(1 + |x|) features (volumes and mas
 the classes differ by ratios such as RV/LV volume or mass/volume, which are differences in log space), and a
 random forest over its max depth; the family and its hyperparameters
 are chosen by stratified k-fold CV (`cmrprior.data.splits.stratified_kfold`, seeded) on the training
-patients only, by mean validation macro AUC (ties: the earlier candidate, logistic first, smaller C, shallower
-trees). With both families searched, one more candidate is scored on the same folds: `vote`, the mean of the
+patients only, by the mean over folds of the score named by `AnatomyConfig.selection` (`selection_score`: macro
+AUC, log loss or Brier score of the validation probabilities; ties: the earlier candidate, logistic first,
+smaller C, shallower trees). With both families searched, one more candidate is scored on the same folds: `vote`, the mean of the
 probabilities of the best logistic and the best forest candidate (its CV probabilities are the mean of theirs,
 so it costs no fit; the two families err on different patients: a linear boundary in log measures against
 axis-aligned thresholds, as the clinical class definitions are). The chosen model is refitted on all training
@@ -35,6 +36,7 @@ from cmrprior.evaluate.metrics import macro_auc
 
 
 VOTE = "vote"
+LOG_LOSS_FLOOR = 1e-6
 
 
 @dataclass(frozen=True)
@@ -176,9 +178,12 @@ def fit_anatomy(train_values: Sequence[Mapping[str, float | None]], train_labels
     def score(cand: Candidate, oof: np.ndarray, fold_ests: list) -> None:
         nonlocal best
         aucs = [macro_auc(y[va], oof[va]) for _, va in cv]
-        mean = float(np.nanmean(aucs)) if not np.all(np.isnan(aucs)) else float("nan")
+        mean_auc = _nanmean(aucs)
+        mean = mean_auc if config.selection == "auc" else _nanmean(
+            [selection_score(config.selection, y[va], oof[va]) for _, va in cv])
         search.append({"model": cand.describe(), "family": cand.family, "params": cand.params,
-                       "mean_cv_auc": mean, "fold_aucs": [float(a) for a in aucs]})
+                       "mean_cv_auc": mean_auc, "fold_aucs": [float(a) for a in aucs],
+                       "selection": config.selection, "mean_cv_score": mean})
         entry = (mean if np.isfinite(mean) else -np.inf, cand, oof, fold_ests)
         if best is None or entry[0] > best[0]:
             best = entry
@@ -200,6 +205,25 @@ def fit_anatomy(train_values: Sequence[Mapping[str, float | None]], train_labels
     importance, method = _importance(est, chosen, x, y, n_classes, features, config, seed, cv, best[3])
     return AnatomyModel(features, np.median(x, axis=0), est, n_classes, chosen, tuple(search), importance, method,
                         tuple(ids), best[2])
+
+
+def _nanmean(xs: Sequence[float]) -> float:
+    return float(np.nanmean(xs)) if not np.all(np.isnan(xs)) else float("nan")
+
+
+def selection_score(selection: str, y: np.ndarray, p: np.ndarray) -> float:
+    """Score of `(P, K)` probabilities `p` for labels `y` by `selection` (`AnatomyConfig.selection`), higher is
+    better: macro AUC; minus the mean log loss, -mean log max(p[y], 1e-6) (the floor keeps one certain error
+    of a forest from outweighing everything else); minus the mean multi-class Brier score, mean sum_k
+    (p_k - [y = k])^2."""
+    if selection == "auc":
+        return macro_auc(y, p)
+    truth = p[np.arange(len(y)), y]
+    if selection == "log_loss":
+        return float(np.mean(np.log(np.maximum(truth, LOG_LOSS_FLOOR))))
+    onehot = np.zeros_like(p)
+    onehot[np.arange(len(y)), y] = 1.0
+    return -float(np.mean(np.sum((p - onehot) ** 2, axis=1)))
 
 
 def _importance(est, cand: Candidate, x: np.ndarray, y: np.ndarray, n_classes: int, features: Sequence[str],

@@ -117,6 +117,7 @@ def _checked_modes(modes: object) -> dict[str, str]:
 
 
 ANATOMY_FAMILIES: tuple[str, ...] = ("logistic", "forest")
+ANATOMY_SELECTIONS: tuple[str, ...] = ("auc", "log_loss", "brier")
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,11 @@ class AnatomyConfig:
     random forest of `n_trees` trees, max depth over `depths`, 0 = unlimited; with both, also their soft vote,
     `cmrprior.classify.anatomy`); the family and its hyperparameters are chosen by stratified k-fold CV (the
     protocol's `cv_folds`) inside the training part.
+    selection: the CV criterion that chooses the candidate (`cmrprior.classify.anatomy.selection_score`): mean
+    fold macro AUC (`auc`), log loss (`log_loss`) or Brier score (`brier`, the default); the two proper scores
+    also reward a model whose most probable class is right, which AUC (a ranking measure) does not. Brier was
+    chosen by nested CV on ACDC with development seeds (`src/cmrprior/weights/MODEL_CARD.md`): it kept the
+    macro AUC and raised the accuracy over AUC selection; log loss punishes a forest's certain errors hardest.
     perturb: sizes of the robustness check (test patients' masks dilated/eroded by N px, N basal/apical
     slices dropped; empty: no check). permutation_repeats: permutation importance of forests.
     hybrid: also combine every image cell with the anatomy model (`cmrprior.classify.hybrid`).
@@ -142,8 +148,11 @@ class AnatomyConfig:
     depths: tuple[int, ...] = (3, 0)
     perturb: tuple[int, ...] = (1, 2)
     permutation_repeats: int = 5
+    selection: str = "brier"
 
     def __post_init__(self) -> None:
+        if self.selection not in ANATOMY_SELECTIONS:
+            raise ConfigError(f"anatomy.selection: expected one of {list(ANATOMY_SELECTIONS)}, got {self.selection!r}")
         bad = [f for f in self.families if f not in ANATOMY_FAMILIES]
         if not self.families or bad:
             raise ConfigError(f"anatomy.families: expected a non-empty subset of {list(ANATOMY_FAMILIES)}, got "

@@ -36,7 +36,7 @@ from cmrprior.experiments.cohort_data import prepare_data
 from cmrprior.experiments.config import StudyConfig
 from cmrprior.experiments.export_stage import fit_final_anatomy, training_scans
 from cmrprior.io.cohort import open_cohort
-from cmrprior.anatomy.measures_csv import read_measures_csv
+from cmrprior.anatomy.measures_csv import has_current_measures, read_measures_csv
 from cmrprior.utils import atomic
 from cmrprior.utils.runfolder_checks import check_out_dir, input_fingerprint
 from cmrprior.utils.seeding import derive_seed
@@ -97,7 +97,8 @@ def _bind(out: Path, data: str | Path, config: StudyConfig) -> None:
 def train_anatomy_bundle(data: str | Path, out: str | Path, config: StudyConfig, *, repeats: int = 5, folds: int = 5,
                          seed: int = 0) -> Path:
     """Measure the cohort at `data`, estimate the recipe by nested CV, fit it on everyone and write the bundle
-    to `out/bundle`; returns that folder. A rerun reuses the measures of `out/measures.csv`.
+    to `out/bundle`; returns that folder. A rerun reuses the measures of `out/measures.csv` when they are this
+    version's (`has_current_measures`), else it measures again.
 
     Raises:
         DataError: unreadable cohort, patients without a label. LeakageError: see `prepare_data`.
@@ -106,7 +107,9 @@ def train_anatomy_bundle(data: str | Path, out: str | Path, config: StudyConfig,
     out = check_out_dir(out, [data])
     _bind(out, data, config)
     measures_csv = out / "measures.csv"
-    if not measures_csv.exists():
+    if measures_csv.exists() and not has_current_measures(measures_csv):
+        log.info("%s holds the measures of another cmrprior version: measuring again", measures_csv)
+    if not has_current_measures(measures_csv):
         prepare_data(data, config, cache_dir=out / "cache", qc_dir=out / "qc",
                      measures_to=(out / ".measures.csv", out / "perturbed_measures.csv"))
         (out / ".measures.csv").replace(measures_csv)
