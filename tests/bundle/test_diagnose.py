@@ -194,7 +194,11 @@ def test_image_and_hybrid_bundles_reproduce_the_held_out_table(study, name):
     held = run.read_cell(CellKey(HOLDOUT, *name.split("-")))
     diagnosed = study["others"][name]
     judged = [p for p in held.test.patient_ids if diagnosed[p].status == "ok"]
-    assert len(judged) >= 3, {p: d.reason for p, d in diagnosed.items()}
+    # an image model is not refused on measures; a hybrid, like the anatomy bundle, may refuse a patient whose
+    # measures lie far outside its 8 training patients' ranges, and for that reason only
+    assert len(judged) >= (2 if name == HYBRID else 3), {p: d.reason for p, d in diagnosed.items()}
+    for pid in set(held.test.patient_ids) - set(judged) - {"noise001"}:
+        assert name == HYBRID and "far outside the training range" in diagnosed[pid].reason, diagnosed[pid].reason
     for pid, probs in zip(held.test.patient_ids, held.test.probabilities):
         if pid in judged:
             got = [diagnosed[pid].probabilities[c] for c in held.classes]
