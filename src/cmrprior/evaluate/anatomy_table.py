@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cmrprior.evaluate.compare import holm_adjust
+from cmrprior.evaluate.compare import PAIRED_TEST_KEY, holm_adjust
 from cmrprior.evaluate.tables import TableSetup, compare_cells, format_cell, summarise_cells
 from cmrprior.runs import CellResult, TestOutputs
 from cmrprior.utils import atomic
@@ -107,7 +107,7 @@ def write_anatomy_table(anatomy: list[CellResult], images: list[CellResult], fol
                           seed=setup.seed)
         if c is not None:
             comps.append({**c, "a_label": _label(a), "b_label": _label(b)})
-    for c, adj in zip(comps, holm_adjust([c["paired_bootstrap"]["p_value"] for c in comps])):
+    for c, adj in zip(comps, holm_adjust([c[PAIRED_TEST_KEY]["p_value"] for c in comps])):
         c["p_holm"] = adj
     chosen = [r.hyperparameters.get("model", "") for r in anatomy if r.ok]
     notes = [f"Anatomy: a tabular classifier on per-patient cardiac measures (volumes, EF, mass, wall thickness) "
@@ -155,7 +155,7 @@ def _markdown(rows: list[dict], comps: list[dict], classes: tuple[str, ...], not
         lines += ["", "| A | B | splits | diff | 95% CI | p | p (Holm) |",
                   "|---|---|---|---|---|---|---|"]
         for c in comps:
-            pb = c["paired_bootstrap"]
+            pb = c[PAIRED_TEST_KEY]
             ci = "" if pb["low"] is None else f"{pb['low']:+.3f} to {pb['high']:+.3f}"
             lines.append(f"| {c['a_label']} | {c['b_label']} | {c['n_splits']} | {c['difference']:+.3f} | {ci} | "
                          f"{_f(pb['p_value'])} | {_f(c['p_holm'])} |")

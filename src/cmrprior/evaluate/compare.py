@@ -36,6 +36,21 @@ from cmrprior.errors import InputError
 from cmrprior.evaluate.metrics import macro_auc, weighted_macro_auc
 
 
+# Key of a comparison record (tables/comparisons.json, table4.json) that holds its test (interval, p, method).
+PAIRED_TEST_KEY = "paired_test"
+# The key tables written before the paired t replaced the bootstrap used for the same record.
+_OLD_PAIRED_TEST_KEY = "paired_bootstrap"
+
+
+def paired_test_of(record: dict) -> dict:
+    """The test of a stored comparison record (`PAIRED_TEST_KEY`; older run folders' `paired_bootstrap`);
+    {} when it has none."""
+    for key in (PAIRED_TEST_KEY, _OLD_PAIRED_TEST_KEY):
+        if isinstance(record.get(key), dict):
+            return record[key]
+    return {}
+
+
 @dataclass(frozen=True)
 class Comparison:
     """Difference A - B of a metric with its interval and two-sided p-value."""

@@ -32,7 +32,7 @@ import numpy as np
 from cmrprior.data.splits import ProtocolConfig
 from cmrprior.errors import DataError
 from cmrprior.evaluate.ci import corrected_t_interval, patient_bootstrap_ci
-from cmrprior.evaluate.compare import PAIRED_OVERLAP_SHARE, holm_adjust, patient_paired_bootstrap, splits_paired_t
+from cmrprior.evaluate.compare import PAIRED_OVERLAP_SHARE, PAIRED_TEST_KEY, holm_adjust, patient_paired_bootstrap, splits_paired_t
 from cmrprior.evaluate.config import EvaluationConfig
 from cmrprior.evaluate.metrics import macro_auc, none_if_nan
 from cmrprior.io.records import ACDC_CLASSES
@@ -189,8 +189,8 @@ def compare_cells(results: list[CellResult], a: tuple, b: tuple, *, test_train_r
                   seed: int = 0) -> dict | None:
     """The paired test of A - B over the splits they share: `cmrprior.evaluate.compare.splits_paired_t` of the
     per-split macro AUC differences; with one split (the external test cohort: one model each) the patient
-    paired bootstrap of those two models. None when not comparable. Key "paired_bootstrap" holds the test (the
-    name the report reads; its "method" says which test it is).
+    paired bootstrap of those two models. None when not comparable. Key `PAIRED_TEST_KEY` holds the test (its
+    "method" says which test it is).
 
     Raises DataError when the two cells were scored on different patients in a split.
     """
@@ -212,7 +212,7 @@ def compare_cells(results: list[CellResult], a: tuple, b: tuple, *, test_train_r
     else:
         test = splits_paired_t([macro_auc(y, pa) - macro_auc(y, pb) for _, y, pa, pb in per_split], test_train_ratio)
     return {"a": "/".join(a), "b": "/".join(b), "n_splits": len(common), "difference": test.difference,
-            "paired_bootstrap": test.as_dict()}
+            PAIRED_TEST_KEY: test.as_dict()}
 
 
 def test_patients_note(results: list[CellResult], classes: tuple[str, ...]) -> str:
@@ -327,13 +327,13 @@ def _write_comparisons(results: list[CellResult], setup: TableSetup, folder: Pat
                           n_boot=setup.evaluation.n_boot, seed=setup.seed)
         if r is not None:
             comps.append(r)
-    for r, adj in zip(comps, holm_adjust([r["paired_bootstrap"]["p_value"] for r in comps])):
+    for r, adj in zip(comps, holm_adjust([r[PAIRED_TEST_KEY]["p_value"] for r in comps])):
         r["p_holm"] = adj
     f3 = lambda v: "" if v is None else f"{v:.3f}"  # noqa: E731
     lines = ["## Paired comparisons (A - B, macro AUC, same test patients)", "",
              "| A | B | splits | diff | 95% CI | p | p (Holm) |", "|---|---|---|---|---|---|---|"]
     for r in comps:
-        pb = r["paired_bootstrap"]
+        pb = r[PAIRED_TEST_KEY]
         ci = "" if pb["low"] is None else f"{pb['low']:+.3f} to {pb['high']:+.3f}"
         lines.append(f"| {r['a']} | {r['b']} | {r['n_splits']} | {r['difference']:+.3f} | {ci} | {f3(pb['p_value'])} | "
                      f"{f3(r['p_holm'])} |")
@@ -354,7 +354,7 @@ def _write_comparisons(results: list[CellResult], setup: TableSetup, folder: Pat
     w = csv.writer(buf)
     w.writerow(["a", "b", "n_splits", "difference", "ci_low", "ci_high", "p", "p_holm"])
     for r in comps:
-        w.writerow([r["a"], r["b"], r["n_splits"], r["difference"], r["paired_bootstrap"]["low"],
-                    r["paired_bootstrap"]["high"], r["paired_bootstrap"]["p_value"], r["p_holm"]])
+        w.writerow([r["a"], r["b"], r["n_splits"], r["difference"], r[PAIRED_TEST_KEY]["low"],
+                    r[PAIRED_TEST_KEY]["high"], r[PAIRED_TEST_KEY]["p_value"], r["p_holm"]])
     atomic.write_text(folder / f"{prefix}comparisons.csv", buf.getvalue())
     return folder / f"{prefix}comparisons.md"

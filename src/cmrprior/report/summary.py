@@ -17,6 +17,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from cmrprior.evaluate.compare import paired_test_of
 from cmrprior.report.html import Section, esc
 from cmrprior.report.qc import masks_source_label
 from cmrprior.runs import RunFolder, RunInfo
@@ -131,7 +132,7 @@ def p_in_words(c: dict) -> str:
     """', p (Holm) = 0.012' from a comparison record: the Holm-adjusted p the tables wrote over their family of
     comparisons, read, never recomputed; tables without one (written before Holm) give their bootstrap p,
     named unadjusted; '' when neither is stored."""
-    boot = c.get("paired_bootstrap") if isinstance(c.get("paired_bootstrap"), dict) else {}
+    boot = paired_test_of(c)
     p, name = number(c.get("p_holm")), "p (Holm)"
     if p is None:
         p, name = number(boot.get("p_value")), "p (unadjusted)"
@@ -144,7 +145,7 @@ def comparison_in_words(c: dict) -> str | None:
     """'Segmented-SSCL vs None on segmented images, vgg16: +0.120 macro AUC [+0.050, +0.190], p (Holm) = 0.003
     (higher)'."""
     a, b = _parse(c.get("a")), _parse(c.get("b"))
-    boot = c.get("paired_bootstrap") if isinstance(c.get("paired_bootstrap"), dict) else {}
+    boot = paired_test_of(c)
     diff, lo, hi = number(c.get("difference")), number(boot.get("low")), number(boot.get("high"))
     if a is None or b is None or diff is None:
         return None
@@ -220,10 +221,10 @@ def anatomy_summary(table4: Any) -> str | None:
     if number(row.get("accuracy")) is not None:
         text += f", accuracy {row['accuracy']:.3f}"
     comps = [c for c in table4.get("comparisons") or [] if number(c.get("difference")) is not None
-             and number((c.get("paired_bootstrap") or {}).get("low")) is not None]
+             and number(paired_test_of(c).get("low")) is not None]
 
     def said(c: dict) -> str:
-        pb = c["paired_bootstrap"]
+        pb = paired_test_of(c)
         return (f"{esc(c.get('a_label') or label_keys(c['a']))} - {esc(c.get('b_label') or label_keys(c['b']))}: "
                 f"{c['difference']:+.3f} [{pb['low']:+.3f}, {pb['high']:+.3f}] (p Holm {c.get('p_holm', float('nan')):.3f})")
 
@@ -248,7 +249,7 @@ def summary_section(run: RunFolder, info: RunInfo, study: dict | None) -> Sectio
     words, total = main_comparisons(comparisons) if isinstance(comparisons, list) else ([], 0)
     if words:
         more = f" ({len(words)} of {total}; all in <a href=\"#comparisons\">Paired comparisons</a>)" if total > len(words) else ""
-        items.append("Paired comparisons (A - B on the same test patients; paired bootstrap interval, p Holm-adjusted over the "
+        items.append("Paired comparisons (A - B on the same test patients; interval and p of the paired test over splits, p Holm-adjusted over the "
                      "table's comparisons)" + more
                      + ":<ul>" + "".join(f"<li>{esc(w)}</li>" for w in words) + "</ul>")
     anatomy = anatomy_summary(read_json(run.tables / "table4.json"))
