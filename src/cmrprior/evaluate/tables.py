@@ -11,7 +11,9 @@ Each cell: mean macro AUC over splits and the 95% corrected resampled t interval
 is too narrow), clipped to [0, 1]; a one-split result (the external test cohort) has the patient bootstrap
 interval of its one model instead. A cell without a result says why ("n/a: <reason>"). `metrics.*` lists
 every cell's macro AUC, accuracy, balanced accuracy and per-class AUC; `comparisons.*` the paired test
-(`cmrprior.evaluate.compare.splits_paired_t`) with Holm-adjusted p-values over the table's family.
+(`cmrprior.evaluate.compare.splits_paired_t`) with Holm-adjusted p-values over the table's family;
+`selection.*` the best image configuration chosen inside each split by its inner CV
+(`cmrprior.evaluate.selection`), the grid search being part of what each split scores.
 Coverage of the interval and false-positive rate of the test, with the model retrained per split:
 bench/coverage_retrain.py. The notes
 under every table say which protocol ran and how many test patients of each class a split had.
@@ -35,6 +37,7 @@ from cmrprior.evaluate.ci import corrected_t_interval, patient_bootstrap_ci
 from cmrprior.evaluate.compare import PAIRED_OVERLAP_SHARE, PAIRED_TEST_KEY, holm_adjust, patient_paired_bootstrap, splits_paired_t
 from cmrprior.evaluate.config import EvaluationConfig
 from cmrprior.evaluate.metrics import macro_auc, none_if_nan
+from cmrprior.evaluate.selection import ANY_IMAGES, chosen_counts, select_by_inner_cv, selected_key
 from cmrprior.io.records import ACDC_CLASSES
 from cmrprior.runs import HOLDOUT, CellResult
 from cmrprior.utils import atomic
@@ -288,7 +291,54 @@ def write_tables(results: list[CellResult], folder: Path, *, setup: TableSetup, 
         written[prefix + name] = folder / f"{prefix}{name}.md"
     written[prefix + "metrics"] = _write_metrics(summ, folder, classes, prefix, notes)
     written[prefix + "comparisons"] = _write_comparisons(results, setup, folder, prefix, notes[1:3])
+    written[prefix + "selection"] = _write_selection(results, setup, folder, prefix, notes[1:4])
     return written
+
+
+def selection_rows(results: list[CellResult], setup: TableSetup) -> list[dict]:
+    """One row per kind of training images and one over all of them: the image configuration that each split's
+    inner CV chose (`cmrprior.evaluate.selection`), summarised over splits like a cell of the tables."""
+    ev = setup.evaluation
+    rows = []
+    for images in [*setup.images, ANY_IMAGES] if len(setup.images) > 1 else list(setup.images):
+        chosen = select_by_inner_cv(results, images)
+        s = summarise_cells(chosen, test_train_ratio=setup.protocol.test_train_ratio, n_boot=ev.n_boot,
+                            seed=setup.seed, level=ev.level).get(selected_key(images))
+        if s is None:
+            continue
+        rows.append({"images": images, **{k: s.get(k) for k in ("macro_auc", "t_low", "t_high", "boot_low", "boot_high",
+                                                                  "n_splits", "split_aucs", "splits")},
+                     "cell": format_cell(s),
+                     "chosen": [{"split": r.key.split, "config": r.hyperparameters["selected"],
+                                 "inner_cv_auc": r.hyperparameters["inner_cv_auc"], "test_auc": r.test.metrics.macro_auc,
+                                 "n_candidates": r.hyperparameters["n_candidates"]} for r in chosen],
+                     "chosen_counts": [list(kv) for kv in chosen_counts(chosen)]})
+    return rows
+
+
+def _write_selection(results: list[CellResult], setup: TableSetup, folder: Path, prefix: str,
+                     protocol_notes: list[str]) -> Path:
+    """`{prefix}selection.{md,json}`: `selection_rows`; returns the Markdown path."""
+    rows = selection_rows(results, setup)
+    notes = [*protocol_notes,
+             "Chosen by inner CV: in each split, among its finished image cells (on the row's training images; 'any': "
+             "all of them), the one with the highest mean macro AUC of the k-fold CV inside the split's training part "
+             "(the cells' own hyperparameter search; no test patient takes part); the split scores that cell's test "
+             "patients. The choice is part of what each split scores, so the interval (corrected resampled t across "
+             "splits, as the tables) covers the whole procedure, grid search included. The highest mean test AUC of "
+             "the grid (metrics.*) is chosen on the test results and is optimistic."
+             + (" Held-out cohort: chosen by the inner CV of the cells trained on the study cohort; nothing is chosen on "
+                "the held-out cohort." if prefix else "")]
+    lines = [("## Held-out cohort - " if prefix else "## ") + "Best image configuration chosen by inner CV in each split", "",
+             "| Training images | Macro AUC | Chosen (splits) |", "|---|---|---|"]
+    for r in rows:
+        counts = ", ".join(f"{k} ({n})" for k, n in r["chosen_counts"])
+        lines.append(f"| {r['images']} | {r['cell']} | {counts} |")
+    lines += [""] + [f"- {n}" for n in notes]
+    atomic.write_text(folder / f"{prefix}selection.md", "\n".join(lines) + "\n")
+    atomic.write_json(folder / f"{prefix}selection.json", {"title": "Best image configuration chosen by inner CV",
+                                                            "notes": notes, "rows": rows})
+    return folder / f"{prefix}selection.md"
 
 
 def _write_metrics(summ: dict, folder: Path, classes: tuple[str, ...], prefix: str, notes: list[str]) -> Path:

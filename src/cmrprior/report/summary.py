@@ -1,9 +1,10 @@
 """The report's opening summary: the answer first, read from what the study wrote (nothing is computed here).
 
 First the primary analysis that `config.yaml` names (`primary:`, fixed before the results), on the study's
-splits and on the held-out cohort (`tables/holdout_*`). From `tables/metrics.json`: the best configuration by
-mean macro AUC, with its interval across splits, the number of splits and the patient-bootstrap interval,
-labelled as selected after the fact. From `tables/comparisons.json`: the main paired
+splits and on the held-out cohort (`tables/holdout_*`). From `tables/selection.json`: the best image
+configuration as each split's inner CV chose it (the choice inside the protocol, with its interval), and the
+held-out cohort's. From `tables/metrics.json`: the best configuration by mean macro AUC, with its interval
+across splits, the number of splits and the patient-bootstrap interval, labelled as selected after the fact. From `tables/comparisons.json`: the main paired
 comparisons in plain words, in a fixed order (the study's questions, not the smallest p first). From
 `tables/table4.json`: the Anatomy model's AUC and its difference to the best image models. From
 `run.json`, `study.json` and `config.yaml`: the cohort, where the masks for segmented images came from and
@@ -82,6 +83,33 @@ def best_configuration(metrics: list[dict]) -> str | None:
     b = max(scored, key=lambda m: m["macro_auc"])
     what = f"{init_label(b.get('init', '?'))} initialisation, {b.get('images', '?')} training images, {b.get('backbone', '?')}"
     return f"<strong>{esc(what)}</strong>: {auc_words(b)}; best of {len(scored)} scored configuration(s)."
+
+
+def _selection_row(table: Any) -> dict | None:
+    """The row over every kind of training images of a selection table (else its only row)."""
+    rows = [r for r in (table.get("rows") or []) if isinstance(r, dict)] if isinstance(table, dict) else []
+    scored = [r for r in rows if number(r.get("macro_auc")) is not None]
+    return next((r for r in scored if r.get("images") == "any"), scored[0] if len(scored) == 1 else None)
+
+
+def selection_summary(run: RunFolder) -> str | None:
+    """The best image configuration chosen inside each split by its inner CV, and on the held-out cohort."""
+    row = _selection_row(read_json(run.tables / "selection.json"))
+    if row is None:
+        return None
+
+    def chosen(r: dict) -> str:
+        counts = r.get("chosen_counts") if isinstance(r.get("chosen_counts"), list) else []
+        return "; ".join(f"{label_keys(str(kn[0]))} ({kn[1]} split(s))" for kn in counts
+                         if isinstance(kn, list) and len(kn) == 2)
+
+    text = ("Best image configuration chosen inside each split by the inner CV of its training part (the choice is "
+            f"part of what each split scores): {auc_words(row)}; chosen: {esc(chosen(row))}.")
+    held = _selection_row(read_json(run.tables / "holdout_selection.json"))
+    if held is not None:
+        text += (" Held-out cohort (chosen by the inner CV on the study cohort): " + auc_words(held).replace(" (1 split(s))", "")
+                 + f"; chosen: {esc(chosen(held))}.")
+    return text
 
 
 def _primary_entry(run: RunFolder, primary: str, prefix: str) -> tuple[str, dict | None]:
@@ -240,6 +268,9 @@ def anatomy_summary(table4: Any) -> str | None:
 
 def summary_section(run: RunFolder, info: RunInfo, study: dict | None) -> Section:
     items = [primary_summary(run)]
+    selected = selection_summary(run)
+    if selected:
+        items.append(selected)
     metrics = read_json(run.tables / "metrics.json")
     best = best_configuration(metrics) if isinstance(metrics, list) else None
     items.append("Best image configuration, selected after the fact on these test results (optimistic): " + best if best else
