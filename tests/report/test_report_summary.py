@@ -138,3 +138,14 @@ def test_long_qc_csv_is_shown_short(tmp_path):
     assert "qc/phases.csv (first 12 of 30 rows)" in html and html.count("<tr>") == 13
     assert "<th>lv volume ml</th>" in html and "<td>55.123</td>" in html
     assert f"<td>{curve[:37]}...</td>" in html and "p012" not in html
+
+
+def test_summary_states_the_test_cohorts_masks_apart(tmp_path):
+    run = _run(tmp_path)
+    run.write_info(RunInfo(LAYOUT_VERSION, ("NOR", "DCM"), "segmenter", "fold models", (ImageSpec("full", "full", 0.0),),
+                           64, 1.5, masks_out_of_sample=None, test_masks_note="full segmenter",
+                           test_masks_out_of_sample=True))
+    s = _summary(build_report(run.root).read_text())
+    assert "(fold models); out-of-sample: not recorded." in s
+    assert ("Test cohort's masks: full segmenter; out-of-sample: yes: every patient&#x27;s masks come from a model that "
+            "did not see that patient.") in s

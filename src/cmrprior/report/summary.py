@@ -204,17 +204,16 @@ def main_comparisons(comparisons: list[dict]) -> tuple[list[str], int]:
     return [w for _, _, w in sorted(keyed)[:MAX_COMPARISONS]], len(keyed)
 
 
-def _out_of_sample(records: list[dict]) -> str:
-    """The first field named like '*out_of_sample*' of run.json / study.json, in words; else 'not recorded'."""
+def _out_of_sample(records: list[dict], key: str = "masks_out_of_sample") -> str:
+    """`key` of run.json / study.json (the study cohort's; `test_masks_out_of_sample` the --test cohort's), in
+    words; else 'not recorded'."""
     for d in records:
-        for key, value in d.items():
-            if "out_of_sample" in key:
-                if isinstance(value, bool):
-                    return ("yes: every patient's masks come from a model that did not see that patient" if value
-                            else "no: some masks come from a model that was trained on the same patients")
-                if value is None:
-                    continue  # recorded as unknown (oracle masks, or a given model): keep looking, else "not recorded"
-                return str(value)
+        value = d.get(key)
+        if isinstance(value, bool):
+            return ("yes: every patient's masks come from a model that did not see that patient" if value
+                    else "no: some masks come from a model that was trained on the same patients")
+        if value is not None:
+            return str(value)  # recorded as unknown (None: oracle masks, or a given model): keep looking
     return "not recorded"
 
 
@@ -227,7 +226,11 @@ def masks_summary(run: RunFolder, info: RunInfo, study: dict | None) -> str:
     text = f"Masks for segmented images: <strong>{esc(words)}</strong>"
     text += f" ({esc(info.masks_note)})" if info.masks_note else ""
     records = [d for d in (read_json(run.run_json), study) if isinstance(d, dict)]
-    return text + f"; out-of-sample: {esc(_out_of_sample(records))}."
+    text += f"; out-of-sample: {esc(_out_of_sample(records))}."
+    if info.test_masks_note is not None:
+        text += (f" Test cohort's masks: {esc(info.test_masks_note)}; out-of-sample: "
+                 f"{esc(_out_of_sample(records, 'test_masks_out_of_sample'))}.")
+    return text
 
 
 def _read_yaml(path: Path) -> Any:
@@ -266,6 +269,21 @@ def anatomy_summary(table4: Any) -> str | None:
     return text + ' (<a href="#anatomy">Anatomy model</a>).'
 
 
+def duplicates_words(study: dict) -> str:
+    """' Duplicate scans kept once: ...' from study.json's `duplicate_scans` (per cohort, (kept, left out)); ''
+    when none was found or the run does not say."""
+    found = study.get("duplicate_scans") if isinstance(study.get("duplicate_scans"), dict) else {}
+    parts = []
+    for cohort, name in (("data", "study cohort"), ("test_data", "test cohort")):
+        pairs = [d for d in found.get(cohort) or [] if isinstance(d, list) and len(d) == 2]
+        if pairs:
+            parts.append(f"{name}: " + ", ".join(f"{esc(d[1])} = {esc(d[0])}" for d in pairs))
+    if not parts:
+        return ""
+    return (' <strong class="missing">Duplicate scans kept once</strong> (the same images under two ids; the second '
+            "id left out; qc/duplicate_images.csv, holdout/qc/ for the test cohort): " + "; ".join(parts) + ".")
+
+
 def summary_section(run: RunFolder, info: RunInfo, study: dict | None) -> Section:
     items = [primary_summary(run)]
     selected = selection_summary(run)
@@ -290,6 +308,6 @@ def summary_section(run: RunFolder, info: RunInfo, study: dict | None) -> Sectio
     if study:
         n, splits = study.get("n_patients"), study.get("n_splits")
         items.append(f"Cohort: {esc(n)} patients, classes {esc(', '.join(info.classes))}; {esc(splits)} patient-level "
-                     f"split(s); data {esc(study.get('data', 'not recorded'))}.")
+                     f"split(s); data {esc(study.get('data', 'not recorded'))}." + duplicates_words(study))
     body = "<ul class=\"summary\">" + "".join(f"<li>{i}</li>" for i in items) + "</ul>"
     return Section("summary", "Summary", body)

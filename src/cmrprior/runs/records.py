@@ -34,6 +34,9 @@ class RunInfo:
     input_size: int  # px, classifier input
     pixel_spacing_mm: float  # prepared grid
     masks_out_of_sample: bool | None = None  # every patient segmented by a model that never saw it (None: unknown/oracle)
+    # the same two facts for the --test cohort's masks (None: no --test cohort, or not known)
+    test_masks_note: str | None = None
+    test_masks_out_of_sample: bool | None = None
 
     def spec(self, images: str) -> ImageSpec:
         for s in self.image_specs:
@@ -49,7 +52,8 @@ class RunInfo:
         return cls(layout_version=int(d["layout_version"]), classes=tuple(d["classes"]),
                    masks_source=d["masks_source"], masks_note=d["masks_note"],
                    image_specs=tuple(ImageSpec(**s) for s in d["image_specs"]), input_size=int(d["input_size"]),
-                   pixel_spacing_mm=float(d["pixel_spacing_mm"]), masks_out_of_sample=d.get("masks_out_of_sample"))
+                   pixel_spacing_mm=float(d["pixel_spacing_mm"]), masks_out_of_sample=d.get("masks_out_of_sample"),
+                   test_masks_note=d.get("test_masks_note"), test_masks_out_of_sample=d.get("test_masks_out_of_sample"))
 
 
 @dataclass(frozen=True)
