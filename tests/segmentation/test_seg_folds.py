@@ -94,3 +94,28 @@ def test_changed_weights_and_bad_index_are_clear_errors(trained):
     (out / "folds.json").write_text("{}")
     with pytest.raises(DataError, match="not a segmenter-set index"):
         load_segmenter_set(out)
+
+
+def test_a_weights_file_of_an_indexed_set_is_mapped_to_its_training_patients(tmp_path):
+    """`masks.model` naming one weights file: where an index lists the file (by sha256), its training patients
+    are known, so a patient it saw is in-sample (the out-of-sample check is not skipped)."""
+    import json as _json
+
+    from cmrprior.segmentation.folds import SHIPPED_SET, choose_segmenters
+
+    index = _json.loads((SHIPPED_SET / "folds.json").read_text())
+    full = (SHIPPED_SET / index["full"]["weights"]).resolve()  # the shipped full model, one folder up
+    fold = SHIPPED_SET / index["folds"][2]["weights"]
+    seen_by_fold = index["folds"][2]["fingerprints"][0]
+    left_out = sorted(set(index["full"]["fingerprints"]) - set(index["folds"][2]["fingerprints"]))[0]
+    new = ("0" * 32, "1" * 32)
+    got = choose_segmenters({"seen": (seen_by_fold, "x"), "left_out": (left_out, "y"), "new": new}, fold)
+    assert (got["seen"].out_of_sample, got["left_out"].out_of_sample, got["new"].out_of_sample) == (False, True, True)
+    assert got["seen"].model.name == "fold_2" and got["seen"].model.weights == fold
+    assert choose_segmenters({"a": (left_out, "y")}, full)["a"].out_of_sample is False
+    copy = tmp_path / "elsewhere.safetensors"  # a copy away from any index: not known
+    shutil.copyfile(fold, copy)
+    assert choose_segmenters({"seen": (seen_by_fold, "x")}, copy)["seen"].out_of_sample is False  # shipped set knows it
+    other = tmp_path / "other.safetensors"
+    other.write_bytes(b"not a segmenter of any set")
+    assert choose_segmenters({"seen": (seen_by_fold, "x")}, other)["seen"].out_of_sample is None
