@@ -4,7 +4,8 @@ For every patient of the cohort (ACDC folder, manifest CSV, NIfTI or DICOM, cine
 segmenter; labels not needed, expert masks never read), one at a time so that one bad patient cannot stop
 the others:
 
-1. ED/ES frames of a cine (`resolve_cohort_phases`, the bundle's segmenter) -> `OUT/qc/phases.csv`;
+1. ED/ES frames of a cine (`resolve_cohort_phases`, the bundle's segmenter: a fold model that never saw the
+   patient when the set knows it) -> `OUT/qc/phases.csv`;
 2. the acquisition against the bundle's training domain (pixel and slice spacing, field of view);
 3. the heart masks by the bundle's segmenter (a fold model that never saw the patient when the set knows
    it), written with the input's header to `OUT/masks/<patient>/<patient>_{ED,ES}.nii.gz`;
@@ -44,9 +45,9 @@ from cmrprior.io.cohort import open_cohort
 from cmrprior.io.load import load_patient
 from cmrprior.io.nifti import write_nifti
 from cmrprior.io.records import Cohort, PatientRecord, PatientVolumes
-from cmrprior.segmentation.folds import load_segmenter_set, segmenter_chooser
+from cmrprior.segmentation.folds import segmenter_chooser
 from cmrprior.segmentation.inference import SegInference
-from cmrprior.segmentation.phases import resolve_cohort_phases
+from cmrprior.segmentation.phases import PhaseSegmenters, resolve_cohort_phases
 from cmrprior.segmentation.qc import mask_flags, write_csv
 from cmrprior.segmentation.volumes import Locator, load_locator
 from cmrprior.io.fingerprint import volume_fingerprint
@@ -121,9 +122,9 @@ class _Segmenters:
 
     def __init__(self, model: Path, inference: SegInference | None) -> None:
         self.model, self.inference = model, inference
-        self.full = load_segmenter_set(model).full.weights if model.is_dir() else model
         self._choose = segmenter_chooser(model)
         self._loaded: dict[Path, Locator] = {}
+        self.phases = PhaseSegmenters(model, inference)  # ED/ES search: also a model that never saw the patient
 
     def for_patient(self, rec: PatientRecord, prints: tuple[str, str]) -> tuple[Locator, str, bool | None]:
         choice = self._choose(rec.patient_id, prints)
@@ -198,8 +199,7 @@ def diagnose(bundle: Bundle, data: str | Path, out: str | Path | None = None, *,
         t = time.time()
         d = PatientDiagnosis(rec.patient_id, rec.label)
         try:
-            one, found = resolve_cohort_phases(dataclasses.replace(cohort, patients=(rec,)), model_path=segs.full,
-                                               inference=inference)
+            one, found = resolve_cohort_phases(dataclasses.replace(cohort, patients=(rec,)), segmenters=segs.phases)
             detections += found
             rec = one.patients[0]
             d.ed_frame, d.es_frame = rec.ed_frame, rec.es_frame
