@@ -142,7 +142,7 @@ def test_default_comparisons_add_the_seg_teacher_pairs_only_when_it_is_in_the_gr
 def test_comparison_records_name_their_test_paired_test(results, tmp_path):
     """The record's test is under `paired_test` (it is a paired t over splits, not a bootstrap); readers take
     the old key of earlier run folders too."""
-    from cmrprior.evaluate.compare import paired_test_of
+    from cmrprior.runs import paired_test_of
 
     write_tables(results, tmp_path, setup=_setup())
     comps = json.loads((tmp_path / "comparisons.json").read_text())

@@ -8,7 +8,7 @@ perturbed test masks.
   study cohort). No test result takes part in the choice.
 * Intervals: as `cmrprior.evaluate.tables` (corrected resampled t across splits, clipped to [0, 1]).
 * Comparisons: Anatomy - best image model for each kind of images (the paired test of the tables,
-  `cmrprior.evaluate.tables.compare_cells`), Holm-adjusted over this table's family (the image
+  `cmrprior.evaluate.compare.compare_cells`), Holm-adjusted over this table's family (the image
   comparisons keep their own family).
 * `anatomy_robustness.csv`: macro AUC and accuracy per split and perturbation of the test masks, plus the
   mean over splits (split `mean`).
@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from cmrprior.evaluate.compare import PAIRED_TEST_KEY, holm_adjust
+from cmrprior.evaluate.compare import compare_cells, holm_adjust
 from cmrprior.evaluate.selection import chosen_counts, is_selected, select_by_inner_cv, selected_key
-from cmrprior.evaluate.tables import TableSetup, compare_cells, format_cell, summarise_cells
-from cmrprior.runs import CellResult, TestOutputs
+from cmrprior.evaluate.tables import TableSetup, format_cell, summarise_cells
+from cmrprior.runs import PAIRED_TEST_KEY, CellResult, TestOutputs
 from cmrprior.utils import atomic
 from cmrprior.vocab import ANATOMY, ANATOMY_LABEL, HYBRID_LABEL, hybrid_base, init_label, init_rank
 

@@ -32,14 +32,13 @@ from pathlib import Path
 import numpy as np
 
 from cmrprior.data.splits import ProtocolConfig
-from cmrprior.errors import DataError
 from cmrprior.evaluate.ci import corrected_t_interval, patient_bootstrap_ci
-from cmrprior.evaluate.compare import PAIRED_OVERLAP_SHARE, PAIRED_TEST_KEY, holm_adjust, patient_paired_bootstrap, splits_paired_t
+from cmrprior.evaluate.compare import PAIRED_OVERLAP_SHARE, compare_cells, holm_adjust
 from cmrprior.evaluate.config import EvaluationConfig
-from cmrprior.evaluate.metrics import macro_auc, none_if_nan
+from cmrprior.evaluate.metrics import none_if_nan
 from cmrprior.evaluate.selection import ANY_IMAGES, chosen_counts, select_by_inner_cv, selected_key
 from cmrprior.io.records import ACDC_CLASSES
-from cmrprior.runs import HOLDOUT, CellResult
+from cmrprior.runs import HOLDOUT, PAIRED_TEST_KEY, CellResult
 from cmrprior.utils import atomic
 from cmrprior.vocab import init_label
 
@@ -188,34 +187,6 @@ def default_comparisons(backbones: list[str], inits: list[str], images: list[str
     return pairs
 
 
-def compare_cells(results: list[CellResult], a: tuple, b: tuple, *, test_train_ratio: float, n_boot: int = 1000,
-                  seed: int = 0) -> dict | None:
-    """The paired test of A - B over the splits they share: `cmrprior.evaluate.compare.splits_paired_t` of the
-    per-split macro AUC differences; with one split (the external test cohort: one model each) the patient
-    paired bootstrap of those two models. None when not comparable. Key `PAIRED_TEST_KEY` holds the test (its
-    "method" says which test it is).
-
-    Raises DataError when the two cells were scored on different patients in a split.
-    """
-    def pick(key):
-        return {r.key.split: r for r in results if r.key.config == key and r.ok}
-
-    ra, rb = pick(a), pick(b)
-    common = sorted(set(ra) & set(rb))
-    if not common:
-        return None
-    per_split = []
-    for s in common:
-        ta, tb = ra[s].test, rb[s].test
-        if ta.patient_ids != tb.patient_ids:
-            raise DataError(None, f"split {s}: {a} and {b} were scored on different patients")
-        per_split.append((ta.patient_ids, np.asarray(ta.labels), np.asarray(ta.probabilities), np.asarray(tb.probabilities)))
-    if len(per_split) == 1:
-        test = patient_paired_bootstrap(per_split, n_boot=n_boot, seed=seed)
-    else:
-        test = splits_paired_t([macro_auc(y, pa) - macro_auc(y, pb) for _, y, pa, pb in per_split], test_train_ratio)
-    return {"a": "/".join(a), "b": "/".join(b), "n_splits": len(common), "difference": test.difference,
-            PAIRED_TEST_KEY: test.as_dict()}
 
 
 def test_patients_note(results: list[CellResult], classes: tuple[str, ...]) -> str:

@@ -9,10 +9,9 @@ can mean. Nothing is computed here beyond choosing rows and the words for the st
 
 from __future__ import annotations
 
-from cmrprior.evaluate.compare import paired_test_of
 from cmrprior.report.html import Section, esc, table_html
 from cmrprior.report.summary import number, p_in_words, read_json
-from cmrprior.runs import RunFolder
+from cmrprior.runs import RunFolder, paired_test_of
 from cmrprior.vocab import init_label, method_label
 
 ANCHOR = "full-vs-segmented"

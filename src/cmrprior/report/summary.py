@@ -18,10 +18,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from cmrprior.evaluate.compare import paired_test_of
 from cmrprior.report.html import Section, esc
 from cmrprior.report.qc import masks_source_label
-from cmrprior.runs import RunFolder, RunInfo
+from cmrprior.runs import RunFolder, RunInfo, paired_test_of
 from cmrprior.vocab import ANATOMY, IMAGES, INIT_NAMES, init_label
 
 MAX_COMPARISONS = 8

@@ -19,6 +19,18 @@ LAYOUT_VERSION = 2
 PHASES_CSV = "phases.csv"  # in the study's qc/ and in the --test cohort's
 HOLDOUT = "holdout"  # split name of the model trained on the whole cohort and scored on the --test cohort
 STATUSES = ("ok", "unavailable", "failed")
+# Key of a comparison record (tables/comparisons.json, table4.json) that holds its test (interval, p, method).
+PAIRED_TEST_KEY = "paired_test"
+_OLD_PAIRED_TEST_KEY = "paired_bootstrap"  # the same record's key in tables written before the paired t
+
+
+def paired_test_of(record: dict) -> dict:
+    """The test of a stored comparison record (`PAIRED_TEST_KEY`; older run folders' `paired_bootstrap`);
+    {} when it has none."""
+    for key in (PAIRED_TEST_KEY, _OLD_PAIRED_TEST_KEY):
+        if isinstance(record.get(key), dict):
+            return record[key]
+    return {}
 
 
 # ---- records ------------------------------------------------------------------------------------------
