@@ -203,7 +203,7 @@ def check_new_patients(study: CohortData, test: CohortData, test_data: str | Pat
         DataError: naming the test cohort and the pairs (test id = study id).
     """
     if not study.fingerprints or not test.fingerprints:
-        log.warning("%s: image fingerprints of a prepared cohort not recorded (prepared by an older version): the "
+        log.warning("%s: image fingerprints of a prepared cohort not recorded (a folder prepared before they were): the "
                     "test cohort was compared with the study cohort before preparation only", test_data)
         return
     owner = {fp: pid for pid, fps in study.fingerprints.items() for fp in fps}
