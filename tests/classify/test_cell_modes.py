@@ -43,3 +43,36 @@ def test_none_cell_trains_in_its_mode(tmp_path, modes, expected):
     assert oof.labels == [label_of[p] for p in oof.patient_ids]
     np.testing.assert_allclose(np.array(oof.probabilities).sum(axis=1), 1.0, atol=1e-6)
     assert sorted(set(oof.folds)) == [0, 1] and len(oof.folds) == len(oof.patient_ids)
+
+
+def test_linear_cell_standardises_inside_each_inner_fold(tmp_path, monkeypatch):
+    """Each CV fold's output layer sees features standardised with its own inner-training slices (mean 0, sd 1
+    there), never with statistics that include its inner-validation patients; the final fit with all training
+    patients'."""
+    import cmrprior.classify.search as search
+    import cmrprior.experiments.cell as cell
+
+    seen = []
+
+    def record(fit):
+        def wrapped(head, x, y, **kw):
+            seen.append((np.asarray(x, np.float64), None if kw.get("val") is None else np.asarray(kw["val"][0])))
+            return fit(head, x, y, **kw)
+        return wrapped
+
+    monkeypatch.setattr(search, "fit_head", record(search.fit_head))
+    monkeypatch.setattr(cell, "fit_head", record(cell.fit_head))
+    data = toy_set(n_patients=15, slices=2, size=16)
+    ids = data.patient_ids
+    job = CellJob(key=CellKey("0", "tiny", "none", "full"), split_seed=4, train_ids=ids[:12], test_ids=ids[12:],
+                  pretrained=(), classes=("a", "b", "c"), masks_source="ground_truth", masks_note="", image_mode="full",
+                  cv_folds=2)
+    c = ClassifierConfig(backbones=("tiny",), modes={"none": "linear"}, input_size=16, lrs=(1e-3,), max_epochs=2,
+                         batch_size=8)
+    assert c.standardize and run_cell(RunFolder(tmp_path), job, data, c).ok
+    folds, final = [s for s in seen if s[1] is not None], [s for s in seen if s[1] is None]
+    assert len(folds) == 2 and len(final) == 1
+    for x, _ in folds + final:
+        varying = x.std(0) > 1e-3
+        np.testing.assert_allclose(x.mean(0), 0.0, atol=1e-4)
+        np.testing.assert_allclose(x.std(0)[varying], 1.0, atol=1e-3)

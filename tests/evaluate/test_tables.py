@@ -75,8 +75,8 @@ def test_write_tables_layout(results, tmp_path):
     assert csv_text[0].startswith("backbone,column,init,images,macro_auc") and len(csv_text) == 5
     comps = json.loads((tmp_path / "comparisons.json").read_text())
     c = next(c for c in comps if c["a"] == "vgg16/full_sscl/full" and c["b"] == "vgg16/none/full")
-    assert c["difference"] > 0.2 and c["paired_bootstrap"]["p_value"] < 0.05
-    assert c["paired_bootstrap"]["method"] == "corrected_paired_t_over_splits"
+    assert c["difference"] > 0.2 and c["paired_test"]["p_value"] < 0.05
+    assert c["paired_test"]["method"] == "corrected_paired_t_over_splits"
     diffs = []
     by = {(r.key.init, r.key.images, r.key.split): r for r in results if r.ok}
     for sp in "012":
@@ -85,7 +85,7 @@ def test_write_tables_layout(results, tmp_path):
     assert c["difference"] == pytest.approx(np.mean(diffs))
     # the tables' paired test: t over the splits' differences, overlap term 0.2 x n_test/n_train (default protocol)
     t = np.mean(diffs) / np.sqrt((1 / 3 + 0.2 * 0.3 / 0.7) * np.var(diffs, ddof=1))
-    assert c["paired_bootstrap"]["p_value"] == pytest.approx(2 * stats.t.sf(abs(t), 2))
+    assert c["paired_test"]["p_value"] == pytest.approx(2 * stats.t.sf(abs(t), 2))
 
 
 def test_tables_state_protocol_counts_and_holm(results, tmp_path):
@@ -108,7 +108,7 @@ def test_tables_state_protocol_counts_and_holm(results, tmp_path):
     assert "boot_low" not in row or row["boot_low"] is None  # several splits: the corrected t only
     assert "clipped to" in notes and "bench/coverage_retrain.py" in notes
     comps = json.loads((tmp_path / "comparisons.json").read_text())
-    assert [c["p_holm"] for c in comps] == pytest.approx(holm_adjust([c["paired_bootstrap"]["p_value"] for c in comps]))
+    assert [c["p_holm"] for c in comps] == pytest.approx(holm_adjust([c["paired_test"]["p_value"] for c in comps]))
     md = (tmp_path / "comparisons.md").read_text()
     assert "p (Holm)" in md and f"over the {len(comps)} comparison(s)" in md
     assert (tmp_path / "comparisons.csv").read_text().splitlines()[0]== "a,b,n_splits,difference,ci_low,ci_high,p,p_holm"
@@ -137,3 +137,15 @@ def test_default_comparisons_add_the_seg_teacher_pairs_only_when_it_is_in_the_gr
     assert sorted(added) == sorted([(("tiny", "seg_teacher", im), ("tiny", other, im))
                                     for im in ("full", "segmented") for other in ("none", "segmented_sscl")]
                                    + [(("tiny", "seg_teacher", "segmented"), ("tiny", "seg_teacher", "full"))])
+
+
+def test_comparison_records_name_their_test_paired_test(results, tmp_path):
+    """The record's test is under `paired_test` (it is a paired t over splits, not a bootstrap); readers take
+    the old key of earlier run folders too."""
+    from cmrprior.runs import paired_test_of
+
+    write_tables(results, tmp_path, setup=_setup())
+    comps = json.loads((tmp_path / "comparisons.json").read_text())
+    assert comps and all("paired_test" in c and "paired_bootstrap" not in c for c in comps)
+    old = {"paired_bootstrap": {"low": -0.1, "high": 0.2, "p_value": 0.3}}
+    assert paired_test_of(old) == old["paired_bootstrap"] and paired_test_of({}) == {}

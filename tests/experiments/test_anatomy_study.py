@@ -58,7 +58,7 @@ def test_study_writes_measures_anatomy_results_table4_and_report(tmp_path, monke
     assert table["rows"][1]["model"] == "Hybrid: tiny None, segmented images + measures"
     assert table["rows"][2]["model"].startswith("Best image model")
     assert [(c["a_label"], c["b_label"]) for c in table["comparisons"]] == [
-        ("Anatomy", "tiny None, segmented images"), (table["rows"][1]["model"], "Anatomy"),
+        ("Anatomy", "Best image model by inner CV, segmented images"), (table["rows"][1]["model"], "Anatomy"),
         (table["rows"][1]["model"], "tiny None, segmented images")]
     hybrids = run.hybrid_results()
     cells = {r.key.split: r for r in run.cells()}

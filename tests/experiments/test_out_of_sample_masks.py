@@ -93,3 +93,10 @@ def test_one_scan_under_two_ids_is_one_patient(setup, tmp_path):
     assert "patient099" not in prepared.patient_ids and src.name in prepared.patient_ids
     assert _rows(tmp_path / "qc" / "duplicate_images.csv") == [
         {"kept_patient": src.name, "left_out_patient": "patient099", "reason": "identical image pixels"}]
+
+
+def test_a_set_member_named_as_the_model_is_checked_against_its_training_patients(setup, tmp_path):
+    """fold_0 of the set was trained on the first three patients: naming its weights file alone must not hide it."""
+    with pytest.raises(LeakageError, match="require_out_of_sample"):
+        prepare_data(setup["cohort"], _config(setup["with_folds"] / "fold_0.safetensors"), cache_dir=tmp_path / "c",
+                     qc_dir=tmp_path / "qc")

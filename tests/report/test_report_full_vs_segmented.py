@@ -29,7 +29,7 @@ def _run(root, *, saliency: bool) -> RunFolder:
 
     def comp(init, d, lo, hi, p, p_holm):
         return {"a": f"tiny/{init}/segmented", "b": f"tiny/{init}/full", "n_splits": 3, "difference": d,
-                "paired_bootstrap": {"low": lo, "high": hi, "p_value": p}, "p_holm": p_holm}
+                "paired_test": {"low": lo, "high": hi, "p_value": p}, "p_holm": p_holm}
 
     comps = [comp("none", -0.09, -0.15, -0.04, 0.0004, 0.0012), comp("full_sscl", 0.01, -0.05, 0.07, 0.62, 0.62),
              {"a": "tiny/full_sscl/full", "b": "tiny/none/full", "difference": -0.27,

@@ -27,7 +27,7 @@ def _run(root, source="segmenter") -> RunFolder:
 
     def comp(a, b, d, lo, hi, p, p_holm):
         return {"a": a, "b": b, "n_splits": 5, "difference": d, "p_holm": p_holm,
-                "paired_bootstrap": {"low": lo, "high": hi, "p_value": p}, "paired_t": {"p_value": 0.5}}
+                "paired_test": {"low": lo, "high": hi, "p_value": p}, "paired_t": {"p_value": 0.5}}
 
     # p_holm as the tables write it (Holm over these 3: 3 x 0.003, 2 x 0.02, max(1 x 0.41, 0.04))
     comps = [comp("vgg16/none/segmented", "vgg16/none/full", 0.02, -0.03, 0.07, 0.41, 0.41),
@@ -116,11 +116,14 @@ def test_words_and_labels():
     assert markdown_to_html("- one\n  continued\n- two") == "<ul><li>one continued</li><li>two</li></ul>"
     assert label_keys("masks: ground_truth; tiny/full_sscl/full") == (
         "masks: oracle: expert (ground-truth) masks; tiny, Full-SSCL, full images")
+    # the key of run folders written before the comparison records named their test `paired_test`
     c = {"a": "d/segmented_sscl/segmented", "b": "d/full_sscl/full", "difference": 0.0004, "n_splits": 2,
          "paired_bootstrap": {"low": -0.1, "high": 0.1, "p_value": 0.0001}}
     assert comparison_in_words(c) == ("Segmented-SSCL on segmented images vs Full-SSCL on full images, d: +0.000 macro "
                                       "AUC [-0.100, +0.100], p (unadjusted) < 0.001 (no clear difference; 2 split(s))")
     assert comparison_in_words({**c, "p_holm": 0.0004}).endswith("p (Holm) < 0.001 (no clear difference; 2 split(s))")
+    new = {**{k: v for k, v in c.items() if k != "paired_bootstrap"}, "paired_test": c["paired_bootstrap"]}
+    assert comparison_in_words(new) == comparison_in_words(c)
     assert comparison_in_words({"a": "nonsense", "b": "x", "difference": 1}) is None
 
 
@@ -135,3 +138,14 @@ def test_long_qc_csv_is_shown_short(tmp_path):
     assert "qc/phases.csv (first 12 of 30 rows)" in html and html.count("<tr>") == 13
     assert "<th>lv volume ml</th>" in html and "<td>55.123</td>" in html
     assert f"<td>{curve[:37]}...</td>" in html and "p012" not in html
+
+
+def test_summary_states_the_test_cohorts_masks_apart(tmp_path):
+    run = _run(tmp_path)
+    run.write_info(RunInfo(LAYOUT_VERSION, ("NOR", "DCM"), "segmenter", "fold models", (ImageSpec("full", "full", 0.0),),
+                           64, 1.5, masks_out_of_sample=None, test_masks_note="full segmenter",
+                           test_masks_out_of_sample=True))
+    s = _summary(build_report(run.root).read_text())
+    assert "(fold models); out-of-sample: not recorded." in s
+    assert ("Test cohort's masks: full segmenter; out-of-sample: yes: every patient&#x27;s masks come from a model that "
+            "did not see that patient.") in s

@@ -3,6 +3,7 @@ that saw them."""
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -94,3 +95,64 @@ def test_changed_weights_and_bad_index_are_clear_errors(trained):
     (out / "folds.json").write_text("{}")
     with pytest.raises(DataError, match="not a segmenter-set index"):
         load_segmenter_set(out)
+
+
+def test_a_weights_file_of_an_indexed_set_is_mapped_to_its_training_patients(tmp_path):
+    """`masks.model` naming one weights file: where an index lists the file (by sha256), its training patients
+    are known, so a patient it saw is in-sample (the out-of-sample check is not skipped)."""
+    import json as _json
+
+    from cmrprior.segmentation.folds import SHIPPED_SET, choose_segmenters
+
+    index = _json.loads((SHIPPED_SET / "folds.json").read_text())
+    full = (SHIPPED_SET / index["full"]["weights"]).resolve()  # the shipped full model, one folder up
+    fold = SHIPPED_SET / index["folds"][2]["weights"]
+    seen_by_fold = index["folds"][2]["fingerprints"][0]
+    left_out = sorted(set(index["full"]["fingerprints"]) - set(index["folds"][2]["fingerprints"]))[0]
+    new = ("0" * 32, "1" * 32)
+    got = choose_segmenters({"seen": (seen_by_fold, "x"), "left_out": (left_out, "y"), "new": new}, fold)
+    assert (got["seen"].out_of_sample, got["left_out"].out_of_sample, got["new"].out_of_sample) == (False, True, True)
+    assert got["seen"].model.name == "fold_2" and got["seen"].model.weights == fold
+    assert choose_segmenters({"a": (left_out, "y")}, full)["a"].out_of_sample is False
+    copy = tmp_path / "elsewhere.safetensors"  # a copy away from any index: not known
+    shutil.copyfile(fold, copy)
+    assert choose_segmenters({"seen": (seen_by_fold, "x")}, copy)["seen"].out_of_sample is False  # shipped set knows it
+    other = tmp_path / "other.safetensors"
+    other.write_bytes(b"not a segmenter of any set")
+    assert choose_segmenters({"seen": (seen_by_fold, "x")}, other)["seen"].out_of_sample is None
+
+
+def test_ed_es_search_of_a_cine_uses_a_model_that_never_saw_the_patient(trained, tmp_path, monkeypatch):
+    """A cine-only record of patient002 (its ED and ES frames in a 4D NIfTI, under a new id): the set's full model
+    and fold_1 were trained on patient002, so its frames are searched with fold_0, recognised by the pixels of
+    the cine's frames."""
+    import nibabel as nib
+
+    import cmrprior.segmentation.phases as phases
+    from cmrprior.io.manifest import read_manifest
+
+    cohort_dir, out = trained
+    frames = [nib.load(cohort_dir / "patient002" / f"patient002_frame{f:02d}.nii.gz") for f in (1, 5)]
+    cine = tmp_path / "cines" / "case7_4d.nii.gz"
+    cine.parent.mkdir()
+    nib.save(nib.Nifti1Image(np.stack([np.asanyarray(f.dataobj) for f in frames], axis=-1), frames[0].affine), cine)
+    manifest = tmp_path / "cines" / "manifest.csv"
+    manifest.write_text(f"patient_id,label,cine\ncase7,NOR,{cine}\n")
+    loaded = []
+
+    def segmenter_of(weights, inference=None):  # records which model was loaded; an LV that shrinks over time
+        loaded.append(Path(weights).name)
+
+        def segment(frame, index):
+            labels = np.zeros(frame.array.shape, np.uint8)
+            labels[:, 4:14 - 4 * index, 4:14] = 3
+            return labels
+
+        return lambda: segment
+
+    monkeypatch.setattr(phases, "shipped_segmenter", segmenter_of)
+    cohort, (det,) = phases.resolve_cohort_phases(read_manifest(manifest), model_path=out)
+    assert loaded == ["fold_0.safetensors"]
+    assert (det.segmenter, det.segmenter_out_of_sample) == ("fold_0", True)
+    assert (cohort.patients[0].ed_frame, cohort.patients[0].es_frame) == (1, 2)
+    assert det.as_row()["segmenter"] == "fold_0"

@@ -6,8 +6,8 @@ the others:
 
 0. a patient whose files are missing or unreadable when the cohort is opened is refused, the reason naming the
    file;
-1. ED/ES frames of a cine (`resolve_cohort_phases`, the bundle's segmenter's full model, loaded once for the
-   cohort) -> `OUT/qc/phases.csv`;
+1. ED/ES frames of a cine (`resolve_cohort_phases`, the bundle's segmenter: a fold model that never saw the
+   patient when the set knows it) -> `OUT/qc/phases.csv`;
 2. the acquisition against the bundle's training domain (pixel and slice spacing, field of view);
 3. the heart masks by the bundle's segmenter (a fold model that never saw the patient when the set knows
    it), written with the input's header to `OUT/masks/<patient>/<patient>_{ED,ES}.nii.gz`;
@@ -50,9 +50,9 @@ from cmrprior.io.cohort import open_cohort
 from cmrprior.io.load import load_patient
 from cmrprior.io.nifti import write_nifti
 from cmrprior.io.records import Cohort, PatientRecord, PatientVolumes
-from cmrprior.segmentation.folds import load_segmenter_set, segmenter_chooser
+from cmrprior.segmentation.folds import segmenter_chooser
 from cmrprior.segmentation.inference import SegInference
-from cmrprior.segmentation.phases import needs_frames, cine_segmenters, resolve_cohort_phases
+from cmrprior.segmentation.phases import PhaseSegmenters, cine_segmenters, resolve_cohort_phases
 from cmrprior.segmentation.qc import mask_flags, write_csv
 from cmrprior.segmentation.volumes import Locator, load_locator
 from cmrprior.io.fingerprint import volume_fingerprint
@@ -127,14 +127,14 @@ class DiagnosisTable:
 
 
 class _Segmenters:
-    """The bundle's segmenter per patient, each weights file loaded once: the ED/ES search of a cine runs the
-    set's full model (as the study's does), loaded once for every cine and for the patients it segments."""
+    """The bundle's segmenter per patient, each weights file loaded once and shared by the ED/ES search of a cine
+    and the patient's segmentation (both a fold model that never saw the patient where the set knows it)."""
 
     def __init__(self, model: Path, inference: SegInference | None) -> None:
         self.model, self.inference = model, inference
-        self.full = load_segmenter_set(model).full.weights if model.is_dir() else model
         self._choose = segmenter_chooser(model)
         self._loaded: dict[Path, Locator] = {}
+        self.phases = PhaseSegmenters(model, inference, load=self._cine_segmenters)
 
     def _locator(self, weights: str | Path) -> Locator:
         path = Path(weights).resolve()
@@ -142,16 +142,13 @@ class _Segmenters:
             self._loaded[path] = load_locator(path, self.inference)
         return self._loaded[path]
 
+    def _cine_segmenters(self, weights: Path):
+        loc = self._locator(weights)
+        return cine_segmenters(loc.net, loc.divisor)
+
     def for_patient(self, rec: PatientRecord, prints: tuple[str, str]) -> tuple[Locator, str, bool | None]:
         choice = self._choose(rec.patient_id, prints)
         return self._locator(choice.model.weights), choice.model.name, choice.out_of_sample
-
-    def phases(self, cohort: Cohort) -> tuple[Cohort, list]:
-        """`resolve_cohort_phases` of a one-patient cohort with the full model (loaded only when a cine needs it)."""
-        if not any(needs_frames(r) for r in cohort.patients):
-            return cohort, []
-        full = self._locator(self.full)
-        return resolve_cohort_phases(cohort, segment=cine_segmenters(full.net, full.divisor)())
 
 
 def _judge(bundle: Bundle, one: Cohort, segs: _Segmenters, out: Path | None, d: PatientDiagnosis, explain: bool
@@ -235,7 +232,7 @@ def diagnose(bundle: Bundle, data: str | Path, out: str | Path | None = None, *,
         t = time.time()
         d = PatientDiagnosis(rec.patient_id, rec.label)
         try:
-            one, found = segs.phases(dataclasses.replace(cohort, patients=(rec,)))
+            one, found = resolve_cohort_phases(dataclasses.replace(cohort, patients=(rec,)), segmenters=segs.phases)
             detections += found
             rec = one.patients[0]
             d.ed_frame, d.es_frame = rec.ed_frame, rec.es_frame

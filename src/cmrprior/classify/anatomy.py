@@ -99,6 +99,24 @@ class AnatomyModel:
         return _proba(self.estimator, self.matrix(values), self.n_classes)
 
 
+def refit_out_of_fold(model: AnatomyModel, values: Sequence[Mapping[str, float | None]], labels: Sequence[int],
+                      folds: Sequence[np.ndarray], seed: int) -> np.ndarray:
+    """`(P, n_classes)` out-of-fold probabilities of training patients on the given folds (another model's, e.g.
+    an image cell's CV folds): for each fold, the model's chosen candidate refitted on the other folds' rows and
+    applied to the fold's rows. A hybrid that combines two parts fold by fold then has, in every fold, neither
+    part trained on that fold's patients (the anatomy model's own CV folds split them otherwise).
+
+    `values`, `labels`: the training patients (rows in fold index order); `folds`: validation row indices,
+    a partition of the rows.
+    """
+    x, y = model.matrix(values), np.asarray(labels, dtype=np.int64)
+    out = np.zeros((len(y), model.n_classes))
+    for va in folds:
+        tr = np.setdiff1d(np.arange(len(y)), va)
+        out[va] = _proba(_estimator(model.chosen, seed).fit(x[tr], y[tr]), x[va], model.n_classes)
+    return out
+
+
 def usable_features(values: Sequence[Mapping[str, float | None]]) -> tuple[str, ...]:
     """Measures (in first-seen order) that are finite numbers for every patient of `values`."""
     names: list[str] = []

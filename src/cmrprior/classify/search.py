@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from cmrprior.classify.data import SliceSet
-from cmrprior.classify.train import FitResult, fit_end_to_end, fit_head
+from cmrprior.classify.train import FitResult, fit_end_to_end, fit_head, standardization
 from cmrprior.errors import ConfigError, InputError
 from cmrprior.evaluate.metrics import none_if_nan
 
@@ -145,8 +145,13 @@ def cv_search_linear(
     batch_size: int = 32,
     weight_decay: float = 1e-4,
     seed: int = 0,
+    standardize: bool = False,
 ) -> SearchResult:
     """Choose the output-layer lr and number of epochs by cross-validation on cached features.
+
+    `standardize`: each fold standardises the features with the mean and sd of its own inner-training slices
+    (`cmrprior.classify.train.standardization`), as the final fit does with all training patients', so
+    that no inner-validation patient shapes the inputs of the fold that scores it.
 
     Args:
         features: float32 `(N, F)` frozen features of the slices of the TRAINING part.
@@ -162,11 +167,15 @@ def cv_search_linear(
     def fit_fold(lr: float, fi: int, tr: Sequence[str], va: Sequence[str]) -> FitResult:
         tr_rows, _ = _rows(patient_ids, slice_patient, tr)
         va_rows, va_local = _rows(patient_ids, slice_patient, va)
+        x_tr, x_va = features[tr_rows], features[va_rows]
+        if standardize:
+            mean, sd = standardization(x_tr)
+            x_tr, x_va = (x_tr - mean) / sd, (x_va - mean) / sd
         torch.manual_seed(seed + 7919 * fi)
         head = nn.Linear(features.shape[1], n_classes)
-        return fit_head(head, features[tr_rows], labels[tr_rows], lr=lr, weight_decay=weight_decay, epochs=max_epochs,
-                        batch_size=batch_size, seed=seed + fi,
-                        val=(features[va_rows], labels[va_rows], va_local, len(va)), patience=None)
+        return fit_head(head, x_tr, labels[tr_rows], lr=lr, weight_decay=weight_decay, epochs=max_epochs,
+                        batch_size=batch_size, seed=seed + fi, val=(x_va, labels[va_rows], va_local, len(va)),
+                        patience=None)
 
     return _search(lrs, folds, max_epochs, fit_fold)
 

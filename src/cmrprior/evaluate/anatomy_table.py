@@ -2,12 +2,13 @@
 with the same intervals as Tables 1-3 and paired comparisons; and the anatomy model's robustness to
 perturbed test masks.
 
-* Rows: Anatomy, then the best image-only configuration on each kind of training images (highest mean
-  macro AUC over splits among the finished cells; chosen on the test results, so its AUC is optimistic and
-  the comparison favours the image model).
+* Rows: Anatomy, the hybrids, then the best image-only configuration on each kind of training images as each
+  split's inner CV chose it (`cmrprior.evaluate.selection`: the image cell with the best inner-CV AUC of the
+  split's training part, scored on that split's test patients; for the held-out cohort, by the inner CV on the
+  study cohort). No test result takes part in the choice.
 * Intervals: as `cmrprior.evaluate.tables` (corrected resampled t across splits, clipped to [0, 1]).
 * Comparisons: Anatomy - best image model for each kind of images (the paired test of the tables,
-  `cmrprior.evaluate.tables.compare_cells`), Holm-adjusted over this table's family (the image
+  `cmrprior.evaluate.compare.compare_cells`), Holm-adjusted over this table's family (the image
   comparisons keep their own family).
 * `anatomy_robustness.csv`: macro AUC and accuracy per split and perturbation of the test masks, plus the
   mean over splits (split `mean`).
@@ -23,9 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from cmrprior.evaluate.compare import holm_adjust
-from cmrprior.evaluate.tables import TableSetup, compare_cells, format_cell, summarise_cells
-from cmrprior.runs import CellResult, TestOutputs
+from cmrprior.evaluate.compare import compare_cells, holm_adjust
+from cmrprior.evaluate.selection import chosen_counts, is_selected, select_by_inner_cv, selected_key
+from cmrprior.evaluate.tables import TableSetup, format_cell, summarise_cells
+from cmrprior.runs import PAIRED_TEST_KEY, CellResult, TestOutputs
 from cmrprior.utils import atomic
 from cmrprior.vocab import ANATOMY, ANATOMY_LABEL, HYBRID_LABEL, hybrid_base, init_label, init_rank
 
@@ -50,19 +52,17 @@ def _aligned(anatomy: list[CellResult], images: list[CellResult]) -> list[CellRe
     return out
 
 
-def _best_images(summ: dict, images: tuple[str, ...]) -> list[tuple[str, tuple]]:
-    out = []
-    for kind in images:
-        scored = [(s["macro_auc"], key) for key, s in summ.items() if key[2] == kind and s.get("macro_auc") is not None]
-        if scored:
-            out.append((kind, max(scored)[1]))
-    return out
+def _best_images(images: list[CellResult], kinds: tuple[str, ...]) -> list[tuple[str, list[CellResult]]]:
+    """(kind of images, the per-split inner-CV choices among the image cells on them) for each kind with one."""
+    return [(kind, chosen) for kind in kinds if (chosen := select_by_inner_cv(images, kind))]
 
 
 def _label(key: tuple) -> str:
     """Table label of a configuration key (backbone, init, images); hybrids: `vocab.hybrid_base`."""
     if key[1] == ANATOMY:
         return ANATOMY_LABEL
+    if is_selected(key):
+        return f"Best image model by inner CV, {key[2]} images"
     if hybrid_base(key[2]) is not None:
         return f"{HYBRID_LABEL}: {key[0]} {init_label(key[1])}, {hybrid_base(key[2])} images + measures"
     return f"{key[0]} {init_label(key[1])}, {key[2]} images"
@@ -74,7 +74,7 @@ def _choices(hybrids: Sequence[CellResult]) -> str:
     return "; ".join(f"{name} ({n})" for name, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
-def _pairs(anatomy_key: tuple | None, best: list[tuple[str, tuple]], hybrid_keys: list[tuple]) -> list[tuple]:
+def _pairs(anatomy_key: tuple | None, best: list[tuple], hybrid_keys: list[tuple]) -> list[tuple]:
     """The comparisons of Table 4: Anatomy - best image model per kind of images; each hybrid - Anatomy and
     each hybrid - its own image model (what the measures add to it)."""
     pairs = [(anatomy_key, key) for _, key in best] if anatomy_key is not None else []
@@ -92,35 +92,38 @@ def write_anatomy_table(anatomy: list[CellResult], images: list[CellResult], fol
     anatomy = _aligned(anatomy, images)
     kw = dict(test_train_ratio=ratio, n_boot=ev.n_boot, seed=setup.seed, level=ev.level)
     summ_a = summarise_cells(anatomy, **kw)
-    summ_i = summarise_cells(images, **kw)
+    best = _best_images(images, setup.images)
+    chosen = [r for _, rs in best for r in rs]
+    summ_i = summarise_cells(chosen, **kw)
     summ_h = summarise_cells(list(hybrids), **kw)
     rows = [_row(ANATOMY_LABEL, "measures", next(iter(summ_a.values()), None), setup.classes)]
     hybrid_keys = sorted(summ_h, key=lambda k: (k[0], k[2], init_rank(k[1])))
     rows += [_row(_label(k), f"{hybrid_base(k[2])} images + measures", summ_h[k], setup.classes)
              for k in hybrid_keys]
-    best = _best_images(summ_i, setup.images)
-    rows += [_row(f"Best image model: {key[0]} {init_label(key[1])}", kind, summ_i[key], setup.classes)
-             for kind, key in best]
+    rows += [_row(f"Best image model by inner CV ({_chosen_words(rs)})", kind, summ_i[selected_key(kind)], setup.classes)
+             for kind, rs in best]
     comps = []
-    for a, b in _pairs(next(iter(summ_a), None), best, hybrid_keys):
-        c = compare_cells(anatomy + list(images) + list(hybrids), a, b, test_train_ratio=ratio, n_boot=ev.n_boot,
+    for a, b in _pairs(next(iter(summ_a), None), [(k, selected_key(k)) for k, _ in best], hybrid_keys):
+        c = compare_cells(anatomy + list(images) + list(hybrids) + chosen, a, b, test_train_ratio=ratio, n_boot=ev.n_boot,
                           seed=setup.seed)
         if c is not None:
             comps.append({**c, "a_label": _label(a), "b_label": _label(b)})
-    for c, adj in zip(comps, holm_adjust([c["paired_bootstrap"]["p_value"] for c in comps])):
+    for c, adj in zip(comps, holm_adjust([c[PAIRED_TEST_KEY]["p_value"] for c in comps])):
         c["p_holm"] = adj
-    chosen = [r.hyperparameters.get("model", "") for r in anatomy if r.ok]
+    families = [r.hyperparameters.get("model", "") for r in anatomy if r.ok]
     notes = [f"Anatomy: a tabular classifier on per-patient cardiac measures (volumes, EF, mass, wall thickness) "
              f"measured from the masks of this study ({masks_line}); family and hyperparameters by stratified CV "
-             f"inside each training part. Chosen per split: {', '.join(chosen) or 'none'}.",
+             f"inside each training part. Chosen per split: {', '.join(families) or 'none'}.",
              f"{HYBRID_LABEL}: an image configuration combined with the measures (late fusion of its probabilities "
              "with the Anatomy model's, image weight 0 being the Anatomy model alone and 1 the image model alone, "
              "or stacking on its probabilities and the measures), chosen by CV on the out-of-fold predictions of "
              "the training part (a combination only when it beats the better part alone by more than one standard "
              "error of their per-fold differences); none of it sees a test patient's label. Chosen (splits): "
              f"{_choices(hybrids) or 'none'}.",
-             "Best image model: the image-only configuration with the highest mean macro AUC on each kind of "
-             "training images (chosen on these test results: optimistic for the image model).",
+             "Best image model by inner CV: in each split, the image-only configuration on that kind of training "
+             "images whose k-fold CV inside the split's training part scored best, scored on the split's test "
+             "patients (chosen configurations and how many splits chose each in brackets); no test result takes part "
+             "in the choice" + ("; held-out cohort: chosen by the inner CV on the study cohort." if prefix else "."),
              "Comparisons: A - B, the paired test of the paired comparisons (t over splits); p (Holm) "
              f"over the {len(comps)} comparison(s) of this table."]
     md = _markdown(rows, comps, setup.classes, notes, prefix)
@@ -129,6 +132,11 @@ def write_anatomy_table(anatomy: list[CellResult], images: list[CellResult], fol
                                                         "rows": rows, "comparisons": comps})
     _write_csv(rows, setup.classes, folder / f"{prefix}table4.csv")
     return folder / f"{prefix}table4.md"
+
+
+def _chosen_words(chosen: list[CellResult]) -> str:
+    return "; ".join(f"{k.split('/')[0]} {init_label(k.split('/')[1])} x{n}" if k.count("/") == 2 else f"{k} x{n}"
+                     for k, n in chosen_counts(chosen))
 
 
 def _row(model: str, inputs: str, s: dict | None, classes: tuple[str, ...]) -> dict:
@@ -155,7 +163,7 @@ def _markdown(rows: list[dict], comps: list[dict], classes: tuple[str, ...], not
         lines += ["", "| A | B | splits | diff | 95% CI | p | p (Holm) |",
                   "|---|---|---|---|---|---|---|"]
         for c in comps:
-            pb = c["paired_bootstrap"]
+            pb = c[PAIRED_TEST_KEY]
             ci = "" if pb["low"] is None else f"{pb['low']:+.3f} to {pb['high']:+.3f}"
             lines.append(f"| {c['a_label']} | {c['b_label']} | {c['n_splits']} | {c['difference']:+.3f} | {ci} | "
                          f"{_f(pb['p_value'])} | {_f(c['p_holm'])} |")

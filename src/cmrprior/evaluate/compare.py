@@ -10,6 +10,7 @@
   around 0). `paired_bootstrap` resamples each split independently (right for one split only).
 * `paired_t`: t test of the per-split differences (splits as the unit), with the corrected resampled
   variance of Nadeau & Bengio (2003) when `test_train_ratio` > 0.
+* `compare_cells`: the tables' comparison of two configurations' `CellResult`s (the first or the second above).
 * `holm_adjust`: Holm (1979) step-down adjusted p-values over a family of comparisons.
 * `delong_test`: DeLong, DeLong & Clarke-Pearson (1988) test for two correlated AUCs on one split, with
   the fast mid-rank computation of Sun & Xu (2014). Binary AUC: the classic test. Macro one-vs-rest AUC:
@@ -32,8 +33,9 @@ from scipy.stats import rankdata
 
 from cmrprior.evaluate.ci import (Metric, clip_interval, corrected_t_interval, pooled_patient_counts, resample_counts,
                                   stratified_resample)
-from cmrprior.errors import InputError
+from cmrprior.errors import DataError, InputError
 from cmrprior.evaluate.metrics import macro_auc, weighted_macro_auc
+from cmrprior.runs import PAIRED_TEST_KEY, CellResult
 
 
 @dataclass(frozen=True)
@@ -249,3 +251,33 @@ def delong_test(labels: np.ndarray, probs_a: np.ndarray, probs_b: np.ndarray) ->
     else:
         p = float(2 * stats.norm.sf(abs(diff) / se))
     return Comparison("delong", float(diff), float(diff - 1.959964 * se), float(diff + 1.959964 * se), p)
+
+
+def compare_cells(results: list[CellResult], a: tuple, b: tuple, *, test_train_ratio: float, n_boot: int = 1000,
+                  seed: int = 0) -> dict | None:
+    """The tables' paired test of cells A - B over the splits they share: `splits_paired_t` of the per-split
+    macro AUC differences; with one split (the external test cohort: one model each) the patient
+    paired bootstrap of those two models. None when not comparable. Key `PAIRED_TEST_KEY` holds the test (its
+    "method" says which test it is).
+
+    Raises DataError when the two cells were scored on different patients in a split.
+    """
+    def pick(key):
+        return {r.key.split: r for r in results if r.key.config == key and r.ok}
+
+    ra, rb = pick(a), pick(b)
+    common = sorted(set(ra) & set(rb))
+    if not common:
+        return None
+    per_split = []
+    for s in common:
+        ta, tb = ra[s].test, rb[s].test
+        if ta.patient_ids != tb.patient_ids:
+            raise DataError(None, f"split {s}: {a} and {b} were scored on different patients")
+        per_split.append((ta.patient_ids, np.asarray(ta.labels), np.asarray(ta.probabilities), np.asarray(tb.probabilities)))
+    if len(per_split) == 1:
+        test = patient_paired_bootstrap(per_split, n_boot=n_boot, seed=seed)
+    else:
+        test = splits_paired_t([macro_auc(y, pa) - macro_auc(y, pb) for _, y, pa, pb in per_split], test_train_ratio)
+    return {"a": "/".join(a), "b": "/".join(b), "n_splits": len(common), "difference": test.difference,
+            PAIRED_TEST_KEY: test.as_dict()}

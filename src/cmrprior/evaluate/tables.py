@@ -11,7 +11,9 @@ Each cell: mean macro AUC over splits and the 95% corrected resampled t interval
 is too narrow), clipped to [0, 1]; a one-split result (the external test cohort) has the patient bootstrap
 interval of its one model instead. A cell without a result says why ("n/a: <reason>"). `metrics.*` lists
 every cell's macro AUC, accuracy, balanced accuracy and per-class AUC; `comparisons.*` the paired test
-(`cmrprior.evaluate.compare.splits_paired_t`) with Holm-adjusted p-values over the table's family.
+(`cmrprior.evaluate.compare.splits_paired_t`) with Holm-adjusted p-values over the table's family;
+`selection.*` the best image configuration chosen inside each split by its inner CV
+(`cmrprior.evaluate.selection`), the grid search being part of what each split scores.
 Coverage of the interval and false-positive rate of the test, with the model retrained per split:
 bench/coverage_retrain.py. The notes
 under every table say which protocol ran and how many test patients of each class a split had.
@@ -30,13 +32,13 @@ from pathlib import Path
 import numpy as np
 
 from cmrprior.data.splits import ProtocolConfig
-from cmrprior.errors import DataError
 from cmrprior.evaluate.ci import corrected_t_interval, patient_bootstrap_ci
-from cmrprior.evaluate.compare import PAIRED_OVERLAP_SHARE, holm_adjust, patient_paired_bootstrap, splits_paired_t
+from cmrprior.evaluate.compare import PAIRED_OVERLAP_SHARE, compare_cells, holm_adjust
 from cmrprior.evaluate.config import EvaluationConfig
-from cmrprior.evaluate.metrics import macro_auc, none_if_nan
+from cmrprior.evaluate.metrics import none_if_nan
+from cmrprior.evaluate.selection import ANY_IMAGES, chosen_counts, select_by_inner_cv, selected_key
 from cmrprior.io.records import ACDC_CLASSES
-from cmrprior.runs import HOLDOUT, CellResult
+from cmrprior.runs import HOLDOUT, PAIRED_TEST_KEY, CellResult
 from cmrprior.utils import atomic
 from cmrprior.vocab import init_label
 
@@ -185,34 +187,6 @@ def default_comparisons(backbones: list[str], inits: list[str], images: list[str
     return pairs
 
 
-def compare_cells(results: list[CellResult], a: tuple, b: tuple, *, test_train_ratio: float, n_boot: int = 1000,
-                  seed: int = 0) -> dict | None:
-    """The paired test of A - B over the splits they share: `cmrprior.evaluate.compare.splits_paired_t` of the
-    per-split macro AUC differences; with one split (the external test cohort: one model each) the patient
-    paired bootstrap of those two models. None when not comparable. Key "paired_bootstrap" holds the test (the
-    name the report reads; its "method" says which test it is).
-
-    Raises DataError when the two cells were scored on different patients in a split.
-    """
-    def pick(key):
-        return {r.key.split: r for r in results if r.key.config == key and r.ok}
-
-    ra, rb = pick(a), pick(b)
-    common = sorted(set(ra) & set(rb))
-    if not common:
-        return None
-    per_split = []
-    for s in common:
-        ta, tb = ra[s].test, rb[s].test
-        if ta.patient_ids != tb.patient_ids:
-            raise DataError(None, f"split {s}: {a} and {b} were scored on different patients")
-        per_split.append((ta.patient_ids, np.asarray(ta.labels), np.asarray(ta.probabilities), np.asarray(tb.probabilities)))
-    if len(per_split) == 1:
-        test = patient_paired_bootstrap(per_split, n_boot=n_boot, seed=seed)
-    else:
-        test = splits_paired_t([macro_auc(y, pa) - macro_auc(y, pb) for _, y, pa, pb in per_split], test_train_ratio)
-    return {"a": "/".join(a), "b": "/".join(b), "n_splits": len(common), "difference": test.difference,
-            "paired_bootstrap": test.as_dict()}
 
 
 def test_patients_note(results: list[CellResult], classes: tuple[str, ...]) -> str:
@@ -288,7 +262,54 @@ def write_tables(results: list[CellResult], folder: Path, *, setup: TableSetup, 
         written[prefix + name] = folder / f"{prefix}{name}.md"
     written[prefix + "metrics"] = _write_metrics(summ, folder, classes, prefix, notes)
     written[prefix + "comparisons"] = _write_comparisons(results, setup, folder, prefix, notes[1:3])
+    written[prefix + "selection"] = _write_selection(results, setup, folder, prefix, notes[1:4])
     return written
+
+
+def selection_rows(results: list[CellResult], setup: TableSetup) -> list[dict]:
+    """One row per kind of training images and one over all of them: the image configuration that each split's
+    inner CV chose (`cmrprior.evaluate.selection`), summarised over splits like a cell of the tables."""
+    ev = setup.evaluation
+    rows = []
+    for images in [*setup.images, ANY_IMAGES] if len(setup.images) > 1 else list(setup.images):
+        chosen = select_by_inner_cv(results, images)
+        s = summarise_cells(chosen, test_train_ratio=setup.protocol.test_train_ratio, n_boot=ev.n_boot,
+                            seed=setup.seed, level=ev.level).get(selected_key(images))
+        if s is None:
+            continue
+        rows.append({"images": images, **{k: s.get(k) for k in ("macro_auc", "t_low", "t_high", "boot_low", "boot_high",
+                                                                  "n_splits", "split_aucs", "splits")},
+                     "cell": format_cell(s),
+                     "chosen": [{"split": r.key.split, "config": r.hyperparameters["selected"],
+                                 "inner_cv_auc": r.hyperparameters["inner_cv_auc"], "test_auc": r.test.metrics.macro_auc,
+                                 "n_candidates": r.hyperparameters["n_candidates"]} for r in chosen],
+                     "chosen_counts": [list(kv) for kv in chosen_counts(chosen)]})
+    return rows
+
+
+def _write_selection(results: list[CellResult], setup: TableSetup, folder: Path, prefix: str,
+                     protocol_notes: list[str]) -> Path:
+    """`{prefix}selection.{md,json}`: `selection_rows`; returns the Markdown path."""
+    rows = selection_rows(results, setup)
+    notes = [*protocol_notes,
+             "Chosen by inner CV: in each split, among its finished image cells (on the row's training images; 'any': "
+             "all of them), the one with the highest mean macro AUC of the k-fold CV inside the split's training part "
+             "(the cells' own hyperparameter search; no test patient takes part); the split scores that cell's test "
+             "patients. The choice is part of what each split scores, so the interval (corrected resampled t across "
+             "splits, as the tables) covers the whole procedure, grid search included. The highest mean test AUC of "
+             "the grid (metrics.*) is chosen on the test results and is optimistic."
+             + (" Held-out cohort: chosen by the inner CV of the cells trained on the study cohort; nothing is chosen on "
+                "the held-out cohort." if prefix else "")]
+    lines = [("## Held-out cohort - " if prefix else "## ") + "Best image configuration chosen by inner CV in each split", "",
+             "| Training images | Macro AUC | Chosen (splits) |", "|---|---|---|"]
+    for r in rows:
+        counts = ", ".join(f"{k} ({n})" for k, n in r["chosen_counts"])
+        lines.append(f"| {r['images']} | {r['cell']} | {counts} |")
+    lines += [""] + [f"- {n}" for n in notes]
+    atomic.write_text(folder / f"{prefix}selection.md", "\n".join(lines) + "\n")
+    atomic.write_json(folder / f"{prefix}selection.json", {"title": "Best image configuration chosen by inner CV",
+                                                            "notes": notes, "rows": rows})
+    return folder / f"{prefix}selection.md"
 
 
 def _write_metrics(summ: dict, folder: Path, classes: tuple[str, ...], prefix: str, notes: list[str]) -> Path:
@@ -327,13 +348,13 @@ def _write_comparisons(results: list[CellResult], setup: TableSetup, folder: Pat
                           n_boot=setup.evaluation.n_boot, seed=setup.seed)
         if r is not None:
             comps.append(r)
-    for r, adj in zip(comps, holm_adjust([r["paired_bootstrap"]["p_value"] for r in comps])):
+    for r, adj in zip(comps, holm_adjust([r[PAIRED_TEST_KEY]["p_value"] for r in comps])):
         r["p_holm"] = adj
     f3 = lambda v: "" if v is None else f"{v:.3f}"  # noqa: E731
     lines = ["## Paired comparisons (A - B, macro AUC, same test patients)", "",
              "| A | B | splits | diff | 95% CI | p | p (Holm) |", "|---|---|---|---|---|---|---|"]
     for r in comps:
-        pb = r["paired_bootstrap"]
+        pb = r[PAIRED_TEST_KEY]
         ci = "" if pb["low"] is None else f"{pb['low']:+.3f} to {pb['high']:+.3f}"
         lines.append(f"| {r['a']} | {r['b']} | {r['n_splits']} | {r['difference']:+.3f} | {ci} | {f3(pb['p_value'])} | "
                      f"{f3(r['p_holm'])} |")
@@ -354,7 +375,7 @@ def _write_comparisons(results: list[CellResult], setup: TableSetup, folder: Pat
     w = csv.writer(buf)
     w.writerow(["a", "b", "n_splits", "difference", "ci_low", "ci_high", "p", "p_holm"])
     for r in comps:
-        w.writerow([r["a"], r["b"], r["n_splits"], r["difference"], r["paired_bootstrap"]["low"],
-                    r["paired_bootstrap"]["high"], r["paired_bootstrap"]["p_value"], r["p_holm"]])
+        w.writerow([r["a"], r["b"], r["n_splits"], r["difference"], r[PAIRED_TEST_KEY]["low"],
+                    r[PAIRED_TEST_KEY]["high"], r[PAIRED_TEST_KEY]["p_value"], r["p_holm"]])
     atomic.write_text(folder / f"{prefix}comparisons.csv", buf.getvalue())
     return folder / f"{prefix}comparisons.md"

@@ -158,12 +158,13 @@ def _train_linear(job: CellJob, data: SliceSet, c: ClassifierConfig, candidates,
         model = build_model(job.key.backbone, job.key.init, k, checkpoint=None if cand is None else cand.checkpoint,
                             seed=seed, pooling=c.pooling, motion=c.motion, position_bins=c.position_bins)
         x_train, y_train, p_train = rows(extract_features(model, train, batch_size=c.feature_batch_size), train)
-        stats = standardization(x_train) if c.standardize else None  # statistics of the training part only
-        if stats is not None:
-            x_train = (x_train - stats[0]) / stats[1]
+        # each CV fold standardises with its own inner-training statistics; the final fit with the training part's
         search = cv_search_linear(x_train, y_train, p_train, train.patient_ids, folds, n_classes=k,
                                   lrs=c.lrs, max_epochs=c.max_epochs, batch_size=c.batch_size,
-                                  weight_decay=c.weight_decay, seed=derive_seed(seed, "cv"))
+                                  weight_decay=c.weight_decay, seed=derive_seed(seed, "cv"), standardize=c.standardize)
+        stats = standardization(x_train) if c.standardize else None
+        if stats is not None:
+            x_train = (x_train - stats[0]) / stats[1]
         if best is None or search.cv_auc > best[1].cv_auc:
             best = (cand, search, model, x_train, y_train, stats)
     cand, search, model, x_train, y_train, stats = best

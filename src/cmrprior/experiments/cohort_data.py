@@ -67,6 +67,10 @@ class CohortData:
     masks_source: str  # "segmenter" | "ground_truth"
     masks_note: str  # one line on where the masks come from (tables, report)
     masks_out_of_sample: bool | None = None  # see MasksOrigin
+    # patient id -> (ED, ES) image fingerprints of the prepared patients (empty for folders prepared before they
+    # were recorded); (kept id, left-out id) of the scans that repeat an earlier patient's
+    fingerprints: dict[str, tuple[str, str]] = dataclasses.field(default_factory=dict)
+    duplicates: tuple[tuple[str, str], ...] = ()
     # anatomy measures from the same masks (empty when not measured), plain and perturbed
     measures: tuple[MeasuresRow, ...] = ()
     perturbed: tuple[MeasuresRow, ...] = ()
@@ -104,10 +108,14 @@ def images_only(cohort: Cohort) -> Cohort:
 @dataclass(frozen=True)
 class MasksOrigin:
     """Where a prepared cohort's masks come from: one line for tables, and whether every patient's masks
-    came from a model that never saw it (None: oracle masks, or a given model of unknown training data)."""
+    came from a model that never saw it (None: oracle masks, or a given model of unknown training data); with
+    the images they were drawn on: the (ED, ES) fingerprints of the patients kept, and the scans left out as
+    repeats of an earlier patient's (kept id, left-out id)."""
 
     note: str
     out_of_sample: bool | None
+    fingerprints: dict[str, tuple[str, str]] = dataclasses.field(default_factory=dict)
+    duplicates: tuple[tuple[str, str], ...] = ()
 
 
 def prepare_data(data: str | Path, config: StudyConfig, *, cache_dir: Path, qc_dir: Path | None = None,
@@ -135,14 +143,17 @@ def prepare_data(data: str | Path, config: StudyConfig, *, cache_dir: Path, qc_d
     if detections and qc_dir is not None:
         write_csv([d.as_row() for d in detections], qc_dir / PHASES_CSV)
     prints = fingerprint_cohort(cohort)
-    cohort = _without_duplicates(cohort, prints, qc_dir)
+    dupes = tuple(duplicate_images(prints))
+    cohort = _without_duplicates(cohort, dupes, qc_dir)
+    kept = {r.patient_id: prints[r.patient_id] for r in cohort.patients}
     if config.masks.source == "ground_truth":
         lacking = [r.patient_id for r in cohort.patients if not r.has_masks]
         if lacking:
             raise DataError(Path(data), f"masks.source = ground_truth (oracle) but patients {lacking[:5]} have no "
                                         "expert masks")
         prepared = prepare_cohort(cohort, config.prepare, cache_dir, skip_bad=skip_bad, workers=workers)
-        origin = MasksOrigin("oracle masks: expert masks locate the heart and make the segmented images", None)
+        origin = MasksOrigin("oracle masks: expert masks locate the heart and make the segmented images", None, kept,
+                             dupes)
         masks, measured = expert_masks, cohort
     else:
         choices = choose_segmenters({r.patient_id: prints[r.patient_id] for r in cohort.patients}, config.masks.model)
@@ -163,7 +174,7 @@ def prepare_data(data: str | Path, config: StudyConfig, *, cache_dir: Path, qc_d
         if qc_dir is not None and any(r.has_masks for r in cohort.patients):
             truth = expert_masks_on_grid(cohort, config, locations, prepared)
             write_segmentation_qc(prepared.select_patients(truth.patient_ids), truth, qc_dir)
-        origin = MasksOrigin(masks_statement(choices), all_out_of_sample(choices))
+        origin = MasksOrigin(masks_statement(choices), all_out_of_sample(choices), kept, dupes)
         masks, measured = segmenter_masks(locations), blind
     if measures_to is not None and config.anatomy.enabled:
         write_cohort_measures(measured, prepared.patient_ids, masks, config.anatomy.perturb, measures_to,
@@ -171,6 +182,36 @@ def prepare_data(data: str | Path, config: StudyConfig, *, cache_dir: Path, qc_d
     if qc_dir is not None:
         write_dropped_slices(prepared, qc_dir / "empty_mask_slices.csv")
     return prepared, origin
+
+
+def holdout_masks_note(study: CohortData, test: CohortData) -> str:
+    """The masks note of the model trained on the study cohort and scored on the test cohort: each cohort's own
+    (the study cohort's masks may come from fold models, the test cohort's from the full segmenter); one note
+    when they say the same."""
+    if study.masks_note == test.masks_note:
+        return study.masks_note
+    return f"training patients (study cohort): {study.masks_note}; test patients (held-out cohort): {test.masks_note}"
+
+
+def check_new_patients(study: CohortData, test: CohortData, test_data: str | Path) -> None:
+    """Refuse a test cohort that holds a study patient's scan under another id, by the fingerprints of the
+    prepared patients of both: this also covers cine records, whose ED/ES frames are only known after the
+    segmenter found them (`shared_images` leaves those out before any work). Cohorts prepared before the
+    fingerprints were recorded are not compared here (logged).
+
+    Raises:
+        DataError: naming the test cohort and the pairs (test id = study id).
+    """
+    if not study.fingerprints or not test.fingerprints:
+        log.warning("%s: image fingerprints of a prepared cohort not recorded (a folder prepared before they were): the "
+                    "test cohort was compared with the study cohort before preparation only", test_data)
+        return
+    owner = {fp: pid for pid, fps in study.fingerprints.items() for fp in fps}
+    same = list(dict.fromkeys((owner[fp], pid) for pid, fps in test.fingerprints.items() for fp in fps if fp in owner))
+    if same:
+        pairs = ", ".join(f"{t} = study patient {s}" for s, t in same[:5])
+        raise DataError(Path(test_data), f"{len(same)} patient(s) of the test cohort have images of the study cohort "
+                                         f"under another id ({pairs}): a held-out patient must be a new patient")
 
 
 def shared_images(study: Cohort, test: Cohort) -> list[tuple[str, str]]:
@@ -189,10 +230,9 @@ def shared_images(study: Cohort, test: Cohort) -> list[tuple[str, str]]:
     return list(dict.fromkeys((owner[fp], pid) for pid, fps in prints(test).items() for fp in fps if fp in owner))
 
 
-def _without_duplicates(cohort: Cohort, prints: dict[str, tuple[str, str]], qc_dir: Path | None) -> Cohort:
-    """The cohort without patients whose ED or ES pixels repeat an earlier patient's (the same scan twice
-    would sit on both sides of a split); each one left out is logged and listed."""
-    dupes = duplicate_images(prints)
+def _without_duplicates(cohort: Cohort, dupes: tuple[tuple[str, str], ...], qc_dir: Path | None) -> Cohort:
+    """The cohort without the patients `dupes` leaves out (`duplicate_images`: ED or ES pixels that repeat an
+    earlier patient's; the same scan twice would sit on both sides of a split); each one is logged and listed."""
     if not dupes:
         return cohort
     for kept, dropped in dupes:
@@ -253,21 +293,25 @@ def load_cohort_data(data: str | Path, config: StudyConfig, *, prepared_dir: Pat
         prepared = PreparedCohort.load(prepared_dir)
         meta = json.loads(meta_path.read_text())
         source, note, out_of_sample = meta["masks_source"], meta["masks_note"], meta.get("masks_out_of_sample")
+        prints = {pid: tuple(fps) for pid, fps in (meta.get("image_fingerprints") or {}).items()}
+        dupes = tuple(tuple(d) for d in meta.get("duplicate_scans") or ())
     else:
         prepared, origin = prepare_data(data, config, cache_dir=cache_dir, qc_dir=prepared_dir.parent / "qc",
                                         measures_to=measures_at)
-        note, out_of_sample = origin.note, origin.out_of_sample
+        note, out_of_sample, prints, dupes = origin.note, origin.out_of_sample, origin.fingerprints, origin.duplicates
         if prepared.ed_mask is None or prepared.es_mask is None:
             raise DataError(Path(data), "the prepared cohort has no heart masks")
         source = config.masks.source
         prepared.save(prepared_dir)
         atomic.write_json(meta_path, {"masks_source": source, "masks_note": note, "data": str(data),
                                       "masks_out_of_sample": out_of_sample,
+                                      "image_fingerprints": {pid: list(fps) for pid, fps in prints.items()},
+                                      "duplicate_scans": [list(d) for d in dupes],
                                       "masks_models": {pid: None if m is None else {"path": m[0], "sha256": m[1]}
                                                        for pid, m in prepared.masks_models.items()}})
     measured = [read_measures_csv(p) if p.exists() else [] for p in (measures_at or ())]
     return CohortData(prepared=prepared, images=build_slice_sets(prepared, config), masks_source=source, masks_note=note,
-                      masks_out_of_sample=out_of_sample, measures=tuple(measured[0]) if measured else (),
+                      masks_out_of_sample=out_of_sample, fingerprints=prints, duplicates=dupes, measures=tuple(measured[0]) if measured else (),
                       perturbed=tuple(measured[1]) if measured else ())
 
 

@@ -50,7 +50,9 @@ class MasksConfig:
     shipped model) or `ground_truth` (the cohort's expert masks: an oracle setting)."""
 
     source: str = "segmenter"
-    model: str | None = None  # a weights file, or a segmenter-set folder (`segment index-folds`); None: the shipped set
+    # a weights file (its training patients known where a set index lists it), or a segmenter-set folder
+    # (`segment index-folds`); None: the shipped set
+    model: str | None = None
     # Refuse to segment a patient with a model trained on it (no out-of-sample mask): the study's numbers
     # would rest on masks a user cannot have. False runs anyway, and every table says "IN-SAMPLE".
     require_out_of_sample: bool = True

@@ -3,8 +3,9 @@ model (`cmrprior.classify.hybrid.fit_hybrid`: late fusion or stacking, chosen by
 
 Inputs per image cell: its training patients' out-of-fold probabilities (`CellResult.train_oof`, recorded by
 the cell's own CV search) and test probabilities; the anatomy model's out-of-fold probabilities of the same
-patients (`AnatomyModel.out_of_fold`, from its own CV search: each row from a model that did not see that
-patient) and its test probabilities; the measures themselves. Nothing here sees a test patient's label. The result is written as a
+patients on the SAME folds (`cmrprior.classify.anatomy.refit_out_of_fold`: its chosen candidate refitted
+without each of the image cell's folds, so that in every fold of the hybrid's CV neither part was trained on
+that fold's patients) and its test probabilities; the measures themselves. Nothing here sees a test patient's label. The result is written as a
 `CellResult` under the image cell's key with `vocab.hybrid_images` as its images
 (`RUN/splits/split_i/hybrid/...`, outside `cells/`).
 """
@@ -17,7 +18,7 @@ import time
 
 import numpy as np
 
-from cmrprior.classify.anatomy import AnatomyModel, signed_log
+from cmrprior.classify.anatomy import AnatomyModel, refit_out_of_fold, signed_log
 from cmrprior.classify.hybrid import HybridFit, fit_hybrid
 from cmrprior.data.splits import assert_disjoint
 from cmrprior.evaluate.metrics import classification_metrics, none_if_nan
@@ -54,10 +55,11 @@ def fit_cell_hybrid(split: SplitSpec, model: AnatomyModel, inputs: AnatomyInputs
     train_values = [inputs.measures[p].values for p in oof.patient_ids]
     test_values = [inputs.measures[p].values for p in test.patient_ids]
     folds = np.asarray(oof.folds)
+    fold_rows = [np.flatnonzero(folds == f) for f in np.unique(folds)]
     return fit_hybrid(
         np.asarray(oof.labels), np.asarray(oof.probabilities),
-        model.out_of_fold(oof.patient_ids),
-        signed_log(model.matrix(train_values)), [np.flatnonzero(folds == f) for f in np.unique(folds)],
+        refit_out_of_fold(model, train_values, oof.labels, fold_rows, derive_seed(seed, "anatomy")),
+        signed_log(model.matrix(train_values)), fold_rows,
         np.asarray(test.probabilities), model.predict_proba(test_values), signed_log(model.matrix(test_values)),
         seed=seed)
 

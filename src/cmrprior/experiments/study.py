@@ -174,11 +174,18 @@ def run_split(run: RunFolder, split: SplitSpec, images: dict[str, SliceSet], con
     return results
 
 
-def _holdout(run: RunFolder, test_data: Path, config: StudyConfig, data: CohortData
-             ) -> tuple[list[CellResult], CohortData]:
-    """Train on the whole cohort, score on the separate cohort `test_data`; returns the cells and that cohort."""
+def _load_holdout(run: RunFolder, test_data: Path, config: StudyConfig, data: CohortData) -> CohortData:
+    """The separate cohort `test_data`, prepared, and compared with the study cohort by image fingerprint again
+    (cine records' ED/ES frames are known only now), before anything is trained."""
     hold = load_cohort_data(test_data, config, prepared_dir=run.prepared(HOLDOUT), cache_dir=run.cache,
                             measures_at=run.anatomy_measures_csvs(HOLDOUT))
+    cohort_data.check_new_patients(data, hold, test_data)
+    return hold
+
+
+def _holdout(run: RunFolder, test_data: Path, config: StudyConfig, data: CohortData, hold: CohortData
+             ) -> list[CellResult]:
+    """Train on the whole cohort, score on the separate cohort `hold` (from `test_data`); returns the cells."""
     classes = data.prepared.classes
     missing = sorted(set(hold.prepared.classes) - set(classes))
     lut = {c: i for i, c in enumerate(classes)}
@@ -189,9 +196,9 @@ def _holdout(run: RunFolder, test_data: Path, config: StudyConfig, data: CohortD
         remapped = np.array([lut[hold.prepared.classes[k]] for k in s.labels], dtype=np.int64)
         images[kind] = merge_slice_sets(data.images[kind], s.with_labels(remapped))
     split = SplitSpec(HOLDOUT, config.protocol.seed, tuple(data.patient_ids), tuple(hold.patient_ids))
-    note = data.masks_note or hold.masks_note
+    note = cohort_data.holdout_masks_note(data, hold)
     return run_split(run, split, images, config, classes=classes, masks_source=hold.masks_source, masks_note=note,
-                     progress=StudyProgress.for_grid(config, 1, prefix="held-out ")), hold
+                     progress=StudyProgress.for_grid(config, 1, prefix="held-out "))
 
 
 def _check_inputs(run: RunFolder, data: str | Path, test_data: str | Path | None, config: StudyConfig) -> None:
@@ -281,13 +288,16 @@ def _run_study(run: RunFolder, data: str | Path, config: StudyConfig, *, test_da
     _check_run_config(run, config)
     cohort = load_cohort_data(data, config, prepared_dir=run.prepared(), cache_dir=run.cache,
                               measures_at=run.anatomy_measures_csvs())
+    hold = None if test_data is None else _load_holdout(run, Path(test_data), config, cohort)
     if not run.mask_flags_csv.exists():
         write_mask_flags(cohort.prepared, run.mask_flags_csv)  # plausibility of the masks used, for the report
     classes = cohort.prepared.classes
     run.write_info(RunInfo(layout_version=LAYOUT_VERSION, classes=tuple(classes), masks_source=cohort.masks_source,
                            masks_note=cohort.masks_note, image_specs=tuple(config.image_spec(i) for i in needed_images(config)),
                            input_size=config.classifier.input_size, pixel_spacing_mm=cohort.prepared.pixel_spacing_mm,
-                           masks_out_of_sample=cohort.masks_out_of_sample))
+                           masks_out_of_sample=cohort.masks_out_of_sample,
+                           test_masks_note=None if hold is None else hold.masks_note,
+                           test_masks_out_of_sample=None if hold is None else hold.masks_out_of_sample))
     splits = _load_or_make_splits(run, cohort, config)
     log.info("study %s: %d patients, %d slices, classes %s, %d splits, masks %s",
              run.root, len(cohort.patient_ids), len(cohort.prepared), ", ".join(classes), len(splits), cohort.masks_source)
@@ -307,7 +317,7 @@ def _run_study(run: RunFolder, data: str | Path, config: StudyConfig, *, test_da
                                      masks=(cohort.masks_source, cohort.masks_note)))
     holdout, hold_inputs = [], None
     if test_data is not None:
-        holdout, hold = _holdout(run, Path(test_data), config, cohort)
+        holdout = _holdout(run, Path(test_data), config, cohort, hold)
         hold_setup = table_setup(config, classes, holdout[0].masks_source if holdout else cohort.masks_source,
                                  holdout[0].masks_note if holdout else cohort.masks_note)
         tables.update(write_tables(holdout, run.tables, setup=hold_setup, prefix="holdout_"))
@@ -315,7 +325,7 @@ def _run_study(run: RunFolder, data: str | Path, config: StudyConfig, *, test_da
             split = SplitSpec(HOLDOUT, config.protocol.seed, tuple(cohort.patient_ids), tuple(hold.patient_ids))
             hold_inputs = anatomy.merged(AnatomyInputs.from_rows(hold.measures, hold.perturbed))
             tables.update(anatomy_tables(run, [split], hold_inputs, holdout, config, hold_setup, prefix="holdout_",
-                                         masks=(hold.masks_source, cohort.masks_note or hold.masks_note)))
+                                         masks=(hold.masks_source, cohort_data.holdout_masks_note(cohort, hold))))
     models = export_models(run, data, cohort.patient_ids, classes, anatomy, run.anatomy_results(), config,
                            image_results=results, holdout_inputs=hold_inputs)
     figure = write_figure1(results, run.figures / "figure1.png")
@@ -324,6 +334,10 @@ def _run_study(run: RunFolder, data: str | Path, config: StudyConfig, *, test_da
         "classes": list(classes), "n_patients": len(cohort.patient_ids), "n_slices": len(cohort.prepared),
         "masks_source": cohort.masks_source, "masks_note": cohort.masks_note,
         "masks_out_of_sample": cohort.masks_out_of_sample,
+        "test_masks_note": None if hold is None else hold.masks_note,
+        "test_masks_out_of_sample": None if hold is None else hold.masks_out_of_sample,
+        "duplicate_scans": {"data": [list(d) for d in cohort.duplicates],
+                            "test_data": None if test_data is None else [list(d) for d in hold.duplicates]},
         "n_splits": len(splits), "n_results": len(results), "n_holdout_results": len(holdout),
         "config_digest": config.digest(), "versions": _versions(),
         "models": {name: str(path.relative_to(run.root)) for name, path in models.items()},

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from cmrprior.report.html import Section, esc, table_html
 from cmrprior.report.summary import number, p_in_words, read_json
-from cmrprior.runs import RunFolder
+from cmrprior.runs import RunFolder, paired_test_of
 from cmrprior.vocab import init_label, method_label
 
 ANCHOR = "full-vs-segmented"
@@ -38,7 +38,7 @@ def _gap(c: dict | None) -> tuple[str, str]:
     """(stored difference segmented - full in words, verdict) of one comparison record."""
     if c is None:
         return "not compared", "not compared"
-    boot = c.get("paired_bootstrap") if isinstance(c.get("paired_bootstrap"), dict) else {}
+    boot = paired_test_of(c)
     diff, lo, hi = number(c.get("difference")), number(boot.get("low")), number(boot.get("high"))
     if diff is None:
         return "n/a", "not compared"

@@ -1,9 +1,10 @@
 """The report's opening summary: the answer first, read from what the study wrote (nothing is computed here).
 
 First the primary analysis that `config.yaml` names (`primary:`, fixed before the results), on the study's
-splits and on the held-out cohort (`tables/holdout_*`). From `tables/metrics.json`: the best configuration by
-mean macro AUC, with its interval across splits, the number of splits and the patient-bootstrap interval,
-labelled as selected after the fact. From `tables/comparisons.json`: the main paired
+splits and on the held-out cohort (`tables/holdout_*`). From `tables/selection.json`: the best image
+configuration as each split's inner CV chose it (the choice inside the protocol, with its interval), and the
+held-out cohort's. From `tables/metrics.json`: the best configuration by mean macro AUC, with its interval
+across splits, the number of splits and the patient-bootstrap interval, labelled as selected after the fact. From `tables/comparisons.json`: the main paired
 comparisons in plain words, in a fixed order (the study's questions, not the smallest p first). From
 `tables/table4.json`: the Anatomy model's AUC and its difference to the best image models. From
 `run.json`, `study.json` and `config.yaml`: the cohort, where the masks for segmented images came from and
@@ -19,7 +20,7 @@ from typing import Any
 
 from cmrprior.report.html import Section, esc
 from cmrprior.report.qc import masks_source_label
-from cmrprior.runs import RunFolder, RunInfo
+from cmrprior.runs import RunFolder, RunInfo, paired_test_of
 from cmrprior.vocab import ANATOMY, IMAGES, INIT_NAMES, init_label
 
 MAX_COMPARISONS = 8
@@ -83,6 +84,33 @@ def best_configuration(metrics: list[dict]) -> str | None:
     return f"<strong>{esc(what)}</strong>: {auc_words(b)}; best of {len(scored)} scored configuration(s)."
 
 
+def _selection_row(table: Any) -> dict | None:
+    """The row over every kind of training images of a selection table (else its only row)."""
+    rows = [r for r in (table.get("rows") or []) if isinstance(r, dict)] if isinstance(table, dict) else []
+    scored = [r for r in rows if number(r.get("macro_auc")) is not None]
+    return next((r for r in scored if r.get("images") == "any"), scored[0] if len(scored) == 1 else None)
+
+
+def selection_summary(run: RunFolder) -> str | None:
+    """The best image configuration chosen inside each split by its inner CV, and on the held-out cohort."""
+    row = _selection_row(read_json(run.tables / "selection.json"))
+    if row is None:
+        return None
+
+    def chosen(r: dict) -> str:
+        counts = r.get("chosen_counts") if isinstance(r.get("chosen_counts"), list) else []
+        return "; ".join(f"{label_keys(str(kn[0]))} ({kn[1]} split(s))" for kn in counts
+                         if isinstance(kn, list) and len(kn) == 2)
+
+    text = ("Best image configuration chosen inside each split by the inner CV of its training part (the choice is "
+            f"part of what each split scores): {auc_words(row)}; chosen: {esc(chosen(row))}.")
+    held = _selection_row(read_json(run.tables / "holdout_selection.json"))
+    if held is not None:
+        text += (" Held-out cohort (chosen by the inner CV on the study cohort): " + auc_words(held).replace(" (1 split(s))", "")
+                 + f"; chosen: {esc(chosen(held))}.")
+    return text
+
+
 def _primary_entry(run: RunFolder, primary: str, prefix: str) -> tuple[str, dict | None]:
     """(label, summary entry) of the primary analysis in the tables with `prefix` ("" or "holdout_")."""
     if primary == ANATOMY:
@@ -131,7 +159,7 @@ def p_in_words(c: dict) -> str:
     """', p (Holm) = 0.012' from a comparison record: the Holm-adjusted p the tables wrote over their family of
     comparisons, read, never recomputed; tables without one (written before Holm) give their bootstrap p,
     named unadjusted; '' when neither is stored."""
-    boot = c.get("paired_bootstrap") if isinstance(c.get("paired_bootstrap"), dict) else {}
+    boot = paired_test_of(c)
     p, name = number(c.get("p_holm")), "p (Holm)"
     if p is None:
         p, name = number(boot.get("p_value")), "p (unadjusted)"
@@ -144,7 +172,7 @@ def comparison_in_words(c: dict) -> str | None:
     """'Segmented-SSCL vs None on segmented images, vgg16: +0.120 macro AUC [+0.050, +0.190], p (Holm) = 0.003
     (higher)'."""
     a, b = _parse(c.get("a")), _parse(c.get("b"))
-    boot = c.get("paired_bootstrap") if isinstance(c.get("paired_bootstrap"), dict) else {}
+    boot = paired_test_of(c)
     diff, lo, hi = number(c.get("difference")), number(boot.get("low")), number(boot.get("high"))
     if a is None or b is None or diff is None:
         return None
@@ -175,17 +203,16 @@ def main_comparisons(comparisons: list[dict]) -> tuple[list[str], int]:
     return [w for _, _, w in sorted(keyed)[:MAX_COMPARISONS]], len(keyed)
 
 
-def _out_of_sample(records: list[dict]) -> str:
-    """The first field named like '*out_of_sample*' of run.json / study.json, in words; else 'not recorded'."""
+def _out_of_sample(records: list[dict], key: str = "masks_out_of_sample") -> str:
+    """`key` of run.json / study.json (the study cohort's; `test_masks_out_of_sample` the --test cohort's), in
+    words; else 'not recorded'."""
     for d in records:
-        for key, value in d.items():
-            if "out_of_sample" in key:
-                if isinstance(value, bool):
-                    return ("yes: every patient's masks come from a model that did not see that patient" if value
-                            else "no: some masks come from a model that was trained on the same patients")
-                if value is None:
-                    continue  # recorded as unknown (oracle masks, or a given model): keep looking, else "not recorded"
-                return str(value)
+        value = d.get(key)
+        if isinstance(value, bool):
+            return ("yes: every patient's masks come from a model that did not see that patient" if value
+                    else "no: some masks come from a model that was trained on the same patients")
+        if value is not None:
+            return str(value)  # recorded as unknown (None: oracle masks, or a given model): keep looking
     return "not recorded"
 
 
@@ -198,7 +225,11 @@ def masks_summary(run: RunFolder, info: RunInfo, study: dict | None) -> str:
     text = f"Masks for segmented images: <strong>{esc(words)}</strong>"
     text += f" ({esc(info.masks_note)})" if info.masks_note else ""
     records = [d for d in (read_json(run.run_json), study) if isinstance(d, dict)]
-    return text + f"; out-of-sample: {esc(_out_of_sample(records))}."
+    text += f"; out-of-sample: {esc(_out_of_sample(records))}."
+    if info.test_masks_note is not None:
+        text += (f" Test cohort's masks: {esc(info.test_masks_note)}; out-of-sample: "
+                 f"{esc(_out_of_sample(records, 'test_masks_out_of_sample'))}.")
+    return text
 
 
 def _read_yaml(path: Path) -> Any:
@@ -220,10 +251,10 @@ def anatomy_summary(table4: Any) -> str | None:
     if number(row.get("accuracy")) is not None:
         text += f", accuracy {row['accuracy']:.3f}"
     comps = [c for c in table4.get("comparisons") or [] if number(c.get("difference")) is not None
-             and number((c.get("paired_bootstrap") or {}).get("low")) is not None]
+             and number(paired_test_of(c).get("low")) is not None]
 
     def said(c: dict) -> str:
-        pb = c["paired_bootstrap"]
+        pb = paired_test_of(c)
         return (f"{esc(c.get('a_label') or label_keys(c['a']))} - {esc(c.get('b_label') or label_keys(c['b']))}: "
                 f"{c['difference']:+.3f} [{pb['low']:+.3f}, {pb['high']:+.3f}] (p Holm {c.get('p_holm', float('nan')):.3f})")
 
@@ -237,8 +268,26 @@ def anatomy_summary(table4: Any) -> str | None:
     return text + ' (<a href="#anatomy">Anatomy model</a>).'
 
 
+def duplicates_words(study: dict) -> str:
+    """' Duplicate scans kept once: ...' from study.json's `duplicate_scans` (per cohort, (kept, left out)); ''
+    when none was found or the run does not say."""
+    found = study.get("duplicate_scans") if isinstance(study.get("duplicate_scans"), dict) else {}
+    parts = []
+    for cohort, name in (("data", "study cohort"), ("test_data", "test cohort")):
+        pairs = [d for d in found.get(cohort) or [] if isinstance(d, list) and len(d) == 2]
+        if pairs:
+            parts.append(f"{name}: " + ", ".join(f"{esc(d[1])} = {esc(d[0])}" for d in pairs))
+    if not parts:
+        return ""
+    return (' <strong class="missing">Duplicate scans kept once</strong> (the same images under two ids; the second '
+            "id left out; qc/duplicate_images.csv, holdout/qc/ for the test cohort): " + "; ".join(parts) + ".")
+
+
 def summary_section(run: RunFolder, info: RunInfo, study: dict | None) -> Section:
     items = [primary_summary(run)]
+    selected = selection_summary(run)
+    if selected:
+        items.append(selected)
     metrics = read_json(run.tables / "metrics.json")
     best = best_configuration(metrics) if isinstance(metrics, list) else None
     items.append("Best image configuration, selected after the fact on these test results (optimistic): " + best if best else
@@ -248,7 +297,7 @@ def summary_section(run: RunFolder, info: RunInfo, study: dict | None) -> Sectio
     words, total = main_comparisons(comparisons) if isinstance(comparisons, list) else ([], 0)
     if words:
         more = f" ({len(words)} of {total}; all in <a href=\"#comparisons\">Paired comparisons</a>)" if total > len(words) else ""
-        items.append("Paired comparisons (A - B on the same test patients; paired bootstrap interval, p Holm-adjusted over the "
+        items.append("Paired comparisons (A - B on the same test patients; interval and p of the paired test over splits, p Holm-adjusted over the "
                      "table's comparisons)" + more
                      + ":<ul>" + "".join(f"<li>{esc(w)}</li>" for w in words) + "</ul>")
     anatomy = anatomy_summary(read_json(run.tables / "table4.json"))
@@ -258,6 +307,6 @@ def summary_section(run: RunFolder, info: RunInfo, study: dict | None) -> Sectio
     if study:
         n, splits = study.get("n_patients"), study.get("n_splits")
         items.append(f"Cohort: {esc(n)} patients, classes {esc(', '.join(info.classes))}; {esc(splits)} patient-level "
-                     f"split(s); data {esc(study.get('data', 'not recorded'))}.")
+                     f"split(s); data {esc(study.get('data', 'not recorded'))}." + duplicates_words(study))
     body = "<ul class=\"summary\">" + "".join(f"<li>{i}</li>" for i in items) + "</ul>"
     return Section("summary", "Summary", body)

@@ -14,6 +14,7 @@ from cmrprior.runs.folder import RunFolder
 from cmrprior.runs.records import (
     HOLDOUT,
     LAYOUT_VERSION,
+    PAIRED_TEST_KEY,
     PHASES_CSV,
     STATUSES,
     CellKey,
@@ -27,8 +28,10 @@ from cmrprior.runs.records import (
     TestMetrics,
     TestOutputs,
     labels_in_order,
+    paired_test_of,
     read_json,
 )
 
-__all__ = ["HOLDOUT", "LAYOUT_VERSION", "PHASES_CSV", "STATUSES", "CellKey", "CellResult", "EpochRecord", "OutOfFold", "PretrainRecord",
-           "RunFolder", "RunInfo", "SaliencyGrid", "SplitSpec", "TestMetrics", "TestOutputs", "labels_in_order", "read_json"]
+__all__ = ["HOLDOUT", "LAYOUT_VERSION", "PAIRED_TEST_KEY", "PHASES_CSV", "STATUSES", "CellKey", "CellResult", "EpochRecord", "OutOfFold", "PretrainRecord",
+           "RunFolder", "RunInfo", "SaliencyGrid", "SplitSpec", "TestMetrics", "TestOutputs", "labels_in_order", "paired_test_of",
+           "read_json"]

@@ -19,6 +19,18 @@ LAYOUT_VERSION = 2
 PHASES_CSV = "phases.csv"  # in the study's qc/ and in the --test cohort's
 HOLDOUT = "holdout"  # split name of the model trained on the whole cohort and scored on the --test cohort
 STATUSES = ("ok", "unavailable", "failed")
+# Key of a comparison record (tables/comparisons.json, table4.json) that holds its test (interval, p, method).
+PAIRED_TEST_KEY = "paired_test"
+_OLD_PAIRED_TEST_KEY = "paired_bootstrap"  # the same record's key in tables written before the paired t
+
+
+def paired_test_of(record: dict) -> dict:
+    """The test of a stored comparison record (`PAIRED_TEST_KEY`; older run folders' `paired_bootstrap`);
+    {} when it has none."""
+    for key in (PAIRED_TEST_KEY, _OLD_PAIRED_TEST_KEY):
+        if isinstance(record.get(key), dict):
+            return record[key]
+    return {}
 
 
 # ---- records ------------------------------------------------------------------------------------------
@@ -34,6 +46,9 @@ class RunInfo:
     input_size: int  # px, classifier input
     pixel_spacing_mm: float  # prepared grid
     masks_out_of_sample: bool | None = None  # every patient segmented by a model that never saw it (None: unknown/oracle)
+    # the same two facts for the --test cohort's masks (None: no --test cohort, or not known)
+    test_masks_note: str | None = None
+    test_masks_out_of_sample: bool | None = None
 
     def spec(self, images: str) -> ImageSpec:
         for s in self.image_specs:
@@ -49,7 +64,8 @@ class RunInfo:
         return cls(layout_version=int(d["layout_version"]), classes=tuple(d["classes"]),
                    masks_source=d["masks_source"], masks_note=d["masks_note"],
                    image_specs=tuple(ImageSpec(**s) for s in d["image_specs"]), input_size=int(d["input_size"]),
-                   pixel_spacing_mm=float(d["pixel_spacing_mm"]), masks_out_of_sample=d.get("masks_out_of_sample"))
+                   pixel_spacing_mm=float(d["pixel_spacing_mm"]), masks_out_of_sample=d.get("masks_out_of_sample"),
+                   test_masks_note=d.get("test_masks_note"), test_masks_out_of_sample=d.get("test_masks_out_of_sample"))
 
 
 @dataclass(frozen=True)

@@ -172,6 +172,25 @@ def duplicate_images(prints: dict[str, tuple[str, str]]) -> list[tuple[str, str]
     return out
 
 
+def indexed_model(weights: Path) -> SegmenterModel | None:
+    """The weights file `weights` with the training patients that a segmenter-set index lists for it (matched by
+    sha256, so a copy elsewhere is recognised): the index next to it, one in a folder beside it, or the shipped
+    set's; None when no index knows the file. Indexes that cannot be read are passed over."""
+    sha = file_sha256(weights)
+    folders = [weights.parent, *sorted(p.parent for p in weights.parent.glob(f"*/{INDEX_NAME}")), SHIPPED_SET]
+    for folder in dict.fromkeys(f.resolve() for f in folders):
+        if not (folder / INDEX_NAME).is_file():
+            continue
+        try:
+            seg_set = load_segmenter_set(folder)
+        except DataError:
+            continue
+        for m in (seg_set.full, *seg_set.folds):
+            if m.sha256 == sha:
+                return SegmenterModel(m.name, weights, sha, m.patients, m.fingerprints)
+    return None
+
+
 def segmenter_chooser(model: str | Path | None = None) -> Callable[[str, tuple[str, ...]], SegmenterChoice]:
     """`(patient_id, image fingerprints) -> SegmenterChoice` for `model` (see `choose_segmenters`), with the set
     or the weights read once, for callers that meet patients one at a time."""
@@ -179,8 +198,13 @@ def segmenter_chooser(model: str | Path | None = None) -> Callable[[str, tuple[s
         raise DataError(Path(model), "segmenter weights not found (a .safetensors file or a segmenter-set folder)")
     if model is not None and Path(model).is_file():
         weights = Path(model)
-        m = SegmenterModel(weights.stem, weights, file_sha256(weights), frozenset(), frozenset())
-        return lambda pid, fps: SegmenterChoice(pid, m, None, "given model (its training patients are not known)")
+        m = indexed_model(weights)
+        if m is None:
+            given = SegmenterModel(weights.stem, weights, file_sha256(weights), frozenset(), frozenset())
+            return lambda pid, fps: SegmenterChoice(pid, given, None, "given model (its training patients are not known)")
+        return lambda pid, fps: (SegmenterChoice(pid, m, False, f"IN-SAMPLE: the given model ({m.name} of its set) was "
+                                                               "trained on this patient") if m.saw(fps) else
+                                 SegmenterChoice(pid, m, True, f"the given model ({m.name} of its set) never saw it"))
     seg_set = load_segmenter_set(SHIPPED_SET if model is None else Path(model))
     return lambda pid, fps: seg_set.choose(pid, fps, strict=False)
 
@@ -188,8 +212,9 @@ def segmenter_chooser(model: str | Path | None = None) -> Callable[[str, tuple[s
 def choose_segmenters(prints: dict[str, tuple[str, str]], model: str | Path | None = None
                       ) -> dict[str, SegmenterChoice]:
     """The segmenter of every patient (`SegmenterSet.choose(strict=False)`): `model` None = the shipped set,
-    a folder = the set indexed there, a weights file = that model for everyone (training data unknown:
-    `out_of_sample` None)."""
+    a folder = the set indexed there, a weights file = that model for everyone: in-sample for the patients it
+    was trained on where a set index lists the file (`indexed_model`), else training data unknown
+    (`out_of_sample` None)."""
     choose = segmenter_chooser(model)
     return {pid: choose(pid, fps) for pid, fps in prints.items()}
 

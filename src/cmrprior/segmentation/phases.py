@@ -17,9 +17,12 @@ acquired at trigger time zero (the ECG R wave, which starts the cine) is ED by t
 it is reported as a cross-check (`ed_matches_trigger`: within one frame, counted cyclically, since the
 largest volume may be the last frame of the previous cycle).
 
-Frames are 1-based, as in ACDC's Info.cfg and `PatientRecord`. Segmentation uses the shipped segmenter
-(or `model_path`) through `predict_volume`: the heart is found on the first frame and the same centre is
-used for the others, as `segment predict` does for a cine. Tests inject `segment` instead.
+Frames are 1-based, as in ACDC's Info.cfg and `PatientRecord`. Segmentation runs `predict_volume`: the heart
+is found on the first frame and the same centre is used for the others, as `segment predict` does for a
+cine. In a cohort (`resolve_cohort_phases`) each cine is segmented by a model that never saw the patient where
+the segmenter set knows (`cmrprior.segmentation.folds.segmenter_chooser` on the fingerprints of every frame of
+the cine, as the set's index holds those of its training patients' ED and ES frames): the shipped set, the set
+folder `model_path`, or the weights file `model_path`. Tests inject `segment` instead.
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ from torch import nn
 from cmrprior.errors import DataError
 from cmrprior.io.load import cine_frame_count, read_cine
 from cmrprior.io.records import Cohort, PatientRecord, Volume
+from cmrprior.io.fingerprint import volume_fingerprint
+from cmrprior.segmentation.folds import INDEX_NAME, SHIPPED_SET, SegmenterChoice, segmenter_chooser
 from cmrprior.segmentation.inference import SegInference, load_for_inference
 from cmrprior.segmentation.predict import default_model_path
 from cmrprior.segmentation.volumes import predict_volume
@@ -80,6 +85,8 @@ class PhaseDetection:
     patient_id: str | None = None
     mid_volume_ml: tuple[float, ...] = ()
     mid_slices: tuple[int, ...] = ()
+    segmenter: str | None = None  # the model of the set that segmented the frames ("full", "fold_k", a file stem)
+    segmenter_out_of_sample: bool | None = None  # it never saw the patient (None: not known)
 
     @property
     def n_frames(self) -> int:
@@ -116,7 +123,8 @@ class PhaseDetection:
                 "curve_change_percent": round(self.curve_change_percent, 2), "reliable": self.reliable,
                 "lv_volume_ml": ";".join(f"{v:.2f}" for v in self.lv_volume_ml),
                 "mid_lv_volume_ml": ";".join(f"{v:.2f}" for v in self.mid_volume_ml),
-                "mid_slices": ";".join(str(z) for z in self.mid_slices)}
+                "mid_slices": ";".join(str(z) for z in self.mid_slices), "segmenter": self.segmenter,
+                "segmenter_out_of_sample": self.segmenter_out_of_sample}
 
 
 def shipped_segmenter(model_path: str | Path | None = None, inference: SegInference | None = None
@@ -270,6 +278,31 @@ def detect_phases(
                           mid_volume_ml=tuple(float(x) for x in mid_vols), mid_slices=tuple(int(z) for z in mid))
 
 
+class PhaseSegmenters:
+    """Per cine, a `Segmenter` of the model that `segmenter_chooser(model_path)` picks for the patient from the
+    fingerprints of all its frames (a fold model that never saw it where the set knows); each model is loaded
+    once. `model_path` None: the shipped set when it is there, else the shipped model."""
+
+    def __init__(self, model_path: str | Path | None, inference: SegInference | None,
+                 load: Callable[[Path], Callable[[], Segmenter]] | None = None) -> None:
+        if model_path is None and not (SHIPPED_SET / INDEX_NAME).is_file():
+            model_path = default_model_path()
+        self._choose = segmenter_chooser(model_path)
+        # `load`: a caller that already holds the models (diagnose) lends them instead of a second copy
+        self._load = load or (lambda weights: shipped_segmenter(weights, inference))
+        self._loaded: dict[Path, Callable[[], Segmenter]] = {}
+
+    def __call__(self, patient_id: str, frames: Sequence[Volume]) -> tuple[Segmenter, SegmenterChoice]:
+        choice = self._choose(patient_id, tuple(volume_fingerprint(f) for f in frames))
+        if choice.out_of_sample is False:
+            log.warning("patient %s: ED/ES searched with a segmenter trained on it (%s): no model of the set left "
+                        "it out", patient_id, choice.model.name)
+        weights = Path(choice.model.weights).resolve()
+        if weights not in self._loaded:
+            self._loaded[weights] = self._load(weights)
+        return self._loaded[weights](), choice
+
+
 def needs_frames(rec: PatientRecord) -> bool:
     """Whether the record's ED or ES image is its cine and that frame is not given (the segmenter finds it)."""
     if rec.cine is None:
@@ -285,8 +318,13 @@ def resolve_cohort_phases(
     model_path: str | Path | None = None,
     segment: Segmenter | None = None,
     inference: SegInference | None = None,
+    segmenters: "PhaseSegmenters | None" = None,
 ) -> tuple[Cohort, list[PhaseDetection]]:
     """Fill `ed_frame`/`es_frame` of records whose ED or ES image is their cine and whose frame is missing.
+
+    Each cine is segmented by the model `PhaseSegmenters(model_path, inference)` picks for its patient (or
+    `segmenters`, made once by a caller that resolves patients one at a time; `segment`: one segmenter for
+    all, tests); the detections name it.
 
     Given frames win: only a missing frame is taken from the detection. Records with separate ED/ES files,
     or with both frames given, are returned unchanged and not segmented. Returns the new cohort and one
@@ -301,7 +339,7 @@ def resolve_cohort_phases(
     todo = [r for r in cohort.patients if needs_frames(r)]
     if not todo:
         return cohort, []
-    seg_factory = (lambda: segment) if segment is not None else shipped_segmenter(model_path, inference)
+    choose = None if segment is not None else segmenters or PhaseSegmenters(model_path, inference)
     records: list[PatientRecord] = []
     detections: list[PhaseDetection] = []
     progress = Progress("ED/ES from cines (segmenter on every frame)", len(todo), log, unit="patients", lines=10,
@@ -314,8 +352,10 @@ def resolve_cohort_phases(
         if n_frames is not None:  # a 4D NIfTI: refused from its header, before 500 frames are decoded
             check_cine_length(n_frames, rec.cine)
         cine = read_cine(rec.cine)  # type: ignore[arg-type]
-        det = detect_phases(cine.frames, segment=seg_factory(), trigger_times_ms=cine.trigger_times_ms,
-                            patient_id=rec.patient_id)
+        seg, choice = (segment, None) if choose is None else choose(rec.patient_id, cine.frames)
+        det = detect_phases(cine.frames, segment=seg, trigger_times_ms=cine.trigger_times_ms, patient_id=rec.patient_id)
+        if choice is not None:
+            det = dataclasses.replace(det, segmenter=choice.model.name, segmenter_out_of_sample=choice.out_of_sample)
         ed = rec.ed_frame if rec.ed_frame is not None else det.ed_frame
         es = rec.es_frame if rec.es_frame is not None else det.es_frame
         if ed == es:
