@@ -11,6 +11,7 @@ import pytest
 
 from cmrprior.cli import main
 from cmrprior.errors import ConfigError
+from cmrprior.experiments import executors as ex
 from cmrprior.experiments.config import apply_overrides
 from cmrprior.experiments.executors import LocalExecutor, Outcome, PiecesFailed, drive, run_study_pieces
 from cmrprior.experiments.pieces import PREPARE, SALIENCY, STATE_JSON, STUDY, SUBMITTED_JSON, Piece, piece_status, study_graph
@@ -167,6 +168,22 @@ def test_status_of_each_piece_and_the_cli_lines(tmp_path, capsys):
     assert f"  running  {ids[1]}  job 77_1, n1 pid 1, since t  log: /jobs/77_1_log.out" in lines
     assert f"  failed   {ids[2]}  ValueError: bad" in lines
     assert main(["study", "--status", str(tmp_path / "nothing")]) == 3
+
+
+def test_slurm_executor_without_submitit_says_how_to_install(tmp_path, monkeypatch):
+    import builtins
+
+    real = builtins.__import__
+
+    def no_submitit(name, *args, **kwargs):
+        if name == "submitit":
+            raise ImportError("No module named 'submitit'")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_submitit)
+    cfg = apply_overrides(_config(), {"executor.kind": "slurm"})
+    with pytest.raises(ConfigError, match=r"pip install 'cmrprior\[cluster\]'"):
+        ex.make_executor(cfg.executor)  # imports cmrprior.experiments.slurm
 
 
 def test_executor_settings_are_checked_and_left_out_of_the_digest():
