@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -219,3 +220,26 @@ def test_pieces_on_the_local_executor_give_the_tables_of_run_study(tmp_path, mon
     assert state["state"] == "done" and state["pid"] == os.getpid()
     assert "pretrain" in (tmp_path / "pieces" / "pieces" / "holdout" / "pretrain" / "segmented" / "tiny" / "bs16"
                           / "log.txt").read_text()
+
+
+@dataclass(frozen=True)
+class _PidCall:
+    """A stand-in PieceCall for worker processes: records the process that ran each piece; `bad` fails."""
+
+    folder: str
+    threads: int | None = None
+
+    def __call__(self, piece):
+        if piece.id == "bad":
+            raise RuntimeError("boom in a worker")
+        Path(self.folder, piece.id).write_text(f"{os.getpid()} {self.threads}")
+        return piece.id
+
+
+def test_local_pool_runs_a_wave_in_worker_processes(tmp_path):
+    pieces = [Piece("a", "cell"), Piece("b", "cell"), Piece("bad", "cell")]
+    out = LocalExecutor(2).run_wave(RunFolder(tmp_path), pieces, _PidCall(str(tmp_path), threads=1))
+    assert out["a"].ok and out["a"].value == "a" and out["b"].ok
+    assert not out["bad"].ok and out["bad"].error == "RuntimeError: boom in a worker"
+    runs = [Path(tmp_path, x).read_text().split() for x in ("a", "b")]
+    assert all(pid != str(os.getpid()) for pid, _ in runs) and all(t == "1" for _, t in runs)
