@@ -15,7 +15,7 @@ from cmrprior.errors import ConfigError
 from cmrprior.experiments import executors as ex
 from cmrprior.experiments.config import apply_overrides
 from cmrprior.experiments.executors import LocalExecutor, Outcome, PiecesFailed, drive, run_study_pieces
-from cmrprior.experiments.pieces import PREPARE, SALIENCY, STATE_JSON, STUDY, SUBMITTED_JSON, Piece, piece_status, study_graph
+from cmrprior.experiments.pieces import DRIVER_JSON, PREPARE, SALIENCY, STATE_JSON, STUDY, SUBMITTED_JSON, Piece, piece_status, study_graph
 from cmrprior.experiments.study import run_study
 from cmrprior.runs import HOLDOUT, RunFolder, SplitSpec
 from cmrprior.utils import atomic
@@ -169,6 +169,10 @@ def test_status_of_each_piece_and_the_cli_lines(tmp_path, capsys):
     assert f"  running  {ids[1]}  job 77_1, n1 pid 1, since t  log: /jobs/77_1_log.out" in lines
     assert f"  failed   {ids[2]}  ValueError: bad" in lines
     assert main(["study", "--status", str(tmp_path / "nothing")]) == 3
+    assert f"  pending  {SALIENCY}" in lines
+    atomic.write_json(run.pieces / DRIVER_JSON, {"report": False})  # the last driver ran without saliency/report
+    main(["study", "--status", str(run.root)])
+    assert SALIENCY not in capsys.readouterr().out
 
 
 def test_slurm_executor_without_submitit_says_how_to_install(tmp_path, monkeypatch):
@@ -243,3 +247,38 @@ def test_local_pool_runs_a_wave_in_worker_processes(tmp_path):
     assert not out["bad"].ok and out["bad"].error == "RuntimeError: boom in a worker"
     runs = [Path(tmp_path, x).read_text().split() for x in ("a", "b")]
     assert all(pid != str(os.getpid()) for pid, _ in runs) and all(t == "1" for _, t in runs)
+
+
+def test_cli_executor_options_choose_the_pieces_driver(tmp_path, monkeypatch):
+    import cmrprior.experiments.study as study_mod
+
+    seen = {}
+
+    def fake(name):
+        def run(data, out, config, test_data=None, **kwargs):
+            seen[name] = (config.executor, kwargs)
+            raise SystemExit(0)
+        return run
+
+    monkeypatch.setattr(ex, "run_study_pieces", fake("pieces"))
+    monkeypatch.setattr(study_mod, "run_study", fake("one"))
+    (tmp_path / "data").mkdir()
+    base = ["study", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "run")]
+    with pytest.raises(SystemExit):
+        main(base + ["--executor", "slurm", "--slurm-partition", "gpu", "--slurm-max-running", "5", "--no-report"])
+    executor, kwargs = seen.pop("pieces")
+    assert (executor.kind, executor.slurm.partition, executor.slurm.max_running, kwargs) == ("slurm", "gpu", 5,
+                                                                                          {"report": False})
+    with pytest.raises(SystemExit):
+        main(base + ["--workers", "2"])
+    assert seen.pop("pieces")[0].workers == 2
+    with pytest.raises(SystemExit):
+        main(base)  # the default: the study in one call, as always
+    assert seen.pop("one")[0].kind == "local" and not seen
+    assert main(["study", "--out", str(tmp_path / "run")]) == 2  # no --data and no --status
+
+    def failing(*args, **kwargs):
+        raise PiecesFailed("RUN: 1 piece(s) of the study failed")
+
+    monkeypatch.setattr(ex, "run_study_pieces", failing)
+    assert main(base + ["--executor", "slurm"]) == 1  # as failed cells in one process: a rerun resumes

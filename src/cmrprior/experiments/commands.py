@@ -43,15 +43,20 @@ def _study(args: argparse.Namespace) -> int:
         raise ConfigError("study needs --data and --out (or --status RUN to see a run's pieces)")
     config = load_config(args.config, overrides={**_executor_options(args), **parse_set_options(args.set)})
     t0 = time.time()
+    extra = {"report": False} if args.no_report else {}
     with log_file(RunFolder(check_out_dir(args.out, [args.data, args.test])).log):
         if config.executor.by_pieces:
-            from cmrprior.experiments.executors import run_study_pieces
+            from cmrprior.experiments.executors import PiecesFailed, run_study_pieces
 
-            res = run_study_pieces(args.data, args.out, config, test_data=args.test)
+            try:
+                res = run_study_pieces(args.data, args.out, config, test_data=args.test, **extra)
+            except PiecesFailed as exc:  # as when cells fail in one process: exit code 1, a rerun resumes
+                print(f"cmrprior {args.command}: error: {exc}", file=sys.stderr)
+                return 1
         else:
             from cmrprior.experiments.study import run_study
 
-            res = run_study(args.data, args.out, config, test_data=args.test)
+            res = run_study(args.data, args.out, config, test_data=args.test, **extra)
     return _print_result(res, t0, args.command)
 
 
@@ -70,8 +75,8 @@ def _status(run_dir: str) -> int:
 
     rows, driver = study_status(run_dir)
     counts = Counter(r.state for r in rows)
-    print(f"{run_dir}: {len(rows)} pieces: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-          + ("; a cmrprior process is working in it (pid " + driver + ")" if driver else "; no cmrprior process is working in it"))
+    who = f"a cmrprior process is working in it (pid {driver})" if driver else "no cmrprior process is working in it"
+    print(f"{run_dir}: {len(rows)} pieces: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + f"; {who}")
     for r in rows:
         extra = "  ".join(x for x in (r.detail, f"log: {r.log}" if r.log else "") if x)
         print(f"  {r.state:<8} {r.piece.id}" + (f"  {extra}" if extra else ""))
@@ -113,6 +118,8 @@ def register(subparsers) -> None:
     p.add_argument("--out", default=None, help="run folder (a rerun resumes it; required to run)")
     p.add_argument("--config", default=None, help="YAML file, or a built-in name: cpu (default), paper")
     p.add_argument("--test", default=None, help="separate held-out cohort (folder or manifest) to score on")
+    p.add_argument("--no-report", action="store_true", help="stop after the tables and bundles: no saliency, no HTML "
+                                                            "report (a later run without it adds them)")
     p.add_argument("--status", default=None, metavar="RUN",
                    help="list the pieces of the study in run folder RUN (done, running, failed, ...) with their logs, "
                         "and exit")

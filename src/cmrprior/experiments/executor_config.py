@@ -29,8 +29,8 @@ class Resources:
                               f"got {self}")
 
 
-def _gpu_job(time_min: int) -> Resources:
-    return Resources(gpus=1, cpus=8, mem_gb=32, time_min=time_min)
+def _job(gpus: int, time_min: int) -> Resources:
+    return Resources(gpus=gpus, cpus=8, mem_gb=32, time_min=time_min)
 
 
 @dataclass(frozen=True)
@@ -44,10 +44,12 @@ class SlurmConfig:
     max_requeues: int = 3  # requeues after a time limit or pre-emption before a piece counts as failed
     poll_s: float = 10.0  # how often the driver looks at its jobs
     setup: tuple[str, ...] = ()  # shell lines run before each job (e.g. `module load cuda`)
-    prepare: Resources = field(default_factory=lambda: _gpu_job(240))  # locate + segment the cohort
-    pretrain: Resources = field(default_factory=lambda: _gpu_job(720))  # one SimCLR or Seg-teacher run
-    cell: Resources = field(default_factory=lambda: _gpu_job(240))  # one diagnosis model: CV search, fit, score
-    saliency: Resources = field(default_factory=lambda: _gpu_job(240))
+    # Only SimCLR pre-training runs on a GPU today (`pretrain.device`); the other stages use the CPU, so their
+    # jobs ask for none.
+    prepare: Resources = field(default_factory=lambda: _job(0, 240))  # locate + segment the cohort
+    pretrain: Resources = field(default_factory=lambda: _job(1, 720))  # one SimCLR or Seg-teacher run
+    cell: Resources = field(default_factory=lambda: _job(0, 720))  # one diagnosis model: CV search, fit, score
+    saliency: Resources = field(default_factory=lambda: _job(0, 240))
     report: Resources = field(default_factory=lambda: Resources(gpus=0, cpus=4, mem_gb=16, time_min=120))
 
     def __post_init__(self) -> None:

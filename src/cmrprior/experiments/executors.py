@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
@@ -25,8 +26,9 @@ from typing import Any, Protocol
 from cmrprior.errors import CmrPriorError, LeakageError
 from cmrprior.experiments.config import StudyConfig
 from cmrprior.experiments.executor_config import ExecutorConfig
-from cmrprior.experiments.pieces import STUDY, Piece, PieceCall, is_done, study_graph
+from cmrprior.experiments.pieces import DRIVER_JSON, STUDY, Piece, PieceCall, is_done, study_graph
 from cmrprior.runs import RunFolder
+from cmrprior.utils import atomic
 from cmrprior.utils.runfolder_checks import check_out_dir
 from cmrprior.utils.runlock import run_lock
 
@@ -148,6 +150,9 @@ def run_study_pieces(data: str | Path, out: str | Path, config: StudyConfig, *, 
     executor = executor or make_executor(config.executor)
     with run_lock(run.root):
         check_study_inputs(run, data, test_data, config)
+        started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        atomic.write_json(run.pieces / DRIVER_JSON, {"pid": os.getpid(), "executor": config.executor.kind,
+                                                     "report": report, "started": started})
         call = PieceCall(str(run.root), str(data), None if test_data is None else str(test_data), config, report)
         result = drive(run, lambda: study_graph(run, config, holdout=test_data is not None, report=report),
                        executor, call)

@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 PREPARE, PREPARE_HOLDOUT, SALIENCY, STUDY = "prepare", f"{HOLDOUT}/prepared", "saliency", "study"
 STATE_JSON, SUBMITTED_JSON, LOG_TXT = "state.json", "submitted.json", "log.txt"
+DRIVER_JSON = "driver.json"  # RUN/pieces/driver.json: how the last driver ran the study (its graph's inputs)
 
 
 @dataclass(frozen=True)
@@ -242,5 +243,7 @@ def study_status(out: str | Path) -> tuple[list[PieceStatus], str | None]:
     if not run.config_yaml.exists():
         raise DataError(run.root, "not a study run folder (config.yaml missing): nothing to report")
     config = StudyConfig.from_yaml(run.config_yaml)
-    graph = study_graph(run, config, holdout=run.bound_input("test_data") is not None)
+    driver = run.pieces / DRIVER_JSON
+    report = read_json(driver)["report"] if driver.exists() else True
+    graph = study_graph(run, config, holdout=run.bound_input("test_data") is not None, report=report)
     return [piece_status(run, p) for p in graph], lock_holder(run.root)
