@@ -129,9 +129,11 @@ stop() {
   if command -v scancel >/dev/null && alive "$DIR/slurmctld.pid"; then
     scancel --user "$(id -un)" >/dev/null 2>&1 || true
   fi
+  local pid
   for name in slurmd slurmctld munged; do
     if alive "$DIR/$name.pid"; then
-      kill "$(cat "$DIR/$name.pid")" && say "stopped $name (pid $(cat "$DIR/$name.pid"))"
+      pid="$(cat "$DIR/$name.pid")"
+      kill "$pid" && say "stopped $name (pid $pid)"
     fi
     rm -f "$DIR/$name.pid"
   done
