@@ -284,12 +284,17 @@ def build_slice_sets(prepared: PreparedCohort, config: StudyConfig) -> dict[str,
             for images in needed_images(config)}
 
 
+def is_prepared(prepared_dir: Path) -> bool:
+    """Whether `prepared_dir` holds a finished prepared cohort (`load_cohort_data` writes `masks.json` last)."""
+    return (prepared_dir / "cohort.json").exists() and (prepared_dir / "masks.json").exists()
+
+
 def load_cohort_data(data: str | Path, config: StudyConfig, *, prepared_dir: Path, cache_dir: Path,
                      measures_at: tuple[Path, Path] | None = None) -> CohortData:
     """Prepared cohort with chosen masks, saved in `prepared_dir` (reused on a rerun), plus slice sets, plus
     the anatomy measures written at `measures_at` (measures CSV, perturbed measures CSV) when asked."""
     meta_path = prepared_dir / "masks.json"
-    if (prepared_dir / "cohort.json").exists() and meta_path.exists():
+    if is_prepared(prepared_dir):
         prepared = PreparedCohort.load(prepared_dir)
         meta = json.loads(meta_path.read_text())
         source, note, out_of_sample = meta["masks_source"], meta["masks_note"], meta.get("masks_out_of_sample")

@@ -34,14 +34,53 @@ def _print_result(res, t0: float, command: str) -> int:
 
 
 def _study(args: argparse.Namespace) -> int:
+    if args.status is not None:
+        return _status(args.status)
+    from cmrprior.errors import ConfigError
     from cmrprior.experiments.config import load_config, parse_set_options
-    from cmrprior.experiments.study import run_study
 
-    config = load_config(args.config, overrides=parse_set_options(args.set))
+    if args.data is None or args.out is None:
+        raise ConfigError("study needs --data and --out (or --status RUN to see a run's pieces)")
+    config = load_config(args.config, overrides={**_executor_options(args), **parse_set_options(args.set)})
     t0 = time.time()
+    extra = {"report": False} if args.no_report else {}
     with log_file(RunFolder(check_out_dir(args.out, [args.data, args.test])).log):
-        res = run_study(args.data, args.out, config, test_data=args.test)
+        if config.executor.by_pieces:
+            from cmrprior.experiments.executors import PiecesFailed, run_study_pieces
+
+            try:
+                res = run_study_pieces(args.data, args.out, config, test_data=args.test, **extra)
+            except PiecesFailed as exc:  # as when cells fail in one process: exit code 1, a rerun resumes
+                print(f"cmrprior {args.command}: error: {exc}", file=sys.stderr)
+                return 1
+        else:
+            from cmrprior.experiments.study import run_study
+
+            res = run_study(args.data, args.out, config, test_data=args.test, **extra)
     return _print_result(res, t0, args.command)
+
+
+def _executor_options(args: argparse.Namespace) -> dict:
+    """The executor options of `cmrprior study` as config overrides (`--set executor...` gives the rest)."""
+    pairs = (("executor.kind", args.executor), ("executor.workers", args.workers),
+             ("executor.slurm.partition", args.slurm_partition), ("executor.slurm.max_running", args.slurm_max_running))
+    return {k: v for k, v in pairs if v is not None}
+
+
+def _status(run_dir: str) -> int:
+    """`cmrprior study --status RUN`: one line per piece (state, id, details, log); 1 when one failed."""
+    from collections import Counter
+
+    from cmrprior.experiments.pieces import study_status
+
+    rows, driver = study_status(run_dir)
+    counts = Counter(r.state for r in rows)
+    who = f"a cmrprior process is working in it (pid {driver})" if driver else "no cmrprior process is working in it"
+    print(f"{run_dir}: {len(rows)} pieces: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + f"; {who}")
+    for r in rows:
+        extra = "  ".join(x for x in (r.detail, f"log: {r.log}" if r.log else "") if x)
+        print(f"  {r.state:<8} {r.piece.id}" + (f"  {extra}" if extra else ""))
+    return 1 if counts.get("failed") or counts.get("stopped") else 0
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -75,10 +114,22 @@ def _anatomy_bundle(args: argparse.Namespace) -> int:
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("study", help="run the whole study (prepare, segment, pre-train, classify, evaluate)")
-    p.add_argument("--data", required=True, help="ACDC-layout folder or manifest CSV")
-    p.add_argument("--out", required=True, help="run folder (a rerun resumes it)")
+    p.add_argument("--data", default=None, help="ACDC-layout folder or manifest CSV (required to run)")
+    p.add_argument("--out", default=None, help="run folder (a rerun resumes it; required to run)")
     p.add_argument("--config", default=None, help="YAML file, or a built-in name: cpu (default), paper")
     p.add_argument("--test", default=None, help="separate held-out cohort (folder or manifest) to score on")
+    p.add_argument("--no-report", action="store_true", help="stop after the tables and bundles: no saliency, no HTML "
+                                                            "report (a later run without it adds them)")
+    p.add_argument("--status", default=None, metavar="RUN",
+                   help="list the pieces of the study in run folder RUN (done, running, failed, ...) with their logs, "
+                        "and exit")
+    p.add_argument("--executor", default=None, choices=("local", "slurm"),
+                   help="where the pieces run: this machine (default), or SLURM jobs (needs cmrprior[cluster])")
+    p.add_argument("--workers", type=at_least(1), default=None,
+                   help="local: pieces run at once, one process each (default 1: the whole study in this process)")
+    p.add_argument("--slurm-partition", default=None, metavar="P", help="SLURM partition of the jobs")
+    p.add_argument("--slurm-max-running", type=at_least(1), default=None, metavar="N",
+                   help="at most N jobs of an array at once (default 32; the rest: --set executor.slurm....)")
     _add_set(p)
     p.set_defaults(func=_study)
     d = subparsers.add_parser("demo", help="the study on a synthetic phantom cohort (or --data) with configs/cpu.yaml")

@@ -36,6 +36,7 @@ from cmrprior.data.splits import ProtocolConfig
 from cmrprior.errors import ConfigError
 from cmrprior.evaluate.config import EvaluationConfig
 from cmrprior.experiments.config_values import StrictLoader, coerce, field_types
+from cmrprior.experiments.executor_config import ExecutorConfig
 from cmrprior.segmentation.inference import SegInference
 from cmrprior.ssl.config import PretrainConfig
 from cmrprior.ssl.teacher import TeacherConfig
@@ -116,6 +117,7 @@ class StudyConfig:
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     anatomy: AnatomyConfig = field(default_factory=AnatomyConfig)
     export: ExportConfig = field(default_factory=ExportConfig)  # model bundles under RUN/models/
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)  # where the pieces run; not in digest()
 
     def __post_init__(self) -> None:
         if self.primary is None:
@@ -145,7 +147,10 @@ class StudyConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def digest(self) -> str:
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+        """What ties a run folder to its config: every setting but `executor` (where the pieces run does not
+        change what they compute, so a study started locally may be finished on a cluster)."""
+        data = {k: v for k, v in self.to_dict().items() if k != "executor"}
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> "StudyConfig":

@@ -25,10 +25,12 @@ same config skips finished pieces. What each stage saw is recorded and checked a
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import platform
 import resource
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,10 +48,11 @@ from cmrprior.experiments.anatomy_stage import AnatomyInputs, run_anatomy_split
 from cmrprior.experiments.hybrid_stage import run_hybrid_split
 from cmrprior.experiments.cell import CellJob, run_cell
 from cmrprior.experiments import cohort_data
-from cmrprior.experiments.cohort_data import CohortData, load_cohort_data, merge_slice_sets, needed_images
+from cmrprior.experiments.cohort_data import CohortData, load_cohort_data, needed_images
 from cmrprior.experiments.config import StudyConfig
 from cmrprior.experiments.export_stage import export_models
 from cmrprior.experiments.pretraining import pretrain_piece, teacher_piece
+from cmrprior.experiments.study_inputs import holdout_inputs, pretrain_runs
 from cmrprior.experiments.progress import StudyProgress
 from cmrprior.report import build_report
 from cmrprior.runs import HOLDOUT, LAYOUT_VERSION, CellKey, CellResult, PretrainRecord, RunFolder, RunInfo, SplitSpec
@@ -59,7 +62,7 @@ from cmrprior.utils import atomic
 from cmrprior.utils.runfolder_checks import check_out_dir
 from cmrprior.utils.runlock import run_lock
 from cmrprior.utils.seeding import derive_seed
-from cmrprior.vocab import INITS
+from cmrprior.vocab import get_init
 
 log = logging.getLogger(__name__)
 
@@ -114,43 +117,45 @@ def _load_or_make_splits(run: RunFolder, data: CohortData, config: StudyConfig) 
 
 
 def _pretrain_all(run: RunFolder, split: SplitSpec, images: dict[str, SliceSet], backbone: str, config: StudyConfig,
-                  inner: tuple[tuple[str, ...], tuple[str, ...]], progress: StudyProgress | None = None
-                  ) -> dict[str, tuple[PretrainRecord, ...]]:
+                  inner: tuple[tuple[str, ...], tuple[str, ...]], progress: StudyProgress | None = None,
+                  select: Callable[[Path], bool] | None = None) -> dict[str, tuple[PretrainRecord, ...]]:
     """Pre-training runs of one split and backbone: init name -> one record per pre-training batch size
-    (SimCLR), or the one Seg-teacher record."""
+    (SimCLR), or the one Seg-teacher record. With `select`, only the runs whose folder it accepts are
+    trained; the others' records are read when finished, else left out."""
     out = {}
-    for init in INITS:
-        if init.pretrain_images is None or init.name not in config.classifier.inits:
-            continue
-        if init.pretext == "masks":
-            folder = run.teacher_dir(split.name, init.pretrain_images, backbone)
-            reused = run.read_pretrain(folder) is not None
-            out[init.name] = (teacher_piece(
-                run, folder, images[init.pretrain_images], images=init.pretrain_images, backbone=backbone,
-                seed=derive_seed(split.seed, "teacher", init.pretrain_images, backbone), train_ids=inner[0],
-                val_ids=inner[1], test_ids=split.test, config=config.teacher),)
-            if progress is not None:
-                progress.teacher_done(split.name, backbone, init.pretrain_images, reused=reused)
-            continue
+    for name, runs in pretrain_runs(run, split.name, backbone, config).items():
+        init = get_init(name)
         records = []
-        for bs in config.pretrain.batch_sizes:
+        for folder, bs in runs:
+            reused = run.read_pretrain(folder) is not None
+            if select is not None and not select(folder):
+                records += [run.read_pretrain(folder)] if reused else []
+                continue
             data = images[init.pretrain_images]
+            if bs is None:
+                records.append(teacher_piece(
+                    run, folder, data, images=init.pretrain_images, backbone=backbone,
+                    seed=derive_seed(split.seed, "teacher", init.pretrain_images, backbone), train_ids=inner[0],
+                    val_ids=inner[1], test_ids=split.test, config=config.teacher))
+                if progress is not None:
+                    progress.teacher_done(split.name, backbone, init.pretrain_images, reused=reused)
+                continue
             cfg = config.pretrain.for_run(backbone=backbone, batch_size=bs, image_size=int(data.ed.shape[-1]),
                                           seed=derive_seed(split.seed, "pretrain", init.pretrain_images, backbone, bs))
-            folder = run.pretrain_dir(split.name, init.pretrain_images, backbone, bs)
-            reused = run.read_pretrain(folder) is not None
             records.append(pretrain_piece(run, folder, data, images=init.pretrain_images, train_ids=inner[0],
                                           val_ids=inner[1], test_ids=split.test, config=cfg))
             if progress is not None:
                 progress.pretrain_done(split.name, backbone, init.pretrain_images, bs, reused=reused)
-        out[init.name] = tuple(records)
+        out[name] = tuple(records)
     return out
 
 
 def run_split(run: RunFolder, split: SplitSpec, images: dict[str, SliceSet], config: StudyConfig, *,
               classes: tuple[str, ...], masks_source: str, masks_note: str,
-              progress: StudyProgress | None = None) -> list[CellResult]:
-    """Pre-train and train every cell of one split; returns the cell results (finished ones are reused)."""
+              progress: StudyProgress | None = None, select: Callable[[Path], bool] | None = None
+              ) -> list[CellResult]:
+    """Pre-train and train every cell of one split; returns the cell results (finished ones are reused).
+    `select` (`experiments.pieces`): train only the runs and cells whose folder it accepts; read the others."""
     label_of = dict(zip(images[next(iter(images))].patient_ids, images[next(iter(images))].patient_labels.tolist()))
     inner = inner_split(split.train, [label_of[p] for p in split.train], val_fraction=config.protocol.val_fraction,
                         split_seed=split.seed)
@@ -159,7 +164,7 @@ def run_split(run: RunFolder, split: SplitSpec, images: dict[str, SliceSet], con
     c = config.classifier
     results = []
     for backbone in c.backbones:
-        pretrained = _pretrain_all(run, split, images, backbone, config, inner_ids, progress)
+        pretrained = _pretrain_all(run, split, images, backbone, config, inner_ids, progress, select)
         for init in c.inits:
             for kind in c.images:
                 job = CellJob(key=CellKey(split.name, backbone, init, kind), split_seed=split.seed,
@@ -168,37 +173,22 @@ def run_split(run: RunFolder, split: SplitSpec, images: dict[str, SliceSet], con
                               masks_source=masks_source, masks_note=masks_note,
                               image_mode=config.image_spec(kind).mode, cv_folds=config.protocol.cv_folds)
                 old = run.read_cell(job.key)
+                if select is not None and not select(run.cell_dir(job.key)):
+                    results += [] if old is None else [old]
+                    continue
                 results.append(run_cell(run, job, images[kind], c))
                 if progress is not None:
                     progress.cell_done(results[-1], reused=old is not None and old.ok)
     return results
 
 
-def _load_holdout(run: RunFolder, test_data: Path, config: StudyConfig, data: CohortData) -> CohortData:
-    """The separate cohort `test_data`, prepared, and compared with the study cohort by image fingerprint again
-    (cine records' ED/ES frames are known only now), before anything is trained."""
-    hold = load_cohort_data(test_data, config, prepared_dir=run.prepared(HOLDOUT), cache_dir=run.cache,
-                            measures_at=run.anatomy_measures_csvs(HOLDOUT))
-    cohort_data.check_new_patients(data, hold, test_data)
-    return hold
-
-
-def _holdout(run: RunFolder, test_data: Path, config: StudyConfig, data: CohortData, hold: CohortData
-             ) -> list[CellResult]:
-    """Train on the whole cohort, score on the separate cohort `hold` (from `test_data`); returns the cells."""
-    classes = data.prepared.classes
-    missing = sorted(set(hold.prepared.classes) - set(classes))
-    lut = {c: i for i, c in enumerate(classes)}
-    if missing:
-        raise ConfigError(f"{test_data}: classes {missing} are not in the study cohort's classes {list(classes)}")
-    images = {}
-    for kind, s in hold.images.items():
-        remapped = np.array([lut[hold.prepared.classes[k]] for k in s.labels], dtype=np.int64)
-        images[kind] = merge_slice_sets(data.images[kind], s.with_labels(remapped))
-    split = SplitSpec(HOLDOUT, config.protocol.seed, tuple(data.patient_ids), tuple(hold.patient_ids))
+def _holdout(run: RunFolder, test_data: Path, config: StudyConfig, data: CohortData,
+             select: Callable[[Path], bool] | None = None) -> tuple[list[CellResult], CohortData]:
+    """Train on the whole cohort, score on the separate cohort `test_data`; returns the cells and that cohort."""
+    images, split, hold = holdout_inputs(run, test_data, config, data)
     note = cohort_data.holdout_masks_note(data, hold)
-    return run_split(run, split, images, config, classes=classes, masks_source=hold.masks_source, masks_note=note,
-                     progress=StudyProgress.for_grid(config, 1, prefix="held-out "))
+    return run_split(run, split, images, config, classes=data.prepared.classes, masks_source=hold.masks_source,
+                     masks_note=note, progress=StudyProgress.for_grid(config, 1, prefix="held-out "), select=select), hold
 
 
 def _check_inputs(run: RunFolder, data: str | Path, test_data: str | Path | None, config: StudyConfig) -> None:
@@ -270,25 +260,40 @@ def run_study(
     *,
     test_data: str | Path | None = None,
     report: bool = True,
+    lock: bool = True,
+    select: Callable[[Path], bool] | None = None,
 ) -> StudyResult:
     """Run (or resume) the study; see the module docstring. Returns where the outputs are.
 
     `report`: compute saliency and write the HTML report at the end. One process at a time works in a run
     folder (`cmrprior.utils.runlock`): a second one is refused with a ConfigError naming the folder.
+    `lock=False`: the caller holds it (`cmrprior.experiments.executors`); `select`: see `run_split`.
     """
     run = RunFolder(check_out_dir(out, [data, test_data]))
-    with run_lock(run.root):
-        return _run_study(run, data, config, test_data=test_data, report=report)
+    with run_lock(run.root) if lock else contextlib.nullcontext():
+        return _run_study(run, data, config, test_data=test_data, report=report, select=select)
 
 
-def _run_study(run: RunFolder, data: str | Path, config: StudyConfig, *, test_data: str | Path | None,
-               report: bool) -> StudyResult:
-    t0 = time.time()
+def check_study_inputs(run: RunFolder, data: str | Path, test_data: str | Path | None, config: StudyConfig) -> None:
+    """Inputs and config checked against the run folder (recorded there when new); ConfigError, DataError."""
     _check_inputs(run, data, test_data, config)
     _check_run_config(run, config)
-    cohort = load_cohort_data(data, config, prepared_dir=run.prepared(), cache_dir=run.cache,
-                              measures_at=run.anatomy_measures_csvs())
-    hold = None if test_data is None else _load_holdout(run, Path(test_data), config, cohort)
+
+
+def study_cohort(run: RunFolder, data: str | Path, config: StudyConfig) -> CohortData:
+    """The study cohort, prepared into the run folder (masks chosen, measures written) or read from it."""
+    return load_cohort_data(data, config, prepared_dir=run.prepared(), cache_dir=run.cache,
+                            measures_at=run.anatomy_measures_csvs())
+
+
+def prepare_study(run: RunFolder, data: str | Path, config: StudyConfig, test_data: str | Path | None
+                  ) -> tuple[CohortData, list[SplitSpec]]:
+    """Check the inputs, prepare the cohort (locate, segment) and the --test cohort, compared with it by image
+    fingerprint again (cine records' ED/ES frames are known only now) before anything is trained; write run.json
+    and splits.json (last)."""
+    check_study_inputs(run, data, test_data, config)
+    cohort = study_cohort(run, data, config)
+    hold = None if test_data is None else holdout_inputs(run, test_data, config, cohort)[2]
     if not run.mask_flags_csv.exists():
         write_mask_flags(cohort.prepared, run.mask_flags_csv)  # plausibility of the masks used, for the report
     classes = cohort.prepared.classes
@@ -301,12 +306,21 @@ def _run_study(run: RunFolder, data: str | Path, config: StudyConfig, *, test_da
     splits = _load_or_make_splits(run, cohort, config)
     log.info("study %s: %d patients, %d slices, classes %s, %d splits, masks %s",
              run.root, len(cohort.patient_ids), len(cohort.prepared), ", ".join(classes), len(splits), cohort.masks_source)
+    return cohort, splits
+
+
+def _run_study(run: RunFolder, data: str | Path, config: StudyConfig, *, test_data: str | Path | None,
+               report: bool, select: Callable[[Path], bool] | None = None) -> StudyResult:
+    t0 = time.time()
+    cohort, splits = prepare_study(run, data, config, test_data)
+    classes = cohort.prepared.classes
     results = []
     progress = StudyProgress.for_grid(config, len(splits))
     for split in splits:
         log.info("split %s: %d train / %d test patients", split.name, len(split.train), len(split.test))
         results += run_split(run, split, cohort.images, config, classes=classes,
-                             masks_source=cohort.masks_source, masks_note=cohort.masks_note, progress=progress)
+                             masks_source=cohort.masks_source, masks_note=cohort.masks_note, progress=progress,
+                             select=select)
     log.info("tables: %d cell results -> tables 1-3, metrics, paired comparisons (%d bootstrap resamples)", len(results),
              config.evaluation.n_boot)
     setup = table_setup(config, classes, cohort.masks_source, cohort.masks_note)
@@ -317,7 +331,7 @@ def _run_study(run: RunFolder, data: str | Path, config: StudyConfig, *, test_da
                                      masks=(cohort.masks_source, cohort.masks_note)))
     holdout, hold_inputs = [], None
     if test_data is not None:
-        holdout = _holdout(run, Path(test_data), config, cohort, hold)
+        holdout, hold = _holdout(run, Path(test_data), config, cohort, select)
         hold_setup = table_setup(config, classes, holdout[0].masks_source if holdout else cohort.masks_source,
                                  holdout[0].masks_note if holdout else cohort.masks_note)
         tables.update(write_tables(holdout, run.tables, setup=hold_setup, prefix="holdout_"))

@@ -53,6 +53,13 @@ class RunFolder:
     models = _at("models")  # exported model bundles (`cmrprior.bundle`), one folder each
     recommended_json = _at("models/recommended.json")  # which bundle the config's rule recommends, and why
 
+    pieces = _at("pieces")  # the study's pieces run as jobs (`experiments.pieces`): lock and records of each
+    jobs = _at("jobs")  # cluster jobs' logs, one folder per job id (`experiments.executors`)
+
+    def piece_dir(self, piece: str) -> Path:
+        """Lock, submission and state records of one piece of the study (its id: a path-like name)."""
+        return self.pieces / piece
+
     def bundle_dir(self, name: str) -> Path:
         return self.models / name
 
@@ -99,6 +106,13 @@ class RunFolder:
                                       "made from them (an image, mask or the list itself differs); use a new --out")
                 raise ConfigError(f"{self.root}: this run folder was made from {role} {was}, not "
                                   f"{'nothing' if item is None else item['path']} (different files); use a new --out")
+
+    def bound_input(self, role: str) -> str | None:
+        """The path recorded for input `role` by `bind_inputs` ("data", "test_data"), None when there is none."""
+        if not self.inputs_json.exists():
+            return None
+        item = read_json(self.inputs_json).get(role)
+        return None if item is None else str(item["path"])
 
     # run info and layout version
     def write_info(self, info: RunInfo) -> None:

@@ -42,3 +42,22 @@ def run_lock(folder: str | Path) -> Iterator[Path]:
         yield path
     finally:
         os.close(fd)  # releases the lock
+
+
+def lock_holder(folder: str | Path) -> str | None:
+    """Who holds the lock of `folder`: the holder's pid as written (or "?"), None when nobody does (no lock
+    file, or a lock left by a process that ended). Takes and drops the lock to find out; creates nothing."""
+    path = Path(folder) / LOCK_NAME
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)

@@ -1,0 +1,168 @@
+"""Run the study's pieces (`cmrprior.experiments.pieces`) in waves: this process, local processes, or SLURM.
+
+The driver (`run_study_pieces`) holds the run folder's lock, checks the inputs, then repeats: every piece
+whose marker is not on disk and whose `needs` are finished forms the next wave; the executor runs the wave
+and says which pieces ended well. A failed piece blocks only what needs it; the driver ends when nothing is
+left to run and raises `PiecesFailed` (naming each failed piece and its log) when something did not finish.
+A rerun skips what is finished and resumes the rest, whatever executor ran it before.
+
+* `LocalExecutor(workers)`: the pieces of a wave one after the other in this process (1), or `workers`
+  processes at once (torch threads split between them).
+* `cmrprior.experiments.slurm.SlurmExecutor`: each wave as SLURM job arrays, through submitit.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, replace
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any, Protocol
+
+from cmrprior.errors import CmrPriorError, LeakageError
+from cmrprior.experiments.config import StudyConfig
+from cmrprior.experiments.executor_config import ExecutorConfig
+from cmrprior.experiments.pieces import DRIVER_JSON, STUDY, Piece, PieceCall, is_done, study_graph
+from cmrprior.runs import RunFolder
+from cmrprior.utils import atomic
+from cmrprior.utils.runfolder_checks import check_out_dir
+from cmrprior.utils.runlock import run_lock
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a piece's run ended: ok with its return value, or an error line (and the exception when it
+    was raised in this process), and where its log is."""
+
+    ok: bool
+    value: Any = None
+    error: str | None = None
+    log: Path | None = None
+    exc: BaseException | None = None
+
+
+class Executor(Protocol):
+    def run_wave(self, run: RunFolder, pieces: list[Piece], call: PieceCall) -> dict[str, Outcome]:
+        """Run `pieces` (none needs another) and return one outcome per piece id."""
+
+
+class PiecesFailed(CmrPriorError):
+    """Some pieces of a study did not finish; the message names each one, its error and its log."""
+
+
+def _inline(call: PieceCall, piece: Piece) -> Outcome:
+    try:
+        return Outcome(True, call(piece))
+    except LeakageError:
+        raise  # leakage is a bug in the study, never a piece to retry
+    except Exception as exc:  # noqa: BLE001 - one failed piece must not stop the others
+        log.error("piece %s failed: %s: %s", piece.id, type(exc).__name__, exc)
+        return Outcome(False, error=f"{type(exc).__name__}: {exc}", exc=exc)
+
+
+def _in_worker(call: PieceCall, piece: Piece) -> Outcome:
+    """A piece in a pool process: INFO lines to stderr as in the CLI (the piece also logs to its log.txt)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    out = _inline(call, piece)
+    return out if out.ok else replace(out, exc=None)  # the exception may not pickle; its line is kept
+
+
+class LocalExecutor:
+    """This machine: one piece at a time in this process (`workers=1`), or `workers` processes at once."""
+
+    def __init__(self, workers: int = 1) -> None:
+        self.workers = workers
+
+    def run_wave(self, run: RunFolder, pieces: list[Piece], call: PieceCall) -> dict[str, Outcome]:
+        if self.workers == 1 or len(pieces) == 1:
+            return {p.id: _inline(call, p) for p in pieces}
+        n = min(self.workers, len(pieces))
+        threads = call.threads or max(1, (os.cpu_count() or 1) // n)
+        with ProcessPoolExecutor(max_workers=n, mp_context=get_context("spawn")) as pool:
+            futures = {p.id: pool.submit(_in_worker, replace(call, threads=threads), p) for p in pieces}
+            out = {}
+            for pid, fut in futures.items():
+                try:
+                    out[pid] = fut.result()
+                except LeakageError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - a worker that died (killed, out of memory)
+                    out[pid] = Outcome(False, error=f"{type(exc).__name__}: {exc}")
+            return out
+
+
+def make_executor(config: ExecutorConfig) -> Executor:
+    """The executor `config` names; `slurm` raises ConfigError saying how to install submitit when it is absent."""
+    if config.kind == "slurm":
+        from cmrprior.experiments.slurm import SlurmExecutor
+
+        return SlurmExecutor(config.slurm)
+    return LocalExecutor(config.workers)
+
+
+@dataclass(frozen=True)
+class DriveResult:
+    finished: tuple[str, ...]
+    failed: dict[str, Outcome]
+    blocked: tuple[str, ...]  # waiting for a failed piece
+    value: Any  # what the `study` piece returned (a StudyResult), None when it did not run
+
+
+def drive(run: RunFolder, graph: Callable[[], list[Piece]], executor: Executor, call: PieceCall) -> DriveResult:
+    """Run the pieces in waves until nothing more can run (see the module docstring)."""
+    finished: set[str] = set()
+    failed: dict[str, Outcome] = {}
+    value = None
+    while True:
+        pieces = graph()
+        finished |= {p.id for p in pieces if p.id not in finished and is_done(run, p)}
+        ready = [p for p in pieces if p.id not in finished and p.id not in failed
+                 and all(n in finished for n in p.needs)]
+        if not ready:
+            break
+        log.info("wave: %d piece(s) (%s)", len(ready), ", ".join(sorted({p.kind for p in ready})))
+        outcomes = executor.run_wave(run, ready, call)
+        for p in ready:
+            o = outcomes[p.id]
+            if o.ok:
+                finished.add(p.id)
+                value = o.value if p.id == STUDY else value
+            else:
+                failed[p.id] = o
+    blocked = tuple(p.id for p in pieces if p.id not in finished and p.id not in failed)
+    return DriveResult(tuple(sorted(finished)), failed, blocked, value)
+
+
+def run_study_pieces(data: str | Path, out: str | Path, config: StudyConfig, *, test_data: str | Path | None = None,
+                     report: bool = True, executor: Executor | None = None):
+    """`run_study` as a graph of pieces on `executor` (default: the one `config.executor` names). Returns
+    the StudyResult of the last piece; raises PiecesFailed when a piece failed (a rerun resumes), or the
+    error itself when one piece failed in this process with a CmrPriorError before any was finished."""
+    from cmrprior.experiments.study import check_study_inputs
+
+    run = RunFolder(check_out_dir(out, [data, test_data]))
+    executor = executor or make_executor(config.executor)
+    with run_lock(run.root):
+        check_study_inputs(run, data, test_data, config)
+        started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        atomic.write_json(run.pieces / DRIVER_JSON, {"pid": os.getpid(), "executor": config.executor.kind,
+                                                     "report": report, "started": started})
+        call = PieceCall(str(run.root), str(data), None if test_data is None else str(test_data), config, report)
+        result = drive(run, lambda: study_graph(run, config, holdout=test_data is not None, report=report),
+                       executor, call)
+    if result.failed:
+        only = next(iter(result.failed.values()))
+        if len(result.failed) == 1 and isinstance(only.exc, CmrPriorError) and not result.finished:
+            raise only.exc  # e.g. bad input found by `prepare`: the error as `run_study` gives it
+        lines = [f"{pid}: {o.error}" + (f" (log {o.log})" if o.log else "") for pid, o in sorted(result.failed.items())]
+        raise PiecesFailed(f"{run.root}: {len(result.failed)} piece(s) of the study failed, {len(result.blocked)} "
+                           f"wait for them; re-run the same command to resume them (`cmrprior study --status "
+                           f"{run.root}` lists them):\n  " + "\n  ".join(lines))
+    return result.value
+
