@@ -40,7 +40,7 @@ import torch
 import cmrprior
 from cmrprior.classify.data import SliceSet
 from cmrprior.data.splits import assert_disjoint, inner_split, protocol_splits
-from cmrprior.errors import CmrPriorError, ConfigError, DataError
+from cmrprior.errors import CmrPriorError, ConfigError
 from cmrprior.evaluate.curves import write_figure1
 from cmrprior.evaluate.tables import TableSetup, write_tables
 from cmrprior.evaluate.anatomy_table import write_anatomy_table, write_robustness
@@ -52,7 +52,7 @@ from cmrprior.experiments.cohort_data import CohortData, load_cohort_data, neede
 from cmrprior.experiments.config import StudyConfig
 from cmrprior.experiments.export_stage import export_models
 from cmrprior.experiments.pretraining import pretrain_piece, teacher_piece
-from cmrprior.experiments.study_inputs import holdout_inputs, pretrain_runs
+from cmrprior.experiments.study_inputs import check_inputs, holdout_inputs, pretrain_runs
 from cmrprior.experiments.progress import StudyProgress
 from cmrprior.report import build_report
 from cmrprior.runs import HOLDOUT, LAYOUT_VERSION, CellKey, CellResult, PretrainRecord, RunFolder, RunInfo, SplitSpec
@@ -191,42 +191,6 @@ def _holdout(run: RunFolder, test_data: Path, config: StudyConfig, data: CohortD
                      masks_note=note, progress=StudyProgress.for_grid(config, 1, prefix="held-out "), select=select), hold
 
 
-def _check_inputs(run: RunFolder, data: str | Path, test_data: str | Path | None, config: StudyConfig) -> None:
-    """Everything about the inputs that can be checked before the first long step: both cohorts open, labels
-    are known, the cohort can be split as the protocol asks, the --test cohort's classes fit and its patients
-    are new (ids, and images compared by content), and the run folder was made from these same inputs (or is
-    new)."""
-    cohort, fingerprint = cohort_data.open_input(data, hash_cache=run.input_hashes)
-    labels = [p.label for p in cohort.patients]
-    if any(lab is None for lab in labels):
-        missing = [p.patient_id for p in cohort.patients if p.label is None][:5]
-        raise DataError(Path(data), f"patients without a label: {missing}")
-    ids = [q.patient_id for q in cohort.patients]
-    label_of = dict(zip(ids, labels))
-    for split in protocol_splits(ids, labels, config.protocol):  # can it split, and each training part again?
-        try:
-            inner_split(split.train, [label_of[p] for p in split.train], val_fraction=config.protocol.val_fraction,
-                        split_seed=split.seed)
-        except ConfigError as exc:
-            raise ConfigError(f"{data}: the training part of a split cannot give the inner validation part "
-                              f"(protocol.val_fraction={config.protocol.val_fraction}): {exc}") from exc
-    if test_data is not None:
-        hold, test_fingerprint = cohort_data.open_input(test_data, hash_cache=run.input_hashes)
-        extra = sorted({p.label for p in hold.patients if p.label is not None} - set(cohort.classes))
-        if extra:
-            raise ConfigError(f"{test_data}: classes {extra} are not in the study cohort's classes {list(cohort.classes)}")
-        shared = sorted({p.patient_id for p in hold.patients} & {p.patient_id for p in cohort.patients})
-        if shared:
-            raise DataError(Path(test_data), f"patient ids also in the study cohort {data}: {shared[:5]}")
-        same = cohort_data.shared_images(cohort, hold)
-        if same:
-            pairs = ", ".join(f"{t} = study patient {s}" for s, t in same[:5])
-            raise DataError(Path(test_data), f"{len(same)} patient(s) of the test cohort have images of the study "
-                                             f"cohort {data} under another id ({pairs}): a held-out patient must be a new patient")
-    run.bind_inputs({"data": (str(data), fingerprint),
-                     "test_data": None if test_data is None else (str(test_data), test_fingerprint)})
-
-
 def masks_line(masks_source: str, masks_note: str) -> str:
     """Where the masks come from, for tables ("oracle masks ..." in the oracle setting)."""
     if masks_source == "ground_truth" and masks_note.startswith("oracle masks"):
@@ -276,7 +240,7 @@ def run_study(
 
 def check_study_inputs(run: RunFolder, data: str | Path, test_data: str | Path | None, config: StudyConfig) -> None:
     """Inputs and config checked against the run folder (recorded there when new); ConfigError, DataError."""
-    _check_inputs(run, data, test_data, config)
+    check_inputs(run, data, test_data, config)
     _check_run_config(run, config)
 
 
