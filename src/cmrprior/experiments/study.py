@@ -293,7 +293,7 @@ def _run_study(run: RunFolder, data: str | Path, config: StudyConfig, *, test_da
     if config.anatomy.enabled:
         tables.update(anatomy_tables(run, splits, anatomy, results, config, setup,
                                      masks=(cohort.masks_source, cohort.masks_note)))
-    holdout, hold_inputs = [], None
+    holdout, hold, hold_inputs = [], None, None
     if test_data is not None:
         holdout, hold = _holdout(run, Path(test_data), config, cohort, select)
         hold_setup = table_setup(config, classes, holdout[0].masks_source if holdout else cohort.masks_source,
