@@ -5,10 +5,11 @@ Steps (Nakashima et al., sec. 5.1; run folder layout in `experiments/README.md`,
 1. prepare the cohort, get heart masks (segmenter by default), build the slice pairs of every kind of images;
 2. patient-level stratified outer splits as `protocol` says (`cmrprior.data.splits.protocol_splits`: repeated
    70/30 holdout by default, or repeated k-fold);
-3. per split, per backbone: SimCLR pre-training on the images of every SSCL init (full, segmented) of the
-   split's training patients only (early stopping on the inner validation part of the training patients),
-   one run per pre-training batch size of the grid; the Seg-teacher init's encoder learns to draw the heart
-   masks of the same training patients instead (`cmrprior.ssl.teacher`);
+3. per split, per backbone: pre-training of every init of the grid that a registered pretext pre-trains
+   (`cmrprior.vocab.pretexts`): SimCLR on the images of the SSCL inits (full, segmented), VICReg likewise,
+   on the split's training patients only (early stopping on the inner validation part of the training
+   patients), one run per pre-training batch size of the method's grid; the Seg-teacher init's encoder
+   learns to draw the heart masks of the same training patients instead (`cmrprior.ssl.teacher`);
 4. per split, per backbone x initialisation x training images: the ED/ES diagnosis model
    (`cmrprior.experiments.cell.run_cell`); hyperparameters by k-fold CV inside the training part;
 5. tables 1-3 (mean, corrected resampled t interval across splits, clipped to [0, 1]), paired
@@ -49,8 +50,8 @@ from cmrprior.experiments import cohort_data
 from cmrprior.experiments.cohort_data import CohortData, load_cohort_data, merge_slice_sets, needed_images
 from cmrprior.experiments.config import StudyConfig
 from cmrprior.experiments.export_stage import export_models
-from cmrprior.experiments.pretraining import pretrain_piece, teacher_piece
-from cmrprior.experiments.progress import StudyProgress
+from cmrprior.experiments.pretraining import PretrainJob
+from cmrprior.experiments.progress import StudyProgress, batch_grid
 from cmrprior.report import build_report
 from cmrprior.runs import HOLDOUT, LAYOUT_VERSION, CellKey, CellResult, PretrainRecord, RunFolder, RunInfo, SplitSpec
 from cmrprior.saliency.run import run_saliency
@@ -58,8 +59,7 @@ from cmrprior.segmentation.qc import write_mask_flags
 from cmrprior.utils import atomic
 from cmrprior.utils.runfolder_checks import check_out_dir
 from cmrprior.utils.runlock import run_lock
-from cmrprior.utils.seeding import derive_seed
-from cmrprior.vocab import INITS
+from cmrprior.vocab import pretexts
 
 log = logging.getLogger(__name__)
 
@@ -116,34 +116,27 @@ def _load_or_make_splits(run: RunFolder, data: CohortData, config: StudyConfig) 
 def _pretrain_all(run: RunFolder, split: SplitSpec, images: dict[str, SliceSet], backbone: str, config: StudyConfig,
                   inner: tuple[tuple[str, ...], tuple[str, ...]], progress: StudyProgress | None = None
                   ) -> dict[str, tuple[PretrainRecord, ...]]:
-    """Pre-training runs of one split and backbone: init name -> one record per pre-training batch size
-    (SimCLR), or the one Seg-teacher record."""
+    """Pre-training runs of one split and backbone, for every init of the grid that a registered pretext
+    pre-trains (`cmrprior.vocab.pretexts`): init name -> one record per batch size of the pretext's grid, or
+    its one record."""
     out = {}
-    for init in INITS:
-        if init.pretrain_images is None or init.name not in config.classifier.inits:
-            continue
-        if init.pretext == "masks":
-            folder = run.teacher_dir(split.name, init.pretrain_images, backbone)
-            reused = run.read_pretrain(folder) is not None
-            out[init.name] = (teacher_piece(
-                run, folder, images[init.pretrain_images], images=init.pretrain_images, backbone=backbone,
-                seed=derive_seed(split.seed, "teacher", init.pretrain_images, backbone), train_ids=inner[0],
-                val_ids=inner[1], test_ids=split.test, config=config.teacher),)
-            if progress is not None:
-                progress.teacher_done(split.name, backbone, init.pretrain_images, reused=reused)
-            continue
-        records = []
-        for bs in config.pretrain.batch_sizes:
-            data = images[init.pretrain_images]
-            cfg = config.pretrain.for_run(backbone=backbone, batch_size=bs, image_size=int(data.ed.shape[-1]),
-                                          seed=derive_seed(split.seed, "pretrain", init.pretrain_images, backbone, bs))
-            folder = run.pretrain_dir(split.name, init.pretrain_images, backbone, bs)
-            reused = run.read_pretrain(folder) is not None
-            records.append(pretrain_piece(run, folder, data, images=init.pretrain_images, train_ids=inner[0],
-                                          val_ids=inner[1], test_ids=split.test, config=cfg))
-            if progress is not None:
-                progress.pretrain_done(split.name, backbone, init.pretrain_images, bs, reused=reused)
-        out[init.name] = tuple(records)
+    for pretext in pretexts():
+        settings = config.pretext_settings(pretext.name)
+        train = pretext.train_function()
+        for init in pretext.inits:
+            if init.name not in config.classifier.inits:
+                continue
+            records = []
+            for bs in batch_grid(pretext, config):
+                folder = run.pretrain_dir(split.name, init.pretrain_images, backbone, pretext.name, bs)
+                reused = run.read_pretrain(folder) is not None
+                records.append(train(PretrainJob(
+                    run=run, folder=folder, data=images[init.pretrain_images], images=init.pretrain_images,
+                    backbone=backbone, batch_size=bs, split_seed=split.seed, train_ids=inner[0], val_ids=inner[1],
+                    test_ids=split.test, settings=settings, study=config)))
+                if progress is not None:
+                    progress.pretrain_done(split.name, backbone, pretext, init.pretrain_images, bs, reused=reused)
+            out[init.name] = tuple(records)
     return out
 
 

@@ -41,6 +41,7 @@ from cmrprior.segmentation.network import build_unet, load_segmenter, save_segme
 from cmrprior.segmentation.context import gather
 from cmrprior.segmentation.predict import file_sha256, input_slices, predict_slices, prepared_context
 from cmrprior.utils import atomic
+from cmrprior.utils.tracking import MetricsSink
 from cmrprior.utils.seeding import derive_seed, torch_generator
 
 log = logging.getLogger(__name__)
@@ -230,6 +231,7 @@ def train_segmenter(prepared: PreparedCohort, config: SegTrainConfig, out_dir: s
                                       "unet_args": config.unet.to_json()})
 
     meta = {"config": config.to_json(), "train_patients": len(train_ids), "val_patients": len(val_ids)}
+    sink = MetricsSink(out_dir, jsonl="log.jsonl")  # trackers of CMRPRIOR_TRACKING (`cmrprior.utils.tracking`)
     while not state["done"] and state["epoch"] < config.max_epochs:
         epoch = state["epoch"]
         perm = torch.randperm(n, generator=torch_generator(derive_seed(config.seed, "perm", epoch))).numpy()
@@ -259,12 +261,13 @@ def train_segmenter(prepared: PreparedCohort, config: SegTrainConfig, out_dir: s
         if epoch + 1 >= config.min_epochs and state["bad_epochs"] >= config.patience:
             state["done"] = True
         record["best_epoch"] = state["best_epoch"]
-        atomic.append_jsonl(out_dir / "log.jsonl", record)
+        sink.append(record)
         log.info("segmenter epoch %d: %s", epoch, ", ".join(f"{k.replace('_', ' ')} {v:.4g}" if isinstance(v, float)
                                                               else f"{k.replace('_', ' ')} {v}" for k, v in record.items()))
         state.update(epoch=epoch + 1, step_in_epoch=0, epoch_loss_sum=0.0, epoch_seconds=0.0)
         save_checkpoint()
 
+    sink.close()
     with atomic.atomic_path(final) as tmp:
         shutil.copyfile(out_dir / "best.safetensors", tmp)
     best_meta = json.loads((out_dir / "best.json").read_text())

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,8 +34,8 @@ from torch import nn
 
 from cmrprior.errors import ConfigError, DataError, InputError
 from cmrprior.models.registry import create_backbone
-from cmrprior.ssl.checkpoint import write_metrics
 from cmrprior.utils import atomic
+from cmrprior.utils.tracking import MetricsSink
 
 log = logging.getLogger(__name__)
 
@@ -200,10 +201,12 @@ def pretrain_teacher(
     backbone: str,
     seed: int,
     val: tuple[np.ndarray, np.ndarray] | None = None,
+    trackers: Sequence[str] = (),
 ) -> TeacherResult:
     """Train (or resume, or return a finished) Seg-teacher encoder of architecture `backbone` on `images`
     float32 `(N, S, S)` with their labels `masks` uint8 `(N, S, S)`; `val` (images, masks) chooses the epoch and
-    stops early (without it, the last epoch is kept). See the module docstring for the files.
+    stops early (without it, the last epoch is kept). See the module docstring for the files; `trackers`: the
+    epoch records also go there (`cmrprior.utils.tracking`).
 
     A run resumes from `out_dir/last.pt` when one exists; only `epochs` may differ from the run that wrote it (a
     longer run continues a shorter one).
@@ -229,6 +232,7 @@ def pretrain_teacher(
     if val is not None:
         xv = torch.from_numpy(np.ascontiguousarray(val[0], dtype=np.float32))[:, None]
         yv = torch.from_numpy(np.asarray(val[1], dtype=np.int64))
+    sink = MetricsSink(out, trackers=trackers)
     while state["epoch"] < config.epochs and not state["stopped_early"]:
         t0 = time.time()
         epoch = state["epoch"] + 1
@@ -247,6 +251,7 @@ def pretrain_teacher(
                  "n/a" if vl is None else f"{vl:.4f}", row["seconds"])
         atomic.save_torch(last, {"config": run_config, "model": model.state_dict(), "optimizer": opt.state_dict(),
                                  "state": state})
-        write_metrics(out, state["history"])
+        sink.write(state["history"])
+    sink.close()
     return TeacherResult(checkpoint=out / "best.pt", history=list(state["history"]),
                          best_val_loss=state["best_val_loss"], stopped_early=bool(state["stopped_early"]))
