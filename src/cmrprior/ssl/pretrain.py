@@ -41,6 +41,7 @@ from cmrprior.ssl.config import PretrainConfig, resolve_auto, resolve_device
 from cmrprior.ssl.model import build_model, model_args_of, simclr_loss
 from cmrprior.utils.seeding import derive_seed, seed_everything, torch_generator
 from cmrprior.utils.tracking import MetricsSink
+from cmrprior.utils.training import EarlyStopping
 
 log = logging.getLogger(__name__)
 
@@ -185,19 +186,6 @@ def _train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: _B
     return True
 
 
-def _early_stopping(state: dict[str, Any], vloss: float, config: PretrainConfig) -> bool:
-    """Update the best held-out loss and the count of epochs without improvement; True when `vloss` is a new
-    best (by more than `min_delta`)."""
-    best = state["best_val_loss"]
-    if best is None or vloss < best - config.min_delta:
-        state["best_val_loss"], state["bad_epochs"] = vloss, 0
-        return True
-    state["bad_epochs"] += 1
-    if config.patience and state["bad_epochs"] >= config.patience:
-        state["stopped_early"] = True
-    return False
-
-
 def _epoch_record(state: dict[str, Any], batches: _Batches, seconds: float) -> dict[str, Any]:
     """The record of the epoch just trained (`metrics.jsonl`); the held-out loss is added to it."""
     return {"epoch": state["epoch"] + 1, "step": state["step"],
@@ -277,7 +265,7 @@ def pretrain(
             # averaged over ranks: BatchNorm buffers may differ slightly between ranks (DDP broadcasts them at the
             # next forward), and every rank must take the same early-stopping decision
             record["val_loss"] = D.all_reduce_mean(heldout_loss(raw_model, val, config, device, objective), device)
-            if _early_stopping(state, record["val_loss"], config) and info.is_main:
+            if EarlyStopping(config.patience, config.min_delta).update(state, record["val_loss"]) and info.is_main:
                 checkpoint.save_best(best_path, config=config, model_args=model_args, encoder=raw_model.encoder,
                                      epoch=state["epoch"] + 1, val_loss=record["val_loss"])
         log.info("pre-training epoch %d: train loss %.4f%s (batch %d, %.0f s)", record["epoch"], record["train_loss"],

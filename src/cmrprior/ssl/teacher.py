@@ -36,6 +36,7 @@ from cmrprior.errors import ConfigError, DataError, InputError
 from cmrprior.models.registry import create_backbone
 from cmrprior.utils import atomic
 from cmrprior.utils.tracking import MetricsSink
+from cmrprior.utils.training import EarlyStopping, check_config_change
 
 log = logging.getLogger(__name__)
 
@@ -164,8 +165,7 @@ def _resume(last: Path, run_config: dict[str, Any], model: nn.Module, opt: torch
         saved = ckpt["config"]
     except Exception as exc:  # torch.load raises many types (pickle, zip, OSError, RuntimeError)
         raise DataError(last, f"cannot read the teacher checkpoint to resume ({type(exc).__name__}: {exc})") from exc
-    if {k: v for k, v in saved.items() if k != "epochs"} != {k: v for k, v in run_config.items() if k != "epochs"}:
-        raise ConfigError(f"{last}: made with another teacher configuration ({saved}); use a new folder")
+    check_config_change(saved, run_config, ("epochs",), last, "teacher")
     model.load_state_dict(ckpt["model"])
     opt.load_state_dict(ckpt["optimizer"])
     state.update(ckpt["state"])
@@ -239,13 +239,9 @@ def pretrain_teacher(
         train_loss = _train_epoch(model, opt, x, y, config, torch.Generator().manual_seed(int(seed) * 100_003 + epoch))
         vl = None if xv is None else _val_loss(model, xv, yv, 2 * config.batch_size)
         row = {"epoch": epoch, "train_loss": train_loss, "val_loss": vl, "seconds": round(time.time() - t0, 2)}
-        if vl is None or state["best_val_loss"] is None or vl < state["best_val_loss"]:
-            state["best_val_loss"], state["bad_epochs"] = vl, 0
+        if EarlyStopping(config.patience).update(state, vl):
             atomic.save_torch(out / "best.pt", {"model_args": encoder.model_args, "encoder": encoder.state_dict(),
                                                 "config": run_config, "epoch": epoch, "val_loss": vl})
-        else:
-            state["bad_epochs"] += 1
-            state["stopped_early"] = config.patience > 0 and state["bad_epochs"] >= config.patience
         state["epoch"], state["history"] = epoch, state["history"] + [row]
         log.info("teacher epoch %d: train loss %.4f, val loss %s (%.0f s)", epoch, train_loss,
                  "n/a" if vl is None else f"{vl:.4f}", row["seconds"])
