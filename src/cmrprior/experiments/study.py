@@ -56,7 +56,7 @@ from cmrprior.report import build_report
 from cmrprior.runs import HOLDOUT, LAYOUT_VERSION, CellKey, CellResult, PretrainRecord, RunFolder, RunInfo, SplitSpec
 from cmrprior.saliency.run import run_saliency
 from cmrprior.segmentation.qc import write_mask_flags
-from cmrprior.utils import atomic
+from cmrprior.utils import atomic, tracking
 from cmrprior.utils.runfolder_checks import check_out_dir
 from cmrprior.utils.runlock import run_lock
 from cmrprior.vocab import pretexts
@@ -159,7 +159,8 @@ def run_split(run: RunFolder, split: SplitSpec, images: dict[str, SliceSet], con
                               train_ids=split.train, test_ids=split.test,
                               pretrained=pretrained.get(init, ()), classes=classes,
                               masks_source=masks_source, masks_note=masks_note,
-                              image_mode=config.image_spec(kind).mode, cv_folds=config.protocol.cv_folds)
+                              image_mode=config.image_spec(kind).mode, cv_folds=config.protocol.cv_folds,
+                              trackers=config.tracking.sinks)
                 old = run.read_cell(job.key)
                 results.append(run_cell(run, job, images[kind], c))
                 if progress is not None:
@@ -270,6 +271,7 @@ def run_study(
 def _run_study(run: RunFolder, data: str | Path, config: StudyConfig, *, test_data: str | Path | None,
                report: bool) -> StudyResult:
     t0 = time.time()
+    tracking.require(config.tracking.sinks)
     _check_inputs(run, data, test_data, config)
     _check_run_config(run, config)
     cohort = load_cohort_data(data, config, prepared_dir=run.prepared(), cache_dir=run.cache,

@@ -61,26 +61,43 @@ def trackers_from_env(environ: dict[str, str] | None = None) -> tuple[str, ...]:
     return check_trackers(value.split(","), f"environment variable {ENV}={value!r}")
 
 
+def require(trackers: Sequence[str] = ()) -> tuple[str, ...]:
+    """The trackers asked for (`trackers` and CMRPRIOR_TRACKING), their packages imported now: a missing one is a
+    ConfigError before any training starts, not after hours of it."""
+    names = check_trackers(tuple(trackers) + trackers_from_env(), "trackers")
+    for name in names:
+        try:
+            if name == "tensorboard":
+                from torch.utils.tensorboard import SummaryWriter  # noqa: F401
+            else:
+                from mlflow.tracking import MlflowClient  # noqa: F401
+        except ImportError as exc:
+            raise _missing(name, exc) from exc
+    return names
+
+
 class MetricsSink:
     """The epoch records of one training run in `folder`: `write(history)` after each epoch.
 
-    `jsonl`: the file name in `folder` (rewritten whole, atomically). `trackers`: besides those of
+    `jsonl`: the file name in `folder` (rewritten whole, atomically); None for records whose file of truth is
+    another (a diagnosis model's curves, in its result.json): the trackers only. `trackers`: besides those of
     CMRPRIOR_TRACKING. Raises ConfigError when a tracker's package is missing.
     """
 
-    def __init__(self, folder: str | Path, *, jsonl: str = "metrics.jsonl", trackers: Sequence[str] = (),
+    def __init__(self, folder: str | Path, *, jsonl: str | None = "metrics.jsonl", trackers: Sequence[str] = (),
                  name: str | None = None) -> None:
         self.folder = Path(folder)
-        self.path = self.folder / jsonl
+        self.path = None if jsonl is None else self.folder / jsonl
         self.name = name or str(self.folder)
         self.trackers = check_trackers(tuple(trackers) + trackers_from_env(), "trackers")
-        self._sent = _count_lines(self.path)
+        self._sent = 0 if self.path is None else _count_lines(self.path)
         self._writers: list[Any] = [_open(t, self.folder, self.name) for t in self.trackers]
 
     def write(self, history: Sequence[dict[str, Any]]) -> None:
         """Rewrite the JSONL file from `history` (one record per finished epoch), then send the records the
         trackers have not had."""
-        atomic.write_text(self.path, "".join(json.dumps(h, sort_keys=True) + "\n" for h in history))
+        if self.path is not None:
+            atomic.write_text(self.path, "".join(json.dumps(h, sort_keys=True) + "\n" for h in history))
         self._send(history[self._sent:])
 
     def _send(self, records: Sequence[dict[str, Any]]) -> None:
