@@ -116,7 +116,7 @@ def test_outputs_open_in_other_tools(study):
     out, hold = study["out"], study["hold"]
     for pid in ("holdout001", "holdout002"):
         for phase, frame in (("ED", "01"), ("ES", None)):
-            mask = nib.load(str(out / "masks" / pid / f"{pid}_{phase}.nii.gz"))
+            mask = nib.load(str(out / "masks" / pid / f"{pid}_{phase}_seg.nii.gz"))
             image_path = sorted((hold / pid).glob("*frame*.nii.gz"))[0 if phase == "ED" else 1]
             image = nib.load(str(image_path))
             assert mask.shape == image.shape

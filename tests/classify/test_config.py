@@ -2,24 +2,24 @@
 
 import pytest
 
-from cmrprior.classify.config import DEFAULT_MODES, STUDY_MODES, ClassifierConfig
+from cmrprior.classify.config import STUDY_MODES, ClassifierConfig, default_modes
 from cmrprior.errors import ConfigError
-from cmrprior.vocab import INIT_NAMES, STUDY_INITS
+from cmrprior.vocab import STUDY_INITS, init_names
 
 
 def test_default_is_the_study():
     c = ClassifierConfig()
     assert c.inits == ("none", "imagenet", "full_sscl", "segmented_sscl") == STUDY_INITS
     assert c.modes == {"none": "finetune", "imagenet": "linear", "full_sscl": "linear", "segmented_sscl": "linear",
-                       "seg_teacher": "linear"}
-    assert set(STUDY_MODES) == set(STUDY_INITS) and set(DEFAULT_MODES) == set(INIT_NAMES)
+                       "seg_teacher": "linear", "full_vicreg": "linear", "segmented_vicreg": "linear"}
+    assert set(STUDY_MODES) == set(STUDY_INITS) and set(default_modes()) == set(init_names())
     assert c.mode_of("none") == "finetune" and c.mode_of("segmented_sscl") == "linear"
 
 
 def test_partial_mapping_keeps_the_study_mode_for_the_others():
     c = ClassifierConfig(modes={"none": "linear", "imagenet": "finetune"})
     assert c.modes == {"none": "linear", "imagenet": "finetune", "full_sscl": "linear", "segmented_sscl": "linear",
-                       "seg_teacher": "linear"}
+                       "seg_teacher": "linear", "full_vicreg": "linear", "segmented_vicreg": "linear"}
     assert ClassifierConfig(inits=("none", "full_sscl")).modes_note() == "none finetune, full_sscl linear"
 
 

@@ -17,7 +17,7 @@ import torch
 from cmrprior.experiments.config import load_config
 from cmrprior.experiments.study import run_study
 from cmrprior.runs import CellKey, RunFolder
-from cmrprior.vocab import IMAGES, INIT_NAMES
+from cmrprior.vocab import IMAGES, STUDY_INITS, init_names
 
 BACKBONES = ("vgg16", "densenet121")
 # Trainable parameters of one 1-channel encoder, from torchvision's own networks (ImageNet heads removed):
@@ -97,14 +97,14 @@ def _check_run(run: RunFolder, overrides: dict) -> None:
     changed = {k for k, v in _leaves(used.to_dict()).items() if _leaves(paper.to_dict())[k] != v}
     assert changed == {k for k, v in overrides.items() if _leaves(paper.to_dict())[k] != v}
     inits = used.classifier.inits
-    assert used.classifier.backbones == BACKBONES and set(inits) <= set(INIT_NAMES) and used.classifier.images == IMAGES
+    assert used.classifier.backbones == BACKBONES and set(inits) <= set(init_names()) and used.classifier.images == IMAGES
     pretrained = [i for i in ("full", "segmented") if f"{i}_sscl" in inits]
 
     splits = run.splits()
     for split in splits:
         for backbone in BACKBONES:
             for images in pretrained:  # the SSCL pre-training of each kind of images
-                rec = run.read_pretrain(run.pretrain_dir(split.name, images, backbone, 8))
+                rec = run.read_pretrain(run.pretrain_dir(split.name, images, backbone, "simclr", 8))
                 assert rec is not None and rec.backbone == backbone and not set(rec.patient_ids) & set(split.test)
                 enc = load_encoder(rec.checkpoint)
                 assert isinstance(enc, TorchvisionBackbone) and enc.arch == backbone
@@ -149,7 +149,7 @@ def test_paper_config_whole_grid_end_to_end_with_report(tmp_path, offline_imagen
     assert res.n_cells == 4 * 2 * 2
     run = RunFolder(res.run_dir)
     _check_run(run, SIZES)
-    assert load_config("paper").classifier.inits == INIT_NAMES
+    assert load_config("paper").classifier.inits == STUDY_INITS  # the paper's grid; other pretexts are added by hand
     assert res.report is not None and res.report.stat().st_size > 10_000
     html = res.report.read_text()
     assert all(b in html for b in BACKBONES)

@@ -157,7 +157,7 @@ def test_with_real_simclr_pretraining(tmp_path, monkeypatch):
     run_study("COHORT", tmp_path / "run", cfg, report=False)
     (r,) = _results(tmp_path / "run")
     assert r["status"] == "ok", r.get("reason")
-    done = json.loads(next((tmp_path / "run").glob("splits/split_0/pretrain/segmented/tiny/bs16/done.json")).read_text())
+    done = json.loads(next((tmp_path / "run").glob("splits/split_0/pretrain/segmented/tiny/simclr_bs16/done.json")).read_text())
     assert Path(done["checkpoint"]).exists() and r["pretrain_checkpoint"] == done["checkpoint"]
     assert not set(done["patient_ids"] + done["val_patient_ids"]) & set(r["test"]["patient_ids"])
 

@@ -73,7 +73,7 @@ def test_written_masks_are_the_same_in_world_space_and_keep_each_inputs_header(r
             image_file = (cohort / pid / f"{pid}_frame01.nii.gz" if frame else
                           next(f for f in (cohort / pid).glob(f"{pid}_frame*.nii.gz")
                                if "_gt" not in f.name and "frame01" not in f.name))
-            image, mask = nib.load(str(image_file)), nib.load(str(predicted / pid / f"{pid}_{phase}.nii.gz"))
+            image, mask = nib.load(str(image_file)), nib.load(str(predicted / pid / f"{pid}_{phase}_seg.nii.gz"))
             labels = np.asanyarray(mask.dataobj)
             if ref is None:
                 ref = labels  # variant 0 is the phantom as written

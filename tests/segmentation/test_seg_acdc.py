@@ -54,7 +54,7 @@ def test_predict_command_in_input_geometry(small_acdc, tmp_path):
     assert main(["segment", "predict", "--data", str(small_acdc), "--out", str(tmp_path / "run")]) == 0
     for p in PATIENTS:
         img = read_nifti(next((small_acdc / p).glob(f"{p}_frame01.nii.gz")))
-        seg = read_nifti(tmp_path / "run" / p / f"{p}_ED.nii.gz")
+        seg = read_nifti(tmp_path / "run" / p / f"{p}_ED_seg.nii.gz")
         assert seg.shape == img.shape
         np.testing.assert_allclose(seg.affine, img.affine)
     import csv

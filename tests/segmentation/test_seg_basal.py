@@ -280,4 +280,4 @@ def test_segment_predict_writes_the_corrected_ed_es_pair_with_the_models_basal_f
     assert len(calls) == 1 and calls[0][0].rv == model.rv
     for k, phase in enumerate(("ED", "ES")):
         # the mask file is in the input's voxel order; read as every input is, it is the corrected pair
-        np.testing.assert_array_equal(read_image(tmp_path / "run" / "p1" / f"p1_{phase}.nii.gz").array, calls[0][1][k])
+        np.testing.assert_array_equal(read_image(tmp_path / "run" / "p1" / f"p1_{phase}_seg.nii.gz").array, calls[0][1][k])

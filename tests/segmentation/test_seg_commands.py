@@ -25,11 +25,11 @@ def test_train_then_predict(phantom, tmp_path):
     assert model.exists() and json.loads(model.with_suffix(".json").read_text())["unet_args"]["channels"] == [4, 8]
     rc = main(["segment", "predict", "--data", str(phantom), "--model", str(model), "--out", str(tmp_path / "pred")])
     assert rc == 0
-    assert len(list((tmp_path / "pred").glob("patient*/patient*_ED.nii.gz"))) == 4
+    assert len(list((tmp_path / "pred").glob("patient*/patient*_ED_seg.nii.gz"))) == 4
     assert (tmp_path / "pred" / "qc.csv").read_text().count("\n") == 9  # header + 4 patients x 2 phases
     rc = main(["segment", "predict", "--data", str(phantom), "--model", str(model), "--out", str(tmp_path / "rot"),
                "--no-cine", "--rotations", "15", "-15"])
-    assert rc == 0 and len(list((tmp_path / "rot").glob("patient*/patient*_ES.nii.gz"))) == 4
+    assert rc == 0 and len(list((tmp_path / "rot").glob("patient*/patient*_ES_seg.nii.gz"))) == 4
     rc = main(["segment", "predict", "--data", str(phantom), "--model", str(model), "--out", str(tmp_path / "bad"),
                "--rotations", "0"])
     assert rc == 2 and not (tmp_path / "bad").exists()

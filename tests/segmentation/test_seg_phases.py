@@ -226,7 +226,7 @@ def test_predicted_masks_of_acdc_style_input_measure_the_same_with_nibabel(tmp_p
     torch.manual_seed(0)
     model = save_segmenter(build_unet(TINY), TINY, tmp_path / "model" / "m.safetensors")
     predict_cohort(src / "m.csv", tmp_path / "run", model_path=model, overlays=0, include_cine=False)
-    out = tmp_path / "run" / "p1" / "p1_ED.nii.gz"
+    out = tmp_path / "run" / "p1" / "p1_ED_seg.nii.gz"
     img = nib.load(str(out))
     np.testing.assert_allclose(img.header.get_zooms(), (1.25, 1.5, 8.0))
     assert int(img.header["sform_code"]) == 2
@@ -245,7 +245,7 @@ def test_shipped_segmenter_masks_on_acdc_measure_the_same_with_nibabel(tmp_path,
         csv.writer(fh).writerows([["patient_id", "label", "ed_image", "es_image"],
                                   ["patient001", "DCM", p / "patient001_frame01.nii.gz", p / "patient001_frame12.nii.gz"]])
     predict_cohort(tmp_path / "in" / "m.csv", tmp_path / "run", overlays=0, include_cine=False)
-    out = tmp_path / "run" / "patient001" / "patient001_ED.nii.gz"
+    out = tmp_path / "run" / "patient001" / "patient001_ED_seg.nii.gz"
     img, ref = nib.load(str(out)), read_nifti(p / "patient001_frame01.nii.gz")
     labels = np.asarray(img.dataobj)
     lv_nib = float((labels == 3).sum()) * float(np.prod(img.header.get_zooms())) / 1000

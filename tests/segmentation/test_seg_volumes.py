@@ -147,13 +147,13 @@ def test_predict_cohort_writes_masks_in_input_geometry(tmp_path):
     rows = predict_cohort(src / "manifest.csv", tmp_path / "run", model_path=model, overlays=2)
     assert sorted(p.name for p in src.iterdir()) == before  # nothing written into the input folder
     for phase in ("ED", "ES"):
-        out = read_nifti(tmp_path / "run" / "p1" / f"p1_{phase}.nii.gz")
+        out = read_nifti(tmp_path / "run" / "p1" / f"p1_{phase}_seg.nii.gz")
         assert out.shape == vol.shape
         np.testing.assert_allclose(out.affine, vol.affine)
         assert set(np.unique(out.array)) <= {0, 1, 2, 3}
     import nibabel as nib
 
-    cine = nib.load(str(tmp_path / "run" / "p1" / "p1_cine.nii.gz"))
+    cine = nib.load(str(tmp_path / "run" / "p1" / "p1_cine_seg.nii.gz"))
     assert cine.shape == (64, 64, 3, 3)
     np.testing.assert_allclose(cine.affine, vol.affine)
     assert {r["phase"] for r in rows} == {"ED", "ES"} and "dice_LV" in rows[0]
@@ -203,7 +203,7 @@ def test_predict_cohort_segments_es_around_the_ed_heart_as_the_study_does(tmp_pa
     ed_in, es_in = read_nifti(src / "ed.nii.gz"), read_nifti(src / "es.nii.gz")
     record = PatientRecord("p1", "NOR", src / "ed.nii.gz", src / "es.nii.gz")
     study = locate_heart(Oracle(), PatientVolumes(record, ed_in, es_in), divisor=1)
-    written = read_nifti(tmp_path / "run" / "p1" / "p1_ES.nii.gz").array
+    written = read_nifti(tmp_path / "run" / "p1" / "p1_ES_seg.nii.gz").array
     np.testing.assert_array_equal(written, study.es_labels)
     alone = predict_volume(Oracle(), es_in, divisor=1).labels  # ES finding its own heart
     assert dice(alone > 0, es_masks > 0) > 0.9 and dice(written > 0, es_masks > 0) < 0.5
@@ -220,7 +220,7 @@ def test_a_prediction_folder_records_which_model_made_which_mask_and_refuses_mix
     predict_cohort(src / "manifest.csv", run, model_path=model, overlays=0)
     index = json.loads((run / "masks_index.json").read_text())["patients"]
     assert index["p1"]["model_sha256"] == hashlib.sha256(model.read_bytes()).hexdigest()
-    assert index["p1"]["files"] == ["p1/p1_ED.nii.gz", "p1/p1_ES.nii.gz", "p1/p1_cine.nii.gz"]
+    assert index["p1"]["files"] == ["p1/p1_ED_seg.nii.gz", "p1/p1_ES_seg.nii.gz", "p1/p1_cine_seg.nii.gz"]
     masks = {p: p.read_bytes() for p in run.glob("p1/*.nii.gz")}
 
     predict_cohort(src / "manifest.csv", run, model_path=model, overlays=0)  # the same run: resumes
@@ -258,3 +258,25 @@ def test_a_run_killed_after_recording_a_patient_resumes(tmp_path, monkeypatch):
     monkeypatch.setattr(cp, "write_nifti", real)
     predict_cohort(src / "manifest.csv", tmp_path / "run", model_path=model, overlays=0)
     assert len(list((tmp_path / "run").glob("p1/*.nii.gz"))) == 3
+
+
+def test_a_folder_with_masks_of_the_older_names_is_taken_over_by_its_rerun(tmp_path):
+    """Masks written before they were named `_seg` (`p1_ED.nii.gz`, listed so in the index): the same model and
+    inputs rewrite them under the new names, remove the old files, and a further rerun resumes as usual."""
+    import json
+
+    src, _, model = _cohort(tmp_path)
+    run = tmp_path / "run"
+    predict_cohort(src / "manifest.csv", run, model_path=model, overlays=0)
+    new = {p.name: p.read_bytes() for p in run.glob("p1/*.nii.gz")}
+    index_path = run / "masks_index.json"
+    index = json.loads(index_path.read_text())
+    for name in sorted(new):  # the folder as an older cmrprior left it
+        (run / "p1" / name).rename(run / "p1" / name.replace("_seg.nii.gz", ".nii.gz"))
+    index["patients"]["p1"]["files"] = [f.replace("_seg.nii.gz", ".nii.gz") for f in index["patients"]["p1"]["files"]]
+    index_path.write_text(json.dumps(index))
+
+    predict_cohort(src / "manifest.csv", run, model_path=model, overlays=0)
+    assert {p.name: p.read_bytes() for p in run.glob("p1/*.nii.gz")} == new
+    assert sorted(new) == ["p1_ED_seg.nii.gz", "p1_ES_seg.nii.gz", "p1_cine_seg.nii.gz"]
+    predict_cohort(src / "manifest.csv", run, model_path=model, overlays=0)  # no "masks of unknown origin"

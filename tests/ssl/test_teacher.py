@@ -98,7 +98,7 @@ def test_a_resumed_teacher_ends_where_an_uninterrupted_one_does(tmp_path):
     a = torch.load(tmp_path / "a" / "last.pt", weights_only=True)["model"]
     b = torch.load(tmp_path / "b" / "last.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
-    with pytest.raises(ConfigError, match="another teacher configuration"):
+    with pytest.raises(ConfigError, match="different teacher configuration"):
         pretrain_teacher(x, y, TeacherConfig(epochs=4, batch_size=4, patience=0, decoder_width=8), tmp_path / "b",
                          backbone="tiny", seed=5)
 

@@ -10,7 +10,7 @@ the others:
    patient when the set knows it) -> `OUT/qc/phases.csv`;
 2. the acquisition against the bundle's training domain (pixel and slice spacing, field of view);
 3. the heart masks by the bundle's segmenter (a fold model that never saw the patient when the set knows
-   it), written with the input's header to `OUT/masks/<patient>/<patient>_{ED,ES}.nii.gz`;
+   it), written with the input's header to `OUT/masks/<patient>/<patient>_{ED,ES}_seg.nii.gz`;
 4. segmentation plausibility: a phase without LV cavity, myocardium or RV anywhere refuses the patient (its
    measures would be meaningless); the flags of `cmrprior.segmentation.qc.mask_flags` are warnings (on ACDC's
    out-of-sample masks a mid-ventricular slice without RV at ES is flagged in 7 of 100 patients whose
@@ -57,7 +57,7 @@ from cmrprior.segmentation.qc import mask_flags, write_csv
 from cmrprior.segmentation.volumes import Locator, load_locator
 from cmrprior.io.fingerprint import volume_fingerprint
 from cmrprior.utils import atomic
-from cmrprior.utils.filenames import patient_filename
+from cmrprior.utils.filenames import mask_filename, patient_filename
 from cmrprior.utils.runfolder_checks import check_out_dir, input_fingerprint
 from cmrprior.vocab import LV_LABEL, MYO_LABEL, RV_LABEL
 
@@ -168,7 +168,7 @@ def _judge(bundle: Bundle, one: Cohort, segs: _Segmenters, out: Path | None, d: 
     loc = locator.locate(volumes)
     if out is not None:
         stem = patient_filename(rec.patient_id)
-        d.masks = tuple(write_nifti(lab, None, out / "masks" / stem / f"{stem}_{phase}.nii.gz", like=vol)
+        d.masks = tuple(write_nifti(lab, None, out / "masks" / stem / mask_filename(stem, phase), like=vol)
                         for phase, lab, vol in (("ED", loc.ed_labels, volumes.ed), ("ES", loc.es_labels, volumes.es)))
     d.shown = {"ED": (volumes.ed.array, loc.ed_labels), "ES": (volumes.es.array, loc.es_labels)}
     problems = []

@@ -7,9 +7,7 @@ from dataclasses import dataclass, field
 from cmrprior.classify.pooling import POOLINGS
 from cmrprior.errors import ConfigError
 from cmrprior.utils.suggest import unknown_names
-from cmrprior.vocab import DEFAULT_BACKBONE, IMAGES, INIT_NAMES, STUDY_INITS
-
-TRAINING_MODES: tuple[str, ...] = ("linear", "finetune")
+from cmrprior.vocab import DEFAULT_BACKBONE, IMAGES, STUDY_INITS, TRAINING_MODES, init_names, pretexts
 
 # How the study trained each initialisation (Nakashima et al., sec. 5.1 and 6):
 # * pre-trained encoders (ImageNet, Full-SSCL, Segmented-SSCL) kept their representation and only the output
@@ -19,8 +17,13 @@ TRAINING_MODES: tuple[str, ...] = ("linear", "finetune")
 #   end-to-end."
 STUDY_MODES: dict[str, str] = {"none": "finetune", "imagenet": "linear", "full_sscl": "linear",
                                 "segmented_sscl": "linear"}
-# Inits outside the study: pre-trained encoders, used as the study used its pre-trained ones.
-DEFAULT_MODES: dict[str, str] = {**STUDY_MODES, "seg_teacher": "linear"}
+
+
+def default_modes() -> dict[str, str]:
+    """The training mode of every init unless `classifier.modes` says otherwise: the study's for the inits
+    without pre-training, each registered pretext's `default_mode` for its inits (`cmrprior.vocab.pretexts`)."""
+    return {"none": STUDY_MODES["none"], "imagenet": STUDY_MODES["imagenet"],
+            **{i.name: p.default_mode for p in pretexts() for i in p.inits}}
 
 
 @dataclass(frozen=True)
@@ -28,8 +31,8 @@ class ClassifierConfig:
     """The grid of diagnosis models and how each is trained.
 
     backbones x inits x images is the grid. modes: init name -> `linear` (frozen encoders, output layer
-    trained) or `finetune` (all layers trained); inits not named keep their default (`DEFAULT_MODES`: the
-    study's mode for the study's inits).
+    trained) or `finetune` (all layers trained); inits not named keep their default (`default_modes()`:
+    the study's mode for the study's inits, a pretext's own for its inits).
     Both modes choose the lr and the number of epochs by k-fold CV inside the training part (linear: `lrs`, up
     to `max_epochs`; finetune: `finetune_lrs`, up to `finetune_max_epochs`); finetune folds stop early after `patience` epochs without a better validation loss, and the
     encoders learn at `lr * encoder_lr_ratio` (1: one network trained end to end, as the study's None).
@@ -47,7 +50,7 @@ class ClassifierConfig:
     backbones: tuple[str, ...] = (DEFAULT_BACKBONE,)
     inits: tuple[str, ...] = STUDY_INITS
     images: tuple[str, ...] = IMAGES
-    modes: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_MODES))
+    modes: dict[str, str] = field(default_factory=default_modes)
     input_size: int = 64
     lrs: tuple[float, ...] = (1e-3, 1e-2)
     max_epochs: int = 40
@@ -69,7 +72,7 @@ class ClassifierConfig:
         if self.position_bins < 0 or (self.position_bins and self.pooling != "patient"):
             raise ConfigError(f"classifier.position_bins must be >= 0 and needs pooling 'patient', got "
                               f"{self.position_bins} with pooling {self.pooling!r}")
-        for problem in (unknown_names("classifier.inits", self.inits, INIT_NAMES),
+        for problem in (unknown_names("classifier.inits", self.inits, init_names()),
                         unknown_names("classifier.backbones", self.backbones, _backbones())):
             if problem:  # found when the config is read, not after hours of segmentation
                 raise ConfigError(problem)
@@ -88,12 +91,16 @@ class ClassifierConfig:
                               f"{self.patience}")
 
     def mode_of(self, init: str) -> str:
-        """Training mode of the cells of initialisation `init`."""
+        """Training mode of the cells of initialisation `init`; ConfigError naming it when it has none (an init
+        registered after this config was made)."""
+        if init not in self.modes:
+            raise ConfigError(f"classifier.modes: init {init!r} has no training mode (known: {sorted(self.modes)}); "
+                              "register its pretext before the config is loaded, or name its mode")
         return self.modes[init]
 
     def modes_note(self) -> str:
         """One line for tables: the training mode of each initialisation of the grid."""
-        return ", ".join(f"{i} {self.modes[i]}" for i in self.inits)
+        return ", ".join(f"{i} {self.mode_of(i)}" for i in self.inits)
 
 
 def _backbones() -> list[str]:
@@ -107,13 +114,14 @@ def _checked_modes(modes: object) -> dict[str, str]:
     """`modes` over every init name (the study's mode where not given); ConfigError naming what is unknown."""
     if not isinstance(modes, dict):
         raise ConfigError(f"classifier.modes must be a mapping init -> mode, got {modes!r}")
-    unknown = sorted(str(k) for k in modes if k not in INIT_NAMES)
+    names, defaults = init_names(), default_modes()
+    unknown = sorted(str(k) for k in modes if k not in names)
     if unknown:
-        raise ConfigError(f"classifier.modes: unknown init(s) {unknown}; expected some of {list(INIT_NAMES)}")
+        raise ConfigError(f"classifier.modes: unknown init(s) {unknown}; expected some of {list(names)}")
     bad = {k: v for k, v in modes.items() if v not in TRAINING_MODES}
     if bad:
         raise ConfigError(f"classifier.modes: unknown mode(s) {bad}; expected one of {list(TRAINING_MODES)}")
-    return {i: str(modes.get(i, DEFAULT_MODES[i])) for i in INIT_NAMES}
+    return {i: str(modes.get(i, defaults[i])) for i in names}  # every init has a default: the registry's
 
 
 ANATOMY_FAMILIES: tuple[str, ...] = ("logistic", "forest")

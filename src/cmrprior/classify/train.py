@@ -31,6 +31,7 @@ from torch import nn
 from cmrprior.classify.data import SliceSet
 from cmrprior.errors import ConfigError
 from cmrprior.evaluate.metrics import macro_auc, patient_probabilities
+from cmrprior.utils.training import EarlyStopping
 
 
 @dataclass(frozen=True)
@@ -127,8 +128,8 @@ def _loop(
     gen = torch.Generator().manual_seed(seed)
     history: list[dict] = []
     patient_probs: list[np.ndarray] = []
-    best_loss, best_epoch, best_state, bad = math.inf, 0, None, 0
-    stopped = False
+    best_epoch, best_state, stopping = 0, None, {}
+    stopper = EarlyStopping(patience, min_delta=1e-6, keys=("val_loss", "bad_epochs", "stopped"))
     for epoch in range(1, epochs + 1):
         set_train_mode()
         order = torch.randperm(n_train, generator=gen)
@@ -146,22 +147,19 @@ def _loop(
             vloss, vauc, pp = _evaluate(val_probs(), val_labels, val_patient_index, val_n_patients)
             patient_probs.append(pp)
             row["val_loss"], row["val_auc"] = vloss, (None if math.isnan(vauc) else vauc)
-            if vloss < best_loss - 1e-6:
-                best_loss, best_epoch, bad = vloss, epoch, 0
-                best_state = copy.deepcopy(state_module.state_dict())
-            else:
-                bad += 1
+            if stopper.update(stopping, vloss):
+                best_epoch, best_state = epoch, copy.deepcopy(state_module.state_dict())
         history.append(row)
         if on_epoch is not None:
             on_epoch(row)
-        if val_probs is not None and patience is not None and bad >= patience:
-            stopped = True
+        if stopping.get("stopped"):
             break
     if best_state is not None:
         state_module.load_state_dict(best_state)
     else:
         best_epoch = len(history)
-    return FitResult(history=history, best_epoch=best_epoch, stopped_early=stopped, val_patient_probs=patient_probs)
+    return FitResult(history=history, best_epoch=best_epoch, stopped_early=bool(stopping.get("stopped")),
+                     val_patient_probs=patient_probs)
 
 
 def fit_head(

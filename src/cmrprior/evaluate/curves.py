@@ -15,9 +15,16 @@ import numpy as np
 
 from cmrprior.runs import CellResult
 from cmrprior.utils import atomic
-from cmrprior.vocab import init_label
+from cmrprior.vocab import init_label, init_rank
 
-_COLOURS = {"none": "tab:grey", "imagenet": "tab:orange", "full_sscl": "tab:blue", "segmented_sscl": "tab:green"}
+# one colour per init, in the registry's order (`cmrprior.vocab.inits`): None grey, ImageNet orange, Full-SSCL
+# blue, Segmented-SSCL green, then the other registered pretexts' inits
+_PALETTE = ("tab:grey", "tab:orange", "tab:blue", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink",
+            "tab:olive", "tab:cyan")
+
+
+def init_colour(init: str) -> str:
+    return _PALETTE[init_rank(init) % len(_PALETTE)]
 
 
 def mean_curves(results: list[CellResult]) -> dict:
@@ -65,8 +72,8 @@ def write_figure1(results: list[CellResult], path: str | Path) -> Path | None:
             style = "-" if images == "full" else "--"
             label = f"{init_label(init)}, {images} images"
             epochs = np.arange(1, len(c["val_auc"]) + 1)
-            ax_auc.plot(epochs, c["val_auc"], style, color=_COLOURS.get(init), label=label)
-            ax_loss.plot(epochs, c["val_loss"], style, color=_COLOURS.get(init), label=label)
+            ax_auc.plot(epochs, c["val_auc"], style, color=init_colour(init), label=label)
+            ax_loss.plot(epochs, c["val_loss"], style, color=init_colour(init), label=label)
         ax_auc.set(title=f"{b}: validation macro AUC", xlabel="epoch", ylabel="macro AUC")
         ax_loss.set(title=f"{b}: validation loss", xlabel="epoch", ylabel="cross-entropy")
         ax_auc.grid(alpha=0.3)

@@ -4,7 +4,8 @@
   (None, ImageNet, Full-SSCL, Segmented-SSCL).
 * Table 2: the same for classifiers trained on SEGMENTED images.
 * Table 3: pre-training images x training images for the SSCL inits: Full-Full, Full-Segmented,
-  Segmented-Full, Segmented-Segmented (first = pre-training images, second = training images).
+  Segmented-Full, Segmented-Segmented (first = pre-training images, second = training images); then the same
+  rows of every other registered pretext in the grid (`cmrprior.vocab.pretexts`), e.g. VICReg Full-Full.
 
 Each cell: mean macro AUC over splits and the 95% corrected resampled t interval across splits
 (`cmrprior.evaluate.ci.corrected_t_interval`: repeated splits of one cohort overlap, so the plain t interval
@@ -40,7 +41,7 @@ from cmrprior.evaluate.selection import ANY_IMAGES, chosen_counts, select_by_inn
 from cmrprior.io.records import ACDC_CLASSES
 from cmrprior.runs import HOLDOUT, PAIRED_TEST_KEY, CellResult
 from cmrprior.utils import atomic
-from cmrprior.vocab import init_label
+from cmrprior.vocab import init_label, pretexts
 
 
 @dataclass(frozen=True)
@@ -63,8 +64,14 @@ class TableSetup:
     run_notes: tuple[str, ...] = ()
     protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
 
-TABLE3 = (("Full-Full", "full_sscl", "full"), ("Full-Segmented", "full_sscl", "segmented"),
-          ("Segmented-Full", "segmented_sscl", "full"), ("Segmented-Segmented", "segmented_sscl", "segmented"))
+
+
+def table3_rows() -> tuple[tuple[str, str, str], ...]:
+    """(label, init, training images) of Table 3: every registered pretext's rows (`Pretext.table3_rows`), SimCLR's
+    first (Full-Full, Full-Segmented, Segmented-Full, Segmented-Segmented)."""
+    return tuple(row for p in pretexts() for row in p.table3_rows())
+
+
 # The study's ACDC macro AUCs (Nakashima et al., Tables 1 and 2), for side-by-side display only.
 PAPER_ACDC = {
     ("vgg16", "full"): {"none": 0.542, "imagenet": 0.532, "full_sscl": 0.849, "segmented_sscl": 0.738},
@@ -174,16 +181,16 @@ def default_comparisons(backbones: list[str], inits: list[str], images: list[str
     pairs = []
     for b in backbones:
         for im in images:
-            for a, c in (("full_sscl", "none"), ("full_sscl", "imagenet"), ("segmented_sscl", "none"),
-                         ("segmented_sscl", "imagenet"), ("segmented_sscl", "full_sscl"),
-                         ("seg_teacher", "none"), ("seg_teacher", "segmented_sscl")):
+            for a, c in (pair for p in pretexts() for pair in p.comparisons):  # each registered pretext's questions
                 if a in inits and c in inits:
                     pairs.append(((b, a, im), (b, c, im)))
         if "segmented" in images and "full" in images:
             for i in inits:
                 pairs.append(((b, i, "segmented"), (b, i, "full")))
-            if "segmented_sscl" in inits and "full_sscl" in inits:
-                pairs.append(((b, "segmented_sscl", "segmented"), (b, "full_sscl", "full")))
+            for p in pretexts():  # the anatomic prior at both stages against none, for a method with both inits
+                full, seg = p.init_on("full"), p.init_on("segmented")
+                if full is not None and seg is not None and seg.name in inits and full.name in inits:
+                    pairs.append(((b, seg.name, "segmented"), (b, full.name, "full")))
     return pairs
 
 
@@ -240,7 +247,7 @@ def write_tables(results: list[CellResult], folder: Path, *, setup: TableSetup, 
     specs = [("table1", "Table 1: macro AUC, classifier trained on full images", [(init_label(i), i, "full") for i in setup.inits], "full"),
              ("table2", "Table 2: macro AUC, classifier trained on segmented images", [(init_label(i), i, "segmented") for i in setup.inits], "segmented"),
              ("table3", "Table 3: pre-training images - training images (SSCL inits)",
-              [t for t in TABLE3 if t[1] in setup.inits and t[2] in setup.images], None)]
+              [t for t in table3_rows() if t[1] in setup.inits and t[2] in setup.images], None)]
     for name, title, columns, images in specs:
         if images is not None and images not in setup.images:
             continue
@@ -254,7 +261,7 @@ def write_tables(results: list[CellResult], folder: Path, *, setup: TableSetup, 
                 if images is not None and (b, images) in PAPER_ACDC:
                     paper[b] = [PAPER_ACDC[(b, images)].get(i) for _, i, _ in columns]
                 elif images is None and (b, "full") in PAPER_ACDC:
-                    paper[b] = [PAPER_ACDC[(b, im)][i] for _, i, im in columns]
+                    paper[b] = [PAPER_ACDC[(b, im)].get(i) for _, i, im in columns]
         md = _markdown(("Held-out cohort - " if prefix else "") + title, rows, backbones, [col[0] for col in columns], notes, paper)
         atomic.write_text(folder / f"{prefix}{name}.md", md)
         atomic.write_text(folder / f"{prefix}{name}.csv", _csv(rows))

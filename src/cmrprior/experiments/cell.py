@@ -17,6 +17,7 @@ ImageNet weights offline) and "failed" cells are retried on a rerun, "ok" cells 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import time
@@ -54,6 +55,7 @@ from cmrprior.runs import (
     TestOutputs,
 )
 from cmrprior.utils.seeding import derive_seed
+from cmrprior.utils.tracking import MetricsSink, trackers_from_env
 from cmrprior.vocab import get_init
 
 log = logging.getLogger(__name__)
@@ -73,6 +75,7 @@ class CellJob:
     masks_note: str
     image_mode: str
     cv_folds: int
+    trackers: tuple[str, ...] = ()  # the study's `tracking.sinks` (`cmrprior.utils.tracking`)
 
 
 @dataclass(frozen=True)
@@ -115,7 +118,17 @@ def run_cell(run: RunFolder, job: CellJob, data: SliceSet, classifier: Classifie
                             traceback=traceback.format_exc(limit=8), wall_s=time.time() - t0)
         log.error("cell %s failed: %s", run.cell_dir(k), result.reason)
     run.write_cell(result)
+    if result.ok:
+        _send_curves(run, job, result)
     return result
+
+
+def _send_curves(run: RunFolder, job: CellJob, result: CellResult) -> None:
+    """The cell's epoch curves (its `history`, the file of truth being result.json) to the trackers asked for."""
+    if not (job.trackers or trackers_from_env()):
+        return
+    with MetricsSink(run.cell_dir(job.key), jsonl=None, trackers=job.trackers, name=str(run.cell_dir(job.key))) as sink:
+        sink.write([dataclasses.asdict(r) for r in result.history])
 
 
 def _train(job: CellJob, data: SliceSet, c: ClassifierConfig, seed: int) -> _Fit:

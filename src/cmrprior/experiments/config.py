@@ -40,7 +40,8 @@ from cmrprior.experiments.executor_config import ExecutorConfig
 from cmrprior.segmentation.inference import SegInference
 from cmrprior.ssl.config import PretrainConfig
 from cmrprior.ssl.teacher import TeacherConfig
-from cmrprior.vocab import ANATOMY, ImageSpec, ImagesConfig
+from cmrprior.utils.tracking import TrackingConfig
+from cmrprior.vocab import ANATOMY, ImageSpec, ImagesConfig, get_pretext, pretexts
 
 MASK_SOURCES: tuple[str, ...] = ("segmenter", "ground_truth")
 
@@ -118,8 +119,14 @@ class StudyConfig:
     anatomy: AnatomyConfig = field(default_factory=AnatomyConfig)
     export: ExportConfig = field(default_factory=ExportConfig)  # model bundles under RUN/models/
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)  # where the pieces run; not in digest()
+    # trackers (TensorBoard, MLflow) that also receive every training run's epoch records; not in the digest
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    # The sections of registered pretexts that bring their own settings (`Pretext.settings`): section name ->
+    # settings; each sits at the top level of the YAML form, like the sections above.
+    methods: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "methods", _method_sections(self.methods))
         if self.primary is None:
             return
         if self.primary == ANATOMY:
@@ -135,28 +142,51 @@ class StudyConfig:
     def image_spec(self, images: str) -> ImageSpec:
         return self.images.spec(images)
 
+    def pretext_settings(self, pretext: str) -> Any:
+        """The settings of a registered pretext: its config section (`pretrain`, `teacher`, `vicreg`, ...)."""
+        section = get_pretext(pretext).section
+        return self.methods[section] if section in self.methods else getattr(self, section)
+
     # ---- (de)serialisation -------------------------------------------------------------------------
-    def to_dict(self) -> dict:
+    def to_dict(self, *, every_section: bool = False) -> dict:
+        """The YAML form; a registered method's own section only where it is used or set (`every_section`:
+        always, for addressing its settings)."""
         out = {}
         for f in dataclasses.fields(self):
+            if f.name == "methods" or (f.name == "tracking" and not self.tracking.sinks and not every_section):
+                continue
             value = getattr(self, f.name)
             out[f.name] = value.to_dict() if isinstance(value, PretrainGrid) else _plain(value)
+        for p in pretexts():  # a method's section only where the grid uses the method or it was set: configs
+            # that do neither read (and hash) as they did before the method was registered
+            settings = self.methods.get(p.section)
+            if settings is not None and (every_section or settings != p.settings_type()()
+                                         or any(i.name in self.classifier.inits for i in p.inits)):
+                out[p.section] = _plain(settings)
         return out
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def digest(self) -> str:
-        """What ties a run folder to its config: every setting but `executor` (where the pieces run does not
-        change what they compute, so a study started locally may be finished on a cluster)."""
-        data = {k: v for k, v in self.to_dict().items() if k != "executor"}
-        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+        """What ties a run folder to its config: every setting that changes a result. Left out: `executor` (where
+        the pieces run, so a study started locally may be finished on a cluster) and `tracking` (where the epoch
+        records are also sent)."""
+        settings = {k: v for k, v in self.to_dict().items() if k not in ("executor", "tracking")}
+        return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> "StudyConfig":
         data = dict(data or {})
         pretrain = data.pop("pretrain", None)
-        kwargs = _build_fields(cls, data, source, skip=("pretrain",))
+        methods = {}
+        for p in pretexts():
+            if p.settings is not None and p.section in data:
+                if not isinstance(data[p.section], dict):
+                    raise ConfigError(f"{source}: {p.section} must be a mapping")
+                methods[p.section] = _build(p.settings_type(), data.pop(p.section), f"{source}: {p.section}")
+        kwargs = _build_fields(cls, data, source, skip=("pretrain", "methods"))
+        kwargs["methods"] = methods
         if pretrain is not None:
             if not isinstance(pretrain, dict):
                 raise ConfigError(f"{source}: pretrain must be a mapping")
@@ -180,13 +210,32 @@ class StudyConfig:
 
     def replace(self, **sections: Any) -> "StudyConfig":
         """A copy with nested fields replaced: `cfg.replace(protocol={"n_splits": 2})`."""
-        data = self.to_dict()
+        data = self.to_dict(every_section=True)
         for key, value in sections.items():
             if isinstance(value, dict) and isinstance(data.get(key), dict):
                 data[key] = {**data[key], **value}
             else:
                 data[key] = value
         return StudyConfig.from_dict(data)
+
+
+def _method_sections(given: dict[str, Any]) -> dict[str, Any]:
+    """The settings of every registered pretext with a section of its own: those `given`, defaults for the
+    others. ConfigError for a section no registered pretext owns, or settings of the wrong type."""
+    owned = {p.section: p for p in pretexts() if p.settings is not None}
+    unknown = sorted(set(given) - set(owned))
+    if unknown:
+        raise ConfigError(f"config: no registered pretext has the section(s) {unknown}")
+    out = {}
+    for section, p in owned.items():
+        kind = p.settings_type()
+        value = given.get(section, None)
+        if value is None:
+            value = kind()
+        if not isinstance(value, kind):
+            raise ConfigError(f"config: section {section} must be a {kind.__name__}, got {type(value).__name__}")
+        out[section] = value
+    return out
 
 
 def _plain(obj: Any) -> Any:
@@ -253,7 +302,7 @@ def apply_overrides(config: StudyConfig, overrides: Mapping[str, Any], *, source
     (a list replaces a list), and a mapping-valued key can be addressed inside (`classifier.modes.none`).
     Raises ConfigError naming the key: unknown section or setting, a key below a plain value, a bad value.
     """
-    data = config.to_dict()
+    data = config.to_dict(every_section=True)
     for key, value in overrides.items():
         parts = str(key).split(".")
         if not all(parts):

@@ -79,12 +79,12 @@ def study_graph(run: RunFolder, config: StudyConfig, *, holdout: bool, report: b
         for backbone in c.backbones:
             runs = pretrain_runs(run, split, backbone, config)
             seen = set()
-            for folder, _ in (r for init_runs in runs.values() for r in init_runs):
+            for folder in (r.folder for init_runs in runs.values() for r in init_runs):
                 if folder not in seen:
                     seen.add(folder)
                     pieces.append(Piece(_rel(run, folder), "pretrain", base, split, "pretrain"))
             for init in c.inits:
-                needs = tuple(_rel(run, f) for f, _ in runs.get(init, ())) or base
+                needs = tuple(_rel(run, r.folder) for r in runs.get(init, ())) or base
                 for kind in c.images:
                     cell = _rel(run, run.cell_dir(CellKey(split, backbone, init, kind)))
                     cells.append(cell)

@@ -13,9 +13,14 @@ from dataclasses import dataclass
 from cmrprior.experiments.config import StudyConfig
 from cmrprior.runs import CellResult
 from cmrprior.utils.progress import Progress
-from cmrprior.vocab import INITS, init_label
+from cmrprior.vocab import Pretext, init_label, pretexts
 
 log = logging.getLogger("cmrprior.experiments.study")
+
+
+def batch_grid(pretext: Pretext, config: StudyConfig) -> tuple[int | None, ...]:
+    """The batch sizes a pretext's runs span (its section's `batch_sizes`), or (None,): one run."""
+    return tuple(config.pretext_settings(pretext.name).batch_sizes) if pretext.batch_grid else (None,)
 
 
 @dataclass(frozen=True)
@@ -27,18 +32,15 @@ class StudyProgress:
     def for_grid(cls, config: StudyConfig, n_splits: int, prefix: str = "") -> "StudyProgress":
         """Counters for `n_splits` splits of the config's grid (`prefix`: "held-out " for --test)."""
         c = config.classifier
-        pre = [i for i in INITS if i.pretrain_images is not None and i.name in c.inits]
-        per_backbone = sum(len(config.pretrain.batch_sizes) if i.pretext == "simclr" else 1 for i in pre)
+        per_backbone = sum(len(batch_grid(p, config)) for p in pretexts() for i in p.inits if i.name in c.inits)
         n_pretrain = n_splits * len(c.backbones) * per_backbone
         return cls(Progress(f"{prefix}pre-training", n_pretrain, log),
                    Progress(f"{prefix}cells", n_splits * len(c.backbones) * len(c.inits) * len(c.images), log))
 
-    def pretrain_done(self, split: str, backbone: str, images: str, batch_size: int, *, reused: bool) -> None:
-        self.pretrain.done(f"split {split}, {backbone}, {images} images, batch {batch_size}"
-                           + (", reused" if reused else ""), reused=reused)
-
-    def teacher_done(self, split: str, backbone: str, images: str, *, reused: bool) -> None:
-        self.pretrain.done(f"split {split}, {backbone}, Seg-teacher on {images} images"
+    def pretrain_done(self, split: str, backbone: str, pretext: Pretext, images: str, batch_size: int | None, *,
+                      reused: bool) -> None:
+        self.pretrain.done(f"split {split}, {backbone}, {pretext.label} on {images} images"
+                           + ("" if batch_size is None else f", batch {batch_size}")
                            + (", reused" if reused else ""), reused=reused)
 
     def cell_done(self, r: CellResult, *, reused: bool) -> None:

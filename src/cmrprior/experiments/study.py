@@ -5,10 +5,11 @@ Steps (Nakashima et al., sec. 5.1; run folder layout in `experiments/README.md`,
 1. prepare the cohort, get heart masks (segmenter by default), build the slice pairs of every kind of images;
 2. patient-level stratified outer splits as `protocol` says (`cmrprior.data.splits.protocol_splits`: repeated
    70/30 holdout by default, or repeated k-fold);
-3. per split, per backbone: SimCLR pre-training on the images of every SSCL init (full, segmented) of the
-   split's training patients only (early stopping on the inner validation part of the training patients),
-   one run per pre-training batch size of the grid; the Seg-teacher init's encoder learns to draw the heart
-   masks of the same training patients instead (`cmrprior.ssl.teacher`);
+3. per split, per backbone: pre-training of every init of the grid that a registered pretext pre-trains
+   (`cmrprior.vocab.pretexts`): SimCLR on the images of the SSCL inits (full, segmented), VICReg likewise,
+   on the split's training patients only (early stopping on the inner validation part of the training
+   patients), one run per pre-training batch size of the method's grid; the Seg-teacher init's encoder
+   learns to draw the heart masks of the same training patients instead (`cmrprior.ssl.teacher`);
 4. per split, per backbone x initialisation x training images: the ED/ES diagnosis model
    (`cmrprior.experiments.cell.run_cell`); hyperparameters by k-fold CV inside the training part;
 5. tables 1-3 (mean, corrected resampled t interval across splits, clipped to [0, 1]), paired
@@ -51,18 +52,16 @@ from cmrprior.experiments import cohort_data
 from cmrprior.experiments.cohort_data import CohortData, load_cohort_data, needed_images
 from cmrprior.experiments.config import StudyConfig
 from cmrprior.experiments.export_stage import export_models
-from cmrprior.experiments.pretraining import pretrain_piece, teacher_piece
+from cmrprior.experiments.pretraining import PretrainJob
 from cmrprior.experiments.study_inputs import check_inputs, holdout_inputs, pretrain_runs
 from cmrprior.experiments.progress import StudyProgress
 from cmrprior.report import build_report
 from cmrprior.runs import HOLDOUT, LAYOUT_VERSION, CellKey, CellResult, PretrainRecord, RunFolder, RunInfo, SplitSpec
 from cmrprior.saliency.run import run_saliency
 from cmrprior.segmentation.qc import write_mask_flags
-from cmrprior.utils import atomic
+from cmrprior.utils import atomic, tracking
 from cmrprior.utils.runfolder_checks import check_out_dir
 from cmrprior.utils.runlock import run_lock
-from cmrprior.utils.seeding import derive_seed
-from cmrprior.vocab import get_init
 
 log = logging.getLogger(__name__)
 
@@ -119,33 +118,25 @@ def _load_or_make_splits(run: RunFolder, data: CohortData, config: StudyConfig) 
 def _pretrain_all(run: RunFolder, split: SplitSpec, images: dict[str, SliceSet], backbone: str, config: StudyConfig,
                   inner: tuple[tuple[str, ...], tuple[str, ...]], progress: StudyProgress | None = None,
                   select: Callable[[Path], bool] | None = None) -> dict[str, tuple[PretrainRecord, ...]]:
-    """Pre-training runs of one split and backbone: init name -> one record per pre-training batch size
-    (SimCLR), or the one Seg-teacher record. With `select`, only the runs whose folder it accepts are
+    """Pre-training runs of one split and backbone, for every init of the grid that a registered pretext
+    pre-trains (`cmrprior.vocab.pretexts`, `study_inputs.pretrain_runs`): init name -> one record per batch
+    size of the pretext's grid, or its one record. With `select`, only the runs whose folder it accepts are
     trained; the others' records are read when finished, else left out."""
     out = {}
     for name, runs in pretrain_runs(run, split.name, backbone, config).items():
-        init = get_init(name)
         records = []
-        for folder, bs in runs:
-            reused = run.read_pretrain(folder) is not None
-            if select is not None and not select(folder):
-                records += [run.read_pretrain(folder)] if reused else []
+        for r in runs:
+            reused = run.read_pretrain(r.folder) is not None
+            if select is not None and not select(r.folder):
+                records += [run.read_pretrain(r.folder)] if reused else []
                 continue
-            data = images[init.pretrain_images]
-            if bs is None:
-                records.append(teacher_piece(
-                    run, folder, data, images=init.pretrain_images, backbone=backbone,
-                    seed=derive_seed(split.seed, "teacher", init.pretrain_images, backbone), train_ids=inner[0],
-                    val_ids=inner[1], test_ids=split.test, config=config.teacher))
-                if progress is not None:
-                    progress.teacher_done(split.name, backbone, init.pretrain_images, reused=reused)
-                continue
-            cfg = config.pretrain.for_run(backbone=backbone, batch_size=bs, image_size=int(data.ed.shape[-1]),
-                                          seed=derive_seed(split.seed, "pretrain", init.pretrain_images, backbone, bs))
-            records.append(pretrain_piece(run, folder, data, images=init.pretrain_images, train_ids=inner[0],
-                                          val_ids=inner[1], test_ids=split.test, config=cfg))
+            images_kind = r.init.pretrain_images
+            records.append(r.pretext.train_function()(PretrainJob(
+                run=run, folder=r.folder, data=images[images_kind], images=images_kind, backbone=backbone,
+                batch_size=r.batch_size, split_seed=split.seed, train_ids=inner[0], val_ids=inner[1],
+                test_ids=split.test, settings=config.pretext_settings(r.pretext.name), study=config)))
             if progress is not None:
-                progress.pretrain_done(split.name, backbone, init.pretrain_images, bs, reused=reused)
+                progress.pretrain_done(split.name, backbone, r.pretext, images_kind, r.batch_size, reused=reused)
         out[name] = tuple(records)
     return out
 
@@ -171,7 +162,8 @@ def run_split(run: RunFolder, split: SplitSpec, images: dict[str, SliceSet], con
                               train_ids=split.train, test_ids=split.test,
                               pretrained=pretrained.get(init, ()), classes=classes,
                               masks_source=masks_source, masks_note=masks_note,
-                              image_mode=config.image_spec(kind).mode, cv_folds=config.protocol.cv_folds)
+                              image_mode=config.image_spec(kind).mode, cv_folds=config.protocol.cv_folds,
+                              trackers=config.tracking.sinks)
                 old = run.read_cell(job.key)
                 if select is not None and not select(run.cell_dir(job.key)):
                     results += [] if old is None else [old]
@@ -239,7 +231,9 @@ def run_study(
 
 
 def check_study_inputs(run: RunFolder, data: str | Path, test_data: str | Path | None, config: StudyConfig) -> None:
-    """Inputs and config checked against the run folder (recorded there when new); ConfigError, DataError."""
+    """Inputs and config checked against the run folder (recorded there when new), and the trackers' packages
+    installed; ConfigError, DataError."""
+    tracking.require(config.tracking.sinks)
     check_inputs(run, data, test_data, config)
     _check_run_config(run, config)
 

@@ -5,6 +5,7 @@ that the cells of each initialisation read.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -15,23 +16,34 @@ from cmrprior.errors import ConfigError, DataError
 from cmrprior.experiments import cohort_data
 from cmrprior.experiments.cohort_data import CohortData, check_new_patients, load_cohort_data, merge_slice_sets
 from cmrprior.experiments.config import StudyConfig
+from cmrprior.experiments.progress import batch_grid
 from cmrprior.runs import HOLDOUT, RunFolder, SplitSpec
-from cmrprior.vocab import INITS
+from cmrprior.vocab import pretexts
+from cmrprior.vocab.pretexts import Init, Pretext
 
 
-def pretrain_runs(run: RunFolder, split: str, backbone: str, config: StudyConfig
-                  ) -> dict[str, tuple[tuple[Path, int | None], ...]]:
-    """The pre-training runs that the cells of each init read, on one split and backbone: init name ->
-    (folder, SimCLR batch size, or None for the Seg-teacher) per run; inits without pre-training are absent."""
+@dataclass(frozen=True)
+class PretrainRun:
+    """One pre-training run of the grid: its folder, the registered pretext, the init whose encoder it
+    pre-trains, and its batch size (None: a pretext without a batch-size grid)."""
+
+    folder: Path
+    pretext: Pretext
+    init: Init
+    batch_size: int | None
+
+
+def pretrain_runs(run: RunFolder, split: str, backbone: str, config: StudyConfig) -> dict[str, tuple[PretrainRun, ...]]:
+    """The pre-training runs that the cells of each init read, on one split and backbone, for every init of the
+    grid that a registered pretext pre-trains (`cmrprior.vocab.pretexts`), in the registry's order: init name
+    -> one run per batch size of the pretext's grid (or its one run); inits without pre-training are absent."""
     out = {}
-    for init in INITS:
-        if init.pretrain_images is None or init.name not in config.classifier.inits:
-            continue
-        if init.pretext == "masks":
-            out[init.name] = ((run.teacher_dir(split, init.pretrain_images, backbone), None),)
-        else:
-            out[init.name] = tuple((run.pretrain_dir(split, init.pretrain_images, backbone, bs), bs)
-                                   for bs in config.pretrain.batch_sizes)
+    for pretext in pretexts():
+        for init in pretext.inits:
+            if init.name in config.classifier.inits:
+                out[init.name] = tuple(
+                    PretrainRun(run.pretrain_dir(split, init.pretrain_images, backbone, pretext.name, bs), pretext, init, bs)
+                    for bs in batch_grid(pretext, config))
     return out
 
 

@@ -21,14 +21,28 @@ from typing import Any
 from cmrprior.report.html import Section, esc
 from cmrprior.report.qc import masks_source_label
 from cmrprior.runs import RunFolder, RunInfo, paired_test_of
-from cmrprior.vocab import ANATOMY, IMAGES, INIT_NAMES, init_label
+from cmrprior.vocab import ANATOMY, IMAGES, init_label, init_names, pretexts
 
 MAX_COMPARISONS = 8
-# the study's questions, in order: does SSCL help, does the anatomic prior in pre-training help, do segmented
-# training images help; pairs of initialisations compared on the same training images
-MAIN_INIT_PAIRS = (("segmented_sscl", "none"), ("full_sscl", "none"), ("segmented_sscl", "full_sscl"),
-                   ("segmented_sscl", "imagenet"), ("full_sscl", "imagenet"))
-_KEY = re.compile(rf"\b([\w.-]+)/({'|'.join(INIT_NAMES)})/({'|'.join(IMAGES)})\b")
+
+
+def main_init_pairs() -> tuple[tuple[str, str], ...]:
+    """The study's questions, in order, for each registered pretext in turn (`Pretext.comparisons`): does it
+    beat no pre-training, does the anatomic prior in its pre-training help, does it beat ImageNet, then how
+    it compares with other methods; pairs of initialisations compared on the same training images. For
+    SimCLR: Segmented-SSCL vs None, Full-SSCL vs None, Segmented- vs Full-SSCL, each vs ImageNet."""
+    def question(p, pair: tuple[str, str]) -> tuple[int, int]:
+        a, b = pair
+        own = {i.name for i in p.inits}
+        kind = 0 if b == "none" else 1 if b in own else 2 if b == "imagenet" else 3
+        return kind, 0 if a == getattr(p.init_on("segmented"), "name", None) else 1
+
+    return tuple(pair for p in pretexts() for pair in sorted(p.comparisons, key=lambda pair: question(p, pair)))
+
+
+def _key_pattern() -> re.Pattern:
+    """'backbone/init/images' keys of the registered inits."""
+    return re.compile(rf"\b([\w.-]+)/({'|'.join(init_names())})/({'|'.join(IMAGES)})\b")
 
 
 def config_label(backbone: str, init: str, images: str) -> str:
@@ -39,7 +53,7 @@ def config_label(backbone: str, init: str, images: str) -> str:
 def label_keys(text: str) -> str:
     """Run-folder keys in table text as labels: 'vgg16/full_sscl/full' -> 'vgg16, Full-SSCL, full images',
     'ground_truth' -> the masks source's label."""
-    text = _KEY.sub(lambda m: config_label(m.group(1), m.group(2), m.group(3)), text)
+    text = _key_pattern().sub(lambda m: config_label(m.group(1), m.group(2), m.group(3)), text)
     return re.sub(r"\bground_truth\b", masks_source_label("ground_truth"), text)
 
 
@@ -143,16 +157,17 @@ def primary_summary(run: RunFolder) -> str:
 
 
 def _parse(key: object) -> tuple[str, str, str] | None:
-    m = _KEY.fullmatch(key) if isinstance(key, str) else None
+    m = _key_pattern().fullmatch(key) if isinstance(key, str) else None
     return (m.group(1), m.group(2), m.group(3)) if m else None
 
 
 def _rank(a: tuple[str, str, str], b: tuple[str, str, str]) -> tuple[int, int]:
-    if a[2] == b[2] and (a[1], b[1]) in MAIN_INIT_PAIRS:
-        return MAIN_INIT_PAIRS.index((a[1], b[1])), -IMAGES.index(a[2]) if a[2] in IMAGES else 0
+    main, names = main_init_pairs(), init_names()
+    if a[2] == b[2] and (a[1], b[1]) in main:
+        return main.index((a[1], b[1])), -IMAGES.index(a[2]) if a[2] in IMAGES else 0
     if a[1] == b[1]:  # segmented vs full training images, same initialisation
-        return len(MAIN_INIT_PAIRS), INIT_NAMES.index(a[1]) if a[1] in INIT_NAMES else 0
-    return len(MAIN_INIT_PAIRS) + 1, 0
+        return len(main), names.index(a[1]) if a[1] in names else 0
+    return len(main) + 1, 0
 
 
 def p_in_words(c: dict) -> str:

@@ -22,7 +22,7 @@ from cmrprior.runs.records import (
 from cmrprior.utils import atomic
 from cmrprior.utils.filenames import patient_filename
 from cmrprior.utils.runfolder_checks import FINGERPRINT_PREFIX
-from cmrprior.vocab import ANATOMY, hybrid_base
+from cmrprior.vocab import ANATOMY, get_pretext, hybrid_base
 
 
 def _at(name: str) -> property:
@@ -70,12 +70,27 @@ class RunFolder:
     def split_dir(self, split: str) -> Path:
         return self.root / HOLDOUT if split == HOLDOUT else self.root / "splits" / f"split_{split}"
 
-    def pretrain_dir(self, split: str, images: str, backbone: str, batch_size: int) -> Path:
-        return self.split_dir(split) / "pretrain" / images / backbone / f"bs{batch_size}"
+    def pretrain_dir(self, split: str, images: str, backbone: str, pretext: str, batch_size: int | None = None) -> Path:
+        """The run of a registered pretext (`cmrprior.vocab.pretexts`) on one split, kind of images and backbone:
+        `pretrain/<images>/<backbone>/<folder>_bs<batch_size>` (a pretext with a batch-size grid) or `<folder>`,
+        its folder named by its registry entry, so two methods never share a run.
 
-    def teacher_dir(self, split: str, images: str, backbone: str) -> Path:
-        """The Seg-teacher pre-training of one split, kind of images and backbone (beside SimCLR's `bs*`)."""
-        return self.split_dir(split) / "pretrain" / images / backbone / "teacher"
+        A run that an older cmrprior wrote under the pretext's `legacy_folder` (SimCLR's `bs<B>`) is that run's
+        folder while the new one does not exist: finished runs of earlier studies are reused, not redone.
+        Raises ConfigError for an unknown pretext, or a batch size given to a pretext without a grid (or none
+        to one with a grid).
+        """
+        p = get_pretext(pretext)
+        if (batch_size is None) == p.batch_grid:
+            raise ConfigError(f"pretext {pretext!r}: " + ("a batch size of its grid is needed" if p.batch_grid else
+                                                          "it has no batch-size grid"))
+        base = self.split_dir(split) / "pretrain" / images / backbone
+        folder = base / (f"{p.folder}_bs{batch_size}" if p.batch_grid else p.folder)
+        if p.legacy_folder is not None and not folder.exists():
+            legacy = base / p.legacy_folder.format(batch_size=batch_size)
+            if legacy.exists():
+                return legacy
+        return folder
 
     def cell_dir(self, key: CellKey) -> Path:
         if key.init == ANATOMY:  # the "Anatomy" model (vocab.ANATOMY), outside cells/: it is not an image model

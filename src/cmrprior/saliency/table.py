@@ -19,7 +19,7 @@ from cmrprior.errors import ConfigError
 from cmrprior.evaluate.tables import format_cell
 from cmrprior.saliency.score import summarize_scores
 from cmrprior.utils import atomic
-from cmrprior.vocab import INIT_NAMES, init_label, init_rank, method_label, method_rank
+from cmrprior.vocab import init_label, init_names, init_rank, method_label, method_rank
 
 COLUMNS = ["method", "backbone", "init", "images", "mean", "t_low", "t_high", "boot_low", "boot_high", "n_splits",
            "n_patients", "chance", "cell"]
@@ -80,7 +80,7 @@ def saliency_markdown(rows: list[dict], *, title: str, notes: list[str]) -> str:
     lines = [f"## {title}", ""]
     for method in dict.fromkeys(r["method"] for r in rows):
         mrows = [r for r in rows if r["method"] == method]
-        inits = [i for i in INIT_NAMES if any(r["init"] == i for r in mrows)]
+        inits = [i for i in init_names() if any(r["init"] == i for r in mrows)]
         lines += [f"### {method_label(method)}", "",
                   "| Backbone | Training images | " + " | ".join(init_label(i) for i in inits) + " | Chance (heart area) |",
                   "|---" * (len(inits) + 3) + "|"]

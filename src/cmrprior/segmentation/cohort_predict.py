@@ -17,7 +17,7 @@ from cmrprior.segmentation.phases import resolve_cohort_phases
 from cmrprior.segmentation.basal import basal_model_for, correct_basal
 from cmrprior.segmentation.predict import default_model_path, file_sha256
 from cmrprior.segmentation.volumes import predict_volume
-from cmrprior.utils.filenames import patient_filename
+from cmrprior.utils.filenames import mask_filename, patient_filename
 from cmrprior.utils.runfolder_checks import check_out_dir
 
 
@@ -33,8 +33,8 @@ def predict_cohort(
 ) -> list[dict]:
     """Segment every patient of a cohort (ACDC folder or manifest CSV) into `out`.
 
-    Writes `out/<patient>/<patient>_ED.nii.gz`, `_ES.nii.gz` and, when the record has a cine (4D NIfTI or
-    DICOM cine folder) and `include_cine`, `_cine.nii.gz` `(X, Y, Z, T)`; every mask keeps its input's
+    Writes `out/<patient>/<patient>_ED_seg.nii.gz`, `_ES_seg.nii.gz` and, when the record has a cine (4D NIfTI or
+    DICOM cine folder) and `include_cine`, `_cine_seg.nii.gz` `(X, Y, Z, T)`; every mask keeps its input's
     NIfTI header (`pixdim`, qform/sform and codes) or, for DICOM input, the DICOM geometry as qform/sform
     (code 1, scanner) with `pixdim` = the DICOM spacing. The ED and ES masks are corrected together at the
     base (`cmrprior.segmentation.basal.correct_basal`, with the model's basal model when it has one), as the
@@ -69,8 +69,8 @@ def predict_cohort(
     for rec in cohort.patients:
         name = patient_filename(rec.patient_id)
         pdir = out / name
-        index.record(rec.patient_id, plans[rec.patient_id], [pdir / f"{name}_{k}.nii.gz" for k in ("ED", "ES")]
-                     + ([pdir / f"{name}_cine.nii.gz"] if include_cine and rec.cine is not None else []))
+        index.record(rec.patient_id, plans[rec.patient_id], [pdir / mask_filename(name, k) for k in ("ED", "ES")]
+                     + ([pdir / mask_filename(name, "cine")] if include_cine and rec.cine is not None else []))
         shown = {}
         phases = (("ED", rec.ed_image, rec.ed_mask, rec.ed_frame), ("ES", rec.es_image, rec.es_mask, rec.es_frame))
         vols = [read_image(img_path, frame=frame) for _, img_path, _, frame in phases]
@@ -83,7 +83,7 @@ def predict_cohort(
         if labels[0].shape == labels[1].shape:
             labels = list(correct_basal(labels[0], labels[1], basal))
         for (phase, _, mask_path, frame), vol, lab in zip(phases, vols, labels):
-            write_nifti(lab, None, pdir / f"{name}_{phase}.nii.gz", like=vol)
+            write_nifti(lab, None, pdir / mask_filename(name, phase), like=vol)
             row = {"patient_id": rec.patient_id, "phase": phase, "source": str(vol.path)}
             row.update(qc.image_flags(vol.array))
             row.update(qc.mask_flags(lab))
@@ -96,7 +96,7 @@ def predict_cohort(
             frames = read_cine(rec.cine).frames
             cine = np.stack([predict_volume(model, f, divisor=args.divisor, centre=centre).labels for f in frames],
                             axis=-1)
-            write_nifti(cine, None, pdir / f"{name}_cine.nii.gz", like=frames[0])
+            write_nifti(cine, None, pdir / mask_filename(name, "cine"), like=frames[0])
         if overlays > 0:
             save_overlay(shown, out / "overlays" / f"{name}.png", n_slices=overlays, title=rec.patient_id)
     keys = sorted({k for r in rows for k in r}, key=lambda k: (k not in rows[0], list(rows[0]).index(k) if k in rows[0] else 0))

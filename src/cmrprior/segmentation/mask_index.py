@@ -9,7 +9,10 @@ patient's input files (`cmrprior.io.fingerprint.record_files`, hashed with the r
 its own are the resume of a killed run and are simply written again.
 
     {"version": 1, "patients": {"<patient id>": {"model_sha256": ..., "inputs": ..., "settings": {...},
-                                                 "files": ["<patient>/<patient>_ED.nii.gz", ...]}}}
+                                                 "files": ["<patient>/<patient>_ED_seg.nii.gz", ...]}}}
+
+A folder written before masks were named `_seg` (`<patient>_ED.nii.gz`) is taken over by a rerun with the same
+model, inputs and settings: each patient's masks are written again under the new names, the old files removed.
 """
 
 from __future__ import annotations
@@ -100,6 +103,10 @@ class MaskIndex:
 
     def record(self, patient_id: str, origin: MaskOrigin, files: list[Path]) -> None:
         """Write the patient's entry before its masks are written (so a run killed in between leaves masks
-        that its rerun recognises as its own); the index is rewritten atomically."""
+        that its rerun recognises as its own); the index is rewritten atomically. Files of the patient's earlier
+        entry that this run does not write (older names of the same masks) are removed once the entry is written."""
+        old = set(self.entries.get(patient_id, {}).get("files", []))
         self.entries[patient_id] = {**asdict(origin), "files": sorted(f.relative_to(self.out).as_posix() for f in files)}
         atomic.write_json(self.path, {"version": _VERSION, "patients": self.entries})
+        for stale in sorted(old - set(self.entries[patient_id]["files"])):
+            (self.out / stale).unlink(missing_ok=True)

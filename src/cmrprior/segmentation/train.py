@@ -41,6 +41,8 @@ from cmrprior.segmentation.network import build_unet, load_segmenter, save_segme
 from cmrprior.segmentation.context import gather
 from cmrprior.segmentation.predict import file_sha256, input_slices, predict_slices, prepared_context
 from cmrprior.utils import atomic
+from cmrprior.utils.tracking import MetricsSink
+from cmrprior.utils.training import EarlyStopping, check_config_change
 from cmrprior.utils.seeding import derive_seed, torch_generator
 
 log = logging.getLogger(__name__)
@@ -117,10 +119,7 @@ def _peak_rss_mb() -> float:
 
 
 def _check_resume(stored: dict, config: SegTrainConfig, path: Path) -> None:
-    now = config.to_json()
-    diff = sorted(k for k in set(stored) | set(now) if k not in _RESUMABLE_CHANGES and stored.get(k) != now.get(k))
-    if diff:
-        raise ConfigError(f"{path}: checkpoint was written with a different config ({', '.join(diff)}); use a new run folder")
+    check_config_change(stored, config.to_json(), _RESUMABLE_CHANGES, path, "segmenter")
 
 
 def _new_state() -> dict:
@@ -230,6 +229,7 @@ def train_segmenter(prepared: PreparedCohort, config: SegTrainConfig, out_dir: s
                                       "unet_args": config.unet.to_json()})
 
     meta = {"config": config.to_json(), "train_patients": len(train_ids), "val_patients": len(val_ids)}
+    sink = MetricsSink(out_dir, jsonl="log.jsonl")  # trackers of CMRPRIOR_TRACKING (`cmrprior.utils.tracking`)
     while not state["done"] and state["epoch"] < config.max_epochs:
         epoch = state["epoch"]
         perm = torch.randperm(n, generator=torch_generator(derive_seed(config.seed, "perm", epoch))).numpy()
@@ -251,20 +251,18 @@ def train_segmenter(prepared: PreparedCohort, config: SegTrainConfig, out_dir: s
                   "train_seconds": state["epoch_seconds"], "slices_per_s": n / max(state["epoch_seconds"], 1e-9),
                   "lr": learning_rate(state["global_step"], total_steps, config), "peak_rss_mb": _peak_rss_mb()}
         score = _score_epoch(model, val_set, record, config.bf16)
-        if score > state["best_score"]:
-            state.update(best_score=score, best_epoch=epoch, bad_epochs=0)
+        if EarlyStopping(config.patience, mode="max", keys=("best_score", "bad_epochs", "done")).update(
+                state, score, may_stop=epoch + 1 >= config.min_epochs):
+            state["best_epoch"] = epoch
             save_segmenter(model, config.unet, out_dir / "best.safetensors", {**meta, "epoch": epoch, "val_dice": record.get("val_dice")})
-        else:
-            state["bad_epochs"] += 1
-        if epoch + 1 >= config.min_epochs and state["bad_epochs"] >= config.patience:
-            state["done"] = True
         record["best_epoch"] = state["best_epoch"]
-        atomic.append_jsonl(out_dir / "log.jsonl", record)
+        sink.append(record)
         log.info("segmenter epoch %d: %s", epoch, ", ".join(f"{k.replace('_', ' ')} {v:.4g}" if isinstance(v, float)
                                                               else f"{k.replace('_', ' ')} {v}" for k, v in record.items()))
         state.update(epoch=epoch + 1, step_in_epoch=0, epoch_loss_sum=0.0, epoch_seconds=0.0)
         save_checkpoint()
 
+    sink.close()
     with atomic.atomic_path(final) as tmp:
         shutil.copyfile(out_dir / "best.safetensors", tmp)
     best_meta = json.loads((out_dir / "best.json").read_text())

@@ -4,7 +4,7 @@
                  (epoch, step, step_in_epoch, loss_sum, history, best_val_loss, bad_epochs, stopped_early,
                  images_seen), "rng" {"torch"}}: everything a resumed run needs.
   best.pt        {"model_args", "encoder", "config", "epoch", "val_loss"}: the encoder to use downstream.
-  metrics.jsonl  one JSON line per finished epoch (the history, rewritten whole).
+  metrics.jsonl  one JSON line per finished epoch (the history, rewritten whole; `cmrprior.utils.tracking`).
 
 Every file is written atomically (`cmrprior.utils.atomic`), so a killed run leaves the previous version.
 """
@@ -12,7 +12,6 @@ Every file is written atomically (`cmrprior.utils.atomic`), so a killed run leav
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,8 @@ from cmrprior.ssl.config import PretrainConfig, check_resumable
 from cmrprior.utils import atomic
 
 log = logging.getLogger(__name__)
+
+NT_XENT = {"name": "nt_xent"}  # the objective record of SimCLR runs (and of checkpoints that record none)
 
 
 def _read(path: Path, what: str) -> Any:
@@ -74,9 +75,10 @@ def data_fingerprint(train: torch.Tensor, val: torch.Tensor | None) -> str:
 
 
 def resume(last_path: Path, config: PretrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
-           data: str) -> dict[str, Any]:
+           data: str, objective: dict[str, Any] = NT_XENT) -> dict[str, Any]:
     """The loop state to start from: a new one, or, when `last_path` exists, the saved one, with the saved
-    model, optimizer and torch RNG states loaded (in place). `data`: the `data_fingerprint` of this call.
+    model, optimizer and torch RNG states loaded (in place). `data`: the `data_fingerprint` of this call;
+    `objective`: the record of this call's loss (`NT_XENT` for SimCLR).
 
     Raises DataError (unreadable checkpoint), ConfigError (the run was made with a different config or on
     other images).
@@ -86,6 +88,9 @@ def resume(last_path: Path, config: PretrainConfig, model: nn.Module, optimizer:
         return state
     ckpt = _read(last_path, "checkpoint to resume")
     check_resumable(ckpt["config"], config, last_path)
+    if ckpt.get("objective", NT_XENT) != objective:
+        raise ConfigError(f"{last_path}: the run folder holds a run with another objective "
+                          f"({ckpt.get('objective', NT_XENT)}, now {objective}); use a new --out folder")
     saved = ckpt.get("data")
     if saved is None:  # a checkpoint from before the fingerprint was recorded: nothing to compare
         log.warning("%s: no record of the images it was trained on; resuming on the images given", last_path)
@@ -101,11 +106,12 @@ def resume(last_path: Path, config: PretrainConfig, model: nn.Module, optimizer:
 
 
 def save_last(path: Path, *, config: PretrainConfig, data: str, model_args: dict[str, Any], model: nn.Module,
-              optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+              optimizer: torch.optim.Optimizer, state: dict[str, Any], objective: dict[str, Any] = NT_XENT) -> None:
     """Write last.pt: the full state of `model` (a SimCLRModel, unwrapped), optimizer, loop state and RNG, and
     the `data_fingerprint` of the images it is trained on."""
     ckpt = {
         "config": config.to_dict(),
+        "objective": dict(objective),
         "data": data,
         "model_args": model_args,
         "model": model.state_dict(),
@@ -122,8 +128,3 @@ def save_best(path: Path, *, config: PretrainConfig, model_args: dict[str, Any],
     """Write best.pt: the encoder of `epoch` (with its held-out loss, None without held-out images)."""
     atomic.save_torch(path, {"model_args": model_args, "encoder": encoder.state_dict(), "config": config.to_dict(),
                              "epoch": epoch, "val_loss": val_loss})
-
-
-def write_metrics(out_dir: Path, history: list[dict[str, Any]]) -> None:
-    """Rewrite `out_dir/metrics.jsonl` from the per-epoch `history` records."""
-    atomic.write_text(out_dir / "metrics.jsonl", "".join(json.dumps(h, sort_keys=True) + "\n" for h in history))

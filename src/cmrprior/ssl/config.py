@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cmrprior.errors import ConfigError
+from cmrprior.utils.training import check_config_change
 from cmrprior.vocab import DEFAULT_BACKBONE
 
 if TYPE_CHECKING:
@@ -139,13 +140,7 @@ RESUMABLE_CHANGES = {"epochs", "patience", "min_delta", "max_steps", "checkpoint
 def check_resumable(saved: dict[str, Any], config: PretrainConfig, path: Path) -> None:
     """Raise ConfigError when `config` differs from the `saved` config dict of the run in `path` in a
     field outside `RESUMABLE_CHANGES`."""
-    now = config.to_dict()
-    diff = sorted(k for k in set(saved) | set(now) if k not in RESUMABLE_CHANGES and saved.get(k) != now.get(k))
-    if diff:
-        raise ConfigError(
-            f"{path}: the run folder holds a run with a different configuration ({', '.join(diff)}); "
-            "use a new --out folder or the same settings to resume"
-        )
+    check_config_change(saved, config.to_dict(), RESUMABLE_CHANGES, path)
 
 
 def resolve_device(name: str, info: DistInfo) -> torch.device:

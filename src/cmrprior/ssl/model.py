@@ -6,6 +6,7 @@ two views, and a BatchNorm re-estimation for eval-mode feature extraction.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -50,14 +51,17 @@ def build_model(model_args: dict[str, Any]) -> SimCLRModel:
 
 
 def simclr_loss(model: nn.Module, v1: torch.Tensor, v2: torch.Tensor, *, temperature: float, precision: str,
-                gather: bool = False) -> torch.Tensor:
-    """Forward both views in one batch `(2b, C, H, W)`, NT-Xent (float32) of the two halves.
+                gather: bool = False, objective: Callable[..., torch.Tensor] | None = None) -> torch.Tensor:
+    """Forward both views in one batch `(2b, C, H, W)`, NT-Xent (float32) of the two halves, or
+    `objective(z1, z2, gather=...)` when given (another pretext's loss, e.g. `cmrprior.ssl.vicreg`).
 
     `precision` "bf16" runs the forward under bf16 autocast, "fp32" without.
     """
     with torch.autocast(device_type=v1.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
         z = model(torch.cat([v1, v2], dim=0))
     b = v1.shape[0]
+    if objective is not None:
+        return objective(z[:b], z[b:], gather=gather)
     return nt_xent_loss(z[:b], z[b:], temperature=temperature, gather=gather)
 
 

@@ -22,6 +22,7 @@ import logging
 import math
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,8 +40,13 @@ from cmrprior.ssl.augment import two_views
 from cmrprior.ssl.config import PretrainConfig, resolve_auto, resolve_device
 from cmrprior.ssl.model import build_model, model_args_of, simclr_loss
 from cmrprior.utils.seeding import derive_seed, seed_everything, torch_generator
+from cmrprior.utils.tracking import MetricsSink
+from cmrprior.utils.training import EarlyStopping
 
 log = logging.getLogger(__name__)
+
+# A pretext's loss of the two views' projections `(b, D)` each, in place of NT-Xent (see `pretrain`).
+Objective = Any
 
 
 @dataclass(frozen=True)
@@ -115,8 +121,9 @@ def _views(x: torch.Tensor, config: PretrainConfig, g: torch.Generator) -> tuple
 
 
 @torch.no_grad()
-def heldout_loss(model: nn.Module, images: torch.Tensor, config: PretrainConfig, device: torch.device) -> float:
-    """Mean NT-Xent of held-out images `(N, 1, H, W)` with fixed-seed views, batches of `val_batch_size`.
+def heldout_loss(model: nn.Module, images: torch.Tensor, config: PretrainConfig, device: torch.device,
+                 objective: Objective | None = None) -> float:
+    """Mean NT-Xent (or `objective`) of held-out images `(N, 1, H, W)` with fixed-seed views, batches of `val_batch_size`.
 
     Computed as in training: batch norm uses the batch's statistics (on a copy of `model`, so its running
     statistics are untouched). Measured on ACDC/resnet18 (lr 1e-3): after 2 epochs the eval-mode
@@ -135,13 +142,14 @@ def heldout_loss(model: nn.Module, images: torch.Tensor, config: PretrainConfig,
     total, count = 0.0, 0
     for lo, hi in zip(bounds[:-1], bounds[1:]):
         v1, v2 = _views(images[lo:hi].to(device), config, g)
-        total += simclr_loss(model, v1, v2, temperature=config.temperature, precision=config.precision).item() * (hi - lo)
+        total += simclr_loss(model, v1, v2, temperature=config.temperature, precision=config.precision,
+                             objective=objective).item() * (hi - lo)
         count += hi - lo
     return total / count
 
 
 def _train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: _Batches, state: dict[str, Any],
-                 config: PretrainConfig, device: torch.device, save_last) -> bool:
+                 config: PretrainConfig, device: torch.device, save_last, objective: Objective | None) -> bool:
     """Run the remaining steps of epoch `state["epoch"]`, updating `state` in place; False when `max_steps`
     stopped it first. Calls `save_last()` every `checkpoint_every_steps` steps."""
     epoch, steps = state["epoch"], batches.steps_per_epoch
@@ -159,7 +167,7 @@ def _train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: _B
             with torch.no_grad():
                 v1, v2 = _views(x, config, g)
             loss = simclr_loss(model, v1, v2, temperature=config.temperature, precision=config.precision,
-                               gather=batches.world_size > 1)
+                               gather=batches.world_size > 1, objective=objective)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -178,17 +186,24 @@ def _train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: _B
     return True
 
 
-def _early_stopping(state: dict[str, Any], vloss: float, config: PretrainConfig) -> bool:
-    """Update the best held-out loss and the count of epochs without improvement; True when `vloss` is a new
-    best (by more than `min_delta`)."""
-    best = state["best_val_loss"]
-    if best is None or vloss < best - config.min_delta:
-        state["best_val_loss"], state["bad_epochs"] = vloss, 0
-        return True
-    state["bad_epochs"] += 1
-    if config.patience and state["bad_epochs"] >= config.patience:
-        state["stopped_early"] = True
-    return False
+def _epoch_record(state: dict[str, Any], batches: _Batches, seconds: float) -> dict[str, Any]:
+    """The record of the epoch just trained (`metrics.jsonl`); the held-out loss is added to it."""
+    return {"epoch": state["epoch"] + 1, "step": state["step"],
+            "train_loss": state["loss_sum"] / max(batches.steps_per_epoch, 1), "seconds": seconds,
+            "batch_size": batches.global_batch, "world_size": batches.world_size}
+
+
+def _network(config: PretrainConfig, device: torch.device) -> tuple[dict[str, Any], nn.Module]:
+    """The seeded encoder + projection head of `config` on `device`, and its `model_args`."""
+    seed_everything(config.seed)
+    model_args = model_args_of(config)
+    raw_model = build_model(model_args)
+    if config.weights is not None:
+        raw_model.encoder = create_backbone(config.backbone, in_chans=1, weights=config.weights, **config.backbone_kwargs)
+    raw_model.to(device)
+    if config.channels_last:
+        raw_model.to(memory_format=torch.channels_last)
+    return model_args, raw_model
 
 
 def pretrain(
@@ -197,8 +212,13 @@ def pretrain(
     out_dir: str | Path,
     val_images: np.ndarray | None = None,
     extra_unlabeled: np.ndarray | None = None,
+    objective: Objective | None = None,
+    trackers: Sequence[str] = (),
 ) -> PretrainResult:
     """SimCLR pre-training on `train_images (N, H, W)` float32 (+ `extra_unlabeled (M, H, W)`).
+
+    `objective`: a loss in place of NT-Xent (`objective(z1, z2, gather=)`, `.describe()` recorded and checked
+    on resume; `cmrprior.ssl.vicreg.VICRegObjective`). `trackers`: epoch records also to these (`utils.tracking`).
 
     `val_images (V, H', W')`: held-out slices (other patients) for the per-epoch NT-Xent and early
     stopping. Resumes from `out_dir/last.pt` when present (same images and same config required, except
@@ -213,48 +233,39 @@ def pretrain(
     data, val = _training_tensors(train_images, val_images, extra_unlabeled)
     batches = _Batches.of(data, config.batch_size, info)
     if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = torch.backends.cudnn.benchmark = True
 
     # ---- model, optimizer, resume -------------------------------------------------------------
-    seed_everything(config.seed)
-    model_args = model_args_of(config)
-    raw_model = build_model(model_args)
-    if config.weights is not None:
-        raw_model.encoder = create_backbone(config.backbone, in_chans=1, weights=config.weights, **config.backbone_kwargs)
-    raw_model.to(device)
-    if config.channels_last:
-        raw_model.to(memory_format=torch.channels_last)
+    model_args, raw_model = _network(config, device)
     optimizer = torch.optim.Adam(raw_model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
-    state = checkpoint.resume(last_path, config, raw_model, optimizer, data_print := checkpoint.data_fingerprint(data, val))
+    objective_info = checkpoint.NT_XENT if objective is None else objective.describe()
+    state = checkpoint.resume(last_path, config, raw_model, optimizer, data_print := checkpoint.data_fingerprint(data, val),
+                              objective=objective_info)
+    sink = MetricsSink(out_dir, trackers=trackers, name=str(out_dir)) if info.is_main else None
     model = torch.compile(raw_model) if config.compile else raw_model
     model = D.wrap_ddp(model, sync_batchnorm=config.sync_batchnorm, device=device)
 
     def save_last() -> None:
         if info.is_main:
             checkpoint.save_last(last_path, config=config, data=data_print, model_args=model_args, model=raw_model,
-                                 optimizer=optimizer, state=state)
+                                 optimizer=optimizer, state=state, objective=objective_info)
 
     # ---- training loop ------------------------------------------------------------------------
     finished = True
     while state["epoch"] < config.epochs and not state["stopped_early"]:
         t0 = time.perf_counter()
-        finished = _train_epoch(model, optimizer, batches, state, config, device, save_last)
+        finished = _train_epoch(model, optimizer, batches, state, config, device, save_last, objective)
         if not finished:
             save_last()
             break
         # ---- end of epoch: held-out loss, early stopping, checkpoint ---------------------------
-        record: dict[str, Any] = {"epoch": state["epoch"] + 1, "step": state["step"],
-                                  "train_loss": state["loss_sum"] / max(batches.steps_per_epoch, 1),
-                                  "seconds": time.perf_counter() - t0, "batch_size": batches.global_batch,
-                                  "world_size": info.world_size}
+        record = _epoch_record(state, batches, time.perf_counter() - t0)
         if val is not None:
             # averaged over ranks: BatchNorm buffers may differ slightly between ranks (DDP broadcasts them at the
             # next forward), and every rank must take the same early-stopping decision
-            record["val_loss"] = D.all_reduce_mean(heldout_loss(raw_model, val, config, device), device)
-            if _early_stopping(state, record["val_loss"], config) and info.is_main:
+            record["val_loss"] = D.all_reduce_mean(heldout_loss(raw_model, val, config, device, objective), device)
+            if EarlyStopping(config.patience, config.min_delta).update(state, record["val_loss"]) and info.is_main:
                 checkpoint.save_best(best_path, config=config, model_args=model_args, encoder=raw_model.encoder,
                                      epoch=state["epoch"] + 1, val_loss=record["val_loss"])
         log.info("pre-training epoch %d: train loss %.4f%s (batch %d, %.0f s)", record["epoch"], record["train_loss"],
@@ -262,9 +273,11 @@ def pretrain(
                  record["seconds"])
         state.update(history=state["history"] + [record], epoch=state["epoch"] + 1, step_in_epoch=0, loss_sum=0.0)
         save_last()
-        if info.is_main:
-            checkpoint.write_metrics(out_dir, state["history"])
+        if sink is not None:
+            sink.write(state["history"])
     D.barrier()
+    if sink is not None:
+        sink.close()
     if info.is_main and val is None and finished:
         checkpoint.save_best(best_path, config=config, model_args=model_args, encoder=raw_model.encoder,
                              epoch=state["epoch"], val_loss=None)

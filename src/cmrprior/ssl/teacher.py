@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,8 +34,9 @@ from torch import nn
 
 from cmrprior.errors import ConfigError, DataError, InputError
 from cmrprior.models.registry import create_backbone
-from cmrprior.ssl.checkpoint import write_metrics
 from cmrprior.utils import atomic
+from cmrprior.utils.tracking import MetricsSink
+from cmrprior.utils.training import EarlyStopping, check_config_change
 
 log = logging.getLogger(__name__)
 
@@ -163,8 +165,7 @@ def _resume(last: Path, run_config: dict[str, Any], model: nn.Module, opt: torch
         saved = ckpt["config"]
     except Exception as exc:  # torch.load raises many types (pickle, zip, OSError, RuntimeError)
         raise DataError(last, f"cannot read the teacher checkpoint to resume ({type(exc).__name__}: {exc})") from exc
-    if {k: v for k, v in saved.items() if k != "epochs"} != {k: v for k, v in run_config.items() if k != "epochs"}:
-        raise ConfigError(f"{last}: made with another teacher configuration ({saved}); use a new folder")
+    check_config_change(saved, run_config, ("epochs",), last, "teacher")
     model.load_state_dict(ckpt["model"])
     opt.load_state_dict(ckpt["optimizer"])
     state.update(ckpt["state"])
@@ -200,10 +201,12 @@ def pretrain_teacher(
     backbone: str,
     seed: int,
     val: tuple[np.ndarray, np.ndarray] | None = None,
+    trackers: Sequence[str] = (),
 ) -> TeacherResult:
     """Train (or resume, or return a finished) Seg-teacher encoder of architecture `backbone` on `images`
     float32 `(N, S, S)` with their labels `masks` uint8 `(N, S, S)`; `val` (images, masks) chooses the epoch and
-    stops early (without it, the last epoch is kept). See the module docstring for the files.
+    stops early (without it, the last epoch is kept). See the module docstring for the files; `trackers`: the
+    epoch records also go there (`cmrprior.utils.tracking`).
 
     A run resumes from `out_dir/last.pt` when one exists; only `epochs` may differ from the run that wrote it (a
     longer run continues a shorter one).
@@ -229,24 +232,22 @@ def pretrain_teacher(
     if val is not None:
         xv = torch.from_numpy(np.ascontiguousarray(val[0], dtype=np.float32))[:, None]
         yv = torch.from_numpy(np.asarray(val[1], dtype=np.int64))
+    sink = MetricsSink(out, trackers=trackers)
     while state["epoch"] < config.epochs and not state["stopped_early"]:
         t0 = time.time()
         epoch = state["epoch"] + 1
         train_loss = _train_epoch(model, opt, x, y, config, torch.Generator().manual_seed(int(seed) * 100_003 + epoch))
         vl = None if xv is None else _val_loss(model, xv, yv, 2 * config.batch_size)
         row = {"epoch": epoch, "train_loss": train_loss, "val_loss": vl, "seconds": round(time.time() - t0, 2)}
-        if vl is None or state["best_val_loss"] is None or vl < state["best_val_loss"]:
-            state["best_val_loss"], state["bad_epochs"] = vl, 0
+        if EarlyStopping(config.patience).update(state, vl):
             atomic.save_torch(out / "best.pt", {"model_args": encoder.model_args, "encoder": encoder.state_dict(),
                                                 "config": run_config, "epoch": epoch, "val_loss": vl})
-        else:
-            state["bad_epochs"] += 1
-            state["stopped_early"] = config.patience > 0 and state["bad_epochs"] >= config.patience
         state["epoch"], state["history"] = epoch, state["history"] + [row]
         log.info("teacher epoch %d: train loss %.4f, val loss %s (%.0f s)", epoch, train_loss,
                  "n/a" if vl is None else f"{vl:.4f}", row["seconds"])
         atomic.save_torch(last, {"config": run_config, "model": model.state_dict(), "optimizer": opt.state_dict(),
                                  "state": state})
-        write_metrics(out, state["history"])
+        sink.write(state["history"])
+    sink.close()
     return TeacherResult(checkpoint=out / "best.pt", history=list(state["history"]),
                          best_val_loss=state["best_val_loss"], stopped_early=bool(state["stopped_early"]))

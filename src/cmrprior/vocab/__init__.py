@@ -5,7 +5,8 @@ here, so the order of table rows and the labels in tables, figures and the repor
 
 Words used across code, configs, folders and tables:
 
-* `init`: how the diagnosis model's encoders start (`INITS`);
+* `init`: how the diagnosis model's encoders start (`inits()`); `pretext`: the method that pre-trains the
+  encoders of an init (`cmrprior.vocab.pretexts`, a registry);
 * `images`: the images a model is trained on, `full` or `segmented` (Nakashima et al., "Images for
   training"); SimCLR pre-training uses the same word for the images it sees;
 * `mode`: how an `images` kind is made from a prepared slice (`ImageSpec.mode`): `full` keeps the slice,
@@ -17,41 +18,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cmrprior.errors import ConfigError
-
-
-# How a pre-trained init's encoder learns before the diagnosis model: SimCLR (the study's contrastive
-# pre-training) or drawing the study's heart masks (`cmrprior.ssl.teacher`).
-PRETEXTS: tuple[str, ...] = ("simclr", "masks")
-
-
-@dataclass(frozen=True)
-class Init:
-    """One initialisation of the grid: its config name, its label in tables, the images its pre-training runs
-    on (`None`: no pre-training) and that pre-training's pretext (`PRETEXTS`)."""
-
-    name: str
-    label: str
-    pretrain_images: str | None
-    pretext: str = "simclr"
-
-    def __post_init__(self) -> None:
-        if self.pretext not in PRETEXTS:
-            raise ConfigError(f"init {self.name!r}: pretext must be one of {list(PRETEXTS)}, got {self.pretext!r}")
+from cmrprior.vocab.pretexts import (  # the registry of pre-training methods, and what derives from it
+    BASE_INITS, IMAGES, TRAINING_MODES, Init, Pretext, get_init, get_pretext, init_label, init_names, init_rank,
+    inits, pretexts, register_pretext, registered, unregister_pretext,
+)
 
 
 DEFAULT_BACKBONE = "vgg16"  # the study's; every default backbone (CLI, configs, pre-training) is this one
-
-INITS: tuple[Init, ...] = (
-    Init("none", "None", None),
-    Init("imagenet", "ImageNet", None),
-    Init("full_sscl", "Full-SSCL", "full"),
-    Init("segmented_sscl", "Segmented-SSCL", "segmented"),
-    # not one of the study's: an encoder that learned to segment the heart on the training part's segmented
-    # images (the anatomic prior taught directly, instead of through SimCLR on segmented images)
-    Init("seg_teacher", "Seg-teacher", "segmented", pretext="masks"),
-)
-INIT_NAMES: tuple[str, ...] = tuple(i.name for i in INITS)
-STUDY_INITS: tuple[str, ...] = INIT_NAMES[:4]  # the study's grid (Nakashima et al.): the default
+STUDY_INITS: tuple[str, ...] = ("none", "imagenet", "full_sscl", "segmented_sscl")  # the study's grid: the default
 
 # mask labels, ACDC convention (0 is background)
 RV_LABEL, MYO_LABEL, LV_LABEL = 1, 2, 3
@@ -75,29 +49,10 @@ def hybrid_base(images: str) -> str | None:
     """The training images of a hybrid's image configuration; None when `images` is not a hybrid's."""
     return images[: -len(HYBRID_SUFFIX)] if images.endswith(HYBRID_SUFFIX) else None
 
-IMAGES: tuple[str, ...] = ("full", "segmented")
 SEGMENTED_MODES: tuple[str, ...] = ("mask", "crop", "mask+crop")
 IMAGE_MODES: tuple[str, ...] = ("full",) + SEGMENTED_MODES
 
 SALIENCY_METHODS: dict[str, str] = {"gradcam": "Grad-CAM", "integrated_gradients": "Integrated gradients"}
-
-
-def get_init(name: str) -> Init:
-    """The `Init` called `name`; raises ConfigError for an unknown name."""
-    for i in INITS:
-        if i.name == name:
-            return i
-    raise ConfigError(f"unknown init {name!r}; expected one of {list(INIT_NAMES)}")
-
-
-def init_label(name: str) -> str:
-    """Table label of an init (`full_sscl` -> `Full-SSCL`); an unknown name is shown as is."""
-    return next((i.label for i in INITS if i.name == name), name)
-
-
-def init_rank(name: str) -> int:
-    """Position of an init in the tables' order (unknown names last)."""
-    return INIT_NAMES.index(name) if name in INIT_NAMES else len(INIT_NAMES)
 
 
 def method_label(name: str) -> str:
@@ -149,3 +104,4 @@ class ImagesConfig:
 
     def spec(self, images: str) -> "ImageSpec":
         return ImageSpec.of(images, segmented_mode=self.segmented_mode, margin_mm=self.margin_mm)
+
