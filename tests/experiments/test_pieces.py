@@ -79,14 +79,14 @@ def test_graph_lists_every_piece_after_what_it_needs(tmp_path):
     assert len(pieces) == 2 + 9 + 18 + 2
     by_id = {p.id: p for p in pieces}
     assert by_id["splits/split_0/cells/tiny/full_sscl__segmented"].needs == (
-        "splits/split_0/pretrain/full/tiny/bs16", "splits/split_0/pretrain/full/tiny/bs32")
+        "splits/split_0/pretrain/full/tiny/simclr_bs16", "splits/split_0/pretrain/full/tiny/simclr_bs32")
     assert by_id["splits/split_1/cells/tiny/seg_teacher__full"].needs == ("splits/split_1/pretrain/segmented/tiny/teacher",)
     assert by_id["splits/split_1/cells/tiny/none__full"].needs == (PREPARE,)
     assert by_id["holdout/cells/tiny/none__full"].needs == (f"{HOLDOUT}/prepared",)
-    assert by_id["holdout/pretrain/full/tiny/bs16"].needs == (f"{HOLDOUT}/prepared",)
+    assert by_id["holdout/pretrain/full/tiny/simclr_bs16"].needs == (f"{HOLDOUT}/prepared",)
     cells = [p.id for p in pieces if p.kind == "cell"]
     assert by_id[SALIENCY].needs == tuple(cells) and by_id[STUDY].needs == (SALIENCY,)
-    assert by_id["splits/split_0/pretrain/full/tiny/bs32"].resources == "pretrain"
+    assert by_id["splits/split_0/pretrain/full/tiny/simclr_bs32"].resources == "pretrain"
     assert by_id[STUDY].resources == "report"
     no_report = study_graph(run, cfg, holdout=False, report=False)
     assert SALIENCY not in {p.id for p in no_report} and no_report[-1].needs == tuple(c for c in cells if "holdout" not in c)
@@ -97,7 +97,7 @@ def test_drive_runs_waves_in_order_and_skips_finished_pieces(tmp_path):
     cfg = _config()
     graph = lambda: study_graph(run, cfg, holdout=False)  # noqa: E731
     run.write_splits(SPLITS)
-    done = [p for p in graph() if p.id in ("prepare", "splits/split_0/pretrain/full/tiny/bs16",
+    done = [p for p in graph() if p.id in ("prepare", "splits/split_0/pretrain/full/tiny/simclr_bs16",
                                             "splits/split_1/cells/tiny/none__full")]
     for p in done:
         _write_marker(run, p)
@@ -141,7 +141,7 @@ def test_status_of_each_piece_and_the_cli_lines(tmp_path, capsys):
     atomic.write_text(run.config_yaml, cfg.to_yaml())
     run.write_splits(SPLITS)
     pieces = {p.id: p for p in study_graph(run, cfg, holdout=False)}
-    ids = ["splits/split_0/pretrain/full/tiny/bs16", "splits/split_0/pretrain/full/tiny/bs32",
+    ids = ["splits/split_0/pretrain/full/tiny/simclr_bs16", "splits/split_0/pretrain/full/tiny/simclr_bs32",
            "splits/split_0/cells/tiny/none__full", "splits/split_0/cells/tiny/none__segmented",
            "splits/split_1/cells/tiny/none__full", "splits/split_1/cells/tiny/none__segmented"]
     _write_marker(run, pieces[PREPARE])
@@ -222,7 +222,7 @@ def test_pieces_on_the_local_executor_give_the_tables_of_run_study(tmp_path, mon
     state = json.loads((tmp_path / "pieces" / "pieces" / "holdout" / "cells" / "tiny" / "segmented_sscl__segmented"
                         / STATE_JSON).read_text())
     assert state["state"] == "done" and state["pid"] == os.getpid()
-    assert "pretrain" in (tmp_path / "pieces" / "pieces" / "holdout" / "pretrain" / "segmented" / "tiny" / "bs16"
+    assert "pretrain" in (tmp_path / "pieces" / "pieces" / "holdout" / "pretrain" / "segmented" / "tiny" / "simclr_bs16"
                           / "log.txt").read_text()
 
 

@@ -4,7 +4,7 @@ A piece is named by its output folder in the run folder (`RunFolder` owns the la
 
 * `prepare`: check the inputs, locate and segment the cohort, write `run.json` and `splits.json` (its marker);
 * `holdout/prepared`: the --test cohort prepared (when there is one);
-* `splits/split_i/pretrain/IMAGES/BACKBONE/bsN` (SimCLR) and `.../teacher` (Seg-teacher): one pre-training;
+* `splits/split_i/pretrain/IMAGES/BACKBONE/<pretext folder>` (`RunFolder.pretrain_dir`: `simclr_bsN`, `teacher`, ...): one pre-training;
 * `splits/split_i/cells/BACKBONE/INIT__IMAGES`: one diagnosis model, after the pre-trainings its init reads;
   the same under `holdout/` for the held-out training and scoring;
 * `saliency`: saliency of every finished cell; `study`: tables, the anatomy model and hybrids, the held-out
