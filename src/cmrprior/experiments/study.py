@@ -55,7 +55,7 @@ from cmrprior.report import build_report
 from cmrprior.runs import HOLDOUT, LAYOUT_VERSION, CellKey, CellResult, PretrainRecord, RunFolder, RunInfo, SplitSpec
 from cmrprior.saliency.run import run_saliency
 from cmrprior.segmentation.qc import write_mask_flags
-from cmrprior.utils import atomic
+from cmrprior.utils import atomic, timing
 from cmrprior.utils.runfolder_checks import check_out_dir
 from cmrprior.utils.runlock import run_lock
 from cmrprior.utils.seeding import derive_seed
@@ -125,10 +125,11 @@ def _pretrain_all(run: RunFolder, split: SplitSpec, images: dict[str, SliceSet],
         if init.pretext == "masks":
             folder = run.teacher_dir(split.name, init.pretrain_images, backbone)
             reused = run.read_pretrain(folder) is not None
-            out[init.name] = (teacher_piece(
-                run, folder, images[init.pretrain_images], images=init.pretrain_images, backbone=backbone,
-                seed=derive_seed(split.seed, "teacher", init.pretrain_images, backbone), train_ids=inner[0],
-                val_ids=inner[1], test_ids=split.test, config=config.teacher),)
+            with timing.phase(f"teacher[{backbone}/{init.pretrain_images}]"):
+                out[init.name] = (teacher_piece(
+                    run, folder, images[init.pretrain_images], images=init.pretrain_images, backbone=backbone,
+                    seed=derive_seed(split.seed, "teacher", init.pretrain_images, backbone), train_ids=inner[0],
+                    val_ids=inner[1], test_ids=split.test, config=config.teacher),)
             if progress is not None:
                 progress.teacher_done(split.name, backbone, init.pretrain_images, reused=reused)
             continue
@@ -139,8 +140,9 @@ def _pretrain_all(run: RunFolder, split: SplitSpec, images: dict[str, SliceSet],
                                           seed=derive_seed(split.seed, "pretrain", init.pretrain_images, backbone, bs))
             folder = run.pretrain_dir(split.name, init.pretrain_images, backbone, bs)
             reused = run.read_pretrain(folder) is not None
-            records.append(pretrain_piece(run, folder, data, images=init.pretrain_images, train_ids=inner[0],
-                                          val_ids=inner[1], test_ids=split.test, config=cfg))
+            with timing.phase(f"simclr[{backbone}/{init.pretrain_images}/bs{bs}]"):
+                records.append(pretrain_piece(run, folder, data, images=init.pretrain_images, train_ids=inner[0],
+                                              val_ids=inner[1], test_ids=split.test, config=cfg))
             if progress is not None:
                 progress.pretrain_done(split.name, backbone, init.pretrain_images, bs, reused=reused)
         out[init.name] = tuple(records)
@@ -168,7 +170,8 @@ def run_split(run: RunFolder, split: SplitSpec, images: dict[str, SliceSet], con
                               masks_source=masks_source, masks_note=masks_note,
                               image_mode=config.image_spec(kind).mode, cv_folds=config.protocol.cv_folds)
                 old = run.read_cell(job.key)
-                results.append(run_cell(run, job, images[kind], c))
+                with timing.phase(f"cell[{backbone}/{init}/{kind}/{c.mode_of(init)}]"):
+                    results.append(run_cell(run, job, images[kind], c))
                 if progress is not None:
                     progress.cell_done(results[-1], reused=old is not None and old.ok)
     return results
@@ -190,8 +193,9 @@ def _holdout(run: RunFolder, test_data: Path, config: StudyConfig, data: CohortD
         images[kind] = merge_slice_sets(data.images[kind], s.with_labels(remapped))
     split = SplitSpec(HOLDOUT, config.protocol.seed, tuple(data.patient_ids), tuple(hold.patient_ids))
     note = data.masks_note or hold.masks_note
-    return run_split(run, split, images, config, classes=classes, masks_source=hold.masks_source, masks_note=note,
-                     progress=StudyProgress.for_grid(config, 1, prefix="held-out ")), hold
+    with timing.phase("grid"):
+        return run_split(run, split, images, config, classes=classes, masks_source=hold.masks_source,
+                         masks_note=note, progress=StudyProgress.for_grid(config, 1, prefix="held-out ")), hold
 
 
 def _check_inputs(run: RunFolder, data: str | Path, test_data: str | Path | None, config: StudyConfig) -> None:
@@ -279,8 +283,9 @@ def _run_study(run: RunFolder, data: str | Path, config: StudyConfig, *, test_da
     t0 = time.time()
     _check_inputs(run, data, test_data, config)
     _check_run_config(run, config)
-    cohort = load_cohort_data(data, config, prepared_dir=run.prepared(), cache_dir=run.cache,
-                              measures_at=run.anatomy_measures_csvs())
+    with timing.phase("data"):
+        cohort = load_cohort_data(data, config, prepared_dir=run.prepared(), cache_dir=run.cache,
+                                  measures_at=run.anatomy_measures_csvs())
     if not run.mask_flags_csv.exists():
         write_mask_flags(cohort.prepared, run.mask_flags_csv)  # plausibility of the masks used, for the report
     classes = cohort.prepared.classes
@@ -295,8 +300,9 @@ def _run_study(run: RunFolder, data: str | Path, config: StudyConfig, *, test_da
     progress = StudyProgress.for_grid(config, len(splits))
     for split in splits:
         log.info("split %s: %d train / %d test patients", split.name, len(split.train), len(split.test))
-        results += run_split(run, split, cohort.images, config, classes=classes,
-                             masks_source=cohort.masks_source, masks_note=cohort.masks_note, progress=progress)
+        with timing.phase("grid"):
+            results += run_split(run, split, cohort.images, config, classes=classes,
+                                 masks_source=cohort.masks_source, masks_note=cohort.masks_note, progress=progress)
     log.info("tables: %d cell results -> tables 1-3, metrics, paired comparisons (%d bootstrap resamples)", len(results),
              config.evaluation.n_boot)
     setup = table_setup(config, classes, cohort.masks_source, cohort.masks_note)
@@ -307,16 +313,18 @@ def _run_study(run: RunFolder, data: str | Path, config: StudyConfig, *, test_da
                                      masks=(cohort.masks_source, cohort.masks_note)))
     holdout = []
     if test_data is not None:
-        holdout, hold = _holdout(run, Path(test_data), config, cohort)
-        hold_setup = table_setup(config, classes, holdout[0].masks_source if holdout else cohort.masks_source,
-                                 holdout[0].masks_note if holdout else cohort.masks_note)
-        tables.update(write_tables(holdout, run.tables, setup=hold_setup, prefix="holdout_"))
-        if config.anatomy.enabled:
-            split = SplitSpec(HOLDOUT, config.protocol.seed, tuple(cohort.patient_ids), tuple(hold.patient_ids))
-            both = anatomy.merged(AnatomyInputs.from_rows(hold.measures, hold.perturbed))
-            tables.update(anatomy_tables(run, [split], both, holdout, config, hold_setup, prefix="holdout_",
-                                         masks=(hold.masks_source, cohort.masks_note or hold.masks_note)))
-    models = export_models(run, data, cohort.patient_ids, classes, anatomy, run.anatomy_results(), config)
+        with timing.phase("holdout"):
+            holdout, hold = _holdout(run, Path(test_data), config, cohort)
+            hold_setup = table_setup(config, classes, holdout[0].masks_source if holdout else cohort.masks_source,
+                                     holdout[0].masks_note if holdout else cohort.masks_note)
+            tables.update(write_tables(holdout, run.tables, setup=hold_setup, prefix="holdout_"))
+            if config.anatomy.enabled:
+                split = SplitSpec(HOLDOUT, config.protocol.seed, tuple(cohort.patient_ids), tuple(hold.patient_ids))
+                both = anatomy.merged(AnatomyInputs.from_rows(hold.measures, hold.perturbed))
+                tables.update(anatomy_tables(run, [split], both, holdout, config, hold_setup, prefix="holdout_",
+                                             masks=(hold.masks_source, cohort.masks_note or hold.masks_note)))
+    with timing.phase("export"):
+        models = export_models(run, data, cohort.patient_ids, classes, anatomy, run.anatomy_results(), config)
     figure = write_figure1(results, run.figures / "figure1.png")
     meta = {
         "data": str(data), "test_data": None if test_data is None else str(test_data),
@@ -340,12 +348,15 @@ def anatomy_tables(run: RunFolder, splits: list[SplitSpec], inputs: AnatomyInput
     """The anatomy model on every split, Table 4 and the robustness CSV (`cmrprior.experiments.anatomy_stage`)."""
     results, robustness, hybrids = [], [], []
     for split in splits:
-        r, rows, model = run_anatomy_split(run, split, inputs, config.anatomy, classes=setup.classes,
-                                           cv_folds=config.protocol.cv_folds, masks_source=masks[0], masks_note=masks[1])
+        with timing.phase("anatomy"):
+            r, rows, model = run_anatomy_split(run, split, inputs, config.anatomy, classes=setup.classes,
+                                               cv_folds=config.protocol.cv_folds, masks_source=masks[0],
+                                               masks_note=masks[1])
         results.append(r)
         robustness += rows
         if model is not None and config.anatomy.hybrid:
-            hybrids += run_hybrid_split(run, split, model, inputs, image_results)
+            with timing.phase("hybrids"):
+                hybrids += run_hybrid_split(run, split, model, inputs, image_results)
     md = write_anatomy_table(results, image_results, run.tables, setup=setup, masks_line=masks_line(*masks),
                              prefix=prefix, hybrids=hybrids)
     if robustness:
@@ -356,11 +367,13 @@ def anatomy_tables(run: RunFolder, splits: list[SplitSpec], inputs: AnatomyInput
 def _saliency_and_report(run: RunFolder) -> Path | None:
     """Saliency of every finished cell, then the report; neither may lose a finished study."""
     try:
-        run_saliency(run.root)
+        with timing.phase("saliency"):
+            run_saliency(run.root)
     except CmrPriorError as exc:
         log.error("saliency failed: %s", exc)
     try:
-        return build_report(run.root)
+        with timing.phase("report"):
+            return build_report(run.root)
     except Exception as exc:  # noqa: BLE001 - the report must not lose a finished study
         log.error("report failed: %s", exc)
         return None
