@@ -11,15 +11,17 @@ a new folder (an existing one is refused: a resumed run would skip the finished 
 
 Prints, and writes to OUT/profile.md:
 
-* one row per phase path (stage, then the phases inside it: "grid/cell[tiny/none/full/finetune]/forward"),
-  in run order: calls, items, wall seconds, process CPU seconds (all threads: CPU/wall near the thread count
-  means the cores were busy), share of the whole run's wall time; "(other)" rows hold a phase's time that none
-  of its children measured;
+* one row per phase path (stage, then the phases inside it: "grid/cell[tiny,none,full,finetune]/forward"),
+  in run order: calls, items, wall seconds, CPU seconds (all threads of the process and its ended worker
+  processes: CPU/wall near the thread count means the cores were busy, far under 1 that the CPU was shared or
+  the phase waited), share of the whole run's CPU time, the process's peak resident memory when the phase last
+  ended; "(other)" rows hold a phase's time that none of its children measured;
 * per training loop (phases with forward/backward children): training-step FLOPs (counted once per item with
-  `torch.utils.flop_counter.FlopCounterMode` on the loop's own network), the achieved GFLOP/s over the
-  forward + backward + optimizer wall time, and its share of the fp32 matmul peak measured at the start with
-  the same thread count (`bench/pretrain_throughput.py`'s `matmul_peak`); and the same over the loop's whole
-  wall time (augmentation and evaluation included).
+  `torch.utils.flop_counter.FlopCounterMode` on the loop's own network), GFLOP per CPU second of the forward +
+  backward + optimizer phases and its share of the fp32 matmul peak per CPU second (large square matmuls timed
+  with `time.process_time` at the start, same thread count), and the same share over the loop's whole CPU time
+  (augmentation, evaluation included). Rates per CPU second hold on a shared CPU (a waiting process spends
+  wall time, not CPU time); on a quiet machine with one thread they equal the wall rates.
 
 The machine may be shared: the load average is printed at the start and the end, and CPU seconds are given next
 to every wall figure. No times are asserted.
@@ -38,17 +40,26 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pretrain_throughput import matmul_peak  # noqa: E402
-
-from cmrprior.experiments.config import StudyConfig, load_config  # noqa: E402
-from cmrprior.utils import timing  # noqa: E402
+from cmrprior.experiments.config import StudyConfig, load_config
+from cmrprior.utils import timing
 
 LOOP_STEPS = ("forward", "backward", "optimizer")
 
 
 def load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def cpu_matmul_peak(n: int = 1024, reps: int = 8) -> float:
+    """GFLOP per CPU second (all threads) of fp32 `n x n` matmuls, best of `reps`: the peak per CPU second."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best = 0.0
+    for _ in range(reps):
+        c0 = time.process_time()
+        a @ b
+        best = max(best, 2 * n**3 / max(time.process_time() - c0, 1e-9) / 1e9)
+    return best
 
 
 def _counted(fn) -> float:
@@ -59,9 +70,9 @@ def _counted(fn) -> float:
 
 def loop_flops(kind: str, config: StudyConfig, n_classes: int) -> tuple[float, float]:
     """(training-step FLOPs per item, forward FLOPs per item) of the loop whose phase is `kind`, e.g.
-    "simclr[tiny/full/bs64]", "teacher[tiny/segmented]", "cell[tiny/none/full/finetune]"."""
+    "simclr[tiny,full,bs64]", "teacher[tiny,segmented]", "cell[tiny,none,full,finetune]"."""
     name, args = kind.split("[", 1)
-    parts = args.rstrip("]").split("/")
+    parts = args.rstrip("]").split(",")
     size = config.classifier.input_size
     torch.manual_seed(0)
     if name == "simclr":
@@ -96,8 +107,9 @@ def loop_flops(kind: str, config: StudyConfig, n_classes: int) -> tuple[float, f
     raise ValueError(kind)
 
 
-def stage_table(totals: dict[str, timing.PhaseTotal], whole_wall: float) -> list[str]:
-    rows = ["| phase | calls | items | wall s | CPU s | CPU/wall | % of run |", "|---|---:|---:|---:|---:|---:|---:|"]
+def stage_table(totals: dict[str, timing.PhaseTotal], whole_wall: float, whole_cpu: float) -> list[str]:
+    rows = ["| phase | calls | items | wall s | CPU s | CPU/wall | % of run CPU | peak RSS MB at its end |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|"]
     children: dict[str, list[str]] = {}
     for path in totals:
         parent = path.rsplit("/", 1)[0] if "/" in path else ""
@@ -106,7 +118,7 @@ def stage_table(totals: dict[str, timing.PhaseTotal], whole_wall: float) -> list
     def row(label: str, depth: int, t: timing.PhaseTotal) -> str:
         ratio = t.cpu_s / t.wall_s if t.wall_s > 0 else float("nan")
         return (f"| {'&nbsp;' * 2 * depth}{label} | {t.calls} | {t.items or ''} | {t.wall_s:.1f} | {t.cpu_s:.1f} | "
-                f"{ratio:.2f} | {100 * t.wall_s / whole_wall:.1f} |")
+                f"{ratio:.2f} | {100 * t.cpu_s / whole_cpu:.1f} | {t.peak_rss_mb or float('nan'):.0f} |")
 
     def walk(parent: str, depth: int) -> None:
         kids = children.get(parent, [])
@@ -117,16 +129,19 @@ def stage_table(totals: dict[str, timing.PhaseTotal], whole_wall: float) -> list
             p = totals[parent]
             rest = timing.PhaseTotal(p.wall_s - sum(totals[k].wall_s for k in kids),
                                      p.cpu_s - sum(totals[k].cpu_s for k in kids), p.calls)
-            if rest.wall_s > 0.05 * p.wall_s and rest.wall_s > 0.5:
+            if rest.cpu_s > 0.05 * p.cpu_s and rest.cpu_s > 0.5:
                 rows.append(row("(other)", depth, rest))
 
     walk("", 0)
+    top = children.get("", [])
+    rest = timing.PhaseTotal(whole_wall - sum(totals[k].wall_s for k in top), whole_cpu - sum(totals[k].cpu_s for k in top), 1)
+    rows.append(row("(other: imports, input checks, splits, tables, figure)", 0, rest))
     return rows
 
 
 def loop_table(totals: dict[str, timing.PhaseTotal], config: StudyConfig, n_classes: int, peak: float) -> list[str]:
-    rows = ["| loop | items | fwd+bwd+opt wall s | loop wall s | GFLOP/s (steps) | % of peak (steps) | "
-            "% of peak (whole loop) |", "|---|---:|---:|---:|---:|---:|---:|"]
+    rows = ["| loop | items | steps CPU s | loop CPU s | loop wall s | GFLOP per CPU s (steps) | % of peak (steps) | "
+            "% of peak (whole loop) |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     loops = sorted({p.rsplit("/", 1)[0] for p in totals if p.endswith("/forward") and "/evaluation" not in p})
     cache: dict[str, tuple[float, float]] = {}
     for loop in loops:
@@ -136,18 +151,19 @@ def loop_table(totals: dict[str, timing.PhaseTotal], config: StudyConfig, n_clas
         if kind not in cache:
             cache[kind] = loop_flops(kind, config, n_classes)
         step_flops, _ = cache[kind]
-        head_only = kind.endswith("/linear]")  # the output layer on cached features: no encoder in the step
+        head_only = kind.endswith(",linear]")  # the output layer on cached features: no encoder in the step
         items = totals[f"{loop}/forward"].items
-        steps_wall = sum(totals[f"{loop}/{s}"].wall_s for s in LOOP_STEPS if f"{loop}/{s}" in totals)
-        loop_wall = totals[loop].wall_s if loop in totals else steps_wall
+        steps_cpu = sum(totals[f"{loop}/{s}"].cpu_s for s in LOOP_STEPS if f"{loop}/{s}" in totals)
+        loop_cpu = totals[loop].cpu_s if loop in totals else steps_cpu
+        loop_wall = totals[loop].wall_s if loop in totals else float("nan")
         if head_only:
-            rows.append(f"| {loop} (output layer on cached features) | {items} | {steps_wall:.1f} | {loop_wall:.1f} | "
-                        "- | - | - |")
+            rows.append(f"| {loop} (output layer on cached features) | {items} | {steps_cpu:.1f} | {loop_cpu:.1f} | "
+                        f"{loop_wall:.1f} | - | - | - |")
             continue
         flops = step_flops * items
-        rate = flops / steps_wall / 1e9 if steps_wall > 0 else float("nan")
-        rows.append(f"| {loop} | {items} | {steps_wall:.1f} | {loop_wall:.1f} | {rate:.1f} | {100 * rate / peak:.0f} | "
-                    f"{100 * flops / max(loop_wall, 1e-9) / 1e9 / peak:.0f} |")
+        rate = flops / steps_cpu / 1e9 if steps_cpu > 0 else float("nan")
+        rows.append(f"| {loop} | {items} | {steps_cpu:.1f} | {loop_cpu:.1f} | {loop_wall:.1f} | {rate:.1f} | "
+                    f"{100 * rate / peak:.0f} | {100 * flops / max(loop_cpu, 1e-9) / 1e9 / peak:.0f} |")
     return rows
 
 
@@ -175,9 +191,9 @@ def main() -> None:
                          overrides=parse_set_options(args.set))
     print(f"load average at start: {load()}; torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"CPU capability {torch.backends.cpu.get_cpu_capability()}; config {config.name}", flush=True)
-    peak, _ = matmul_peak(torch.float32, budget_s=10.0)
-    print(f"fp32 matmul peak: {peak:.1f} GFLOP/s ({torch.get_num_threads()} threads)", flush=True)
-    w0, c0 = time.perf_counter(), time.process_time()
+    peak = cpu_matmul_peak()
+    print(f"fp32 matmul peak: {peak:.1f} GFLOP per CPU second ({torch.get_num_threads()} threads)", flush=True)
+    w0, c0 = time.perf_counter(), timing.cpu_seconds()
     with timing.enabled() as totals:
         if args.data is None:
             from cmrprior.experiments.demo import run_demo
@@ -187,14 +203,14 @@ def main() -> None:
             from cmrprior.experiments.study import run_study
 
             result = run_study(args.data, out, config, test_data=args.test)
-    wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+    wall, cpu = time.perf_counter() - w0, timing.cpu_seconds() - c0
     totals = dict(totals)
     n_classes = _classes(result.run_dir)
     lines = [f"# Profile: {'phantom demo' if args.data is None else args.data}, config {config.name}", "",
              f"whole run: {wall:.0f} s wall, {cpu:.0f} s process CPU; peak RSS "
              f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB; load average at the end {load()}; "
-             f"{torch.get_num_threads()} threads; fp32 matmul peak {peak:.1f} GFLOP/s", "",
-             *stage_table(totals, wall), "", "## Training loops (fp32 FLOPs counted per item on the loop's network)", "",
+             f"{torch.get_num_threads()} threads; fp32 matmul peak {peak:.1f} GFLOP per CPU second", "",
+             *stage_table(totals, wall, cpu), "", "## Training loops (fp32 FLOPs counted per item on the loop's network)", "",
              *loop_table(totals, config, n_classes, peak)]
     text = "\n".join(lines) + "\n"
     print(text)

@@ -56,3 +56,18 @@ def test_timing_is_off_again_after_an_error_and_cannot_be_nested():
         with timing.phase("b"):
             pass
     assert list(totals) == ["b"]  # the stack was reset: "b" is not recorded under the failed "a"
+
+
+def test_cpu_of_child_processes_ended_inside_a_phase_and_the_peak_memory_are_recorded():
+    import subprocess
+    import sys
+
+    with timing.enabled() as totals:
+        with timing.phase("workers"):
+            subprocess.run([sys.executable, "-c", "import time\nend = time.process_time() + 0.3\n"
+                                                  "while time.process_time() < end: pass"], check=True)
+    w = totals["workers"]
+    assert w.cpu_s >= 0.3 and w.wall_s >= 0.3  # the parent only waited: its own CPU time is near 0
+    import resource
+
+    assert 0 < w.peak_rss_mb <= resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -125,7 +125,7 @@ def _pretrain_all(run: RunFolder, split: SplitSpec, images: dict[str, SliceSet],
         if init.pretext == "masks":
             folder = run.teacher_dir(split.name, init.pretrain_images, backbone)
             reused = run.read_pretrain(folder) is not None
-            with timing.phase(f"teacher[{backbone}/{init.pretrain_images}]"):
+            with timing.phase(f"teacher[{backbone},{init.pretrain_images}]"):
                 out[init.name] = (teacher_piece(
                     run, folder, images[init.pretrain_images], images=init.pretrain_images, backbone=backbone,
                     seed=derive_seed(split.seed, "teacher", init.pretrain_images, backbone), train_ids=inner[0],
@@ -140,7 +140,7 @@ def _pretrain_all(run: RunFolder, split: SplitSpec, images: dict[str, SliceSet],
                                           seed=derive_seed(split.seed, "pretrain", init.pretrain_images, backbone, bs))
             folder = run.pretrain_dir(split.name, init.pretrain_images, backbone, bs)
             reused = run.read_pretrain(folder) is not None
-            with timing.phase(f"simclr[{backbone}/{init.pretrain_images}/bs{bs}]"):
+            with timing.phase(f"simclr[{backbone},{init.pretrain_images},bs{bs}]"):
                 records.append(pretrain_piece(run, folder, data, images=init.pretrain_images, train_ids=inner[0],
                                               val_ids=inner[1], test_ids=split.test, config=cfg))
             if progress is not None:
@@ -170,7 +170,7 @@ def run_split(run: RunFolder, split: SplitSpec, images: dict[str, SliceSet], con
                               masks_source=masks_source, masks_note=masks_note,
                               image_mode=config.image_spec(kind).mode, cv_folds=config.protocol.cv_folds)
                 old = run.read_cell(job.key)
-                with timing.phase(f"cell[{backbone}/{init}/{kind}/{c.mode_of(init)}]"):
+                with timing.phase(f"cell[{backbone},{init},{kind},{c.mode_of(init)}]"):
                     results.append(run_cell(run, job, images[kind], c))
                 if progress is not None:
                     progress.cell_done(results[-1], reused=old is not None and old.ok)
