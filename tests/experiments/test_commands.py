@@ -143,6 +143,7 @@ def test_demo_runs_the_demo_config_with_a_held_out_phantom_and_prints_the_answer
     n = seen["config"].protocol.n_splits
     assert f"macro AUC, mean [interval across {n} splits]:" in out
     assert "primary analysis (Anatomy model, named before the results): 0.950 [0.900, 1.000]" in out
+    assert "best image models (2 of 2, picked after the results):" in out
     assert out.index("Full-SSCL, full images: 0.812 [0.700, 0.925]") < out.index("None, full images: 0.750")
     assert "best hybrid (Hybrid: tiny None, full images + measures): 0.960 [0.910, 1.000]" in out
     assert "held-out cohort, primary analysis (trained on every study patient, scored once): 0.900 [0.800, 0.970]" in out

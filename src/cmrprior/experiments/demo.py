@@ -126,8 +126,8 @@ def _auc(entry: dict | None) -> str:
 
 def answer_lines(run_dir: str | Path, *, best: int = 3) -> list[str]:
     """The study's answer in a few plain lines, read from its tables: the primary analysis, the `best` image
-    configurations by mean macro AUC (picked after the fact), the Anatomy model and the best hybrid, the
-    held-out cohort's primary result, and where the report is."""
+    configurations by mean macro AUC (picked after the results, and said so), the Anatomy model and the best
+    hybrid, and the held-out cohort's primary result. Missing tables give fewer lines, never an error."""
     from cmrprior.report.summary import read_json
     from cmrprior.runs import RunFolder
     from cmrprior.vocab import ANATOMY, init_label
@@ -145,15 +145,17 @@ def answer_lines(run_dir: str | Path, *, best: int = 3) -> list[str]:
             rows = (read_json(run.tables / f"{prefix}table4.json") or {}).get("rows") or []
             return rows[0] if rows else None
         found = [m for m in read_json(run.tables / f"{prefix}metrics.json") or []
-                 if isinstance(m, dict) and "/".join((m.get("backbone"), m.get("init"), m.get("images"))) == primary]
+                 if isinstance(m, dict) and f"{m.get('backbone')}/{m.get('init')}/{m.get('images')}" == primary]
         return found[0] if found else None
 
     primary = config.primary if config else None
     if primary:
         lines.append(f"  primary analysis ({'Anatomy model' if primary == ANATOMY else primary}, named before the "
                      f"results): {_auc(entry_of(primary, ''))}")
+    if metrics:
+        lines.append(f"  best image models ({min(best, len(metrics))} of {len(metrics)}, picked after the results):")
     for m in sorted(metrics, key=lambda m: -m["macro_auc"])[:best]:
-        lines.append(f"  image model {m['backbone']}, {init_label(m['init'])}, {m['images']} images: {_auc(m)}")
+        lines.append(f"    {m.get('backbone')}, {init_label(m.get('init', '?'))}, {m.get('images')} images: {_auc(m)}")
     rows = table4.get("rows") or []
     if rows and primary != ANATOMY:
         lines.append(f"  Anatomy model (cardiac measures): {_auc(rows[0])}")
