@@ -24,7 +24,7 @@ def test_demo_on_small_phantom(tmp_path):
     lines = answer_lines(res.run_dir)
     best = max(m["macro_auc"] for m in json.loads(res.tables["table1"].with_name("metrics.json").read_text())
                if m["macro_auc"] is not None)
-    assert f": {best:.3f} [" in lines[3] and any(line.startswith("  held-out cohort") for line in lines)
+    assert lines[3].endswith(f": {best:.3f}") and any(line.startswith("  held-out cohort") for line in lines)
     # rerun: the phantom and every finished piece are reused
     res2 = run_demo(tmp_path / "demo", config=cfg, n_patients=20, seed=1, test_patients=5)
     assert res2.tables["table1"].read_text() == res.tables["table1"].read_text()
