@@ -97,8 +97,7 @@ def loop_flops(kind: str, config: StudyConfig, n_classes: int) -> tuple[float, f
     if name == "cell":
         from cmrprior.classify.model import build_model
 
-        c = config.classifier
-        model = build_model(parts[0], "none", n_classes, seed=0, pooling="slices", motion=c.motion).train()
+        model = build_model(parts[0], "none", n_classes, seed=0).train()  # as `experiments.cell` fine-tunes it
         ed, es = torch.randn(2, size, size), torch.randn(2, size, size)
         step = _counted(lambda: model(ed, es).sum().backward())
         with torch.no_grad():
