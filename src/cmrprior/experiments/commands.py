@@ -113,8 +113,8 @@ def register(subparsers) -> None:
                         "else 20; 0: none)")
     d.add_argument("--seed", type=int, default=0, help="seed of the phantom cohort (default 0)")
     d.add_argument("--threads", type=at_least(1), default=1,
-                   help="torch threads (default 1: the demo's small networks train fastest on one thread, and on a "
-                        "busy machine two threads per process cost several times the CPU time)")
+                   help="torch threads (default 1: on a shared CPU, two threads cost the demo's small networks "
+                        "several times the CPU time of one; bench/thread_cost.py measures it)")
     _add_set(d)
     d.set_defaults(func=_demo)
     a = subparsers.add_parser(
