@@ -15,9 +15,10 @@ $(STAMP): pyproject.toml requirements-lock.txt
 
 install: $(STAMP)
 
-# Main job: the study on the synthetic phantom cohort with configs/cpu.yaml (or ACDC with ACDC_ROOT=...).
+# Main job: every stage of the study on the synthetic phantom cohort with configs/demo.yaml (or ACDC with
+# ACDC_ROOT=...); DEMO_ARGS="--config cpu" runs the full CPU study.
 demo: $(STAMP)
-	$(BIN)/cmrprior demo --out $(DEMO_OUT) $(if $(ACDC_ROOT),--data $(ACDC_ROOT),)
+	$(BIN)/cmrprior demo --out $(DEMO_OUT) $(if $(ACDC_ROOT),--data $(ACDC_ROOT),) $(DEMO_ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -256,3 +256,19 @@ def test_cli_writes_a_cohort(tmp_path, capsys):
     args = parser.parse_args(["phantom", "--out", str(tmp_path / "cli"), "--patients", "1", "--seed", "3"])
     with pytest.raises(DataError, match="other parameters"):
         args.func(args)
+
+
+def test_a_later_first_patient_gives_the_new_patients_of_a_larger_phantom(cohort, tmp_path):
+    """A held-out cohort: patients 9-11 of the seed-7 phantom, ids and files as in a larger one, none of the
+    first 8; its manifest says where it starts, and a rerun with another start is refused."""
+    later = generate_phantom(tmp_path / "later", n_patients=3, seed=7, config=SMALL, first_patient=9)
+    assert sorted(p.name for p in later.glob("patient*")) == ["patient009", "patient010", "patient011"]
+    for pid in ("patient009", "patient010"):
+        for f in sorted((cohort / pid).iterdir()):
+            assert (later / pid / f.name).read_bytes() == f.read_bytes(), f.name
+    assert json.loads((later / MANIFEST).read_text())["first_patient"] == 9
+    assert "first_patient" not in json.loads((cohort / MANIFEST).read_text())
+    with pytest.raises(DataError, match="first_patient"):
+        generate_phantom(tmp_path / "later", n_patients=3, seed=7, config=SMALL, first_patient=10)
+    with pytest.raises(ConfigError, match="first_patient"):
+        generate_phantom(tmp_path / "bad", n_patients=3, seed=7, config=SMALL, first_patient=0)

@@ -10,7 +10,7 @@ from cmrprior.experiments.config import StudyConfig, builtin_config_path, load_c
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("name", ["paper", "cpu"])
+@pytest.mark.parametrize("name", ["paper", "cpu", "demo"])
 def test_repo_and_package_configs_are_identical_and_load(name):
     repo_file = REPO / "configs" / f"{name}.yaml"
     assert repo_file.read_text() == builtin_config_path(name).read_text()
@@ -29,6 +29,19 @@ def test_paper_config_is_the_study():
     assert c.classifier.weight_decay == 1e-4
     assert {i: c.classifier.modes[i] for i in c.classifier.inits} == {
         "none": "finetune", "imagenet": "linear", "full_sscl": "linear", "segmented_sscl": "linear"}
+
+
+def test_demo_config_runs_every_stage_of_the_cpu_study_smaller():
+    """The demo's config is the CPU study's grid (every init, kind of images, mode, the anatomy model and its
+    hybrids) with fewer splits, epochs and search values; `cmrprior demo` uses it unless --config says otherwise."""
+    demo, cpu = load_config("demo"), load_config("cpu")
+    same = lambda c: (c.classifier.backbones, c.classifier.inits, c.classifier.images, c.classifier.modes,  # noqa: E731
+                      c.classifier.input_size, c.classifier.pooling, c.primary, c.masks, c.images, c.prepare,
+                      c.anatomy.enabled, c.anatomy.hybrid, c.protocol.test_fraction)
+    assert same(demo) == same(cpu)
+    assert demo.protocol.n_splits < cpu.protocol.n_splits and demo.pretrain.simclr.epochs < cpu.pretrain.simclr.epochs
+    assert demo.teacher.epochs < cpu.teacher.epochs and demo.classifier.finetune_max_epochs < cpu.classifier.finetune_max_epochs
+    assert len(demo.classifier.lrs) < len(cpu.classifier.lrs)
 
 
 def test_yaml_roundtrip(tmp_path):

@@ -31,6 +31,7 @@ from torch import nn
 from cmrprior.classify.data import SliceSet
 from cmrprior.errors import ConfigError
 from cmrprior.evaluate.metrics import macro_auc, patient_probabilities
+from cmrprior.utils import timing
 from cmrprior.utils.training import EarlyStopping
 
 
@@ -62,7 +63,8 @@ def _eval_batches(model: nn.Module, data: SliceSet, fn, batch_size: int) -> list
 
 def extract_features(model: nn.Module, data: SliceSet, *, batch_size: int = 128) -> np.ndarray:
     """Frozen features `(N, F)` float32 of `model.features(ed, es)` in eval mode."""
-    out = _eval_batches(model, data, lambda ed, es: model.features(ed, es).float(), batch_size)
+    with timing.phase("features", items=len(data)):
+        out = _eval_batches(model, data, lambda ed, es: model.features(ed, es).float(), batch_size)
     if not out:
         return np.zeros((0, getattr(model, "num_features", 0)), np.float32)
     return torch.cat(out).numpy()
@@ -70,7 +72,8 @@ def extract_features(model: nn.Module, data: SliceSet, *, batch_size: int = 128)
 
 def predict_proba(model: nn.Module, data: SliceSet, *, batch_size: int = 128) -> np.ndarray:
     """Slice class probabilities `(N, K)` float64 (eval mode)."""
-    out = _eval_batches(model, data, lambda ed, es: torch.softmax(model(ed, es).float(), dim=1), batch_size)
+    with timing.phase("predict", items=len(data)):
+        out = _eval_batches(model, data, lambda ed, es: torch.softmax(model(ed, es).float(), dim=1), batch_size)
     return torch.cat(out).double().numpy()
 
 
@@ -136,15 +139,19 @@ def _loop(
         total, seen = 0.0, 0
         for lo, hi in batch_bounds(n_train, batch_size, merge_single=merge_single):
             idx = order[lo:hi]
-            loss = F.cross_entropy(batch_logits(idx), labels[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            with timing.phase("forward", items=hi - lo):
+                loss = F.cross_entropy(batch_logits(idx), labels[idx])
+            with timing.phase("backward", items=hi - lo):
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+            with timing.phase("optimizer"):
+                optimizer.step()
             total += float(loss.detach()) * idx.numel()
             seen += idx.numel()
         row = {"epoch": epoch, "train_loss": total / max(seen, 1), "val_loss": None, "val_auc": None}
         if val_probs is not None:
-            vloss, vauc, pp = _evaluate(val_probs(), val_labels, val_patient_index, val_n_patients)
+            with timing.phase("evaluation", items=len(val_labels)):
+                vloss, vauc, pp = _evaluate(val_probs(), val_labels, val_patient_index, val_n_patients)
             patient_probs.append(pp)
             row["val_loss"], row["val_auc"] = vloss, (None if math.isnan(vauc) else vauc)
             if stopper.update(stopping, vloss):

@@ -53,7 +53,7 @@ from cmrprior.segmentation.folds import (
 from cmrprior.segmentation.phases import resolve_cohort_phases
 from cmrprior.segmentation.qc import evaluate_prepared, summarise, write_csv
 from cmrprior.segmentation.volumes import locate_cohort
-from cmrprior.utils import atomic
+from cmrprior.utils import atomic, timing
 from cmrprior.utils.runfolder_checks import input_fingerprint
 from cmrprior.vocab import IMAGES, get_init
 
@@ -151,7 +151,8 @@ def prepare_data(data: str | Path, config: StudyConfig, *, cache_dir: Path, qc_d
         if lacking:
             raise DataError(Path(data), f"masks.source = ground_truth (oracle) but patients {lacking[:5]} have no "
                                         "expert masks")
-        prepared = prepare_cohort(cohort, config.prepare, cache_dir, skip_bad=skip_bad, workers=workers)
+        with timing.phase("prepare", items=len(cohort.patients)):
+            prepared = prepare_cohort(cohort, config.prepare, cache_dir, skip_bad=skip_bad, workers=workers)
         origin = MasksOrigin("oracle masks: expert masks locate the heart and make the segmented images", None, kept,
                              dupes)
         masks, measured = expert_masks, cohort
@@ -167,18 +168,22 @@ def prepare_data(data: str | Path, config: StudyConfig, *, cache_dir: Path, qc_d
                 "made with `cmrprior segment train --folds K` and `cmrprior segment index-folds`, or set "
                 "masks.require_out_of_sample: false to run with in-sample masks (every table then says so)")
         blind = images_only(cohort)
-        locations = locate_cohort(blind, models={pid: c.model.weights for pid, c in choices.items()},
-                                  inference=config.masks.inference)
-        prepared = prepare_cohort(blind, config.prepare, cache_dir, locations=locations, skip_bad=skip_bad,
-                                  workers=workers)
+        with timing.phase("segment+locate", items=len(blind.patients)):
+            locations = locate_cohort(blind, models={pid: c.model.weights for pid, c in choices.items()},
+                                      inference=config.masks.inference)
+        with timing.phase("prepare", items=len(blind.patients)):
+            prepared = prepare_cohort(blind, config.prepare, cache_dir, locations=locations, skip_bad=skip_bad,
+                                      workers=workers)
         if qc_dir is not None and any(r.has_masks for r in cohort.patients):
-            truth = expert_masks_on_grid(cohort, config, locations, prepared)
-            write_segmentation_qc(prepared.select_patients(truth.patient_ids), truth, qc_dir)
+            with timing.phase("segmentation QC"):
+                truth = expert_masks_on_grid(cohort, config, locations, prepared)
+                write_segmentation_qc(prepared.select_patients(truth.patient_ids), truth, qc_dir)
         origin = MasksOrigin(masks_statement(choices), all_out_of_sample(choices), kept, dupes)
         masks, measured = segmenter_masks(locations), blind
     if measures_to is not None and config.anatomy.enabled:
-        write_cohort_measures(measured, prepared.patient_ids, masks, config.anatomy.perturb, measures_to,
-                              config.anatomy.workers)
+        with timing.phase("measures", items=len(prepared.patient_ids)):
+            write_cohort_measures(measured, prepared.patient_ids, masks, config.anatomy.perturb, measures_to,
+                                  config.anatomy.workers)
     if qc_dir is not None:
         write_dropped_slices(prepared, qc_dir / "empty_mask_slices.csv")
     return prepared, origin

@@ -33,6 +33,14 @@ def _print_result(res, t0: float, command: str) -> int:
     return 0
 
 
+def _set_threads(threads: int | None) -> None:
+    """`--threads`: torch's intra-op threads (torch is imported here, not when the parser is built)."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def _study(args: argparse.Namespace) -> int:
     if args.status is not None:
         return _status(args.status)
@@ -41,6 +49,7 @@ def _study(args: argparse.Namespace) -> int:
 
     if args.data is None or args.out is None:
         raise ConfigError("study needs --data and --out (or --status RUN to see a run's pieces)")
+    _set_threads(args.threads)
     config = load_config(args.config, overrides={**_executor_options(args), **parse_set_options(args.set)})
     t0 = time.time()
     extra = {"report": False} if args.no_report else {}
@@ -85,14 +94,21 @@ def _status(run_dir: str) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     from cmrprior.experiments.config import load_config, parse_set_options
-    from cmrprior.experiments.demo import run_demo, study_dir
+    from cmrprior.experiments.demo import answer_lines, run_demo, study_dir
 
-    config = load_config(args.config, overrides=parse_set_options(args.set))
+    _set_threads(args.threads)
+    config = load_config(args.config, default="demo", overrides=parse_set_options(args.set))
     t0 = time.time()
     check_out_dir(args.out, [args.data])
     with log_file(RunFolder(study_dir(args.out)).log):
-        res = run_demo(args.out, data=args.data, config=config, n_patients=args.patients, seed=args.seed)
-    return _print_result(res, t0, args.command)
+        res = run_demo(args.out, data=args.data, config=config, n_patients=args.patients, seed=args.seed,
+                       test_patients=args.test_patients)
+    code = _print_result(res, t0, args.command)
+    print("\n".join(answer_lines(res.run_dir)))
+    page = Path(args.out) / "diagnose" / "index.html"
+    if args.data is None and page.exists():
+        print(f"  new patients diagnosed with the exported Anatomy bundle: {page}")
+    return code
 
 
 def _add_set(parser: argparse.ArgumentParser) -> None:
@@ -130,14 +146,26 @@ def register(subparsers) -> None:
     p.add_argument("--slurm-partition", default=None, metavar="P", help="SLURM partition of the jobs")
     p.add_argument("--slurm-max-running", type=at_least(1), default=None, metavar="N",
                    help="at most N jobs of an array at once (default 32; the rest: --set executor.slurm....)")
+    p.add_argument("--threads", type=at_least(1), default=None,
+                   help="torch threads (default: torch's choice, one per core); a different count can change the "
+                        "last digits of results")
     _add_set(p)
     p.set_defaults(func=_study)
-    d = subparsers.add_parser("demo", help="the study on a synthetic phantom cohort (or --data) with configs/cpu.yaml")
+    d = subparsers.add_parser("demo", help="every stage of the study in minutes, on a synthetic phantom cohort (or "
+                                           "--data), with configs/demo.yaml; --config cpu for the full CPU study")
     d.add_argument("--out", required=True, help="run folder (a rerun resumes it)")
     d.add_argument("--data", default=None, help="use this cohort instead of generating a phantom")
-    d.add_argument("--config", default=None, help="YAML file or built-in name (default: cpu)")
-    d.add_argument("--patients", type=at_least(1), default=60, help="phantom patients (default 60)")
+    d.add_argument("--config", default=None, help="YAML file or built-in name: demo (default, minutes), cpu (the "
+                                                  "CPU study, about half an hour on 2 cores), paper")
+    d.add_argument("--patients", type=at_least(1), default=None,
+                   help="phantom patients of the study (default: 40 with the demo config, else 60)")
+    d.add_argument("--test-patients", type=at_least(0), default=None,
+                   help="new phantom patients of the held-out cohort, scored once (default: 10 with the demo config, "
+                        "else 20; 0: none)")
     d.add_argument("--seed", type=int, default=0, help="seed of the phantom cohort (default 0)")
+    d.add_argument("--threads", type=at_least(1), default=1,
+                   help="torch threads (default 1: on a shared CPU, two threads cost the demo's small networks "
+                        "several times the CPU time of one; bench/thread_cost.py measures it)")
     _add_set(d)
     d.set_defaults(func=_demo)
     a = subparsers.add_parser(

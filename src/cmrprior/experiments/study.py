@@ -59,7 +59,7 @@ from cmrprior.report import build_report
 from cmrprior.runs import HOLDOUT, LAYOUT_VERSION, CellKey, CellResult, PretrainRecord, RunFolder, RunInfo, SplitSpec
 from cmrprior.saliency.run import run_saliency
 from cmrprior.segmentation.qc import write_mask_flags
-from cmrprior.utils import atomic, tracking
+from cmrprior.utils import atomic, timing, tracking
 from cmrprior.utils.runfolder_checks import check_out_dir
 from cmrprior.utils.runlock import run_lock
 
@@ -131,10 +131,12 @@ def _pretrain_all(run: RunFolder, split: SplitSpec, images: dict[str, SliceSet],
                 records += [run.read_pretrain(r.folder)] if reused else []
                 continue
             images_kind = r.init.pretrain_images
-            records.append(r.pretext.train_function()(PretrainJob(
-                run=run, folder=r.folder, data=images[images_kind], images=images_kind, backbone=backbone,
-                batch_size=r.batch_size, split_seed=split.seed, train_ids=inner[0], val_ids=inner[1],
-                test_ids=split.test, settings=config.pretext_settings(r.pretext.name), study=config)))
+            phase = f"{r.pretext.folder}[{backbone},{images_kind}" + ("" if r.batch_size is None else f",bs{r.batch_size}")
+            with timing.phase(phase + "]"):
+                records.append(r.pretext.train_function()(PretrainJob(
+                    run=run, folder=r.folder, data=images[images_kind], images=images_kind, backbone=backbone,
+                    batch_size=r.batch_size, split_seed=split.seed, train_ids=inner[0], val_ids=inner[1],
+                    test_ids=split.test, settings=config.pretext_settings(r.pretext.name), study=config)))
             if progress is not None:
                 progress.pretrain_done(split.name, backbone, r.pretext, images_kind, r.batch_size, reused=reused)
         out[name] = tuple(records)
@@ -168,7 +170,8 @@ def run_split(run: RunFolder, split: SplitSpec, images: dict[str, SliceSet], con
                 if select is not None and not select(run.cell_dir(job.key)):
                     results += [] if old is None else [old]
                     continue
-                results.append(run_cell(run, job, images[kind], c))
+                with timing.phase(f"cell[{backbone},{init},{kind},{c.mode_of(init)}]"):
+                    results.append(run_cell(run, job, images[kind], c))
                 if progress is not None:
                     progress.cell_done(results[-1], reused=old is not None and old.ok)
     return results
@@ -179,8 +182,10 @@ def _holdout(run: RunFolder, test_data: Path, config: StudyConfig, data: CohortD
     """Train on the whole cohort, score on the separate cohort `test_data`; returns the cells and that cohort."""
     images, split, hold = holdout_inputs(run, test_data, config, data)
     note = cohort_data.holdout_masks_note(data, hold)
-    return run_split(run, split, images, config, classes=data.prepared.classes, masks_source=hold.masks_source,
-                     masks_note=note, progress=StudyProgress.for_grid(config, 1, prefix="held-out "), select=select), hold
+    with timing.phase("grid"):
+        return run_split(run, split, images, config, classes=data.prepared.classes, masks_source=hold.masks_source,
+                         masks_note=note, progress=StudyProgress.for_grid(config, 1, prefix="held-out "),
+                         select=select), hold
 
 
 def masks_line(masks_source: str, masks_note: str) -> str:
@@ -250,8 +255,9 @@ def prepare_study(run: RunFolder, data: str | Path, config: StudyConfig, test_da
     fingerprint again (cine records' ED/ES frames are known only now) before anything is trained; write run.json
     and splits.json (last)."""
     check_study_inputs(run, data, test_data, config)
-    cohort = study_cohort(run, data, config)
-    hold = None if test_data is None else holdout_inputs(run, test_data, config, cohort)[2]
+    with timing.phase("data"):
+        cohort = study_cohort(run, data, config)
+        hold = None if test_data is None else holdout_inputs(run, test_data, config, cohort)[2]
     if not run.mask_flags_csv.exists():
         write_mask_flags(cohort.prepared, run.mask_flags_csv)  # plausibility of the masks used, for the report
     classes = cohort.prepared.classes
@@ -276,9 +282,10 @@ def _run_study(run: RunFolder, data: str | Path, config: StudyConfig, *, test_da
     progress = StudyProgress.for_grid(config, len(splits))
     for split in splits:
         log.info("split %s: %d train / %d test patients", split.name, len(split.train), len(split.test))
-        results += run_split(run, split, cohort.images, config, classes=classes,
-                             masks_source=cohort.masks_source, masks_note=cohort.masks_note, progress=progress,
-                             select=select)
+        with timing.phase("grid"):
+            results += run_split(run, split, cohort.images, config, classes=classes,
+                                 masks_source=cohort.masks_source, masks_note=cohort.masks_note, progress=progress,
+                                 select=select)
     log.info("tables: %d cell results -> tables 1-3, metrics, paired comparisons (%d bootstrap resamples)", len(results),
              config.evaluation.n_boot)
     setup = table_setup(config, classes, cohort.masks_source, cohort.masks_note)
@@ -289,17 +296,19 @@ def _run_study(run: RunFolder, data: str | Path, config: StudyConfig, *, test_da
                                      masks=(cohort.masks_source, cohort.masks_note)))
     holdout, hold, hold_inputs = [], None, None
     if test_data is not None:
-        holdout, hold = _holdout(run, Path(test_data), config, cohort, select)
-        hold_setup = table_setup(config, classes, holdout[0].masks_source if holdout else cohort.masks_source,
-                                 holdout[0].masks_note if holdout else cohort.masks_note)
-        tables.update(write_tables(holdout, run.tables, setup=hold_setup, prefix="holdout_"))
-        if config.anatomy.enabled:
-            split = SplitSpec(HOLDOUT, config.protocol.seed, tuple(cohort.patient_ids), tuple(hold.patient_ids))
-            hold_inputs = anatomy.merged(AnatomyInputs.from_rows(hold.measures, hold.perturbed))
-            tables.update(anatomy_tables(run, [split], hold_inputs, holdout, config, hold_setup, prefix="holdout_",
-                                         masks=(hold.masks_source, cohort_data.holdout_masks_note(cohort, hold))))
-    models = export_models(run, data, cohort.patient_ids, classes, anatomy, run.anatomy_results(), config,
-                           image_results=results, holdout_inputs=hold_inputs)
+        with timing.phase("holdout"):
+            holdout, hold = _holdout(run, Path(test_data), config, cohort, select)
+            hold_setup = table_setup(config, classes, holdout[0].masks_source if holdout else cohort.masks_source,
+                                     holdout[0].masks_note if holdout else cohort.masks_note)
+            tables.update(write_tables(holdout, run.tables, setup=hold_setup, prefix="holdout_"))
+            if config.anatomy.enabled:
+                split = SplitSpec(HOLDOUT, config.protocol.seed, tuple(cohort.patient_ids), tuple(hold.patient_ids))
+                hold_inputs = anatomy.merged(AnatomyInputs.from_rows(hold.measures, hold.perturbed))
+                tables.update(anatomy_tables(run, [split], hold_inputs, holdout, config, hold_setup, prefix="holdout_",
+                                             masks=(hold.masks_source, cohort_data.holdout_masks_note(cohort, hold))))
+    with timing.phase("export"):
+        models = export_models(run, data, cohort.patient_ids, classes, anatomy, run.anatomy_results(), config,
+                               image_results=results, holdout_inputs=hold_inputs)
     figure = write_figure1(results, run.figures / "figure1.png")
     meta = {
         "data": str(data), "test_data": None if test_data is None else str(test_data),
@@ -327,12 +336,15 @@ def anatomy_tables(run: RunFolder, splits: list[SplitSpec], inputs: AnatomyInput
     """The anatomy model on every split, Table 4 and the robustness CSV (`cmrprior.experiments.anatomy_stage`)."""
     results, robustness, hybrids = [], [], []
     for split in splits:
-        r, rows, model = run_anatomy_split(run, split, inputs, config.anatomy, classes=setup.classes,
-                                           cv_folds=config.protocol.cv_folds, masks_source=masks[0], masks_note=masks[1])
+        with timing.phase("anatomy"):
+            r, rows, model = run_anatomy_split(run, split, inputs, config.anatomy, classes=setup.classes,
+                                               cv_folds=config.protocol.cv_folds, masks_source=masks[0],
+                                               masks_note=masks[1])
         results.append(r)
         robustness += rows
         if model is not None and config.anatomy.hybrid:
-            hybrids += run_hybrid_split(run, split, model, inputs, image_results)
+            with timing.phase("hybrids"):
+                hybrids += run_hybrid_split(run, split, model, inputs, image_results)
     md = write_anatomy_table(results, image_results, run.tables, setup=setup, masks_line=masks_line(*masks),
                              prefix=prefix, hybrids=hybrids)
     if robustness:
@@ -343,11 +355,13 @@ def anatomy_tables(run: RunFolder, splits: list[SplitSpec], inputs: AnatomyInput
 def _saliency_and_report(run: RunFolder) -> Path | None:
     """Saliency of every finished cell, then the report; neither may lose a finished study."""
     try:
-        run_saliency(run.root)
+        with timing.phase("saliency"):
+            run_saliency(run.root)
     except CmrPriorError as exc:
         log.error("saliency failed: %s", exc)
     try:
-        return build_report(run.root)
+        with timing.phase("report"):
+            return build_report(run.root)
     except Exception as exc:  # noqa: BLE001 - the report must not lose a finished study
         log.error("report failed: %s", exc)
         return None

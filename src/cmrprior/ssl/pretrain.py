@@ -39,6 +39,7 @@ from cmrprior.ssl import distributed as D
 from cmrprior.ssl.augment import two_views
 from cmrprior.ssl.config import PretrainConfig, resolve_auto, resolve_device
 from cmrprior.ssl.model import build_model, model_args_of, simclr_loss
+from cmrprior.utils import timing
 from cmrprior.utils.seeding import derive_seed, seed_everything, torch_generator
 from cmrprior.utils.tracking import MetricsSink
 from cmrprior.utils.training import EarlyStopping
@@ -140,11 +141,13 @@ def heldout_loss(model: nn.Module, images: torch.Tensor, config: PretrainConfig,
     if len(bounds) > 2 and bounds[-1] - bounds[-2] < 2:
         bounds.pop(-2)
     total, count = 0.0, 0
-    for lo, hi in zip(bounds[:-1], bounds[1:]):
-        v1, v2 = _views(images[lo:hi].to(device), config, g)
-        total += simclr_loss(model, v1, v2, temperature=config.temperature, precision=config.precision,
-                             objective=objective).item() * (hi - lo)
-        count += hi - lo
+    with timing.phase("evaluation", items=n):
+        for lo, hi in zip(bounds[:-1], bounds[1:]):
+            v1, v2 = _views(images[lo:hi].to(device), config, g)
+            total += simclr_loss(model, v1, v2, temperature=config.temperature,
+                                 precision=config.precision,
+                                 objective=objective).item() * (hi - lo)
+            count += hi - lo
     return total / count
 
 
@@ -162,15 +165,19 @@ def _train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: _B
         while state["step_in_epoch"] < steps:
             if config.max_steps is not None and state["step"] >= config.max_steps:
                 return False
-            x = batches.local(perm, state["step_in_epoch"]).to(device, non_blocking=True)
-            g = torch_generator(derive_seed(config.seed, "views", state["step"], batches.rank))
-            with torch.no_grad():
-                v1, v2 = _views(x, config, g)
-            loss = simclr_loss(model, v1, v2, temperature=config.temperature, precision=config.precision,
-                               gather=batches.world_size > 1, objective=objective)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            with timing.phase("views"):
+                x = batches.local(perm, state["step_in_epoch"]).to(device, non_blocking=True)
+                g = torch_generator(derive_seed(config.seed, "views", state["step"], batches.rank))
+                with torch.no_grad():
+                    v1, v2 = _views(x, config, g)
+            with timing.phase("forward", items=len(x)):
+                loss = simclr_loss(model, v1, v2, temperature=config.temperature, precision=config.precision,
+                                   gather=batches.world_size > 1, objective=objective)
+            with timing.phase("backward", items=len(x)):
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+            with timing.phase("optimizer"):
+                optimizer.step()
             loss_value = D.all_reduce_mean(loss.item(), device)
             if not math.isfinite(loss_value):
                 raise ConfigError(f"pretrain: loss became {loss_value} at step {state['step']} (lower lr or use fp32)")

@@ -34,7 +34,7 @@ from torch import nn
 
 from cmrprior.errors import ConfigError, DataError, InputError
 from cmrprior.models.registry import create_backbone
-from cmrprior.utils import atomic
+from cmrprior.utils import atomic, timing
 from cmrprior.utils.tracking import MetricsSink
 from cmrprior.utils.training import EarlyStopping, check_config_change
 
@@ -183,11 +183,15 @@ def _train_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, 
         idx = order[i:i + config.batch_size]
         if len(idx) < 2 and i > 0:  # batch norm cannot train on one image: it sits this epoch out
             continue
-        xb, yb = _augment(x[idx], y[idx], config, g)
-        loss = F.cross_entropy(model(xb), yb)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        with timing.phase("augment"):
+            xb, yb = _augment(x[idx], y[idx], config, g)
+        with timing.phase("forward", items=len(idx)):
+            loss = F.cross_entropy(model(xb), yb)
+        with timing.phase("backward", items=len(idx)):
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+        with timing.phase("optimizer"):
+            opt.step()
         loss_sum += loss.item() * len(idx)
     return loss_sum / len(x)
 
@@ -237,7 +241,8 @@ def pretrain_teacher(
         t0 = time.time()
         epoch = state["epoch"] + 1
         train_loss = _train_epoch(model, opt, x, y, config, torch.Generator().manual_seed(int(seed) * 100_003 + epoch))
-        vl = None if xv is None else _val_loss(model, xv, yv, 2 * config.batch_size)
+        with timing.phase("evaluation", items=0 if xv is None else len(xv)):
+            vl = None if xv is None else _val_loss(model, xv, yv, 2 * config.batch_size)
         row = {"epoch": epoch, "train_loss": train_loss, "val_loss": vl, "seconds": round(time.time() - t0, 2)}
         if EarlyStopping(config.patience).update(state, vl):
             atomic.save_torch(out / "best.pt", {"model_args": encoder.model_args, "encoder": encoder.state_dict(),

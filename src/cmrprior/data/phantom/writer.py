@@ -165,6 +165,7 @@ def generate_phantom(
     config: PhantomConfig | None = None,
     workers: int = 1,
     output_format: str = "nifti",
+    first_patient: int = 1,
 ) -> Path:
     """Generate a synthetic CMR cohort in the ACDC layout (or as DICOM cines) and return `out`.
 
@@ -182,13 +183,16 @@ def generate_phantom(
         workers: processes rendering patients in parallel (the files do not depend on it).
         output_format: "nifti" (ACDC layout) or "dicom" (one short-axis cine DICOM series per patient and
             `OUT/manifest.csv`; ED/ES images are the same as in the NIfTI cohort).
+        first_patient: number of the first patient: patients `first_patient .. first_patient + n_patients - 1`
+            are exactly those patients of a larger phantom with the same seed (a separate held-out cohort of new
+            patients: `generate_phantom(out2, 20, seed, first_patient=61)` next to a 60-patient one).
     Raises:
         ConfigError: bad n_patients, workers, class names or output format. DataError: `out` is a non-phantom or different phantom.
     """
     cfg = config or PhantomConfig()
     classes = tuple(classes)
-    if n_patients < 1:
-        raise ConfigError(f"n_patients must be >= 1, got {n_patients}")
+    if n_patients < 1 or first_patient < 1:
+        raise ConfigError(f"n_patients and first_patient must be >= 1, got {n_patients}, {first_patient}")
     unknown = [c for c in classes if c not in KNOWN_CLASSES]
     if not classes or unknown or len(set(classes)) != len(classes):
         raise ConfigError(f"phantom classes must be distinct names from {', '.join(KNOWN_CLASSES)}, got {classes}")
@@ -197,9 +201,13 @@ def generate_phantom(
     if output_format not in FORMATS:
         raise ConfigError(f"phantom output format must be one of {', '.join(FORMATS)}, got {output_format!r}")
     out = Path(out)
-    _prepare_folder(out, _manifest(n_patients, int(seed), bool(spurious_cue), classes, cfg, output_format))
-    width = max(3, len(str(n_patients)))
-    todo = [(i, f"patient{i + 1:0{width}d}") for i in range(n_patients)]
+    manifest = _manifest(n_patients, int(seed), bool(spurious_cue), classes, cfg, output_format)
+    if first_patient != 1:  # a 1-based phantom keeps the manifest it always had
+        manifest["first_patient"] = int(first_patient)
+    _prepare_folder(out, manifest)
+    numbers = range(first_patient - 1, first_patient - 1 + n_patients)
+    width = max(3, len(str(numbers[-1] + 1)))
+    todo = [(i, f"patient{i + 1:0{width}d}") for i in numbers]
     todo = [(i, pid) for i, pid in todo if not (out / pid).is_dir()]
     jobs = [(out, pid, i, classes, cfg, int(seed), bool(spurious_cue), output_format) for i, pid in todo]
     if workers == 1 or len(jobs) < 2:
@@ -212,7 +220,7 @@ def generate_phantom(
             for fut in as_completed([pool.submit(_make_patient, *job) for job in jobs]):
                 fut.result()
     if output_format == "dicom":
-        _write_cine_manifest(out, [f"patient{i + 1:0{width}d}" for i in range(n_patients)])
+        _write_cine_manifest(out, [f"patient{i + 1:0{width}d}" for i in numbers])
     return out
 
 
