@@ -1,11 +1,12 @@
 """Confidence intervals of a metric averaged over repeated train/test splits.
 
-* `corrected_t_interval`: across splits, the corrected resampled t of Nadeau & Bengio (2003): repeated splits
-  of one cohort overlap, so the split-to-split spread underestimates the variance of their mean; the
-  variance is inflated by n_test / n_train. The tables (and the saliency table) use it, clipped to [0, 1]:
-  with the model retrained per split it covers the expected AUC of the training procedure at the nominal
-  level (bench/coverage_retrain.py). `t_interval` (plain Student t) treats splits as independent and is kept
-  for independent values only (too narrow over overlapping splits: see tests/evaluate/test_coverage.py).
+* across splits, `cmrprior.utils.intervals.t_interval` with `test_train_ratio` > 0: the corrected resampled
+  t of Nadeau & Bengio (2003): repeated splits of one cohort overlap, so the split-to-split spread
+  underestimates the variance of their mean; the variance is inflated by n_test / n_train. The tables (and
+  the saliency table) use it, clipped to [0, 1]: with the model retrained per split it covers the expected
+  AUC of the training procedure at the nominal level (bench/coverage_retrain.py). With ratio 0 (plain
+  Student t) it treats splits as independent: for independent values only (too narrow over overlapping
+  splits: see tests/evaluate/test_coverage.py).
 * `patient_bootstrap_ci`: over patients, resampled ONCE per draw across all splits (stratified by class over
   the pooled test patients); a drawn patient counts, with its multiplicity, in every split where it is a
   test patient; the statistic is the mean over splits of macro AUC; percentile interval.
@@ -18,45 +19,9 @@ import warnings
 from collections.abc import Sequence
 
 import numpy as np
-from scipy import stats
 
 from cmrprior.errors import InputError
 from cmrprior.evaluate.metrics import macro_auc, weighted_macro_auc
-
-def t_interval(values: Sequence[float], level: float = 0.95,
-               bounds: tuple[float, float] | None = None) -> tuple[float, float, float]:
-    """(mean, low, high) of the Student-t interval of the mean of `values` (NaNs dropped), clipped to `bounds`.
-
-    One value gives (v, NaN, NaN): an interval across splits needs at least two splits.
-    """
-    return _t_based(values, level, lambda v: v.std(ddof=1) / math.sqrt(v.size), bounds)
-
-
-def _t_based(values: Sequence[float], level: float, standard_error,
-             bounds: tuple[float, float] | None) -> tuple[float, float, float]:
-    """(mean, low, high) with half-width t_{df = J - 1} x `standard_error(v)` over the finite values v."""
-    v = np.asarray([x for x in values if x is not None and not math.isnan(x)], dtype=np.float64)
-    if v.size == 0:
-        return math.nan, math.nan, math.nan
-    mean = float(v.mean())
-    if v.size < 2:
-        return mean, math.nan, math.nan
-    half = float(stats.t.ppf(0.5 + level / 2, df=v.size - 1) * standard_error(v))
-    return mean, *clip_interval(mean - half, mean + half, bounds)
-
-
-def corrected_t_interval(values: Sequence[float], test_train_ratio: float, level: float = 0.95,
-                         bounds: tuple[float, float] | None = None) -> tuple[float, float, float]:
-    """(mean, low, high): corrected resampled t interval of the mean of J per-split values (NaNs dropped),
-    clipped to `bounds` ((0, 1) for an AUC; None, the default, for a difference).
-
-    Var(mean) = (1/J + n_test/n_train) s^2 with df J - 1 (Nadeau & Bengio 2003); for r repeats of k-fold
-    CV the same with J = r k and n_test/n_train = 1/(k-1) (Bouckaert & Frank 2004). `test_train_ratio` 0
-    gives the plain `t_interval`. One value gives (v, NaN, NaN); raises InputError for a negative ratio.
-    """
-    if test_train_ratio < 0:
-        raise InputError(f"test_train_ratio must be >= 0, got {test_train_ratio}")
-    return _t_based(values, level, lambda v: math.sqrt((1.0 / v.size + test_train_ratio) * v.var(ddof=1)), bounds)
 
 
 def pooled_patient_counts(ids_per_split: Sequence[Sequence[str]], labels_per_split: Sequence[np.ndarray],
@@ -116,7 +81,7 @@ def patient_bootstrap_ci(
     split whose draw lacks a class contributes the AUC of the classes present (no class: left out of the
     mean). Percentile interval; the point is the mean macro AUC on the unresampled data. The models stay
     fixed, so the variance of retraining is not in it: too narrow for the expected AUC of a training
-    procedure (89 % at 100 patients in bench/coverage_retrain.py); the tables use `corrected_t_interval`.
+    procedure (89 % at 100 patients in bench/coverage_retrain.py); the tables use the corrected t (`cmrprior.utils.intervals.t_interval`).
     """
     if not splits:
         return math.nan, math.nan, math.nan
@@ -125,11 +90,3 @@ def patient_bootstrap_ci(
     alpha = (1 - level) / 2
     low, high = np.nanquantile(draws, [alpha, 1 - alpha])
     return point, float(low), float(high)
-
-
-def clip_interval(low: float, high: float, bounds: tuple[float, float] | None = (0.0, 1.0)) -> tuple[float, float]:
-    """(low, high) clipped to `bounds` (NaN stays NaN; None: unchanged)."""
-    if bounds is None:
-        return low, high
-    clip = lambda x: x if math.isnan(x) else min(max(x, bounds[0]), bounds[1])  # noqa: E731
-    return clip(low), clip(high)

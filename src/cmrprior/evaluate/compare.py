@@ -31,10 +31,11 @@ import numpy as np
 from scipy import stats
 from scipy.stats import rankdata
 
-from cmrprior.evaluate.ci import clip_interval, corrected_t_interval, pooled_patient_counts
+from cmrprior.evaluate.ci import pooled_patient_counts
 from cmrprior.errors import DataError, InputError
 from cmrprior.evaluate.metrics import macro_auc, weighted_macro_auc
 from cmrprior.runs import PAIRED_TEST_KEY, CellResult
+from cmrprior.utils.intervals import clip_interval, t_interval
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,7 @@ def paired_t(diffs: Sequence[float], level: float = 0.95, *, test_train_ratio: f
     share patients; 0: the plain paired t (independent splits).
     """
     d = np.asarray([x for x in diffs if x is not None and not math.isnan(x)], dtype=np.float64)
-    mean, low, high = corrected_t_interval(d, test_train_ratio, level)
+    mean, low, high = t_interval(d, test_train_ratio, level)
     method = "corrected_paired_t_over_splits" if test_train_ratio > 0 else "paired_t_over_splits"
     if d.size < 2 or np.all(d == d[0]):
         p = math.nan if d.size < 2 or d[0] != 0 else 1.0
