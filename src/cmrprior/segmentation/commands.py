@@ -215,8 +215,10 @@ def _export_onnx(args: argparse.Namespace) -> int:
 
 
 def _measure(args: argparse.Namespace) -> int:
-    from cmrprior.segmentation.measures import measure_data  # image readers, MONAI: see _train
+    from cmrprior.segmentation.measures import check_mask_args, measure_data  # image readers, MONAI: see _train
 
     _set_threads(args.threads)
-    print(measure_data(args.data, args.out, masks=args.masks, model=args.model))
+    check_mask_args(args.masks, args.model)  # before --out is made
+    with run_lock(check_out_dir(args.out, [args.data])):  # one process at a time in the output folder
+        print(measure_data(args.data, args.out, masks=args.masks, model=args.model))
     return 0
