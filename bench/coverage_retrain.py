@@ -36,7 +36,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from cmrprior.data.splits import ProtocolConfig, protocol_splits
-from cmrprior.evaluate.ci import corrected_t_interval, pooled_bootstrap_draws, t_interval
+from cmrprior.evaluate.ci import pooled_bootstrap_draws
+from cmrprior.utils.intervals import t_interval
 from cmrprior.evaluate.compare import delong_test, paired_draws, paired_t, splits_paired_t
 from cmrprior.evaluate.metrics import macro_auc
 
@@ -140,8 +141,8 @@ def replicate(pop: Population, scenario: Scenario, n_per_class: int, rep: int, *
     # the library computes them, so the bootstrap runs once instead of twice)
     draws = pooled_bootstrap_draws(per_a, n_boot=n_boot, seed=rep)
     boot_mean = np.nanmean(draws, axis=0)
-    intervals = {"corrected_t": corrected_t_interval(aucs, ratio, LEVEL)[1:],
-                 "plain_t": t_interval(aucs, LEVEL)[1:],
+    intervals = {"corrected_t": t_interval(aucs, ratio, LEVEL)[1:],
+                 "plain_t": t_interval(aucs, 0.0, LEVEL)[1:],
                  "patient_bootstrap": tuple(np.nanquantile(boot_mean, [(1 - LEVEL) / 2, (1 + LEVEL) / 2]))}
     diffs, diff_draws = paired_draws(per_pair, n_boot=n_boot, seed=rep)
     d_mean = np.nanmean(diff_draws, axis=0)

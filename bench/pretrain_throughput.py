@@ -69,7 +69,7 @@ def blobs(n: int, size: int, seed: int = 0) -> np.ndarray:
 
 # ------------------------------------------------------------------------------------------------ cmrprior
 def cmrprior_stepper(name: str, images: np.ndarray, batch: int, precision: str, channels_last: bool, compile_: bool):
-    from cmrprior.ssl.augment import AugmentConfig, two_views
+    from cmrprior.ssl.augment import ViewAugmentConfig, two_views
     from cmrprior.ssl.model import build_model, simclr_loss
 
     torch.manual_seed(0)
@@ -81,7 +81,7 @@ def cmrprior_stepper(name: str, images: np.ndarray, batch: int, precision: str, 
     fwd = torch.compile(model) if compile_ else model
     data = torch.from_numpy(images).unsqueeze(1)
     g = torch.Generator().manual_seed(0)
-    aug = AugmentConfig()
+    aug = ViewAugmentConfig()
     size = images.shape[-1]
     state = {"i": 0}
 

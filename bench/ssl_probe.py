@@ -146,11 +146,11 @@ def main() -> None:
     pre, y, pa = probe_auc(enc_pre, prepared, split.train, split.test, args.image_size, args.seed)
     print(f"probe SimCLR: macro AUC {pre['auc']:.3f}", flush=True)
     rnd, y_rnd, pb = probe_auc(enc_rnd, prepared, split.train, split.test, args.image_size, args.seed)
-    from cmrprior.evaluate.compare import delong_test, paired_bootstrap
-    from cmrprior.evaluate.metrics import macro_auc
+    from cmrprior.evaluate.compare import delong_test, patient_paired_bootstrap
 
     assert np.array_equal(y, y_rnd)
-    boot = paired_bootstrap([(y, pa, pb)], macro_auc, n_boot=2000, seed=args.seed)
+    # one split: the pooled resample of its test patients is the stratified resample of that split
+    boot = patient_paired_bootstrap([([str(i) for i in range(len(y))], y, pa, pb)], n_boot=2000, seed=args.seed)
     delong = delong_test(y, pa, pb)
     summary = {
         "backbone": args.backbone, "image_size": args.image_size, "batch_size": args.batch_size, "lr": args.lr,

@@ -71,8 +71,11 @@ def test_patient_probabilities_mean_of_slices():
 
 @pytest.mark.parametrize("k", [2, 3, 5])
 def test_weighted_macro_auc_equals_resampled_auc(k):
-    from cmrprior.evaluate.ci import stratified_resample
     from cmrprior.evaluate.metrics import weighted_macro_auc
+
+    def stratified_resample(labels, rng):  # indices drawn with replacement within each class
+        return np.concatenate([rng.choice(np.flatnonzero(labels == c), size=int((labels == c).sum()), replace=True)
+                               for c in np.unique(labels)])
 
     rng = np.random.default_rng(k)
     y = np.repeat(np.arange(k), 6)

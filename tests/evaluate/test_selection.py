@@ -8,7 +8,7 @@ from sklearn.metrics import roc_auc_score
 
 from cmrprior.data.splits import ProtocolConfig
 from cmrprior.evaluate.anatomy_table import write_anatomy_table
-from cmrprior.evaluate.ci import corrected_t_interval
+from cmrprior.utils.intervals import t_interval
 from cmrprior.evaluate.config import EvaluationConfig
 from cmrprior.evaluate.metrics import classification_metrics
 from cmrprior.evaluate.selection import select_by_inner_cv, selected_key
@@ -70,7 +70,7 @@ def test_selection_table_interval_is_that_of_the_chosen_cells(tmp_path):
     table = json.loads((tmp_path / "selection.json").read_text())
     (row,) = table["rows"]
     values = [1 - 4 / 25, 1 - 5 / 25, 1 - 2 / 25]
-    mean, lo, hi = corrected_t_interval(values, ProtocolConfig().test_train_ratio, bounds=(0.0, 1.0))
+    mean, lo, hi = t_interval(values, ProtocolConfig().test_train_ratio, bounds=(0.0, 1.0))
     assert (row["macro_auc"], row["t_low"], row["t_high"]) == pytest.approx((mean, lo, hi))
     assert row["chosen_counts"] == [["vgg16/none/full", 2], ["vgg16/full_sscl/full", 1]]
     # the after-the-fact best of metrics.json (0.96 or more, chosen on the test results) is not what it reports

@@ -90,7 +90,7 @@ def test_write_tables_layout(results, tmp_path):
 
 def test_tables_state_protocol_counts_and_holm(results, tmp_path):
     from cmrprior.data.splits import ProtocolConfig
-    from cmrprior.evaluate.ci import corrected_t_interval
+    from cmrprior.utils.intervals import t_interval
     from cmrprior.evaluate.compare import holm_adjust
 
     protocol = ProtocolConfig(scheme="kfold", folds=4, repeats=1)
@@ -103,7 +103,7 @@ def test_tables_state_protocol_counts_and_holm(results, tmp_path):
     # the cell's intervals are the corrected t (ratio 1/(k-1)) and the pooled patient bootstrap
     row = next(r for r in t1["rows"] if r["init"] == "full_sscl")
     ok = sorted([r for r in results if r.ok and (r.key.init, r.key.images) == ("full_sscl", "full")], key=lambda r: r.key.split)
-    _, lo, hi = corrected_t_interval([r.test.metrics.macro_auc for r in ok], 1 / 3, bounds=(0.0, 1.0))
+    _, lo, hi = t_interval([r.test.metrics.macro_auc for r in ok], 1 / 3, bounds=(0.0, 1.0))
     assert (row["t_low"], row["t_high"]) == pytest.approx((lo, hi))
     assert "boot_low" not in row or row["boot_low"] is None  # several splits: the corrected t only
     assert "clipped to" in notes and "bench/coverage_retrain.py" in notes

@@ -47,6 +47,19 @@ def _result(labels, probs, cm=True) -> runs.TestOutputs:
     return runs.TestOutputs([f"p{i}" for i in range(len(labels))], [int(y) for y in labels], [list(p) for p in probs], metrics)
 
 
+def test_roc_legend_auc_is_the_tables_auc_to_the_bit():
+    from cmrprior.evaluate.metrics import per_class_auc
+
+    rng = np.random.default_rng(3)
+    for n in (7, 19, 40, 101):
+        y = rng.integers(0, 4, n)
+        p = np.round(rng.dirichlet(np.ones(4), n), 1)  # ties
+        tables = per_class_auc(y, p)
+        for k in range(4):
+            pts = roc_points(y, p, k)
+            assert (pts is None and np.isnan(tables[k])) or pts[2] == tables[k]
+
+
 def test_roc_points_and_confusion_against_references():
     rng = np.random.default_rng(0)
     y = rng.integers(0, 3, 40)

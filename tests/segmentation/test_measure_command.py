@@ -112,3 +112,52 @@ def test_implausible_values_are_named():
     assert "lvef_percent -20.0 outside 5-90" in text and "lv_edv_ml 10.0 outside 20-600" in text
     assert "max_wall_thickness_mm 45.0 outside 2-40" in text and "lv_esv_ml above lv_edv_ml" in text
     assert "rv" not in text
+
+
+def test_a_rerun_reuses_the_rows_and_a_killed_run_resumes(setup, tmp_path, monkeypatch):
+    from cmrprior.segmentation import measures
+    from cmrprior.segmentation.measures import PlausibleRanges, measure_data
+
+    cohort, ids = setup["cohort"], setup["ids"]
+    fresh = measure_data(cohort, tmp_path / "fresh", masks="given").read_bytes()
+    real, measured = measures.measure_row, []
+
+    def counting(p, ranges=PlausibleRanges()):
+        if len(measured) == 3 and kill:
+            raise KeyboardInterrupt("killed")
+        measured.append(p.record.patient_id)
+        return real(p, ranges)
+
+    monkeypatch.setattr(measures, "measure_row", counting)
+    monkeypatch.setattr(measures, "RESUME_CHUNK", 2, raising=False)
+    kill = True
+    with pytest.raises(KeyboardInterrupt):
+        measure_data(cohort, tmp_path / "run", masks="given")
+    assert not (tmp_path / "run" / "measures.csv").exists()  # the CSV is written whole or not at all
+    kill, measured[:] = False, []
+    out = measure_data(cohort, tmp_path / "run", masks="given")
+    assert measured == ids[3:]  # killed while measuring the fourth patient: the three finished rows were kept
+    assert out.read_bytes() == fresh
+    measured[:] = []
+    assert measure_data(cohort, tmp_path / "run", masks="given").read_bytes() == fresh and measured == []
+    # the rows are what the CSV is made of (not recomputed): an edited row shows
+    kept = tmp_path / "run" / "measure_rows" / f"{ids[0]}.json"
+    doc = json.loads(kept.read_text())
+    doc["row"]["bsa_note"] = "kept row"
+    kept.write_text(json.dumps(doc))
+    assert _rows(measure_data(cohort, tmp_path / "run", masks="given"))[0]["bsa_note"] == "kept row"
+    # other inputs: every row measured again
+    measure_data(cohort, tmp_path / "run", masks="given", ranges=PlausibleRanges(lvef=(1.0, 99.0)))
+    assert measured == ids
+
+
+def test_a_segmenter_rerun_segments_nothing_again(setup, tmp_path, monkeypatch):
+    from cmrprior.segmentation import measures
+
+    args = ["measure", "--data", str(setup["cohort"]), "--out", str(tmp_path / "run"), "--model", str(setup["set"]),
+            "--threads", "1"]
+    assert main(args) == 0
+    first = (tmp_path / "run" / "measures.csv").read_bytes()
+    monkeypatch.setattr(measures, "segmenter_masks", lambda *a, **k: pytest.fail("segmented again"))
+    assert main(args) == 0
+    assert (tmp_path / "run" / "measures.csv").read_bytes() == first

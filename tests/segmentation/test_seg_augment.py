@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from cmrprior.segmentation.augment import (
-    AugmentConfig,
+    SegAugmentConfig,
     apply_augment,
     augment_batch,
     draw_augment_params,
@@ -25,7 +25,7 @@ def _batch(b=3, h=16, w=16, seed=0):
 
 
 def _identity_params(b, hw):
-    p = draw_augment_params(b, hw, AugmentConfig(), torch.Generator().manual_seed(0))
+    p = draw_augment_params(b, hw, SegAugmentConfig(), torch.Generator().manual_seed(0))
     z = torch.zeros(b)
     return dataclasses.replace(p, active=torch.ones(b, dtype=torch.bool), angle_rad=z, scale=z + 1,
                                shift_xy=torch.zeros(b, 2), flip_x=z.bool(), flip_y=z.bool(), gamma=z + 1,
@@ -34,9 +34,9 @@ def _identity_params(b, hw):
 
 def test_same_seed_same_result_and_different_seed_differs():
     x, y = _batch()
-    a = augment_batch(x, y, AugmentConfig(), torch.Generator().manual_seed(5))
-    b = augment_batch(x, y, AugmentConfig(), torch.Generator().manual_seed(5))
-    c = augment_batch(x, y, AugmentConfig(), torch.Generator().manual_seed(6))
+    a = augment_batch(x, y, SegAugmentConfig(), torch.Generator().manual_seed(5))
+    b = augment_batch(x, y, SegAugmentConfig(), torch.Generator().manual_seed(5))
+    c = augment_batch(x, y, SegAugmentConfig(), torch.Generator().manual_seed(6))
     torch.testing.assert_close(a[0], b[0])
     assert torch.equal(a[1], b[1])
     assert not torch.allclose(a[0], c[0])
@@ -45,7 +45,7 @@ def test_same_seed_same_result_and_different_seed_differs():
 def test_prob_zero_is_identity_and_inputs_untouched():
     x, y = _batch()
     x0, y0 = x.clone(), y.clone()
-    xa, ya = augment_batch(x, y, AugmentConfig(prob=0.0), torch.Generator().manual_seed(1))
+    xa, ya = augment_batch(x, y, SegAugmentConfig(prob=0.0), torch.Generator().manual_seed(1))
     assert torch.equal(xa, x) and torch.equal(ya, y)
     assert torch.equal(x, x0) and torch.equal(y, y0)
 
@@ -76,7 +76,7 @@ def test_flips_match_torch_flip():
 
 def test_out_size_crop_is_the_central_window_when_inactive():
     x, y = _batch(h=32, w=32)
-    p = draw_augment_params(3, (24, 24), AugmentConfig(prob=0.0), torch.Generator().manual_seed(0))
+    p = draw_augment_params(3, (24, 24), SegAugmentConfig(prob=0.0), torch.Generator().manual_seed(0))
     xa, ya = apply_augment(x, y, p, out_size=24)
     torch.testing.assert_close(xa, x[:, :, 4:28, 4:28])
     assert torch.equal(ya, y[:, 4:28, 4:28])
@@ -96,7 +96,7 @@ def test_intensity_steps_follow_their_formula():
 
 def test_masks_keep_valid_labels():
     x, y = _batch(b=8, h=32, w=32)
-    _, ya = augment_batch(x, y, AugmentConfig(rotate_deg=180), torch.Generator().manual_seed(3), out_size=16)
+    _, ya = augment_batch(x, y, SegAugmentConfig(rotate_deg=180), torch.Generator().manual_seed(3), out_size=16)
     assert ya.dtype == torch.int64 and ya.shape == (8, 16, 16)
     assert set(ya.unique().tolist()) <= {0, 1, 2, 3}
 

@@ -10,7 +10,7 @@ import torch
 
 from cmrprior.errors import ConfigError
 from cmrprior.ssl.augment import (
-    AugmentConfig,
+    ViewAugmentConfig,
     ViewParams,
     apply_view_params,
     random_views,
@@ -36,7 +36,7 @@ def _params(b, **kw):
 
 def test_seeded_determinism_and_different_seeds():
     x = _images()
-    cfg = AugmentConfig()
+    cfg = ViewAugmentConfig()
     a = random_views(x, cfg, torch.Generator().manual_seed(1))
     b = random_views(x, cfg, torch.Generator().manual_seed(1))
     c = random_views(x, cfg, torch.Generator().manual_seed(2))
@@ -46,23 +46,23 @@ def test_seeded_determinism_and_different_seeds():
 
 def test_per_sample_parameters_differ():
     x = _images(1).repeat(6, 1, 1, 1)  # six copies of the same image
-    v = random_views(x, AugmentConfig(), torch.Generator().manual_seed(0))
+    v = random_views(x, ViewAugmentConfig(), torch.Generator().manual_seed(0))
     flat = v.flatten(1)
     assert all(not torch.allclose(flat[i], flat[j]) for i in range(6) for j in range(i + 1, 6))
-    v1, v2 = two_views(x, AugmentConfig(), torch.Generator().manual_seed(0))
+    v1, v2 = two_views(x, ViewAugmentConfig(), torch.Generator().manual_seed(0))
     assert v1.shape == v2.shape == x.shape and not torch.allclose(v1, v2)
 
 
 def test_identity_when_all_probabilities_zero():
     x = _images()
-    v = random_views(x, AugmentConfig.none(), torch.Generator().manual_seed(0))
+    v = random_views(x, ViewAugmentConfig.none(), torch.Generator().manual_seed(0))
     assert torch.equal(v, x) and v is not x
 
 
 def test_input_not_modified():
     x = _images()
     x0 = x.clone()
-    random_views(x, AugmentConfig(), torch.Generator().manual_seed(0))
+    random_views(x, ViewAugmentConfig(), torch.Generator().manual_seed(0))
     assert torch.equal(x, x0)
 
 
@@ -131,23 +131,23 @@ def test_noise_level_and_seed():
 
 
 def test_sampled_ranges_respected():
-    cfg = AugmentConfig(rotate_prob=1.0, rotate_degrees=10, contrast_prob=1.0, crop_prob=1.0)
+    cfg = ViewAugmentConfig(rotate_prob=1.0, rotate_degrees=10, contrast_prob=1.0, crop_prob=1.0)
     p = sample_view_params(500, cfg, torch.Generator().manual_seed(0))
     assert p.angle.abs().max() <= math.radians(10) + 1e-6
     assert ((p.contrast >= 0.6) & (p.contrast <= 1.4)).all()
     area = p.crop_w * p.crop_h
     assert (area <= 1.0 + 1e-6).all() and (area >= 0.35 - 1e-6).all()
     assert ((p.crop_cx.abs() + p.crop_w) <= 1 + 1e-6).all()
-    flips = sample_view_params(2000, AugmentConfig(), torch.Generator().manual_seed(0)).hflip.float().mean()
+    flips = sample_view_params(2000, ViewAugmentConfig(), torch.Generator().manual_seed(0)).hflip.float().mean()
     assert 0.45 < flips < 0.55
 
 
 def test_bad_config():
     with pytest.raises(ConfigError, match="hflip_prob"):
-        AugmentConfig(hflip_prob=1.5)
+        ViewAugmentConfig(hflip_prob=1.5)
     with pytest.raises(ConfigError, match="crop_scale"):
-        AugmentConfig(crop_scale=(0.0, 1.2))
-    assert dataclasses.is_dataclass(AugmentConfig())
+        ViewAugmentConfig(crop_scale=(0.0, 1.2))
+    assert dataclasses.is_dataclass(ViewAugmentConfig())
 
 
 def test_out_size_resizes_in_the_same_resampling():
@@ -155,5 +155,5 @@ def test_out_size_resizes_in_the_same_resampling():
     got = apply_view_params(x, _params(2), out_size=16)
     ref = torch.nn.functional.interpolate(x, size=(16, 16), mode="bilinear", align_corners=False)
     torch.testing.assert_close(got, ref, rtol=0, atol=1e-5)
-    v1, v2 = two_views(x, AugmentConfig(), torch.Generator().manual_seed(0), out_size=24)
+    v1, v2 = two_views(x, ViewAugmentConfig(), torch.Generator().manual_seed(0), out_size=24)
     assert v1.shape == v2.shape == (2, 1, 24, 24)

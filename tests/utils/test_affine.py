@@ -40,7 +40,7 @@ def test_scalings_are_diagonal_products_and_theta_layout():
 
 
 def test_ssl_theta_is_crop_flip_rotation():
-    p = ssl_augment.sample_view_params(8, ssl_augment.AugmentConfig(rotate_prob=1.0), torch.Generator().manual_seed(3))
+    p = ssl_augment.sample_view_params(8, ssl_augment.ViewAugmentConfig(rotate_prob=1.0), torch.Generator().manual_seed(3))
     h, w = 40, 52
     d = torch.diag(torch.tensor([w / max(h, w), h / max(h, w)]))
     for i in range(8):
@@ -52,7 +52,7 @@ def test_ssl_theta_is_crop_flip_rotation():
 
 
 def test_segmentation_theta_is_zoom_rotation_flip_or_identity():
-    cfg = seg_augment.AugmentConfig(flip_prob=0.5, prob=0.6)
+    cfg = seg_augment.SegAugmentConfig(flip_prob=0.5, prob=0.6)
     p = seg_augment.draw_augment_params(10, (16, 16), cfg, torch.Generator().manual_seed(5))
     theta = seg_augment.affine_matrices(p)
     assert p.active.any() and not p.active.all()

@@ -1,67 +1,27 @@
 """Confidence intervals of a metric averaged over repeated train/test splits.
 
-* `corrected_t_interval`: across splits, the corrected resampled t of Nadeau & Bengio (2003): repeated splits
-  of one cohort overlap, so the split-to-split spread underestimates the variance of their mean; the
-  variance is inflated by n_test / n_train. The tables (and the saliency table) use it, clipped to [0, 1]:
-  with the model retrained per split it covers the expected AUC of the training procedure at the nominal
-  level (bench/coverage_retrain.py). `t_interval` (plain Student t) treats splits as independent and is kept
-  for independent values only (too narrow over overlapping splits: see tests/evaluate/test_coverage.py).
+* across splits, `cmrprior.utils.intervals.t_interval` with `test_train_ratio` > 0: the corrected resampled
+  t of Nadeau & Bengio (2003): repeated splits of one cohort overlap, so the split-to-split spread
+  underestimates the variance of their mean; the variance is inflated by n_test / n_train. The tables (and
+  the saliency table) use it, clipped to [0, 1]: with the model retrained per split it covers the expected
+  AUC of the training procedure at the nominal level (bench/coverage_retrain.py). With ratio 0 (plain
+  Student t) it treats splits as independent: for independent values only (too narrow over overlapping
+  splits: see tests/evaluate/test_coverage.py).
 * `patient_bootstrap_ci`: over patients, resampled ONCE per draw across all splits (stratified by class over
   the pooled test patients); a drawn patient counts, with its multiplicity, in every split where it is a
   test patient; the statistic is the mean over splits of macro AUC; percentile interval.
-* `bootstrap_ci`: the older bootstrap that resamples each split's test patients independently; right for one
-  split, too narrow over several (it ignores that the splits share patients).
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
-from scipy import stats
 
 from cmrprior.errors import InputError
 from cmrprior.evaluate.metrics import macro_auc, weighted_macro_auc
-
-Metric = Callable[[np.ndarray, np.ndarray], float]
-
-
-def t_interval(values: Sequence[float], level: float = 0.95,
-               bounds: tuple[float, float] | None = None) -> tuple[float, float, float]:
-    """(mean, low, high) of the Student-t interval of the mean of `values` (NaNs dropped), clipped to `bounds`.
-
-    One value gives (v, NaN, NaN): an interval across splits needs at least two splits.
-    """
-    return _t_based(values, level, lambda v: v.std(ddof=1) / math.sqrt(v.size), bounds)
-
-
-def _t_based(values: Sequence[float], level: float, standard_error,
-             bounds: tuple[float, float] | None) -> tuple[float, float, float]:
-    """(mean, low, high) with half-width t_{df = J - 1} x `standard_error(v)` over the finite values v."""
-    v = np.asarray([x for x in values if x is not None and not math.isnan(x)], dtype=np.float64)
-    if v.size == 0:
-        return math.nan, math.nan, math.nan
-    mean = float(v.mean())
-    if v.size < 2:
-        return mean, math.nan, math.nan
-    half = float(stats.t.ppf(0.5 + level / 2, df=v.size - 1) * standard_error(v))
-    return mean, *clip_interval(mean - half, mean + half, bounds)
-
-
-def corrected_t_interval(values: Sequence[float], test_train_ratio: float, level: float = 0.95,
-                         bounds: tuple[float, float] | None = None) -> tuple[float, float, float]:
-    """(mean, low, high): corrected resampled t interval of the mean of J per-split values (NaNs dropped),
-    clipped to `bounds` ((0, 1) for an AUC; None, the default, for a difference).
-
-    Var(mean) = (1/J + n_test/n_train) s^2 with df J - 1 (Nadeau & Bengio 2003); for r repeats of k-fold
-    CV the same with J = r k and n_test/n_train = 1/(k-1) (Bouckaert & Frank 2004). `test_train_ratio` 0
-    gives the plain `t_interval`. One value gives (v, NaN, NaN); raises InputError for a negative ratio.
-    """
-    if test_train_ratio < 0:
-        raise InputError(f"test_train_ratio must be >= 0, got {test_train_ratio}")
-    return _t_based(values, level, lambda v: math.sqrt((1.0 / v.size + test_train_ratio) * v.var(ddof=1)), bounds)
 
 
 def pooled_patient_counts(ids_per_split: Sequence[Sequence[str]], labels_per_split: Sequence[np.ndarray],
@@ -121,74 +81,12 @@ def patient_bootstrap_ci(
     split whose draw lacks a class contributes the AUC of the classes present (no class: left out of the
     mean). Percentile interval; the point is the mean macro AUC on the unresampled data. The models stay
     fixed, so the variance of retraining is not in it: too narrow for the expected AUC of a training
-    procedure (89 % at 100 patients in bench/coverage_retrain.py); the tables use `corrected_t_interval`.
+    procedure (89 % at 100 patients in bench/coverage_retrain.py); the tables use the corrected t (`cmrprior.utils.intervals.t_interval`).
     """
     if not splits:
         return math.nan, math.nan, math.nan
     point = float(np.mean([macro_auc(y, p) for _, y, p in splits]))
     draws = _nanmean0(pooled_bootstrap_draws(splits, n_boot=n_boot, seed=seed))
-    alpha = (1 - level) / 2
-    low, high = np.nanquantile(draws, [alpha, 1 - alpha])
-    return point, float(low), float(high)
-
-
-def clip_interval(low: float, high: float, bounds: tuple[float, float] | None = (0.0, 1.0)) -> tuple[float, float]:
-    """(low, high) clipped to `bounds` (NaN stays NaN; None: unchanged)."""
-    if bounds is None:
-        return low, high
-    clip = lambda x: x if math.isnan(x) else min(max(x, bounds[0]), bounds[1])  # noqa: E731
-    return clip(low), clip(high)
-
-
-def stratified_resample(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Indices `(P,)` drawn with replacement within each class (class counts kept)."""
-    labels = np.asarray(labels)
-    out = []
-    for k in np.unique(labels):
-        idx = np.flatnonzero(labels == k)
-        out.append(rng.choice(idx, size=idx.size, replace=True))
-    return np.concatenate(out)
-
-
-def resample_counts(labels_per_split: Sequence[np.ndarray], n_boot: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """Per split, `(n_boot, P)` occurrence counts of each patient in stratified resamples; the draws
-    are made in the same order as the loop `for b: for split: stratified_resample(...)`."""
-    counts = [np.zeros((n_boot, len(y)), dtype=np.float64) for y in labels_per_split]
-    for b in range(n_boot):
-        for s, y in enumerate(labels_per_split):
-            counts[s][b] = np.bincount(stratified_resample(y, rng), minlength=len(y))
-    return counts
-
-
-def bootstrap_ci(
-    per_split: Sequence[tuple[np.ndarray, np.ndarray]],
-    metric: Metric,
-    *,
-    n_boot: int = 1000,
-    seed: int = 0,
-    level: float = 0.95,
-) -> tuple[float, float, float]:
-    """(point, low, high): percentile bootstrap of the mean over splits of `metric(labels, probs)`.
-
-    `per_split` is a list of (labels (P,), probs (P, K)) for the test patients of each split. The point
-    estimate is the mean metric on the unresampled data.
-    """
-    if not per_split:
-        return math.nan, math.nan, math.nan
-    rng = np.random.default_rng(seed)
-    point = float(np.mean([metric(y, p) for y, p in per_split]))
-    draws = np.empty(n_boot)
-    if metric is macro_auc:  # fast path: all resamples at once from resample counts
-        counts = resample_counts([y for y, _ in per_split], n_boot, rng)
-        vals = np.vstack([weighted_macro_auc(y, p, c) for (y, p), c in zip(per_split, counts)])
-        draws = np.nanmean(vals, axis=0)
-    else:
-        for b in range(n_boot):
-            vals = []
-            for y, p in per_split:
-                idx = stratified_resample(y, rng)
-                vals.append(metric(y[idx], p[idx]))
-            draws[b] = np.nanmean(vals)
     alpha = (1 - level) / 2
     low, high = np.nanquantile(draws, [alpha, 1 - alpha])
     return point, float(low), float(high)

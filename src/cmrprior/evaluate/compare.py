@@ -7,7 +7,7 @@
 * `patient_paired_bootstrap`: resample the patients ONCE per draw across all splits (stratified by class,
   `cmrprior.evaluate.ci.pooled_patient_counts`), score both configurations on the SAME draw, average the
   difference over splits; percentile CI and a two-sided bootstrap p-value (twice the smaller tail share
-  around 0). `paired_bootstrap` resamples each split independently (right for one split only).
+  around 0).
 * `paired_t`: t test of the per-split differences (splits as the unit), with the corrected resampled
   variance of Nadeau & Bengio (2003) when `test_train_ratio` > 0.
 * `compare_cells`: the tables' comparison of two configurations' `CellResult`s (the first or the second above).
@@ -31,11 +31,11 @@ import numpy as np
 from scipy import stats
 from scipy.stats import rankdata
 
-from cmrprior.evaluate.ci import (Metric, clip_interval, corrected_t_interval, pooled_patient_counts, resample_counts,
-                                  stratified_resample)
+from cmrprior.evaluate.ci import pooled_patient_counts
 from cmrprior.errors import DataError, InputError
 from cmrprior.evaluate.metrics import macro_auc, weighted_macro_auc
 from cmrprior.runs import PAIRED_TEST_KEY, CellResult
+from cmrprior.utils.intervals import clip_interval, t_interval
 
 
 @dataclass(frozen=True)
@@ -50,34 +50,6 @@ class Comparison:
 
     def as_dict(self) -> dict:
         return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in self.__dict__.items()}
-
-
-def paired_bootstrap(
-    per_split: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
-    metric: Metric,
-    *,
-    n_boot: int = 1000,
-    seed: int = 0,
-    level: float = 0.95,
-) -> Comparison:
-    """`per_split`: (labels (P,), probs_a (P, K), probs_b (P, K)) for the same patients per split."""
-    rng = np.random.default_rng(seed)
-    observed = float(np.mean([metric(y, a) - metric(y, b) for y, a, b in per_split]))
-    draws = np.empty(n_boot)
-    if metric is macro_auc:  # fast path: all resamples at once, same draws as the loop below
-        counts = resample_counts([y for y, _, _ in per_split], n_boot, rng)
-        diffs = np.vstack([weighted_macro_auc(y, a, c) - weighted_macro_auc(y, b, c) for (y, a, b), c in zip(per_split, counts)])
-        draws = np.nanmean(diffs, axis=0)
-    for i in range(n_boot if metric is not macro_auc else 0):
-        diffs = []
-        for y, a, b in per_split:
-            idx = stratified_resample(y, rng)
-            diffs.append(metric(y[idx], a[idx]) - metric(y[idx], b[idx]))
-        draws[i] = np.nanmean(diffs)
-    alpha = (1 - level) / 2
-    low, high = np.nanquantile(draws, [alpha, 1 - alpha])
-    p = min(1.0, 2 * min(np.mean(draws <= 0), np.mean(draws >= 0)))
-    return Comparison("paired_bootstrap", observed, float(low), float(high), float(p))
 
 
 def patient_paired_bootstrap(
@@ -138,7 +110,7 @@ def paired_t(diffs: Sequence[float], level: float = 0.95, *, test_train_ratio: f
     share patients; 0: the plain paired t (independent splits).
     """
     d = np.asarray([x for x in diffs if x is not None and not math.isnan(x)], dtype=np.float64)
-    mean, low, high = corrected_t_interval(d, test_train_ratio, level)
+    mean, low, high = t_interval(d, test_train_ratio, level)
     method = "corrected_paired_t_over_splits" if test_train_ratio > 0 else "paired_t_over_splits"
     if d.size < 2 or np.all(d == d[0]):
         p = math.nan if d.size < 2 or d[0] != 0 else 1.0

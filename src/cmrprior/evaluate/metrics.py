@@ -3,7 +3,7 @@ accuracy, confusion matrix.
 
 Conventions: `labels` int64 `(P,)` class indices in `[0, K)`; `probs` float `(P, K)` class probabilities
 (rows sum to 1). With K == 2 the macro AUC is the ordinary binary AUC of class 1 (the OvR AUCs of the two
-classes are equal then). AUC is computed from mid-ranks (Mann-Whitney U), so ties count one half.
+classes are equal then). AUC is computed from mid-ranks (Mann-Whitney U, `cmrprior.utils.auc.binary_auc`), so ties count one half.
 """
 
 from __future__ import annotations
@@ -12,24 +12,8 @@ import math
 import warnings
 
 import numpy as np
-from scipy.stats import rankdata
-
 from cmrprior.errors import InputError
-
-
-def binary_auc(positive: np.ndarray, scores: np.ndarray) -> float:
-    """AUC of `scores` (P,) for the boolean `positive` (P,); NaN when one side is empty.
-
-    AUC = (sum of positive mid-ranks - m (m + 1) / 2) / (m n), m positives, n negatives.
-    """
-    positive = np.asarray(positive, dtype=bool)
-    scores = np.asarray(scores, dtype=np.float64)
-    m = int(positive.sum())
-    n = int(positive.size - m)
-    if m == 0 or n == 0:
-        return math.nan
-    ranks = rankdata(scores)
-    return float((ranks[positive].sum() - m * (m + 1) / 2.0) / (m * n))
+from cmrprior.utils.auc import binary_auc
 
 
 def per_class_auc(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:

@@ -8,7 +8,7 @@
   rows of every other registered pretext in the grid (`cmrprior.vocab.pretexts`), e.g. VICReg Full-Full.
 
 Each cell: mean macro AUC over splits and the 95% corrected resampled t interval across splits
-(`cmrprior.evaluate.ci.corrected_t_interval`: repeated splits of one cohort overlap, so the plain t interval
+(`cmrprior.utils.intervals.t_interval`: repeated splits of one cohort overlap, so the plain t interval
 is too narrow), clipped to [0, 1]; a one-split result (the external test cohort) has the patient bootstrap
 interval of its one model instead. A cell without a result says why ("n/a: <reason>"). `metrics.*` lists
 every cell's macro AUC, accuracy, balanced accuracy and per-class AUC; `comparisons.*` the paired test
@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from cmrprior.data.splits import ProtocolConfig
-from cmrprior.evaluate.ci import corrected_t_interval, patient_bootstrap_ci
+from cmrprior.evaluate.ci import patient_bootstrap_ci
 from cmrprior.evaluate.compare import PAIRED_OVERLAP_SHARE, compare_cells, holm_adjust
 from cmrprior.evaluate.config import EvaluationConfig
 from cmrprior.evaluate.metrics import none_if_nan
@@ -41,6 +41,7 @@ from cmrprior.evaluate.selection import ANY_IMAGES, chosen_counts, select_by_inn
 from cmrprior.io.records import ACDC_CLASSES
 from cmrprior.runs import HOLDOUT, PAIRED_TEST_KEY, CellResult
 from cmrprior.utils import atomic
+from cmrprior.utils.intervals import t_interval
 from cmrprior.vocab import init_label, pretexts
 
 
@@ -100,7 +101,7 @@ def summarise_cells(results: list[CellResult], *, test_train_ratio: float, n_boo
             metrics = [r.test.metrics for r in ok]
             aucs = [m.macro_auc for m in metrics]
             values = [np.nan if a is None else a for a in aucs]
-            mean, lo, hi = corrected_t_interval(values, test_train_ratio, level, bounds=(0.0, 1.0))
+            mean, lo, hi = t_interval(values, test_train_ratio, level, bounds=(0.0, 1.0))
             blo = bhi = np.nan
             if len(ok) == 1:  # one trained model (e.g. on the external test cohort): its AUC's patient bootstrap
                 r = ok[0]

@@ -29,7 +29,7 @@ from cmrprior.bundle.export import export_anatomy_bundle
 from cmrprior.classify.anatomy import fit_anatomy
 from cmrprior.data.splits import stratified_kfold
 from cmrprior.errors import ConfigError, DataError
-from cmrprior.evaluate.ci import corrected_t_interval
+from cmrprior.utils.intervals import t_interval
 from cmrprior.evaluate.metrics import macro_auc
 from cmrprior.experiments.anatomy_stage import AnatomyInputs
 from cmrprior.experiments.cohort_data import prepare_data
@@ -67,8 +67,8 @@ def nested_cv_estimate(values: Sequence[Mapping[str, float | None]], labels: Seq
             log.info("nested CV: repeat %d fold %d: %s, macro AUC %.3f, accuracy %.3f", r, k, model.chosen.describe(),
                      aucs[-1], accs[-1])
     ratio = 1.0 / (folds - 1)
-    auc, auc_lo, auc_hi = corrected_t_interval(aucs, ratio, level)
-    acc, acc_lo, acc_hi = corrected_t_interval(accs, ratio, level)
+    auc, auc_lo, auc_hi = t_interval(aucs, ratio, level)
+    acc, acc_lo, acc_hi = t_interval(accs, ratio, level)
     confusion = np.zeros((len(classes), len(classes)), dtype=int)
     for row in rows:
         confusion[lut[row["label"]], lut[row["predicted"]]] += 1

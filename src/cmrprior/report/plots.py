@@ -15,9 +15,10 @@ from collections.abc import Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
-from sklearn.metrics import roc_auc_score, roc_curve
+from sklearn.metrics import roc_curve
 
 from cmrprior.runs import TestOutputs
+from cmrprior.utils.auc import binary_auc
 
 
 def _png(fig: Figure) -> bytes:
@@ -37,12 +38,13 @@ def pooled_predictions(results: Sequence[TestOutputs]) -> tuple[np.ndarray, np.n
 
 
 def roc_points(labels: np.ndarray, probs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, float] | None:
-    """One-vs-rest ROC of class k: (fpr, tpr, auc), or None when class k or its complement is absent."""
+    """One-vs-rest ROC of class k: (fpr, tpr, auc), or None when class k or its complement is absent; the AUC
+    is the tables' (`binary_auc`)."""
     positive = labels == k
     if positive.all() or not positive.any():
         return None
     fpr, tpr, _ = roc_curve(positive, probs[:, k])
-    return fpr, tpr, float(roc_auc_score(positive, probs[:, k]))
+    return fpr, tpr, binary_auc(positive, probs[:, k])
 
 
 def _grid(n: int, cell: float = 3.2):

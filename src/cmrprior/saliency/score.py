@@ -11,7 +11,7 @@ fraction, which is the chance level to compare against (`heart_area_fraction`).
 Per patient: the mean of the shares of all its slices and both branches (ED and ES), each image
 weighted equally and images without positive saliency left out. Per configuration: the mean over
 splits of the mean over each split's test patients, with the study tables' interval: the corrected resampled t
-across splits (>= 2 splits; the splits overlap; `cmrprior.evaluate.ci.corrected_t_interval`), clipped to
+across splits (>= 2 splits; the splits overlap; `cmrprior.utils.intervals.t_interval`), clipped to
 [0, 1]. One split (one model, e.g. on the held-out cohort): the percentile bootstrap over its patients.
 """
 
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cmrprior.errors import ConfigError
-from cmrprior.evaluate.ci import corrected_t_interval
+from cmrprior.utils.intervals import t_interval
 
 
 def in_heart_share(saliency: np.ndarray, heart: np.ndarray) -> np.ndarray:
@@ -111,8 +111,8 @@ def summarize_scores(
         raise ConfigError("summarize_scores: no finite in-heart score in any split")
     split_means = np.array([np.mean(list(s.values())) for s in splits])
     mean = float(split_means.mean())
-    # the study tables' interval (`cmrprior.evaluate.ci.corrected_t_interval`); a share lies in [0, 1]
-    _, lo, hi = corrected_t_interval(split_means.tolist(), test_train_ratio, level, bounds=(0.0, 1.0))
+    # the study tables' interval (`cmrprior.utils.intervals.t_interval`); a share lies in [0, 1]
+    _, lo, hi = t_interval(split_means.tolist(), test_train_ratio, level, bounds=(0.0, 1.0))
     ci_splits = (lo, hi)
     patients = sorted({p for s in splits for p in s})
     ci_boot = (math.nan, math.nan)

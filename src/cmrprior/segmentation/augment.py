@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from cmrprior.errors import ConfigError
-from cmrprior.segmentation.config import AugmentConfig  # noqa: F401 - re-exported
+from cmrprior.segmentation.config import SegAugmentConfig  # noqa: F401 - re-exported
 from cmrprior.utils import affine
 
 
@@ -54,7 +54,7 @@ def normalise_slices(images: torch.Tensor, low_pct: float = 1.0, high_pct: float
 
 
 def draw_augment_params(
-    batch_size: int, image_hw: tuple[int, int], config: AugmentConfig, generator: torch.Generator
+    batch_size: int, image_hw: tuple[int, int], config: SegAugmentConfig, generator: torch.Generator
 ) -> AugmentParams:
     """Draw every random value of one batch from `generator` (the only place randomness enters)."""
     g = generator
@@ -123,7 +123,7 @@ def apply_augment(
 def augment_batch(
     images: torch.Tensor,
     masks: torch.Tensor,
-    config: AugmentConfig,
+    config: SegAugmentConfig,
     generator: torch.Generator,
     out_size: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from cmrprior.errors import ConfigError
 from cmrprior.io.cohort import open_cohort
-from cmrprior.segmentation.config import BACKENDS, AugmentConfig, SegInference, SegTrainConfig, UNetArgs
+from cmrprior.segmentation.config import BACKENDS, SegAugmentConfig, SegInference, SegTrainConfig, UNetArgs
 from cmrprior.segmentation.context import check_context
 from cmrprior.utils.argtypes import at_least
 from cmrprior.utils.runfolder_checks import check_out_dir
@@ -121,7 +121,7 @@ def _config(args: argparse.Namespace, epochs: int) -> SegTrainConfig:
     check_context(args.context_slices)
     unet = UNetArgs(channels=channels, strides=(2,) * (len(channels) - 1), num_res_units=args.res_units,
                     in_channels=args.context_slices)
-    return SegTrainConfig(seed=args.seed, unet=unet, augment=AugmentConfig(), max_epochs=epochs,
+    return SegTrainConfig(seed=args.seed, unet=unet, augment=SegAugmentConfig(), max_epochs=epochs,
                           batch_size=args.batch_size, lr=args.lr, patience=args.patience,
                           train_crop=args.train_crop or None, bf16=args.bf16, max_steps=args.max_steps,
                           num_threads=args.threads)
@@ -215,8 +215,10 @@ def _export_onnx(args: argparse.Namespace) -> int:
 
 
 def _measure(args: argparse.Namespace) -> int:
-    from cmrprior.segmentation.measures import measure_data  # image readers, MONAI: see _train
+    from cmrprior.segmentation.measures import check_mask_args, measure_data  # image readers, MONAI: see _train
 
     _set_threads(args.threads)
-    print(measure_data(args.data, args.out, masks=args.masks, model=args.model))
+    check_mask_args(args.masks, args.model)  # before --out is made
+    with run_lock(check_out_dir(args.out, [args.data])):  # one process at a time in the output folder
+        print(measure_data(args.data, args.out, masks=args.masks, model=args.model))
     return 0

@@ -1,5 +1,5 @@
 """Settings of the segmentation stage as plain dataclasses: the network's arguments (`UNetArgs`), the training
-augmentation (`AugmentConfig`), a training run (`SegTrainConfig`) and the inference engine (`SegInference`).
+augmentation (`SegAugmentConfig`), a training run (`SegTrainConfig`) and the inference engine (`SegInference`).
 
 This module imports no torch: the command line reads its defaults from these classes when it builds its parser
 (`cmrprior --help` stays fast), and the modules that use them (`network`, `augment`, `train`, `inference`)
@@ -60,8 +60,12 @@ class UNetArgs:
 
 
 @dataclass(frozen=True)
-class AugmentConfig:
-    """Ranges of the random augmentation. Angles in degrees; translation as a fraction of the image side."""
+class SegAugmentConfig:
+    """Ranges of the segmenter's training augmentation (image and mask moved together): affine, flips, then
+    intensity. Angles in degrees; translation as a fraction of the image side. A different augmentation from
+    the SimCLR views' (`cmrprior.ssl.config.ViewAugmentConfig`) and the Seg-teacher's shift and intensity
+    jitter (`cmrprior.ssl.teacher.TeacherConfig`), each tuned for its own training; named apart so that
+    none is taken for another."""
 
     rotate_deg: float = 30.0
     scale_min: float = 0.85
@@ -117,7 +121,7 @@ class SegTrainConfig:
 
     seed: int = 0
     unet: UNetArgs = field(default_factory=UNetArgs)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    augment: SegAugmentConfig = field(default_factory=SegAugmentConfig)
     max_epochs: int = 60
     batch_size: int = 8
     # random square crop (pixels) of each augmented training slice; None = the whole prepared window, the view
@@ -168,7 +172,7 @@ class SegTrainConfig:
     def from_json(cls, obj: dict) -> "SegTrainConfig":
         obj = dict(obj)
         obj["unet"] = UNetArgs.from_json(obj.get("unet", {}))
-        aug_fields = {f.name for f in dataclasses.fields(AugmentConfig)}
-        obj["augment"] = AugmentConfig(**{k: v for k, v in obj.get("augment", {}).items() if k in aug_fields})
+        aug_fields = {f.name for f in dataclasses.fields(SegAugmentConfig)}
+        obj["augment"] = SegAugmentConfig(**{k: v for k, v in obj.get("augment", {}).items() if k in aug_fields})
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in obj.items() if k in known})

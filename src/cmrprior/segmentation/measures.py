@@ -40,8 +40,9 @@ from cmrprior.io.cohort import open_cohort
 from cmrprior.io.load import load_patient
 from cmrprior.io.records import Cohort, PatientRecord
 from cmrprior.segmentation import qc
-from cmrprior.segmentation.folds import SegmenterChoice, choose_segmenters, fingerprint_cohort
+from cmrprior.segmentation.folds import SHIPPED_SET, SegmenterChoice, choose_segmenters, fingerprint_cohort
 from cmrprior.segmentation.inference import SegInference
+from cmrprior.segmentation.measure_rows import keep_row, kept_row, row_keys
 from cmrprior.segmentation.phases import resolve_cohort_phases
 from cmrprior.segmentation.volumes import locate_cohort
 from cmrprior.utils.progress import track
@@ -51,6 +52,7 @@ log = logging.getLogger(__name__)
 
 MASK_CHOICES: tuple[str, ...] = ("segmenter", "given")
 MEASURES_CSV = "measures.csv"
+RESUME_CHUNK = 8  # patients segmented and measured between two saves of their rows
 QC_COLUMNS: tuple[str, ...] = ("empty_structures", "missing_slices", "mask_flags", "implausible")
 COLUMNS: tuple[str, ...] = (
     "patient_id", "label", "masks_source", "segmenter", "segmenter_weights", "out_of_sample",
@@ -87,35 +89,57 @@ class PatientMasks:
 def measure_data(data: str | Path, out: str | Path, *, masks: str = "segmenter", model: str | Path | None = None,
                  ranges: PlausibleRanges = PlausibleRanges()) -> Path:
     """Measure every patient of the cohort at `data` (ACDC folder or manifest CSV); write `out/measures.csv`
-    atomically (module docstring). Returns the CSV's path.
+    atomically (module docstring). Returns the CSV's path. Resumable: each finished row is kept in `out` and
+    reused by a rerun with the same inputs (`cmrprior.segmentation.measure_rows`).
 
     Raises:
         ConfigError: unknown `masks`, a `model` with given masks, `out` inside `data` or not writable.
         DataError: unreadable input or weights; given masks missing for a patient (named).
         WeightsUnavailableError: segmenter masks, no model given and none shipped.
     """
+    check_mask_args(masks, model)
+    data, out = Path(data), Path(out)
+    check_out_dir(out, [data])
+    cohort = open_cohort(data)
+    if masks == "given":
+        _check_given(cohort)
+    keys = row_keys(out, cohort, masks=masks, model=model, model_default=SHIPPED_SET, ranges=ranges)
+    rows = {r.patient_id: row for r in cohort.patients if (row := kept_row(out, r, keys[r.patient_id])) is not None}
+    todo = [r for r in cohort.patients if r.patient_id not in rows]
+    if rows:
+        log.info("measure: %d of %d patients' rows reused from an earlier run in %s", len(rows), len(cohort.patients),
+                 out)
+    for start in range(0, len(todo), RESUME_CHUNK):  # a killed run loses at most one chunk's work
+        part = dataclasses.replace(cohort, patients=tuple(todo[start:start + RESUME_CHUNK]))
+        for p in given_masks(part) if masks == "given" else segmenter_masks(part, model):
+            rows[p.record.patient_id] = measure_row(p, ranges)
+            keep_row(out, p.record, keys[p.record.patient_id], rows[p.record.patient_id])
+    ordered = [rows[r.patient_id] for r in cohort.patients]
+    path = out / MEASURES_CSV
+    qc.write_csv(ordered, path, COLUMNS)
+    flagged = sum(not r["qc_ok"] for r in ordered)
+    log.info("measure: %d patients, %d with QC flags -> %s", len(ordered), flagged, path)
+    return path
+
+
+def check_mask_args(masks: str, model: str | Path | None) -> None:
+    """ConfigError for an unknown `masks` or a `model` with given masks."""
     if masks not in MASK_CHOICES:
         raise ConfigError(f"--masks must be one of {', '.join(MASK_CHOICES)}, got {masks!r}")
     if masks == "given" and model is not None:
         raise ConfigError("--model chooses the segmenter; it has no use with --masks given")
-    data, out = Path(data), Path(out)
-    check_out_dir(out, [data])
-    cohort = open_cohort(data)
-    patients = given_masks(cohort) if masks == "given" else segmenter_masks(cohort, model)
-    rows = [measure_row(p, ranges) for p in patients]
-    path = out / MEASURES_CSV
-    qc.write_csv(rows, path, COLUMNS)
-    flagged = sum(not r["qc_ok"] for r in rows)
-    log.info("measure: %d patients, %d with QC flags -> %s", len(rows), flagged, path)
-    return path
 
 
-def given_masks(cohort: Cohort) -> list[PatientMasks]:
-    """The cohort's own mask files, checked against their images (`load_patient`)."""
+def _check_given(cohort: Cohort) -> None:
     lacking = [r.patient_id for r in cohort.patients if not r.has_masks]
     if lacking:
         raise DataError(cohort.source, f"--masks given but patients {lacking[:5]} ({len(lacking)} in all) have no "
                                        "ED/ES mask files; use --masks segmenter")
+
+
+def given_masks(cohort: Cohort) -> list[PatientMasks]:
+    """The cohort's own mask files, checked against their images (`load_patient`)."""
+    _check_given(cohort)
     out = []
     for rec in track(cohort.patients, "measure (given masks)", len(cohort.patients), log, unit="patients"):
         pv = load_patient(rec)

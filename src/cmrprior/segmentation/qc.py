@@ -31,6 +31,7 @@ from scipy import ndimage
 
 from cmrprior.errors import InputError
 from cmrprior.utils import atomic
+from cmrprior.utils.intervals import t_interval
 
 STRUCTURES: dict[int, str] = {1: "RV", 2: "MYO", 3: "LV"}
 MASK_FLAGS: tuple[str, ...] = ("empty_heart", "missing_structure_mid", "myo_not_surrounding_lv", "volume_jump")
@@ -97,18 +98,8 @@ def structure_metrics(pred: np.ndarray, truth: np.ndarray, spacing: Sequence[flo
 
 def mean_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float, int]:
     """Mean and Student-t confidence interval of the finite values: (mean, low, high, n)."""
-    from scipy import stats  # scipy.stats takes ~2 s to import; only confidence intervals need it
-
-    x = np.asarray(values, dtype=np.float64)
-    x = x[np.isfinite(x)]
-    n = int(x.size)
-    if n == 0:
-        return float("nan"), float("nan"), float("nan"), 0
-    m = float(x.mean())
-    if n == 1:
-        return m, float("nan"), float("nan"), 1
-    half = float(stats.t.ppf(0.5 + level / 2, n - 1) * x.std(ddof=1) / np.sqrt(n))
-    return m, m - half, m + half, n
+    mean, low, high = t_interval(values, 0.0, level)
+    return mean, low, high, int(np.isfinite(np.asarray(values, dtype=np.float64)).sum())
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from torch import nn
 from cmrprior.data.prepared import PreparedCohort
 from cmrprior.data.splits import stratified_split
 from cmrprior.errors import ConfigError, DataError
-from cmrprior.segmentation.config import AugmentConfig, SegTrainConfig, UNetArgs  # noqa: F401 - re-exported
+from cmrprior.segmentation.config import SegAugmentConfig, SegTrainConfig, UNetArgs  # noqa: F401 - re-exported
 from cmrprior.segmentation.augment import augment_batch, normalise_slices
 from cmrprior.segmentation.losses import make_seg_loss
 from cmrprior.segmentation.network import build_unet, load_segmenter, save_segmenter

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from cmrprior.errors import ConfigError
-from cmrprior.ssl.config import AugmentConfig  # noqa: F401 - re-exported
+from cmrprior.ssl.config import ViewAugmentConfig  # noqa: F401 - re-exported
 from cmrprior.utils import affine
 
 
@@ -51,7 +51,7 @@ class ViewParams:
         )
 
 
-def sample_view_params(batch: int, config: AugmentConfig, generator: torch.Generator) -> ViewParams:
+def sample_view_params(batch: int, config: ViewAugmentConfig, generator: torch.Generator) -> ViewParams:
     """Draw every random value for a batch of `batch` views from `generator` (a CPU generator)."""
 
     def u(lo: float, hi: float) -> torch.Tensor:
@@ -148,14 +148,14 @@ def apply_view_params(x: torch.Tensor, params: ViewParams, out_size: int | None 
 
 
 def random_views(
-    x: torch.Tensor, config: AugmentConfig, generator: torch.Generator, out_size: int | None = None
+    x: torch.Tensor, config: ViewAugmentConfig, generator: torch.Generator, out_size: int | None = None
 ) -> torch.Tensor:
     """One random view of every image of `x (B, C, H, W)` (parameters from `generator`)."""
     return apply_view_params(x, sample_view_params(x.shape[0], config, generator), out_size=out_size)
 
 
 def two_views(
-    x: torch.Tensor, config: AugmentConfig, generator: torch.Generator, out_size: int | None = None
+    x: torch.Tensor, config: ViewAugmentConfig, generator: torch.Generator, out_size: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Two independent views of `x (B, C, H, W)`, made in one batched pass over `2B` images."""
     v = random_views(torch.cat([x, x], dim=0), config, generator, out_size=out_size)

@@ -1,5 +1,5 @@
 """SimCLR pre-training settings: the `PretrainConfig` dataclass, its checks, and the per-device
-resolution of its "auto" choices (device, precision, channels-last), and the views' `AugmentConfig`.
+resolution of its "auto" choices (device, precision, channels-last), and the views' `ViewAugmentConfig`.
 
 This module imports torch only inside the functions that need it: the command line reads the defaults of
 these classes when it builds its parser, and `cmrprior --help` must stay fast.
@@ -26,8 +26,10 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class AugmentConfig:
-    """Probabilities and ranges of the view transforms. Intensities assume roughly unit-range images."""
+class ViewAugmentConfig:
+    """Probabilities and ranges of the SimCLR view transforms (images only, two views per image).
+    Intensities assume roughly unit-range images. Not the segmenter's augmentation
+    (`cmrprior.segmentation.config.SegAugmentConfig`), which moves a mask with the image."""
 
     crop_prob: float = 1.0
     crop_scale: tuple[float, float] = (0.35, 1.0)  # fraction of the image area
@@ -50,18 +52,18 @@ class AugmentConfig:
                      "gamma_prob", "noise_prob"):
             p = getattr(self, name)
             if not 0.0 <= p <= 1.0:
-                raise ConfigError(f"AugmentConfig.{name} must be in [0, 1], got {p}")
+                raise ConfigError(f"ViewAugmentConfig.{name} must be in [0, 1], got {p}")
         for name in ("crop_scale", "crop_ratio", "contrast", "gamma", "noise_std"):
             lo, hi = getattr(self, name)
             if not (lo <= hi) or lo < 0:
-                raise ConfigError(f"AugmentConfig.{name} must be a range (lo <= hi, lo >= 0), got {(lo, hi)}")
+                raise ConfigError(f"ViewAugmentConfig.{name} must be a range (lo <= hi, lo >= 0), got {(lo, hi)}")
         if not 0 < self.crop_scale[0] or self.crop_scale[1] > 1:
-            raise ConfigError(f"AugmentConfig.crop_scale must lie in (0, 1], got {self.crop_scale}")
+            raise ConfigError(f"ViewAugmentConfig.crop_scale must lie in (0, 1], got {self.crop_scale}")
         if self.crop_ratio[0] <= 0 or self.gamma[0] <= 0:
-            raise ConfigError("AugmentConfig.crop_ratio and gamma must be positive")
+            raise ConfigError("ViewAugmentConfig.crop_ratio and gamma must be positive")
 
     @classmethod
-    def none(cls) -> "AugmentConfig":
+    def none(cls) -> "ViewAugmentConfig":
         """All probabilities 0: views are the input unchanged."""
         return cls(crop_prob=0, hflip_prob=0, vflip_prob=0, rotate_prob=0, brightness_prob=0, contrast_prob=0,
                    gamma_prob=0, noise_prob=0)
@@ -88,7 +90,7 @@ class PretrainConfig:
     proj_hidden_dim: int = 512
     proj_dim: int = 128
     proj_batch_norm: bool = False
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    augment: ViewAugmentConfig = field(default_factory=ViewAugmentConfig)
     val_batch_size: int = 64  # fixed, so held-out losses compare across training batch sizes
     # "auto": bf16 autocast on CUDA, fp32 on CPU (measured: on a CPU without native bf16 (AVX2 only)
     # bf16 convolutions are ~70x slower than fp32; see bench/pretrain_throughput.py) | "bf16" | "fp32".
@@ -128,7 +130,7 @@ class PretrainConfig:
         d = dict(d)
         aug = d.pop("augment", None)
         if isinstance(aug, dict):
-            aug = AugmentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in aug.items()})
+            aug = ViewAugmentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in aug.items()})
         return cls(**d, **({"augment": aug} if aug is not None else {}))
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from cmrprior.errors import ConfigError
 from cmrprior.ssl.distributed import gather_with_grad
@@ -58,16 +57,3 @@ def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, *, temperature: float = 0.1
         logits = logits.masked_fill(self_mask, float("-inf"))
         return F.cross_entropy(logits, pos_cols)
 
-
-class NTXentLoss(nn.Module):
-    """Module form of `nt_xent_loss`: `loss(z1 (N, D), z2 (N, D)) -> float32 scalar`."""
-
-    def __init__(self, temperature: float = 0.1, gather: bool = False) -> None:
-        super().__init__()
-        if not temperature > 0:
-            raise ConfigError(f"NTXentLoss: temperature must be > 0, got {temperature}")
-        self.temperature = float(temperature)
-        self.gather = bool(gather)
-
-    def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
-        return nt_xent_loss(z1, z2, temperature=self.temperature, gather=self.gather)

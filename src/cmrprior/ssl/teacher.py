@@ -132,8 +132,8 @@ def _shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
     return out
 
 
-def _augment(x: torch.Tensor, y: torch.Tensor, config: TeacherConfig, g: torch.Generator
-             ) -> tuple[torch.Tensor, torch.Tensor]:
+def _shift_and_jitter(x: torch.Tensor, y: torch.Tensor, config: TeacherConfig, g: torch.Generator
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """One random shift for the batch (image and mask together) and an intensity change per image."""
     j = config.intensity_jitter
     if j > 0:
@@ -184,7 +184,7 @@ def _train_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, 
         if len(idx) < 2 and i > 0:  # batch norm cannot train on one image: it sits this epoch out
             continue
         with timing.phase("augment"):
-            xb, yb = _augment(x[idx], y[idx], config, g)
+            xb, yb = _shift_and_jitter(x[idx], y[idx], config, g)
         with timing.phase("forward", items=len(idx)):
             loss = F.cross_entropy(model(xb), yb)
         with timing.phase("backward", items=len(idx)):
