@@ -60,7 +60,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
 from cmrprior.anatomy.sectors import N_SEGMENTS, rv_anchor_angle, segmental_spread, segmental_wall
 from cmrprior.anatomy.thickness import (
