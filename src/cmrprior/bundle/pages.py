@@ -63,7 +63,7 @@ def patient_page(bundle: Bundle, d: PatientDiagnosis, overlay: bytes | None) -> 
     if bundle.image is not None:
         share = d.saliency_in_heart
         note = ("Grad-CAM of the suggested class on slices from base to apex, ED left, ES right; cyan: the heart "
-                f"mask dilated by 5 mm. Share of positive saliency inside it: "
+                "mask dilated by 5 mm. Share of positive saliency inside it: "
                 + ("n/a" if share is None or not np.isfinite(share) else f"{share:.2f}")
                 + ". Where the image model's evidence lies, not why; evidence outside the heart is a reason to "
                   "distrust the call.")
