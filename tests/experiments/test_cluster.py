@@ -113,19 +113,42 @@ def test_slurm_run_gives_the_tables_of_the_local_run(study):
 
 
 def _running_pretrain(out: Path, timeout: float = 600) -> tuple[Path, str]:
-    """A pre-training piece whose job has started: its pieces folder and job id."""
+    """A SimCLR pre-training piece whose job has started: its pieces folder and job id."""
     t0 = time.time()
     while time.time() - t0 < timeout:
         for state in (out / "pieces").rglob("state.json"):
             d = json.loads(state.read_text())
-            if "/pretrain/" in d["piece"] and d["state"] == "running" and d.get("job_id"):
+            if "/pretrain/" in d["piece"] and "/simclr_" in d["piece"] and d["state"] == "running" and d.get("job_id"):
                 return state.parent, d["job_id"]
         time.sleep(0.5)
     raise AssertionError(f"no pre-training job started in {timeout} s")
 
 
+def _long_pretraining(root: Path, cohort: Path, config: Path) -> Path:
+    """The study's config with pre-trainings long enough (15 epochs, never stopped early) that a job is still
+    running when scancel reaches it on a fast machine, and the tables of a local run of it."""
+    import torch
+
+    from cmrprior.experiments.config import StudyConfig, load_config
+    from cmrprior.experiments.study import run_study
+
+    data = load_config(str(config)).to_dict()
+    data["pretrain"] = {**data["pretrain"], "epochs": 15, "patience": 0}
+    long = StudyConfig.from_dict(data)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run_study(cohort, root / "local_long", long, report=False)
+    finally:
+        torch.set_num_threads(threads)
+    path = root / "config_long.yaml"
+    path.write_text(long.to_yaml())
+    return path
+
+
 def test_a_cancelled_job_is_resumed_by_a_rerun(study):
     root, cohort, config = study
+    config = _long_pretraining(root, cohort, config)
     out = root / "killed"
     driver = subprocess.Popen(_cli(cohort, out, config), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               env=_env())
@@ -150,6 +173,7 @@ def test_a_cancelled_job_is_resumed_by_a_rerun(study):
     assert again.returncode == 0, again.stderr[-3000:]
     assert json.loads((out / "pieces" / "prepare" / "state.json").read_text()) == prepared  # not run again
     assert (out / piece / "done.json").exists()
-    local = _tables(root / "local")
+    local = _tables(root / "local_long")
+    assert set(local) == set(_tables(out)) and "table1.json" in local
     for name, data in _tables(out).items():
         assert data == local[name], name
