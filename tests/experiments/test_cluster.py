@@ -154,7 +154,9 @@ def test_a_cancelled_job_is_resumed_by_a_rerun(study):
                               env=_env())
     try:
         folder, job_id = _running_pretrain(out)
-        subprocess.run(["scancel", job_id], check=True)
+        # SIGKILL now: a plain scancel sends SIGTERM, which submitit ignores (it keeps it for pre-emption), and a
+        # job that ends within KillWait (30 s) would finish normally
+        subprocess.run(["scancel", "--full", "--signal=KILL", job_id], check=True)
         _, err = driver.communicate(timeout=1800)
     finally:
         if driver.poll() is None:
