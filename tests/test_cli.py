@@ -124,3 +124,18 @@ def test_report_and_saliency_on_a_read_only_run_folder(tmp_path, monkeypatch, ca
     _one_line(capsys, "cmrprior report: error:", str(run.root), "Read-only file system")
     assert main(["saliency", "--run", str(run.root)]) == 2
     _one_line(capsys, "cmrprior saliency: error:", str(run.root), "Read-only file system")
+
+
+def test_a_closed_output_pipe_ends_quietly(tmp_path):
+    """`cmrprior ... | head`: the reader closes the pipe before the command prints; the command ends with 141
+    (a shell's SIGPIPE status) and writes no error line or traceback (before: 'error: [Errno 32] Broken pipe', 2)."""
+    import subprocess
+    import sys
+
+    data = _acdc(tmp_path / "data", n=2)
+    proc = subprocess.Popen([sys.executable, "-m", "cmrprior", "cohort", "--data", str(data)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # nobody reads what the command prints
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141, err
+    assert "error" not in err.lower() and "Traceback" not in err, err

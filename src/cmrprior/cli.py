@@ -4,7 +4,8 @@ Each stage package owns a `commands.py` with `register(subparsers)`; listed in C
 Library code raises `CmrPriorError`; here it becomes one line on stderr and an exit code (`EXIT_CODES`):
 3 for bad input data (`DataError`: a file or folder that cannot be read or is wrong), 2 for bad usage (argparse's
 own usage errors, `ConfigError`) and every other `CmrPriorError`; 130 when interrupted. An OSError (disk full,
-read-only folder, ...; `cmrprior.utils.atomic` names the file it was writing) is one line and exit code 2.
+read-only folder, ...; `cmrprior.utils.atomic` names the file it was writing) is one line and exit code 2;
+a closed output pipe (`... | head`) ends quietly with 141, as a shell's SIGPIPE would.
 Library code logs and never prints: here its INFO lines (progress of every long stage) go to stderr, or
 only warnings and errors with `--quiet` (every subcommand has it); `study` and `demo` also write them to
 the run folder's `log.txt`.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from cmrprior import __version__
@@ -100,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     except CmrPriorError as exc:
         print(f"cmrprior {args.command}: error: {exc}", file=sys.stderr)
         return exit_code(exc)
+    except BrokenPipeError:  # the reader went away (`cmrprior study --status RUN | head`): not the run's error
+        _silence_stdout()
+        return 141  # as a shell reports a process ended by SIGPIPE
     except OSError as exc:  # disk full, read-only or unwritable folder, a path through a file: one line
         print(f"cmrprior {args.command}: error: {os_error_line(exc)}", file=sys.stderr)
         return 2
@@ -107,6 +112,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cmrprior {args.command}: interrupted (re-run the same command to resume)", file=sys.stderr)
         return 130
     return int(result or 0)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's final flush does not fail a second time."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (AttributeError, OSError, ValueError):  # stdout replaced by an object without a file descriptor
+        pass
 
 
 if __name__ == "__main__":
