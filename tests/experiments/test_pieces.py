@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -267,11 +268,12 @@ def test_cli_executor_options_choose_the_pieces_driver(tmp_path, monkeypatch):
     with pytest.raises(SystemExit):
         main(base + ["--executor", "slurm", "--slurm-partition", "gpu", "--slurm-max-running", "5", "--no-report"])
     executor, kwargs = seen.pop("pieces")
-    assert (executor.kind, executor.slurm.partition, executor.slurm.max_running, kwargs) == ("slurm", "gpu", 5,
-                                                                                          {"report": False})
+    assert (executor.kind, executor.slurm.partition, executor.slurm.max_running, kwargs) == (
+        "slurm", "gpu", 5, {"report": False, "threads": None})
     with pytest.raises(SystemExit):
-        main(base + ["--workers", "2"])
-    assert seen.pop("pieces")[0].workers == 2
+        main(base + ["--workers", "2", "--threads", "1"])
+    executor, kwargs = seen.pop("pieces")
+    assert executor.workers == 2 and kwargs["threads"] == 1  # each worker on the threads asked for
     with pytest.raises(SystemExit):
         main(base)  # the default: the study in one call, as always
     assert seen.pop("one")[0].kind == "local" and not seen
@@ -282,3 +284,46 @@ def test_cli_executor_options_choose_the_pieces_driver(tmp_path, monkeypatch):
 
     monkeypatch.setattr(ex, "run_study_pieces", failing)
     assert main(base + ["--executor", "slurm"]) == 1  # as failed cells in one process: a rerun resumes
+
+
+@dataclass
+class _OrderCall:
+    """A stand-in PieceCall run in threads: `slow` waits (at most 20 s) for `needs_quick` to start, and records
+    whether it did; every piece records its start (fields shared by the copies the executor makes)."""
+
+    needer_started: threading.Event = field(default_factory=threading.Event)
+    started: list = field(default_factory=list)
+    seen: dict = field(default_factory=dict)
+    threads: int | None = None
+
+    def __call__(self, piece):
+        self.started.append(piece.id)
+        if piece.id == "needs_quick":
+            self.needer_started.set()
+        if piece.id == "slow":
+            self.seen["slow saw needs_quick"] = self.needer_started.wait(timeout=20)
+        return piece.id
+
+
+def test_processes_start_a_piece_as_soon_as_its_needs_are_finished(tmp_path):
+    """With several workers there is no wave barrier: a piece that needs a quick piece starts while a slow piece
+    of the same wave is still running (in waves it would wait for the slow one), and pre-trainings start first."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pieces = [Piece("quick", "cell"), Piece("slow", "pretrain"), Piece("needs_quick", "cell", needs=("quick",)),
+              Piece(STUDY, "study", needs=("slow", "needs_quick"))]
+    call = _OrderCall()
+    result = drive(RunFolder(tmp_path), lambda: pieces, LocalExecutor(2, pool=ThreadPoolExecutor), call)
+    assert call.seen == {"slow saw needs_quick": True}
+    assert call.started[0] == "slow" and call.started[-1] == STUDY  # the pre-training is handed over first
+    assert result.value == STUDY and set(result.finished) == {p.id for p in pieces} and not result.failed
+
+
+def test_processes_without_waves_still_block_only_what_needs_a_failed_piece(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    pieces = [Piece("bad", "cell"), Piece("a", "cell"), Piece("after_bad", "cell", needs=("bad",)),
+              Piece("after_a", "cell", needs=("a",))]
+    result = drive(RunFolder(tmp_path), lambda: pieces, LocalExecutor(2, pool=ThreadPoolExecutor), _PidCall(str(tmp_path)))
+    assert set(result.finished) == {"a", "after_a"} and set(result.failed) == {"bad"}
+    assert result.failed["bad"].error == "RuntimeError: boom in a worker" and result.blocked == ("after_bad",)

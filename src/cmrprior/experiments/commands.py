@@ -58,7 +58,7 @@ def _study(args: argparse.Namespace) -> int:
             from cmrprior.experiments.executors import PiecesFailed, run_study_pieces
 
             try:
-                res = run_study_pieces(args.data, args.out, config, test_data=args.test, **extra)
+                res = run_study_pieces(args.data, args.out, config, test_data=args.test, threads=args.threads, **extra)
             except PiecesFailed as exc:  # as when cells fail in one process: exit code 1, a rerun resumes
                 print(f"cmrprior {args.command}: error: {exc}", file=sys.stderr)
                 return 1
@@ -147,8 +147,8 @@ def register(subparsers) -> None:
     p.add_argument("--slurm-max-running", type=at_least(1), default=None, metavar="N",
                    help="at most N jobs of an array at once (default 32; the rest: --set executor.slurm....)")
     p.add_argument("--threads", type=at_least(1), default=None,
-                   help="torch threads (default: torch's choice, one per core); a different count can change the "
-                        "last digits of results")
+                   help="torch threads (default: torch's choice, one per core; with --workers N, in each worker: "
+                        "cores / N); a different count can change the last digits of results")
     _add_set(p)
     p.set_defaults(func=_study)
     d = subparsers.add_parser("demo", help="every stage of the study in minutes, on a synthetic phantom cohort (or "

@@ -6,8 +6,10 @@ and says which pieces ended well. A failed piece blocks only what needs it; the 
 left to run and raises `PiecesFailed` (naming each failed piece and its log) when something did not finish.
 A rerun skips what is finished and resumes the rest, whatever executor ran it before.
 
-* `LocalExecutor(workers)`: the pieces of a wave one after the other in this process (1), or `workers`
-  processes at once (torch threads split between them).
+* `LocalExecutor(workers)`: the pieces one after the other in this process (1), or `workers` processes at
+  once (torch threads split between them). With processes the driver does not wait for a whole wave: a piece
+  starts as soon as what it needs is finished and a process is free (a long Seg-teacher of one split no longer
+  holds back the cells of the others), pre-trainings before cells so that the cells they free come early.
 * `cmrprior.experiments.slurm.SlurmExecutor`: each wave as SLURM job arrays, through submitit.
 """
 
@@ -17,7 +19,9 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
@@ -73,28 +77,49 @@ def _in_worker(call: PieceCall, piece: Piece) -> Outcome:
     return out if out.ok else replace(out, exc=None)  # the exception may not pickle; its line is kept
 
 
-class LocalExecutor:
-    """This machine: one piece at a time in this process (`workers=1`), or `workers` processes at once."""
+def _result(fut: Future) -> Outcome:
+    try:
+        return fut.result()
+    except LeakageError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a worker that died (killed, out of memory)
+        return Outcome(False, error=f"{type(exc).__name__}: {exc}")
 
-    def __init__(self, workers: int = 1) -> None:
+
+def _process_pool(n: int):
+    return ProcessPoolExecutor(max_workers=n, mp_context=get_context("spawn"))
+
+
+class LocalExecutor:
+    """This machine: one piece at a time in this process (`workers=1`), or `workers` processes at once
+    (`pool(n)` makes the pool: spawned processes; a test may pass threads)."""
+
+    def __init__(self, workers: int = 1, pool: Callable[[int], Any] = _process_pool) -> None:
         self.workers = workers
+        self._pool = pool
+
+    @property
+    def streams(self) -> bool:
+        """Whether `drive` hands pieces over one by one (`submitter`) instead of in waves."""
+        return self.workers > 1
+
+    def _threads(self, call: PieceCall, n: int) -> int:
+        return call.threads or max(1, (os.cpu_count() or 1) // n)
 
     def run_wave(self, run: RunFolder, pieces: list[Piece], call: PieceCall) -> dict[str, Outcome]:
         if self.workers == 1 or len(pieces) == 1:
             return {p.id: _inline(call, p) for p in pieces}
         n = min(self.workers, len(pieces))
-        threads = call.threads or max(1, (os.cpu_count() or 1) // n)
-        with ProcessPoolExecutor(max_workers=n, mp_context=get_context("spawn")) as pool:
-            futures = {p.id: pool.submit(_in_worker, replace(call, threads=threads), p) for p in pieces}
-            out = {}
-            for pid, fut in futures.items():
-                try:
-                    out[pid] = fut.result()
-                except LeakageError:
-                    raise
-                except Exception as exc:  # noqa: BLE001 - a worker that died (killed, out of memory)
-                    out[pid] = Outcome(False, error=f"{type(exc).__name__}: {exc}")
-            return out
+        with self._pool(n) as pool:
+            futures = {p.id: pool.submit(_in_worker, replace(call, threads=self._threads(call, n)), p) for p in pieces}
+            return {pid: _result(fut) for pid, fut in futures.items()}
+
+    @contextmanager
+    def submitter(self, call: PieceCall) -> Iterator[Callable[[Piece], Future]]:
+        """A function that starts one piece in a free worker process and returns its future Outcome."""
+        worker_call = replace(call, threads=self._threads(call, self.workers))
+        with self._pool(self.workers) as pool:
+            yield lambda piece: pool.submit(_in_worker, worker_call, piece)
 
 
 def make_executor(config: ExecutorConfig) -> Executor:
@@ -116,6 +141,8 @@ class DriveResult:
 
 def drive(run: RunFolder, graph: Callable[[], list[Piece]], executor: Executor, call: PieceCall) -> DriveResult:
     """Run the pieces in waves until nothing more can run (see the module docstring)."""
+    if getattr(executor, "streams", False):
+        return _drive_streaming(run, graph, executor, call)
     finished: set[str] = set()
     failed: dict[str, Outcome] = {}
     value = None
@@ -139,9 +166,45 @@ def drive(run: RunFolder, graph: Callable[[], list[Piece]], executor: Executor, 
     return DriveResult(tuple(sorted(finished)), failed, blocked, value)
 
 
+_START_ORDER = {"prepare": 0, "prepare_holdout": 0, "pretrain": 1}  # the rest after, in the graph's order
+
+
+def _drive_streaming(run: RunFolder, graph: Callable[[], list[Piece]], executor: LocalExecutor,
+                     call: PieceCall) -> DriveResult:
+    """`drive` without waves: every piece whose needs are finished is started at once (the pool queues what
+    finds no free process) and each finished piece frees what waits for it."""
+    finished: set[str] = set()
+    failed: dict[str, Outcome] = {}
+    running: dict[str, Future] = {}
+    value = None
+    with executor.submitter(call) as submit:
+        while True:
+            pieces = graph()
+            finished |= {p.id for p in pieces if p.id not in finished and p.id not in running and is_done(run, p)}
+            ready = [p for p in pieces if p.id not in finished and p.id not in failed and p.id not in running
+                     and all(n in finished for n in p.needs)]
+            for p in sorted(ready, key=lambda p: _START_ORDER.get(p.kind, 2)):
+                log.info("start: %s", p.id)
+                running[p.id] = submit(p)
+            if not running:
+                break
+            done, _ = wait(list(running.values()), return_when=FIRST_COMPLETED)
+            for pid in [pid for pid, fut in running.items() if fut in done]:
+                o = _result(running.pop(pid))
+                if o.ok:
+                    finished.add(pid)
+                    value = o.value if pid == STUDY else value
+                else:
+                    failed[pid] = o
+    blocked = tuple(p.id for p in pieces if p.id not in finished and p.id not in failed)
+    return DriveResult(tuple(sorted(finished)), failed, blocked, value)
+
+
 def run_study_pieces(data: str | Path, out: str | Path, config: StudyConfig, *, test_data: str | Path | None = None,
-                     report: bool = True, executor: Executor | None = None):
-    """`run_study` as a graph of pieces on `executor` (default: the one `config.executor` names). Returns
+                     report: bool = True, executor: Executor | None = None, threads: int | None = None):
+    """`run_study` as a graph of pieces on `executor` (default: the one `config.executor` names), each local
+    piece on `threads` torch threads (None: this process's count, or cores / workers in worker processes; a
+    SLURM job: its CPUs). Returns
     the StudyResult of the last piece; raises PiecesFailed when a piece failed (a rerun resumes), or the
     error itself when one piece failed in this process with a CmrPriorError before any was finished."""
     from cmrprior.experiments.study import check_study_inputs
@@ -153,7 +216,8 @@ def run_study_pieces(data: str | Path, out: str | Path, config: StudyConfig, *, 
         started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         atomic.write_json(run.pieces / DRIVER_JSON, {"pid": os.getpid(), "executor": config.executor.kind,
                                                      "report": report, "started": started})
-        call = PieceCall(str(run.root), str(data), None if test_data is None else str(test_data), config, report)
+        call = PieceCall(str(run.root), str(data), None if test_data is None else str(test_data), config, report,
+                         threads)
         result = drive(run, lambda: study_graph(run, config, holdout=test_data is not None, report=report),
                        executor, call)
     if result.failed:
