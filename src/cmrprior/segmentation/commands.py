@@ -25,6 +25,10 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--out", required=True, type=Path, help="run folder (re-run the same command to resume)")
     tr.add_argument("--folds", type=int, default=1, help="K >= 2: K-fold CV by patient before the final model")
     tr.add_argument("--no-final", action="store_true", help="with --folds: skip the final model on all patients")
+    tr.add_argument("--only-fold", type=at_least(0), default=None, metavar="K",
+                    help="with --folds: train only fold K (0-based; the same patients as fold K of a full run) and no "
+                         "final model, so that the folds can be trained one per session; the cross-validation summary "
+                         "is written by the run that finds every fold finished in RUN/cv")
     tr.add_argument("--cache", type=Path, default=None, help="prepared-cohort cache (default RUN/cache)")
     tr.add_argument("--seed", type=int, default=_DEFAULT.seed, help="seed of the split, initialisation and augmentation")
     tr.add_argument("--epochs", type=int, default=_DEFAULT.max_epochs, help="maximum epochs")
@@ -146,9 +150,15 @@ def _train(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if args.init_cv is not None and args.folds < 2:
         raise ConfigError("segment train: --init-cv needs --folds K (K >= 2); use --init for one model")
-    if args.init is not None and args.no_final:
-        raise ConfigError("segment train: --init starts the final model, which --no-final skips; use --init-cv for "
-                          "the folds")
+    if args.only_fold is not None and args.folds < 2:
+        raise ConfigError("segment train: --only-fold needs --folds K (K >= 2)")
+    if args.only_fold is not None and args.only_fold >= args.folds:
+        raise ConfigError(f"segment train: --only-fold {args.only_fold} is not a fold of --folds {args.folds} "
+                          f"(0..{args.folds - 1})")
+    for flag, on in (("--no-final", args.no_final), ("--only-fold", args.only_fold is not None)):
+        if args.init is not None and on:
+            raise ConfigError(f"segment train: --init starts the final model, which {flag} skips; use --init-cv for "
+                              "the folds")
     cohort = open_cohort(args.data)
     prepared = prepare_cohort(cohort, PrepareConfig(), cache_dir=args.cache or out / "cache")
     if args.folds >= 2:
@@ -156,7 +166,13 @@ def _train(args: argparse.Namespace) -> int:
         for kept, dup in duplicates:
             log.info("%s has the images of %s: both are held out by the same fold", dup, kept)
         cross_validate(prepared, _config(args, args.epochs), out / "cv", folds=args.folds, duplicates=duplicates,
-                       init_cv=args.init_cv)
+                       init_cv=args.init_cv, only_fold=args.only_fold)
+        if args.only_fold is not None:
+            fold_dir = out / "cv" / f"fold_{args.only_fold}"
+            done = (fold_dir / "metrics.csv").exists()
+            print(f"fold {args.only_fold}: {'finished' if done else 'not finished (re-run the same command to resume)'}"
+                  f": {fold_dir}")
+            return 0
         if not (out / "cv" / "cv_summary.csv").exists() or args.no_final:
             return 0
     from cmrprior.segmentation.train import train_segmenter  # torch (seconds to import): only when a command runs
