@@ -1,4 +1,4 @@
-"""`cmrprior segment train|predict|combine|index-folds|fit-basal|export-onnx` and `cmrprior measure`: thin wrappers that build configs and call one library function."""
+"""`cmrprior segment train|predict|combine|index-folds|ship-fold|ship-full|fit-basal|export-onnx` and `cmrprior measure`: thin wrappers that build configs and call one library function."""
 
 from __future__ import annotations
 
@@ -97,7 +97,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ix.add_argument("--full", required=True, type=Path, help="the full model's .safetensors (trained on all of --data)")
     ix.add_argument("--out", required=True, type=Path, help="folder for the set (weights + folds.json)")
     ix.add_argument("--no-copy-full", action="store_true", help="index the full model where it is instead of copying it")
+    ix.add_argument("--generation", default=None,
+                    help="a tag naming this generation of models (e.g. v3), recorded for every model with its recipe, "
+                         "so that folds shipped later by ship-fold are told apart")
     ix.set_defaults(func=_index_folds)
+
+    sf = sub.add_parser("ship-fold", help="put one finished fold of a --folds run into a segmenter set in place of "
+                                          "the set's fold of the same patients; the set is marked mixed until every "
+                                          "model is of the new generation")
+    sf.add_argument("--cv", required=True, type=Path, help="the cv/ folder of `segment train --folds K [--only-fold k]`")
+    sf.add_argument("--fold", required=True, type=at_least(0), help="the fold to ship (0-based)")
+    sf.add_argument("--data", required=True, type=Path, help="the cohort the fold was trained on")
+    sf.add_argument("--set", required=True, type=Path, help="segmenter-set folder (folds.json), e.g. src/cmrprior/weights/set")
+    sf.add_argument("--generation", required=True, help="tag of the recipe's generation (e.g. v3), the same for every fold")
+    sf.set_defaults(func=_ship_fold)
+
+    su = sub.add_parser("ship-full", help="replace a segmenter set's full model once every fold is of the new generation")
+    su.add_argument("--model", required=True, type=Path, help="the full model (RUN/final/model.safetensors)")
+    su.add_argument("--data", required=True, type=Path, help="the cohort it was trained on (all of it)")
+    su.add_argument("--set", required=True, type=Path, help="segmenter-set folder (folds.json)")
+    su.add_argument("--generation", required=True, help="the generation of the set's folds")
+    su.set_defaults(func=_ship_full)
 
     fb = sub.add_parser("fit-basal", help="fit the basal-slice models of a segmenter set on its labelled training "
                                           "cohort (out-of-sample masks against expert masks) and score them")
@@ -196,11 +216,30 @@ def _combine(args: argparse.Namespace) -> int:
 
 
 def _index_folds(args: argparse.Namespace) -> int:
-    from cmrprior.segmentation.folds import write_segmenter_set
+    from cmrprior.segmentation.folds import load_segmenter_set, write_segmenter_set
 
     index = write_segmenter_set(args.out, open_cohort(args.data), full_weights=args.full, cv_dir=args.cv,
-                                copy_full=not args.no_copy_full)
-    print(f"segmenter set: {index}")
+                                copy_full=not args.no_copy_full, generation=args.generation)
+    print(f"segmenter set: {index}\n{load_segmenter_set(index.parent).describe()}")
+    return 0
+
+
+def _ship_fold(args: argparse.Namespace) -> int:
+    from cmrprior.segmentation.set_pieces import ship_fold
+
+    seg_set = ship_fold(args.set, args.cv / f"fold_{args.fold}", args.fold, open_cohort(args.data), args.generation)
+    print(f"fold {args.fold} shipped to {args.set}\n{seg_set.describe()}")
+    if not seg_set.mixed or seg_set.new_models() == tuple(m.name for m in seg_set.folds):
+        print("every fold is of this generation: train the full model and `cmrprior segment ship-full` it; "
+              "then `cmrprior segment fit-basal`")
+    return 0
+
+
+def _ship_full(args: argparse.Namespace) -> int:
+    from cmrprior.segmentation.set_pieces import ship_full
+
+    seg_set = ship_full(args.set, args.model, open_cohort(args.data), args.generation)
+    print(f"full model shipped to {args.set}\n{seg_set.describe()}")
     return 0
 
 
