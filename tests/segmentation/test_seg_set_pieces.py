@@ -49,6 +49,8 @@ def _cv(root, config, tags, trains=TRAIN):
         d = root / f"fold_{k}"
         _model(d / "model.safetensors", tags[k], config)
         (d / "test_patients.json").write_text(json.dumps({"train": train, "test": [p for p in IDS if p not in train]}))
+        (d / "metrics.csv").write_text("patient_id,phase,dice_LV\n" + "".join(
+            f"{p},ED,0.{k}\n" for p in IDS if p not in train))
     return root
 
 
@@ -90,6 +92,7 @@ def test_a_set_with_one_new_fold_says_it_is_mixed_and_names_the_new_fold(world):
     assert own["set_entry"]["held_out_fingerprints"] == sorted(f for p in IDS[:2] for f in prints[p])
     assert own["set_entry"]["fingerprints"] == entry["fingerprints"]
     assert (seg_dir / "fold_1.log.jsonl").read_text() == (world["new"] / "fold_1" / "log.jsonl").read_text()
+    assert (seg_dir / "fold_1.metrics.csv").read_text() == (world["new"] / "fold_1" / "metrics.csv").read_text()
     # still out of sample for everyone, and whatever reports the masks names the mixed set
     choices = choose_segmenters(prints, seg_dir)
     for pid, c in choices.items():
@@ -182,7 +185,7 @@ def test_a_basal_model_of_the_replaced_weights_is_removed(world):
 
 
 def test_ship_commands_print_what_the_set_is(world, capsys):
-    seg_dir, data = world["set"], str(world["dir"])
+    data = str(world["dir"])
     fresh = world["root"] / "fresh"
     assert main(["segment", "index-folds", "--cv", str(world["root"] / "old" / "cv"), "--data", data, "--full",
                  str(world["root"] / "old" / "final" / "model.safetensors"), "--out", str(fresh),

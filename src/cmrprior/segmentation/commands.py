@@ -57,6 +57,38 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
     tr.set_defaults(func=_train)
 
 
+def _register_set(sub: argparse._SubParsersAction) -> None:
+    """`cmrprior segment index-folds|ship-fold|ship-full`: segmenter sets, whole or renewed one model at a time."""
+    ix = sub.add_parser("index-folds", help="a segmenter set for out-of-sample masks: the full model and the fold "
+                                           "models of a --folds run, with the fingerprints of their training images")
+    ix.add_argument("--cv", type=Path, default=None, help="the cv/ folder of `segment train --folds K` (none: the full model only)")
+    ix.add_argument("--data", required=True, type=Path, help="the cohort the models were trained on")
+    ix.add_argument("--full", required=True, type=Path, help="the full model's .safetensors (trained on all of --data)")
+    ix.add_argument("--out", required=True, type=Path, help="folder for the set (weights + folds.json)")
+    ix.add_argument("--no-copy-full", action="store_true", help="index the full model where it is instead of copying it")
+    ix.add_argument("--generation", default=None,
+                    help="a tag naming this generation of models (e.g. v3), recorded for every model with its recipe, "
+                         "so that folds shipped later by ship-fold are told apart")
+    ix.set_defaults(func=_index_folds)
+
+    sf = sub.add_parser("ship-fold", help="put one finished fold of a --folds run into a segmenter set in place of "
+                                          "the set's fold of the same patients; the set is marked mixed until every "
+                                          "model is of the new generation")
+    sf.add_argument("--cv", required=True, type=Path, help="the cv/ folder of `segment train --folds K [--only-fold k]`")
+    sf.add_argument("--fold", required=True, type=at_least(0), help="the fold to ship (0-based)")
+    sf.add_argument("--data", required=True, type=Path, help="the cohort the fold was trained on")
+    sf.add_argument("--set", required=True, type=Path, help="segmenter-set folder (folds.json), e.g. src/cmrprior/weights/set")
+    sf.add_argument("--generation", required=True, help="tag of the recipe's generation (e.g. v3), the same for every fold")
+    sf.set_defaults(func=_ship_fold)
+
+    su = sub.add_parser("ship-full", help="replace a segmenter set's full model once every fold is of the new generation")
+    su.add_argument("--model", required=True, type=Path, help="the full model (RUN/final/model.safetensors)")
+    su.add_argument("--data", required=True, type=Path, help="the cohort it was trained on (all of it)")
+    su.add_argument("--set", required=True, type=Path, help="segmenter-set folder (folds.json)")
+    su.add_argument("--generation", required=True, help="the generation of the set's folds")
+    su.set_defaults(func=_ship_full)
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     seg = subparsers.add_parser("segment", help="heart segmentation: train, predict")
     sub = seg.add_subparsers(dest="segment_command", required=True)
@@ -90,34 +122,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     help="the ensemble's .safetensors (from files) or a folder of fold_k/ ensembles (from cv/ folders)")
     co.set_defaults(func=_combine)
 
-    ix = sub.add_parser("index-folds", help="a segmenter set for out-of-sample masks: the full model and the fold "
-                                           "models of a --folds run, with the fingerprints of their training images")
-    ix.add_argument("--cv", type=Path, default=None, help="the cv/ folder of `segment train --folds K` (none: the full model only)")
-    ix.add_argument("--data", required=True, type=Path, help="the cohort the models were trained on")
-    ix.add_argument("--full", required=True, type=Path, help="the full model's .safetensors (trained on all of --data)")
-    ix.add_argument("--out", required=True, type=Path, help="folder for the set (weights + folds.json)")
-    ix.add_argument("--no-copy-full", action="store_true", help="index the full model where it is instead of copying it")
-    ix.add_argument("--generation", default=None,
-                    help="a tag naming this generation of models (e.g. v3), recorded for every model with its recipe, "
-                         "so that folds shipped later by ship-fold are told apart")
-    ix.set_defaults(func=_index_folds)
-
-    sf = sub.add_parser("ship-fold", help="put one finished fold of a --folds run into a segmenter set in place of "
-                                          "the set's fold of the same patients; the set is marked mixed until every "
-                                          "model is of the new generation")
-    sf.add_argument("--cv", required=True, type=Path, help="the cv/ folder of `segment train --folds K [--only-fold k]`")
-    sf.add_argument("--fold", required=True, type=at_least(0), help="the fold to ship (0-based)")
-    sf.add_argument("--data", required=True, type=Path, help="the cohort the fold was trained on")
-    sf.add_argument("--set", required=True, type=Path, help="segmenter-set folder (folds.json), e.g. src/cmrprior/weights/set")
-    sf.add_argument("--generation", required=True, help="tag of the recipe's generation (e.g. v3), the same for every fold")
-    sf.set_defaults(func=_ship_fold)
-
-    su = sub.add_parser("ship-full", help="replace a segmenter set's full model once every fold is of the new generation")
-    su.add_argument("--model", required=True, type=Path, help="the full model (RUN/final/model.safetensors)")
-    su.add_argument("--data", required=True, type=Path, help="the cohort it was trained on (all of it)")
-    su.add_argument("--set", required=True, type=Path, help="segmenter-set folder (folds.json)")
-    su.add_argument("--generation", required=True, help="the generation of the set's folds")
-    su.set_defaults(func=_ship_full)
+    _register_set(sub)
 
     fb = sub.add_parser("fit-basal", help="fit the basal-slice models of a segmenter set on its labelled training "
                                           "cohort (out-of-sample masks against expert masks) and score them")

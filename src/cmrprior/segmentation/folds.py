@@ -28,6 +28,7 @@ one unrecorded generation.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,7 +38,6 @@ from cmrprior.errors import DataError, LeakageError
 from cmrprior.io.fingerprint import patient_fingerprints
 from cmrprior.io.records import Cohort
 from cmrprior.segmentation.predict import file_sha256
-from cmrprior.utils import atomic
 
 INDEX_NAME = "folds.json"
 SET_ENTRY_KEY = "set_entry"  # a model's own index entry, in the JSON beside its weights
@@ -258,7 +258,7 @@ def indexed_model(weights: Path) -> SegmenterModel | None:
             continue
         for m in (seg_set.full, *seg_set.folds):
             if m.sha256 == sha:
-                return SegmenterModel(m.name, weights, sha, m.patients, m.fingerprints)
+                return dataclasses.replace(m, weights=weights)
     return None
 
 

@@ -5,7 +5,7 @@ A K-fold training of a new recipe takes longer than a working session, but its f
 (`segment train --folds K --only-fold k`), so they land one at a time. `ship_fold` copies one finished fold into
 a set in place of the set's fold of the same patients: its weights, its JSON (the network arguments, its training
 config, and its own index entry `set_entry` with its training and held-out patients and their image
-fingerprints), its per-epoch log (`fold_k.log.jsonl`), and the set index with the fold's recipe digest
+fingerprints), its per-epoch log and held-out QC rows (`fold_k.log.jsonl`, `fold_k.metrics.csv`), and the set index with the fold's recipe digest
 (`config.recipe_digest`) and `generation` tag. Until every model is of that generation the index says the set is
 mixed and which models are new (`SegmenterSet.describe`); every patient is still segmented by a model that never
 saw it. `ship_full` replaces the full model, only once every fold is of its generation and recipe. A basal model
@@ -33,7 +33,9 @@ from cmrprior.segmentation.folds import (INDEX_NAME, SET_ENTRY_KEY, SegmenterSet
 from cmrprior.segmentation.predict import file_sha256
 from cmrprior.utils import atomic
 
-LOG_FILE = "log.jsonl"  # a training run's per-epoch log, in its run folder (`train.train_segmenter`)
+# shipped beside a model's weights as `<stem>.<name>` when its run folder has them: the per-epoch training log
+# (`train.train_segmenter`) and a fold's held-out QC rows (`cv.cross_validate`), the figures a model card is made from
+RUN_RECORDS = ("log.jsonl", "metrics.csv")
 
 
 def _read_json(path: Path) -> dict:
@@ -66,7 +68,7 @@ def _entry(name: str, weights_rel: str, sha256: str, split: FoldSplit, prints: d
 
 def _copy_model(src: Path, dest: Path, name: str, entry: dict, prints: dict[str, tuple[str, str]]) -> None:
     """Copy the weights `src` to `dest` and its JSON beside it, with the model's own `set_entry` when it has a
-    generation; its run folder's log as `<dest stem>.log.jsonl`; remove a basal model fitted for other weights."""
+    generation; its run folder's `RUN_RECORDS`; remove a basal model fitted for other weights."""
     with atomic.atomic_path(dest) as tmp:
         shutil.copyfile(src, tmp)
     if entry.get("generation") is None:  # an untagged set: the JSON as trained
@@ -77,10 +79,10 @@ def _copy_model(src: Path, dest: Path, name: str, entry: dict, prints: dict[str,
         meta = {**_read_json(src.with_suffix(".json")), SET_ENTRY_KEY: {
             "name": name, **entry, "held_out_fingerprints": sorted(f for p in held for f in prints[p])}}
         atomic.write_json(dest.with_suffix(".json"), meta)
-    log = src.parent / LOG_FILE
-    if log.is_file():
-        with atomic.atomic_path(dest.with_name(dest.stem + ".log.jsonl")) as tmp:
-            shutil.copyfile(log, tmp)
+    for record in RUN_RECORDS:
+        if (src.parent / record).is_file():
+            with atomic.atomic_path(dest.with_name(f"{dest.stem}.{record}")) as tmp:
+                shutil.copyfile(src.parent / record, tmp)
     basal = basal_path(dest)
     if basal.exists() and load_basal_model(basal).segmenter_sha256 != entry["sha256"]:
         basal.unlink()
