@@ -5,6 +5,7 @@ refuses fold files that disagree with its index, and gets its full model only wh
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -204,3 +205,18 @@ def test_ship_commands_print_what_the_set_is(world, capsys):
     assert main(["segment", "ship-fold", "--cv", str(world["new"]), "--fold", "1", "--data", data, "--set",
                  str(fresh), "--generation", "v3"]) == 0
     assert "every fold is of this generation: train the full model" in capsys.readouterr().out
+
+
+def test_a_set_indexed_from_folds_of_two_recipes_is_mixed(world):
+    """index-folds over fold folders trained under two recipes (copied together by hand) names both."""
+    cv = world["root"] / "two" / "cv"
+    _cv(cv, OLD, [b"a", b"b"])
+    shutil.rmtree(cv / "fold_1")
+    shutil.copytree(world["new"] / "fold_1", cv / "fold_1")
+    write_segmenter_set(world["root"] / "two_set", world["cohort"], full_weights=world["root"] / "old" / "final" /
+                        "model.safetensors", cv_dir=cv, generation="v2")
+    seg = load_segmenter_set(world["root"] / "two_set")
+    assert seg.mixed and seg.new_models() == ()
+    assert seg.describe() == ("MIXED segmenter set (folds of different recipes): full, fold_0 of generation v2 (recipe "
+                              f"{recipe_digest(OLD.to_json())[:12]}); fold_1 of generation v2 (recipe "
+                              f"{recipe_digest(NEW.to_json())[:12]})")

@@ -103,8 +103,8 @@ class SegmenterSet:
 
     def new_models(self) -> tuple[str, ...]:
         """Names of the models of the set's generation, when the set is mixed (none when it is whole)."""
-        if not self.mixed or self.generation is None:
-            return ()
+        if self.generation is None or all(m.generation == self.generation for m in self.models):
+            return ()  # whole, or mixed by the folds' recipes only
         return tuple(m.name for m in self.models if m.generation == self.generation)
 
     def describe(self) -> str:
@@ -118,7 +118,8 @@ class SegmenterSet:
         new = set(self.new_models())
         parts = [f"{', '.join(names)} of {lineage}{' (new)' if new & set(names) else ''}"
                  for lineage, names in groups.items()]
-        return f"MIXED segmenter set ({len(new)} of {len(self.models)} models new): " + "; ".join(parts)
+        what = f"{len(new)} of {len(self.models)} models new" if new else "folds of different recipes"
+        return f"MIXED segmenter set ({what}): " + "; ".join(parts)
 
     def choose(self, patient_id: str, fingerprints: tuple[str, ...], *, strict: bool = True) -> SegmenterChoice:
         """The model for a patient with these image fingerprints. When every model saw the patient: strict
