@@ -49,8 +49,9 @@ def _read_json(path: Path) -> dict:
 
 
 def model_recipe(weights: Path) -> str | None:
-    """The recipe digest of the training config in the JSON beside `weights` (None: the JSON has no config)."""
-    config = _read_json(weights.with_suffix(".json")).get("config")
+    """The recipe digest of the training config in the JSON beside `weights` (None: no JSON, or no config in it)."""
+    meta = weights.with_suffix(".json")
+    config = _read_json(meta).get("config") if meta.is_file() else None
     return recipe_digest(config) if isinstance(config, dict) else None
 
 
