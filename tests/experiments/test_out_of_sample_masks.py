@@ -100,3 +100,24 @@ def test_a_set_member_named_as_the_model_is_checked_against_its_training_patient
     with pytest.raises(LeakageError, match="require_out_of_sample"):
         prepare_data(setup["cohort"], _config(setup["with_folds"] / "fold_0.safetensors"), cache_dir=tmp_path / "c",
                      qc_dir=tmp_path / "qc")
+
+
+def test_masks_from_a_partly_renewed_set_say_the_set_is_mixed(setup, tmp_path):
+    """One fold of the set replaced by a new generation's fold of the same patients: every patient still gets a
+    model that never saw it, and the masks note (run.json, tables, report) and segmenters.csv name the mixed set."""
+    from cmrprior.segmentation.set_pieces import ship_fold
+
+    mixed = tmp_path / "set"
+    shutil.copytree(setup["with_folds"], mixed)
+    ids = setup["ids"]
+    fold = tmp_path / "new_cv" / "fold_1"
+    torch.manual_seed(7)
+    save_segmenter(build_unet(TINY_UNET), TINY_UNET, fold / "model.safetensors")
+    (fold / "test_patients.json").write_text(json.dumps({"train": ids[3:], "test": ids[:3]}))
+    ship_fold(mixed, fold, 1, read_acdc(setup["cohort"], allowed_labels=("NOR", "DCM")), "v3")
+    _, origin = prepare_data(setup["cohort"], _config(mixed), cache_dir=tmp_path / "c", qc_dir=tmp_path / "qc")
+    assert origin.out_of_sample is True
+    assert origin.note == ("masks: out-of-sample segmenter for every patient; MIXED segmenter set (1 of 3 models "
+                           "new): full, fold_0 of an unrecorded generation; fold_1 of generation v3 (new)")
+    by_id = {r["patient_id"]: r for r in _rows(tmp_path / "qc" / "segmenters.csv")}
+    assert {by_id[p]["generation"] for p in ids[:3]} == {"v3"} and {by_id[p]["generation"] for p in ids[3:]} == {""}

@@ -1,4 +1,4 @@
-"""`cmrprior segment train|predict|combine|index-folds|fit-basal|export-onnx` and `cmrprior measure`: thin wrappers that build configs and call one library function."""
+"""`cmrprior segment train|predict|combine|index-folds|ship-fold|ship-full|fit-basal|export-onnx` and `cmrprior measure`: thin wrappers that build configs and call one library function."""
 
 from __future__ import annotations
 
@@ -25,6 +25,10 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--out", required=True, type=Path, help="run folder (re-run the same command to resume)")
     tr.add_argument("--folds", type=int, default=1, help="K >= 2: K-fold CV by patient before the final model")
     tr.add_argument("--no-final", action="store_true", help="with --folds: skip the final model on all patients")
+    tr.add_argument("--only-fold", type=at_least(0), default=None, metavar="K",
+                    help="with --folds: train only fold K (0-based; the same patients as fold K of a full run) and no "
+                         "final model, so that the folds can be trained one per session; the cross-validation summary "
+                         "is written by the run that finds every fold finished in RUN/cv")
     tr.add_argument("--cache", type=Path, default=None, help="prepared-cohort cache (default RUN/cache)")
     tr.add_argument("--seed", type=int, default=_DEFAULT.seed, help="seed of the split, initialisation and augmentation")
     tr.add_argument("--epochs", type=int, default=_DEFAULT.max_epochs, help="maximum epochs")
@@ -51,6 +55,38 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
                     help="with --folds: start each fold from the same fold's model of this earlier cv/ folder "
                          "(same data, folds and seed: checked)")
     tr.set_defaults(func=_train)
+
+
+def _register_set(sub: argparse._SubParsersAction) -> None:
+    """`cmrprior segment index-folds|ship-fold|ship-full`: segmenter sets, whole or renewed one model at a time."""
+    ix = sub.add_parser("index-folds", help="a segmenter set for out-of-sample masks: the full model and the fold "
+                                           "models of a --folds run, with the fingerprints of their training images")
+    ix.add_argument("--cv", type=Path, default=None, help="the cv/ folder of `segment train --folds K` (none: the full model only)")
+    ix.add_argument("--data", required=True, type=Path, help="the cohort the models were trained on")
+    ix.add_argument("--full", required=True, type=Path, help="the full model's .safetensors (trained on all of --data)")
+    ix.add_argument("--out", required=True, type=Path, help="folder for the set (weights + folds.json)")
+    ix.add_argument("--no-copy-full", action="store_true", help="index the full model where it is instead of copying it")
+    ix.add_argument("--generation", default=None,
+                    help="a tag naming this generation of models (e.g. v3), recorded for every model with its recipe, "
+                         "so that folds shipped later by ship-fold are told apart")
+    ix.set_defaults(func=_index_folds)
+
+    sf = sub.add_parser("ship-fold", help="put one finished fold of a --folds run into a segmenter set in place of "
+                                          "the set's fold of the same patients; the set is marked mixed until every "
+                                          "model is of the new generation")
+    sf.add_argument("--cv", required=True, type=Path, help="the cv/ folder of `segment train --folds K [--only-fold k]`")
+    sf.add_argument("--fold", required=True, type=at_least(0), help="the fold to ship (0-based)")
+    sf.add_argument("--data", required=True, type=Path, help="the cohort the fold was trained on")
+    sf.add_argument("--set", required=True, type=Path, help="segmenter-set folder (folds.json), e.g. src/cmrprior/weights/set")
+    sf.add_argument("--generation", required=True, help="tag of the recipe's generation (e.g. v3), the same for every fold")
+    sf.set_defaults(func=_ship_fold)
+
+    su = sub.add_parser("ship-full", help="replace a segmenter set's full model once every fold is of the new generation")
+    su.add_argument("--model", required=True, type=Path, help="the full model (RUN/final/model.safetensors)")
+    su.add_argument("--data", required=True, type=Path, help="the cohort it was trained on (all of it)")
+    su.add_argument("--set", required=True, type=Path, help="segmenter-set folder (folds.json)")
+    su.add_argument("--generation", required=True, help="the generation of the set's folds")
+    su.set_defaults(func=_ship_full)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -86,14 +122,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     help="the ensemble's .safetensors (from files) or a folder of fold_k/ ensembles (from cv/ folders)")
     co.set_defaults(func=_combine)
 
-    ix = sub.add_parser("index-folds", help="a segmenter set for out-of-sample masks: the full model and the fold "
-                                           "models of a --folds run, with the fingerprints of their training images")
-    ix.add_argument("--cv", type=Path, default=None, help="the cv/ folder of `segment train --folds K` (none: the full model only)")
-    ix.add_argument("--data", required=True, type=Path, help="the cohort the models were trained on")
-    ix.add_argument("--full", required=True, type=Path, help="the full model's .safetensors (trained on all of --data)")
-    ix.add_argument("--out", required=True, type=Path, help="folder for the set (weights + folds.json)")
-    ix.add_argument("--no-copy-full", action="store_true", help="index the full model where it is instead of copying it")
-    ix.set_defaults(func=_index_folds)
+    _register_set(sub)
 
     fb = sub.add_parser("fit-basal", help="fit the basal-slice models of a segmenter set on its labelled training "
                                           "cohort (out-of-sample masks against expert masks) and score them")
@@ -146,9 +175,15 @@ def _train(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if args.init_cv is not None and args.folds < 2:
         raise ConfigError("segment train: --init-cv needs --folds K (K >= 2); use --init for one model")
-    if args.init is not None and args.no_final:
-        raise ConfigError("segment train: --init starts the final model, which --no-final skips; use --init-cv for "
-                          "the folds")
+    if args.only_fold is not None and args.folds < 2:
+        raise ConfigError("segment train: --only-fold needs --folds K (K >= 2)")
+    if args.only_fold is not None and args.only_fold >= args.folds:
+        raise ConfigError(f"segment train: --only-fold {args.only_fold} is not a fold of --folds {args.folds} "
+                          f"(0..{args.folds - 1})")
+    for flag, on in (("--no-final", args.no_final), ("--only-fold", args.only_fold is not None)):
+        if args.init is not None and on:
+            raise ConfigError(f"segment train: --init starts the final model, which {flag} skips; use --init-cv for "
+                              "the folds")
     cohort = open_cohort(args.data)
     prepared = prepare_cohort(cohort, PrepareConfig(), cache_dir=args.cache or out / "cache")
     if args.folds >= 2:
@@ -156,7 +191,13 @@ def _train(args: argparse.Namespace) -> int:
         for kept, dup in duplicates:
             log.info("%s has the images of %s: both are held out by the same fold", dup, kept)
         cross_validate(prepared, _config(args, args.epochs), out / "cv", folds=args.folds, duplicates=duplicates,
-                       init_cv=args.init_cv)
+                       init_cv=args.init_cv, only_fold=args.only_fold)
+        if args.only_fold is not None:
+            fold_dir = out / "cv" / f"fold_{args.only_fold}"
+            done = (fold_dir / "metrics.csv").exists()
+            print(f"fold {args.only_fold}: {'finished' if done else 'not finished (re-run the same command to resume)'}"
+                  f": {fold_dir}")
+            return 0
         if not (out / "cv" / "cv_summary.csv").exists() or args.no_final:
             return 0
     from cmrprior.segmentation.train import train_segmenter  # torch (seconds to import): only when a command runs
@@ -180,11 +221,30 @@ def _combine(args: argparse.Namespace) -> int:
 
 
 def _index_folds(args: argparse.Namespace) -> int:
-    from cmrprior.segmentation.folds import write_segmenter_set
+    from cmrprior.segmentation.folds import load_segmenter_set, write_segmenter_set
 
     index = write_segmenter_set(args.out, open_cohort(args.data), full_weights=args.full, cv_dir=args.cv,
-                                copy_full=not args.no_copy_full)
-    print(f"segmenter set: {index}")
+                                copy_full=not args.no_copy_full, generation=args.generation)
+    print(f"segmenter set: {index}\n{load_segmenter_set(index.parent).describe()}")
+    return 0
+
+
+def _ship_fold(args: argparse.Namespace) -> int:
+    from cmrprior.segmentation.set_pieces import ship_fold
+
+    seg_set = ship_fold(args.set, args.cv / f"fold_{args.fold}", args.fold, open_cohort(args.data), args.generation)
+    print(f"fold {args.fold} shipped to {args.set}\n{seg_set.describe()}")
+    if not seg_set.mixed or seg_set.new_models() == tuple(m.name for m in seg_set.folds):
+        print("every fold is of this generation: train the full model and `cmrprior segment ship-full` it; "
+              "then `cmrprior segment fit-basal`")
+    return 0
+
+
+def _ship_full(args: argparse.Namespace) -> int:
+    from cmrprior.segmentation.set_pieces import ship_full
+
+    seg_set = ship_full(args.set, args.model, open_cohort(args.data), args.generation)
+    print(f"full model shipped to {args.set}\n{seg_set.describe()}")
     return 0
 
 

@@ -9,6 +9,8 @@ re-export them under their former names.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -16,6 +18,9 @@ from pathlib import Path
 from cmrprior.errors import ConfigError, DataError
 
 N_CLASSES = 4
+# SegTrainConfig fields that change how a run proceeds, not what its steps compute: a killed run may resume under
+# other values, and the recipe digest leaves them out
+RUN_SETTINGS = frozenset({"max_steps", "num_threads"})
 
 
 @dataclass(frozen=True)
@@ -176,3 +181,13 @@ class SegTrainConfig:
         obj["augment"] = SegAugmentConfig(**{k: v for k, v in obj.get("augment", {}).items() if k in aug_fields})
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in obj.items() if k in known})
+
+
+def recipe_digest(config_json: dict) -> str:
+    """sha256 naming a training recipe: `config_json` (a `SegTrainConfig.to_json()`, as stored in a model's JSON)
+    without its `RUN_SETTINGS`, and with its initial weights reduced to whether there were any (each fold of an
+    `--init-cv` run starts from another file under the same recipe). Models of one recipe and one code version
+    differ only by their training patients."""
+    recipe = {k: v for k, v in config_json.items() if k not in RUN_SETTINGS | {"init", "init_sha256"}}
+    recipe["init"] = config_json.get("init") is not None
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()

@@ -3,7 +3,8 @@
 Each fold trains with `train_segmenter` on the other folds (which split off their own validation
 patients for early stopping), predicts its held-out patients (post-processed) and scores them with
 `qc.evaluate_prepared`. Folds that finished (their `metrics.csv` exists) are not redone, so a killed
-cross-validation resumes; a fold killed mid-training resumes from its checkpoint.
+cross-validation resumes; a fold killed mid-training resumes from its checkpoint. One fold can be trained on its
+own (`only_fold`), so that a long cross-validation is made in pieces that each fit a session.
 
 Run folder: `fold_<k>/` (training run, `metrics.csv`, `test_patients.json`), `cv_metrics.csv` (all
 held-out rows), `cv_summary.csv` (mean and 95% t-interval per metric and phase).
@@ -25,8 +26,10 @@ from cmrprior.data.splits import stratified_kfold
 from cmrprior.errors import ConfigError, DataError
 from cmrprior.segmentation import qc
 from cmrprior.segmentation.predict import segment_prepared
+from cmrprior.segmentation.config import RUN_SETTINGS
 from cmrprior.segmentation.train import MODEL_FILE, SegTrainConfig, train_segmenter
 from cmrprior.utils import atomic
+from cmrprior.utils.training import check_config_change
 
 log = logging.getLogger(__name__)
 
@@ -124,24 +127,55 @@ def init_weights(init_cv: Path, k: int, split: FoldSplit) -> Path:
     return weights
 
 
+def _check_finished_fold(fold_dir: Path, config: SegTrainConfig, per_fold_init: bool) -> None:
+    """A finished fold is reused only when it was trained under this run's recipe: fold folders copied in from
+    other runs (one fold per session, `only_fold`) must not mix recipes in one summary. `per_fold_init`: each fold
+    started from its own weights (`init_weights`), so the initial weights are not compared."""
+    meta_path = (fold_dir / MODEL_FILE).with_suffix(".json")
+    try:
+        stored = json.loads(meta_path.read_text())["config"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise DataError(meta_path, f"finished fold without a readable training config ({type(exc).__name__}: "
+                                   f"{exc})") from exc
+    may_differ = RUN_SETTINGS | ({"init", "init_sha256"} if per_fold_init else set())
+    now = json.loads(json.dumps(config.to_json()))  # as stored: tuples become lists
+    check_config_change(stored, now, may_differ, meta_path, "segmenter fold")
+
+
 def cross_validate(prepared: PreparedCohort, config: SegTrainConfig, out_dir: str | Path, *, folds: int = 2,
-                   duplicates: Sequence[tuple[str, str]] = (), init_cv: str | Path | None = None) -> list[dict]:
+                   duplicates: Sequence[tuple[str, str]] = (), init_cv: str | Path | None = None,
+                   only_fold: int | None = None) -> list[dict]:
     """Run (or resume) `folds`-fold cross-validation (`duplicates`: see `make_folds`); returns the held-out QC
-    rows (with a `fold` key). With `init_cv` (the folder of an earlier cross-validation of the same folds), each
-    fold starts from that run's model of the same fold (`init_weights`).
+    rows (with a `fold` key) of the folds finished so far. With `init_cv` (the folder of an earlier
+    cross-validation of the same folds), each fold starts from that run's model of the same fold (`init_weights`).
+
+    `only_fold`: train only that fold (its patients are those of the same fold of a full run: the folds are
+    computed from the whole cohort either way); the other folds are left as they are. Folds can so be trained in
+    separate runs, in any order, in this folder or in others whose `fold_k/` folders are copied in later; the
+    summaries (`cv_metrics.csv`, `cv_summary.csv`, `cv.json`) are written, identical to a full run's, by the run
+    that finds every fold finished. A finished fold trained under another recipe is refused.
 
     Raises:
         DataError: a fold folder of `out_dir` was made with other patients than this cohort's folds; an
-            `init_cv` fold that does not match.
+            `init_cv` fold that does not match. ConfigError: `only_fold` out of range; a finished fold trained
+            with another config.
     """
+    if only_fold is not None and not 0 <= only_fold < folds:
+        raise ConfigError(f"only_fold must be one of 0..{folds - 1} (a {folds}-fold cross-validation), got {only_fold}")
     out_dir = Path(out_dir)
     all_rows: list[dict] = []
+    unfinished: list[int] = []
     for k, (train_ids, test_ids) in enumerate(make_folds(prepared, folds, config.seed, duplicates)):
         fold_dir = out_dir / f"fold_{k}"
         metrics_path = fold_dir / "metrics.csv"
         split = FoldSplit(tuple(train_ids), tuple(test_ids))
         _check_fold_split(fold_dir / FOLD_SPLIT_FILE, split)
-        if not metrics_path.exists():
+        if metrics_path.exists():
+            _check_finished_fold(fold_dir, config, per_fold_init=init_cv is not None)
+        elif only_fold is not None and k != only_fold:
+            unfinished.append(k)
+            continue
+        else:
             split.write(fold_dir / FOLD_SPLIT_FILE)
             log.info("fold %d/%d: %d train, %d held-out patients", k + 1, folds, len(train_ids), len(test_ids))
             fold_config = config.with_init(init_weights(Path(init_cv), k, split)) if init_cv else config
@@ -155,6 +189,9 @@ def cross_validate(prepared: PreparedCohort, config: SegTrainConfig, out_dir: st
                 r["fold"] = k
             qc.write_csv(rows, metrics_path)
         all_rows.extend(_read_csv(metrics_path))
+    if unfinished:
+        log.info("folds %s not finished yet: the cross-validation summary waits for them", unfinished)
+        return all_rows
     qc.write_csv(all_rows, out_dir / "cv_metrics.csv")
     qc.write_csv(qc.summarise(all_rows), out_dir / "cv_summary.csv")
     atomic.write_json(out_dir / "cv.json", {"folds": folds, "seed": config.seed, "config": config.to_json(),

@@ -15,13 +15,21 @@ Index file (`folds.json`, next to the weights):
 `patients`/`fingerprints` are the training patients (validation patients used for early stopping count as
 seen) and the ED and ES image fingerprints of each. A set may have no fold models yet: its full model's
 own training patients then get in-sample masks, which `choose(strict=False)` marks and callers must report.
+
+A set is renewed one model at a time (`cmrprior.segmentation.set_pieces`: one fold per session). Each entry may
+record the `recipe` that trained it (`config.recipe_digest`) and a `generation` tag, and fold entries their
+`held_out` patients; the index then names the generation being built and whether the set is `mixed` (some
+models of another generation or recipe) and which models are `new`, and each fold's JSON beside its weights
+carries its own entry (`set_entry`, with the held-out patients' fingerprints). A mixed set still gives every
+patient a model that never saw it, but whatever reports it says it is mixed (`SegmenterSet.describe`); an index
+whose status or fold JSON disagrees with its entries is refused. Indexes without these keys (older sets) read as
+one unrecorded generation.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import os
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,9 +38,10 @@ from cmrprior.errors import DataError, LeakageError
 from cmrprior.io.fingerprint import patient_fingerprints
 from cmrprior.io.records import Cohort
 from cmrprior.segmentation.predict import file_sha256
-from cmrprior.utils import atomic
 
 INDEX_NAME = "folds.json"
+SET_ENTRY_KEY = "set_entry"  # a model's own index entry, in the JSON beside its weights
+_ENTRY_FACTS = ("sha256", "patients", "fingerprints", "recipe", "generation")  # must agree with the index
 
 
 @dataclass(frozen=True)
@@ -44,9 +53,17 @@ class SegmenterModel:
     sha256: str
     patients: frozenset[str]
     fingerprints: frozenset[str]
+    recipe: str | None = None  # `config.recipe_digest` of its training config (None: not recorded)
+    generation: str | None = None  # the tag it was shipped under (None: not recorded)
 
     def saw(self, fingerprints: tuple[str, ...]) -> bool:
         return bool(self.fingerprints & set(fingerprints))
+
+    @property
+    def lineage(self) -> str:
+        """Its generation and recipe in words."""
+        gen = f"generation {self.generation}" if self.generation else "an unrecorded generation"
+        return gen + (f" (recipe {self.recipe[:12]})" if self.recipe else "")
 
 
 @dataclass(frozen=True)
@@ -57,10 +74,12 @@ class SegmenterChoice:
     model: SegmenterModel
     out_of_sample: bool | None  # None: the model's training patients are not known
     reason: str
+    set_note: str | None = None  # `SegmenterSet.describe()` when the model comes from a mixed set
 
     def as_row(self) -> dict[str, object]:
         return {"patient_id": self.patient_id, "model": self.model.name, "weights": self.model.weights.name,
-                "sha256": self.model.sha256, "out_of_sample": self.out_of_sample, "reason": self.reason}
+                "sha256": self.model.sha256, "out_of_sample": self.out_of_sample, "reason": self.reason,
+                "generation": self.model.generation or ""}
 
 
 @dataclass(frozen=True)
@@ -69,84 +88,137 @@ class SegmenterSet:
 
     full: SegmenterModel
     folds: tuple[SegmenterModel, ...]
+    generation: str | None = None  # the generation being built (the index's `generation`); None: not recorded
+
+    @property
+    def models(self) -> tuple[SegmenterModel, ...]:
+        return (self.full, *self.folds)
+
+    @property
+    def mixed(self) -> bool:
+        """Some model is of another generation than the set's, or a fold of another recipe than the others (the
+        full model may train longer than its folds: only its generation counts)."""
+        return (any(m.generation != self.generation for m in self.models)
+                or len({m.recipe for m in self.folds}) > 1)
+
+    def new_models(self) -> tuple[str, ...]:
+        """Names of the models of the set's generation, when the set is mixed (none when it is whole)."""
+        if self.generation is None or all(m.generation == self.generation for m in self.models):
+            return ()  # whole, or mixed by the folds' recipes only
+        return tuple(m.name for m in self.models if m.generation == self.generation)
+
+    def describe(self) -> str:
+        """One line for outputs: the set's generation, or, when it is mixed, which models are new and which not."""
+        if not self.mixed:
+            return (f"segmenter set of {(self.folds[0] if self.folds else self.full).lineage}: the full model and "
+                    f"{len(self.folds)} fold models")
+        groups: dict[str, list[str]] = {}
+        for m in self.models:
+            groups.setdefault(m.lineage, []).append(m.name)
+        new = set(self.new_models())
+        parts = [f"{', '.join(names)} of {lineage}{' (new)' if new & set(names) else ''}"
+                 for lineage, names in groups.items()]
+        what = f"{len(new)} of {len(self.models)} models new" if new else "folds of different recipes"
+        return f"MIXED segmenter set ({what}): " + "; ".join(parts)
 
     def choose(self, patient_id: str, fingerprints: tuple[str, ...], *, strict: bool = True) -> SegmenterChoice:
         """The model for a patient with these image fingerprints. When every model saw the patient: strict
-        raises LeakageError; otherwise the full model, marked in-sample (the caller must say so)."""
+        raises LeakageError; otherwise the full model, marked in-sample (the caller must say so). A mixed set's
+        choices carry its `describe()` line."""
+        note = self.describe() if self.mixed else None
         if not self.full.saw(fingerprints):
-            return SegmenterChoice(patient_id, self.full, True, "not in the training data of the full model")
+            return SegmenterChoice(patient_id, self.full, True, "not in the training data of the full model", note)
         for fold in self.folds:
             if not fold.saw(fingerprints):
                 return SegmenterChoice(patient_id, fold, True,
-                                       f"in the full model's training data; {fold.name} never saw it")
+                                       f"in the full model's training data; {fold.name} never saw it", note)
         if strict:
             raise LeakageError(f"patient {patient_id}: every segmenter of the set was trained on its images; "
                                "no out-of-sample mask can be made")
         return SegmenterChoice(patient_id, self.full, False, "IN-SAMPLE: the full model was trained on this "
-                                                             "patient and no fold model of the set left it out")
+                                                             "patient and no fold model of the set left it out", note)
 
 
 def load_segmenter_set(folder: str | Path) -> SegmenterSet:
-    """The set described by `folder/folds.json`; DataError when it is missing or inconsistent (a weights
-    file whose sha256 differs from the index)."""
+    """The set described by `folder/folds.json`; DataError when it is missing or inconsistent: a weights file
+    that is missing, a fold's JSON whose `set_entry` disagrees with the index (or is absent where the index records
+    a generation), an index whose status (mixed, new models) does not follow from its entries. sha256 of the
+    weights: `verify`."""
     folder = Path(folder)
     index = folder / INDEX_NAME
     try:
         data = json.loads(index.read_text())
-
-        def model(name: str, d: dict) -> SegmenterModel:
-            weights = folder / d["weights"]
-            return SegmenterModel(name, weights, d["sha256"], frozenset(d["patients"]), frozenset(d["fingerprints"]))
-
-        full = model("full", data["full"])
-        folds = tuple(model(f"fold_{k}", d) for k, d in enumerate(data["folds"]))
+        seg_set, entries = set_from_index(folder, data)
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
         raise DataError(index, f"not a segmenter-set index ({type(exc).__name__}: {exc})") from exc
-    for m in (full, *folds):
-        if not m.weights.exists():
-            raise DataError(m.weights, "segmenter weights listed in the index are missing")
-    return SegmenterSet(full, folds)
+    for m in seg_set.models:
+        check_model_files(m, entries[m.name])
+    status = data.get("status")
+    if status is not None and (status.get("mixed") != seg_set.mixed or
+                               list(status.get("new", [])) != list(seg_set.new_models())):
+        raise DataError(index, f"its status (mixed {status.get('mixed')}, new {status.get('new')}) does not follow "
+                               f"from its models ({seg_set.describe()}); rebuild it with `cmrprior segment "
+                               "ship-fold` or `index-folds`")
+    return seg_set
+
+
+def set_from_index(folder: Path, data: dict) -> tuple[SegmenterSet, dict[str, dict]]:
+    """The set that the parsed index `data` of `folder` describes, and its entries by model name (KeyError,
+    TypeError on a malformed index; files are not read)."""
+    def model(name: str, d: dict) -> SegmenterModel:
+        return SegmenterModel(name, folder / d["weights"], d["sha256"], frozenset(d["patients"]),
+                              frozenset(d["fingerprints"]), d.get("recipe"), d.get("generation"))
+
+    entries = {"full": data["full"], **{f"fold_{k}": d for k, d in enumerate(data["folds"])}}
+    full, *folds = (model(name, d) for name, d in entries.items())
+    return SegmenterSet(full, tuple(folds), data.get("generation")), entries
+
+
+def check_model_files(m: SegmenterModel, entry: dict) -> None:
+    """`m`'s weights must exist, and the JSON beside them must carry the index's `entry` of `m` where it carries
+    one; a fold of a recorded generation must carry one (DataError naming the file)."""
+    if not m.weights.exists():
+        raise DataError(m.weights, "segmenter weights listed in the index are missing")
+    meta = m.weights.with_suffix(".json")
+    try:
+        own = json.loads(meta.read_text()).get(SET_ENTRY_KEY) if meta.is_file() else None
+    except (OSError, json.JSONDecodeError, AttributeError) as exc:
+        raise DataError(meta, f"unreadable segmenter JSON ({type(exc).__name__}: {exc})") from exc
+    if own is None:
+        if m.name != "full" and entry.get("generation") is not None:
+            raise DataError(meta, f"the index records {m.name} as {m.lineage}, but this JSON carries no "
+                                  f"'{SET_ENTRY_KEY}': the weights beside it were not shipped with that entry")
+        return
+    differ = [k for k in _ENTRY_FACTS if _comparable(own.get(k)) != _comparable(entry.get(k))]
+    if own.get("name") != m.name:
+        differ.insert(0, "name")
+    if differ:
+        raise DataError(meta, f"disagrees with the set index {INDEX_NAME} on {', '.join(differ)} of {m.name} (a fold "
+                              "shipped half-way, or files of two sets mixed by hand): ship the fold again")
+
+
+def _comparable(value: object) -> object:
+    return sorted(value) if isinstance(value, list) else value
 
 
 def verify(seg_set: SegmenterSet) -> None:
     """Check every weights file against its sha256 (DataError naming the file)."""
-    for m in (seg_set.full, *seg_set.folds):
+    for m in seg_set.models:
         if file_sha256(m.weights) != m.sha256:
             raise DataError(m.weights, "weights differ from the sha256 in the segmenter-set index")
 
 
 def write_segmenter_set(out: str | Path, cohort: Cohort, *, full_weights: str | Path,
-                        cv_dir: str | Path | None = None, copy_full: bool = True) -> Path:
+                        cv_dir: str | Path | None = None, copy_full: bool = True, generation: str | None = None) -> Path:
     """Copy the fold models of a `cmrprior segment train --folds K` run (`cv_dir/fold_k/model.safetensors`
     and `test_patients.json`) and the full model into `out`, with their index. `cohort` is the cohort they
     were trained on (fingerprints are computed from its images; expert masks are not read). copy_full=False
-    indexes the full model where it is (a path relative to `out`) instead of copying it."""
-    from cmrprior.segmentation.cv import FOLD_SPLIT_FILE, MODEL_FILE, read_fold_split  # the training stack
+    indexes the full model where it is (a path relative to `out`) instead of copying it. `generation`: the tag
+    of every model (`cmrprior.segmentation.set_pieces.write_set`)."""
+    from cmrprior.segmentation.set_pieces import write_set  # the training stack (cv) is imported there
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    prints = {r.patient_id: patient_fingerprints(r) for r in cohort.patients}
-
-    def entry(weights: Path, name: str, patients: list[str], copy: bool = True) -> dict:
-        missing = sorted(set(patients) - set(prints))
-        if missing:
-            raise DataError(weights, f"trained on patients not in the cohort: {missing[:5]}")
-        if copy:
-            for suffix in (".safetensors", ".json"):
-                shutil.copyfile(weights.with_suffix(suffix), out / f"{name}{suffix}")
-        rel = f"{name}.safetensors" if copy else os.path.relpath(weights.resolve(), out.resolve())
-        return {"weights": rel, "sha256": file_sha256(out / rel),
-                "patients": sorted(patients), "fingerprints": sorted(f for p in patients for f in prints[p])}
-
-    folds = []
-    fold_dirs = [] if cv_dir is None else sorted(Path(cv_dir).glob("fold_*"), key=lambda p: int(p.name.split("_")[1]))
-    for k, fold_dir in enumerate(fold_dirs):
-        split = read_fold_split(fold_dir / FOLD_SPLIT_FILE)
-        folds.append(entry(fold_dir / MODEL_FILE, f"fold_{k}", list(split.train)))
-    if cv_dir is not None and len(folds) < 2:
-        raise DataError(Path(cv_dir), "needs at least 2 finished folds (fold_k/model.safetensors)")
-    full = entry(Path(full_weights), "full", [r.patient_id for r in cohort.patients], copy=copy_full)
-    return atomic.write_json(out / INDEX_NAME, {"full": full, "folds": folds})
+    return write_set(out, cohort, full_weights=full_weights, cv_dir=cv_dir, copy_full=copy_full,
+                     generation=generation)
 
 
 SHIPPED_SET = Path(__file__).resolve().parents[1] / "weights" / "set"
@@ -187,7 +259,7 @@ def indexed_model(weights: Path) -> SegmenterModel | None:
             continue
         for m in (seg_set.full, *seg_set.folds):
             if m.sha256 == sha:
-                return SegmenterModel(m.name, weights, sha, m.patients, m.fingerprints)
+                return dataclasses.replace(m, weights=weights)
     return None
 
 
@@ -225,15 +297,19 @@ def in_sample(choices: dict[str, SegmenterChoice]) -> list[str]:
 
 
 def masks_statement(choices: dict[str, SegmenterChoice]) -> str:
-    """One line for tables and the report: are the masks out-of-sample for every patient?"""
+    """One line for tables and the report: are the masks out-of-sample for every patient? Followed by the set's
+    `describe()` line when the models come from a mixed set."""
     inside = in_sample(choices)
     unknown = sum(c.out_of_sample is None for c in choices.values())
     if inside:
-        return (f"IN-SAMPLE masks for {len(inside)} of {len(choices)} patients (the segmenter was trained on them, "
+        line = (f"IN-SAMPLE masks for {len(inside)} of {len(choices)} patients (the segmenter was trained on them, "
                 "optimistic)")
-    if unknown:
-        return f"masks from a given segmenter whose training patients are not known ({unknown} patients)"
-    return "masks: out-of-sample segmenter for every patient"
+    elif unknown:
+        line = f"masks from a given segmenter whose training patients are not known ({unknown} patients)"
+    else:
+        line = "masks: out-of-sample segmenter for every patient"
+    notes = sorted({c.set_note for c in choices.values() if c.set_note})
+    return "; ".join([line, *notes])
 
 
 def all_out_of_sample(choices: dict[str, SegmenterChoice]) -> bool | None:

@@ -34,7 +34,7 @@ from torch import nn
 from cmrprior.data.prepared import PreparedCohort
 from cmrprior.data.splits import stratified_split
 from cmrprior.errors import ConfigError, DataError
-from cmrprior.segmentation.config import SegAugmentConfig, SegTrainConfig, UNetArgs  # noqa: F401 - re-exported
+from cmrprior.segmentation.config import RUN_SETTINGS, SegAugmentConfig, SegTrainConfig, UNetArgs  # noqa: F401 - re-exported
 from cmrprior.segmentation.augment import augment_batch, normalise_slices
 from cmrprior.segmentation.losses import make_seg_loss
 from cmrprior.segmentation.network import build_unet, load_segmenter, save_segmenter
@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 
 # config fields that may change between a killed run and its resumption
 MODEL_FILE = "model.safetensors"  # a finished training run's weights, in its run folder
-_RESUMABLE_CHANGES = {"max_steps", "num_threads"}
+_RESUMABLE_CHANGES = RUN_SETTINGS
 
 
 def split_patients(prepared: PreparedCohort, val_fraction: float, seed: int) -> tuple[list[str], list[str]]:

@@ -1,0 +1,106 @@
+"""A K-fold cross-validation trained one fold at a time (`cross_validate(only_fold=k)`, `segment train
+--only-fold K`): each piece is the full run's fold (same held-out patients, same weights bit for bit), resumes
+after a kill, and the pieces, run in any order and in different folders later merged, give the full run's folder."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+
+import numpy as np
+import pytest
+from safetensors.torch import load_file
+
+from cmrprior.errors import ConfigError
+from cmrprior.segmentation.cv import FOLD_SPLIT_FILE, cross_validate
+from cmrprior.segmentation.train import SegTrainConfig
+from seg_doubles import TINY, make_cohort
+
+CFG = SegTrainConfig(unet=TINY, max_epochs=1, batch_size=8, train_crop=None, warmup_steps=1, val_fraction=0.25,
+                     num_threads=1)
+
+
+def _same_weights(a, b) -> bool:
+    wa, wb = load_file(str(a)), load_file(str(b))
+    return wa.keys() == wb.keys() and all(np.array_equal(wa[k].numpy(), wb[k].numpy()) for k in wa)
+
+
+def _log(path) -> list[tuple]:
+    """The per-epoch losses and validation Dice of a fold's log.jsonl (its timings differ from run to run)."""
+    rows = [json.loads(x) for x in path.read_text().splitlines()]
+    return [(r["epoch"], r["train_loss"], r["val_dice"]) for r in rows]
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    """A full 3-fold cross-validation of an 8-patient cohort."""
+    out = tmp_path_factory.mktemp("full") / "cv"
+    cross_validate(make_cohort(n_patients=8), CFG, out, folds=3)
+    return out
+
+
+def test_one_fold_alone_is_the_full_runs_fold(full_run, tmp_path):
+    cohort = make_cohort(n_patients=8)
+    rows = cross_validate(cohort, CFG, tmp_path / "cv", folds=3, only_fold=2)
+    piece, ref = tmp_path / "cv" / "fold_2", full_run / "fold_2"
+    assert json.loads((piece / FOLD_SPLIT_FILE).read_text()) == json.loads((ref / FOLD_SPLIT_FILE).read_text())
+    assert _same_weights(piece / "model.safetensors", ref / "model.safetensors")
+    assert _log(piece / "log.jsonl") == _log(ref / "log.jsonl")
+    assert (piece / "metrics.csv").read_text() == (ref / "metrics.csv").read_text()
+    assert {r["fold"] for r in rows} == {2}
+    # the other folds are not trained, and no summary is written while they are missing
+    assert not (tmp_path / "cv" / "fold_0").exists() and not (tmp_path / "cv" / "fold_1").exists()
+    assert not (tmp_path / "cv" / "cv_summary.csv").exists() and not (tmp_path / "cv" / "final").exists()
+
+
+def test_pieces_in_any_order_and_folders_merge_into_the_full_run(full_run, tmp_path):
+    cohort = make_cohort(n_patients=8)
+    cross_validate(cohort, CFG, tmp_path / "a" / "cv", folds=3, only_fold=2)  # session 1
+    cross_validate(cohort, CFG, tmp_path / "b" / "cv", folds=3, only_fold=0)  # session 2, another run folder
+    shutil.copytree(tmp_path / "b" / "cv" / "fold_0", tmp_path / "a" / "cv" / "fold_0")  # merged
+    assert not (tmp_path / "a" / "cv" / "cv_summary.csv").exists()
+    rows = cross_validate(cohort, CFG, tmp_path / "a" / "cv", folds=3, only_fold=1)  # session 3: the last fold
+    merged = tmp_path / "a" / "cv"
+    assert {r["fold"] for r in rows} == {0, 1, 2}
+    for name in ("cv_metrics.csv", "cv_summary.csv", "cv.json"):
+        assert (merged / name).read_text() == (full_run / name).read_text(), name
+    for k in range(3):
+        assert _same_weights(merged / f"fold_{k}" / "model.safetensors", full_run / f"fold_{k}" / "model.safetensors")
+
+
+def test_a_killed_fold_resumes_to_the_full_runs_fold(full_run, tmp_path):
+    cohort = make_cohort(n_patients=8)
+    cross_validate(cohort, dataclasses.replace(CFG, max_steps=1), tmp_path / "cv", folds=3, only_fold=1)
+    fold = tmp_path / "cv" / "fold_1"
+    assert (fold / "checkpoint.pt").exists() and not (fold / "model.safetensors").exists()
+    cross_validate(cohort, CFG, tmp_path / "cv", folds=3, only_fold=1)  # the same command again, without the cap
+    assert _same_weights(fold / "model.safetensors", full_run / "fold_1" / "model.safetensors")
+    assert _log(fold / "log.jsonl") == _log(full_run / "fold_1" / "log.jsonl")
+
+
+def test_a_finished_fold_of_another_recipe_is_refused_and_bad_fold_numbers_too(full_run, tmp_path):
+    cohort = make_cohort(n_patients=8)
+    shutil.copytree(full_run / "fold_0", tmp_path / "cv" / "fold_0")
+    with pytest.raises(ConfigError, match=r"fold_0/model.json.*\(lr\)"):
+        cross_validate(cohort, dataclasses.replace(CFG, lr=0.01), tmp_path / "cv", folds=3, only_fold=1)
+    with pytest.raises(ConfigError, match="only_fold must be one of 0..2"):
+        cross_validate(cohort, CFG, tmp_path / "cv", folds=3, only_fold=3)
+
+
+def test_segment_train_only_fold_command(tmp_path, capsys):
+    from cmrprior.cli import main
+    from cmrprior.data.phantom import generate_phantom
+
+    phantom = generate_phantom(tmp_path / "cohort", n_patients=4, seed=3)
+    args = ["segment", "train", "--data", str(phantom), "--epochs", "1", "--channels", "4,8", "--res-units", "0",
+            "--batch-size", "8", "--threads", "1", "--train-crop", "64", "--folds", "2"]
+    run = tmp_path / "run"
+    assert main([*args, "--out", str(run), "--only-fold", "1", "--max-steps", "1"]) == 0
+    assert "fold 1: not finished" in capsys.readouterr().out
+    assert main([*args, "--out", str(run), "--only-fold", "1"]) == 0
+    assert "fold 1: finished" in capsys.readouterr().out
+    assert (run / "cv" / "fold_1" / "model.safetensors").exists() and (run / "cv" / "fold_1" / "log.jsonl").exists()
+    assert not (run / "cv" / "fold_0").exists() and not (run / "final").exists()
+    assert main([*args, "--out", str(tmp_path / "bad"), "--only-fold", "2"]) == 2
+    assert "--only-fold 2 is not a fold of --folds 2" in capsys.readouterr().err
