@@ -143,6 +143,9 @@ class AnatomyConfig:
     macro AUC and raised the accuracy over AUC selection; log loss punishes a forest's certain errors hardest.
     perturb: sizes of the robustness check (test patients' masks dilated/eroded by N px, N basal/apical
     slices dropped; empty: no check). permutation_repeats: permutation importance of forests.
+    groups: classes grouped for a model in stages (`cmrprior.classify.staged`): first the group, then the class
+    within it, each stage with its own CV choice among the same candidates; empty: one model over all classes.
+    Used where every class of the cohort is in a group and two groups or more hold one (`stage_groups`).
     hybrid: also combine every image cell with the anatomy model (`cmrprior.classify.hybrid`).
     workers: processes measuring the cohort (the measures are identical for any number).
     """
@@ -157,8 +160,13 @@ class AnatomyConfig:
     perturb: tuple[int, ...] = (1, 2)
     permutation_repeats: int = 5
     selection: str = "brier"
+    groups: tuple[tuple[str, ...], ...] = ()
 
     def __post_init__(self) -> None:
+        named = [c for g in self.groups for c in g]
+        if any(not g for g in self.groups) or len(named) != len(set(named)):
+            raise ConfigError(f"anatomy.groups: non-empty groups of class names, each class in one group at most, "
+                              f"got {[list(g) for g in self.groups]}")
         if self.selection not in ANATOMY_SELECTIONS:
             raise ConfigError(f"anatomy.selection: expected one of {list(ANATOMY_SELECTIONS)}, got {self.selection!r}")
         bad = [f for f in self.families if f not in ANATOMY_FAMILIES]
