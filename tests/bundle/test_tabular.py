@@ -68,3 +68,17 @@ def test_missing_array_names_the_bundle():
     del arrays["m.coef"]
     with pytest.raises(Exception, match="where.safetensors.*m.coef|m.coef"):
         TabularPredictor.from_arrays(spec, arrays, 2, where="where.safetensors")
+
+
+@pytest.mark.parametrize("within", [CANDIDATES[0], CANDIDATES[1], Candidate("vote", {}, (CANDIDATES[0], CANDIDATES[2]))],
+                         ids=lambda c: c.describe())
+def test_staged_predictor_equals_sklearn(within):
+    x, y = _data(5)
+    cand = Candidate("staged", {}, (CANDIDATES[0], within), ((3,), (4,), (0, 1, 2)), ("NOR", "RV", "DCM + HCM + MINF"))
+    est = _estimator(cand, seed=3).fit(x, y)
+    spec, arrays = to_arrays(est)
+    assert spec["family"] == "staged" and spec["within"][:2] == [None, None]
+    pred = TabularPredictor.from_arrays(spec, arrays, 5)
+    xt, _ = _data(5, seed=1, n=200)
+    np.testing.assert_allclose(pred.predict_proba(xt), est.predict_proba(xt), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(pred.predict_proba(xt).sum(axis=1), 1.0)
