@@ -17,10 +17,11 @@ def _data(n_classes: int, seed: int = 0, n: int = 90, f: int = 6):
 
 CANDIDATES = [Candidate("logistic", {"C": 0.5}), Candidate("forest", {"max_depth": 3, "n_trees": 15}),
               Candidate("forest", {"max_depth": 0, "n_trees": 10})]
+SPARSE = Candidate("sparse_logistic", {"C": 0.1})
 
 
 @pytest.mark.parametrize("n_classes", [2, 3, 5])
-@pytest.mark.parametrize("cand", CANDIDATES + [Candidate("vote", {}, (CANDIDATES[0], CANDIDATES[1]))],
+@pytest.mark.parametrize("cand", CANDIDATES + [SPARSE, Candidate("vote", {}, (CANDIDATES[0], CANDIDATES[1]))],
                          ids=lambda c: c.describe() if isinstance(c, Candidate) else str(c))
 def test_predictor_equals_sklearn(cand, n_classes):
     x, y = _data(n_classes)

@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 VOTE = "vote"
 STAGED = "staged"
+SPARSE = "sparse_logistic"
 LOG_LOSS_FLOOR = 1e-6
 
 
@@ -152,6 +153,8 @@ def candidates(config: AnatomyConfig) -> list[Candidate]:
     for family in config.families:
         if family == "logistic":
             out += [Candidate("logistic", {"C": float(c)}) for c in sorted(config.cs)]
+        elif family == SPARSE:
+            out += [Candidate(SPARSE, {"C": float(c)}) for c in sorted(config.sparse_cs)]
         else:
             out += [Candidate("forest", {"max_depth": int(d), "n_trees": config.n_trees})
                     for d in sorted(config.depths, key=lambda d: d or 10**9)]
@@ -177,6 +180,10 @@ def _estimator(c: Candidate, seed: int):
     if c.family == "logistic":
         return make_pipeline(FunctionTransformer(signed_log), StandardScaler(),
                              LogisticRegression(C=c.params["C"], max_iter=5000))
+    if c.family == SPARSE:  # saga: the multinomial L1 fit (softmax probabilities, as the L2 model's)
+        return make_pipeline(FunctionTransformer(signed_log), StandardScaler(),
+                             LogisticRegression(C=c.params["C"], l1_ratio=1.0, solver="saga", max_iter=20000,
+                                                tol=1e-6, random_state=seed))
     return RandomForestClassifier(n_estimators=int(c.params["n_trees"]), max_depth=int(c.params["max_depth"]) or None,
                                   random_state=seed, n_jobs=1)
 
@@ -339,7 +346,7 @@ def _importance(est, cand: Candidate, x: np.ndarray, y: np.ndarray, n_classes: i
                 config: AnatomyConfig, seed: int, folds: list[tuple[list[int], list[int]]], fold_ests: list
                 ) -> tuple[dict[str, float], str]:
     """`fold_ests`: the chosen candidate's fold models of the CV search (fitted on `folds`' training rows)."""
-    if cand.family == "logistic":
+    if cand.family in ("logistic", SPARSE):
         coef = np.abs(est[-1].coef_).mean(axis=0)
         return dict(zip(features, coef.tolist())), "mean |standardised coefficient| over classes (training fit)"
     rng = np.random.default_rng(seed)

@@ -124,7 +124,7 @@ def _checked_modes(modes: object) -> dict[str, str]:
     return {i: str(modes.get(i, defaults[i])) for i in names}  # every init has a default: the registry's
 
 
-ANATOMY_FAMILIES: tuple[str, ...] = ("logistic", "forest")
+ANATOMY_FAMILIES: tuple[str, ...] = ("logistic", "forest", "sparse_logistic")
 ANATOMY_SELECTIONS: tuple[str, ...] = ("auc", "log_loss", "brier")
 
 
@@ -133,7 +133,9 @@ class AnatomyConfig:
     """The "Anatomy" model: per-patient cardiac measures (`cmrprior.anatomy.measure`) -> a tabular classifier.
 
     families: model families searched (`logistic`: standardised L2 logistic regression over `cs`; `forest`:
-    random forest of `n_trees` trees, max depth over `depths`, 0 = unlimited; with both, also their soft vote,
+    random forest of `n_trees` trees, max depth over `depths`, 0 = unlimited; `sparse_logistic`: standardised L1
+    logistic regression over `sparse_cs`, which sets the weight of most measures to 0; with logistic and forest,
+    also their soft vote,
     `cmrprior.classify.anatomy`); the family and its hyperparameters are chosen by stratified k-fold CV (the
     protocol's `cv_folds`) inside the training part.
     selection: the CV criterion that chooses the candidate (`cmrprior.classify.anatomy.selection_score`): mean
@@ -153,8 +155,9 @@ class AnatomyConfig:
     enabled: bool = True
     hybrid: bool = True
     workers: int = 2
-    families: tuple[str, ...] = ANATOMY_FAMILIES
+    families: tuple[str, ...] = ("logistic", "forest")
     cs: tuple[float, ...] = (0.1, 1.0, 10.0)
+    sparse_cs: tuple[float, ...] = (0.1, 1.0)
     n_trees: int = 100
     depths: tuple[int, ...] = (3, 0)
     perturb: tuple[int, ...] = (1, 2)
@@ -173,7 +176,7 @@ class AnatomyConfig:
         if not self.families or bad:
             raise ConfigError(f"anatomy.families: expected a non-empty subset of {list(ANATOMY_FAMILIES)}, got "
                               f"{list(self.families)}")
-        if not self.cs or min(self.cs) <= 0 or not self.depths or min(self.depths) < 0 or self.n_trees < 1:
-            raise ConfigError(f"anatomy: cs > 0, depths >= 0 (0 = unlimited), n_trees >= 1 ({self})")
+        if not self.cs or min(self.cs) <= 0 or not self.sparse_cs or min(self.sparse_cs) <= 0 or not self.depths or min(self.depths) < 0 or self.n_trees < 1:
+            raise ConfigError(f"anatomy: cs > 0, sparse_cs > 0, depths >= 0 (0 = unlimited), n_trees >= 1 ({self})")
         if any(int(s) < 1 for s in self.perturb) or self.permutation_repeats < 1 or self.workers < 1:
             raise ConfigError(f"anatomy: perturb sizes, permutation_repeats and workers must be >= 1 ({self})")
