@@ -129,3 +129,12 @@ def test_groups_apply_only_where_they_cover_the_cohort():
 def test_bad_group_config_is_refused(groups):
     with pytest.raises(ConfigError, match="anatomy.groups"):
         AnatomyConfig(groups=groups)
+
+
+def test_groups_and_sparse_family_from_a_config_mapping():
+    from cmrprior.experiments.config import StudyConfig
+
+    cfg = StudyConfig.from_dict({"anatomy": {"groups": [["NOR"], ["RV"], ["DCM", "HCM", "MINF"]],
+                                             "families": ["logistic", "sparse_logistic"], "sparse_cs": [0.5]}})
+    assert cfg.anatomy.groups == GROUPS and cfg.anatomy.sparse_cs == (0.5,)
+    assert StudyConfig.from_dict({}).anatomy.groups == ()  # default: one model over all classes
