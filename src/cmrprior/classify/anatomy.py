@@ -13,8 +13,14 @@ AUC, log loss or Brier score of the validation probabilities; ties: the earlier 
 smaller C, shallower trees). With both families searched, one more candidate is scored on the same folds: `vote`, the mean of the
 probabilities of the best logistic and the best forest candidate (its CV probabilities are the mean of theirs,
 so it costs no fit; the two families err on different patients: a linear boundary in log measures against
-axis-aligned thresholds, as the clinical class definitions are). The chosen model is refitted on all training
-patients.
+axis-aligned thresholds, as the clinical class definitions are). `sparse_logistic`: the same pipeline with an L1 penalty over
+`sparse_cs`, which keeps few measures. The chosen model is refitted on all training patients.
+
+In stages (`AnatomyConfig.groups`, `stage_groups`; `cmrprior.classify.staged`): the search above is run once for
+the group of classes on every training patient, and once per group of several classes on that group's patients;
+P(class) = P(group) P(class | group). Its out-of-fold probabilities are the product of the first stage's and, for
+a group's own patients, that group model's out-of-fold ones (for the other patients, the group model fitted on
+the group's patients, which never saw them). Its importance is the mean over the stages of each stage's.
 
 Importance: logistic regression: mean over classes of |standardised coefficient|; forest and vote: permutation
 importance on the CV folds of the training part (each fold's model, the mean drop of its validation macro
