@@ -17,10 +17,11 @@ def _data(n_classes: int, seed: int = 0, n: int = 90, f: int = 6):
 
 CANDIDATES = [Candidate("logistic", {"C": 0.5}), Candidate("forest", {"max_depth": 3, "n_trees": 15}),
               Candidate("forest", {"max_depth": 0, "n_trees": 10})]
+SPARSE = Candidate("sparse_logistic", {"C": 0.1})
 
 
 @pytest.mark.parametrize("n_classes", [2, 3, 5])
-@pytest.mark.parametrize("cand", CANDIDATES + [Candidate("vote", {}, (CANDIDATES[0], CANDIDATES[1]))],
+@pytest.mark.parametrize("cand", CANDIDATES + [SPARSE, Candidate("vote", {}, (CANDIDATES[0], CANDIDATES[1]))],
                          ids=lambda c: c.describe() if isinstance(c, Candidate) else str(c))
 def test_predictor_equals_sklearn(cand, n_classes):
     x, y = _data(n_classes)
@@ -68,3 +69,17 @@ def test_missing_array_names_the_bundle():
     del arrays["m.coef"]
     with pytest.raises(Exception, match="where.safetensors.*m.coef|m.coef"):
         TabularPredictor.from_arrays(spec, arrays, 2, where="where.safetensors")
+
+
+@pytest.mark.parametrize("within", [CANDIDATES[0], CANDIDATES[1], Candidate("vote", {}, (CANDIDATES[0], CANDIDATES[2]))],
+                         ids=lambda c: c.describe())
+def test_staged_predictor_equals_sklearn(within):
+    x, y = _data(5)
+    cand = Candidate("staged", {}, (CANDIDATES[0], within), ((3,), (4,), (0, 1, 2)), ("NOR", "RV", "DCM + HCM + MINF"))
+    est = _estimator(cand, seed=3).fit(x, y)
+    spec, arrays = to_arrays(est)
+    assert spec["family"] == "staged" and spec["within"][:2] == [None, None]
+    pred = TabularPredictor.from_arrays(spec, arrays, 5)
+    xt, _ = _data(5, seed=1, n=200)
+    np.testing.assert_allclose(pred.predict_proba(xt), est.predict_proba(xt), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(pred.predict_proba(xt).sum(axis=1), 1.0)

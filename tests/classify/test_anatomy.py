@@ -196,3 +196,21 @@ def test_the_candidate_with_the_best_mean_fold_score_is_chosen(selection):
     folds = [[pos[p] for p in f.test] for f in stratified_kfold(list(pos), y.tolist(), k=3, seed=3)]
     ref = np.mean([anatomy.selection_score(selection, y[va], model.oof[va]) for va in folds])
     assert scores[model.chosen.describe()] == pytest.approx(ref, abs=1e-12)
+
+
+def test_sparse_logistic_is_the_l1_fit_and_drops_unrelated_measures():
+    from sklearn.linear_model import LogisticRegression
+
+    train, y = _data(60, 3, 100.0, 0)
+    for v, extra in zip(train, np.random.default_rng(9).normal(0, 5, size=(60, 4))):
+        v.update({f"noise{i}_mm": float(e) for i, e in enumerate(extra)})
+    cfg = AnatomyConfig(families=("sparse_logistic",), sparse_cs=(0.05,))
+    model = fit_anatomy(train, y, n_classes=3, config=cfg, cv_folds=3, seed=0)
+    assert model.chosen.describe() == "sparse_logistic(C=0.05)"
+    x = anatomy.signed_log(model.matrix(train))
+    z = (x - x.mean(axis=0)) / x.std(axis=0)
+    ref = LogisticRegression(C=0.05, l1_ratio=1.0, solver="saga", max_iter=20000, tol=1e-6, random_state=0).fit(z, y)
+    np.testing.assert_allclose(model.estimator[-1].coef_, ref.coef_, atol=1e-8)
+    coef = np.abs(model.estimator[-1].coef_).sum(axis=0)
+    assert coef[model.features.index("lv_edv_ml")] > 0
+    assert np.count_nonzero(coef[[model.features.index(f"noise{i}_mm") for i in range(4)]]) <= 1

@@ -13,6 +13,9 @@ Families (those `fit_anatomy` fits):
 - forest: the mean over trees of each tree's leaf class fractions; a sample goes left where
   `float32(x[feature]) <= threshold` (scikit-learn compares float32 inputs to float64 thresholds).
 - vote: the mean of its members' probabilities (`cmrprior.classify.anatomy.SoftVote`).
+- staged: `P(group) * P(class | group)` (`cmrprior.classify.staged.StagedClassifier`): spec `groups` (class
+  indices), `first` (the group model, its classes the group indices) and `within` (per group, the model of the
+  class's position in the group; null for a group of one class).
 
 `classes` are the class indices (into the bundle's class names) that the estimator's columns stand for; a
 class absent from the fit gets probability 0 (as `AnatomyModel.predict_proba` does).
@@ -27,7 +30,7 @@ import numpy as np
 
 from cmrprior.errors import DataError
 
-FAMILIES = ("logistic", "forest", "vote")
+FAMILIES = ("logistic", "forest", "vote", "staged")
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -83,7 +86,17 @@ class TabularPredictor:
     n_classes: int
     logistic: _Logistic | None = None
     trees: tuple[_Tree, ...] = ()
-    members: tuple[TabularPredictor, ...] = ()
+    members: tuple[TabularPredictor, ...] = ()  # a vote's; a staged model's first stage, then one per group
+    groups: tuple[tuple[int, ...], ...] = ()  # a staged model's groups of class indices
+
+    def _staged(self, x: np.ndarray) -> np.ndarray:
+        pg = self.members[0].predict_proba(x)
+        within = iter(self.members[1:])
+        out = np.zeros((x.shape[0], self.n_classes))
+        for g, members in enumerate(self.groups):
+            inner = np.ones((x.shape[0], 1)) if len(members) == 1 else next(within).predict_proba(x)
+            out[:, list(members)] = pg[:, [g]] * inner
+        return out
 
     def _own_columns(self, x: np.ndarray) -> np.ndarray:
         if self.family == "logistic":
@@ -91,12 +104,14 @@ class TabularPredictor:
         if self.family == "forest":
             x32 = x.astype(np.float32).astype(np.float64)
             return np.mean([t.proba(x32) for t in self.trees], axis=0)
+        if self.family == "staged":
+            return self._staged(x)
         return np.mean([m.predict_proba(x) for m in self.members], axis=0)
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float64)
         p = self._own_columns(x)
-        if self.family == "vote":
+        if self.family in ("vote", "staged"):
             return p
         out = np.zeros((x.shape[0], self.n_classes))
         out[:, self.classes] = p
@@ -111,6 +126,12 @@ class TabularPredictor:
             if family == "vote":
                 members = tuple(cls.from_arrays(m, arrays, n_classes, where) for m in spec["members"])
                 return cls("vote", np.arange(n_classes), n_classes, members=members)
+            if family == "staged":
+                groups = tuple(tuple(int(c) for c in g) for g in spec["groups"])
+                stages = [cls.from_arrays(spec["first"], arrays, len(groups), where)]
+                stages += [cls.from_arrays(w, arrays, len(g), where) for g, w in zip(groups, spec["within"])
+                           if w is not None]
+                return cls("staged", np.arange(n_classes), n_classes, members=tuple(stages), groups=groups)
             key = spec["arrays"]
             classes = np.asarray(arrays[f"{key}.classes"], dtype=np.int64)
             if family == "logistic":
@@ -142,7 +163,14 @@ def to_arrays(estimator, key: str = "m") -> tuple[dict, dict[str, np.ndarray]]:
     from sklearn.pipeline import Pipeline
 
     from cmrprior.classify.anatomy import SoftVote
+    from cmrprior.classify.staged import StagedClassifier
 
+    if isinstance(estimator, StagedClassifier):
+        first = to_arrays(estimator.first, f"{key}.first")
+        within = [None if w is None else to_arrays(w, f"{key}.group{g}") for g, w in enumerate(estimator.within)]
+        arrays = {**first[1], **{k: v for w in within if w is not None for k, v in w[1].items()}}
+        return ({"family": "staged", "groups": [list(g) for g in estimator.groups], "first": first[0],
+                 "within": [None if w is None else w[0] for w in within]}, arrays)
     if isinstance(estimator, SoftVote):
         parts = [to_arrays(e, f"{key}.{i}") for i, e in enumerate(estimator.estimators)]
         return ({"family": "vote", "members": [p[0] for p in parts]},

@@ -13,8 +13,14 @@ AUC, log loss or Brier score of the validation probabilities; ties: the earlier 
 smaller C, shallower trees). With both families searched, one more candidate is scored on the same folds: `vote`, the mean of the
 probabilities of the best logistic and the best forest candidate (its CV probabilities are the mean of theirs,
 so it costs no fit; the two families err on different patients: a linear boundary in log measures against
-axis-aligned thresholds, as the clinical class definitions are). The chosen model is refitted on all training
-patients.
+axis-aligned thresholds, as the clinical class definitions are). `sparse_logistic`: the same pipeline with an L1 penalty over
+`sparse_cs`, which keeps few measures. The chosen model is refitted on all training patients.
+
+In stages (`AnatomyConfig.groups`, `stage_groups`; `cmrprior.classify.staged`): the search above is run once for
+the group of classes on every training patient, and once per group of several classes on that group's patients;
+P(class) = P(group) P(class | group). Its out-of-fold probabilities are the product of the first stage's and, for
+a group's own patients, that group model's out-of-fold ones (for the other patients, the group model fitted on
+the group's patients, which never saw them). Its importance is the mean over the stages of each stage's.
 
 Importance: logistic regression: mean over classes of |standardised coefficient|; forest and vote: permutation
 importance on the CV folds of the training part (each fold's model, the mean drop of its validation macro
@@ -24,18 +30,24 @@ perfectly, so shuffling them says little).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from cmrprior.classify.config import AnatomyConfig
+from cmrprior.classify.staged import StagedClassifier, group_labels, group_probabilities
 from cmrprior.data.splits import stratified_kfold
 from cmrprior.errors import DataError
 from cmrprior.evaluate.metrics import macro_auc
 
 
+log = logging.getLogger(__name__)
+
 VOTE = "vote"
+STAGED = "staged"
+SPARSE = "sparse_logistic"
 LOG_LOSS_FLOOR = 1e-6
 
 
@@ -43,9 +55,16 @@ LOG_LOSS_FLOOR = 1e-6
 class Candidate:
     family: str
     params: dict[str, float | int]
-    members: tuple[Candidate, ...] = ()  # a vote's candidates, whose probabilities it averages
+    members: tuple[Candidate, ...] = ()  # a vote's candidates, whose probabilities it averages; a staged
+    # model's first-stage candidate, then one per group of several classes
+    groups: tuple[tuple[int, ...], ...] = ()  # a staged model's groups of class indices
+    group_names: tuple[str, ...] = ()
 
     def describe(self) -> str:
+        if self.family == STAGED:
+            within = [n for g, n in zip(self.groups, self.group_names) if len(g) > 1]
+            return (f"{STAGED}({' | '.join(self.group_names)}: groups by {self.members[0].describe()}; "
+                    + "; ".join(f"{n} by {m.describe()}" for n, m in zip(within, self.members[1:])) + ")")
         args = [m.describe() for m in self.members] or [f"{k}={v:g}" for k, v in self.params.items()]
         return self.family + "(" + ", ".join(args) + ")"
 
@@ -140,6 +159,8 @@ def candidates(config: AnatomyConfig) -> list[Candidate]:
     for family in config.families:
         if family == "logistic":
             out += [Candidate("logistic", {"C": float(c)}) for c in sorted(config.cs)]
+        elif family == SPARSE:
+            out += [Candidate(SPARSE, {"C": float(c)}) for c in sorted(config.sparse_cs)]
         else:
             out += [Candidate("forest", {"max_depth": int(d), "n_trees": config.n_trees})
                     for d in sorted(config.depths, key=lambda d: d or 10**9)]
@@ -153,6 +174,10 @@ def signed_log(x: np.ndarray) -> np.ndarray:
 def _estimator(c: Candidate, seed: int):
     if c.family == VOTE:
         return SoftVote([_estimator(m, seed) for m in c.members])
+    if c.family == STAGED:
+        within = iter(c.members[1:])
+        return StagedClassifier(c.groups, _estimator(c.members[0], seed),
+                                [None if len(g) == 1 else _estimator(next(within), seed) for g in c.groups])
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
@@ -161,6 +186,10 @@ def _estimator(c: Candidate, seed: int):
     if c.family == "logistic":
         return make_pipeline(FunctionTransformer(signed_log), StandardScaler(),
                              LogisticRegression(C=c.params["C"], max_iter=5000))
+    if c.family == SPARSE:  # saga: the multinomial L1 fit (softmax probabilities, as the L2 model's)
+        return make_pipeline(FunctionTransformer(signed_log), StandardScaler(),
+                             LogisticRegression(C=c.params["C"], l1_ratio=1.0, solver="saga", max_iter=20000,
+                                                tol=1e-6, random_state=seed))
     return RandomForestClassifier(n_estimators=int(c.params["n_trees"]), max_depth=int(c.params["max_depth"]) or None,
                                   random_state=seed, n_jobs=1)
 
@@ -174,9 +203,12 @@ def _proba(estimator, x: np.ndarray, n_classes: int) -> np.ndarray:
 
 
 def fit_anatomy(train_values: Sequence[Mapping[str, float | None]], train_labels: Sequence[int], *, n_classes: int,
-                config: AnatomyConfig, cv_folds: int, seed: int, train_ids: Sequence[str] | None = None
-                ) -> AnatomyModel:
+                config: AnatomyConfig, cv_folds: int, seed: int, train_ids: Sequence[str] | None = None,
+                class_names: Sequence[str] | None = None) -> AnatomyModel:
     """Choose (CV on these training patients only) and fit the anatomy model; see the module doc.
+
+    `class_names`: the name of each class index; with `config.groups` (`stage_groups`) the model is fitted in
+    stages (`cmrprior.classify.staged`), each stage making its own choice by CV on its own patients.
 
     Raises:
         DataError: no measure is known for every training patient.
@@ -188,8 +220,83 @@ def fit_anatomy(train_values: Sequence[Mapping[str, float | None]], train_labels
     x = feature_matrix(train_values, features)
     y = np.asarray(train_labels, dtype=np.int64)
     ids = list(train_ids) if train_ids is not None else [str(i) for i in range(len(y))]
+    groups = stage_groups(config.groups, class_names, n_classes)
+    if not groups:
+        s = _search(x, y, ids, n_classes, config, cv_folds, seed)
+        importance, method = _importance(s.estimator, s.chosen, x, y, n_classes, features, config, seed, s.cv,
+                                         s.fold_ests)
+        return AnatomyModel(features, np.median(x, axis=0), s.estimator, n_classes, s.chosen, tuple(s.search),
+                            importance, method, tuple(ids), s.oof)
+    names = [" + ".join(class_names[c] for c in g) for g in groups]
+    first = _search(x, group_labels(groups, y), ids, len(groups), config, cv_folds, seed)
+    stages, within = [("groups", first, np.ones(len(y), dtype=bool))], []
+    for g, name in zip(groups, names):
+        if len(g) == 1:
+            within.append(None)
+            continue
+        rows = np.isin(y, g)
+        w = _search(x[rows], np.array([g.index(int(c)) for c in y[rows]]), [p for p, r in zip(ids, rows) if r],
+                    len(g), config, cv_folds, seed)
+        within.append(w)
+        stages.append((name, w, rows))
+    est = StagedClassifier(groups, first.estimator, [None if w is None else w.estimator for w in within])
+    oof = np.zeros((len(y), n_classes))
+    for k, (g, w) in enumerate(zip(groups, within)):
+        inner = np.ones((len(y), 1))
+        if w is not None:
+            rows = np.isin(y, g)
+            inner = group_probabilities(w.estimator, x, len(g))  # the rows of other groups: never in its fit
+            inner[rows] = w.oof
+        oof[:, list(g)] = first.oof[:, [k]] * inner
+    chosen = Candidate(STAGED, {}, tuple([first.chosen] + [w.chosen for w in within if w is not None]), groups,
+                       tuple(names))
+    search, parts = [], []
+    for name, s, rows in stages:
+        search += [{**e, "stage": name} for e in s.search]
+        k = len(groups) if name == "groups" else len(groups[names.index(name)])
+        parts.append(_importance(s.estimator, s.chosen, x[rows], s.y, k, features, config, seed, s.cv, s.fold_ests))
+    importance = {f: float(np.nanmean([p[0][f] for p in parts])) for f in features}
+    method = "mean over the stages of: " + "; ".join(f"{name}: {p[1]}" for (name, _, _), p in zip(stages, parts))
+    return AnatomyModel(features, np.median(x, axis=0), est, n_classes, chosen, tuple(search), importance, method,
+                        tuple(ids), oof)
+
+
+def stage_groups(groups: Sequence[Sequence[str]], class_names: Sequence[str] | None, n_classes: int
+                 ) -> tuple[tuple[int, ...], ...]:
+    """`groups` (class names, `AnatomyConfig.groups`) as class indices, restricted to the classes present:
+    empty (one flat model) when no groups are set, the class names are not known, a class is in no group, or
+    fewer than two groups hold a class of this cohort (a study of other labels runs the flat model)."""
+    if not groups or class_names is None:
+        return ()
+    lut = {c: i for i, c in enumerate(class_names[:n_classes])}
+    named = {c for g in groups for c in g}
+    if not set(lut) <= named:
+        log.info("anatomy: classes %s are in no group of anatomy.groups: one model over all classes",
+                 sorted(set(lut) - named))
+        return ()
+    out = tuple(tuple(lut[c] for c in g if c in lut) for g in groups)
+    out = tuple(g for g in out if g)
+    return out if len(out) >= 2 else ()
+
+
+@dataclass(frozen=True, eq=False)
+class _Search:
+    """One stage's CV choice: the chosen candidate refitted on all its rows, its CV entries, its out-of-fold
+    probabilities, its fold models and folds (for importance)."""
+
+    chosen: Candidate
+    estimator: object
+    search: list[dict]
+    oof: np.ndarray
+    fold_ests: list
+    cv: list[tuple[list[int], list[int]]]
+    y: np.ndarray
+
+
+def _search(x: np.ndarray, y: np.ndarray, ids: Sequence[str], n_classes: int, config: AnatomyConfig, cv_folds: int,
+            seed: int) -> _Search:
     pos = {p: i for i, p in enumerate(ids)}
-    folds = stratified_kfold(ids, y.tolist(), k=cv_folds, seed=seed)
+    folds = stratified_kfold(list(ids), y.tolist(), k=cv_folds, seed=seed)
     cv = [([pos[p] for p in f.train], [pos[p] for p in f.test]) for f in folds]
     search, best, best_of = [], None, {}
 
@@ -219,10 +326,7 @@ def fit_anatomy(train_values: Sequence[Mapping[str, float | None]], train_labels
         vote = Candidate(VOTE, {}, tuple(m[1] for m in members))
         score(vote, np.mean([m[2] for m in members], axis=0), [SoftVote(pair) for pair in zip(*(m[3] for m in members))])
     chosen = best[1]
-    est = _estimator(chosen, seed).fit(x, y)
-    importance, method = _importance(est, chosen, x, y, n_classes, features, config, seed, cv, best[3])
-    return AnatomyModel(features, np.median(x, axis=0), est, n_classes, chosen, tuple(search), importance, method,
-                        tuple(ids), best[2])
+    return _Search(chosen, _estimator(chosen, seed).fit(x, y), search, best[2], best[3], cv, y)
 
 
 def _nanmean(xs: Sequence[float]) -> float:
@@ -248,7 +352,7 @@ def _importance(est, cand: Candidate, x: np.ndarray, y: np.ndarray, n_classes: i
                 config: AnatomyConfig, seed: int, folds: list[tuple[list[int], list[int]]], fold_ests: list
                 ) -> tuple[dict[str, float], str]:
     """`fold_ests`: the chosen candidate's fold models of the CV search (fitted on `folds`' training rows)."""
-    if cand.family == "logistic":
+    if cand.family in ("logistic", SPARSE):
         coef = np.abs(est[-1].coef_).mean(axis=0)
         return dict(zip(features, coef.tolist())), "mean |standardised coefficient| over classes (training fit)"
     rng = np.random.default_rng(seed)

@@ -124,7 +124,7 @@ def _checked_modes(modes: object) -> dict[str, str]:
     return {i: str(modes.get(i, defaults[i])) for i in names}  # every init has a default: the registry's
 
 
-ANATOMY_FAMILIES: tuple[str, ...] = ("logistic", "forest")
+ANATOMY_FAMILIES: tuple[str, ...] = ("logistic", "forest", "sparse_logistic")
 ANATOMY_SELECTIONS: tuple[str, ...] = ("auc", "log_loss", "brier")
 
 
@@ -133,7 +133,9 @@ class AnatomyConfig:
     """The "Anatomy" model: per-patient cardiac measures (`cmrprior.anatomy.measure`) -> a tabular classifier.
 
     families: model families searched (`logistic`: standardised L2 logistic regression over `cs`; `forest`:
-    random forest of `n_trees` trees, max depth over `depths`, 0 = unlimited; with both, also their soft vote,
+    random forest of `n_trees` trees, max depth over `depths`, 0 = unlimited; `sparse_logistic`: standardised L1
+    logistic regression over `sparse_cs`, which sets the weight of most measures to 0; with logistic and forest,
+    also their soft vote,
     `cmrprior.classify.anatomy`); the family and its hyperparameters are chosen by stratified k-fold CV (the
     protocol's `cv_folds`) inside the training part.
     selection: the CV criterion that chooses the candidate (`cmrprior.classify.anatomy.selection_score`): mean
@@ -143,6 +145,9 @@ class AnatomyConfig:
     macro AUC and raised the accuracy over AUC selection; log loss punishes a forest's certain errors hardest.
     perturb: sizes of the robustness check (test patients' masks dilated/eroded by N px, N basal/apical
     slices dropped; empty: no check). permutation_repeats: permutation importance of forests.
+    groups: classes grouped for a model in stages (`cmrprior.classify.staged`): first the group, then the class
+    within it, each stage with its own CV choice among the same candidates; empty: one model over all classes.
+    Used where every class of the cohort is in a group and two groups or more hold one (`stage_groups`).
     hybrid: also combine every image cell with the anatomy model (`cmrprior.classify.hybrid`).
     workers: processes measuring the cohort (the measures are identical for any number).
     """
@@ -150,22 +155,28 @@ class AnatomyConfig:
     enabled: bool = True
     hybrid: bool = True
     workers: int = 2
-    families: tuple[str, ...] = ANATOMY_FAMILIES
+    families: tuple[str, ...] = ("logistic", "forest")
     cs: tuple[float, ...] = (0.1, 1.0, 10.0)
+    sparse_cs: tuple[float, ...] = (0.1, 1.0)
     n_trees: int = 100
     depths: tuple[int, ...] = (3, 0)
     perturb: tuple[int, ...] = (1, 2)
     permutation_repeats: int = 5
     selection: str = "brier"
+    groups: tuple[tuple[str, ...], ...] = ()
 
     def __post_init__(self) -> None:
+        named = [c for g in self.groups for c in g]
+        if any(not g for g in self.groups) or len(named) != len(set(named)):
+            raise ConfigError(f"anatomy.groups: non-empty groups of class names, each class in one group at most, "
+                              f"got {[list(g) for g in self.groups]}")
         if self.selection not in ANATOMY_SELECTIONS:
             raise ConfigError(f"anatomy.selection: expected one of {list(ANATOMY_SELECTIONS)}, got {self.selection!r}")
         bad = [f for f in self.families if f not in ANATOMY_FAMILIES]
         if not self.families or bad:
             raise ConfigError(f"anatomy.families: expected a non-empty subset of {list(ANATOMY_FAMILIES)}, got "
                               f"{list(self.families)}")
-        if not self.cs or min(self.cs) <= 0 or not self.depths or min(self.depths) < 0 or self.n_trees < 1:
-            raise ConfigError(f"anatomy: cs > 0, depths >= 0 (0 = unlimited), n_trees >= 1 ({self})")
+        if not self.cs or min(self.cs) <= 0 or not self.sparse_cs or min(self.sparse_cs) <= 0 or not self.depths or min(self.depths) < 0 or self.n_trees < 1:
+            raise ConfigError(f"anatomy: cs > 0, sparse_cs > 0, depths >= 0 (0 = unlimited), n_trees >= 1 ({self})")
         if any(int(s) < 1 for s in self.perturb) or self.permutation_repeats < 1 or self.workers < 1:
             raise ConfigError(f"anatomy: perturb sizes, permutation_repeats and workers must be >= 1 ({self})")

@@ -57,7 +57,7 @@ def nested_cv_estimate(values: Sequence[Mapping[str, float | None]], labels: Seq
             tr, te = [pos[p] for p in split.train], [pos[p] for p in split.test]
             model = fit_anatomy([values[i] for i in tr], y[tr].tolist(), n_classes=len(classes), config=config.anatomy,
                                 cv_folds=config.protocol.cv_folds, seed=derive_seed(seed, "anatomy", r, k),
-                                train_ids=[ids[i] for i in tr])
+                                train_ids=[ids[i] for i in tr], class_names=list(classes))
             p = model.predict_proba([values[i] for i in te])
             aucs.append(macro_auc(y[te], p))
             accs.append(float(np.mean(p.argmax(1) == y[te])))

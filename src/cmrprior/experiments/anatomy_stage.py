@@ -75,7 +75,7 @@ def run_anatomy_split(run: RunFolder, split: SplitSpec, inputs: AnatomyInputs, c
         y_train = [lut[inputs.measures[p].label] for p in split.train]
         model = fit_anatomy([inputs.measures[p].values for p in split.train], y_train, n_classes=len(classes),
                             config=config, cv_folds=cv_folds, seed=derive_seed(split.seed, "anatomy"),
-                            train_ids=split.train)
+                            train_ids=split.train, class_names=list(classes))
         y_test = np.array([lut[inputs.measures[p].label] for p in split.test], dtype=np.int64)
         probs = model.predict_proba([inputs.measures[p].values for p in split.test])
         result = CellResult(**base, status="ok", mode=model.chosen.family, test=TestOutputs(

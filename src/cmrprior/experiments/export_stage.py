@@ -85,7 +85,8 @@ def fit_final_anatomy(patient_ids: Sequence[str], inputs: AnatomyInputs, classes
     return fit_anatomy([inputs.measures[p].values for p in patient_ids],
                        [lut[inputs.measures[p].label] for p in patient_ids], n_classes=len(classes),
                        config=config.anatomy, cv_folds=config.protocol.cv_folds,
-                       seed=derive_seed(config.protocol.seed, "anatomy"), train_ids=list(patient_ids))
+                       seed=derive_seed(config.protocol.seed, "anatomy"), train_ids=list(patient_ids),
+                       class_names=list(classes))
 
 
 def estimate_of(results: list[CellResult], config: StudyConfig) -> dict:

@@ -1,0 +1,140 @@
+"""The anatomy model in stages: P(class) = P(group) * P(class | group), checked by hand on a tiny dataset and
+against stage models fitted separately; the CV choice of every stage on its own patients; the config."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cmrprior.classify.anatomy import Candidate, _estimator, fit_anatomy, refit_out_of_fold, stage_groups
+from cmrprior.classify.config import AnatomyConfig
+from cmrprior.classify.staged import StagedClassifier, group_labels
+from cmrprior.errors import ConfigError
+
+NAMES = ("DCM", "HCM", "MINF", "NOR", "RV")
+GROUPS = (("NOR",), ("RV",), ("DCM", "HCM", "MINF"))
+
+
+class _Table:
+    """A fixed "classifier": the probabilities of each row are looked up by the row's first value."""
+
+    def __init__(self, table: dict[float, list[float]], classes: list[int]) -> None:
+        self.table, self.classes_ = table, np.asarray(classes)
+
+    def fit(self, x, y):
+        self.fitted_on = (x.copy(), np.asarray(y).copy())
+        return self
+
+    def predict_proba(self, x):
+        return np.array([self.table[float(r[0])] for r in x])
+
+
+def test_probabilities_are_the_product_of_the_stage_probabilities_by_hand():
+    # classes 0..3; groups {2} and {0, 1, 3}; first stage: P(group 0 = {2}), P(group 1)
+    first = _Table({1.0: [0.2, 0.8], 2.0: [0.9, 0.1]}, [0, 1])
+    within = _Table({1.0: [0.5, 0.25, 0.25], 2.0: [0.1, 0.3, 0.6]}, [0, 1, 2])
+    staged = StagedClassifier([(2,), (0, 1, 3)], first, [None, within])
+    p = staged.predict_proba(np.array([[1.0], [2.0]]))
+    # row 1: P(2) = 0.2, P(0) = 0.8 * 0.5, P(1) = P(3) = 0.8 * 0.25; row 2: P(2) = 0.9, P(0) = 0.1 * 0.1, ...
+    np.testing.assert_allclose(p, [[0.4, 0.2, 0.2, 0.2], [0.01, 0.03, 0.9, 0.06]], rtol=0, atol=1e-15)
+    np.testing.assert_allclose(p.sum(axis=1), 1.0)
+
+
+def test_fit_gives_each_stage_its_own_rows_and_labels():
+    first = _Table({}, [0, 1])
+    within = _Table({}, [0, 1, 2])
+    x = np.arange(8, dtype=float)[:, None]
+    y = np.array([0, 1, 2, 3, 2, 1, 0, 3])
+    StagedClassifier([(2,), (0, 1, 3)], first, [None, within]).fit(x, y)
+    np.testing.assert_array_equal(first.fitted_on[1], [1, 1, 0, 1, 0, 1, 1, 1])
+    np.testing.assert_array_equal(within.fitted_on[0][:, 0], [0, 1, 3, 5, 6, 7])  # the rows of classes 0, 1, 3
+    np.testing.assert_array_equal(within.fitted_on[1], [0, 1, 2, 1, 0, 2])  # positions in (0, 1, 3)
+    np.testing.assert_array_equal(group_labels([(2,), (0, 1, 3)], y), first.fitted_on[1])
+
+
+@pytest.mark.parametrize("groups, within", [([(0,), (0, 1)], [None, object()]), ([(0,), (1,)], [None, object()]),
+                                            ([(0, 1), (2,)], [None, None])])
+def test_bad_groups_are_refused(groups, within):
+    with pytest.raises(ValueError):
+        StagedClassifier(groups, object(), within)
+
+
+def _data(n: int, seed: int):
+    """Five classes; RV and NOR differ by `rv`, the three others by `lv`, NOR/RV from the rest by `wall`."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 5
+    lv = np.array([3.0, 0.0, 1.5, 1.5, 1.5])[y] + rng.normal(0, 0.4, n)
+    rv = np.array([0.0, 0.0, 0.0, 0.0, 2.0])[y] + rng.normal(0, 0.4, n)
+    wall = np.array([2.0, 2.0, 2.0, 0.0, 0.0])[y] + rng.normal(0, 0.4, n)
+    values = [{"lv": float(a) + 10, "rv": float(b) + 10, "wall": float(c) + 10} for a, b, c in zip(lv, rv, wall)]
+    return values, y
+
+
+def test_fit_anatomy_in_stages_equals_the_stages_fitted_separately():
+    values, y = _data(75, 0)
+    cfg = AnatomyConfig(families=("logistic",), cs=(0.1, 1.0), groups=GROUPS)
+    model = fit_anatomy(values, y.tolist(), n_classes=5, config=cfg, cv_folds=3, seed=4, class_names=NAMES)
+    assert model.chosen.family == "staged"
+    assert model.chosen.groups == ((3,), (4,), (0, 1, 2))
+    assert model.chosen.describe().startswith("staged(NOR | RV | DCM + HCM + MINF: groups by logistic(C=")
+    # each stage is the flat search on its own patients and labels
+    x = model.matrix(values)
+    first = fit_anatomy(values, group_labels(model.chosen.groups, y).tolist(), n_classes=3,
+                        config=AnatomyConfig(families=("logistic",), cs=(0.1, 1.0)), cv_folds=3, seed=4)
+    lv_rows = np.isin(y, (0, 1, 2))
+    within = fit_anatomy([v for v, r in zip(values, lv_rows) if r], y[lv_rows].tolist(), n_classes=3,
+                         config=AnatomyConfig(families=("logistic",), cs=(0.1, 1.0)), cv_folds=3, seed=4,
+                         train_ids=[str(i) for i in np.flatnonzero(lv_rows)])
+    assert model.chosen.members == (first.chosen, within.chosen)
+    test, _ = _data(40, 1)
+    p, pg, pw = model.predict_proba(test), first.predict_proba(test), within.predict_proba(test)
+    np.testing.assert_allclose(p[:, 3], pg[:, 0], atol=1e-12)
+    np.testing.assert_allclose(p[:, 4], pg[:, 1], atol=1e-12)
+    np.testing.assert_allclose(p[:, :3], pg[:, [2]] * pw, atol=1e-12)
+    np.testing.assert_allclose(p.sum(axis=1), 1.0)
+    # out-of-fold rows: P(group) from the first stage's CV; P(class | group) from the LV stage's CV for its
+    # patients, from its model on all LV patients for the others (who were never in its fit)
+    oof = model.out_of_fold([str(i) for i in range(75)])
+    np.testing.assert_allclose(oof[:, 3], first.oof[:, 0], atol=1e-12)
+    np.testing.assert_allclose(oof[lv_rows][:, :3], first.oof[lv_rows][:, [2]] * within.oof, atol=1e-12)
+    np.testing.assert_allclose(oof[~lv_rows][:, :3], first.oof[~lv_rows][:, [2]] * pw_of(within, values, ~lv_rows),
+                               atol=1e-12)
+    assert {e["stage"] for e in model.search} == {"groups", "DCM + HCM + MINF"}
+    # the same candidate refitted on other folds (a hybrid's): a staged model again
+    folds = [np.arange(0, 75, 3), np.arange(1, 75, 3), np.arange(2, 75, 3)]
+    refit = refit_out_of_fold(model, values, y.tolist(), folds, seed=4)
+    np.testing.assert_allclose(refit.sum(axis=1), 1.0)
+    tr = np.setdiff1d(np.arange(75), folds[0])
+    direct = _estimator(model.chosen, 4).fit(x[tr], y[tr]).predict_proba(x[folds[0]])
+    np.testing.assert_allclose(refit[folds[0]], direct, atol=1e-12)
+
+
+def pw_of(model, values, rows):
+    return model.predict_proba([v for v, r in zip(values, rows) if r])
+
+
+def test_groups_apply_only_where_they_cover_the_cohort():
+    assert stage_groups(GROUPS, NAMES, 5) == ((3,), (4,), (0, 1, 2))
+    assert stage_groups(GROUPS, ("DCM", "HCM", "NOR"), 3) == ((2,), (0, 1))  # the phantom's classes
+    assert stage_groups(GROUPS, ("ICM", "NICM"), 2) == ()  # other labels: one model
+    assert stage_groups(GROUPS, ("DCM", "HCM"), 2) == ()  # one group left: one model
+    assert stage_groups((), NAMES, 5) == () and stage_groups(GROUPS, None, 5) == ()
+    values, y = _data(30, 0)
+    flat = fit_anatomy(values, (y % 2).tolist(), n_classes=2, config=AnatomyConfig(families=("logistic",), cs=(1.0,),
+                       groups=GROUPS), cv_folds=3, seed=0, class_names=("ICM", "NICM"))
+    assert flat.chosen == Candidate("logistic", {"C": 1.0})
+
+
+@pytest.mark.parametrize("groups", [(("NOR",), ()), (("NOR", "RV"), ("RV",))])
+def test_bad_group_config_is_refused(groups):
+    with pytest.raises(ConfigError, match="anatomy.groups"):
+        AnatomyConfig(groups=groups)
+
+
+def test_groups_and_sparse_family_from_a_config_mapping():
+    from cmrprior.experiments.config import StudyConfig
+
+    cfg = StudyConfig.from_dict({"anatomy": {"groups": [["NOR"], ["RV"], ["DCM", "HCM", "MINF"]],
+                                             "families": ["logistic", "sparse_logistic"], "sparse_cs": [0.5]}})
+    assert cfg.anatomy.groups == GROUPS and cfg.anatomy.sparse_cs == (0.5,)
+    assert StudyConfig.from_dict({}).anatomy.groups == ()  # default: one model over all classes
