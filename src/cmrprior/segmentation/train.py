@@ -165,6 +165,18 @@ def _train_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.
     return float(loss.detach())
 
 
+def _epoch_record(state: dict, n: int, steps_per_epoch: int, lr: float) -> dict:
+    """The log.jsonl record of the epoch just trained on `n` slices (validation Dice added by `_score_epoch`)."""
+    return {"epoch": state["epoch"], "step": state["global_step"], "train_loss": state["epoch_loss_sum"] / steps_per_epoch,
+            "train_seconds": state["epoch_seconds"], "slices_per_s": n / max(state["epoch_seconds"], 1e-9), "lr": lr,
+            "peak_rss_mb": _peak_rss_mb()}
+
+
+def _log_line(record: dict) -> str:
+    return ", ".join(f"{k.replace('_', ' ')} {v:.4g}" if isinstance(v, float) else f"{k.replace('_', ' ')} {v}"
+                     for k, v in record.items())
+
+
 def _score_epoch(model: nn.Module, val_set: PreparedCohort | None, record: dict, bf16: bool) -> float:
     """The epoch's model-selection score: mean validation Dice (added to `record`), or minus the training
     loss without validation patients."""
@@ -238,10 +250,7 @@ def train_segmenter(prepared: PreparedCohort, config: SegTrainConfig, out_dir: s
                 if state["global_step"] % config.checkpoint_every == 0:
                     save_checkpoint()
             state["epoch_seconds"] += time.perf_counter() - t0
-            record = {"epoch": epoch, "step": state["global_step"],
-                      "train_loss": state["epoch_loss_sum"] / steps_per_epoch, "train_seconds": state["epoch_seconds"],
-                      "slices_per_s": n / max(state["epoch_seconds"], 1e-9),
-                      "lr": learning_rate(state["global_step"], total_steps, config), "peak_rss_mb": _peak_rss_mb()}
+            record = _epoch_record(state, n, steps_per_epoch, learning_rate(state["global_step"], total_steps, config))
             score = _score_epoch(model, val_set, record, config.bf16)
             if run.improved(score, may_stop=epoch + 1 >= config.min_epochs):
                 state["best_epoch"] = epoch
@@ -249,9 +258,7 @@ def train_segmenter(prepared: PreparedCohort, config: SegTrainConfig, out_dir: s
                                {**meta, "epoch": epoch, "val_dice": record.get("val_dice")})
             record["best_epoch"] = state["best_epoch"]
             run.record(record)
-            log.info("segmenter epoch %d: %s", epoch, ", ".join(
-                f"{k.replace('_', ' ')} {v:.4g}" if isinstance(v, float) else f"{k.replace('_', ' ')} {v}"
-                for k, v in record.items()))
+            log.info("segmenter epoch %d: %s", epoch, _log_line(record))
             state.update(epoch=epoch + 1, step_in_epoch=0, epoch_loss_sum=0.0, epoch_seconds=0.0)
             save_checkpoint()
 
