@@ -10,3 +10,33 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+class Killed(Exception):
+    """A training run killed by a test (see `kill_before_checkpoint`)."""
+
+
+@pytest.fixture
+def kill_before_checkpoint(monkeypatch):
+    """`arm(checkpoint, metrics, records)`: the next atomic write of the file `checkpoint` made once the JSONL file
+    `metrics` holds `records` lines raises Killed, as a run killed between its epoch record and its checkpoint
+    would stop. Only that one write fails; the next call of the training function resumes."""
+    from pathlib import Path
+
+    from cmrprior.utils import atomic
+
+    real = atomic.save_torch
+
+    def arm(checkpoint, metrics, records: int) -> None:
+        armed = [True]
+
+        def save_torch(target, obj):
+            if (armed[0] and Path(target) == Path(checkpoint) and Path(metrics).exists()
+                    and len(Path(metrics).read_text().splitlines()) >= records):
+                armed[0] = False
+                raise Killed(f"killed before writing {target}")
+            return real(target, obj)
+
+        monkeypatch.setattr(atomic, "save_torch", save_torch)
+
+    return arm

@@ -111,12 +111,12 @@ def test_counts_below_one_are_usage_errors(argv, capsys):
 
 def test_report_and_saliency_on_a_read_only_run_folder(tmp_path, monkeypatch, capsys):
     """A finished run folder on a read-only mount: one line naming the file, exit 2, for both readers."""
-    from cmrprior.runs import LAYOUT_VERSION, RunFolder, RunInfo
+    from cmrprior.runs import LAYOUT_VERSION, MasksOrigin, RunFolder, RunInfo
     from cmrprior.vocab import ImageSpec
 
     run = RunFolder(tmp_path / "run")
     run.root.mkdir()
-    run.write_info(RunInfo(LAYOUT_VERSION, ("NOR", "DCM"), "segmenter", "", (ImageSpec("full", "full", 0.0),), 32, 1.5))
+    run.write_info(RunInfo(LAYOUT_VERSION, ("NOR", "DCM"), MasksOrigin("segmenter"), (ImageSpec("full", "full", 0.0),), 32, 1.5))
     run.tables.mkdir()
     monkeypatch.setattr(cmrprior.cli, "COMMAND_MODULES", ["cmrprior.report.commands", "cmrprior.saliency.commands"])
     _read_only_fs(monkeypatch)

@@ -10,7 +10,7 @@ from cmrprior.classify.model import load_classifier
 from cmrprior.classify.train import predict_proba
 from cmrprior.evaluate.metrics import patient_probabilities
 from cmrprior.experiments.cell import CellJob, run_cell
-from cmrprior.runs import CellKey, RunFolder
+from cmrprior.runs import CellKey, MasksOrigin, RunFolder
 
 
 @pytest.mark.parametrize("modes,expected", [({}, "finetune"), ({"none": "linear"}, "linear")])
@@ -18,7 +18,7 @@ def test_none_cell_trains_in_its_mode(tmp_path, modes, expected):
     data = toy_set(n_patients=15, slices=2, size=16)
     ids = data.patient_ids
     job = CellJob(key=CellKey("0", "tiny", "none", "full"), split_seed=4, train_ids=ids[:12], test_ids=ids[12:],
-                  pretrained=(), classes=("a", "b", "c"), masks_source="ground_truth", masks_note="", image_mode="full",
+                  pretrained=(), classes=("a", "b", "c"), masks=MasksOrigin("ground_truth"), image_mode="full",
                   cv_folds=2)
     c = ClassifierConfig(backbones=("tiny",), modes=modes, input_size=16, lrs=(1e-3, 3e-2), max_epochs=4,
                          finetune_lrs=(1e-3, 3e-2), finetune_max_epochs=4, batch_size=8, patience=2)
@@ -65,7 +65,7 @@ def test_linear_cell_standardises_inside_each_inner_fold(tmp_path, monkeypatch):
     data = toy_set(n_patients=15, slices=2, size=16)
     ids = data.patient_ids
     job = CellJob(key=CellKey("0", "tiny", "none", "full"), split_seed=4, train_ids=ids[:12], test_ids=ids[12:],
-                  pretrained=(), classes=("a", "b", "c"), masks_source="ground_truth", masks_note="", image_mode="full",
+                  pretrained=(), classes=("a", "b", "c"), masks=MasksOrigin("ground_truth"), image_mode="full",
                   cv_folds=2)
     c = ClassifierConfig(backbones=("tiny",), modes={"none": "linear"}, input_size=16, lrs=(1e-3,), max_epochs=2,
                          batch_size=8)

@@ -12,7 +12,7 @@ from cmrprior.classify.pooling import patient_descriptors
 from cmrprior.classify.train import extract_features
 from cmrprior.errors import ConfigError, InputError
 from cmrprior.experiments.cell import CellJob, run_cell
-from cmrprior.runs import CellKey, RunFolder
+from cmrprior.runs import CellKey, MasksOrigin, RunFolder
 from cmrprior.saliency.run import _scorable_cells
 
 
@@ -65,7 +65,7 @@ def test_a_pooled_linear_cell_scores_each_patient_once(tmp_path):
     data = toy_set(n_patients=15, slices=3, size=16)
     ids = data.patient_ids
     job = CellJob(key=CellKey("0", "tiny", "none", "full"), split_seed=4, train_ids=ids[:12], test_ids=ids[12:],
-                  pretrained=(), classes=("a", "b", "c"), masks_source="ground_truth", masks_note="", image_mode="full",
+                  pretrained=(), classes=("a", "b", "c"), masks=MasksOrigin("ground_truth"), image_mode="full",
                   cv_folds=2)
     c = ClassifierConfig(backbones=("tiny",), modes={"none": "linear"}, input_size=16, lrs=(1e-3, 3e-2), max_epochs=4,
                          batch_size=8, pooling="patient")
@@ -120,7 +120,7 @@ def test_a_motion_cell_with_parts_records_them_and_its_saved_model_reproduces_th
     data = dataclasses.replace(data, positions=np.tile(np.array([0.0, 0.5, 1.0], np.float32), 15))
     ids = data.patient_ids
     job = CellJob(key=CellKey("0", "tiny", "none", "full"), split_seed=4, train_ids=ids[:12], test_ids=ids[12:],
-                  pretrained=(), classes=("a", "b", "c"), masks_source="ground_truth", masks_note="", image_mode="full",
+                  pretrained=(), classes=("a", "b", "c"), masks=MasksOrigin("ground_truth"), image_mode="full",
                   cv_folds=2)
     c = ClassifierConfig(backbones=("tiny",), modes={"none": "linear"}, input_size=16, lrs=(3e-2,), max_epochs=3,
                          batch_size=8, pooling="patient", motion=True, position_bins=2)

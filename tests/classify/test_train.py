@@ -1,6 +1,7 @@
 """Training: the cached-feature linear path equals the end-to-end frozen path; finetune; early stopping."""
 
 import copy
+import json
 
 import numpy as np
 import pytest
@@ -140,3 +141,55 @@ def test_finetune_never_trains_batch_norm_on_one_image():
     model.ed_encoder.trunk.register_forward_hook(lambda m, i, o: seen.append(i[0].shape[0]) if m.training else None)
     fit_end_to_end(model, data, mode="finetune", lr=1e-3, encoder_lr=1e-3, epochs=1, batch_size=4, seed=0)
     assert seen == [5]
+
+
+def _finetune(out_dir=None, epochs=6, seed=0):
+    data, val = toy_set(n_patients=6), toy_set(n_patients=6, seed=5, signal=-1.0)
+    m = build_model("tiny", "none", 3, seed=0)
+    res = fit_end_to_end(m, data, mode="finetune", lr=3e-2, encoder_lr=1e-2, epochs=epochs, batch_size=5, seed=seed,
+                         val=val, patience=2, out_dir=out_dir)
+    return m, res
+
+
+def _same_fit(a, b) -> None:
+    (ma, ra), (mb, rb) = a, b
+    sa, sb = ma.state_dict(), mb.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert (ra.history, ra.best_epoch, ra.stopped_early) == (rb.history, rb.best_epoch, rb.stopped_early)
+    assert all(np.array_equal(x, y) for x, y in zip(ra.val_patient_probs, rb.val_patient_probs, strict=True))
+
+
+def test_a_killed_finetune_resumes_to_the_uninterrupted_fit(tmp_path, kill_before_checkpoint):
+    """Reference: the same fit in memory, uninterrupted (early stopping and the best epoch's weights included).
+    The kill comes after epoch 2's record and before its checkpoint."""
+    whole = _finetune()
+    kill_before_checkpoint(tmp_path / "last.pt", tmp_path / "metrics.jsonl", 2)
+    with pytest.raises(Exception, match="killed before writing"):
+        _finetune(tmp_path)
+    resumed = _finetune(tmp_path)
+    _same_fit(whole, resumed)
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert lines == whole[1].history
+
+
+def test_a_linear_fit_stopped_after_k_epochs_continues_to_the_uninterrupted_fit(tmp_path):
+    data = toy_set()
+    feats = extract_features(build_model("tiny", "none", 3, seed=0), data)
+
+    def fit(epochs, out_dir=None):
+        torch.manual_seed(1)
+        head = torch.nn.Linear(feats.shape[1], 3)
+        return head, fit_head(head, feats, data.labels, lr=1e-2, epochs=epochs, batch_size=8, seed=3, out_dir=out_dir)
+
+    (ha, ra) = fit(5)
+    fit(2, tmp_path)
+    (hb, rb) = fit(5, tmp_path)
+    assert torch.equal(ha.weight, hb.weight) and torch.equal(ha.bias, hb.bias) and ra.history == rb.history
+    with pytest.raises(ConfigError, match="last.pt.*different classifier configuration.*lr"):
+        fit_head(torch.nn.Linear(feats.shape[1], 3), feats, data.labels, lr=0.5, epochs=5, out_dir=tmp_path)
+
+
+def test_the_same_seed_gives_the_same_fit_and_another_seed_another():
+    _same_fit(_finetune(epochs=2), _finetune(epochs=2))
+    a, b = _finetune(epochs=2)[0].state_dict(), _finetune(epochs=2, seed=1)[0].state_dict()
+    assert not all(torch.equal(a[k], b[k]) for k in a)

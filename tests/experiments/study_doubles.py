@@ -10,6 +10,7 @@ import torch
 
 from cmrprior.data.prepared import PreparedCohort, PreparedPatient
 from cmrprior.experiments.config import StudyConfig
+from cmrprior.runs import MasksOrigin
 
 
 def tiny_cohort(n_patients: int = 18, slices: int = 2, size: int = 32, classes=("A", "B", "C"), seed: int = 0,
@@ -125,7 +126,7 @@ def install_cohort(monkeypatch, cohorts: dict) -> None:
         prepared = cohorts[str(data)]
         if measures_to is not None and config.anatomy.enabled:
             write_prepared_measures(prepared, measures_to)
-        return prepared, cd.MasksOrigin("", None)
+        return prepared, cd.PreparedOrigin(MasksOrigin(config.masks.source))
 
     def shared_images(study, test):  # the real one reads image files; these cohorts have only arrays
         def prints(cohort):

@@ -107,7 +107,7 @@ def test_oracle_measures_are_those_of_the_expert_masks(tmp_path):
     cfg = tiny_config(prepare={"size": 48, "pixel_spacing_mm": 3.0}, anatomy={"perturb": [1]})
     to = (tmp_path / "m.csv", tmp_path / "p.csv")
     prepared, origin = prepare_data(data, cfg, cache_dir=tmp_path / "c", measures_to=to)
-    assert origin.note.startswith("oracle masks")
+    assert origin.masks.note.startswith("oracle masks")
     written = {r.patient_id: r.values for r in read_measures_csv(to[0])}
     reference = measure_cohort(load_patient(r) for r in open_cohort(data).patients)
     assert set(written) == set(prepared.patient_ids) == {r["patient_id"] for r in reference}

@@ -67,7 +67,7 @@ def test_in_sample_masks_are_refused_by_default(setup, tmp_path):
 def test_in_sample_masks_when_allowed_are_named(setup, tmp_path):
     cfg = _config(setup["no_folds"], require_out_of_sample=False)
     _, origin = prepare_data(setup["cohort"], cfg, cache_dir=tmp_path / "c", qc_dir=tmp_path / "qc")
-    assert origin.out_of_sample is False and origin.note.startswith("IN-SAMPLE masks for 6 of 6 patients")
+    assert origin.masks.out_of_sample is False and origin.masks.note.startswith("IN-SAMPLE masks for 6 of 6 patients")
     rows = _rows(tmp_path / "qc" / "segmenters.csv")
     assert {r["model"] for r in rows} == {"full"} and {r["out_of_sample"] for r in rows} == {"False"}
 
@@ -75,7 +75,7 @@ def test_in_sample_masks_when_allowed_are_named(setup, tmp_path):
 def test_every_patient_gets_the_fold_model_that_left_it_out(setup, tmp_path):
     _, origin = prepare_data(setup["cohort"], _config(setup["with_folds"]), cache_dir=tmp_path / "c",
                              qc_dir=tmp_path / "qc")
-    assert origin.out_of_sample is True and origin.note == "masks: out-of-sample segmenter for every patient"
+    assert origin.masks.out_of_sample is True and origin.masks.note == "masks: out-of-sample segmenter for every patient"
     by_id = {r["patient_id"]: r for r in _rows(tmp_path / "qc" / "segmenters.csv")}
     ids = setup["ids"]
     assert {by_id[p]["model"] for p in ids[:3]} == {"fold_1"} and {by_id[p]["model"] for p in ids[3:]} == {"fold_0"}

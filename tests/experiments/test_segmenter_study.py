@@ -16,6 +16,7 @@ from cmrprior.data.phantom.config import PhantomConfig
 from cmrprior.errors import DataError
 from cmrprior.experiments.cohort_data import prepare_data
 from cmrprior.experiments.study import run_study, table_setup
+from cmrprior.runs import MasksOrigin
 from cmrprior.segmentation.network import UNetArgs, build_unet, save_segmenter
 from cmrprior.segmentation.predict import file_sha256
 
@@ -68,7 +69,7 @@ def test_preparation_ignores_gt_files_and_never_reads_them(cohorts, tmp_path, mo
     assert (with_gt.ed_mask > 0).any() and (with_gt.es_mask > 0).any()  # the segmenter's masks
     sha = file_sha256(cohorts["model"])
     assert set(blind.masks_models.values()) == {(str(Path(cohorts["model"]).resolve()), sha)}
-    assert origin.out_of_sample is None and "not known" in origin.note  # a given model: its training data unknown
+    assert origin.masks.out_of_sample is None and "not known" in origin.masks.note  # a given model: its training data unknown
 
 
 def test_segmenter_failure_is_an_error_not_a_fallback(cohorts, tmp_path):
@@ -123,9 +124,9 @@ def test_unlabelled_test_cohort_is_refused_before_any_work(cohorts, tmp_path):
 
 def test_tables_name_oracle_masks_and_the_full_image_fov():
     cfg = tiny_config(prepare={"full_fov_mm": 250.0})
-    notes = " ".join(table_setup(cfg, ("A", "B"), "ground_truth", "").run_notes)
+    notes = " ".join(table_setup(cfg, ("A", "B"), MasksOrigin("ground_truth")).run_notes)
     assert "oracle masks" in notes and "250 mm field of view" in notes
-    notes = " ".join(table_setup(tiny_config(), ("A", "B"), "segmenter", "").run_notes)
+    notes = " ".join(table_setup(tiny_config(), ("A", "B"), MasksOrigin("segmenter")).run_notes)
     assert "oracle" not in notes and "whole acquired field of view" in notes
 
 

@@ -17,7 +17,7 @@ from report_helpers import shared_report, shared_run_with_saliency
 from cmrprior.errors import DataError
 from cmrprior.report import build_report
 from cmrprior.report.build import software_versions
-from cmrprior.runs import LAYOUT_VERSION, RunFolder, RunInfo
+from cmrprior.runs import LAYOUT_VERSION, MasksOrigin, RunFolder, RunInfo
 from cmrprior.vocab import ImageSpec
 
 SECTIONS = ["cohort", "segmentation", "tables", "comparisons", "metrics", "roc", "confusion", "figure1",
@@ -43,7 +43,7 @@ def _empty_run(root) -> RunFolder:
     """A run folder with only its run.json (a study that stopped right after starting)."""
     run = RunFolder(root)
     run.root.mkdir(parents=True, exist_ok=True)
-    run.write_info(RunInfo(LAYOUT_VERSION, ("NOR", "DCM"), "segmenter", "", (ImageSpec("full", "full", 0.0),
+    run.write_info(RunInfo(LAYOUT_VERSION, ("NOR", "DCM"), MasksOrigin("segmenter"), (ImageSpec("full", "full", 0.0),
                            ImageSpec("segmented", "mask+crop", 4.5)), 64, 1.25))
     return run
 

@@ -7,7 +7,7 @@ import json
 import re
 
 from cmrprior.report import build_report
-from cmrprior.runs import LAYOUT_VERSION, RunFolder, RunInfo
+from cmrprior.runs import LAYOUT_VERSION, MasksOrigin, RunFolder, RunInfo
 from cmrprior.vocab import ImageSpec
 
 from report_helpers import shared_report
@@ -16,7 +16,7 @@ from report_helpers import shared_report
 def _run(root, *, saliency: bool) -> RunFolder:
     run = RunFolder(root)
     run.root.mkdir(parents=True, exist_ok=True)
-    run.write_info(RunInfo(LAYOUT_VERSION, ("NOR", "DCM", "HCM"), "segmenter", "",
+    run.write_info(RunInfo(LAYOUT_VERSION, ("NOR", "DCM", "HCM"), MasksOrigin("segmenter"),
                            (ImageSpec("full", "full", 0.0), ImageSpec("segmented", "mask", 5.0)), 64, 2.0))
     run.tables.mkdir()
 

@@ -7,14 +7,14 @@ import re
 
 from cmrprior.report import build_report
 from cmrprior.report.summary import comparison_in_words, label_keys
-from cmrprior.runs import LAYOUT_VERSION, RunFolder, RunInfo
+from cmrprior.runs import LAYOUT_VERSION, MasksOrigin, RunFolder, RunInfo
 from cmrprior.vocab import ImageSpec
 
 
 def _run(root, source="segmenter") -> RunFolder:
     run = RunFolder(root)
     run.root.mkdir(parents=True, exist_ok=True)
-    run.write_info(RunInfo(LAYOUT_VERSION, ("NOR", "DCM"), source, "", (ImageSpec("full", "full", 0.0),
+    run.write_info(RunInfo(LAYOUT_VERSION, ("NOR", "DCM"), MasksOrigin(source), (ImageSpec("full", "full", 0.0),
                            ImageSpec("segmented", "mask", 5.0)), 64, 1.5))
     run.tables.mkdir()
     metrics = [
@@ -79,7 +79,7 @@ def test_summary_oracle_and_recorded_out_of_sample(tmp_path):
 def test_summary_when_nothing_was_scored(tmp_path):
     run = RunFolder(tmp_path)
     run.root.mkdir(exist_ok=True)
-    run.write_info(RunInfo(LAYOUT_VERSION, ("A", "B"), "segmenter", "", (ImageSpec("full", "full", 0.0),), 32, 1.0))
+    run.write_info(RunInfo(LAYOUT_VERSION, ("A", "B"), MasksOrigin("segmenter"), (ImageSpec("full", "full", 0.0),), 32, 1.0))
     s = _summary(build_report(run.root).read_text())
     assert "Best configuration: not available" in s
 
@@ -142,9 +142,9 @@ def test_long_qc_csv_is_shown_short(tmp_path):
 
 def test_summary_states_the_test_cohorts_masks_apart(tmp_path):
     run = _run(tmp_path)
-    run.write_info(RunInfo(LAYOUT_VERSION, ("NOR", "DCM"), "segmenter", "fold models", (ImageSpec("full", "full", 0.0),),
-                           64, 1.5, masks_out_of_sample=None, test_masks_note="full segmenter",
-                           test_masks_out_of_sample=True))
+    run.write_info(RunInfo(LAYOUT_VERSION, ("NOR", "DCM"), MasksOrigin("segmenter", "fold models"),
+                           (ImageSpec("full", "full", 0.0),), 64, 1.5,
+                           test_masks=MasksOrigin("segmenter", "full segmenter", True)))
     s = _summary(build_report(run.root).read_text())
     assert "(fold models); out-of-sample: not recorded." in s
     assert ("Test cohort's masks: full segmenter; out-of-sample: yes: every patient&#x27;s masks come from a model that "

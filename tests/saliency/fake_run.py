@@ -40,7 +40,7 @@ def build_fake_run(run: Path, *, n_patients: int = 12, n_slices: int = 2, size: 
     """The fake run at `run` (a folder path), written through `cmrprior.runs.RunFolder` as the study does."""
     from cmrprior.data.prepared import PreparedCohort, PreparedPatient
     from cmrprior.experiments.config import StudyConfig
-    from cmrprior.runs import LAYOUT_VERSION, RunFolder, RunInfo, SplitSpec
+    from cmrprior.runs import LAYOUT_VERSION, MasksOrigin, RunFolder, RunInfo, SplitSpec
     from cmrprior.segmentation.qc import write_mask_flags
     from cmrprior.utils import atomic
     from cmrprior.vocab import ImageSpec
@@ -69,8 +69,8 @@ def build_fake_run(run: Path, *, n_patients: int = 12, n_slices: int = 2, size: 
     })
     atomic.write_text(folder.config_yaml, config.to_yaml())
     specs = tuple(ImageSpec.of(i, segmented_mode="mask", margin_mm=3.0) for i in images)
-    folder.write_info(RunInfo(layout_version=LAYOUT_VERSION, classes=CLASSES, masks_source="ground_truth",
-                              masks_note="", image_specs=specs, input_size=size, pixel_spacing_mm=1.5))
+    folder.write_info(RunInfo(layout_version=LAYOUT_VERSION, classes=CLASSES, masks=MasksOrigin("ground_truth"),
+                              image_specs=specs, input_size=size, pixel_spacing_mm=1.5))
     ids = [p.patient_id for p in patients]
     splits = []
     for i in range(n_splits):
@@ -94,10 +94,10 @@ def _write_cells(folder, prepared, splits, specs, inits, size: int) -> list:
     from cmrprior.classify.model import DiagnosisModel, save_classifier
     from cmrprior.evaluate.metrics import classification_metrics, patient_probabilities
     from cmrprior.models.registry import create_backbone
-    from cmrprior.runs import CellKey, CellResult, EpochRecord, TestMetrics, TestOutputs
+    from cmrprior.runs import CellKey, CellResult, EpochRecord, MasksOrigin, TestMetrics, TestOutputs
 
     sets = {s.images: build_slice_set(prepared, s, size) for s in specs}
-    common = dict(classes=CLASSES, masks_source="ground_truth", masks_note="", input_size=size,
+    common = dict(classes=CLASSES, masks=MasksOrigin("ground_truth"), input_size=size,
                   mode="linear")
     results = []
     for sp in splits:

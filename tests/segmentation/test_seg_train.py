@@ -136,3 +136,57 @@ def test_bad_initial_weights_are_refused(tmp_path):
     save_segmenter(build_unet(TINY), TINY, same)  # other random weights in the same file
     with pytest.raises(DataError, match="same.safetensors.*changed"):
         train_segmenter(cohort, cfg, tmp_path / "b")
+
+
+_TIMING = {"train_seconds", "slices_per_s", "peak_rss_mb"}
+
+
+def _records(folder):
+    """log.jsonl without the fields that measure time or memory."""
+    lines = (folder / "log.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(x).items() if k not in _TIMING} for x in lines]
+
+
+def test_a_run_killed_between_its_epoch_record_and_its_checkpoint_writes_no_record_twice(tmp_path,
+                                                                                          kill_before_checkpoint):
+    """Reference: an uninterrupted run. The kill comes after epoch 0's line is in log.jsonl and before the
+    checkpoint that says epoch 0 is done: the resumed run trains the rest of epoch 0 again and must write its
+    line once (the old loop appended it a second time)."""
+    cohort = make_cohort()
+    ref = train_segmenter(cohort, CFG, tmp_path / "ref")
+    kill_before_checkpoint(tmp_path / "cut" / "checkpoint.pt", tmp_path / "cut" / "log.jsonl", 1)
+    with pytest.raises(Exception, match="killed before writing"):
+        train_segmenter(cohort, CFG, tmp_path / "cut")
+    assert len(_records(tmp_path / "cut")) == 1
+    out = train_segmenter(cohort, CFG, tmp_path / "cut")
+    assert _records(tmp_path / "cut") == _records(tmp_path / "ref") and [r["epoch"] for r in _records(tmp_path / "ref")] == [0, 1]
+    a, b = load_file(str(ref)), load_file(str(out))
+    assert all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)
+
+
+def test_a_checkpoint_without_records_takes_its_finished_epochs_from_log_jsonl(tmp_path):
+    """Checkpoints written before the loop state held the epoch records (and torch's RNG) still resume: the
+    finished epochs' lines come from log.jsonl, the lines after the checkpoint are dropped."""
+    import torch
+
+    cohort = make_cohort()
+    train_segmenter(cohort, CFG, tmp_path / "ref")
+    train_segmenter(cohort, dataclasses.replace(CFG, max_steps=7), tmp_path / "old")  # epoch 1, step 2
+    path = tmp_path / "old" / "checkpoint.pt"
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["state"].pop("history")
+    ckpt.pop("rng")
+    torch.save(ckpt, path)
+    with open(tmp_path / "old" / "log.jsonl", "a") as fh:  # a line the killed run wrote after its checkpoint
+        fh.write(json.dumps({"epoch": 1, "train_loss": 9.0}) + "\n")
+    train_segmenter(cohort, CFG, tmp_path / "old")
+    assert _records(tmp_path / "old") == _records(tmp_path / "ref")
+
+
+def test_the_same_seed_gives_the_same_weights_and_another_seed_other_weights(tmp_path):
+    cohort = make_cohort()
+    cfg = dataclasses.replace(CFG, max_epochs=1, val_fraction=0.0)
+    a, b = (load_file(str(train_segmenter(cohort, cfg, tmp_path / n))) for n in ("a", "b"))
+    c = load_file(str(train_segmenter(cohort, dataclasses.replace(cfg, seed=1), tmp_path / "c")))
+    assert all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)
+    assert any(not np.array_equal(a[k].numpy(), c[k].numpy()) for k in a)

@@ -159,3 +159,29 @@ def test_resume_refuses_other_images_and_keeps_the_run(tmp_path):
         pretrain(a, CFG, tmp_path / "r", val_images=b[:4])
     assert (tmp_path / "r" / "last.pt").read_bytes() == before
     assert [h["epoch"] for h in pretrain(a, CFG, tmp_path / "r").history] == [1, 2]  # the same images resume
+
+
+def test_a_run_killed_between_its_epoch_record_and_its_checkpoint_resumes_to_the_uninterrupted_run(
+        tmp_path, kill_before_checkpoint):
+    """Reference: an uninterrupted run; metrics.jsonl holds each epoch once, the weights are the same."""
+    train, val = _blobs(24), _blobs(10, seed=1)
+    full = pretrain(train, CFG, tmp_path / "full", val_images=val)
+    kill_before_checkpoint(tmp_path / "cut" / "last.pt", tmp_path / "cut" / "metrics.jsonl", 1)
+    with pytest.raises(Exception, match="killed before writing"):
+        pretrain(train, CFG, tmp_path / "cut", val_images=val)
+    resumed = pretrain(train, CFG, tmp_path / "cut", val_images=val)
+    lines = [json.loads(x) for x in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in lines] == [1, 2]
+    assert [r["val_loss"] for r in lines] == [h["val_loss"] for h in full.history]
+    a = torch.load(tmp_path / "full" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)
+    assert _states_equal(a["model"], b["model"]) and resumed.best_val_loss == full.best_val_loss
+
+
+def test_the_same_seed_gives_the_same_weights_and_another_seed_other_weights(tmp_path):
+    train = _blobs(16)
+    cfg = dataclasses.replace(CFG, epochs=1)
+    for name, seed in (("a", 3), ("b", 3), ("c", 4)):
+        pretrain(train, dataclasses.replace(cfg, seed=seed), tmp_path / name)
+    a, b, c = (torch.load(tmp_path / n / "last.pt", weights_only=True)["model"] for n in "abc")
+    assert _states_equal(a, b) and not _states_equal(a, c)

@@ -1,6 +1,8 @@
 """Seg-teacher pre-training: augmentation against references, learning on a task with a known answer, the
 checkpoint that downstream code reads, and resuming."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -118,3 +120,33 @@ def test_the_pretext_holds_each_encoder_weight_once():
     keys = list(model.state_dict())
     assert all(k.startswith(("encoder.", "decoder.")) for k in keys)
     assert len([k for k in keys if k.startswith("encoder.")]) == len(model.encoder.state_dict())
+
+
+def test_a_teacher_killed_between_its_epoch_record_and_its_checkpoint_resumes_to_the_uninterrupted_run(
+        tmp_path, kill_before_checkpoint):
+    """Reference: an uninterrupted run; metrics.jsonl holds each epoch once, the weights are the same."""
+    torch.set_num_threads(1)
+    x, y = _discs(16, seed=2)
+    xv, yv = _discs(8, seed=3)
+    cfg = TeacherConfig(epochs=3, batch_size=8, patience=0, decoder_width=8)
+    whole = pretrain_teacher(x, y, cfg, tmp_path / "a", backbone="tiny", seed=5, val=(xv, yv))
+    kill_before_checkpoint(tmp_path / "b" / "last.pt", tmp_path / "b" / "metrics.jsonl", 2)
+    with pytest.raises(Exception, match="killed before writing"):
+        pretrain_teacher(x, y, cfg, tmp_path / "b", backbone="tiny", seed=5, val=(xv, yv))
+    resumed = pretrain_teacher(x, y, cfg, tmp_path / "b", backbone="tiny", seed=5, val=(xv, yv))
+    lines = [json.loads(s) for s in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in lines] == [1, 2, 3]
+    assert [r["val_loss"] for r in lines] == [h["val_loss"] for h in whole.history] == [h["val_loss"] for h in resumed.history]
+    a = torch.load(tmp_path / "a" / "last.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "b" / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_same_seed_gives_the_same_teacher_and_another_seed_another(tmp_path):
+    torch.set_num_threads(1)
+    x, y = _discs(8, seed=2)
+    cfg = TeacherConfig(epochs=1, batch_size=4, patience=0, decoder_width=8)
+    for name, seed in (("a", 5), ("b", 5), ("c", 6)):
+        pretrain_teacher(x, y, cfg, tmp_path / name, backbone="tiny", seed=seed)
+    a, b, c = (torch.load(tmp_path / n / "last.pt", weights_only=True)["model"] for n in "abc")
+    assert all(torch.equal(a[k], b[k]) for k in a) and not all(torch.equal(a[k], c[k]) for k in a)

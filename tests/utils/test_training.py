@@ -1,13 +1,18 @@
-"""The training loops' shared pieces: early stopping on hand-worked sequences, the resume rule's error."""
+"""The training loops' shared pieces: early stopping on hand-worked sequences, the resume rule's error, seeding
+against the generators it seeds, the run's records and checkpoint errors."""
 
 from __future__ import annotations
 
 import math
+import random
 
+import numpy as np
 import pytest
+import torch
 
-from cmrprior.errors import ConfigError
-from cmrprior.utils.training import EarlyStopping, check_config_change
+from cmrprior.errors import ConfigError, DataError
+from cmrprior.utils.seeding import derive_seed
+from cmrprior.utils.training import EarlyStopping, TrainingRun, check_config_change, order_generator, seed_run
 
 
 def _run(stopper: EarlyStopping, values, **kw):
@@ -45,3 +50,34 @@ def test_resume_rule_names_the_file_and_the_settings():
     check_config_change({"lr": 1, "epochs": 2}, {"lr": 1, "epochs": 5}, {"epochs"}, "r/last.pt")
     with pytest.raises(ConfigError, match=r"r/last.pt: .*different teacher configuration \(lr, width\)"):
         check_config_change({"lr": 1, "width": 2}, {"lr": 2}, (), "r/last.pt", "teacher")
+
+
+def test_seed_run_seeds_python_numpy_and_torch_and_order_generator_is_the_derived_seed():
+    seed_run(11)
+    got = (random.random(), np.random.rand(), torch.rand(1).item())
+    random.seed(11), np.random.seed(11), torch.manual_seed(11)
+    assert got == (random.random(), np.random.rand(), torch.rand(1).item())
+    want = torch.Generator().manual_seed(derive_seed(11, "perm", 2))
+    assert torch.equal(torch.randperm(20, generator=order_generator(11, "perm", 2)), torch.randperm(20, generator=want))
+    assert torch.equal(torch.randperm(20, generator=order_generator(11)),
+                       torch.randperm(20, generator=torch.Generator().manual_seed(11)))
+
+
+def test_a_run_in_memory_keeps_plain_records_and_stops_after_its_patience(tmp_path):
+    run = TrainingRun(None, config={"lr": 1}, stopping=EarlyStopping(2))
+    state = run.resume({"best_val_loss": None})
+    assert state == {"epoch": 0, "history": [], "best_val_loss": None}
+    for epoch, value in enumerate([3.0, 2.0, 2.5, 2.5], 1):
+        run.improved(value)
+        run.record({"epoch": epoch, "val_loss": np.float64(value), "n": np.int64(epoch)})
+        run.save({"model": {}})  # nothing to write without a folder
+        state["epoch"] = epoch
+    assert run.should_stop() and state["best_val_loss"] == 2.0 and list(tmp_path.iterdir()) == []
+    assert state["history"][-1] == {"epoch": 4, "val_loss": 2.5, "n": 4}
+    assert type(state["history"][-1]["val_loss"]) is float and type(state["history"][-1]["n"]) is int
+
+
+def test_an_unreadable_checkpoint_is_a_data_error_that_names_it(tmp_path):
+    (tmp_path / "last.pt").write_text("not a checkpoint")
+    with pytest.raises(DataError, match=r"last.pt.*cannot read checkpoint to resume"):
+        TrainingRun(tmp_path, config={}).resume({})

@@ -14,6 +14,9 @@ piece of one item is merged into the one before.
 Validation (when given): after every epoch, slice-level cross-entropy (`val_loss`) and the macro
 one-vs-rest AUC of per-patient mean probabilities (`val_auc`). Early stopping on `val_loss` with
 `patience` epochs; the best epoch's weights are restored.
+
+Seeding, early stopping, the epoch records and (with `out_dir`) resume are the helpers every training loop
+of the toolkit shares (`cmrprior.utils.training`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,7 +37,7 @@ from cmrprior.classify.data import SliceSet
 from cmrprior.errors import ConfigError
 from cmrprior.evaluate.metrics import macro_auc, patient_probabilities
 from cmrprior.utils import timing
-from cmrprior.utils.training import EarlyStopping
+from cmrprior.utils.training import EarlyStopping, TrainingRun, order_generator, seed_run
 
 
 @dataclass(frozen=True)
@@ -125,48 +130,60 @@ def _loop(
     batch_size: int,
     patience: int | None,
     seed: int,
-    on_epoch: Callable[[dict], None] | None,
+    out_dir: str | Path | None,
+    config: dict[str, Any],
     merge_single: bool = False,
 ) -> FitResult:
-    gen = torch.Generator().manual_seed(seed)
-    history: list[dict] = []
-    patient_probs: list[np.ndarray] = []
-    best_epoch, best_state, stopping = 0, None, {}
-    stopper = EarlyStopping(patience, min_delta=1e-6, keys=("val_loss", "bad_epochs", "stopped"))
-    for epoch in range(1, epochs + 1):
-        set_train_mode()
-        order = torch.randperm(n_train, generator=gen)
-        total, seen = 0.0, 0
-        for lo, hi in batch_bounds(n_train, batch_size, merge_single=merge_single):
-            idx = order[lo:hi]
-            with timing.phase("forward", items=hi - lo):
-                loss = F.cross_entropy(batch_logits(idx), labels[idx])
-            with timing.phase("backward", items=hi - lo):
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-            with timing.phase("optimizer"):
-                optimizer.step()
-            total += float(loss.detach()) * idx.numel()
-            seen += idx.numel()
-        row = {"epoch": epoch, "train_loss": total / max(seen, 1), "val_loss": None, "val_auc": None}
-        if val_probs is not None:
-            with timing.phase("evaluation", items=len(val_labels)):
-                vloss, vauc, pp = _evaluate(val_probs(), val_labels, val_patient_index, val_n_patients)
-            patient_probs.append(pp)
-            row["val_loss"], row["val_auc"] = vloss, (None if math.isnan(vauc) else vauc)
-            if stopper.update(stopping, vloss):
-                best_epoch, best_state = epoch, copy.deepcopy(state_module.state_dict())
-        history.append(row)
-        if on_epoch is not None:
-            on_epoch(row)
-        if stopping.get("stopped"):
-            break
-    if best_state is not None:
-        state_module.load_state_dict(best_state)
+    seed_run(seed)
+    gen = order_generator(seed)  # one generator for every epoch's order: saved with the checkpoint
+    run = TrainingRun(out_dir, config={**config, "seed": seed, "batch_size": batch_size, "patience": patience,
+                                       "n_train": n_train}, may_change=("epochs",), what="classifier",
+                      stopping=EarlyStopping(patience, min_delta=1e-6))
+    best: dict[str, Any] = {"state": None, "probs": []}  # the best epoch's weights, the per-epoch patient probabilities
+
+    def load(ckpt: dict[str, Any]) -> None:
+        state_module.load_state_dict(ckpt["module"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        gen.set_state(ckpt["order_rng"])
+        best.update(state=ckpt["best"], probs=[t.numpy() for t in ckpt["val_patient_probs"]])
+
+    state = run.resume({"best_epoch": 0}, load)
+    with run:
+        while state["epoch"] < epochs and not run.should_stop():
+            epoch = state["epoch"] + 1
+            set_train_mode()
+            order = torch.randperm(n_train, generator=gen)
+            total, seen = 0.0, 0
+            for lo, hi in batch_bounds(n_train, batch_size, merge_single=merge_single):
+                idx = order[lo:hi]
+                with timing.phase("forward", items=hi - lo):
+                    loss = F.cross_entropy(batch_logits(idx), labels[idx])
+                with timing.phase("backward", items=hi - lo):
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                with timing.phase("optimizer"):
+                    optimizer.step()
+                total += float(loss.detach()) * idx.numel()
+                seen += idx.numel()
+            row = {"epoch": epoch, "train_loss": total / max(seen, 1), "val_loss": None, "val_auc": None}
+            if val_probs is not None:
+                with timing.phase("evaluation", items=len(val_labels)):
+                    vloss, vauc, pp = _evaluate(val_probs(), val_labels, val_patient_index, val_n_patients)
+                best["probs"].append(pp)
+                row["val_loss"], row["val_auc"] = vloss, (None if math.isnan(vauc) else vauc)
+                if run.improved(vloss):
+                    state["best_epoch"], best["state"] = epoch, copy.deepcopy(state_module.state_dict())
+            run.record(row)
+            state["epoch"] = epoch
+            run.save({"module": state_module.state_dict(), "optimizer": optimizer.state_dict(),
+                      "order_rng": gen.get_state(), "best": best["state"],
+                      "val_patient_probs": [torch.from_numpy(pp) for pp in best["probs"]]})
+    if best["state"] is not None:
+        state_module.load_state_dict(best["state"])
     else:
-        best_epoch = len(history)
-    return FitResult(history=history, best_epoch=best_epoch, stopped_early=bool(stopping.get("stopped")),
-                     val_patient_probs=patient_probs)
+        state["best_epoch"] = len(state["history"])
+    return FitResult(history=list(state["history"]), best_epoch=state["best_epoch"], stopped_early=run.should_stop(),
+                     val_patient_probs=list(best["probs"]))
 
 
 def fit_head(
@@ -181,12 +198,13 @@ def fit_head(
     seed: int = 0,
     val: tuple[np.ndarray, np.ndarray, np.ndarray, int] | None = None,
     patience: int | None = None,
-    on_epoch: Callable[[dict], None] | None = None,
+    out_dir: str | Path | None = None,
 ) -> FitResult:
     """Train `head` (in place) on cached features `(N, F)` with labels `(N,)`.
 
     `val`: (features (M, F), labels (M,), patient_index (M,), n_patients) for per-epoch validation and
     early stopping. The head ends at its best validation epoch (or the last epoch without `val`).
+    `out_dir`: a run folder (last.pt after each epoch, metrics.jsonl) from which a killed fit resumes.
     """
     x = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
     y = torch.from_numpy(np.asarray(labels, dtype=np.int64))
@@ -210,7 +228,8 @@ def fit_head(
         batch_size=batch_size,
         patience=patience,
         seed=seed,
-        on_epoch=on_epoch,
+        out_dir=out_dir,
+        config={"fit": "head", "lr": lr, "weight_decay": weight_decay},
     )
 
 
@@ -227,10 +246,11 @@ def fit_end_to_end(
     seed: int = 0,
     val: SliceSet | None = None,
     patience: int | None = None,
-    on_epoch: Callable[[dict], None] | None = None,
+    out_dir: str | Path | None = None,
 ) -> FitResult:
     """Train a DiagnosisModel on slice pairs. `mode="linear"`: encoders frozen in eval mode, head only;
-    `mode="finetune"`: everything, encoders at `encoder_lr`, head at `lr`. ConfigError for another mode."""
+    `mode="finetune"`: everything, encoders at `encoder_lr`, head at `lr`. ConfigError for another mode.
+    `out_dir`: a run folder (last.pt after each epoch, metrics.jsonl) from which a killed fit resumes."""
     if mode not in ("linear", "finetune"):
         raise ConfigError(f"mode must be 'linear' or 'finetune', got {mode!r}")
     encoders = [model.ed_encoder, model.es_encoder]
@@ -273,7 +293,9 @@ def fit_end_to_end(
         batch_size=batch_size,
         patience=patience,
         seed=seed,
-        on_epoch=on_epoch,
+        out_dir=out_dir,
+        config={"fit": mode, "lr": lr, "encoder_lr": encoder_lr if mode == "finetune" else None,
+                "weight_decay": weight_decay},
         merge_single=mode == "finetune",
     )
 

@@ -96,7 +96,7 @@ def summarise_cells(results: list[CellResult], *, test_train_ratio: float, n_boo
         summary = {"backbone": key[0], "init": key[1], "images": key[2], "n_splits": len(ok), "n_missing": len(bad),
                    "status": "ok" if ok and not bad else ("partial" if ok else (bad[0].status if bad else "missing")),
                    "reason": bad[0].reason if bad else None,
-                   "masks_source": rs[0].masks_source, "masks_note": rs[0].masks_note}
+                   "masks_source": rs[0].masks.source, "masks_note": rs[0].masks.note}
         if ok:
             metrics = [r.test.metrics for r in ok]
             aucs = [m.macro_auc for m in metrics]

@@ -25,7 +25,7 @@ from cmrprior.classify.config import AnatomyConfig
 from cmrprior.data.splits import assert_disjoint
 from cmrprior.errors import ConfigError, LeakageError
 from cmrprior.evaluate.metrics import classification_metrics, macro_auc
-from cmrprior.runs import CellKey, CellResult, RunFolder, SplitSpec, TestMetrics, TestOutputs
+from cmrprior.runs import CellKey, CellResult, MasksOrigin, RunFolder, SplitSpec, TestMetrics, TestOutputs
 from cmrprior.utils.seeding import derive_seed
 from cmrprior.vocab import ANATOMY, ANATOMY_INPUTS
 
@@ -57,13 +57,13 @@ def anatomy_key(split: str) -> CellKey:
 
 
 def run_anatomy_split(run: RunFolder, split: SplitSpec, inputs: AnatomyInputs, config: AnatomyConfig, *,
-                      classes: tuple[str, ...], cv_folds: int, masks_source: str, masks_note: str
+                      classes: tuple[str, ...], cv_folds: int, masks: MasksOrigin
                       ) -> tuple[CellResult, list[dict], AnatomyModel | None]:
     """Fit on `split.train`, score `split.test` (plain and perturbed); writes and returns the result, the
     robustness rows (split, perturbation, size, macro AUC, accuracy) and the fitted model (None on failure).
     A failure is recorded, not raised (except leakage)."""
-    base = dict(key=anatomy_key(split.name), seed=split.seed, classes=classes, masks_source=masks_source,
-                masks_note=masks_note, image_mode=ANATOMY_INPUTS, input_size=0)
+    base = dict(key=anatomy_key(split.name), seed=split.seed, classes=classes, masks=masks,
+                image_mode=ANATOMY_INPUTS, input_size=0)
     t0 = time.time()
     model = None
     try:

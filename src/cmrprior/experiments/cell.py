@@ -48,6 +48,7 @@ from cmrprior.runs import (
     CellKey,
     CellResult,
     EpochRecord,
+    MasksOrigin,
     OutOfFold,
     PretrainRecord,
     RunFolder,
@@ -71,8 +72,7 @@ class CellJob:
     test_ids: tuple[str, ...]
     pretrained: tuple[PretrainRecord, ...]  # SSCL inits: one per pre-training batch size
     classes: tuple[str, ...]
-    masks_source: str
-    masks_note: str
+    masks: MasksOrigin
     image_mode: str
     cv_folds: int
     trackers: tuple[str, ...] = ()  # the study's `tracking.sinks` (`cmrprior.utils.tracking`)
@@ -100,8 +100,8 @@ def run_cell(run: RunFolder, job: CellJob, data: SliceSet, classifier: Classifie
     old = run.read_cell(job.key)
     if old is not None and old.ok:
         return old
-    base = dict(key=job.key, seed=job.split_seed, classes=job.classes, masks_source=job.masks_source,
-                masks_note=job.masks_note, image_mode=job.image_mode, input_size=classifier.input_size,
+    base = dict(key=job.key, seed=job.split_seed, classes=job.classes, masks=job.masks,
+                image_mode=job.image_mode, input_size=classifier.input_size,
                 mode=classifier.mode_of(job.key.init))
     t0 = time.time()
     k = job.key

@@ -41,7 +41,7 @@ from cmrprior.experiments.config import StudyConfig
 from cmrprior.io.cohort import open_cohort
 from cmrprior.io.fingerprint import referenced_files
 from cmrprior.io.records import Cohort
-from cmrprior.runs import PHASES_CSV
+from cmrprior.runs import PHASES_CSV, MasksOrigin
 from cmrprior.segmentation.folds import (
     all_out_of_sample,
     choose_segmenters,
@@ -64,9 +64,7 @@ log = logging.getLogger(__name__)
 class CohortData:
     prepared: PreparedCohort  # with the masks used for segmented images
     images: dict[str, SliceSet]  # images ("full" | "segmented") -> slice pairs at the classifier's input size
-    masks_source: str  # "segmenter" | "ground_truth"
-    masks_note: str  # one line on where the masks come from (tables, report)
-    masks_out_of_sample: bool | None = None  # see MasksOrigin
+    masks: MasksOrigin  # where the masks come from (tables, report)
     # patient id -> (ED, ES) image fingerprints of the prepared patients (empty for folders prepared before they
     # were recorded); (kept id, left-out id) of the scans that repeat an earlier patient's
     fingerprints: dict[str, tuple[str, str]] = dataclasses.field(default_factory=dict)
@@ -106,21 +104,19 @@ def images_only(cohort: Cohort) -> Cohort:
 
 
 @dataclass(frozen=True)
-class MasksOrigin:
-    """Where a prepared cohort's masks come from: one line for tables, and whether every patient's masks
-    came from a model that never saw it (None: oracle masks, or a given model of unknown training data); with
-    the images they were drawn on: the (ED, ES) fingerprints of the patients kept, and the scans left out as
+class PreparedOrigin:
+    """What `prepare_data` knows of a prepared cohort besides its arrays: where its masks come from, and the
+    images they were drawn on: the (ED, ES) fingerprints of the patients kept, and the scans left out as
     repeats of an earlier patient's (kept id, left-out id)."""
 
-    note: str
-    out_of_sample: bool | None
+    masks: MasksOrigin
     fingerprints: dict[str, tuple[str, str]] = dataclasses.field(default_factory=dict)
     duplicates: tuple[tuple[str, str], ...] = ()
 
 
 def prepare_data(data: str | Path, config: StudyConfig, *, cache_dir: Path, qc_dir: Path | None = None,
                  measures_to: tuple[Path, Path] | None = None, cohort: Cohort | None = None,
-                 skip_bad: bool = False, workers: int = 1) -> tuple[PreparedCohort, "MasksOrigin"]:
+                 skip_bad: bool = False, workers: int = 1) -> tuple[PreparedCohort, PreparedOrigin]:
     """Open (`cmrprior.io.cohort.open_cohort`), find missing ED/ES frames of cines
     (`cmrprior.segmentation.phases.resolve_cohort_phases`, recorded in `qc_dir/phases.csv`), leave out
     patients whose images repeat an earlier patient's (`qc_dir/duplicate_images.csv`), choose each patient's
@@ -153,8 +149,8 @@ def prepare_data(data: str | Path, config: StudyConfig, *, cache_dir: Path, qc_d
                                         "expert masks")
         with timing.phase("prepare", items=len(cohort.patients)):
             prepared = prepare_cohort(cohort, config.prepare, cache_dir, skip_bad=skip_bad, workers=workers)
-        origin = MasksOrigin("oracle masks: expert masks locate the heart and make the segmented images", None, kept,
-                             dupes)
+        origin = PreparedOrigin(MasksOrigin(config.masks.source, "oracle masks: expert masks locate the heart and make "
+                                            "the segmented images", None), kept, dupes)
         masks, measured = expert_masks, cohort
     else:
         choices = choose_segmenters({r.patient_id: prints[r.patient_id] for r in cohort.patients}, config.masks.model)
@@ -178,7 +174,8 @@ def prepare_data(data: str | Path, config: StudyConfig, *, cache_dir: Path, qc_d
             with timing.phase("segmentation QC"):
                 truth = expert_masks_on_grid(cohort, config, locations, prepared)
                 write_segmentation_qc(prepared.select_patients(truth.patient_ids), truth, qc_dir)
-        origin = MasksOrigin(masks_statement(choices), all_out_of_sample(choices), kept, dupes)
+        origin = PreparedOrigin(MasksOrigin(config.masks.source, masks_statement(choices), all_out_of_sample(choices)),
+                                kept, dupes)
         masks, measured = segmenter_masks(locations), blind
     if measures_to is not None and config.anatomy.enabled:
         with timing.phase("measures", items=len(prepared.patient_ids)):
@@ -189,13 +186,10 @@ def prepare_data(data: str | Path, config: StudyConfig, *, cache_dir: Path, qc_d
     return prepared, origin
 
 
-def holdout_masks_note(study: CohortData, test: CohortData) -> str:
-    """The masks note of the model trained on the study cohort and scored on the test cohort: each cohort's own
-    (the study cohort's masks may come from fold models, the test cohort's from the full segmenter); one note
-    when they say the same."""
-    if study.masks_note == test.masks_note:
-        return study.masks_note
-    return f"training patients (study cohort): {study.masks_note}; test patients (held-out cohort): {test.masks_note}"
+def holdout_masks(study: CohortData, test: CohortData) -> MasksOrigin:
+    """The masks of the model trained on the study cohort and scored on the test cohort: each cohort's note (the
+    study cohort's masks may come from fold models, the test cohort's from the full segmenter)."""
+    return study.masks.with_test(test.masks)
 
 
 def check_new_patients(study: CohortData, test: CohortData, test_data: str | Path) -> None:
@@ -302,26 +296,24 @@ def load_cohort_data(data: str | Path, config: StudyConfig, *, prepared_dir: Pat
     if is_prepared(prepared_dir):
         prepared = PreparedCohort.load(prepared_dir)
         meta = json.loads(meta_path.read_text())
-        source, note, out_of_sample = meta["masks_source"], meta["masks_note"], meta.get("masks_out_of_sample")
+        masks = MasksOrigin.from_keys(meta)
         prints = {pid: tuple(fps) for pid, fps in (meta.get("image_fingerprints") or {}).items()}
         dupes = tuple(tuple(d) for d in meta.get("duplicate_scans") or ())
     else:
         prepared, origin = prepare_data(data, config, cache_dir=cache_dir, qc_dir=prepared_dir.parent / "qc",
                                         measures_to=measures_at)
-        note, out_of_sample, prints, dupes = origin.note, origin.out_of_sample, origin.fingerprints, origin.duplicates
+        masks, prints, dupes = origin.masks, origin.fingerprints, origin.duplicates
         if prepared.ed_mask is None or prepared.es_mask is None:
             raise DataError(Path(data), "the prepared cohort has no heart masks")
-        source = config.masks.source
         prepared.save(prepared_dir)
-        atomic.write_json(meta_path, {"masks_source": source, "masks_note": note, "data": str(data),
-                                      "masks_out_of_sample": out_of_sample,
+        atomic.write_json(meta_path, {**masks.to_keys(), "data": str(data),
                                       "image_fingerprints": {pid: list(fps) for pid, fps in prints.items()},
                                       "duplicate_scans": [list(d) for d in dupes],
                                       "masks_models": {pid: None if m is None else {"path": m[0], "sha256": m[1]}
                                                        for pid, m in prepared.masks_models.items()}})
     measured = [read_measures_csv(p) if p.exists() else [] for p in (measures_at or ())]
-    return CohortData(prepared=prepared, images=build_slice_sets(prepared, config), masks_source=source, masks_note=note,
-                      masks_out_of_sample=out_of_sample, fingerprints=prints, duplicates=dupes, measures=tuple(measured[0]) if measured else (),
+    return CohortData(prepared=prepared, images=build_slice_sets(prepared, config), masks=masks,
+                      fingerprints=prints, duplicates=dupes, measures=tuple(measured[0]) if measured else (),
                       perturbed=tuple(measured[1]) if measured else ())
 
 

@@ -160,15 +160,15 @@ class PieceCall:
         if piece.kind in ("pretrain", "cell"):
             target = run.root / piece.id
             cohort = study.study_cohort(run, self.data, config)
-            source, note = cohort.masks_source, cohort.masks_note
+            masks = cohort.masks
             if piece.split == HOLDOUT:
                 images, split, hold = study.holdout_inputs(run, self.test_data, config, cohort)
-                source, note = hold.masks_source, cohort_data.holdout_masks_note(cohort, hold)
+                masks = cohort_data.holdout_masks(cohort, hold)
             else:
                 images = cohort.images
                 split = next(s for s in run.splits() if s.name == piece.split)
-            study.run_split(run, split, images, config, classes=cohort.prepared.classes, masks_source=source,
-                            masks_note=note, select=lambda folder: folder == target)
+            study.run_split(run, split, images, config, classes=cohort.prepared.classes, masks=masks,
+                            select=lambda folder: folder == target)
             return None
         if piece.kind == "saliency":
             from cmrprior.saliency.run import run_saliency

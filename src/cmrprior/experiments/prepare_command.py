@@ -71,12 +71,12 @@ def run_prepare(args: argparse.Namespace) -> int:
         cohort = open_cohort(data, skip_bad=args.skip_bad, allowed_labels=labels_option(args.labels))
         prepared, origin = prepare_data(data, config, cache_dir=args.out / "cache", qc_dir=args.out / "qc", cohort=cohort,
                                         skip_bad=args.skip_bad, workers=args.workers)
-        masks_line = ("ORACLE: expert masks (--oracle-masks)" if args.oracle_masks else "segmenter") + f"; {origin.note}"
+        masks_line = ("ORACLE: expert masks (--oracle-masks)" if args.oracle_masks else "segmenter") + f"; {origin.masks.note}"
         text = f"source:     {cohort.source}\nheart:      {masks_line}\n" + summarize(prepared)
         atomic.write_json(args.out / "prepared.json", {
             "cache": f"cache/{prepared.config_hash}", "config_hash": prepared.config_hash, "source": str(cohort.source),
-            "masks": {"source": masks.source, "oracle": bool(args.oracle_masks), "note": origin.note,
-                      "out_of_sample": origin.out_of_sample}})
+            "masks": {"source": masks.source, "oracle": bool(args.oracle_masks), "note": origin.masks.note,
+                      "out_of_sample": origin.masks.out_of_sample}})
         atomic.write_text(args.out / "summary.txt", text + "\n")
     print(text)
     print(f"prepared cohort: {args.out / 'cache' / prepared.config_hash}")

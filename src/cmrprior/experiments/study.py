@@ -56,7 +56,8 @@ from cmrprior.experiments.pretraining import PretrainJob
 from cmrprior.experiments.study_inputs import check_inputs, holdout_inputs, pretrain_runs
 from cmrprior.experiments.progress import StudyProgress
 from cmrprior.report import build_report
-from cmrprior.runs import HOLDOUT, LAYOUT_VERSION, CellKey, CellResult, PretrainRecord, RunFolder, RunInfo, SplitSpec
+from cmrprior.runs import (HOLDOUT, LAYOUT_VERSION, CellKey, CellResult, MasksOrigin, PretrainRecord, RunFolder, RunInfo,
+                           SplitSpec)
 from cmrprior.saliency.run import run_saliency
 from cmrprior.segmentation.qc import write_mask_flags
 from cmrprior.utils import atomic, timing, tracking
@@ -144,7 +145,7 @@ def _pretrain_all(run: RunFolder, split: SplitSpec, images: dict[str, SliceSet],
 
 
 def run_split(run: RunFolder, split: SplitSpec, images: dict[str, SliceSet], config: StudyConfig, *,
-              classes: tuple[str, ...], masks_source: str, masks_note: str,
+              classes: tuple[str, ...], masks: MasksOrigin,
               progress: StudyProgress | None = None, select: Callable[[Path], bool] | None = None
               ) -> list[CellResult]:
     """Pre-train and train every cell of one split; returns the cell results (finished ones are reused).
@@ -163,7 +164,7 @@ def run_split(run: RunFolder, split: SplitSpec, images: dict[str, SliceSet], con
                 job = CellJob(key=CellKey(split.name, backbone, init, kind), split_seed=split.seed,
                               train_ids=split.train, test_ids=split.test,
                               pretrained=pretrained.get(init, ()), classes=classes,
-                              masks_source=masks_source, masks_note=masks_note,
+                              masks=masks,
                               image_mode=config.image_spec(kind).mode, cv_folds=config.protocol.cv_folds,
                               trackers=config.tracking.sinks)
                 old = run.read_cell(job.key)
@@ -181,25 +182,24 @@ def _holdout(run: RunFolder, test_data: Path, config: StudyConfig, data: CohortD
              select: Callable[[Path], bool] | None = None) -> tuple[list[CellResult], CohortData]:
     """Train on the whole cohort, score on the separate cohort `test_data`; returns the cells and that cohort."""
     images, split, hold = holdout_inputs(run, test_data, config, data)
-    note = cohort_data.holdout_masks_note(data, hold)
     with timing.phase("grid"):
-        return run_split(run, split, images, config, classes=data.prepared.classes, masks_source=hold.masks_source,
-                         masks_note=note, progress=StudyProgress.for_grid(config, 1, prefix="held-out "),
+        return run_split(run, split, images, config, classes=data.prepared.classes,
+                         masks=cohort_data.holdout_masks(data, hold), progress=StudyProgress.for_grid(config, 1, prefix="held-out "),
                          select=select), hold
 
 
-def masks_line(masks_source: str, masks_note: str) -> str:
+def masks_line(masks: MasksOrigin) -> str:
     """Where the masks come from, for tables ("oracle masks ..." in the oracle setting)."""
-    if masks_source == "ground_truth" and masks_note.startswith("oracle masks"):
-        return masks_note
-    return ("oracle masks (expert ground truth)" if masks_source == "ground_truth" else masks_source) + (
-        f" ({masks_note})" if masks_note else "")
+    if masks.source == "ground_truth" and masks.note.startswith("oracle masks"):
+        return masks.note
+    return ("oracle masks (expert ground truth)" if masks.source == "ground_truth" else masks.source) + (
+        f" ({masks.note})" if masks.note else "")
 
 
-def table_setup(config: StudyConfig, classes: tuple[str, ...], masks_source: str, masks_note: str) -> TableSetup:
+def table_setup(config: StudyConfig, classes: tuple[str, ...], masks_origin: MasksOrigin) -> TableSetup:
     c = config.classifier
     fov = config.prepare.full_fov_mm
-    masks = masks_line(masks_source, masks_note)
+    masks = masks_line(masks_origin)
     notes = (
         f"Masks for segmented images: {masks}"
         + f"; segmented mode: {config.images.segmented_mode}, margin {config.images.margin_mm} mm.",
@@ -261,15 +261,13 @@ def prepare_study(run: RunFolder, data: str | Path, config: StudyConfig, test_da
     if not run.mask_flags_csv.exists():
         write_mask_flags(cohort.prepared, run.mask_flags_csv)  # plausibility of the masks used, for the report
     classes = cohort.prepared.classes
-    run.write_info(RunInfo(layout_version=LAYOUT_VERSION, classes=tuple(classes), masks_source=cohort.masks_source,
-                           masks_note=cohort.masks_note, image_specs=tuple(config.image_spec(i) for i in needed_images(config)),
+    run.write_info(RunInfo(layout_version=LAYOUT_VERSION, classes=tuple(classes), masks=cohort.masks,
+                           image_specs=tuple(config.image_spec(i) for i in needed_images(config)),
                            input_size=config.classifier.input_size, pixel_spacing_mm=cohort.prepared.pixel_spacing_mm,
-                           masks_out_of_sample=cohort.masks_out_of_sample,
-                           test_masks_note=None if hold is None else hold.masks_note,
-                           test_masks_out_of_sample=None if hold is None else hold.masks_out_of_sample))
+                           test_masks=None if hold is None else hold.masks))
     splits = _load_or_make_splits(run, cohort, config)
     log.info("study %s: %d patients, %d slices, classes %s, %d splits, masks %s",
-             run.root, len(cohort.patient_ids), len(cohort.prepared), ", ".join(classes), len(splits), cohort.masks_source)
+             run.root, len(cohort.patient_ids), len(cohort.prepared), ", ".join(classes), len(splits), cohort.masks.source)
     return cohort, splits
 
 
@@ -284,28 +282,27 @@ def _run_study(run: RunFolder, data: str | Path, config: StudyConfig, *, test_da
         log.info("split %s: %d train / %d test patients", split.name, len(split.train), len(split.test))
         with timing.phase("grid"):
             results += run_split(run, split, cohort.images, config, classes=classes,
-                                 masks_source=cohort.masks_source, masks_note=cohort.masks_note, progress=progress,
+                                 masks=cohort.masks, progress=progress,
                                  select=select)
     log.info("tables: %d cell results -> tables 1-3, metrics, paired comparisons (%d bootstrap resamples)", len(results),
              config.evaluation.n_boot)
-    setup = table_setup(config, classes, cohort.masks_source, cohort.masks_note)
+    setup = table_setup(config, classes, cohort.masks)
     tables = write_tables(results, run.tables, setup=setup)
     anatomy = AnatomyInputs.from_rows(cohort.measures, cohort.perturbed)
     if config.anatomy.enabled:
         tables.update(anatomy_tables(run, splits, anatomy, results, config, setup,
-                                     masks=(cohort.masks_source, cohort.masks_note)))
+                                     masks=cohort.masks))
     holdout, hold, hold_inputs = [], None, None
     if test_data is not None:
         with timing.phase("holdout"):
             holdout, hold = _holdout(run, Path(test_data), config, cohort, select)
-            hold_setup = table_setup(config, classes, holdout[0].masks_source if holdout else cohort.masks_source,
-                                     holdout[0].masks_note if holdout else cohort.masks_note)
+            hold_setup = table_setup(config, classes, holdout[0].masks if holdout else cohort.masks)
             tables.update(write_tables(holdout, run.tables, setup=hold_setup, prefix="holdout_"))
             if config.anatomy.enabled:
                 split = SplitSpec(HOLDOUT, config.protocol.seed, tuple(cohort.patient_ids), tuple(hold.patient_ids))
                 hold_inputs = anatomy.merged(AnatomyInputs.from_rows(hold.measures, hold.perturbed))
                 tables.update(anatomy_tables(run, [split], hold_inputs, holdout, config, hold_setup, prefix="holdout_",
-                                             masks=(hold.masks_source, cohort_data.holdout_masks_note(cohort, hold))))
+                                             masks=cohort_data.holdout_masks(cohort, hold)))
     with timing.phase("export"):
         models = export_models(run, data, cohort.patient_ids, classes, anatomy, run.anatomy_results(), config,
                                image_results=results, holdout_inputs=hold_inputs)
@@ -313,10 +310,9 @@ def _run_study(run: RunFolder, data: str | Path, config: StudyConfig, *, test_da
     meta = {
         "data": str(data), "test_data": None if test_data is None else str(test_data),
         "classes": list(classes), "n_patients": len(cohort.patient_ids), "n_slices": len(cohort.prepared),
-        "masks_source": cohort.masks_source, "masks_note": cohort.masks_note,
-        "masks_out_of_sample": cohort.masks_out_of_sample,
-        "test_masks_note": None if hold is None else hold.masks_note,
-        "test_masks_out_of_sample": None if hold is None else hold.masks_out_of_sample,
+        **cohort.masks.to_keys(),
+        "test_masks_note": None if hold is None else hold.masks.note,
+        "test_masks_out_of_sample": None if hold is None else hold.masks.out_of_sample,
         "duplicate_scans": {"data": [list(d) for d in cohort.duplicates],
                             "test_data": None if test_data is None else [list(d) for d in hold.duplicates]},
         "n_splits": len(splits), "n_results": len(results), "n_holdout_results": len(holdout),
@@ -332,20 +328,19 @@ def _run_study(run: RunFolder, data: str | Path, config: StudyConfig, *, test_da
 
 
 def anatomy_tables(run: RunFolder, splits: list[SplitSpec], inputs: AnatomyInputs, image_results: list[CellResult],
-                   config: StudyConfig, setup: TableSetup, *, masks: tuple[str, str], prefix: str = "") -> dict:
+                   config: StudyConfig, setup: TableSetup, *, masks: MasksOrigin, prefix: str = "") -> dict:
     """The anatomy model on every split, Table 4 and the robustness CSV (`cmrprior.experiments.anatomy_stage`)."""
     results, robustness, hybrids = [], [], []
     for split in splits:
         with timing.phase("anatomy"):
             r, rows, model = run_anatomy_split(run, split, inputs, config.anatomy, classes=setup.classes,
-                                               cv_folds=config.protocol.cv_folds, masks_source=masks[0],
-                                               masks_note=masks[1])
+                                               cv_folds=config.protocol.cv_folds, masks=masks)
         results.append(r)
         robustness += rows
         if model is not None and config.anatomy.hybrid:
             with timing.phase("hybrids"):
                 hybrids += run_hybrid_split(run, split, model, inputs, image_results)
-    md = write_anatomy_table(results, image_results, run.tables, setup=setup, masks_line=masks_line(*masks),
+    md = write_anatomy_table(results, image_results, run.tables, setup=setup, masks_line=masks_line(masks),
                              prefix=prefix, hybrids=hybrids)
     if robustness:
         write_robustness(robustness, run.tables / f"{prefix}anatomy_robustness.csv")

@@ -43,8 +43,8 @@ def masks_source_label(source: str) -> str:
 
 
 def segmentation_section(run: RunFolder, info: RunInfo, prepared: PreparedCohort | None) -> Section:
-    note = f" ({esc(info.masks_note)})" if info.masks_note else ""
-    body = [f"<p>Heart masks used for segmented images: <strong>{esc(masks_source_label(info.masks_source))}</strong>"
+    note = f" ({esc(info.masks.note)})" if info.masks.note else ""
+    body = [f"<p>Heart masks used for segmented images: <strong>{esc(masks_source_label(info.masks.source))}</strong>"
             f"{note}.</p>"]
     dice = dice_table(run.segmentation_summary_csv)
     if dice:
@@ -67,7 +67,7 @@ def segmentation_section(run: RunFolder, info: RunInfo, prepared: PreparedCohort
     missing = None
     if dice is None and not any("dice" in b.lower() for b in body[1:]):
         missing = "no Dice / Hausdorff table in the run folder (looked in qc/)"
-        if info.masks_source == "ground_truth":
+        if info.masks.source == "ground_truth":
             missing += "; the study used ground-truth masks, so there is no segmenter output to check against them"
     return Section("segmentation", "Segmentation quality control", "\n".join(body), missing)
 

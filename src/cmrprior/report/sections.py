@@ -27,8 +27,8 @@ STUDY_ITEMS = (
 
 
 def cohort_section(run: RunFolder, info: RunInfo, study: dict | None, prepared: PreparedCohort | None) -> Section:
-    rows = [("Classes", ", ".join(info.classes)), ("Masks source", masks_source_label(info.masks_source))]
-    rows += [("Masks note", info.masks_note)] if info.masks_note else []
+    rows = [("Classes", ", ".join(info.classes)), ("Masks source", masks_source_label(info.masks.source))]
+    rows += [("Masks note", info.masks.note)] if info.masks.note else []
     rows += [(label, _fmt(study[k])) for k, label in STUDY_ITEMS if study and study.get(k) not in (None, "")]
     rows += [("Classifier input (px)", info.input_size), ("Prepared pixel spacing (mm)", f"{info.pixel_spacing_mm:g}"),
              ("Run folder layout version", info.layout_version)]

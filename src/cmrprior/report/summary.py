@@ -232,17 +232,17 @@ def _out_of_sample(records: list[dict], key: str = "masks_out_of_sample") -> str
 
 
 def masks_summary(run: RunFolder, info: RunInfo, study: dict | None) -> str:
-    words = masks_source_label(info.masks_source)
-    if info.masks_source == "segmenter":
+    words = masks_source_label(info.masks.source)
+    if info.masks.source == "segmenter":
         config = _read_yaml(run.config_yaml)
         model = ((config or {}).get("masks") or {}).get("model") if isinstance(config, dict) else None
         words += f", model {model}" if model else ", shipped model"
     text = f"Masks for segmented images: <strong>{esc(words)}</strong>"
-    text += f" ({esc(info.masks_note)})" if info.masks_note else ""
+    text += f" ({esc(info.masks.note)})" if info.masks.note else ""
     records = [d for d in (read_json(run.run_json), study) if isinstance(d, dict)]
     text += f"; out-of-sample: {esc(_out_of_sample(records))}."
-    if info.test_masks_note is not None:
-        text += (f" Test cohort's masks: {esc(info.test_masks_note)}; out-of-sample: "
+    if info.test_masks is not None:
+        text += (f" Test cohort's masks: {esc(info.test_masks.note)}; out-of-sample: "
                  f"{esc(_out_of_sample(records, 'test_masks_out_of_sample'))}.")
     return text
 

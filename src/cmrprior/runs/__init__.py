@@ -6,7 +6,7 @@ saliency stage and the report read through it. The layout is versioned (`LAYOUT_
 documented in `cmrprior/experiments/README.md`.
 
 Records (JSON on disk, frozen dataclasses in memory): `RunInfo` (what every reader needs to rebuild a
-cell's inputs without the study's config), `SplitSpec`, `PretrainRecord` (`done.json` of one SimCLR
+cell's inputs without the study's config), `MasksOrigin` (where the heart masks come from), `SplitSpec`, `PretrainRecord` (`done.json` of one SimCLR
 run), `CellResult` (`result.json` of one trained and scored classifier).
 """
 
@@ -20,6 +20,7 @@ from cmrprior.runs.records import (
     CellKey,
     CellResult,
     EpochRecord,
+    MasksOrigin,
     OutOfFold,
     PretrainRecord,
     RunInfo,
@@ -32,6 +33,6 @@ from cmrprior.runs.records import (
     read_json,
 )
 
-__all__ = ["HOLDOUT", "LAYOUT_VERSION", "PAIRED_TEST_KEY", "PHASES_CSV", "STATUSES", "CellKey", "CellResult", "EpochRecord", "OutOfFold", "PretrainRecord",
+__all__ = ["HOLDOUT", "LAYOUT_VERSION", "PAIRED_TEST_KEY", "PHASES_CSV", "STATUSES", "CellKey", "CellResult", "EpochRecord", "MasksOrigin", "OutOfFold", "PretrainRecord",
            "RunFolder", "RunInfo", "SaliencyGrid", "SplitSpec", "TestMetrics", "TestOutputs", "labels_in_order", "paired_test_of",
            "read_json"]

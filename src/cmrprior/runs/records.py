@@ -35,20 +35,50 @@ def paired_test_of(record: dict) -> dict:
 
 # ---- records ------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
+class MasksOrigin:
+    """Where the heart masks behind a cohort's segmented images come from. `source`: "segmenter" | "ground_truth"
+    (oracle); `note`: one line for tables and the report; `out_of_sample`: every patient's masks came from a model
+    that never saw it (None: oracle masks, or a given model of unknown training data).
+
+    On disk (run.json, study.json, result.json, the prepared cohort's masks.json) as the keys `masks_source`,
+    `masks_note`, `masks_out_of_sample` (`to_keys`, `from_keys`)."""
+
+    source: str
+    note: str = ""
+    out_of_sample: bool | None = None
+
+    def to_keys(self, prefix: str = "") -> dict[str, Any]:
+        return {f"{prefix}masks_source": self.source, f"{prefix}masks_note": self.note,
+                f"{prefix}masks_out_of_sample": self.out_of_sample}
+
+    @classmethod
+    def from_keys(cls, d: dict[str, Any]) -> "MasksOrigin":
+        """From a record's keys (`masks_note` and `masks_out_of_sample` may be absent in older ones)."""
+        return cls(d["masks_source"], d.get("masks_note") or "", d.get("masks_out_of_sample"))
+
+    def with_test(self, test: "MasksOrigin") -> "MasksOrigin":
+        """The masks of a model trained on this cohort and scored on the `test` cohort: the test cohort's source,
+        each cohort's note (one when they say the same), out-of-sample when both are (False when either is not)."""
+        note = self.note if self.note == test.note else (
+            f"training patients (study cohort): {self.note}; test patients (held-out cohort): {test.note}")
+        both = (self.out_of_sample, test.out_of_sample)
+        out_of_sample = False if False in both else (True if both == (True, True) else None)
+        return MasksOrigin(test.source, note, out_of_sample)
+
+
+@dataclass(frozen=True)
 class RunInfo:
-    """What readers of a run need besides the cells: classes, masks, image specs, the classifier input."""
+    """What readers of a run need besides the cells: classes, masks, image specs, the classifier input.
+    `test_masks`: those of the --test cohort (None: no --test cohort); run.json holds its note and out-of-sample
+    flag (`test_masks_note`, `test_masks_out_of_sample`), its source is the study's."""
 
     layout_version: int
     classes: tuple[str, ...]
-    masks_source: str  # "segmenter" | "ground_truth"
-    masks_note: str
+    masks: MasksOrigin
     image_specs: tuple[ImageSpec, ...]
     input_size: int  # px, classifier input
     pixel_spacing_mm: float  # prepared grid
-    masks_out_of_sample: bool | None = None  # every patient segmented by a model that never saw it (None: unknown/oracle)
-    # the same two facts for the --test cohort's masks (None: no --test cohort, or not known)
-    test_masks_note: str | None = None
-    test_masks_out_of_sample: bool | None = None
+    test_masks: MasksOrigin | None = None
 
     def spec(self, images: str) -> ImageSpec:
         for s in self.image_specs:
@@ -57,15 +87,21 @@ class RunInfo:
         raise DataError(None, f"run has no {images!r} images (has {[s.images for s in self.image_specs]})")
 
     def to_json(self) -> dict:
-        return asdict(self)
+        test = self.test_masks
+        return {"layout_version": self.layout_version, "classes": self.classes, **self.masks.to_keys(),
+                "image_specs": [asdict(s) for s in self.image_specs], "input_size": self.input_size,
+                "pixel_spacing_mm": self.pixel_spacing_mm,
+                "test_masks_note": None if test is None else test.note,
+                "test_masks_out_of_sample": None if test is None else test.out_of_sample}
 
     @classmethod
     def from_json(cls, d: dict) -> "RunInfo":
-        return cls(layout_version=int(d["layout_version"]), classes=tuple(d["classes"]),
-                   masks_source=d["masks_source"], masks_note=d["masks_note"],
+        masks = MasksOrigin(d["masks_source"], d["masks_note"], d.get("masks_out_of_sample"))
+        test = None if d.get("test_masks_note") is None else MasksOrigin(masks.source, d["test_masks_note"],
+                                                                         d.get("test_masks_out_of_sample"))
+        return cls(layout_version=int(d["layout_version"]), classes=tuple(d["classes"]), masks=masks,
                    image_specs=tuple(ImageSpec(**s) for s in d["image_specs"]), input_size=int(d["input_size"]),
-                   pixel_spacing_mm=float(d["pixel_spacing_mm"]), masks_out_of_sample=d.get("masks_out_of_sample"),
-                   test_masks_note=d.get("test_masks_note"), test_masks_out_of_sample=d.get("test_masks_out_of_sample"))
+                   pixel_spacing_mm=float(d["pixel_spacing_mm"]), test_masks=test)
 
 
 @dataclass(frozen=True)
@@ -154,8 +190,7 @@ class CellResult:
     status: str
     seed: int
     classes: tuple[str, ...]
-    masks_source: str
-    masks_note: str
+    masks: MasksOrigin  # result.json: masks_source, masks_note (and masks_out_of_sample when known)
     image_mode: str
     input_size: int
     mode: str
@@ -180,6 +215,8 @@ class CellResult:
     def to_json(self) -> dict:
         d = asdict(self)
         key = d.pop("key")
+        d.pop("masks")
+        d = {**self.masks.to_keys(), **d}
         d["classes"] = list(self.classes)
         d["history"] = [asdict(h) for h in self.history]
         return {**key, **{k: v for k, v in d.items() if v is not None or k in _KEEP_NONE}}
@@ -191,7 +228,7 @@ class CellResult:
             return cls(
                 key=CellKey(str(d["split"]), d["backbone"], d["init"], d["images"]),
                 status=d["status"], seed=int(d["seed"]), classes=tuple(d["classes"]),
-                masks_source=d["masks_source"], masks_note=d.get("masks_note", ""), image_mode=d["image_mode"],
+                masks=MasksOrigin.from_keys(d), image_mode=d["image_mode"],
                 input_size=int(d["input_size"]), mode=d["mode"], reason=d.get("reason"),
                 traceback=d.get("traceback"), hyperparameters=d.get("hyperparameters") or {},
                 search=d.get("search") or {}, history=tuple(EpochRecord(**h) for h in d.get("history") or ()),

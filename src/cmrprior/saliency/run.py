@@ -95,7 +95,7 @@ def run_saliency(run_dir: str | Path, config: SaliencyConfig = SaliencyConfig())
     ratio = float(np.mean([len(s.test) / len(s.train) for s in repeated])) if repeated else 0.0  # n_test / n_train
     tables = write_saliency_table(scored, run.tables, test_train_ratio=ratio, n_boot=config.n_boot, level=config.level,
                                   seed=config.seed, margin_mm=config.margin_mm, target=config.target, unavailable=unavailable,
-                                  masks_source=info.masks_source) if scored else {}
+                                  masks_source=info.masks.source) if scored else {}
     return SaliencyOutputs(folder=run.saliency, n_cells=len(scored), tables=tables)
 
 

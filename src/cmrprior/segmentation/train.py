@@ -5,7 +5,8 @@ permutation, seeded augmentation per step, Dice+CE loss, AdamW with a cosine lea
 epoch the validation Dice (MONAI `DiceMetric`, 3D per patient and phase, mean over RV, MYO, LV) decides
 early stopping. A run starts from random weights, or from trained ones (`SegTrainConfig.init`: fine-tuning, or
 a further cosine cycle). Checkpoints (`checkpoint.pt`, atomic) hold the model arguments, the full config, the
-optimizer, the epoch/step and the early-stopping state; every random value derives from
+optimizer, the epoch/step, the early-stopping state and the epoch records (resume, early stopping, seeding and
+the records are the shared `cmrprior.utils.training` helpers); every random value derives from
 `config.seed` and the step or epoch number, so a killed run resumed from its checkpoint continues exactly
 as an uninterrupted run would.
 
@@ -13,7 +14,8 @@ Run folder (`out_dir`):
     checkpoint.pt       latest state (resume from here)
     best.safetensors    best weights so far (+ best.json: model args, config, validation Dice)
     model.safetensors   final model = best weights (+ model.json), written when training ends
-    log.jsonl           one line per epoch (loss, validation Dice, slices/s, peak memory)
+    log.jsonl           one line per epoch (loss, validation Dice, slices/s, peak memory), rewritten from the
+                        checkpoint's records (a run killed before its checkpoint writes no line twice)
     split.json          train and validation patient ids
 """
 
@@ -41,9 +43,8 @@ from cmrprior.segmentation.network import build_unet, load_segmenter, save_segme
 from cmrprior.segmentation.context import gather
 from cmrprior.segmentation.predict import file_sha256, input_slices, predict_slices, prepared_context
 from cmrprior.utils import atomic
-from cmrprior.utils.tracking import MetricsSink
-from cmrprior.utils.training import EarlyStopping, check_config_change
 from cmrprior.utils.seeding import derive_seed, torch_generator
+from cmrprior.utils.training import EarlyStopping, TrainingRun, order_generator, seed_run
 
 log = logging.getLogger(__name__)
 
@@ -118,13 +119,11 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def _check_resume(stored: dict, config: SegTrainConfig, path: Path) -> None:
-    check_config_change(stored, config.to_json(), _RESUMABLE_CHANGES, path, "segmenter")
-
-
 def _new_state() -> dict:
-    """The loop state of a run that has not made a step yet (stored under "state" in checkpoint.pt)."""
-    return {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_score": -1.0, "best_epoch": -1,
+    """The loop state of a run that has not made a step yet (stored under "state" in checkpoint.pt). No best score
+    yet: the first epoch's is the best so far, whatever its value (minus a training loss above 1 without
+    validation patients, too)."""
+    return {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_score": None, "best_epoch": -1,
             "bad_epochs": 0, "done": False, "epoch_loss_sum": 0.0, "epoch_seconds": 0.0}
 
 
@@ -147,23 +146,6 @@ def _load_init(config: SegTrainConfig, model: nn.Module) -> None:
     model.load_state_dict(init_model.state_dict())
 
 
-def _resume(ckpt_path: Path, config: SegTrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
-    """The loop state to start from; when `ckpt_path` exists, the saved model and optimizer are loaded, else
-    the initial weights (`config.init`) when given."""
-    state = _new_state()
-    if not ckpt_path.exists():
-        if config.init is not None:
-            _load_init(config, model)
-        return state
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    _check_resume(ckpt["config"], config, ckpt_path)
-    model.load_state_dict(ckpt["model"])
-    optimizer.load_state_dict(ckpt["optimizer"])
-    state.update(ckpt["state"])
-    log.info("resumed from %s at epoch %d step %d", ckpt_path, state["epoch"], state["global_step"])
-    return state
-
-
 def _train_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module, images: np.ndarray,
                 masks: np.ndarray, step: int, lr: float, config: SegTrainConfig, crop: int | None) -> float:
     """One optimizer step on the inputs `images[i]` (`(b, k, H, W)`, k adjacent slices) and the masks of
@@ -181,6 +163,18 @@ def _train_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.
     loss.backward()
     optimizer.step()
     return float(loss.detach())
+
+
+def _epoch_record(state: dict, n: int, steps_per_epoch: int, lr: float) -> dict:
+    """The log.jsonl record of the epoch just trained on `n` slices (validation Dice added by `_score_epoch`)."""
+    return {"epoch": state["epoch"], "step": state["global_step"], "train_loss": state["epoch_loss_sum"] / steps_per_epoch,
+            "train_seconds": state["epoch_seconds"], "slices_per_s": n / max(state["epoch_seconds"], 1e-9), "lr": lr,
+            "peak_rss_mb": _peak_rss_mb()}
+
+
+def _log_line(record: dict) -> str:
+    return ", ".join(f"{k.replace('_', ' ')} {v:.4g}" if isinstance(v, float) else f"{k.replace('_', ' ')} {v}"
+                     for k, v in record.items())
 
 
 def _score_epoch(model: nn.Module, val_set: PreparedCohort | None, record: dict, bf16: bool) -> float:
@@ -217,52 +211,57 @@ def train_segmenter(prepared: PreparedCohort, config: SegTrainConfig, out_dir: s
     steps_per_epoch = math.ceil(n / config.batch_size)
     total_steps = steps_per_epoch * config.max_epochs
 
-    torch.manual_seed(derive_seed(config.seed, "init"))
+    seed_run(derive_seed(config.seed, "init"))
     model = build_unet(config.unet)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     loss_fn = make_seg_loss()
-    state = _resume(ckpt_path, config, model, optimizer)
+    run = TrainingRun(out_dir, config=config.to_json(), may_change=_RESUMABLE_CHANGES, what="segmenter",
+                      checkpoint="checkpoint.pt", metrics="log.jsonl",
+                      stopping=EarlyStopping(config.patience, mode="max", keys=("best_score", "bad_epochs", "done")))
+
+    def load(ckpt: dict) -> None:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+
+    if not ckpt_path.exists() and config.init is not None:  # a killed run resumes from its checkpoint, not the init
+        _load_init(config, model)
+    state = run.resume(_new_state(), load)
 
     def save_checkpoint() -> None:
-        atomic.save_torch(ckpt_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                      "state": dict(state), "config": config.to_json(),
-                                      "unet_args": config.unet.to_json()})
+        run.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "unet_args": config.unet.to_json()})
 
     meta = {"config": config.to_json(), "train_patients": len(train_ids), "val_patients": len(val_ids)}
-    sink = MetricsSink(out_dir, jsonl="log.jsonl")  # trackers of CMRPRIOR_TRACKING (`cmrprior.utils.tracking`)
-    while not state["done"] and state["epoch"] < config.max_epochs:
-        epoch = state["epoch"]
-        perm = torch.randperm(n, generator=torch_generator(derive_seed(config.seed, "perm", epoch))).numpy()
-        model.train()
-        t0 = time.perf_counter()
-        for s in range(state["step_in_epoch"], steps_per_epoch):
-            if config.max_steps is not None and state["global_step"] >= config.max_steps:
-                state["epoch_seconds"] += time.perf_counter() - t0
-                save_checkpoint()
-                return ckpt_path
-            step, idx = state["global_step"], perm[s * config.batch_size : (s + 1) * config.batch_size]
-            state["epoch_loss_sum"] += _train_step(model, optimizer, loss_fn, gather(images, context[idx]), masks[idx], step,
-                                                   learning_rate(step, total_steps, config), config, crop)
-            state["global_step"], state["step_in_epoch"] = step + 1, s + 1
-            if state["global_step"] % config.checkpoint_every == 0:
-                save_checkpoint()
-        state["epoch_seconds"] += time.perf_counter() - t0
-        record = {"epoch": epoch, "step": state["global_step"], "train_loss": state["epoch_loss_sum"] / steps_per_epoch,
-                  "train_seconds": state["epoch_seconds"], "slices_per_s": n / max(state["epoch_seconds"], 1e-9),
-                  "lr": learning_rate(state["global_step"], total_steps, config), "peak_rss_mb": _peak_rss_mb()}
-        score = _score_epoch(model, val_set, record, config.bf16)
-        if EarlyStopping(config.patience, mode="max", keys=("best_score", "bad_epochs", "done")).update(
-                state, score, may_stop=epoch + 1 >= config.min_epochs):
-            state["best_epoch"] = epoch
-            save_segmenter(model, config.unet, out_dir / "best.safetensors", {**meta, "epoch": epoch, "val_dice": record.get("val_dice")})
-        record["best_epoch"] = state["best_epoch"]
-        sink.append(record)
-        log.info("segmenter epoch %d: %s", epoch, ", ".join(f"{k.replace('_', ' ')} {v:.4g}" if isinstance(v, float)
-                                                              else f"{k.replace('_', ' ')} {v}" for k, v in record.items()))
-        state.update(epoch=epoch + 1, step_in_epoch=0, epoch_loss_sum=0.0, epoch_seconds=0.0)
-        save_checkpoint()
+    with run:
+        while not run.should_stop() and state["epoch"] < config.max_epochs:
+            epoch = state["epoch"]
+            perm = torch.randperm(n, generator=order_generator(config.seed, "perm", epoch)).numpy()
+            model.train()
+            t0 = time.perf_counter()
+            for s in range(state["step_in_epoch"], steps_per_epoch):
+                if config.max_steps is not None and state["global_step"] >= config.max_steps:
+                    state["epoch_seconds"] += time.perf_counter() - t0
+                    save_checkpoint()
+                    return ckpt_path
+                step, idx = state["global_step"], perm[s * config.batch_size : (s + 1) * config.batch_size]
+                state["epoch_loss_sum"] += _train_step(model, optimizer, loss_fn, gather(images, context[idx]),
+                                                       masks[idx], step, learning_rate(step, total_steps, config),
+                                                       config, crop)
+                state["global_step"], state["step_in_epoch"] = step + 1, s + 1
+                if state["global_step"] % config.checkpoint_every == 0:
+                    save_checkpoint()
+            state["epoch_seconds"] += time.perf_counter() - t0
+            record = _epoch_record(state, n, steps_per_epoch, learning_rate(state["global_step"], total_steps, config))
+            score = _score_epoch(model, val_set, record, config.bf16)
+            if run.improved(score, may_stop=epoch + 1 >= config.min_epochs):
+                state["best_epoch"] = epoch
+                save_segmenter(model, config.unet, out_dir / "best.safetensors",
+                               {**meta, "epoch": epoch, "val_dice": record.get("val_dice")})
+            record["best_epoch"] = state["best_epoch"]
+            run.record(record)
+            log.info("segmenter epoch %d: %s", epoch, _log_line(record))
+            state.update(epoch=epoch + 1, step_in_epoch=0, epoch_loss_sum=0.0, epoch_seconds=0.0)
+            save_checkpoint()
 
-    sink.close()
     with atomic.atomic_path(final) as tmp:
         shutil.copyfile(out_dir / "best.safetensors", tmp)
     best_meta = json.loads((out_dir / "best.json").read_text())

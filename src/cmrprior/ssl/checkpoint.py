@@ -21,7 +21,7 @@ from torch import nn
 
 from cmrprior.errors import ConfigError, DataError
 from cmrprior.models.registry import create_backbone
-from cmrprior.ssl.config import PretrainConfig, check_resumable
+from cmrprior.ssl.config import PretrainConfig
 from cmrprior.utils import atomic
 
 log = logging.getLogger(__name__)
@@ -74,53 +74,33 @@ def data_fingerprint(train: torch.Tensor, val: torch.Tensor | None) -> str:
     return h.hexdigest()[:32]
 
 
-def resume(last_path: Path, config: PretrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
-           data: str, objective: dict[str, Any] = NT_XENT) -> dict[str, Any]:
-    """The loop state to start from: a new one, or, when `last_path` exists, the saved one, with the saved
-    model, optimizer and torch RNG states loaded (in place). `data`: the `data_fingerprint` of this call;
+def check_and_load(ckpt: dict[str, Any], path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, data: str,
+                   objective: dict[str, Any] = NT_XENT) -> None:
+    """Load the model and optimizer of the last.pt `ckpt` (read from `path`; its config already checked by
+    `cmrprior.utils.training.TrainingRun.resume`) in place. `data`: the `data_fingerprint` of this call;
     `objective`: the record of this call's loss (`NT_XENT` for SimCLR).
 
-    Raises DataError (unreadable checkpoint), ConfigError (the run was made with a different config or on
-    other images).
+    Raises ConfigError (the run was made with another objective or on other images).
     """
-    state = new_state()
-    if not last_path.exists():
-        return state
-    ckpt = _read(last_path, "checkpoint to resume")
-    check_resumable(ckpt["config"], config, last_path)
     if ckpt.get("objective", NT_XENT) != objective:
-        raise ConfigError(f"{last_path}: the run folder holds a run with another objective "
+        raise ConfigError(f"{path}: the run folder holds a run with another objective "
                           f"({ckpt.get('objective', NT_XENT)}, now {objective}); use a new --out folder")
     saved = ckpt.get("data")
     if saved is None:  # a checkpoint from before the fingerprint was recorded: nothing to compare
-        log.warning("%s: no record of the images it was trained on; resuming on the images given", last_path)
+        log.warning("%s: no record of the images it was trained on; resuming on the images given", path)
     elif saved != data:
-        raise ConfigError(f"{last_path}: the run folder holds a run pre-trained on other images (another cohort, "
+        raise ConfigError(f"{path}: the run folder holds a run pre-trained on other images (another cohort, "
                           "split, kind of images or preparation); use a new --out folder, or the same data to resume")
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
-    state.update(ckpt["state"])
-    torch.set_rng_state(ckpt["rng"]["torch"])
-    log.info("resumed %s at epoch %d step %d", last_path, state["epoch"], state["step"])
-    return state
 
 
-def save_last(path: Path, *, config: PretrainConfig, data: str, model_args: dict[str, Any], model: nn.Module,
-              optimizer: torch.optim.Optimizer, state: dict[str, Any], objective: dict[str, Any] = NT_XENT) -> None:
-    """Write last.pt: the full state of `model` (a SimCLRModel, unwrapped), optimizer, loop state and RNG, and
-    the `data_fingerprint` of the images it is trained on."""
-    ckpt = {
-        "config": config.to_dict(),
-        "objective": dict(objective),
-        "data": data,
-        "model_args": model_args,
-        "model": model.state_dict(),
-        "encoder": model.encoder.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "state": dict(state),
-        "rng": {"torch": torch.get_rng_state()},
-    }
-    atomic.save_torch(path, ckpt)
+def last_payload(*, data: str, model_args: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer,
+                 objective: dict[str, Any] = NT_XENT) -> dict[str, Any]:
+    """What last.pt holds besides the config, the loop state and the RNG (`TrainingRun.save` adds those): the full
+    state of `model` (a SimCLRModel, unwrapped) and optimizer, and the `data_fingerprint` of its images."""
+    return {"objective": dict(objective), "data": data, "model_args": model_args, "model": model.state_dict(),
+            "encoder": model.encoder.state_dict(), "optimizer": optimizer.state_dict()}
 
 
 def save_best(path: Path, *, config: PretrainConfig, model_args: dict[str, Any], encoder: nn.Module, epoch: int,

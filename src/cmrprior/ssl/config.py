@@ -4,19 +4,18 @@ resolution of its "auto" choices (device, precision, channels-last), and the vie
 This module imports torch only inside the functions that need it: the command line reads the defaults of
 these classes when it builds its parser, and `cmrprior --help` must stay fast.
 
-A run folder holds one configuration: `check_resumable` refuses to resume a run under different
-settings, except for the fields in `RESUMABLE_CHANGES`, which do not change what a step computes.
+A run folder holds one configuration: a resume under different settings is refused (the pre-training loop's
+`cmrprior.utils.training.TrainingRun`), except for the fields in `RESUMABLE_CHANGES`, which do not change what a
+step computes.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cmrprior.errors import ConfigError
-from cmrprior.utils.training import check_config_change
 from cmrprior.vocab import DEFAULT_BACKBONE
 
 if TYPE_CHECKING:
@@ -137,12 +136,6 @@ class PretrainConfig:
 # Fields that may change between a run and its resumption (they do not change what a step computes).
 RESUMABLE_CHANGES = {"epochs", "patience", "min_delta", "max_steps", "checkpoint_every_steps", "progress", "compile",
                      "device"}
-
-
-def check_resumable(saved: dict[str, Any], config: PretrainConfig, path: Path) -> None:
-    """Raise ConfigError when `config` differs from the `saved` config dict of the run in `path` in a
-    field outside `RESUMABLE_CHANGES`."""
-    check_config_change(saved, config.to_dict(), RESUMABLE_CHANGES, path)
 
 
 def resolve_device(name: str, info: DistInfo) -> torch.device:

@@ -4,7 +4,8 @@
 train.py: set-up, model, optimizer, resume, then the loop (views -> encoder+projection -> NT-Xent ->
 Adam), a held-out NT-Xent per epoch, early stopping, atomic checkpoints. The settings live in
 `cmrprior.ssl.config`, the network in `cmrprior.ssl.model`, the run-folder files (last.pt, best.pt,
-metrics.jsonl) in `cmrprior.ssl.checkpoint`; a new call with the same config resumes from last.pt.
+metrics.jsonl) in `cmrprior.ssl.checkpoint`; resume, early stopping, seeding and the epoch record are the
+shared `cmrprior.utils.training` helpers; a new call with the same config resumes from last.pt.
 
 Randomness: the model init uses `seed`; the slice order of epoch e and the views of global step s
 come from generators seeded with `derive_seed(seed, ...)`, so an interrupted and resumed run makes
@@ -37,12 +38,11 @@ from cmrprior.models.registry import create_backbone
 from cmrprior.ssl import checkpoint
 from cmrprior.ssl import distributed as D
 from cmrprior.ssl.augment import two_views
-from cmrprior.ssl.config import PretrainConfig, resolve_auto, resolve_device
+from cmrprior.ssl.config import RESUMABLE_CHANGES, PretrainConfig, resolve_auto, resolve_device
 from cmrprior.ssl.model import build_model, model_args_of, simclr_loss
 from cmrprior.utils import timing
-from cmrprior.utils.seeding import derive_seed, seed_everything, torch_generator
-from cmrprior.utils.tracking import MetricsSink
-from cmrprior.utils.training import EarlyStopping
+from cmrprior.utils.seeding import derive_seed, torch_generator
+from cmrprior.utils.training import EarlyStopping, TrainingRun, order_generator, seed_run
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ def _train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: _B
     """Run the remaining steps of epoch `state["epoch"]`, updating `state` in place; False when `max_steps`
     stopped it first. Calls `save_last()` every `checkpoint_every_steps` steps."""
     epoch, steps = state["epoch"], batches.steps_per_epoch
-    perm = torch.randperm(batches.data.shape[0], generator=torch_generator(derive_seed(config.seed, "epoch-order", epoch)))
+    perm = torch.randperm(batches.data.shape[0], generator=order_generator(config.seed, "epoch-order", epoch))
     model.train()
     t0, images_at_start = time.perf_counter(), state["images_seen"]
     bar = tqdm(total=steps, initial=state["step_in_epoch"], desc=f"epoch {epoch + 1}/{config.epochs}", file=sys.stderr,
@@ -202,7 +202,7 @@ def _epoch_record(state: dict[str, Any], batches: _Batches, seconds: float) -> d
 
 def _network(config: PretrainConfig, device: torch.device) -> tuple[dict[str, Any], nn.Module]:
     """The seeded encoder + projection head of `config` on `device`, and its `model_args`."""
-    seed_everything(config.seed)
+    seed_run(config.seed)
     model_args = model_args_of(config)
     raw_model = build_model(model_args)
     if config.weights is not None:
@@ -245,51 +245,50 @@ def pretrain(
     # ---- model, optimizer, resume -------------------------------------------------------------
     model_args, raw_model = _network(config, device)
     optimizer = torch.optim.Adam(raw_model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
+    best_path = out_dir / "best.pt"
     objective_info = checkpoint.NT_XENT if objective is None else objective.describe()
-    state = checkpoint.resume(last_path, config, raw_model, optimizer, data_print := checkpoint.data_fingerprint(data, val),
-                              objective=objective_info)
-    sink = MetricsSink(out_dir, trackers=trackers, name=str(out_dir)) if info.is_main else None
+    data_print = checkpoint.data_fingerprint(data, val)
+    run = TrainingRun(out_dir, config=config.to_dict(), may_change=RESUMABLE_CHANGES, trackers=trackers,
+                      stopping=EarlyStopping(config.patience, config.min_delta), main=info.is_main)
+    state = run.resume(checkpoint.new_state(), lambda ckpt: checkpoint.check_and_load(
+        ckpt, run.path, raw_model, optimizer, data_print, objective_info))
     model = torch.compile(raw_model) if config.compile else raw_model
     model = D.wrap_ddp(model, sync_batchnorm=config.sync_batchnorm, device=device)
 
     def save_last() -> None:
-        if info.is_main:
-            checkpoint.save_last(last_path, config=config, data=data_print, model_args=model_args, model=raw_model,
-                                 optimizer=optimizer, state=state, objective=objective_info)
+        run.save(checkpoint.last_payload(data=data_print, model_args=model_args, model=raw_model, optimizer=optimizer,
+                                         objective=objective_info))
 
     # ---- training loop ------------------------------------------------------------------------
     finished = True
-    while state["epoch"] < config.epochs and not state["stopped_early"]:
-        t0 = time.perf_counter()
-        finished = _train_epoch(model, optimizer, batches, state, config, device, save_last, objective)
-        if not finished:
+    with run:
+        while state["epoch"] < config.epochs and not run.should_stop():
+            t0 = time.perf_counter()
+            finished = _train_epoch(model, optimizer, batches, state, config, device, save_last, objective)
+            if not finished:
+                save_last()
+                break
+            # ---- end of epoch: held-out loss, early stopping, record, checkpoint -----------------
+            record = _epoch_record(state, batches, time.perf_counter() - t0)
+            if val is not None:
+                # averaged over ranks: BatchNorm buffers may differ slightly between ranks (DDP broadcasts them at
+                # the next forward), and every rank must take the same early-stopping decision
+                record["val_loss"] = D.all_reduce_mean(heldout_loss(raw_model, val, config, device, objective), device)
+                if run.improved(record["val_loss"]) and info.is_main:
+                    checkpoint.save_best(best_path, config=config, model_args=model_args, encoder=raw_model.encoder,
+                                         epoch=state["epoch"] + 1, val_loss=record["val_loss"])
+            log.info("pre-training epoch %d: train loss %.4f%s (batch %d, %.0f s)", record["epoch"],
+                     record["train_loss"], f", val loss {record['val_loss']:.4f}" if "val_loss" in record else "",
+                     record["batch_size"], record["seconds"])
+            run.record(record)
+            state.update(epoch=state["epoch"] + 1, step_in_epoch=0, loss_sum=0.0)
             save_last()
-            break
-        # ---- end of epoch: held-out loss, early stopping, checkpoint ---------------------------
-        record = _epoch_record(state, batches, time.perf_counter() - t0)
-        if val is not None:
-            # averaged over ranks: BatchNorm buffers may differ slightly between ranks (DDP broadcasts them at the
-            # next forward), and every rank must take the same early-stopping decision
-            record["val_loss"] = D.all_reduce_mean(heldout_loss(raw_model, val, config, device, objective), device)
-            if EarlyStopping(config.patience, config.min_delta).update(state, record["val_loss"]) and info.is_main:
-                checkpoint.save_best(best_path, config=config, model_args=model_args, encoder=raw_model.encoder,
-                                     epoch=state["epoch"] + 1, val_loss=record["val_loss"])
-        log.info("pre-training epoch %d: train loss %.4f%s (batch %d, %.0f s)", record["epoch"], record["train_loss"],
-                 f", val loss {record['val_loss']:.4f}" if "val_loss" in record else "", record["batch_size"],
-                 record["seconds"])
-        state.update(history=state["history"] + [record], epoch=state["epoch"] + 1, step_in_epoch=0, loss_sum=0.0)
-        save_last()
-        if sink is not None:
-            sink.write(state["history"])
     D.barrier()
-    if sink is not None:
-        sink.close()
     if info.is_main and val is None and finished:
         checkpoint.save_best(best_path, config=config, model_args=model_args, encoder=raw_model.encoder,
                              epoch=state["epoch"], val_loss=None)
-    return PretrainResult(checkpoint=best_path if best_path.exists() else last_path, history=list(state["history"]),
-                          best_val_loss=state["best_val_loss"], stopped_early=bool(state["stopped_early"]),
+    return PretrainResult(checkpoint=best_path if best_path.exists() else run.path, history=list(state["history"]),
+                          best_val_loss=state["best_val_loss"], stopped_early=run.should_stop(),
                           finished=finished)
 
 

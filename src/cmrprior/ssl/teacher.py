@@ -11,7 +11,8 @@ segmenter's out-of-sample masks, or expert masks in the oracle setting the outpu
 
 Files (`out_dir`), written atomically:
   best.pt        the encoder of the best held-out epoch, in SimCLR's best.pt format (`load_encoder` reads it);
-  last.pt        {"config", "model", "optimizer", "state"} after each epoch: a killed run resumes there;
+  last.pt        {"config", "model", "optimizer", "state", "rng"} after each epoch: a killed run resumes there
+                 (`cmrprior.utils.training.TrainingRun`, as every training loop of the toolkit);
   metrics.jsonl  one line per epoch.
 Each epoch draws its augmentation and order from a generator seeded by (seed, epoch), so a resumed run
 computes what an uninterrupted one does.
@@ -32,11 +33,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cmrprior.errors import ConfigError, DataError, InputError
+from cmrprior.errors import ConfigError, InputError
 from cmrprior.models.registry import create_backbone
 from cmrprior.utils import atomic, timing
-from cmrprior.utils.tracking import MetricsSink
-from cmrprior.utils.training import EarlyStopping, check_config_change
+from cmrprior.utils.training import EarlyStopping, TrainingRun, order_generator, seed_run
 
 log = logging.getLogger(__name__)
 
@@ -154,25 +154,6 @@ def _val_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: in
     return total / y.numel()
 
 
-def _resume(last: Path, run_config: dict[str, Any], model: nn.Module, opt: torch.optim.Optimizer) -> dict[str, Any]:
-    """The loop state to start from: a new one, or the one saved in `last` (model and optimizer loaded in place).
-    Only `epochs` may differ from the saved run's configuration (a longer run continues a shorter one)."""
-    state: dict[str, Any] = {"epoch": 0, "history": [], "best_val_loss": None, "bad_epochs": 0, "stopped_early": False}
-    if not last.exists():
-        return state
-    try:
-        ckpt = torch.load(last, map_location="cpu", weights_only=True)
-        saved = ckpt["config"]
-    except Exception as exc:  # torch.load raises many types (pickle, zip, OSError, RuntimeError)
-        raise DataError(last, f"cannot read the teacher checkpoint to resume ({type(exc).__name__}: {exc})") from exc
-    check_config_change(saved, run_config, ("epochs",), last, "teacher")
-    model.load_state_dict(ckpt["model"])
-    opt.load_state_dict(ckpt["optimizer"])
-    state.update(ckpt["state"])
-    log.info("teacher: resumed %s at epoch %d", last, state["epoch"])
-    return state
-
-
 def _train_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
                  config: TeacherConfig, g: torch.Generator) -> float:
     """One pass over (x, y) in the order and with the augmentation that `g` draws; the mean training loss."""
@@ -224,35 +205,39 @@ def pretrain_teacher(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     run_config = {**config.to_dict(), "backbone": backbone, "seed": int(seed), "image_size": int(images.shape[-1])}
-    torch.manual_seed(seed)
+    seed_run(seed)
     encoder = create_backbone(backbone, in_chans=1, weights=None)
     model = SegmentationPretext(encoder, width=config.decoder_width)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    last = out / "last.pt"
-    state = _resume(last, run_config, model, opt)
+    run = TrainingRun(out, config=run_config, may_change=("epochs",), what="teacher", trackers=trackers,
+                      stopping=EarlyStopping(config.patience))
+
+    def load(ckpt: dict[str, Any]) -> None:
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+
+    state = run.resume({"best_val_loss": None, "bad_epochs": 0, "stopped_early": False}, load)
     x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))[:, None]
     y = torch.from_numpy(np.asarray(masks, dtype=np.int64))
     xv = yv = None
     if val is not None:
         xv = torch.from_numpy(np.ascontiguousarray(val[0], dtype=np.float32))[:, None]
         yv = torch.from_numpy(np.asarray(val[1], dtype=np.int64))
-    sink = MetricsSink(out, trackers=trackers)
-    while state["epoch"] < config.epochs and not state["stopped_early"]:
-        t0 = time.time()
-        epoch = state["epoch"] + 1
-        train_loss = _train_epoch(model, opt, x, y, config, torch.Generator().manual_seed(int(seed) * 100_003 + epoch))
-        with timing.phase("evaluation", items=0 if xv is None else len(xv)):
-            vl = None if xv is None else _val_loss(model, xv, yv, 2 * config.batch_size)
-        row = {"epoch": epoch, "train_loss": train_loss, "val_loss": vl, "seconds": round(time.time() - t0, 2)}
-        if EarlyStopping(config.patience).update(state, vl):
-            atomic.save_torch(out / "best.pt", {"model_args": encoder.model_args, "encoder": encoder.state_dict(),
-                                                "config": run_config, "epoch": epoch, "val_loss": vl})
-        state["epoch"], state["history"] = epoch, state["history"] + [row]
-        log.info("teacher epoch %d: train loss %.4f, val loss %s (%.0f s)", epoch, train_loss,
-                 "n/a" if vl is None else f"{vl:.4f}", row["seconds"])
-        atomic.save_torch(last, {"config": run_config, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                                 "state": state})
-        sink.write(state["history"])
-    sink.close()
+    with run:
+        while state["epoch"] < config.epochs and not run.should_stop():
+            t0 = time.time()
+            epoch = state["epoch"] + 1
+            train_loss = _train_epoch(model, opt, x, y, config, order_generator(int(seed) * 100_003 + epoch))
+            with timing.phase("evaluation", items=0 if xv is None else len(xv)):
+                vl = None if xv is None else _val_loss(model, xv, yv, 2 * config.batch_size)
+            row = {"epoch": epoch, "train_loss": train_loss, "val_loss": vl, "seconds": round(time.time() - t0, 2)}
+            if run.improved(vl):
+                atomic.save_torch(out / "best.pt", {"model_args": encoder.model_args, "encoder": encoder.state_dict(),
+                                                    "config": run_config, "epoch": epoch, "val_loss": vl})
+            log.info("teacher epoch %d: train loss %.4f, val loss %s (%.0f s)", epoch, train_loss,
+                     "n/a" if vl is None else f"{vl:.4f}", row["seconds"])
+            run.record(row)
+            state["epoch"] = epoch
+            run.save({"model": model.state_dict(), "optimizer": opt.state_dict()})
     return TeacherResult(checkpoint=out / "best.pt", history=list(state["history"]),
-                         best_val_loss=state["best_val_loss"], stopped_early=bool(state["stopped_early"]))
+                         best_val_loss=state["best_val_loss"], stopped_early=run.should_stop())
