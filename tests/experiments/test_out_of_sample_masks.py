@@ -116,8 +116,8 @@ def test_masks_from_a_partly_renewed_set_say_the_set_is_mixed(setup, tmp_path):
     (fold / "test_patients.json").write_text(json.dumps({"train": ids[3:], "test": ids[:3]}))
     ship_fold(mixed, fold, 1, read_acdc(setup["cohort"], allowed_labels=("NOR", "DCM")), "v3")
     _, origin = prepare_data(setup["cohort"], _config(mixed), cache_dir=tmp_path / "c", qc_dir=tmp_path / "qc")
-    assert origin.out_of_sample is True
-    assert origin.note == ("masks: out-of-sample segmenter for every patient; MIXED segmenter set (1 of 3 models "
-                           "new): full, fold_0 of an unrecorded generation; fold_1 of generation v3 (new)")
+    assert origin.masks.out_of_sample is True
+    assert origin.masks.note == ("masks: out-of-sample segmenter for every patient; MIXED segmenter set (1 of 3 "
+                                 "models new): full, fold_0 of an unrecorded generation; fold_1 of generation v3 (new)")
     by_id = {r["patient_id"]: r for r in _rows(tmp_path / "qc" / "segmenters.csv")}
     assert {by_id[p]["generation"] for p in ids[:3]} == {"v3"} and {by_id[p]["generation"] for p in ids[3:]} == {""}
