@@ -1,5 +1,6 @@
 """The study on a real SLURM scheduler (`scripts/slurm-local.sh start` brings one up on this machine):
-tables byte-identical to a local run, and a job killed with scancel resumed by a rerun.
+tables byte-identical to a local run; a pre-training job cancelled with scancel after its first epoch, resumed by
+a rerun; one requeued with scontrol (as pre-emption does), resumed by the job itself.
 
 Marked `cluster` (not in the default run): `python -m pytest -m cluster tests/experiments/test_cluster.py`.
 They skip, saying why, where sbatch/squeue/sinfo or submitit are missing or the cluster is down (they fail
@@ -137,9 +138,11 @@ def _pretrain_mid_run(out: Path, timeout: float = 900) -> tuple[Path, str, int]:
     raise AssertionError(f"no pre-training job had finished an epoch in {timeout} s")
 
 
-def _long_pretraining(root: Path, cohort: Path, config: Path) -> Path:
-    """The study's config with pre-trainings of 15 epochs, never stopped early (a job cancelled after its first
-    epoch has more to do), and the tables of a local run of it."""
+@pytest.fixture(scope="module")
+def long_study(study):
+    """The study's config with pre-trainings of 15 epochs, never stopped early (a job stopped after its first
+    epoch has more to do), and the tables of a local run of it (`root/local_long`)."""
+    root, cohort, config = study
     import torch
 
     from cmrprior.experiments.config import StudyConfig, load_config
@@ -156,12 +159,11 @@ def _long_pretraining(root: Path, cohort: Path, config: Path) -> Path:
         torch.set_num_threads(threads)
     path = root / "config_long.yaml"
     path.write_text(long.to_yaml())
-    return path
+    return root, cohort, path
 
 
-def test_a_cancelled_job_is_resumed_by_a_rerun(study):
-    root, cohort, config = study
-    config = _long_pretraining(root, cohort, config)
+def test_a_cancelled_job_is_resumed_by_a_rerun(long_study):
+    root, cohort, config = long_study
     out = root / "killed"
     driver = subprocess.Popen(_cli(cohort, out, config), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               env=_env())
@@ -199,9 +201,44 @@ def test_a_cancelled_job_is_resumed_by_a_rerun(study):
     assert (out / piece / "done.json").exists()
     # the rerun's job took the pre-training up where the cancelled one had checkpointed it, mid-run
     rerun_log = Path(json.loads((folder / "submitted.json").read_text())["log"]).read_text()
-    resumed = re.search(r"resumed \S+last\.pt at epoch (\d+)", rerun_log)
-    assert resumed and epochs <= int(resumed.group(1)) < 15, rerun_log[-3000:]
-    local = _tables(root / "local_long")
+    _assert_resumed_mid_run(rerun_log, epochs)
+    _assert_tables(out, root / "local_long")
+
+
+def _assert_resumed_mid_run(job_log: str, epochs: int) -> None:
+    """The job's log says that the pre-training went on from a checkpoint of `epochs` epochs or more, of 15."""
+    resumed = re.search(r"resumed \S+last\.pt at epoch (\d+)", job_log)
+    assert resumed and epochs <= int(resumed.group(1)) < 15, job_log[-3000:]
+
+
+def _assert_tables(out: Path, local_run: Path) -> None:
+    local = _tables(local_run)
     assert set(local) == set(_tables(out)) and "table1.json" in local
     for name, data in _tables(out).items():
         assert data == local[name], name
+
+
+def test_a_requeued_job_resumes_its_piece(long_study):
+    """`scontrol requeue` (what pre-emption with PreemptMode=REQUEUE does) on a running pre-training: the job
+    stops at SIGTERM, comes back under the same id after SLURM's requeue delay (about 2 min) and resumes its
+    checkpoint; the driver waits for it and the study ends in one run."""
+    root, cohort, config = long_study
+    out = root / "requeued"
+    driver = subprocess.Popen(_cli(cohort, out, config), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=_env())
+    try:
+        folder, job_id, epochs = _pretrain_mid_run(out)
+        subprocess.run(["scontrol", "requeue", job_id], check=True)
+        _, err = driver.communicate(timeout=1800)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    print(f"requeued job {job_id} after {epochs} epoch(s)")
+    assert driver.returncode == 0, err[-3000:]
+    submitted = json.loads((folder / "submitted.json").read_text())
+    assert submitted["job_id"] == job_id  # one submission: the job came back, it was not submitted again
+    job_log = Path(submitted["log"]).read_text()
+    assert job_log.count("Starting with JobEnvironment") == 2 and "received SIGTERM" in job_log, job_log[-3000:]
+    _assert_resumed_mid_run(job_log, epochs)
+    assert json.loads((folder / "state.json").read_text())["state"] == "done"
+    _assert_tables(out, root / "local_long")
