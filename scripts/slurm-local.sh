@@ -11,7 +11,8 @@
 # pids they wrote. slurm.conf is generated for this host (`slurmd -C`: CPUs, memory) into /etc/slurm (the
 # clients' default place), marked as ours; a slurm.conf that this script did not write is never touched.
 # State, spool and logs go to $SLURM_LOCAL_DIR (default /tmp/cmrprior-slurm). No accounting database: job
-# states come from squeue (what cmrprior's slurm executor reads).
+# states come from squeue (what cmrprior's slurm executor reads). KillWait (the time between a cancelled job's
+# SIGTERM and its SIGKILL) is SLURM's default, 30 s, as on real clusters: a job that ignored SIGTERM would run on.
 set -euo pipefail
 
 DIR="${SLURM_LOCAL_DIR:-/tmp/cmrprior-slurm}"
@@ -68,7 +69,7 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU
 MpiDefault=none
 ReturnToService=2
-KillWait=5
+KillWait=30
 MinJobAge=60
 SlurmdTimeout=60
 $node State=UNKNOWN

@@ -1,5 +1,6 @@
 """The study on a real SLURM scheduler (`scripts/slurm-local.sh start` brings one up on this machine):
-tables byte-identical to a local run, and a job killed with scancel resumed by a rerun.
+tables byte-identical to a local run; a pre-training job cancelled with scancel after its first epoch, resumed by
+a rerun; one requeued with scontrol (as pre-emption does), resumed by the job itself.
 
 Marked `cluster` (not in the default run): `python -m pytest -m cluster tests/experiments/test_cluster.py`.
 They skip, saying why, where sbatch/squeue/sinfo or submitit are missing or the cluster is down (they fail
@@ -11,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -112,21 +114,35 @@ def test_slurm_run_gives_the_tables_of_the_local_run(study):
     assert all(Path(s["log"]).is_relative_to(out / "jobs") for s in submitted)
 
 
-def _running_pretrain(out: Path, timeout: float = 600) -> tuple[Path, str]:
-    """A SimCLR pre-training piece whose job has started: its pieces folder and job id."""
+def _job_state(job_id: str) -> str | None:
+    """The job's state as the controller gives it (`scontrol show job`), None once it has forgotten the job."""
+    out = subprocess.run(["scontrol", "-o", "show", "job", job_id], capture_output=True, text=True, timeout=60)
+    return next((f.split("=", 1)[1] for f in out.stdout.split() if f.startswith("JobState=")), None)
+
+
+def _pretrain_mid_run(out: Path, timeout: float = 900) -> tuple[Path, str, int]:
+    """A SimCLR pre-training piece whose job is RUNNING and has checkpointed at least one epoch (its first
+    metrics.jsonl line: written after last.pt): its pieces folder, job id and the epochs it had finished."""
     t0 = time.time()
     while time.time() - t0 < timeout:
         for state in (out / "pieces").rglob("state.json"):
             d = json.loads(state.read_text())
-            if "/pretrain/" in d["piece"] and "/simclr_" in d["piece"] and d["state"] == "running" and d.get("job_id"):
-                return state.parent, d["job_id"]
-        time.sleep(0.5)
-    raise AssertionError(f"no pre-training job started in {timeout} s")
+            if not ("/pretrain/" in d["piece"] and "/simclr_" in d["piece"] and d["state"] == "running"
+                    and d.get("job_id")):
+                continue
+            metrics = out / d["piece"] / "run" / "metrics.jsonl"
+            epochs = len(metrics.read_text().splitlines()) if metrics.exists() else 0
+            if epochs and _job_state(d["job_id"]) == "RUNNING":
+                return state.parent, d["job_id"], epochs
+        time.sleep(0.1)
+    raise AssertionError(f"no pre-training job had finished an epoch in {timeout} s")
 
 
-def _long_pretraining(root: Path, cohort: Path, config: Path) -> Path:
-    """The study's config with pre-trainings long enough (15 epochs, never stopped early) that a job is still
-    running when scancel reaches it on a fast machine, and the tables of a local run of it."""
+@pytest.fixture(scope="module")
+def long_study(study):
+    """The study's config with pre-trainings of 15 epochs, never stopped early (a job stopped after its first
+    epoch has more to do), and the tables of a local run of it (`root/local_long`)."""
+    root, cohort, config = study
     import torch
 
     from cmrprior.experiments.config import StudyConfig, load_config
@@ -143,31 +159,39 @@ def _long_pretraining(root: Path, cohort: Path, config: Path) -> Path:
         torch.set_num_threads(threads)
     path = root / "config_long.yaml"
     path.write_text(long.to_yaml())
-    return path
+    return root, cohort, path
 
 
-def test_a_cancelled_job_is_resumed_by_a_rerun(study):
-    root, cohort, config = study
-    config = _long_pretraining(root, cohort, config)
+def test_a_cancelled_job_is_resumed_by_a_rerun(long_study):
+    root, cohort, config = long_study
     out = root / "killed"
     driver = subprocess.Popen(_cli(cohort, out, config), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               env=_env())
     try:
-        folder, job_id = _running_pretrain(out)
-        # SIGKILL now: a plain scancel sends SIGTERM, which submitit ignores (it keeps it for pre-emption), and a
-        # job that ends within KillWait (30 s) would finish normally
-        subprocess.run(["scancel", "--full", "--signal=KILL", job_id], check=True)
+        folder, job_id, epochs = _pretrain_mid_run(out)
+        subprocess.run(["scancel", job_id], check=True)  # what a user types: SIGTERM, SIGKILL KillWait s later
+        t0 = time.time()
+        while _job_state(job_id) in ("RUNNING", "COMPLETING") and time.time() - t0 < 120:
+            time.sleep(0.2)
+        final = _job_state(job_id)
         _, err = driver.communicate(timeout=1800)
     finally:
         if driver.poll() is None:
             driver.kill()
     piece = folder.relative_to(out / "pieces").as_posix()
+    print(f"cancelled job {job_id} ({piece}) after {epochs} epoch(s); its state: {final}")
+    assert final == "CANCELLED", final
+    # the piece stopped at scancel's SIGTERM, without a result, rather than running on through KillWait
+    state = json.loads((folder / "state.json").read_text())
+    assert state["state"] == "stopped" and "SIGTERM" in state["error"], state
     assert driver.returncode == 1, err[-3000:]
-    assert f"{piece}: SLURM job {job_id} ended without a result" in err and "re-run the same command" in err
+    assert f"{piece}: SLURM job {job_id} ended without a result" in err and "re-run the same command" in err, err[-3000:]
+    submitted = json.loads((folder / "submitted.json").read_text())
+    assert f"(log {submitted['log']})" in err
     assert not (out / piece / "done.json").exists() and not (out / "tables" / "table1.json").exists()
     status = subprocess.run([sys.executable, "-m", "cmrprior", "study", "--status", str(out)], capture_output=True,
                             text=True, env=_env())
-    assert status.returncode == 1 and f"stopped  {piece}" in status.stdout, status.stdout
+    assert status.returncode == 1 and f"stopped  {piece}  job {job_id}" in status.stdout, status.stdout
     prepared = json.loads((out / "pieces" / "prepare" / "state.json").read_text())
     t0 = time.time()
     again = subprocess.run(_cli(cohort, out, config), capture_output=True, text=True, env=_env(), timeout=1800)
@@ -175,7 +199,46 @@ def test_a_cancelled_job_is_resumed_by_a_rerun(study):
     assert again.returncode == 0, again.stderr[-3000:]
     assert json.loads((out / "pieces" / "prepare" / "state.json").read_text()) == prepared  # not run again
     assert (out / piece / "done.json").exists()
-    local = _tables(root / "local_long")
+    # the rerun's job took the pre-training up where the cancelled one had checkpointed it, mid-run
+    rerun_log = Path(json.loads((folder / "submitted.json").read_text())["log"]).read_text()
+    _assert_resumed_mid_run(rerun_log, epochs)
+    _assert_tables(out, root / "local_long")
+
+
+def _assert_resumed_mid_run(job_log: str, epochs: int) -> None:
+    """The job's log says that the pre-training went on from a checkpoint of `epochs` epochs or more, of 15."""
+    resumed = re.search(r"resumed \S+last\.pt at epoch (\d+)", job_log)
+    assert resumed and epochs <= int(resumed.group(1)) < 15, job_log[-3000:]
+
+
+def _assert_tables(out: Path, local_run: Path) -> None:
+    local = _tables(local_run)
     assert set(local) == set(_tables(out)) and "table1.json" in local
     for name, data in _tables(out).items():
         assert data == local[name], name
+
+
+def test_a_requeued_job_resumes_its_piece(long_study):
+    """`scontrol requeue` (what pre-emption with PreemptMode=REQUEUE does) on a running pre-training: the job
+    stops at SIGTERM, comes back under the same id after SLURM's requeue delay (about 2 min) and resumes its
+    checkpoint; the driver waits for it and the study ends in one run."""
+    root, cohort, config = long_study
+    out = root / "requeued"
+    driver = subprocess.Popen(_cli(cohort, out, config), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=_env())
+    try:
+        folder, job_id, epochs = _pretrain_mid_run(out)
+        subprocess.run(["scontrol", "requeue", job_id], check=True)
+        _, err = driver.communicate(timeout=1800)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    print(f"requeued job {job_id} after {epochs} epoch(s)")
+    assert driver.returncode == 0, err[-3000:]
+    submitted = json.loads((folder / "submitted.json").read_text())
+    assert submitted["job_id"] == job_id  # one submission: the job came back, it was not submitted again
+    job_log = Path(submitted["log"]).read_text()
+    assert job_log.count("Starting with JobEnvironment") == 2 and "received SIGTERM" in job_log, job_log[-3000:]
+    _assert_resumed_mid_run(job_log, epochs)
+    assert json.loads((folder / "state.json").read_text())["state"] == "done"
+    _assert_tables(out, root / "local_long")

@@ -43,6 +43,11 @@ STATE_JSON, SUBMITTED_JSON, LOG_TXT = "state.json", "submitted.json", "log.txt"
 DRIVER_JSON = "driver.json"  # RUN/pieces/driver.json: how the last driver ran the study (its graph's inputs)
 
 
+class PieceStopped(BaseException):
+    """A piece stopped from outside (a cluster job cancelled, requeued or out of time): not an error of the piece,
+    and no result (a BaseException, so that submitit writes none); a rerun resumes it."""
+
+
 @dataclass(frozen=True)
 class Piece:
     """One piece: `id` (its folder relative to the run folder, or a fixed name), `kind` (prepare,
@@ -140,7 +145,8 @@ class PieceCall:
                     torch.set_num_threads(self.threads)
                 value = self._run(run, piece)
             except BaseException as exc:
-                atomic.write_json(folder / STATE_JSON, {**state, "state": "failed", "ended": _now(),
+                ended = "stopped" if isinstance(exc, PieceStopped) else "failed"
+                atomic.write_json(folder / STATE_JSON, {**state, "state": ended, "ended": _now(),
                                                         "error": f"{type(exc).__name__}: {exc}",
                                                         "traceback": traceback.format_exc(limit=8)})
                 raise
@@ -226,9 +232,10 @@ def piece_status(run: RunFolder, piece: Piece) -> PieceStatus:
         return PieceStatus(piece, "done", job, log_path)
     if state is not None and state["state"] == "failed":
         return PieceStatus(piece, "failed", state.get("error", ""), log_path)
-    if state is not None and state["state"] == "running":
-        return PieceStatus(piece, "stopped", f"{job} ended without finishing (killed, cancelled or out of time); a "
-                                             "rerun resumes it".strip(), log_path)
+    if state is not None and state["state"] in ("running", "stopped"):
+        why = state.get("error", "killed, cancelled or out of time")
+        return PieceStatus(piece, "stopped", f"{job} ended without finishing ({why}); a rerun resumes it".strip(),
+                           log_path)
     if submitted is not None:
         return PieceStatus(piece, "queued", job, log_path)
     return PieceStatus(piece, "pending", "", log_path)

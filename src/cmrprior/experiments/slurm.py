@@ -14,6 +14,7 @@ submitit is imported here only: `pip install 'cmrprior[cluster]'`.
 from __future__ import annotations
 
 import logging
+import signal
 import subprocess
 import time
 from collections import defaultdict
@@ -23,7 +24,7 @@ from typing import Any
 from cmrprior.errors import ConfigError
 from cmrprior.experiments.executor_config import SlurmConfig
 from cmrprior.experiments.executors import Outcome
-from cmrprior.experiments.pieces import SUBMITTED_JSON, Piece, PieceCall
+from cmrprior.experiments.pieces import SUBMITTED_JSON, Piece, PieceCall, PieceStopped
 from cmrprior.runs import RunFolder
 from cmrprior.utils import atomic
 
@@ -41,13 +42,19 @@ def _submitit():
 
 class _Job:
     """The callable a SLURM job runs: one piece, with torch threads set to the job's CPUs. Requeued after a
-    time limit or pre-emption (submitit calls `checkpoint`): the piece resumes from what it left on disk."""
+    time limit or pre-emption (submitit calls `checkpoint`): the piece resumes from what it left on disk.
+
+    SLURM ends a job (scancel, requeue, pre-emption, time limit) with SIGTERM, then SIGKILL KillWait seconds
+    later (30 s by default). submitit ignores SIGTERM, so a cancelled piece would run on through KillWait and, when
+    it ends in that time, write its result as if it had not been cancelled; the piece stops at SIGTERM instead
+    (`PieceStopped`: no result, its state `stopped`), and a rerun or the requeued job resumes it."""
 
     def __init__(self, call: PieceCall) -> None:
         self.call = call
 
     def __call__(self, piece: Piece) -> Any:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        signal.signal(signal.SIGTERM, _stop)  # replaces submitit's handler, which only logs it
         return self.call(piece)
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
@@ -58,6 +65,11 @@ class _Job:
 # no longer listed (squeue forgets ended jobs)
 ENDED = frozenset({"GONE", "COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL",
                    "DEADLINE", "SPECIAL_EXIT"})
+
+
+def _stop(signum: int, frame: Any) -> None:
+    raise PieceStopped(f"the job received {signal.Signals(signum).name} from SLURM (cancelled, requeued, pre-empted "
+                       "or out of time)")
 
 
 def squeue_states(job_ids: list[str]) -> dict[str, str] | None:
