@@ -313,7 +313,7 @@ def test_processes_start_a_piece_as_soon_as_its_needs_are_finished(tmp_path):
     pieces = [Piece("quick", "cell"), Piece("slow", "pretrain"), Piece("needs_quick", "cell", needs=("quick",)),
               Piece(STUDY, "study", needs=("slow", "needs_quick"))]
     call = _OrderCall()
-    result = drive(RunFolder(tmp_path), lambda: pieces, LocalExecutor(2, pool=ThreadPoolExecutor), call)
+    result = drive(RunFolder(tmp_path), lambda: pieces, LocalExecutor(2, pool=ThreadPoolExecutor, gpus=()), call)
     assert call.seen == {"slow saw needs_quick": True}
     assert call.started[0] == "slow" and call.started[-1] == STUDY  # the pre-training is handed over first
     assert result.value == STUDY and set(result.finished) == {p.id for p in pieces} and not result.failed
@@ -324,6 +324,41 @@ def test_processes_without_waves_still_block_only_what_needs_a_failed_piece(tmp_
 
     pieces = [Piece("bad", "cell"), Piece("a", "cell"), Piece("after_bad", "cell", needs=("bad",)),
               Piece("after_a", "cell", needs=("a",))]
-    result = drive(RunFolder(tmp_path), lambda: pieces, LocalExecutor(2, pool=ThreadPoolExecutor), _PidCall(str(tmp_path)))
+    result = drive(RunFolder(tmp_path), lambda: pieces, LocalExecutor(2, pool=ThreadPoolExecutor, gpus=()), _PidCall(str(tmp_path)))
     assert set(result.finished) == {"a", "after_a"} and set(result.failed) == {"bad"}
     assert result.failed["bad"].error == "RuntimeError: boom in a worker" and result.blocked == ("after_bad",)
+
+
+@dataclass(frozen=True)
+class _GpuCall:
+    """A stand-in PieceCall for worker processes: records the GPU ids the process sees, after waiting (at most
+    60 s) until every piece has started, so that each piece runs in its own process."""
+
+    folder: str
+    pieces: tuple[str, ...]
+    threads: int | None = None
+
+    def __call__(self, piece):
+        import time
+
+        Path(self.folder, piece.id + ".started").write_text("")
+        deadline = time.time() + 60
+        while time.time() < deadline and not all(Path(self.folder, p + ".started").exists() for p in self.pieces):
+            time.sleep(0.05)
+        return os.environ.get("CUDA_VISIBLE_DEVICES")
+
+
+def test_local_workers_are_each_pinned_to_one_gpu(tmp_path):
+    """On a machine with GPUs (here two ids given as the GPUs it sees) each worker process sees one of them."""
+    pieces = [Piece("a", "pretrain"), Piece("b", "pretrain")]
+    out = LocalExecutor(2, gpus=("3", "5")).run_wave(RunFolder(tmp_path), pieces, _GpuCall(str(tmp_path), ("a", "b")))
+    assert sorted(o.value for o in out.values()) == ["3", "5"]
+    none = LocalExecutor(2, gpus=()).run_wave(RunFolder(tmp_path / "x"), pieces, _GpuCall(str(tmp_path), ("a", "b")))
+    assert {o.value for o in none.values()} == {os.environ.get("CUDA_VISIBLE_DEVICES")}  # left as it was
+
+
+def test_the_gpus_a_process_sees(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2, 7")
+    assert ex.visible_gpus() == ("2", "7")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")  # CUDA hidden
+    assert ex.visible_gpus() == ()

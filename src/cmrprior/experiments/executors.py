@@ -7,7 +7,8 @@ left to run and raises `PiecesFailed` (naming each failed piece and its log) whe
 A rerun skips what is finished and resumes the rest, whatever executor ran it before.
 
 * `LocalExecutor(workers)`: the pieces one after the other in this process (1), or `workers` processes at
-  once (torch threads split between them). With processes the driver does not wait for a whole wave: a piece
+  once (torch threads split between them; on a machine with GPUs each process is pinned to one of them in
+  turn through CUDA_VISIBLE_DEVICES). With processes the driver does not wait for a whole wave: a piece
   starts as soon as what it needs is finished and a process is free (a long Seg-teacher of one split no longer
   holds back the cells of the others), pre-trainings before cells so that the cells they free come early.
 * `cmrprior.experiments.slurm.SlurmExecutor`: each wave as SLURM job arrays, through submitit.
@@ -17,9 +18,9 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import time
-from collections.abc import Callable
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -86,17 +87,50 @@ def _result(fut: Future) -> Outcome:
         return Outcome(False, error=f"{type(exc).__name__}: {exc}")
 
 
-def _process_pool(n: int):
-    return ProcessPoolExecutor(max_workers=n, mp_context=get_context("spawn"))
+def _pin_gpu(ids: Any) -> None:
+    """Pool initializer: this worker process sees one GPU, the next id of the queue `ids`, set before torch
+    starts CUDA in it (a worker that replaces a dead one finds the queue empty and sees them all)."""
+    try:
+        os.environ["CUDA_VISIBLE_DEVICES"] = ids.get_nowait()
+    except queue.Empty:
+        pass
+
+
+def _process_pool(n: int, gpus: tuple[str, ...] = ()):
+    """`n` spawned worker processes; with `gpus`, each one pinned to one of them in turn."""
+    context = get_context("spawn")
+    if not gpus:
+        return ProcessPoolExecutor(max_workers=n, mp_context=context)
+    ids = context.Queue()
+    for i in range(n):
+        ids.put(gpus[i % len(gpus)])
+    return ProcessPoolExecutor(max_workers=n, mp_context=context, initializer=_pin_gpu, initargs=(ids,))
+
+
+def visible_gpus() -> tuple[str, ...]:
+    """The GPUs this process may use, as CUDA_VISIBLE_DEVICES ids (none without CUDA)."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return tuple(g.strip() for g in env.split(",") if g.strip() and g.strip() != "-1")
+    import torch
+
+    return tuple(str(i) for i in range(torch.cuda.device_count())) if torch.cuda.is_available() else ()
 
 
 class LocalExecutor:
     """This machine: one piece at a time in this process (`workers=1`), or `workers` processes at once
-    (`pool(n)` makes the pool: spawned processes; a test may pass threads)."""
+    (`pool(n[, gpus])` makes the pool: spawned processes, each pinned to one GPU in turn where the machine has
+    GPUs; a test may pass threads)."""
 
-    def __init__(self, workers: int = 1, pool: Callable[[int], Any] = _process_pool) -> None:
+    def __init__(self, workers: int = 1, pool: Callable[..., Any] = _process_pool,
+                 gpus: tuple[str, ...] | None = None) -> None:
         self.workers = workers
-        self._pool = pool
+        self._pool_factory = pool
+        self.gpus = gpus  # None: the GPUs this process sees (`visible_gpus`), shared out among the workers
+
+    def _pool(self, n: int):
+        gpus = visible_gpus() if self.gpus is None else self.gpus
+        return self._pool_factory(n, gpus) if gpus else self._pool_factory(n)
 
     @property
     def streams(self) -> bool:
