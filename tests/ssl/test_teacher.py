@@ -1,6 +1,7 @@
 """Seg-teacher pre-training: augmentation against references, learning on a task with a known answer, the
 checkpoint that downstream code reads, and resuming."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -150,3 +151,47 @@ def test_the_same_seed_gives_the_same_teacher_and_another_seed_another(tmp_path)
         pretrain_teacher(x, y, cfg, tmp_path / name, backbone="tiny", seed=seed)
     a, b, c = (torch.load(tmp_path / n / "last.pt", weights_only=True)["model"] for n in "abc")
     assert all(torch.equal(a[k], b[k]) for k in a) and not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_fewer_decoder_blocks_draw_coarser_logits_at_a_fraction_of_the_cost():
+    """1 block: one conv at 1/4 of the input, logits resized to the input; its forward FLOPs (torch's counter) are
+    those of the encoder plus that one block, against three blocks at 1/4, 1/2 and the full size."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    def flops(model):
+        with FlopCounterMode(display=False) as counter:
+            model(torch.zeros(1, 1, 64, 64))
+        return counter.get_total_flops()
+
+    torch.manual_seed(0)
+    three = SegmentationPretext(create_backbone("tiny", in_chans=1), width=64)
+    one = SegmentationPretext(create_backbone("tiny", in_chans=1), width=64, blocks=1)
+    assert one(torch.zeros(2, 1, 64, 64)).shape == three(torch.zeros(2, 1, 64, 64)).shape == (2, 4, 64, 64)
+    convs = [m for m in one.decoder if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [64, 4]
+    with FlopCounterMode(display=False) as counter:
+        one.encoder.forward_features(torch.zeros(1, 1, 64, 64))
+    enc = counter.get_total_flops()
+    c_in = convs[0].in_channels
+    block = 2 * 16 * 16 * c_in * 64 * 9  # the block's conv at 16 x 16 px (the encoder's 8 x 8 map upsampled)
+    head = 2 * 16 * 16 * 64 * 4  # the 1x1 conv to the 4 labels, at 16 x 16
+    assert flops(one) == enc + block + head
+    assert flops(three) > 3 * flops(one)
+
+
+def test_decoder_blocks_are_checked_and_an_older_checkpoint_without_them_resumes(tmp_path):
+    with pytest.raises(ConfigError, match="decoder_blocks"):
+        TeacherConfig(decoder_blocks=4)
+    torch.set_num_threads(1)
+    x, y = _discs(24, seed=2)
+    two = TeacherConfig(epochs=2, batch_size=8, patience=0, decoder_width=8)
+    pretrain_teacher(x, y, two, tmp_path / "run", backbone="tiny", seed=5)
+    last = tmp_path / "run" / "last.pt"
+    ckpt = torch.load(last, weights_only=True)
+    del ckpt["config"]["decoder_blocks"]  # as written before the setting existed
+    torch.save(ckpt, last)
+    resumed = pretrain_teacher(x, y, dataclasses.replace(two, epochs=3), tmp_path / "run", backbone="tiny", seed=5)
+    assert len(resumed.history) == 3
+    with pytest.raises(ConfigError, match="decoder_blocks"):
+        pretrain_teacher(x, y, dataclasses.replace(two, epochs=4, decoder_blocks=1), tmp_path / "run",
+                         backbone="tiny", seed=5)

@@ -53,6 +53,9 @@ class TeacherConfig:
     weight_decay: float = 0.0
     patience: int = 5  # epochs without held-out improvement before stopping (0: never stop early)
     decoder_width: int = 64  # channels of the decoder's first block (halved at each of the following two)
+    # upsampling blocks: 3 draws the masks at the input size; 2 or 1 draw them at 1/2 or 1/4 of it (the logits
+    # resized to the input). The blocks at the highest resolution cost most: 1 block is about 5 times cheaper.
+    decoder_blocks: int = 3
     shift_px: int = 4  # random translation of image and mask together, in pixels at the input size
     intensity_jitter: float = 0.2  # intensity x U(1 - j, 1 + j) + U(-j / 2, j / 2), image only
 
@@ -62,6 +65,8 @@ class TeacherConfig:
                 raise ConfigError(f"teacher.{name} must be >= 1, got {getattr(self, name)}")
         if not self.lr > 0 or self.weight_decay < 0:
             raise ConfigError(f"teacher.lr must be > 0 and weight_decay >= 0, got {self.lr}, {self.weight_decay}")
+        if int(self.decoder_blocks) not in (1, 2, 3):
+            raise ConfigError(f"teacher.decoder_blocks must be 1, 2 or 3, got {self.decoder_blocks}")
         if self.patience < 0 or self.shift_px < 0 or not 0 <= self.intensity_jitter < 1:
             raise ConfigError("teacher.patience and shift_px must be >= 0, intensity_jitter in [0, 1)")
 
@@ -79,10 +84,10 @@ class TeacherResult:
 
 class SegmentationPretext(nn.Module):
     """`encoder` + a decoder from its last spatial map (`encoder.gradcam_layer`) to `N_LABELS` logits at the
-    input size: three conv3x3-BN-ReLU blocks, each after a 2x bilinear upsampling, a 1x1 conv, and a final
-    bilinear resize to the input (for encoders whose map is not 1/8 of it)."""
+    input size: `blocks` (3) conv3x3-BN-ReLU blocks, each after a 2x bilinear upsampling, a 1x1 conv, and a final
+    bilinear resize to the input (for encoders whose map is not 1/8 of it, or fewer blocks)."""
 
-    def __init__(self, encoder: nn.Module, *, width: int = 64) -> None:
+    def __init__(self, encoder: nn.Module, *, width: int = 64, blocks: int = 3) -> None:
         super().__init__()
         self.encoder = encoder
         self._layer_name = str(encoder.gradcam_layer)  # a name, not the module: it would be registered twice
@@ -91,13 +96,13 @@ class SegmentationPretext(nn.Module):
             encoder.eval()
             channels = self._map(torch.zeros(1, int(encoder.in_chans), 32, 32)).shape[1]
             encoder.train(was)
-        blocks: list[nn.Module] = []
+        layers: list[nn.Module] = []
         prev = channels
-        for w in (width, max(1, width // 2), max(1, width // 4)):
-            blocks += [nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+        for w in (width, max(1, width // 2), max(1, width // 4))[:blocks]:
+            layers += [nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
                        nn.Conv2d(prev, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True)]
             prev = w
-        self.decoder = nn.Sequential(*blocks, nn.Conv2d(prev, N_LABELS, 1))
+        self.decoder = nn.Sequential(*layers, nn.Conv2d(prev, N_LABELS, 1))
 
     def _map(self, x: torch.Tensor) -> torch.Tensor:
         """The encoder's last spatial feature map for `x` (B, C, H, W)."""
@@ -207,10 +212,10 @@ def pretrain_teacher(
     run_config = {**config.to_dict(), "backbone": backbone, "seed": int(seed), "image_size": int(images.shape[-1])}
     seed_run(seed)
     encoder = create_backbone(backbone, in_chans=1, weights=None)
-    model = SegmentationPretext(encoder, width=config.decoder_width)
+    model = SegmentationPretext(encoder, width=config.decoder_width, blocks=config.decoder_blocks)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     run = TrainingRun(out, config=run_config, may_change=("epochs",), what="teacher", trackers=trackers,
-                      stopping=EarlyStopping(config.patience))
+                      stopping=EarlyStopping(config.patience), defaults=TeacherConfig().to_dict())
 
     def load(ckpt: dict[str, Any]) -> None:
         model.load_state_dict(ckpt["model"])

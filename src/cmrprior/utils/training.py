@@ -113,7 +113,9 @@ class TrainingRun:
     `config`: the run's settings as a plain dict (saved in the checkpoint; a resume under other values than those
     of `may_change` is refused, `check_config_change`); `checkpoint`: the file name of the loop's checkpoint;
     `metrics`: the JSONL file of the epoch records (None: no file); `trackers`: see `cmrprior.utils.tracking`;
-    `stopping`: the loop's early stopping; `main`: False on the ranks of a distributed run that write nothing.
+    `stopping`: the loop's early stopping; `main`: False on the ranks of a distributed run that write nothing;
+    `defaults`: the values of settings added after a checkpoint was written (a key missing from an older
+    checkpoint's config holds its default, the behaviour from before the setting existed).
 
     The loop state (`self.state`, a plain dict saved under "state") holds at least "epoch" (finished epochs)
     and "history" (their records), plus the loop's own counters and `stopping.keys`.
@@ -121,9 +123,11 @@ class TrainingRun:
 
     def __init__(self, folder: str | Path | None, *, config: Mapping[str, Any], may_change: Iterable[str] = (),
                  what: str = "", checkpoint: str = "last.pt", metrics: str | None = "metrics.jsonl",
-                 trackers: Sequence[str] = (), stopping: EarlyStopping | None = None, main: bool = True) -> None:
+                 trackers: Sequence[str] = (), stopping: EarlyStopping | None = None, main: bool = True,
+                 defaults: Mapping[str, Any] | None = None) -> None:
         self.folder = None if folder is None else Path(folder)
         self.config = dict(config)
+        self.defaults = dict(defaults or {})
         self.may_change = tuple(may_change)
         self.what = what
         self.path = None if self.folder is None else self.folder / checkpoint
@@ -153,7 +157,7 @@ class TrainingRun:
                 saved = ckpt["config"]
             except Exception as exc:  # torch.load raises many types (pickle, zip, OSError, RuntimeError)
                 raise DataError(self.path, f"cannot read checkpoint to resume ({type(exc).__name__}: {exc})") from exc
-            check_config_change(saved, self.config, self.may_change, self.path, self.what)
+            check_config_change({**self.defaults, **saved}, self.config, self.may_change, self.path, self.what)
             if load is not None:
                 load(ckpt)
             self.state.update(ckpt["state"])
