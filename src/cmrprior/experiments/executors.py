@@ -143,16 +143,17 @@ class LocalExecutor:
     def run_wave(self, run: RunFolder, pieces: list[Piece], call: PieceCall) -> dict[str, Outcome]:
         if self.workers == 1 or len(pieces) == 1:
             return {p.id: _inline(call, p) for p in pieces}
-        n = min(self.workers, len(pieces))
-        with self._pool(n) as pool:
-            futures = {p.id: pool.submit(_in_worker, replace(call, threads=self._threads(call, n)), p) for p in pieces}
+        with self.submitter(call, min(self.workers, len(pieces))) as submit:
+            futures = {p.id: submit(p) for p in pieces}
             return {pid: _result(fut) for pid, fut in futures.items()}
 
     @contextmanager
-    def submitter(self, call: PieceCall) -> Iterator[Callable[[Piece], Future]]:
-        """A function that starts one piece in a free worker process and returns its future Outcome."""
-        worker_call = replace(call, threads=self._threads(call, self.workers))
-        with self._pool(self.workers) as pool:
+    def submitter(self, call: PieceCall, n: int | None = None) -> Iterator[Callable[[Piece], Future]]:
+        """A function that starts one piece in a free one of `n` (all `workers`) worker processes and returns
+        its future Outcome."""
+        n = n or self.workers
+        worker_call = replace(call, threads=self._threads(call, n))
+        with self._pool(n) as pool:
             yield lambda piece: pool.submit(_in_worker, worker_call, piece)
 
 
@@ -190,12 +191,20 @@ def drive(run: RunFolder, graph: Callable[[], list[Piece]], executor: Executor, 
         log.info("wave: %d piece(s) (%s)", len(ready), ", ".join(sorted({p.kind for p in ready})))
         outcomes = executor.run_wave(run, ready, call)
         for p in ready:
-            o = outcomes[p.id]
-            if o.ok:
-                finished.add(p.id)
-                value = o.value if p.id == STUDY else value
-            else:
-                failed[p.id] = o
+            value = _settle(p.id, outcomes[p.id], finished, failed, value)
+    return _drive_result(pieces, finished, failed, value)
+
+
+def _settle(pid: str, o: Outcome, finished: set[str], failed: dict[str, Outcome], value: Any) -> Any:
+    """Record how piece `pid` ended; returns the study's value (what the `study` piece returned, once it ran)."""
+    if not o.ok:
+        failed[pid] = o
+        return value
+    finished.add(pid)
+    return o.value if pid == STUDY else value
+
+
+def _drive_result(pieces: list[Piece], finished: set[str], failed: dict[str, Outcome], value: Any) -> DriveResult:
     blocked = tuple(p.id for p in pieces if p.id not in finished and p.id not in failed)
     return DriveResult(tuple(sorted(finished)), failed, blocked, value)
 
@@ -224,14 +233,8 @@ def _drive_streaming(run: RunFolder, graph: Callable[[], list[Piece]], executor:
                 break
             done, _ = wait(list(running.values()), return_when=FIRST_COMPLETED)
             for pid in [pid for pid, fut in running.items() if fut in done]:
-                o = _result(running.pop(pid))
-                if o.ok:
-                    finished.add(pid)
-                    value = o.value if pid == STUDY else value
-                else:
-                    failed[pid] = o
-    blocked = tuple(p.id for p in pieces if p.id not in finished and p.id not in failed)
-    return DriveResult(tuple(sorted(finished)), failed, blocked, value)
+                value = _settle(pid, _result(running.pop(pid)), finished, failed, value)
+    return _drive_result(pieces, finished, failed, value)
 
 
 def run_study_pieces(data: str | Path, out: str | Path, config: StudyConfig, *, test_data: str | Path | None = None,
