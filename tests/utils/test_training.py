@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from cmrprior.errors import ConfigError, DataError
-from cmrprior.utils.seeding import derive_seed
-from cmrprior.utils.training import EarlyStopping, TrainingRun, check_config_change, order_generator, seed_run
+from cmrprior.utils.seeding import derive_seed, seed_everything
+from cmrprior.utils.training import EarlyStopping, TrainingRun, check_config_change, order_generator
 
 
 def _run(stopper: EarlyStopping, values, **kw):
@@ -52,8 +52,8 @@ def test_resume_rule_names_the_file_and_the_settings():
         check_config_change({"lr": 1, "width": 2}, {"lr": 2}, (), "r/last.pt", "teacher")
 
 
-def test_seed_run_seeds_python_numpy_and_torch_and_order_generator_is_the_derived_seed():
-    seed_run(11)
+def test_seed_everything_seeds_python_numpy_and_torch_and_order_generator_is_the_derived_seed():
+    seed_everything(11)
     got = (random.random(), np.random.rand(), torch.rand(1).item())
     random.seed(11), np.random.seed(11), torch.manual_seed(11)
     assert got == (random.random(), np.random.rand(), torch.rand(1).item())

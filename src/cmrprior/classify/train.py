@@ -37,7 +37,8 @@ from cmrprior.classify.data import SliceSet
 from cmrprior.errors import ConfigError
 from cmrprior.evaluate.metrics import macro_auc, patient_probabilities
 from cmrprior.utils import timing
-from cmrprior.utils.training import EarlyStopping, TrainingRun, order_generator, seed_run
+from cmrprior.utils.seeding import seed_everything
+from cmrprior.utils.training import EarlyStopping, TrainingRun, order_generator
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,7 @@ def _loop(
     config: dict[str, Any],
     merge_single: bool = False,
 ) -> FitResult:
-    seed_run(seed)
+    seed_everything(seed)
     gen = order_generator(seed)  # one generator for every epoch's order: saved with the checkpoint
     run = TrainingRun(out_dir, config={**config, "seed": seed, "batch_size": batch_size, "patience": patience,
                                        "n_train": n_train}, may_change=("epochs",), what="classifier",

@@ -43,8 +43,8 @@ from cmrprior.segmentation.network import build_unet, load_segmenter, save_segme
 from cmrprior.segmentation.context import gather
 from cmrprior.segmentation.predict import file_sha256, input_slices, predict_slices, prepared_context
 from cmrprior.utils import atomic
-from cmrprior.utils.seeding import derive_seed, torch_generator
-from cmrprior.utils.training import EarlyStopping, TrainingRun, order_generator, seed_run
+from cmrprior.utils.seeding import derive_seed, seed_everything, torch_generator
+from cmrprior.utils.training import EarlyStopping, TrainingRun, order_generator
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +211,7 @@ def train_segmenter(prepared: PreparedCohort, config: SegTrainConfig, out_dir: s
     steps_per_epoch = math.ceil(n / config.batch_size)
     total_steps = steps_per_epoch * config.max_epochs
 
-    seed_run(derive_seed(config.seed, "init"))
+    seed_everything(derive_seed(config.seed, "init"))
     model = build_unet(config.unet)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     loss_fn = make_seg_loss()

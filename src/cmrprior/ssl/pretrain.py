@@ -41,8 +41,8 @@ from cmrprior.ssl.augment import two_views
 from cmrprior.ssl.config import RESUMABLE_CHANGES, PretrainConfig, resolve_auto, resolve_device
 from cmrprior.ssl.model import build_model, model_args_of, simclr_loss
 from cmrprior.utils import timing
-from cmrprior.utils.seeding import derive_seed, torch_generator
-from cmrprior.utils.training import EarlyStopping, TrainingRun, order_generator, seed_run
+from cmrprior.utils.seeding import derive_seed, seed_everything, torch_generator
+from cmrprior.utils.training import EarlyStopping, TrainingRun, order_generator
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +202,7 @@ def _epoch_record(state: dict[str, Any], batches: _Batches, seconds: float) -> d
 
 def _network(config: PretrainConfig, device: torch.device) -> tuple[dict[str, Any], nn.Module]:
     """The seeded encoder + projection head of `config` on `device`, and its `model_args`."""
-    seed_run(config.seed)
+    seed_everything(config.seed)
     model_args = model_args_of(config)
     raw_model = build_model(model_args)
     if config.weights is not None:

@@ -36,7 +36,8 @@ from torch import nn
 from cmrprior.errors import ConfigError, InputError
 from cmrprior.models.registry import create_backbone
 from cmrprior.utils import atomic, timing
-from cmrprior.utils.training import EarlyStopping, TrainingRun, order_generator, seed_run
+from cmrprior.utils.seeding import seed_everything
+from cmrprior.utils.training import EarlyStopping, TrainingRun, order_generator
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +212,7 @@ def pretrain_teacher(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     run_config = {**config.to_dict(), "backbone": backbone, "seed": int(seed), "image_size": int(images.shape[-1])}
-    seed_run(seed)
+    seed_everything(seed)
     encoder = create_backbone(backbone, in_chans=1, weights=None)
     model = SegmentationPretext(encoder, width=config.decoder_width, blocks=config.decoder_blocks)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)

@@ -12,6 +12,7 @@ def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch global generators (for code outside our control, e.g. init)."""
     import torch  # utils stays importable without torch (seconds to import) for NumPy-only callers
 
+    seed = int(seed)  # a NumPy integer from a config or a derived seed
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)

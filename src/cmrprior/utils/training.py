@@ -4,7 +4,8 @@ model): seeding, resume with the rule for a changed config, early stopping, and 
 Each loop still reads top to bottom like a short training script (set-up, model, resume, epochs, end-of-epoch
 bookkeeping) and calls these helpers; they are the pieces a fix must reach in all of the loops at once:
 
-* `seed_run(seed)` seeds Python, NumPy and torch (network initialisation, code outside our control) and
+* `cmrprior.utils.seeding.seed_everything(seed)` seeds Python, NumPy and torch (network initialisation, code
+  outside our control) and
   `order_generator(seed, *keys)` gives the generator of a data order;
 * `TrainingRun(folder, ...)`: `resume(new_state, load)` (the checkpoint read, the config-change rule, the loop
   state and torch's RNG restored), `record(row)` (the epoch's record: the loop state's history, the JSONL file
@@ -28,16 +29,10 @@ from typing import Any
 
 from cmrprior.errors import ConfigError, DataError
 from cmrprior.utils import atomic
-from cmrprior.utils.seeding import derive_seed, seed_everything, torch_generator
+from cmrprior.utils.seeding import derive_seed, torch_generator
 from cmrprior.utils.tracking import MetricsSink
 
 log = logging.getLogger(__name__)
-
-
-def seed_run(seed: int) -> None:
-    """Seed Python's, NumPy's and torch's global generators with `seed` before a loop builds its network (the
-    initialisation, and any code outside our control that draws from them)."""
-    seed_everything(int(seed))
 
 
 def order_generator(seed: int, *keys: object):
