@@ -20,8 +20,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/cmrprior demo --out $(DEMO_OUT) $(if $(ACDC_ROOT),--data $(ACDC_ROOT),) $(DEMO_ARGS)
 
+# The suite runs in one pytest worker per core, at most 4 (pytest-xdist; each worker holds torch and a few phantom
+# studies in memory), a test file per worker so that its module fixtures are built once; TEST_WORKERS=0: one process
+TEST_WORKERS ?= $(shell $(PY) -c "import os; print(min(4, len(os.sched_getaffinity(0))))")
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow

@@ -1,5 +1,15 @@
+import os
+
 import pytest
 import torch
+
+
+def pytest_configure(config):
+    """In a pytest-xdist worker (`make test` runs one per core), torch takes an equal share of the cores instead of
+    one thread per core in every worker, which would oversubscribe them."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers:
+        torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // int(workers)))
 
 
 @pytest.fixture(scope="module")

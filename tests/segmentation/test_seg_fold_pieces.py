@@ -88,6 +88,21 @@ def test_a_finished_fold_of_another_recipe_is_refused_and_bad_fold_numbers_too(f
         cross_validate(cohort, CFG, tmp_path / "cv", folds=3, only_fold=3)
 
 
+def test_a_fold_from_before_a_setting_existed_counts_as_its_default(full_run, tmp_path):
+    """A fold trained before `dice_over` was a setting (its stored config lacks the key) is the default recipe's
+    fold: reused under the default, refused under per-slice Dice."""
+    cohort = make_cohort(n_patients=8)
+    fold = tmp_path / "cv" / "fold_0"
+    shutil.copytree(full_run / "fold_0", fold)
+    meta = json.loads((fold / "model.json").read_text())
+    assert meta["config"].pop("dice_over") == "batch"
+    (fold / "model.json").write_text(json.dumps(meta))
+    cross_validate(cohort, CFG, tmp_path / "cv", folds=3, only_fold=1)  # fold 0 checked and kept, fold 1 trained
+    assert _same_weights(fold / "model.safetensors", full_run / "fold_0" / "model.safetensors")
+    with pytest.raises(ConfigError, match=r"fold_0/model.json.*\(dice_over\)"):
+        cross_validate(cohort, dataclasses.replace(CFG, dice_over="slice"), tmp_path / "cv", folds=3, only_fold=2)
+
+
 def test_segment_train_only_fold_command(tmp_path, capsys):
     from cmrprior.cli import main
     from cmrprior.data.phantom import generate_phantom

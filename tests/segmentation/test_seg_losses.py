@@ -9,14 +9,16 @@ import torch.nn.functional as F
 from cmrprior.segmentation.losses import make_seg_loss
 
 
-def reference(logits, target, lambda_dice=1.0, lambda_ce=1.0, eps=1e-5):
+def reference(logits, target, lambda_dice=1.0, lambda_ce=1.0, eps=1e-5, per_slice=False):
     prob = torch.softmax(logits, dim=1)
     onehot = F.one_hot(target[:, 0], logits.shape[1]).permute(0, 3, 1, 2).float()
+    groups = [slice(i, i + 1) for i in range(len(logits))] if per_slice else [slice(None)]
     dices = []
-    for c in range(1, logits.shape[1]):  # background excluded, batch pooled
-        inter = (prob[:, c] * onehot[:, c]).sum()
-        denom = prob[:, c].sum() + onehot[:, c].sum()
-        dices.append(1 - (2 * inter + eps) / (denom + eps))
+    for g in groups:
+        for c in range(1, logits.shape[1]):  # background excluded
+            inter = (prob[g, c] * onehot[g, c]).sum()
+            denom = prob[g, c].sum() + onehot[g, c].sum()
+            dices.append(1 - (2 * inter + eps) / (denom + eps))
     ce = F.cross_entropy(logits, target[:, 0])
     return lambda_dice * torch.stack(dices).mean() + lambda_ce * ce
 
@@ -28,6 +30,42 @@ def test_matches_reference(b, hw, seed, ld, lc):
     logits = torch.randn(b, 4, *hw, generator=g)
     target = torch.randint(0, 4, (b, 1, *hw), generator=g)
     torch.testing.assert_close(make_seg_loss(ld, lc)(logits, target), reference(logits, target, ld, lc), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_per_slice_dice_matches_reference(seed):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(3, 4, 10, 9, generator=g)
+    target = torch.randint(0, 4, (3, 1, 10, 9), generator=g)
+    target[1][target[1] == 3] = 0  # a slice without LV cavity: its Dice counts as a slice of its own
+    got = make_seg_loss(dice_over="slice")(logits, target)
+    torch.testing.assert_close(got, reference(logits, target, per_slice=True), rtol=1e-5, atol=1e-5)
+    assert abs(float(got) - float(reference(logits, target))) > 1e-3  # not the batch-pooled value
+
+
+def test_per_slice_dice_weighs_a_small_structure_like_a_large_one():
+    """Two slices, each with one LV cavity; the network misses the small one entirely. Pooled over the batch the
+    miss costs its share of the voxels; per slice it costs half of the LV term."""
+    target = torch.zeros(2, 1, 20, 20, dtype=torch.long)
+    target[0, 0, 2:18, 2:18] = 3  # 256 voxels
+    target[1, 0, 9:11, 9:11] = 3  # 4 voxels, missed below
+    pred = target.clone()
+    pred[1, 0, 9:11, 9:11] = 0
+    logits = F.one_hot(pred[:, 0], 4).permute(0, 3, 1, 2).float() * 50
+    lv_term = lambda loss: float(loss(logits, target))  # noqa: E731  classes 1, 2 absent everywhere: Dice 1
+    batch, per_slice = lv_term(make_seg_loss(lambda_ce=0.0)), lv_term(make_seg_loss(lambda_ce=0.0, dice_over="slice"))
+    assert batch == pytest.approx((1 - 2 * 256 / (256 + 260)) / 3, abs=1e-4)
+    assert per_slice == pytest.approx((1.0 / 2) / 3, abs=1e-4)
+
+
+def test_unknown_pooling_is_refused():
+    from cmrprior.errors import ConfigError
+    from cmrprior.segmentation.config import SegTrainConfig
+
+    with pytest.raises(ConfigError, match="dice_over"):
+        make_seg_loss(dice_over="voxel")
+    with pytest.raises(ConfigError, match="dice_over"):
+        SegTrainConfig(dice_over="voxel")
 
 
 def test_perfect_prediction_is_near_zero_and_gradient_flows():

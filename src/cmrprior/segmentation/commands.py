@@ -8,7 +8,7 @@ from pathlib import Path
 
 from cmrprior.errors import ConfigError
 from cmrprior.io.cohort import open_cohort
-from cmrprior.segmentation.config import BACKENDS, SegAugmentConfig, SegInference, SegTrainConfig, UNetArgs
+from cmrprior.segmentation.config import BACKENDS, DICE_OVER, SegAugmentConfig, SegInference, SegTrainConfig, UNetArgs
 from cmrprior.segmentation.context import check_context
 from cmrprior.utils.argtypes import at_least
 from cmrprior.utils.runfolder_checks import check_out_dir
@@ -37,6 +37,9 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
                     help="epochs without a better validation Dice before training stops")
     tr.add_argument("--batch-size", type=int, default=_DEFAULT.batch_size, help="slices per training step")
     tr.add_argument("--lr", type=float, default=_DEFAULT.lr, help="peak learning rate (AdamW, cosine schedule)")
+    tr.add_argument("--dice-over", choices=DICE_OVER, default=_DEFAULT.dice_over,
+                    help="the loss's Dice term: pooled over the batch, or per slice then averaged (small structures "
+                         "weigh as much as large ones)")
     tr.add_argument("--train-crop", type=int, default=_DEFAULT.train_crop or 0,
                     help="random square crop in pixels; 0 (default) = the whole prepared window")
     tr.add_argument("--channels", type=str, default=",".join(map(str, UNetArgs().channels)),
@@ -151,7 +154,7 @@ def _config(args: argparse.Namespace, epochs: int) -> SegTrainConfig:
     unet = UNetArgs(channels=channels, strides=(2,) * (len(channels) - 1), num_res_units=args.res_units,
                     in_channels=args.context_slices)
     return SegTrainConfig(seed=args.seed, unet=unet, augment=SegAugmentConfig(), max_epochs=epochs,
-                          batch_size=args.batch_size, lr=args.lr, patience=args.patience,
+                          batch_size=args.batch_size, lr=args.lr, dice_over=args.dice_over, patience=args.patience,
                           train_crop=args.train_crop or None, bf16=args.bf16, max_steps=args.max_steps,
                           num_threads=args.threads)
 

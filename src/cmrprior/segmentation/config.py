@@ -21,6 +21,8 @@ N_CLASSES = 4
 # SegTrainConfig fields that change how a run proceeds, not what its steps compute: a killed run may resume under
 # other values, and the recipe digest leaves them out
 RUN_SETTINGS = frozenset({"max_steps", "num_threads"})
+# how the loss's Dice term pools (`losses.make_seg_loss`): over the whole batch, or per slice then averaged
+DICE_OVER: tuple[str, ...] = ("batch", "slice")
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,8 @@ class SegTrainConfig:
     # inference segments (96 px crops: held-out RV Dice 0.004-0.031 lower on each of 5 ACDC folds)
     train_crop: int | None = None
     lr: float = 2e-3
+    # Dice + CE loss; "slice": each slice's Dice counts alike, so small structures (an end-systolic cavity) weigh more
+    dice_over: str = "batch"
     weight_decay: float = 1e-4
     warmup_steps: int = 50
     val_fraction: float = 0.1
@@ -154,6 +158,8 @@ class SegTrainConfig:
             raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.lr <= 0:
             raise ConfigError("lr must be > 0")
+        if self.dice_over not in DICE_OVER:
+            raise ConfigError(f"dice_over must be one of {list(DICE_OVER)}, got {self.dice_over!r}")
         if (self.init is None) != (self.init_sha256 is None):
             raise ConfigError("init and init_sha256 go together (use `with_init`)")
 

@@ -138,8 +138,10 @@ def _check_finished_fold(fold_dir: Path, config: SegTrainConfig, per_fold_init: 
         raise DataError(meta_path, f"finished fold without a readable training config ({type(exc).__name__}: "
                                    f"{exc})") from exc
     may_differ = RUN_SETTINGS | ({"init", "init_sha256"} if per_fold_init else set())
-    now = json.loads(json.dumps(config.to_json()))  # as stored: tuples become lists
-    check_config_change(stored, now, may_differ, meta_path, "segmenter fold")
+    as_stored = lambda c: json.loads(json.dumps(c.to_json()))  # noqa: E731  tuples become lists
+    # read back through the dataclass, so that a setting added since the fold was trained takes its default
+    check_config_change(as_stored(SegTrainConfig.from_json(stored)), as_stored(config), may_differ, meta_path,
+                        "segmenter fold")
 
 
 def cross_validate(prepared: PreparedCohort, config: SegTrainConfig, out_dir: str | Path, *, folds: int = 2,

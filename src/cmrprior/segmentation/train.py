@@ -214,10 +214,11 @@ def train_segmenter(prepared: PreparedCohort, config: SegTrainConfig, out_dir: s
     seed_everything(derive_seed(config.seed, "init"))
     model = build_unet(config.unet)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    loss_fn = make_seg_loss()
+    loss_fn = make_seg_loss(dice_over=config.dice_over)
     run = TrainingRun(out_dir, config=config.to_json(), may_change=_RESUMABLE_CHANGES, what="segmenter",
                       checkpoint="checkpoint.pt", metrics="log.jsonl",
-                      stopping=EarlyStopping(config.patience, mode="max", keys=("best_score", "bad_epochs", "done")))
+                      stopping=EarlyStopping(config.patience, mode="max", keys=("best_score", "bad_epochs", "done")),
+                      defaults={"dice_over": SegTrainConfig().dice_over})
 
     def load(ckpt: dict) -> None:
         model.load_state_dict(ckpt["model"])
