@@ -58,6 +58,9 @@ class TeacherConfig:
     # resized to the input). The blocks at the highest resolution cost most: with the tiny CNN at 64 px a forward
     # pass is 24 MFLOP with 1 block, 62 with 2, 100 with 3.
     decoder_blocks: int = 3
+    # the model and its inputs in channels-last memory format: oneDNN's NHWC convolutions. The same computation up
+    # to float rounding; one epoch of the tiny CNN's teacher at 64 px took 3.9-4.2 CPU s instead of 6.3 (AVX2)
+    channels_last: bool = True
     shift_px: int = 4  # random translation of image and mask together, in pixels at the input size
     intensity_jitter: float = 0.2  # intensity x U(1 - j, 1 + j) + U(-j / 2, j / 2), image only
 
@@ -173,6 +176,8 @@ def _train_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, 
             continue
         with timing.phase("augment"):
             xb, yb = _shift_and_jitter(x[idx], y[idx], config, g)
+            if config.channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
         with timing.phase("forward", items=len(idx)):
             loss = F.cross_entropy(model(xb), yb)
         with timing.phase("backward", items=len(idx)):
@@ -215,6 +220,8 @@ def pretrain_teacher(
     seed_everything(seed)
     encoder = create_backbone(backbone, in_chans=1, weights=None)
     model = SegmentationPretext(encoder, width=config.decoder_width, blocks=config.decoder_blocks)
+    if config.channels_last:
+        model.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     run = TrainingRun(out, config=run_config, may_change=("epochs",), what="teacher", trackers=trackers,
                       stopping=EarlyStopping(config.patience), defaults=TeacherConfig().to_dict())
@@ -230,6 +237,8 @@ def pretrain_teacher(
     if val is not None:
         xv = torch.from_numpy(np.ascontiguousarray(val[0], dtype=np.float32))[:, None]
         yv = torch.from_numpy(np.asarray(val[1], dtype=np.int64))
+        if config.channels_last:
+            xv = xv.contiguous(memory_format=torch.channels_last)
     with run:
         while state["epoch"] < config.epochs and not run.should_stop():
             t0 = time.time()
