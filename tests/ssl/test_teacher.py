@@ -195,3 +195,23 @@ def test_decoder_blocks_are_checked_and_an_older_checkpoint_without_them_resumes
     with pytest.raises(ConfigError, match="decoder_blocks"):
         pretrain_teacher(x, y, dataclasses.replace(two, epochs=4, decoder_blocks=1), tmp_path / "run",
                          backbone="tiny", seed=5)
+
+
+def test_channels_last_is_the_same_teacher_up_to_rounding_and_its_encoder_loads(tmp_path):
+    """`channels_last`: the model and its inputs in NHWC memory format. The first epoch's losses agree with the
+    default layout's to float rounding (the same computation); the saved encoder loads as usual."""
+    torch.set_num_threads(1)
+    x, y = _discs(32, seed=2)
+    xv, yv = _discs(8, seed=3)
+    cfg = TeacherConfig(epochs=1, batch_size=8, patience=0, decoder_width=8)
+    runs = {cl: pretrain_teacher(x, y, dataclasses.replace(cfg, channels_last=cl), tmp_path / str(cl), backbone="tiny",
+                                 seed=5, val=(xv, yv)) for cl in (False, True)}
+    nchw, nhwc = (runs[cl].history[0] for cl in (False, True))
+    assert nhwc["train_loss"] == pytest.approx(nchw["train_loss"], rel=1e-4)
+    assert nhwc["val_loss"] == pytest.approx(nchw["val_loss"], rel=1e-3)
+    model = torch.load(tmp_path / "True" / "last.pt", weights_only=True)["model"]
+    conv = next(v for k, v in model.items() if v.dim() == 4 and v.shape[1] > 1)
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    enc = load_encoder(runs[True].checkpoint)
+    with torch.no_grad():
+        assert torch.isfinite(enc.forward_features(torch.from_numpy(xv[:2])[:, None])).all()
