@@ -76,3 +76,18 @@ def test_without_saliency_or_without_one_kind_of_images(tmp_path):
 def test_section_on_the_fake_study_run():
     s = _section(shared_report().read_text())
     assert "<table" in s and "compared configuration(s)" in s
+
+
+def test_a_gap_whose_holm_adjusted_p_is_not_small_has_no_direction(tmp_path):
+    """The interval excludes 0 but the family's Holm-adjusted p is 0.08: no "full higher" verdict, in the table or
+    in the lead sentence; at the run's level 0.9 (`evaluation.level`) the same record has its direction."""
+    run = _run(tmp_path, saliency=False)
+    comps = json.loads((run.tables / "comparisons.json").read_text())
+    comps[0]["p_holm"] = 0.08
+    (run.tables / "comparisons.json").write_text(json.dumps(comps))
+    s = _section(build_report(run.root).read_text())
+    assert "<td>no clear difference after Holm&#x27;s adjustment</td>" in s  # HTML-escaped apostrophe
+    assert "did not score clearly higher" in s
+    run.config_yaml.write_text("evaluation: {level: 0.9}\n")
+    s = _section(build_report(run.root).read_text())
+    assert "<td>full higher</td>" in s and "Full images scored clearly higher" in s

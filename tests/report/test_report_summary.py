@@ -127,6 +127,21 @@ def test_words_and_labels():
     assert comparison_in_words({"a": "nonsense", "b": "x", "difference": 1}) is None
 
 
+
+def test_a_direction_is_said_only_where_the_holm_adjusted_test_agrees():
+    """An interval that excludes 0 is per comparison; with the family's Holm-adjusted p at or above the level's
+    alpha the summary does not call the difference higher or lower."""
+    c = {"a": "d/segmented_sscl/segmented", "b": "d/none/segmented", "difference": 0.147, "n_splits": 5,
+         "paired_test": {"low": 0.064, "high": 0.230, "p_value": 0.016}}
+    assert comparison_in_words({**c, "p_holm": 0.079}).endswith(
+        "p (Holm) = 0.079 (no clear difference after Holm's adjustment; 5 split(s))")
+    assert comparison_in_words({**c, "p_holm": 0.03}).endswith("p (Holm) = 0.030 (higher; 5 split(s))")
+    assert comparison_in_words({**c, "p_holm": 0.079}, level=0.9).endswith("(higher; 5 split(s))")
+    lower = {**c, "difference": -0.147, "paired_test": {"low": -0.230, "high": -0.064, "p_value": 0.016}}
+    assert comparison_in_words({**lower, "p_holm": 0.049}).endswith("(lower; 5 split(s))")
+    assert comparison_in_words(c).endswith("p (unadjusted) = 0.016 (higher; 5 split(s))")  # written before Holm
+
+
 def test_long_qc_csv_is_shown_short(tmp_path):
     from cmrprior.report.qc import csv_table
 

@@ -10,7 +10,7 @@ can mean. Nothing is computed here beyond choosing rows and the words for the st
 from __future__ import annotations
 
 from cmrprior.report.html import Section, esc, table_html
-from cmrprior.report.summary import number, p_in_words, read_json
+from cmrprior.report.summary import number, p_in_words, paired_verdict, read_json, run_level
 from cmrprior.runs import RunFolder, paired_test_of
 from cmrprior.vocab import init_label, method_label
 
@@ -34,8 +34,8 @@ def _rows_by_config(table: object) -> dict[tuple[str, str], dict]:
     return {(r.get("backbone"), r.get("init")): r for r in rows or [] if isinstance(r, dict)}
 
 
-def _gap(c: dict | None) -> tuple[str, str]:
-    """(stored difference segmented - full in words, verdict) of one comparison record."""
+def _gap(c: dict | None, level: float) -> tuple[str, str]:
+    """(stored difference segmented - full in words, verdict) of one comparison record (`paired_verdict`)."""
     if c is None:
         return "not compared", "not compared"
     boot = paired_test_of(c)
@@ -46,7 +46,8 @@ def _gap(c: dict | None) -> tuple[str, str]:
     verdict = "interval not recorded"
     if lo is not None and hi is not None:
         text += f" [{lo:+.3f}, {hi:+.3f}]"
-        verdict = "full higher" if hi < 0 else "segmented higher" if lo > 0 else "no clear difference"
+        word = paired_verdict(c, level)  # segmented - full
+        verdict = {"higher": "segmented higher", "lower": "full higher"}.get(word, word)
     return text + p_in_words(c), verdict
 
 
@@ -75,9 +76,9 @@ def full_vs_segmented_section(run: RunFolder) -> Section:
     comparisons = read_json(run.tables / "comparisons.json")
     by_pair = {(c.get("a"), c.get("b")): c for c in comparisons if isinstance(c, dict)} if isinstance(comparisons, list) else {}
     saliency = _saliency_full(read_json(run.tables / "saliency.json"))
-    rows, verdicts = [], {}
+    rows, verdicts, level = [], {}, run_level(run)
     for backbone, init in configs:
-        text, verdict = _gap(by_pair.get((f"{backbone}/{init}/segmented", f"{backbone}/{init}/full")))
+        text, verdict = _gap(by_pair.get((f"{backbone}/{init}/segmented", f"{backbone}/{init}/full")), level)
         verdicts[(backbone, init)] = verdict
         rows.append((backbone, init_label(init), full[(backbone, init)].get("cell", ""),
                      seg[(backbone, init)].get("cell", ""), text, verdict,

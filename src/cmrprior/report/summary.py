@@ -18,6 +18,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from cmrprior.evaluate.config import EvaluationConfig
 from cmrprior.report.html import Section, esc
 from cmrprior.report.qc import masks_source_label
 from cmrprior.runs import RunFolder, RunInfo, paired_test_of
@@ -183,9 +184,29 @@ def p_in_words(c: dict) -> str:
     return f", {name} < 0.001" if p < 0.001 else f", {name} = {p:.3f}"
 
 
-def comparison_in_words(c: dict) -> str | None:
+NO_DIFFERENCE = "no clear difference"
+
+
+def paired_verdict(c: dict, level: float = EvaluationConfig().level) -> str:
+    """A - B of a comparison record in a word: 'higher' or 'lower' when its paired interval (at `level`) excludes 0
+    and its Holm-adjusted p, where the record has one, is below 1 - `level` (the interval is per comparison, the
+    adjusted p answers for the table's family); else 'no clear difference' (with "after Holm's adjustment" when
+    only the adjustment took the direction away); '' without an interval."""
+    boot = paired_test_of(c)
+    lo, hi, holm = number(boot.get("low")), number(boot.get("high")), number(c.get("p_holm"))
+    if lo is None or hi is None:
+        return ""
+    if not (lo > 0 or hi < 0):
+        return NO_DIFFERENCE
+    if holm is not None and holm >= 1 - level:
+        return f"{NO_DIFFERENCE} after Holm's adjustment"
+    return "higher" if lo > 0 else "lower"
+
+
+def comparison_in_words(c: dict, level: float = EvaluationConfig().level) -> str | None:
     """'Segmented-SSCL vs None on segmented images, vgg16: +0.120 macro AUC [+0.050, +0.190], p (Holm) = 0.003
-    (higher)'."""
+    (higher)'. The direction is said when the interval (at `level`, the run's `evaluation.level`) excludes 0 and the
+    Holm-adjusted p, where the record has one, is below 1 - `level`."""
     a, b = _parse(c.get("a")), _parse(c.get("b"))
     boot = paired_test_of(c)
     diff, lo, hi = number(c.get("difference")), number(boot.get("low")), number(boot.get("high"))
@@ -200,19 +221,19 @@ def comparison_in_words(c: dict) -> str | None:
     text = f"{what}, {a[0]}: {diff:+.3f} macro AUC"
     if lo is not None and hi is not None:
         text += f" [{lo:+.3f}, {hi:+.3f}]"
-        verdict = "higher" if lo > 0 else "lower" if hi < 0 else "no clear difference"
+        verdict = paired_verdict(c, level)
     else:
         verdict = ""
     text += p_in_words(c)
     return text + (f" ({verdict}; {c.get('n_splits')} split(s))" if verdict else "")
 
 
-def main_comparisons(comparisons: list[dict]) -> tuple[list[str], int]:
+def main_comparisons(comparisons: list[dict], level: float = EvaluationConfig().level) -> tuple[list[str], int]:
     """Up to MAX_COMPARISONS comparisons in words, in the study's order; and how many there are in all."""
     keyed = []
     for i, c in enumerate(x for x in comparisons if isinstance(x, dict)):
         a, b = _parse(c.get("a")), _parse(c.get("b"))
-        words = comparison_in_words(c)
+        words = comparison_in_words(c, level)
         if a and b and words:
             keyed.append((_rank(a, b), i, words))
     return [w for _, _, w in sorted(keyed)[:MAX_COMPARISONS]], len(keyed)
@@ -245,6 +266,13 @@ def masks_summary(run: RunFolder, info: RunInfo, study: dict | None) -> str:
         text += (f" Test cohort's masks: {esc(info.test_masks.note)}; out-of-sample: "
                  f"{esc(_out_of_sample(records, 'test_masks_out_of_sample'))}.")
     return text
+
+
+def run_level(run: RunFolder) -> float:
+    """The run's confidence level (`evaluation.level` in its config.yaml; the default when not written)."""
+    config = _read_yaml(run.config_yaml)
+    level = ((config or {}).get("evaluation") or {}).get("level") if isinstance(config, dict) else None
+    return float(level) if isinstance(level, (int, float)) and 0 < level < 1 else EvaluationConfig().level
 
 
 def _read_yaml(path: Path) -> Any:
@@ -309,7 +337,7 @@ def summary_section(run: RunFolder, info: RunInfo, study: dict | None) -> Sectio
                  '<span class="missing">Best configuration: not available (tables/metrics.json has no scored '
                  "configuration)</span>")
     comparisons = read_json(run.tables / "comparisons.json")
-    words, total = main_comparisons(comparisons) if isinstance(comparisons, list) else ([], 0)
+    words, total = main_comparisons(comparisons, run_level(run)) if isinstance(comparisons, list) else ([], 0)
     if words:
         more = f" ({len(words)} of {total}; all in <a href=\"#comparisons\">Paired comparisons</a>)" if total > len(words) else ""
         items.append("Paired comparisons (A - B on the same test patients; interval and p of the paired test over splits, p Holm-adjusted over the "
