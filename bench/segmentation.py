@@ -8,6 +8,11 @@
         phase (mean, 95% t-interval), LVEF / LV EDV / RV EDV mean absolute error of the fold models'
         masks against the ground-truth masks (`cmrprior.anatomy.measure`), training time and
         peak memory from the training logs.
+    .venv/bin/python bench/segmentation.py paired RUN/cv/fold_K OTHER.safetensors [--data ACDC] [--threads 2]
+        a candidate recipe's fold against another model of the same held-out patients (e.g. the shipped set's
+        `set/fold_K.safetensors`): OTHER segments the fold's held-out patients exactly as `cross_validate` scored
+        the fold (prepared grid, ED+ES, `RUN/cv/fold_K/metrics.csv`), then both are printed per structure and
+        phase with the paired difference (fold minus OTHER) per patient-phase.
     .venv/bin/python bench/segmentation.py native RUN [--data ACDC]
         the same held-out patients scored as a user meets them: each fold model segments the raw ED and ES
         frames in their own geometry with `predict_volume` (it finds the heart itself on the whole field of
@@ -211,6 +216,34 @@ def native(run: Path, data: Path, limit: int | None = None) -> None:
     print_dice_hd95(rows)
 
 
+def paired(fold_dir: Path, other: Path, data: Path) -> None:
+    import csv
+
+    from cmrprior.data.prepare import PrepareConfig, prepare_cohort
+    from cmrprior.io.cohort import open_cohort
+    from cmrprior.segmentation import qc
+    from cmrprior.segmentation.cv import FOLD_SPLIT_FILE
+    from cmrprior.segmentation.predict import segment_prepared
+
+    test_ids = json.loads((fold_dir / FOLD_SPLIT_FILE).read_text())["test"]
+    cache = fold_dir.parent.parent / "cache"  # the run's prepared cohort (segment train --out RUN: RUN/cache)
+    prepared = prepare_cohort(open_cohort(data), PrepareConfig(), cache_dir=cache if cache.is_dir() else None)
+    test = prepared.select_patients(test_ids)
+    theirs = {(r["patient_id"], r["phase"]): r for r in qc.evaluate_prepared(segment_prepared(test, other), test)}
+    ours = {(r["patient_id"], r["phase"]): r for r in csv.DictReader(open(fold_dir / "metrics.csv"))}
+    if set(ours) != set(theirs):
+        sys.exit(f"{fold_dir}/metrics.csv does not hold the fold's held-out patients")
+    print(f"{fold_dir} against {other}: {len(test_ids)} held-out patients, prepared grid, no basal correction")
+    print("| phase | structure | fold | other | paired difference (fold - other) [95% t] |")
+    for phase in ("ED", "ES", None):
+        keys = [k for k in ours if phase is None or k[1] == phase]
+        for s in ("LV", "MYO", "RV"):
+            a = np.array([float(ours[k][f"dice_{s}"]) for k in keys])
+            b = np.array([float(theirs[k][f"dice_{s}"]) for k in keys])
+            mean, lo, hi, _ = qc.mean_ci(a - b)
+            print(f"| {phase or 'ED+ES'} | {s} | {a.mean():.4f} | {b.mean():.4f} | {mean:+.4f} [{lo:+.4f}, {hi:+.4f}] |")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="what", required=True)
@@ -226,9 +259,18 @@ def main() -> None:
     n.add_argument("--data", type=Path, default=ACDC)
     n.add_argument("--threads", type=int, default=None)
     n.add_argument("--limit", type=int, default=None, help="first N held-out patients per fold (a smoke run)")
+    pr = sub.add_parser("paired")
+    pr.add_argument("fold", type=Path)
+    pr.add_argument("other", type=Path)
+    pr.add_argument("--data", type=Path, default=ACDC)
+    pr.add_argument("--threads", type=int, default=None)
     a = p.parse_args()
     if a.what == "speed":
         speed(a.threads, a.steps, a.crop, a.batch)
+    elif a.what == "paired":
+        if a.threads:
+            torch.set_num_threads(a.threads)
+        paired(a.fold, a.other, a.data)
     elif a.what == "native":
         if a.threads:
             torch.set_num_threads(a.threads)
