@@ -18,10 +18,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from cmrprior.evaluate.config import EvaluationConfig
 from cmrprior.report.html import Section, esc
 from cmrprior.report.qc import masks_source_label
-from cmrprior.runs import RunFolder, RunInfo, paired_test_of
+from cmrprior.runs import DEFAULT_LEVEL, RunFolder, RunInfo, paired_test_of
 from cmrprior.vocab import ANATOMY, IMAGES, init_label, init_names, pretexts
 
 MAX_COMPARISONS = 8
@@ -187,7 +186,7 @@ def p_in_words(c: dict) -> str:
 NO_DIFFERENCE = "no clear difference"
 
 
-def paired_verdict(c: dict, level: float = EvaluationConfig().level) -> str:
+def paired_verdict(c: dict, level: float = DEFAULT_LEVEL) -> str:
     """A - B of a comparison record in a word: 'higher' or 'lower' when its paired interval (at `level`) excludes 0
     and its Holm-adjusted p, where the record has one, is below 1 - `level` (the interval is per comparison, the
     adjusted p answers for the table's family); else 'no clear difference' (with "after Holm's adjustment" when
@@ -203,7 +202,7 @@ def paired_verdict(c: dict, level: float = EvaluationConfig().level) -> str:
     return "higher" if lo > 0 else "lower"
 
 
-def comparison_in_words(c: dict, level: float = EvaluationConfig().level) -> str | None:
+def comparison_in_words(c: dict, level: float = DEFAULT_LEVEL) -> str | None:
     """'Segmented-SSCL vs None on segmented images, vgg16: +0.120 macro AUC [+0.050, +0.190], p (Holm) = 0.003
     (higher)'. The direction is said when the interval (at `level`, the run's `evaluation.level`) excludes 0 and the
     Holm-adjusted p, where the record has one, is below 1 - `level`."""
@@ -228,7 +227,7 @@ def comparison_in_words(c: dict, level: float = EvaluationConfig().level) -> str
     return text + (f" ({verdict}; {c.get('n_splits')} split(s))" if verdict else "")
 
 
-def main_comparisons(comparisons: list[dict], level: float = EvaluationConfig().level) -> tuple[list[str], int]:
+def main_comparisons(comparisons: list[dict], level: float = DEFAULT_LEVEL) -> tuple[list[str], int]:
     """Up to MAX_COMPARISONS comparisons in words, in the study's order; and how many there are in all."""
     keyed = []
     for i, c in enumerate(x for x in comparisons if isinstance(x, dict)):
@@ -272,7 +271,7 @@ def run_level(run: RunFolder) -> float:
     """The run's confidence level (`evaluation.level` in its config.yaml; the default when not written)."""
     config = _read_yaml(run.config_yaml)
     level = ((config or {}).get("evaluation") or {}).get("level") if isinstance(config, dict) else None
-    return float(level) if isinstance(level, (int, float)) and 0 < level < 1 else EvaluationConfig().level
+    return float(level) if isinstance(level, (int, float)) and 0 < level < 1 else DEFAULT_LEVEL
 
 
 def _read_yaml(path: Path) -> Any:

@@ -12,6 +12,7 @@ run), `CellResult` (`result.json` of one trained and scored classifier).
 
 from cmrprior.runs.folder import RunFolder
 from cmrprior.runs.records import (
+    DEFAULT_LEVEL,
     HOLDOUT,
     LAYOUT_VERSION,
     PAIRED_TEST_KEY,
@@ -33,6 +34,6 @@ from cmrprior.runs.records import (
     read_json,
 )
 
-__all__ = ["HOLDOUT", "LAYOUT_VERSION", "PAIRED_TEST_KEY", "PHASES_CSV", "STATUSES", "CellKey", "CellResult", "EpochRecord", "MasksOrigin", "OutOfFold", "PretrainRecord",
+__all__ = ["DEFAULT_LEVEL", "HOLDOUT", "LAYOUT_VERSION", "PAIRED_TEST_KEY", "PHASES_CSV", "STATUSES", "CellKey", "CellResult", "EpochRecord", "MasksOrigin", "OutOfFold", "PretrainRecord",
            "RunFolder", "RunInfo", "SaliencyGrid", "SplitSpec", "TestMetrics", "TestOutputs", "labels_in_order", "paired_test_of",
            "read_json"]

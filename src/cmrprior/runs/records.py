@@ -21,6 +21,9 @@ HOLDOUT = "holdout"  # split name of the model trained on the whole cohort and s
 STATUSES = ("ok", "unavailable", "failed")
 # Key of a comparison record (tables/comparisons.json, table4.json) that holds its test (interval, p, method).
 PAIRED_TEST_KEY = "paired_test"
+# the confidence level of a study's intervals and the 1 - level of its tests (`evaluation.level`), where a run's
+# config.yaml does not say: the default of `EvaluationConfig`, read by the report from here
+DEFAULT_LEVEL = 0.95
 _OLD_PAIRED_TEST_KEY = "paired_bootstrap"  # the same record's key in tables written before the paired t
 
 
