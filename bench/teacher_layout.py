@@ -1,0 +1,77 @@
+"""CPU seconds of one Seg-teacher epoch in the default memory format and in channels-last (`teacher.channels_last`).
+
+    PYTHONPATH=src .venv/bin/python bench/teacher_layout.py [--images 800] [--size 64] [--repeats 2] [--threads 1]
+
+The tiny CNN's teacher (decoder of `TeacherConfig()`: 3 blocks, width 64) on random images and labels, batch 32,
+the study's augmentation; process CPU seconds of the forward pass, the backward pass and the optimiser step, per
+layout, the layouts alternating so that a change of the machine's load hits both. The last batch's loss of each
+layout is printed too: the same computation, equal up to float rounding. Figures are printed, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from cmrprior.models.registry import create_backbone
+from cmrprior.ssl.teacher import SegmentationPretext, TeacherConfig, _shift_and_jitter
+
+
+def epoch(x: torch.Tensor, y: torch.Tensor, cfg: TeacherConfig) -> tuple[dict[str, float], float]:
+    torch.manual_seed(0)
+    model = SegmentationPretext(create_backbone("tiny", in_chans=1, weights=None), width=cfg.decoder_width,
+                                blocks=cfg.decoder_blocks)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    g = torch.Generator().manual_seed(1)
+    t = {"forward": 0.0, "backward": 0.0, "optimizer": 0.0}
+    model.train()
+    loss = torch.zeros(())
+    for i in range(0, len(x), cfg.batch_size):
+        xb, yb = _shift_and_jitter(x[i:i + cfg.batch_size], y[i:i + cfg.batch_size], cfg, g)
+        if cfg.channels_last:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        c0 = time.process_time()
+        loss = F.cross_entropy(model(xb), yb)
+        c1 = time.process_time()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        c2 = time.process_time()
+        opt.step()
+        c3 = time.process_time()
+        t["forward"] += c1 - c0
+        t["backward"] += c2 - c1
+        t["optimizer"] += c3 - c2
+    return t, float(loss.detach())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--images", type=int, default=800)
+    ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.random((a.images, a.size, a.size), dtype=np.float32))[:, None]
+    y = torch.from_numpy(rng.integers(0, 4, (a.images, a.size, a.size)).astype(np.int64))
+    print(f"{a.images} images at {a.size} px, {a.threads} thread(s), CPU capability "
+          f"{torch.backends.cpu.get_cpu_capability()}, load average before: {os.getloadavg()[0]:.2f}")
+    for r in range(a.repeats):
+        for cl in (False, True):
+            t, last = epoch(x, y, dataclasses.replace(TeacherConfig(), channels_last=cl))
+            print(f"  repeat {r + 1} {'channels-last' if cl else 'default (NCHW)':15s} CPU s: "
+                  + ", ".join(f"{k} {v:.2f}" for k, v in t.items()) + f", total {sum(t.values()):.2f}; last loss {last:.6f}")
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
