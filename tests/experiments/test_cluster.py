@@ -162,22 +162,34 @@ def long_study(study):
     return root, cohort, path
 
 
-def test_a_cancelled_job_is_resumed_by_a_rerun(long_study):
-    root, cohort, config = long_study
-    out = root / "killed"
+def _interrupted_driver(cohort, out: Path, config, interrupt):
+    """The study's driver started on the cluster into `out`; once a pre-training job is mid-run
+    (`_pretrain_mid_run`), `interrupt(job_id)` acts on it, and the driver is waited for (killed if a step fails).
+    Returns (the finished driver, its stderr, (piece folder, job id, epochs done), what `interrupt` returned)."""
     driver = subprocess.Popen(_cli(cohort, out, config), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               env=_env())
     try:
-        folder, job_id, epochs = _pretrain_mid_run(out)
-        subprocess.run(["scancel", job_id], check=True)  # what a user types: SIGTERM, SIGKILL KillWait s later
-        t0 = time.time()
-        while _job_state(job_id) in ("RUNNING", "COMPLETING") and time.time() - t0 < 120:
-            time.sleep(0.2)
-        final = _job_state(job_id)
+        mid_run = _pretrain_mid_run(out)
+        acted = interrupt(mid_run[1])
         _, err = driver.communicate(timeout=1800)
     finally:
         if driver.poll() is None:
             driver.kill()
+    return driver, err, mid_run, acted
+
+
+def test_a_cancelled_job_is_resumed_by_a_rerun(long_study):
+    root, cohort, config = long_study
+    out = root / "killed"
+
+    def cancel(job_id: str) -> str | None:
+        subprocess.run(["scancel", job_id], check=True)  # what a user types: SIGTERM, SIGKILL KillWait s later
+        t0 = time.time()
+        while _job_state(job_id) in ("RUNNING", "COMPLETING") and time.time() - t0 < 120:
+            time.sleep(0.2)
+        return _job_state(job_id)
+
+    driver, err, (folder, job_id, epochs), final = _interrupted_driver(cohort, out, config, cancel)
     piece = folder.relative_to(out / "pieces").as_posix()
     print(f"cancelled job {job_id} ({piece}) after {epochs} epoch(s); its state: {final}")
     assert final == "CANCELLED", final
@@ -224,15 +236,8 @@ def test_a_requeued_job_resumes_its_piece(long_study):
     checkpoint; the driver waits for it and the study ends in one run."""
     root, cohort, config = long_study
     out = root / "requeued"
-    driver = subprocess.Popen(_cli(cohort, out, config), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              env=_env())
-    try:
-        folder, job_id, epochs = _pretrain_mid_run(out)
-        subprocess.run(["scontrol", "requeue", job_id], check=True)
-        _, err = driver.communicate(timeout=1800)
-    finally:
-        if driver.poll() is None:
-            driver.kill()
+    driver, err, (folder, job_id, epochs), _ = _interrupted_driver(
+        cohort, out, config, lambda job_id: subprocess.run(["scontrol", "requeue", job_id], check=True))
     print(f"requeued job {job_id} after {epochs} epoch(s)")
     assert driver.returncode == 0, err[-3000:]
     submitted = json.loads((folder / "submitted.json").read_text())
