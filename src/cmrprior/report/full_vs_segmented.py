@@ -43,11 +43,10 @@ def _gap(c: dict | None, level: float) -> tuple[str, str]:
     if diff is None:
         return "n/a", "not compared"
     text = f"{diff:+.3f}"
-    verdict = "interval not recorded"
     if lo is not None and hi is not None:
         text += f" [{lo:+.3f}, {hi:+.3f}]"
-        word = paired_verdict(c, level)  # segmented - full
-        verdict = {"higher": "segmented higher", "lower": "full higher"}.get(word, word)
+    word = paired_verdict(c, level)  # segmented - full; '' without an interval
+    verdict = {"higher": "segmented higher", "lower": "full higher", "": "interval not recorded"}.get(word, word)
     return text + p_in_words(c), verdict
 
 

@@ -220,9 +220,7 @@ def comparison_in_words(c: dict, level: float = DEFAULT_LEVEL) -> str | None:
     text = f"{what}, {a[0]}: {diff:+.3f} macro AUC"
     if lo is not None and hi is not None:
         text += f" [{lo:+.3f}, {hi:+.3f}]"
-        verdict = paired_verdict(c, level)
-    else:
-        verdict = ""
+    verdict = paired_verdict(c, level)  # '' without an interval
     text += p_in_words(c)
     return text + (f" ({verdict}; {c.get('n_splits')} split(s))" if verdict else "")
 
