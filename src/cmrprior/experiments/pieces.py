@@ -130,6 +130,9 @@ class PieceCall:
     config: StudyConfig
     report: bool = True
     threads: int | None = None  # torch threads in this piece (a cluster job: its CPUs); None: torch's default
+    # processes that the `prepare` piece, which runs before every other piece and so alone, may start for its
+    # per-patient work (locating the heart, preparing): the local workers' count; its results do not depend on it
+    processes: int = 1
 
     def __call__(self, piece: Piece) -> Any:
         run = RunFolder(self.out)
@@ -158,7 +161,7 @@ class PieceCall:
 
         config = self.config
         if piece.kind == "prepare":
-            study.prepare_study(run, self.data, config, self.test_data)
+            study.prepare_study(run, self.data, config, self.test_data, workers=self.processes)
             return None
         if piece.kind == "prepare_holdout":
             study.holdout_inputs(run, self.test_data, config, study.study_cohort(run, self.data, config))
