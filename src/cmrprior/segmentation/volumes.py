@@ -286,12 +286,15 @@ def locate_cohort(cohort: Cohort, *, models: Mapping[str, Path], progress: bool 
     jobs = [_LocateJob(replace(rec, ed_mask=None, es_mask=None), Path(models[rec.patient_id]).resolve(),
                        inference, correct, threads) for rec in cohort.patients]
     out: dict[str, HeartLocation] = {}
-    done = track(map_in_processes(_locate_one, jobs, workers), "locate heart (segmenter on ED/ES frames)",
-                 len(jobs), log, unit="patients")
-    for job, result in zip(jobs, done):
-        if isinstance(result, CmrPriorError):
-            raise result
-        out[job.record.patient_id] = result
+    try:
+        done = track(map_in_processes(_locate_one, jobs, workers), "locate heart (segmenter on ED/ES frames)",
+                     len(jobs), log, unit="patients")
+        for job, result in zip(jobs, done):
+            if isinstance(result, CmrPriorError):
+                raise result
+            out[job.record.patient_id] = result
+    finally:
+        _LOCATORS.clear()  # the next call reads the weights again: a file may have been replaced meanwhile
     return out
 
 
@@ -301,21 +304,19 @@ class _LocateJob:
     weights: Path
     inference: SegInference | None
     correct: bool
-    threads: int  # torch threads in a worker process (this process's own count when it runs here)
+    threads: int  # torch threads (this process's own count when it runs here)
 
 
-_LOCATORS: dict[tuple[Path, SegInference | None], Locator] = {}  # per process: a segmenter is loaded once
+# the segmenters of one `locate_cohort` call, each loaded once (in each worker process, or here)
+_LOCATORS: dict[tuple[Path, SegInference | None], Locator] = {}
 
 
 def _locate_one(job: _LocateJob) -> HeartLocation | CmrPriorError:
     """One patient's location; the project's errors are returned, not raised, so that they reach the caller
     whole from a worker process."""
-    import multiprocessing as mp
+    import torch
 
-    if mp.parent_process() is not None:
-        import torch
-
-        torch.set_num_threads(job.threads)
+    torch.set_num_threads(job.threads)
     try:
         key = (job.weights, job.inference)
         if key not in _LOCATORS:
