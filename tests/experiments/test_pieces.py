@@ -373,9 +373,17 @@ def test_the_prepare_piece_hands_its_processes_to_the_preparation(tmp_path, monk
     import cmrprior.experiments.study as study_mod
     from cmrprior.experiments.pieces import PieceCall
 
+    import torch
+
     seen = []
     monkeypatch.setattr(study_mod, "prepare_study", lambda run, data, config, test, *, workers=1: seen.append(workers))
-    call = PieceCall(str(tmp_path / "run"), str(tmp_path / "data"), None, tiny_config(), processes=3)
-    call(Piece(PREPARE, "prepare"))
+    before = torch.get_num_threads()
+    try:
+        call = PieceCall(str(tmp_path / "run"), str(tmp_path / "data"), None, tiny_config(), threads=1, processes=3)
+        call(Piece(PREPARE, "prepare"))
+    finally:
+        torch.set_num_threads(before)
     assert seen == [3]
+    state = json.loads((RunFolder(tmp_path / "run").piece_dir(PREPARE) / STATE_JSON).read_text())
+    assert state["state"] == "done" and state["torch_threads"] == 1  # the count the piece's results depend on
     assert PieceCall(str(tmp_path / "run"), "d", None, tiny_config()).processes == 1  # one process unless told

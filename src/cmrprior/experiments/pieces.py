@@ -138,14 +138,15 @@ class PieceCall:
         run = RunFolder(self.out)
         folder = run.piece_dir(piece.id)
         with run_lock(folder), log_file(folder / LOG_TXT):
+            import torch
+
+            if self.threads is not None:
+                torch.set_num_threads(self.threads)
+            # the thread count is recorded because results depend on it (the order in which floats are summed)
             state = {"piece": piece.id, "host": socket.gethostname(), "pid": os.getpid(),
-                     "job_id": _slurm_job_id(), "started": _now()}
+                     "job_id": _slurm_job_id(), "started": _now(), "torch_threads": torch.get_num_threads()}
             atomic.write_json(folder / STATE_JSON, {**state, "state": "running"})
             try:
-                if self.threads is not None:
-                    import torch
-
-                    torch.set_num_threads(self.threads)
                 value = self._run(run, piece)
             except BaseException as exc:
                 ended = "stopped" if isinstance(exc, PieceStopped) else "failed"

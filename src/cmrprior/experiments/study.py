@@ -374,5 +374,6 @@ def _write_meta(run: RunFolder, meta: dict, t0: float, report_path: Path | None 
 
 
 def _versions() -> dict:
+    # the thread count too: another count sums floats in another order, and trained networks carry that on
     return {"cmrprior": cmrprior.__version__, "torch": torch.__version__, "python": platform.python_version(),
-            "numpy": np.__version__}
+            "numpy": np.__version__, "torch_threads": torch.get_num_threads()}
