@@ -17,6 +17,10 @@ class DataError(CmrPriorError):
         self.problem = problem
         super().__init__(f"{path}: {problem}" if path is not None else problem)
 
+    def __reduce__(self):
+        # rebuilt from (path, problem), not from the message: it crosses from worker processes whole
+        return type(self), (self.path, self.problem)
+
 
 class ConfigError(CmrPriorError):
     """An invalid configuration value or combination of options."""

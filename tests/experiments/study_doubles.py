@@ -122,7 +122,7 @@ def install_cohort(monkeypatch, cohorts: dict) -> None:
         records = tuple(PatientRecord(p.patient_id, p.label, Path("ed"), Path("es")) for p in prepared.patients)
         return Cohort(Path(str(data)), records, prepared.classes), hashlib.sha256(prepared.ed.tobytes()).hexdigest()[:16]
 
-    def prepare_data(data, config, cache_dir, qc_dir=None, measures_to=None):
+    def prepare_data(data, config, cache_dir, qc_dir=None, measures_to=None, workers=1):
         prepared = cohorts[str(data)]
         if measures_to is not None and config.anatomy.enabled:
             write_prepared_measures(prepared, measures_to)

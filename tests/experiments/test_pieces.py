@@ -233,11 +233,12 @@ class _PidCall:
 
     folder: str
     threads: int | None = None
+    processes: int = 1
 
     def __call__(self, piece):
         if piece.id == "bad":
             raise RuntimeError("boom in a worker")
-        Path(self.folder, piece.id).write_text(f"{os.getpid()} {self.threads}")
+        Path(self.folder, piece.id).write_text(f"{os.getpid()} {self.threads} {self.processes}")
         return piece.id
 
 
@@ -247,7 +248,9 @@ def test_local_pool_runs_a_wave_in_worker_processes(tmp_path):
     assert out["a"].ok and out["a"].value == "a" and out["b"].ok
     assert not out["bad"].ok and out["bad"].error == "RuntimeError: boom in a worker"
     runs = [Path(tmp_path, x).read_text().split() for x in ("a", "b")]
-    assert all(pid != str(os.getpid()) for pid, _ in runs) and all(t == "1" for _, t in runs)
+    assert all(pid != str(os.getpid()) for pid, _, _ in runs) and all(t == "1" for _, t, _ in runs)
+    # a piece may start as many processes as there are workers (only `prepare`, which runs alone, does)
+    assert all(n == "2" for _, _, n in runs)
 
 
 def test_cli_executor_options_choose_the_pieces_driver(tmp_path, monkeypatch):
@@ -295,6 +298,7 @@ class _OrderCall:
     started: list = field(default_factory=list)
     seen: dict = field(default_factory=dict)
     threads: int | None = None
+    processes: int = 1
 
     def __call__(self, piece):
         self.started.append(piece.id)
@@ -337,6 +341,7 @@ class _GpuCall:
     folder: str
     pieces: tuple[str, ...]
     threads: int | None = None
+    processes: int = 1
 
     def __call__(self, piece):
         import time
@@ -362,3 +367,23 @@ def test_the_gpus_a_process_sees(monkeypatch):
     assert ex.visible_gpus() == ("2", "7")
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")  # CUDA hidden
     assert ex.visible_gpus() == ()
+
+
+def test_the_prepare_piece_hands_its_processes_to_the_preparation(tmp_path, monkeypatch):
+    import cmrprior.experiments.study as study_mod
+    from cmrprior.experiments.pieces import PieceCall
+
+    import torch
+
+    seen = []
+    monkeypatch.setattr(study_mod, "prepare_study", lambda run, data, config, test, *, workers=1: seen.append(workers))
+    before = torch.get_num_threads()
+    try:
+        call = PieceCall(str(tmp_path / "run"), str(tmp_path / "data"), None, tiny_config(), threads=1, processes=3)
+        call(Piece(PREPARE, "prepare"))
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [3]
+    state = json.loads((RunFolder(tmp_path / "run").piece_dir(PREPARE) / STATE_JSON).read_text())
+    assert state["state"] == "done" and state["torch_threads"] == 1  # the count the piece's results depend on
+    assert PieceCall(str(tmp_path / "run"), "d", None, tiny_config()).processes == 1  # one process unless told

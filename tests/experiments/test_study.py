@@ -75,6 +75,9 @@ def test_study_end_to_end_outputs_and_no_leakage(tmp_path, monkeypatch, fake_pre
         assert len(seen) == len(splits[split_idx]["train"])  # all training patients, each fully
     study = json.loads((run / "study.json").read_text())
     assert study["masks_source"] == "ground_truth" and study["peak_rss_mb"] > 0
+    import torch
+
+    assert study["versions"]["torch_threads"] == torch.get_num_threads()  # results depend on the thread count
 
 
 def test_resume_skips_finished_pieces(tmp_path, monkeypatch, fake_pretrain):

@@ -103,6 +103,22 @@ def test_a_set_with_one_new_fold_says_it_is_mixed_and_names_the_new_fold(world):
     assert masks_statement(choices) == f"masks: out-of-sample segmenter for every patient; {seg.describe()}"
 
 
+
+def test_measuring_with_a_mixed_set_says_so(world, monkeypatch, caplog):
+    import logging
+
+    from cmrprior.data.prepared import HeartLocation
+    from cmrprior.segmentation import measures
+
+    seg = ship_fold(world["set"], world["new"] / "fold_1", 1, world["cohort"], "v3")
+    empty = np.zeros((4, 20, 24), np.uint8)
+    monkeypatch.setattr(measures, "locate_cohort", lambda cohort, models, inference=None: {
+        r.patient_id: HeartLocation((10.0, 12.0), (0, 4), empty, empty) for r in cohort.patients})
+    with caplog.at_level(logging.WARNING, logger="cmrprior.segmentation.measures"):
+        got = measures.segmenter_masks(world["cohort"], world["set"])
+    assert len(got) == len(IDS)
+    assert [r.getMessage() for r in caplog.records] == [f"measure: {seg.describe()}"]  # once, not per patient
+
 def test_the_full_model_is_replaced_only_when_every_fold_is_new(world):
     cohort, seg_dir = world["cohort"], world["set"]
     new_full = _model(world["root"] / "new" / "final" / "model.safetensors", b"G", NEW)

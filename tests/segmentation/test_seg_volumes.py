@@ -280,3 +280,50 @@ def test_a_folder_with_masks_of_the_older_names_is_taken_over_by_its_rerun(tmp_p
     assert {p.name: p.read_bytes() for p in run.glob("p1/*.nii.gz")} == new
     assert sorted(new) == ["p1_ED_seg.nii.gz", "p1_ES_seg.nii.gz", "p1_cine_seg.nii.gz"]
     predict_cohort(src / "manifest.csv", run, model_path=model, overlays=0)  # no "masks of unknown origin"
+
+
+@pytest.fixture(scope="module")
+def phantom_and_model(tmp_path_factory):
+    from cmrprior.data.phantom import PhantomConfig, generate_phantom
+
+    root = tmp_path_factory.mktemp("locate")
+    cohort = generate_phantom(root / "cohort", n_patients=4, seed=5, classes=("NOR", "DCM"),
+                              config=PhantomConfig(image_size=(96, 112), n_slices=(6, 7)))
+    return cohort, save_segmenter(build_unet(TINY), TINY, root / "model" / "m.safetensors")
+
+
+def test_locating_in_two_processes_gives_the_locations_of_one(phantom_and_model):
+    from dataclasses import fields
+
+    from cmrprior.io.cohort import open_cohort
+    from cmrprior.segmentation.volumes import locate_cohort
+
+    cohort_dir, model = phantom_and_model
+    cohort = open_cohort(cohort_dir)
+    models = {r.patient_id: model for r in cohort.patients}
+    one = locate_cohort(cohort, models=models)
+    two = locate_cohort(cohort, models=models, workers=2)
+    assert list(two) == list(one) == [r.patient_id for r in cohort.patients]
+    for pid in one:
+        for f in fields(one[pid]):
+            a, b = getattr(one[pid], f.name), getattr(two[pid], f.name)
+            if isinstance(a, np.ndarray):
+                np.testing.assert_array_equal(a, b, err_msg=f"{pid} {f.name}")
+            else:
+                assert a == b, (pid, f.name)
+
+
+def test_a_bad_image_located_in_a_worker_process_names_its_file(phantom_and_model, tmp_path):
+    import shutil
+
+    from cmrprior.io.cohort import open_cohort
+    from cmrprior.segmentation.volumes import locate_cohort
+
+    cohort_dir, model = phantom_and_model
+    copy = shutil.copytree(cohort_dir, tmp_path / "cohort")
+    cohort = open_cohort(copy)
+    bad = cohort.patients[2].es_image
+    bad.write_bytes(b"not an image")
+    with pytest.raises(DataError) as err:
+        locate_cohort(cohort, models={r.patient_id: model for r in cohort.patients}, workers=2)
+    assert err.value.path == bad and str(bad) in str(err.value)

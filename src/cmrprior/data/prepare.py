@@ -34,9 +34,7 @@ from __future__ import annotations
 
 import json
 import logging
-import multiprocessing as mp
 from collections.abc import Iterable, Mapping
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -52,6 +50,7 @@ from cmrprior.io.checks import check_field_of_view
 from cmrprior.io.load import load_patient
 from cmrprior.io.records import Cohort, PatientRecord, PatientVolumes
 from cmrprior.utils import atomic
+from cmrprior.utils.processes import map_in_processes
 from cmrprior.utils.progress import track
 
 log = logging.getLogger(__name__)
@@ -224,13 +223,8 @@ def _prepare_or_error(args: tuple[PatientRecord, PrepareConfig, HeartLocation | 
 def _run(records: list[PatientRecord], config: PrepareConfig, workers: int, progress: bool,
          locations: Mapping[str, HeartLocation] | None) -> Iterable[PreparedArrays | DataError]:
     jobs = [(r, config, None if locations is None else locations[r.patient_id]) for r in records]
-    if workers <= 1 or len(jobs) < 4:
-        results: Iterable = map(_prepare_or_error, jobs)
-        yield from track(results, "prepare", len(jobs), log, unit="patients") if progress else results
-        return
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
-        results = pool.map(_prepare_or_error, jobs, chunksize=4)
-        yield from track(results, "prepare", len(jobs), log, unit="patients") if progress else results
+    results = map_in_processes(_prepare_or_error, jobs, workers)
+    yield from track(results, "prepare", len(jobs), log, unit="patients") if progress else results
 
 
 def _unique_records(cohort: Cohort, skip_bad: bool, skipped: list[tuple[str, str]]) -> list[PatientRecord]:

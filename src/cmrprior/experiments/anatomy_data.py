@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import multiprocessing as mp
-from concurrent.futures import ProcessPoolExecutor
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -26,6 +24,7 @@ from cmrprior.data.prepared import HeartLocation
 from cmrprior.errors import DataError
 from cmrprior.io.load import load_patient
 from cmrprior.io.records import Cohort, PatientRecord
+from cmrprior.utils.processes import map_in_processes
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +55,11 @@ def _measure(rec: PatientRecord, ed: np.ndarray, es: np.ndarray, spacing, kind: 
     return MeasuresRow(rec.patient_id, rec.label, m.as_dict(), kind, int(size))
 
 
-def _measure_all(rec: PatientRecord, ed: np.ndarray, es: np.ndarray, spacing, sizes: Sequence[int]
+def _measure_all(job: tuple[PatientRecord, np.ndarray, np.ndarray, object, Sequence[int]]
                  ) -> tuple[MeasuresRow, list[MeasuresRow]]:
-    """One patient's plain and perturbed measures (runs in a worker process when the cohort is large)."""
+    """One patient's plain and perturbed measures from (record, ED mask, ES mask, spacing, perturbation
+    sizes); runs in a worker process when the cohort is large."""
+    rec, ed, es, spacing, sizes = job
     try:
         plain = _measure(rec, ed, es, spacing)
         perturbed = [_measure(rec, *perturb_masks(ed, es, kind, n), spacing, kind, n)
@@ -79,11 +80,7 @@ def measure_cohort_masks(cohort: Cohort, patient_ids: Sequence[str], masks: Mask
     wanted = set(patient_ids)
     recs = [r for r in cohort.patients if r.patient_id in wanted]
     jobs = ((rec, *masks(rec), tuple(sizes)) for rec in recs)
-    if workers <= 1 or len(recs) < 8:
-        done = [_measure_all(*job) for job in jobs]
-    else:  # spawn: the parent holds torch threads, which a forked child must not inherit
-        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
-            done = list(pool.map(_measure_all, *zip(*jobs), chunksize=4))
+    done = list(map_in_processes(_measure_all, jobs, workers, min_jobs=8))
     plain = [d[0] for d in done]
     perturbed = [row for d in done for row in d[1]]
     log.info("anatomy: measured %d patients (%d perturbed mask pairs)", len(plain), len(perturbed))

@@ -126,7 +126,8 @@ def prepare_data(data: str | Path, config: StudyConfig, *, cache_dir: Path, qc_d
     `anatomy.enabled`), the anatomy measures of the prepared patients from the same masks, plain and
     perturbed (`cmrprior.experiments.anatomy_data`), go into those two CSVs. Returns the prepared cohort
     and where its masks come from. `cohort`: `data` already opened (`cmrprior prepare` opens it with its
-    label and skip-bad options); `skip_bad`, `workers`: as `prepare_cohort`.
+    label and skip-bad options); `skip_bad`: as `prepare_cohort`; `workers`: processes that locate the heart
+    (`locate_cohort`) and prepare the patients (`prepare_cohort`); the results are the same for any number.
 
     Raises:
         DataError: unreadable data or segmenter weights; oracle masks asked of a cohort without them.
@@ -166,7 +167,7 @@ def prepare_data(data: str | Path, config: StudyConfig, *, cache_dir: Path, qc_d
         blind = images_only(cohort)
         with timing.phase("segment+locate", items=len(blind.patients)):
             locations = locate_cohort(blind, models={pid: c.model.weights for pid, c in choices.items()},
-                                      inference=config.masks.inference)
+                                      inference=config.masks.inference, workers=workers)
         with timing.phase("prepare", items=len(blind.patients)):
             prepared = prepare_cohort(blind, config.prepare, cache_dir, locations=locations, skip_bad=skip_bad,
                                       workers=workers)
@@ -289,9 +290,10 @@ def is_prepared(prepared_dir: Path) -> bool:
 
 
 def load_cohort_data(data: str | Path, config: StudyConfig, *, prepared_dir: Path, cache_dir: Path,
-                     measures_at: tuple[Path, Path] | None = None) -> CohortData:
+                     measures_at: tuple[Path, Path] | None = None, workers: int = 1) -> CohortData:
     """Prepared cohort with chosen masks, saved in `prepared_dir` (reused on a rerun), plus slice sets, plus
-    the anatomy measures written at `measures_at` (measures CSV, perturbed measures CSV) when asked."""
+    the anatomy measures written at `measures_at` (measures CSV, perturbed measures CSV) when asked. `workers`:
+    processes that locate and prepare the patients (`prepare_data`) when the cohort is not prepared yet."""
     meta_path = prepared_dir / "masks.json"
     if is_prepared(prepared_dir):
         prepared = PreparedCohort.load(prepared_dir)
@@ -301,7 +303,7 @@ def load_cohort_data(data: str | Path, config: StudyConfig, *, prepared_dir: Pat
         dupes = tuple(tuple(d) for d in meta.get("duplicate_scans") or ())
     else:
         prepared, origin = prepare_data(data, config, cache_dir=cache_dir, qc_dir=prepared_dir.parent / "qc",
-                                        measures_to=measures_at)
+                                        measures_to=measures_at, workers=workers)
         masks, prints, dupes = origin.masks, origin.fingerprints, origin.duplicates
         if prepared.ed_mask is None or prepared.es_mask is None:
             raise DataError(Path(data), "the prepared cohort has no heart masks")

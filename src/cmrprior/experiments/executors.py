@@ -152,7 +152,7 @@ class LocalExecutor:
         """A function that starts one piece in a free one of `n` (all `workers`) worker processes and returns
         its future Outcome."""
         n = n or self.workers
-        worker_call = replace(call, threads=self._threads(call, n))
+        worker_call = replace(call, threads=self._threads(call, n), processes=n)
         with self._pool(n) as pool:
             yield lambda piece: pool.submit(_in_worker, worker_call, piece)
 

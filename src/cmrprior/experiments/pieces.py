@@ -130,19 +130,23 @@ class PieceCall:
     config: StudyConfig
     report: bool = True
     threads: int | None = None  # torch threads in this piece (a cluster job: its CPUs); None: torch's default
+    # processes that the `prepare` piece, which runs before every other piece and so alone, may start for its
+    # per-patient work (locating the heart, preparing): the local workers' count; its results do not depend on it
+    processes: int = 1
 
     def __call__(self, piece: Piece) -> Any:
         run = RunFolder(self.out)
         folder = run.piece_dir(piece.id)
         with run_lock(folder), log_file(folder / LOG_TXT):
+            import torch
+
+            if self.threads is not None:
+                torch.set_num_threads(self.threads)
+            # the thread count is recorded because results depend on it (the order in which floats are summed)
             state = {"piece": piece.id, "host": socket.gethostname(), "pid": os.getpid(),
-                     "job_id": _slurm_job_id(), "started": _now()}
+                     "job_id": _slurm_job_id(), "started": _now(), "torch_threads": torch.get_num_threads()}
             atomic.write_json(folder / STATE_JSON, {**state, "state": "running"})
             try:
-                if self.threads is not None:
-                    import torch
-
-                    torch.set_num_threads(self.threads)
                 value = self._run(run, piece)
             except BaseException as exc:
                 ended = "stopped" if isinstance(exc, PieceStopped) else "failed"
@@ -158,7 +162,7 @@ class PieceCall:
 
         config = self.config
         if piece.kind == "prepare":
-            study.prepare_study(run, self.data, config, self.test_data)
+            study.prepare_study(run, self.data, config, self.test_data, workers=self.processes)
             return None
         if piece.kind == "prepare_holdout":
             study.holdout_inputs(run, self.test_data, config, study.study_cohort(run, self.data, config))

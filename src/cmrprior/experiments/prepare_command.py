@@ -40,7 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=int, default=PrepareConfig.size, help="output image size in pixels")
     p.add_argument("--spacing", type=float, default=PrepareConfig.pixel_spacing_mm, help="in-plane pixel spacing in mm")
     p.add_argument("--all-slices", action="store_true", help="keep every slice, not only those with the heart")
-    p.add_argument("--workers", type=at_least(1), default=1, help="processes")
+    p.add_argument("--workers", type=at_least(1), default=1,
+                   help="processes that locate the heart and prepare the patients, a patient each (the output is the same)")
     p.add_argument("--segmenter", default=None,
                    help="segmenter weights file or segmenter-set folder (`cmrprior segment index-folds`); "
                         "default: the shipped set")

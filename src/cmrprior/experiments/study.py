@@ -243,21 +243,22 @@ def check_study_inputs(run: RunFolder, data: str | Path, test_data: str | Path |
     _check_run_config(run, config)
 
 
-def study_cohort(run: RunFolder, data: str | Path, config: StudyConfig) -> CohortData:
-    """The study cohort, prepared into the run folder (masks chosen, measures written) or read from it."""
+def study_cohort(run: RunFolder, data: str | Path, config: StudyConfig, *, workers: int = 1) -> CohortData:
+    """The study cohort, prepared into the run folder (masks chosen, measures written; by `workers` processes)
+    or read from it."""
     return load_cohort_data(data, config, prepared_dir=run.prepared(), cache_dir=run.cache,
-                            measures_at=run.anatomy_measures_csvs())
+                            measures_at=run.anatomy_measures_csvs(), workers=workers)
 
 
-def prepare_study(run: RunFolder, data: str | Path, config: StudyConfig, test_data: str | Path | None
-                  ) -> tuple[CohortData, list[SplitSpec]]:
-    """Check the inputs, prepare the cohort (locate, segment) and the --test cohort, compared with it by image
-    fingerprint again (cine records' ED/ES frames are known only now) before anything is trained; write run.json
-    and splits.json (last)."""
+def prepare_study(run: RunFolder, data: str | Path, config: StudyConfig, test_data: str | Path | None, *,
+                  workers: int = 1) -> tuple[CohortData, list[SplitSpec]]:
+    """Check the inputs, prepare the cohort (locate, segment; per patient in `workers` processes) and the --test
+    cohort, compared with it by image fingerprint again (cine records' ED/ES frames are known only now) before
+    anything is trained; write run.json and splits.json (last)."""
     check_study_inputs(run, data, test_data, config)
     with timing.phase("data"):
-        cohort = study_cohort(run, data, config)
-        hold = None if test_data is None else holdout_inputs(run, test_data, config, cohort)[2]
+        cohort = study_cohort(run, data, config, workers=workers)
+        hold = None if test_data is None else holdout_inputs(run, test_data, config, cohort, workers=workers)[2]
     if not run.mask_flags_csv.exists():
         write_mask_flags(cohort.prepared, run.mask_flags_csv)  # plausibility of the masks used, for the report
     classes = cohort.prepared.classes
@@ -373,5 +374,6 @@ def _write_meta(run: RunFolder, meta: dict, t0: float, report_path: Path | None 
 
 
 def _versions() -> dict:
+    # the thread count too: another count sums floats in another order, and trained networks carry that on
     return {"cmrprior": cmrprior.__version__, "torch": torch.__version__, "python": platform.python_version(),
-            "numpy": np.__version__}
+            "numpy": np.__version__, "torch_threads": torch.get_num_threads()}

@@ -47,13 +47,14 @@ def pretrain_runs(run: RunFolder, split: str, backbone: str, config: StudyConfig
     return out
 
 
-def holdout_inputs(run: RunFolder, test_data: str | Path, config: StudyConfig, data: CohortData
-                   ) -> tuple[dict[str, SliceSet], SplitSpec, CohortData]:
+def holdout_inputs(run: RunFolder, test_data: str | Path, config: StudyConfig, data: CohortData, *,
+                   workers: int = 1) -> tuple[dict[str, SliceSet], SplitSpec, CohortData]:
     """The held-out split: both cohorts' images (the --test cohort's labels in the study's class order), the
     split (train: the whole study cohort; test: the --test cohort) and the prepared --test cohort, whose
-    patients are checked to be new by image fingerprint (`check_new_patients`; DataError otherwise)."""
+    patients are checked to be new by image fingerprint (`check_new_patients`; DataError otherwise). `workers`:
+    processes that prepare the --test cohort when it is not prepared yet."""
     hold = load_cohort_data(test_data, config, prepared_dir=run.prepared(HOLDOUT), cache_dir=run.cache,
-                            measures_at=run.anatomy_measures_csvs(HOLDOUT))
+                            measures_at=run.anatomy_measures_csvs(HOLDOUT), workers=workers)
     check_new_patients(data, hold, test_data)
     classes = data.prepared.classes
     missing = sorted(set(hold.prepared.classes) - set(classes))

@@ -155,6 +155,8 @@ def segmenter_masks(cohort: Cohort, model: str | Path | None = None, inference: 
                                                        for r in cohort.patients))
     blind, _ = resolve_cohort_phases(blind, model_path=model, inference=inference)
     choices = choose_segmenters(fingerprint_cohort(blind), model)
+    for note in sorted({c.set_note for c in choices.values() if c.set_note}):
+        log.warning("measure: %s", note)  # the CSV's rows name each model; the set being mixed is said here
     locations = locate_cohort(blind, models={pid: c.model.weights for pid, c in choices.items()}, inference=inference)
     out = []
     for rec in blind.patients:

@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -40,14 +40,15 @@ from cmrprior.data.intensity import normalise_percentile
 from cmrprior.data.prepare import heart_slices, mask_centre
 from cmrprior.data.prepared import HeartLocation
 from cmrprior.data.resample import crop_or_pad, resample_inplane
-from cmrprior.errors import DataError
+from cmrprior.errors import CmrPriorError, DataError
 from cmrprior.io.checks import MIN_FIELD_OF_VIEW_MM, check_field_of_view
 from cmrprior.io.load import load_patient
-from cmrprior.io.records import Cohort, PatientVolumes, Volume
+from cmrprior.io.records import Cohort, PatientRecord, PatientVolumes, Volume
 from cmrprior.segmentation.basal import BasalModel, basal_model_for, correct_basal
 from cmrprior.segmentation.inference import SegInference, load_for_inference
 from cmrprior.segmentation.postprocess import largest_component, postprocess_labels
 from cmrprior.segmentation.predict import file_sha256, predict_probabilities
+from cmrprior.utils.processes import map_in_processes
 from cmrprior.utils.progress import track
 from cmrprior.vocab import LV_LABEL, MYO_LABEL
 
@@ -265,26 +266,61 @@ def load_locator(weights: str | Path, inference: SegInference | None = None) -> 
 
 
 def locate_cohort(cohort: Cohort, *, models: Mapping[str, Path], progress: bool = False,
-                  inference: SegInference | None = None, correct: bool = True) -> dict[str, HeartLocation]:
+                  inference: SegInference | None = None, correct: bool = True,
+                  workers: int = 1) -> dict[str, HeartLocation]:
     """`locate_heart` for every patient, each with the segmenter weights `models[patient_id]`
     (`cmrprior.segmentation.folds.choose_segmenters` decides them), run by the engine of `inference`
     (`cmrprior.segmentation.inference`; default eager PyTorch), with each weights' basal model
-    (`cmrprior.segmentation.basal.basal_model_for`; `correct=False`: no basal correction).
+    (`cmrprior.segmentation.basal.basal_model_for`; `correct=False`: no basal correction), in `workers`
+    processes (`cmrprior.utils.processes`; each loads the segmenters it needs once and runs on this process's
+    torch threads shared out among the workers; the labels do not depend on the thread count).
 
     The records' mask paths are ignored (their masks are never read). Returns patient id -> location.
 
     Raises:
         DataError: unreadable images or weights, bad volumes. WeightsUnavailableError: no model shipped.
     """
-    from dataclasses import replace
+    import torch
 
-    loaded: dict[Path, Locator] = {}
+    threads = max(1, torch.get_num_threads() // max(1, workers))
+    jobs = [_LocateJob(replace(rec, ed_mask=None, es_mask=None), Path(models[rec.patient_id]).resolve(),
+                       inference, correct, threads) for rec in cohort.patients]
     out: dict[str, HeartLocation] = {}
-    for rec in track(cohort.patients, "locate heart (segmenter on ED/ES frames)", len(cohort.patients), log,
-                     unit="patients"):
-        path = Path(models[rec.patient_id]).resolve()
-        if path not in loaded:
-            loaded[path] = load_locator(path, inference)
-        volumes = load_patient(replace(rec, ed_mask=None, es_mask=None))
-        out[rec.patient_id] = loaded[path].locate(volumes, correct=correct)
+    try:
+        done = track(map_in_processes(_locate_one, jobs, workers), "locate heart (segmenter on ED/ES frames)",
+                     len(jobs), log, unit="patients")
+        for job, result in zip(jobs, done):
+            if isinstance(result, CmrPriorError):
+                raise result
+            out[job.record.patient_id] = result
+    finally:
+        _LOCATORS.clear()  # the next call reads the weights again: a file may have been replaced meanwhile
     return out
+
+
+@dataclass(frozen=True)
+class _LocateJob:
+    record: PatientRecord  # without mask paths
+    weights: Path
+    inference: SegInference | None
+    correct: bool
+    threads: int  # torch threads (this process's own count when it runs here)
+
+
+# the segmenters of one `locate_cohort` call, each loaded once (in each worker process, or here)
+_LOCATORS: dict[tuple[Path, SegInference | None], Locator] = {}
+
+
+def _locate_one(job: _LocateJob) -> HeartLocation | CmrPriorError:
+    """One patient's location; the project's errors are returned, not raised, so that they reach the caller
+    whole from a worker process."""
+    import torch
+
+    torch.set_num_threads(job.threads)
+    try:
+        key = (job.weights, job.inference)
+        if key not in _LOCATORS:
+            _LOCATORS[key] = load_locator(job.weights, job.inference)
+        return _LOCATORS[key].locate(load_patient(job.record), correct=job.correct)
+    except CmrPriorError as exc:
+        return exc
