@@ -36,3 +36,23 @@ def test_data_errors_pickle_with_their_file_and_problem(cls):
     assert str(back) == str(err) == "/data/p001/p001_frame01.nii.gz: not a NIfTI file"
     none = pickle.loads(pickle.dumps(cls(None, "no patients")))
     assert none.path is None and str(none) == "no patients"
+
+
+def test_the_initializer_runs_in_the_workers_only():
+    import torch
+
+    from cmrprior.utils.processes import set_torch_threads
+
+    before = torch.get_num_threads()
+    target = 1 if before != 1 else 2
+    few = list(map_in_processes(_threads, [0, 1], 2, initializer=set_torch_threads, initargs=(target,)))
+    assert few == [before, before] and torch.get_num_threads() == before  # too few jobs: run here, untouched
+    many = list(map_in_processes(_threads, range(6), 2, chunksize=1, initializer=set_torch_threads,
+                                 initargs=(target,)))
+    assert many == [target] * 6 and torch.get_num_threads() == before
+
+
+def _threads(_job: int) -> int:
+    import torch
+
+    return torch.get_num_threads()

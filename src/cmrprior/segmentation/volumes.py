@@ -48,7 +48,7 @@ from cmrprior.segmentation.basal import BasalModel, basal_model_for, correct_bas
 from cmrprior.segmentation.inference import SegInference, load_for_inference
 from cmrprior.segmentation.postprocess import largest_component, postprocess_labels
 from cmrprior.segmentation.predict import file_sha256, predict_probabilities
-from cmrprior.utils.processes import map_in_processes
+from cmrprior.utils.processes import map_in_processes, set_torch_threads
 from cmrprior.utils.progress import track
 from cmrprior.vocab import LV_LABEL, MYO_LABEL
 
@@ -273,7 +273,8 @@ def locate_cohort(cohort: Cohort, *, models: Mapping[str, Path], progress: bool 
     (`cmrprior.segmentation.inference`; default eager PyTorch), with each weights' basal model
     (`cmrprior.segmentation.basal.basal_model_for`; `correct=False`: no basal correction), in `workers`
     processes (`cmrprior.utils.processes`; each loads the segmenters it needs once and runs on this process's
-    torch threads shared out among the workers; the labels do not depend on the thread count).
+    torch threads shared out among the workers; the labels do not depend on the thread count; with one worker
+    everything runs here, on this process's threads).
 
     The records' mask paths are ignored (their masks are never read). Returns patient id -> location.
 
@@ -284,11 +285,11 @@ def locate_cohort(cohort: Cohort, *, models: Mapping[str, Path], progress: bool 
 
     threads = max(1, torch.get_num_threads() // max(1, workers))
     jobs = [_LocateJob(replace(rec, ed_mask=None, es_mask=None), Path(models[rec.patient_id]).resolve(),
-                       inference, correct, threads) for rec in cohort.patients]
+                       inference, correct) for rec in cohort.patients]
     out: dict[str, HeartLocation] = {}
     try:
-        done = track(map_in_processes(_locate_one, jobs, workers), "locate heart (segmenter on ED/ES frames)",
-                     len(jobs), log, unit="patients")
+        done = track(map_in_processes(_locate_one, jobs, workers, initializer=set_torch_threads, initargs=(threads,)),
+                     "locate heart (segmenter on ED/ES frames)", len(jobs), log, unit="patients")
         for job, result in zip(jobs, done):
             if isinstance(result, CmrPriorError):
                 raise result
@@ -304,7 +305,6 @@ class _LocateJob:
     weights: Path
     inference: SegInference | None
     correct: bool
-    threads: int  # torch threads (this process's own count when it runs here)
 
 
 # the segmenters of one `locate_cohort` call, each loaded once (in each worker process, or here)
@@ -314,9 +314,6 @@ _LOCATORS: dict[tuple[Path, SegInference | None], Locator] = {}
 def _locate_one(job: _LocateJob) -> HeartLocation | CmrPriorError:
     """One patient's location; the project's errors are returned, not raised, so that they reach the caller
     whole from a worker process."""
-    import torch
-
-    torch.set_num_threads(job.threads)
     try:
         key = (job.weights, job.inference)
         if key not in _LOCATORS:
