@@ -292,6 +292,15 @@ def phantom_and_model(tmp_path_factory):
     return cohort, save_segmenter(build_unet(TINY), TINY, root / "model" / "m.safetensors")
 
 
+@pytest.fixture()
+def workers_for_few_patients(monkeypatch):
+    """Worker processes even for the 4 patients of the phantom (a real cohort needs 32 before they pay)."""
+    import cmrprior.segmentation.volumes as volumes
+
+    monkeypatch.setattr(volumes, "MIN_PATIENTS_FOR_WORKERS", 2)
+
+
+@pytest.mark.usefixtures("workers_for_few_patients")
 def test_locating_in_two_processes_gives_the_locations_of_one(phantom_and_model):
     from dataclasses import fields
 
@@ -313,6 +322,7 @@ def test_locating_in_two_processes_gives_the_locations_of_one(phantom_and_model)
                 assert a == b, (pid, f.name)
 
 
+@pytest.mark.usefixtures("workers_for_few_patients")
 def test_a_bad_image_located_in_a_worker_process_names_its_file(phantom_and_model, tmp_path):
     import shutil
 
