@@ -27,11 +27,12 @@ from prepare_locate import digest
 from cmrprior.experiments.cohort_data import prepare_data
 from cmrprior.experiments.config import load_config
 data, workers, config = sys.argv[1], int(sys.argv[2]), load_config(sys.argv[3])
-tmp = Path(tempfile.mkdtemp())
-w0 = time.perf_counter()
-prepared, _ = prepare_data(data, config, cache_dir=tmp / "cache", qc_dir=tmp / "qc",
-                           measures_to=(tmp / "m.csv", tmp / "p.csv"), workers=workers)
-wall = time.perf_counter() - w0
+with tempfile.TemporaryDirectory() as folder:  # the cache and QC files of one run (about 230 MB for 79 patients)
+    tmp = Path(folder)
+    w0 = time.perf_counter()
+    prepared, _ = prepare_data(data, config, cache_dir=tmp / "cache", qc_dir=tmp / "qc",
+                               measures_to=(tmp / "m.csv", tmp / "p.csv"), workers=workers)
+    wall = time.perf_counter() - w0
 cpu = sum(getattr(resource.getrusage(who), f) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
           for f in ("ru_utime", "ru_stime"))
 print(json.dumps({"wall_s": wall, "cpu_s": cpu, "patients": len(prepared.patient_ids), "sha256": digest(prepared)}))
