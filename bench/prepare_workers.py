@@ -33,9 +33,10 @@ with tempfile.TemporaryDirectory() as folder:  # the cache and QC files of one r
     prepared, _ = prepare_data(data, config, cache_dir=tmp / "cache", qc_dir=tmp / "qc",
                                measures_to=(tmp / "m.csv", tmp / "p.csv"), workers=workers)
     wall = time.perf_counter() - w0
-cpu = sum(getattr(resource.getrusage(who), f) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
-          for f in ("ru_utime", "ru_stime"))
-print(json.dumps({"wall_s": wall, "cpu_s": cpu, "patients": len(prepared.patient_ids), "sha256": digest(prepared)}))
+    cpu = sum(getattr(resource.getrusage(who), f) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+              for f in ("ru_utime", "ru_stime"))
+    result = {"wall_s": wall, "cpu_s": cpu, "patients": len(prepared.patient_ids), "sha256": digest(prepared)}
+print(json.dumps(result))
 """
 
 
