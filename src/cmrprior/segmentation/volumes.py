@@ -40,7 +40,7 @@ from cmrprior.data.intensity import normalise_percentile
 from cmrprior.data.prepare import heart_slices, mask_centre
 from cmrprior.data.prepared import HeartLocation
 from cmrprior.data.resample import crop_or_pad, resample_inplane
-from cmrprior.errors import CmrPriorError, DataError
+from cmrprior.errors import DataError
 from cmrprior.io.checks import MIN_FIELD_OF_VIEW_MM, check_field_of_view
 from cmrprior.io.load import load_patient
 from cmrprior.io.records import Cohort, PatientRecord, PatientVolumes, Volume
@@ -291,18 +291,13 @@ def locate_cohort(cohort: Cohort, *, models: Mapping[str, Path], progress: bool 
     threads = max(1, torch.get_num_threads() // max(1, workers))
     jobs = [_LocateJob(replace(rec, ed_mask=None, es_mask=None), Path(models[rec.patient_id]).resolve(),
                        inference, correct) for rec in cohort.patients]
-    out: dict[str, HeartLocation] = {}
     try:
         done = track(map_in_processes(_locate_one, jobs, workers, min_jobs=MIN_PATIENTS_FOR_WORKERS,
                                       initializer=set_torch_threads, initargs=(threads,)),
                      "locate heart (segmenter on ED/ES frames)", len(jobs), log, unit="patients")
-        for job, result in zip(jobs, done):
-            if isinstance(result, CmrPriorError):
-                raise result
-            out[job.record.patient_id] = result
+        return {job.record.patient_id: location for job, location in zip(jobs, done)}
     finally:
         _LOCATORS.clear()  # the next call reads the weights again: a file may have been replaced meanwhile
-    return out
 
 
 @dataclass(frozen=True)
@@ -317,13 +312,9 @@ class _LocateJob:
 _LOCATORS: dict[tuple[Path, SegInference | None], Locator] = {}
 
 
-def _locate_one(job: _LocateJob) -> HeartLocation | CmrPriorError:
-    """One patient's location; the project's errors are returned, not raised, so that they reach the caller
-    whole from a worker process."""
-    try:
-        key = (job.weights, job.inference)
-        if key not in _LOCATORS:
-            _LOCATORS[key] = load_locator(job.weights, job.inference)
-        return _LOCATORS[key].locate(load_patient(job.record), correct=job.correct)
-    except CmrPriorError as exc:
-        return exc
+def _locate_one(job: _LocateJob) -> HeartLocation:
+    """One patient's location (its errors reach the caller whole from a worker process: `DataError` pickles)."""
+    key = (job.weights, job.inference)
+    if key not in _LOCATORS:
+        _LOCATORS[key] = load_locator(job.weights, job.inference)
+    return _LOCATORS[key].locate(load_patient(job.record), correct=job.correct)
