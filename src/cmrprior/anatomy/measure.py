@@ -48,6 +48,18 @@ Definitions
 * rv_lv_edv_ratio / rv_lv_esv_ratio: RV EDV / LV EDV, RV ESV / LV ESV; myo_lv_volume_ratio_ed / _es:
   myocardium volume / LV cavity volume at ED / ES (unitless). NaN when the denominator is 0.
   rvef_minus_lvef_percent: RVEF - LVEF (percentage points; NaN when either is).
+* rv_lv_area_mid_ed_ratio / rv_lv_area_mid_es_ratio: RV cavity area / LV cavity area summed over the middle
+  third of the slices that hold LV cavity at ED (stack indices from the first third's end to the last third's
+  start, `n // 3` slices left out at each end; all of them below 3 slices), at ED and at ES on the same stack
+  indices (unitless; NaN without LV cavity there). Why: mid-ventricular slices are where a segmenter is surest,
+  so the ratio keeps the RV's size relative to the LV where whole-stack volumes and RVEF carry the basal slices'
+  errors (at ES the base descends and atrium or outflow tract is taken for ventricle).
+* Definition measures, each how far a value lies past a threshold of the ACDC class definitions (0 inside;
+  NaN or None where the value is): lvef_below_40_percent = max(0, 40 - LVEF), rvef_below_40_percent =
+  max(0, 40 - RVEF) (percentage points); lv_edv_index_above_100_ml_m2 = max(0, LV EDV index - 100),
+  rv_edv_index_above_110_ml_m2 = max(0, RV EDV index - 110), myo_mass_index_above_110_g_m2 = max(0, mass index
+  - 110) (None without BSA); max_wall_thickness_above_15_mm = max(0, max wall thickness - 15). Why: a linear
+  model over the raw values cannot follow a threshold; these let it weigh only what lies past one.
 * BSA: Mosteller, sqrt(height_cm * weight_kg / 3600) m^2. Indexed values (ml/m^2, g/m^2) only when both
   height and weight are given, else None (`CSV_COLUMNS` maps each field to a column name with its unit).
 """
@@ -171,6 +183,14 @@ class AnatomyMeasures:
     seg16_wall_ed_mm: float = _NAN
     seg16_wall_es_mm: float = _NAN
     seg16_thickening_percent: float = _NAN
+    rv_lv_area_mid_ed_ratio: float = _NAN
+    rv_lv_area_mid_es_ratio: float = _NAN
+    lvef_below_40_percent: float = _NAN
+    rvef_below_40_percent: float = _NAN
+    lv_edv_index_above_100_ml_m2: float | None = None
+    rv_edv_index_above_110_ml_m2: float | None = None
+    myo_mass_index_above_110_g_m2: float | None = None
+    max_wall_thickness_above_15_mm: float = _NAN
 
     def as_dict(self) -> dict[str, float | None]:
         return asdict(self)
@@ -263,15 +283,16 @@ def measure_patient(
     def idx(v: float) -> float | None:
         return None if bsa is None else v / bsa
 
+    lvef, rvef = ejection_fraction(lv_edv, lv_esv), ejection_fraction(rv_edv, rv_esv)
     return AnatomyMeasures(
         lv_edv_ml=lv_edv,
         lv_esv_ml=lv_esv,
         lv_sv_ml=lv_edv - lv_esv,
-        lvef=ejection_fraction(lv_edv, lv_esv),
+        lvef=lvef,
         rv_edv_ml=rv_edv,
         rv_esv_ml=rv_esv,
         rv_sv_ml=rv_edv - rv_esv,
-        rvef=ejection_fraction(rv_edv, rv_esv),
+        rvef=rvef,
         myo_mass_g=mass,
         max_wall_thickness_mm=wall_ed.max_mm,
         bsa_m2=bsa,
@@ -291,9 +312,36 @@ def measure_patient(
         myo_lv_volume_ratio_ed=_ratio(myo_ed, lv_edv),
         myo_lv_volume_ratio_es=_ratio(myo_es, lv_esv),
         rv_lv_esv_ratio=_ratio(rv_esv, lv_esv),
-        rvef_minus_lvef_percent=ejection_fraction(rv_edv, rv_esv) - ejection_fraction(lv_edv, lv_esv),
+        rvef_minus_lvef_percent=rvef - lvef,
         **_segment_fields(ed_slices, es_slices, rv_anchor_angle(ed_mask, spacing[1:])),
+        **_mid_ratios(ed_mask, es_mask),
+        lvef_below_40_percent=_past(40.0 - lvef),
+        rvef_below_40_percent=_past(40.0 - rvef),
+        lv_edv_index_above_100_ml_m2=None if bsa is None else _past(lv_edv / bsa - 100.0),
+        rv_edv_index_above_110_ml_m2=None if bsa is None else _past(rv_edv / bsa - 110.0),
+        myo_mass_index_above_110_g_m2=None if bsa is None else _past(mass / bsa - 110.0),
+        max_wall_thickness_above_15_mm=_past(wall_ed.max_mm - 15.0),
     )
+
+
+def _past(excess: float) -> float:
+    """How far a value lies past its threshold: `excess` when positive, 0 inside, NaN for NaN."""
+    return excess if math.isnan(excess) else max(0.0, excess)
+
+
+def _mid_ratios(ed_mask: np.ndarray, es_mask: np.ndarray) -> dict[str, float]:
+    lv_slices = np.flatnonzero((ed_mask == LV_LABEL).any(axis=(1, 2)))
+    if lv_slices.size == 0:
+        return {}
+    first, last = int(lv_slices.min()), int(lv_slices.max())
+    cut = (last - first + 1) // 3
+    mid = np.arange(first + cut, last - cut + 1)
+
+    def ratio(mask: np.ndarray) -> float:
+        part = mask[mid[mid < mask.shape[0]]]
+        return _ratio(float(np.count_nonzero(part == RV_LABEL)), float(np.count_nonzero(part == LV_LABEL)))
+
+    return {"rv_lv_area_mid_ed_ratio": ratio(ed_mask), "rv_lv_area_mid_es_ratio": ratio(es_mask)}
 
 
 def _segment_fields(ed_slices, es_slices, anchor: float | None) -> dict[str, float]:

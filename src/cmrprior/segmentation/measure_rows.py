@@ -32,7 +32,7 @@ from cmrprior.utils.filenames import patient_filename
 log = logging.getLogger(__name__)
 
 ROWS_DIR = "measure_rows"
-_VERSION = 1
+_VERSION = 2  # 2: the mid-ventricular RV/LV ratios and the definition measures
 
 
 def _hash(hashes: FileHashes, path: Path) -> str:
