@@ -81,10 +81,10 @@ def test_definition_measures_of_a_dilated_failing_rv_and_a_heavy_myocardium():
     assert m.rv_edv_index_above_110_ml_m2 == pytest.approx(10.0)
     # myocardium 3000 voxels = 120 ml = 126 g, 63 g/m^2: inside; LV EF 60 %: inside
     assert m.myo_mass_index_above_110_g_m2 == 0.0 and m.lvef_below_40_percent == 0.0
-    heavy = measure_patient(*_boxes(1000, 400, 100, 50, 5000), (10.0, 2.0, 2.0), height_cm=180.0, weight_kg=80.0)
-    # 5000 voxels = 200 ml = 210 g: 105 g/m^2 on 2.0 m^2 (inside)
-    assert heavy.myo_mass_index_above_110_g_m2 == 0.0
-    light_patient = measure_patient(*_boxes(1000, 400, 100, 50, 5000), (10.0, 2.0, 2.0), height_cm=150.0,
+    heavy_myo = _boxes(1000, 400, 100, 50, 5000)  # 5000 voxels = 200 ml = 210 g
+    heavy = measure_patient(*heavy_myo, (10.0, 2.0, 2.0), height_cm=180.0, weight_kg=80.0)
+    assert heavy.myo_mass_index_above_110_g_m2 == 0.0  # 105 g/m^2 on 2.0 m^2: inside
+    light_patient = measure_patient(*heavy_myo, (10.0, 2.0, 2.0), height_cm=150.0,
                                     weight_kg=54.0)  # BSA sqrt(150 * 54 / 3600) = 1.5 m^2: 140 g/m^2
     assert light_patient.myo_mass_index_above_110_g_m2 == pytest.approx(210.0 / 1.5 - 110.0)
 

@@ -283,6 +283,10 @@ def measure_patient(
     def idx(v: float) -> float | None:
         return None if bsa is None else v / bsa
 
+    def index_past(v: float, limit: float) -> float | None:
+        indexed = idx(v)
+        return None if indexed is None else _past(indexed - limit)
+
     lvef, rvef = ejection_fraction(lv_edv, lv_esv), ejection_fraction(rv_edv, rv_esv)
     return AnatomyMeasures(
         lv_edv_ml=lv_edv,
@@ -317,9 +321,9 @@ def measure_patient(
         **_mid_ratios(ed_mask, es_mask),
         lvef_below_40_percent=_past(40.0 - lvef),
         rvef_below_40_percent=_past(40.0 - rvef),
-        lv_edv_index_above_100_ml_m2=None if bsa is None else _past(lv_edv / bsa - 100.0),
-        rv_edv_index_above_110_ml_m2=None if bsa is None else _past(rv_edv / bsa - 110.0),
-        myo_mass_index_above_110_g_m2=None if bsa is None else _past(mass / bsa - 110.0),
+        lv_edv_index_above_100_ml_m2=index_past(lv_edv, 100.0),
+        rv_edv_index_above_110_ml_m2=index_past(rv_edv, 110.0),
+        myo_mass_index_above_110_g_m2=index_past(mass, 110.0),
         max_wall_thickness_above_15_mm=_past(wall_ed.max_mm - 15.0),
     )
 
