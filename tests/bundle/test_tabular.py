@@ -83,3 +83,21 @@ def test_staged_predictor_equals_sklearn(within):
     xt, _ = _data(5, seed=1, n=200)
     np.testing.assert_allclose(pred.predict_proba(xt), est.predict_proba(xt), rtol=0, atol=1e-12)
     np.testing.assert_allclose(pred.predict_proba(xt).sum(axis=1), 1.0)
+
+
+@pytest.mark.parametrize("main, within", [(CANDIDATES[0], CANDIDATES[1]),
+                                          (Candidate("vote", {}, (CANDIDATES[0], CANDIDATES[2])), CANDIDATES[0])],
+                         ids=lambda c: c.describe())
+def test_pair_split_predictor_equals_sklearn(main, within):
+    x, y = _data(5)
+    cand = Candidate("pairs", {}, (main, within), ((3, 4),), ("NOR/RV",), ((1, 3, 5),))
+    est = _estimator(cand, seed=3).fit(x, y)
+    spec, arrays = to_arrays(est)
+    assert spec["family"] == "pairs" and spec["pairs"] == [[3, 4]] and spec["columns"] == [[1, 3, 5]]
+    pred = TabularPredictor.from_arrays(spec, arrays, 5)
+    xt, _ = _data(5, seed=1, n=200)
+    np.testing.assert_allclose(pred.predict_proba(xt), est.predict_proba(xt), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(pred.predict_proba(xt).sum(axis=1), 1.0)
+    spec["columns"] = []
+    with pytest.raises(Exception, match="one list of columns and one model per pair"):
+        TabularPredictor.from_arrays(spec, arrays, 5)

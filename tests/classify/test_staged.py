@@ -6,9 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cmrprior.classify.anatomy import Candidate, _estimator, fit_anatomy, refit_out_of_fold, stage_groups
+from cmrprior.classify.anatomy import (Candidate, _estimator, fit_anatomy, pair_columns, refit_out_of_fold,
+                                      stage_groups)
 from cmrprior.classify.config import AnatomyConfig
-from cmrprior.classify.staged import StagedClassifier, group_labels
+from cmrprior.classify.staged import PairSplitClassifier, StagedClassifier, group_labels
 from cmrprior.errors import ConfigError
 
 NAMES = ("DCM", "HCM", "MINF", "NOR", "RV")
@@ -72,7 +73,7 @@ def _data(n: int, seed: int):
 
 def test_fit_anatomy_in_stages_equals_the_stages_fitted_separately():
     values, y = _data(75, 0)
-    cfg = AnatomyConfig(families=("logistic",), cs=(0.1, 1.0), groups=GROUPS)
+    cfg = AnatomyConfig(families=("logistic",), cs=(0.1, 1.0), groups=GROUPS, pairs=(), pair_measures=())
     model = fit_anatomy(values, y.tolist(), n_classes=5, config=cfg, cv_folds=3, seed=4, class_names=NAMES)
     assert model.chosen.family == "staged"
     assert model.chosen.groups == ((3,), (4,), (0, 1, 2))
@@ -138,3 +139,123 @@ def test_groups_and_sparse_family_from_a_config_mapping():
                                              "families": ["logistic", "sparse_logistic"], "sparse_cs": [0.5]}})
     assert cfg.anatomy.groups == GROUPS and cfg.anatomy.sparse_cs == (0.5,)
     assert StudyConfig.from_dict({}).anatomy.groups == ()  # default: one model over all classes
+
+
+# ---- a pair of classes split again by its own model (PairSplitClassifier) ----
+
+def test_pair_split_probabilities_by_hand():
+    # classes 0..3; the main model's P(1) + P(3) shared out by the pair model of (1, 3), which reads column 1 only
+    main = _Table({1.0: [0.1, 0.3, 0.2, 0.4], 2.0: [0.5, 0.1, 0.4, 0.0]}, [0, 1, 2, 3])
+    pair = _Table({7.0: [0.25, 0.75], 8.0: [0.9, 0.1]}, [0, 1])  # given column 1 only: looks it up there
+
+    split = PairSplitClassifier(main, [(1, 3)], [(1,)], [pair])
+    p = split.predict_proba(np.array([[1.0, 7.0], [2.0, 8.0]]))
+    # row 1: mass 0.7 -> P(1) = 0.7 * 0.25, P(3) = 0.7 * 0.75; row 2: mass 0.1 -> 0.09, 0.01
+    np.testing.assert_allclose(p, [[0.1, 0.175, 0.2, 0.525], [0.5, 0.09, 0.4, 0.01]], rtol=0, atol=1e-15)
+    np.testing.assert_allclose(p.sum(axis=1), 1.0)
+
+
+def test_pair_split_fit_gives_the_pair_model_its_rows_columns_and_labels():
+    main, pair = _Table({}, [0, 1, 2, 3]), _Table({}, [0, 1])
+    x = np.arange(16, dtype=float).reshape(8, 2)
+    y = np.array([0, 1, 2, 3, 2, 1, 0, 3])
+    PairSplitClassifier(main, [(3, 1)], [(1,)], [pair]).fit(x, y)
+    np.testing.assert_array_equal(main.fitted_on[1], y)
+    np.testing.assert_array_equal(pair.fitted_on[0], [[3.0], [7.0], [11.0], [15.0]])  # column 1 of rows 1, 3, 5, 7
+    np.testing.assert_array_equal(pair.fitted_on[1], [1, 0, 1, 0])  # position in (3, 1): class 1 is second
+
+
+@pytest.mark.parametrize("pairs, columns", [([(0, 1, 2)], [(0,)]), ([(0, 1), (1, 2)], [(0,), (0,)]),
+                                            ([(0, 1)], [()]), ([(0, 1)], [(0,), (1,)])])
+def test_bad_pairs_are_refused(pairs, columns):
+    with pytest.raises(ValueError):
+        PairSplitClassifier(object(), pairs, columns, [object()] * len(columns))
+
+
+PAIR_CFG = dict(families=("logistic",), cs=(0.1, 1.0), pairs=(("NOR", "RV"),),
+                pair_measures=(("rv_edv_ml_m2", "rvef"),))
+
+
+def _measures(n: int, seed: int):
+    """Five classes (NAMES); NOR and RV differ by the RV's measures only, the others by the LV's and the wall."""
+    values, y = _data(n, seed)
+    rng = np.random.default_rng(seed + 100)
+    out = [{"lv_edv_ml_m2": v["lv"], "max_wall_thickness_mm": v["wall"], "rv_edv_ml_m2": v["rv"],
+            "rvef": 50.0 - 5 * (c == 4) + float(rng.normal(0, 3))} for v, c in zip(values, y)]
+    return out, y
+
+
+def test_fit_anatomy_with_a_pair_equals_the_main_and_pair_models_fitted_separately():
+    values, y = _measures(75, 0)
+    model = fit_anatomy(values, y.tolist(), n_classes=5, config=AnatomyConfig(**PAIR_CFG), cv_folds=3, seed=4,
+                        class_names=NAMES)
+    assert model.chosen.family == "pairs" and model.chosen.groups == ((3, 4),)
+    assert model.chosen.columns == ((model.features.index("rv_edv_ml_m2"), model.features.index("rvef")),)
+    assert model.chosen.describe().startswith("pairs(logistic(C=") and "NOR/RV split by logistic(C=" in \
+        model.chosen.describe() and model.chosen.describe().endswith("on 2 measures)")
+    flat_cfg = AnatomyConfig(families=("logistic",), cs=(0.1, 1.0), pairs=(), pair_measures=())
+    main = fit_anatomy(values, y.tolist(), n_classes=5, config=flat_cfg, cv_folds=3, seed=4, class_names=NAMES)
+    rows = np.isin(y, (3, 4))
+    pair_values = [{k: v[k] for k in ("rv_edv_ml_m2", "rvef")} for v, r in zip(values, rows) if r]
+    pair = fit_anatomy(pair_values, (y[rows] == 4).astype(int).tolist(), n_classes=2, config=flat_cfg, cv_folds=3,
+                       seed=4, train_ids=[str(i) for i in np.flatnonzero(rows)])
+    assert model.chosen.members == (main.chosen, pair.chosen)
+    test, _ = _measures(40, 1)
+    p, pm = model.predict_proba(test), main.predict_proba(test)
+    pp = pair.predict_proba([{k: v[k] for k in ("rv_edv_ml_m2", "rvef")} for v in test])
+    np.testing.assert_allclose(p[:, :3], pm[:, :3], atol=1e-12)  # the other classes keep the main model's
+    np.testing.assert_allclose(p[:, 3:], pm[:, 3:].sum(axis=1, keepdims=True) * pp, atol=1e-12)
+    np.testing.assert_allclose(p.sum(axis=1), 1.0)
+    # out-of-fold rows: the main search's; the pair's share from the pair search's CV for NOR and RV patients,
+    # from the pair model on all of them for the others (never in its fit)
+    oof = model.out_of_fold([str(i) for i in range(75)])
+    np.testing.assert_allclose(oof[:, :3], main.oof[:, :3], atol=1e-12)
+    np.testing.assert_allclose(oof[rows][:, 3:], main.oof[rows][:, 3:].sum(axis=1, keepdims=True) * pair.oof,
+                               atol=1e-12)
+    others = pair.predict_proba([{k: v[k] for k in ("rv_edv_ml_m2", "rvef")} for v, r in zip(values, rows) if not r])
+    np.testing.assert_allclose(oof[~rows][:, 3:], main.oof[~rows][:, 3:].sum(axis=1, keepdims=True) * others,
+                               atol=1e-12)
+    assert {e.get("stage") for e in model.search} == {None, "NOR/RV"}
+    # a pair model's importance is 0 for the measures it does not use: the mean halves the main model's there
+    assert model.importance["lv_edv_ml_m2"] == pytest.approx(main.importance["lv_edv_ml_m2"] / 2)
+    # the same candidate refitted on other folds (a hybrid's)
+    folds = [np.arange(0, 75, 3), np.arange(1, 75, 3), np.arange(2, 75, 3)]
+    refit = refit_out_of_fold(model, values, y.tolist(), folds, seed=4)
+    tr = np.setdiff1d(np.arange(75), folds[0])
+    x = model.matrix(values)
+    np.testing.assert_allclose(refit[folds[0]], _estimator(model.chosen, 4).fit(x[tr], y[tr]).predict_proba(
+        x[folds[0]]), atol=1e-12)
+
+
+def test_pairs_apply_only_where_both_classes_and_a_measure_are_there(caplog):
+    cfg = AnatomyConfig(**PAIR_CFG)
+    features = ("lv_edv_ml_m2", "rvef", "rv_edv_ml_m2")
+    assert pair_columns(cfg, NAMES, 5, features) == (((3, 4), (2, 1)),)
+    assert pair_columns(cfg, ("DCM", "HCM", "NOR"), 3, features) == ()  # the phantom's classes: no RV
+    assert pair_columns(cfg, None, 5, features) == ()
+    assert pair_columns(cfg, NAMES, 5, ("lv_edv_ml_m2",)) == ()  # no RV measure known for every patient
+    assert "no measure of the NOR/RV pair" in caplog.text
+    values, y = _measures(30, 0)
+    three = fit_anatomy(values, (y % 3).tolist(), n_classes=3, config=cfg, cv_folds=3, seed=0,
+                        class_names=("DCM", "HCM", "NOR"))
+    assert three.chosen.family == "logistic"
+
+
+@pytest.mark.parametrize("pairs, measures, match", [
+    ((("NOR", "RV", "DCM"),), (("rvef",),), "anatomy.pairs"), ((("NOR", "NOR"),), (("rvef",),), "anatomy.pairs"),
+    ((("NOR", "RV"),), (), "anatomy.pairs"), ((("NOR", "RV"),), ((),), "anatomy.pairs"),
+    ((("NOR", "RV"),), (("rv_ef",),), "anatomy.pair_measures: unknown 'rv_ef' .did you mean 'rvef'")])
+def test_bad_pair_config_is_refused(pairs, measures, match):
+    with pytest.raises(ConfigError, match=match):
+        AnatomyConfig(pairs=pairs, pair_measures=measures)
+
+
+def test_pairs_from_a_config_mapping():
+    from cmrprior.classify.config import RV_MEASURES
+    from cmrprior.experiments.config import StudyConfig
+
+    cfg = StudyConfig.from_dict({"anatomy": {"pairs": [["DCM", "MINF"]], "pair_measures": [["lvef", "lv_edv_ml_m2"]]}})
+    assert cfg.anatomy.pairs == (("DCM", "MINF"),) and cfg.anatomy.pair_measures == (("lvef", "lv_edv_ml_m2"),)
+    default = StudyConfig.from_dict({}).anatomy
+    assert default.pairs == (("NOR", "RV"),) and default.pair_measures == (RV_MEASURES,)
+    assert StudyConfig.from_dict({"anatomy": {"pairs": [], "pair_measures": []}}).anatomy.pairs == ()

@@ -16,6 +16,10 @@ Families (those `fit_anatomy` fits):
 - staged: `P(group) * P(class | group)` (`cmrprior.classify.staged.StagedClassifier`): spec `groups` (class
   indices), `first` (the group model, its classes the group indices) and `within` (per group, the model of the
   class's position in the group; null for a group of one class).
+- pairs: a model over all classes whose probability of each pair of classes is shared out again by a model of
+  the pair on its own columns (`cmrprior.classify.staged.PairSplitClassifier`): spec `main`, `pairs` (class
+  indices), `columns` (per pair, the feature columns its model reads) and `within` (per pair, the model of the
+  position in the pair: 0 for the first class, 1 for the second).
 
 `classes` are the class indices (into the bundle's class names) that the estimator's columns stand for; a
 class absent from the fit gets probability 0 (as `AnatomyModel.predict_proba` does).
@@ -28,9 +32,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cmrprior.classify.staged import split_pair
 from cmrprior.errors import DataError
 
-FAMILIES = ("logistic", "forest", "vote", "staged")
+FAMILIES = ("logistic", "forest", "vote", "staged", "pairs")
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -86,8 +91,10 @@ class TabularPredictor:
     n_classes: int
     logistic: _Logistic | None = None
     trees: tuple[_Tree, ...] = ()
-    members: tuple[TabularPredictor, ...] = ()  # a vote's; a staged model's first stage, then one per group
-    groups: tuple[tuple[int, ...], ...] = ()  # a staged model's groups of class indices
+    members: tuple[TabularPredictor, ...] = ()  # a vote's; a staged model's first stage, then one per group; a
+    # pair model's main model, then one per pair
+    groups: tuple[tuple[int, ...], ...] = ()  # a staged model's groups of class indices; a pair model's pairs
+    columns: tuple[tuple[int, ...], ...] = ()  # a pair model's: the feature columns of each pair's model
 
     def _staged(self, x: np.ndarray) -> np.ndarray:
         pg = self.members[0].predict_proba(x)
@@ -106,12 +113,17 @@ class TabularPredictor:
             return np.mean([t.proba(x32) for t in self.trees], axis=0)
         if self.family == "staged":
             return self._staged(x)
+        if self.family == "pairs":
+            p = self.members[0].predict_proba(x)
+            for pair, cols, model in zip(self.groups, self.columns, self.members[1:]):
+                split_pair(p, pair, model.predict_proba(x[:, list(cols)]))
+            return p
         return np.mean([m.predict_proba(x) for m in self.members], axis=0)
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float64)
         p = self._own_columns(x)
-        if self.family in ("vote", "staged"):
+        if self.family in ("vote", "staged", "pairs"):
             return p
         out = np.zeros((x.shape[0], self.n_classes))
         out[:, self.classes] = p
@@ -132,6 +144,14 @@ class TabularPredictor:
                 stages += [cls.from_arrays(w, arrays, len(g), where) for g, w in zip(groups, spec["within"])
                            if w is not None]
                 return cls("staged", np.arange(n_classes), n_classes, members=tuple(stages), groups=groups)
+            if family == "pairs":
+                pairs = tuple(tuple(int(c) for c in p) for p in spec["pairs"])
+                members = (cls.from_arrays(spec["main"], arrays, n_classes, where),
+                           *(cls.from_arrays(w, arrays, 2, where) for w in spec["within"]))
+                if not len(pairs) == len(spec["columns"]) == len(members) - 1:
+                    raise DataError(where, "a pair model needs one list of columns and one model per pair")
+                return cls("pairs", np.arange(n_classes), n_classes, members=members, groups=pairs,
+                           columns=tuple(tuple(int(c) for c in cols) for cols in spec["columns"]))
             key = spec["arrays"]
             classes = np.asarray(arrays[f"{key}.classes"], dtype=np.int64)
             if family == "logistic":
@@ -163,8 +183,14 @@ def to_arrays(estimator, key: str = "m") -> tuple[dict, dict[str, np.ndarray]]:
     from sklearn.pipeline import Pipeline
 
     from cmrprior.classify.anatomy import SoftVote
-    from cmrprior.classify.staged import StagedClassifier
+    from cmrprior.classify.staged import PairSplitClassifier, StagedClassifier
 
+    if isinstance(estimator, PairSplitClassifier):
+        main = to_arrays(estimator.main, f"{key}.main")
+        within = [to_arrays(w, f"{key}.pair{i}") for i, w in enumerate(estimator.within)]
+        return ({"family": "pairs", "main": main[0], "pairs": [list(p) for p in estimator.pairs],
+                 "columns": [list(c) for c in estimator.columns], "within": [w[0] for w in within]},
+                {**main[1], **{k: v for w in within for k, v in w[1].items()}})
     if isinstance(estimator, StagedClassifier):
         first = to_arrays(estimator.first, f"{key}.first")
         within = [None if w is None else to_arrays(w, f"{key}.group{g}") for g, w in enumerate(estimator.within)]

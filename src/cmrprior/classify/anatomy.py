@@ -22,6 +22,12 @@ P(class) = P(group) P(class | group). Its out-of-fold probabilities are the prod
 a group's own patients, that group model's out-of-fold ones (for the other patients, the group model fitted on
 the group's patients, which never saw them). Its importance is the mean over the stages of each stage's.
 
+Pairs (`AnatomyConfig.pairs`, `pair_columns`; `cmrprior.classify.staged.PairSplitClassifier`): on top of the
+model over all classes, each pair of classes of the cohort gets a model of its own, chosen by the same search on
+the pair's patients and the pair's measures (`AnatomyConfig.pair_measures`); it shares out the pair's
+probability. Out-of-fold rows and importance are composed as in stages (a pair model's importance is 0 for the
+measures it does not use).
+
 Importance: logistic regression: mean over classes of |standardised coefficient|; forest and vote: permutation
 importance on the CV folds of the training part (each fold's model, the mean drop of its validation macro
 AUC over `permutation_repeats` seeded shuffles of each feature: a forest fits its own training rows almost
@@ -36,56 +42,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cmrprior.classify.candidates import (PAIRS, SPARSE, STAGED, VOTE, Candidate, SoftVote, _importance, _nanmean,
+                                          _proba, candidates, selection_score, signed_log)
 from cmrprior.classify.config import AnatomyConfig
-from cmrprior.classify.staged import StagedClassifier, group_labels, group_probabilities
+from cmrprior.classify.staged import (PairSplitClassifier, StagedClassifier, group_labels, group_probabilities,
+                                      split_pair)
 from cmrprior.data.splits import stratified_kfold
 from cmrprior.errors import DataError
 from cmrprior.evaluate.metrics import macro_auc
 
 
 log = logging.getLogger(__name__)
-
-VOTE = "vote"
-STAGED = "staged"
-SPARSE = "sparse_logistic"
-LOG_LOSS_FLOOR = 1e-6
-
-
-@dataclass(frozen=True)
-class Candidate:
-    family: str
-    params: dict[str, float | int]
-    members: tuple[Candidate, ...] = ()  # a vote's candidates, whose probabilities it averages; a staged
-    # model's first-stage candidate, then one per group of several classes
-    groups: tuple[tuple[int, ...], ...] = ()  # a staged model's groups of class indices
-    group_names: tuple[str, ...] = ()
-
-    def describe(self) -> str:
-        if self.family == STAGED:
-            within = [n for g, n in zip(self.groups, self.group_names) if len(g) > 1]
-            return (f"{STAGED}({' | '.join(self.group_names)}: groups by {self.members[0].describe()}; "
-                    + "; ".join(f"{n} by {m.describe()}" for n, m in zip(within, self.members[1:])) + ")")
-        args = [m.describe() for m in self.members] or [f"{k}={v:g}" for k, v in self.params.items()]
-        return self.family + "(" + ", ".join(args) + ")"
-
-
-class SoftVote:
-    """Mean of the class probabilities of fitted or unfitted scikit-learn classifiers (same classes)."""
-
-    def __init__(self, estimators: Sequence) -> None:
-        self.estimators = list(estimators)
-
-    def fit(self, x: np.ndarray, y: np.ndarray) -> SoftVote:
-        for e in self.estimators:
-            e.fit(x, y)
-        return self
-
-    @property
-    def classes_(self) -> np.ndarray:
-        return self.estimators[0].classes_
-
-    def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        return np.mean([e.predict_proba(x) for e in self.estimators], axis=0)
 
 
 @dataclass(frozen=True, eq=False)
@@ -154,26 +121,12 @@ def feature_matrix(values: Sequence[Mapping[str, float | None]], features: Seque
                     dtype=np.float64).reshape(len(values), len(features))
 
 
-def candidates(config: AnatomyConfig) -> list[Candidate]:
-    out = []
-    for family in config.families:
-        if family == "logistic":
-            out += [Candidate("logistic", {"C": float(c)}) for c in sorted(config.cs)]
-        elif family == SPARSE:
-            out += [Candidate(SPARSE, {"C": float(c)}) for c in sorted(config.sparse_cs)]
-        else:
-            out += [Candidate("forest", {"max_depth": int(d), "n_trees": config.n_trees})
-                    for d in sorted(config.depths, key=lambda d: d or 10**9)]
-    return out
-
-
-def signed_log(x: np.ndarray) -> np.ndarray:
-    return np.sign(x) * np.log1p(np.abs(x))
-
-
 def _estimator(c: Candidate, seed: int):
     if c.family == VOTE:
         return SoftVote([_estimator(m, seed) for m in c.members])
+    if c.family == PAIRS:
+        return PairSplitClassifier(_estimator(c.members[0], seed), c.groups, c.columns,
+                                   [_estimator(m, seed) for m in c.members[1:]])
     if c.family == STAGED:
         within = iter(c.members[1:])
         return StagedClassifier(c.groups, _estimator(c.members[0], seed),
@@ -194,21 +147,14 @@ def _estimator(c: Candidate, seed: int):
                                   random_state=seed, n_jobs=1)
 
 
-def _proba(estimator, x: np.ndarray, n_classes: int) -> np.ndarray:
-    """`(P, n_classes)` probabilities; a class absent from the fit gets probability 0."""
-    p = estimator.predict_proba(x)
-    out = np.zeros((x.shape[0], n_classes))
-    out[:, np.asarray(estimator.classes_, dtype=np.int64)] = p
-    return out
-
-
 def fit_anatomy(train_values: Sequence[Mapping[str, float | None]], train_labels: Sequence[int], *, n_classes: int,
                 config: AnatomyConfig, cv_folds: int, seed: int, train_ids: Sequence[str] | None = None,
                 class_names: Sequence[str] | None = None) -> AnatomyModel:
     """Choose (CV on these training patients only) and fit the anatomy model; see the module doc.
 
     `class_names`: the name of each class index; with `config.groups` (`stage_groups`) the model is fitted in
-    stages (`cmrprior.classify.staged`), each stage making its own choice by CV on its own patients.
+    stages (`cmrprior.classify.staged`), each stage making its own choice by CV on its own patients; with
+    `config.pairs` (`pair_columns`), each pair of classes in the cohort is split again by its own model.
 
     Raises:
         DataError: no measure is known for every training patient.
@@ -220,6 +166,69 @@ def fit_anatomy(train_values: Sequence[Mapping[str, float | None]], train_labels
     x = feature_matrix(train_values, features)
     y = np.asarray(train_labels, dtype=np.int64)
     ids = list(train_ids) if train_ids is not None else [str(i) for i in range(len(y))]
+    main = _fit_main(x, y, ids, features, n_classes, config, cv_folds, seed, class_names)
+    pairs = pair_columns(config, class_names, n_classes, features)
+    return _split_pairs(main, pairs, x, y, config, cv_folds, seed, class_names) if pairs else main
+
+
+def pair_columns(config: AnatomyConfig, class_names: Sequence[str] | None, n_classes: int,
+                 features: Sequence[str]) -> tuple[tuple[tuple[int, int], tuple[int, ...]], ...]:
+    """`config.pairs` as (class indices, columns of `features` among the pair's measures), for each pair whose
+    two classes are both in the cohort and of whose measures one at least is a feature (known for every
+    training patient: without heights and weights, no BSA-indexed measure is)."""
+    if class_names is None:
+        return ()
+    lut = {c: i for i, c in enumerate(class_names[:n_classes])}
+    out = []
+    for pair, measures in zip(config.pairs, config.pair_measures):
+        if not all(c in lut for c in pair):
+            continue
+        cols = tuple(features.index(m) for m in measures if m in features)
+        if not cols:
+            log.warning("anatomy: no measure of the %s pair is known for every training patient (%s): no pair "
+                        "model", "/".join(pair), ", ".join(measures))
+            continue
+        out.append(((lut[pair[0]], lut[pair[1]]), cols))
+    return tuple(out)
+
+
+def _split_pairs(main: AnatomyModel, pairs, x: np.ndarray, y: np.ndarray, config: AnatomyConfig, cv_folds: int,
+                 seed: int, class_names: Sequence[str]) -> AnatomyModel:
+    """`main` with each pair's probability split again by a model of the pair (PairSplitClassifier), chosen by
+    its own CV search on the pair's patients and columns. Out-of-fold rows: the main model's, the pair's share
+    from the pair search's CV for the pair's patients and from the pair model on all the pair's patients for
+    the others (never in its fit)."""
+    ids = list(main.train_ids)
+    oof, stages, search = main.oof.copy(), [], list(main.search)
+    parts = [(main.importance, main.importance_method, "all classes")]
+    for pair, cols in pairs:
+        rows = np.isin(y, pair)
+        xp = x[np.ix_(rows, cols)]
+        s = _search(xp, (y[rows] == pair[1]).astype(np.int64), [p for p, r in zip(ids, rows) if r], 2, config,
+                    cv_folds, seed)
+        name = f"{class_names[pair[0]]}/{class_names[pair[1]]}"
+        inner = group_probabilities(s.estimator, x[:, list(cols)], 2)
+        inner[rows] = s.oof
+        split_pair(oof, pair, inner)
+        stages.append((name, s))
+        search += [{**e, "stage": name} for e in s.search]
+        names = [main.features[c] for c in cols]
+        imp, method = _importance(s.estimator, s.chosen, xp, s.y, 2, names, config, seed, s.cv, s.fold_ests)
+        parts.append(({f: imp.get(f, 0.0) for f in main.features}, method, name))
+    est = PairSplitClassifier(main.estimator, [p for p, _ in pairs], [c for _, c in pairs],
+                              [s.estimator for _, s in stages])
+    chosen = Candidate(PAIRS, {}, tuple([main.chosen] + [s.chosen for _, s in stages]), tuple(p for p, _ in pairs),
+                       tuple(n for n, _ in stages), tuple(c for _, c in pairs))
+    importance = {f: float(np.nanmean([p[0][f] for p in parts])) for f in main.features}
+    method = "mean over the models (0 for a measure a pair model does not use) of: " + "; ".join(
+        f"{name}: {m}" for _, m, name in parts)
+    return AnatomyModel(main.features, main.medians, est, main.n_classes, chosen, tuple(search), importance, method,
+                        main.train_ids, oof)
+
+
+def _fit_main(x: np.ndarray, y: np.ndarray, ids: list[str], features: tuple[str, ...], n_classes: int,
+              config: AnatomyConfig, cv_folds: int, seed: int, class_names: Sequence[str] | None) -> AnatomyModel:
+    """The model over all classes: one search, or in stages (`config.groups`)."""
     groups = stage_groups(config.groups, class_names, n_classes)
     if not groups:
         s = _search(x, y, ids, n_classes, config, cv_folds, seed)
@@ -329,46 +338,3 @@ def _search(x: np.ndarray, y: np.ndarray, ids: Sequence[str], n_classes: int, co
     return _Search(chosen, _estimator(chosen, seed).fit(x, y), search, best[2], best[3], cv, y)
 
 
-def _nanmean(xs: Sequence[float]) -> float:
-    return float(np.nanmean(xs)) if not np.all(np.isnan(xs)) else float("nan")
-
-
-def selection_score(selection: str, y: np.ndarray, p: np.ndarray) -> float:
-    """Score of `(P, K)` probabilities `p` for labels `y` by `selection` (`AnatomyConfig.selection`), higher is
-    better: macro AUC; minus the mean log loss, -mean log max(p[y], 1e-6) (the floor keeps one certain error
-    of a forest from outweighing everything else); minus the mean multi-class Brier score, mean sum_k
-    (p_k - [y = k])^2."""
-    if selection == "auc":
-        return macro_auc(y, p)
-    truth = p[np.arange(len(y)), y]
-    if selection == "log_loss":
-        return float(np.mean(np.log(np.maximum(truth, LOG_LOSS_FLOOR))))
-    onehot = np.zeros_like(p)
-    onehot[np.arange(len(y)), y] = 1.0
-    return -float(np.mean(np.sum((p - onehot) ** 2, axis=1)))
-
-
-def _importance(est, cand: Candidate, x: np.ndarray, y: np.ndarray, n_classes: int, features: Sequence[str],
-                config: AnatomyConfig, seed: int, folds: list[tuple[list[int], list[int]]], fold_ests: list
-                ) -> tuple[dict[str, float], str]:
-    """`fold_ests`: the chosen candidate's fold models of the CV search (fitted on `folds`' training rows)."""
-    if cand.family in ("logistic", SPARSE):
-        coef = np.abs(est[-1].coef_).mean(axis=0)
-        return dict(zip(features, coef.tolist())), "mean |standardised coefficient| over classes (training fit)"
-    rng = np.random.default_rng(seed)
-    drops = np.zeros((len(folds), x.shape[1]))
-    r = config.permutation_repeats
-    for i, ((_, va), fold_est) in enumerate(zip(folds, fold_ests)):
-        xv, yv = x[va], y[va]
-        base = macro_auc(yv, _proba(fold_est, xv, n_classes))
-        # every shuffled copy (feature j, repeat k) stacked into one prediction call: the same shuffles in the
-        # same order as a loop, one forest pass instead of features x repeats
-        copies = np.repeat(xv[None], x.shape[1] * r, axis=0)
-        for j in range(x.shape[1]):
-            for k in range(r):
-                copies[j * r + k, :, j] = xv[rng.permutation(len(xv)), j]
-        p = _proba(fold_est, copies.reshape(-1, x.shape[1]), n_classes).reshape(x.shape[1], r, len(xv), n_classes)
-        drops[i] = [np.nanmean([base - macro_auc(yv, p[j, k]) for k in range(r)]) for j in range(x.shape[1])]
-    return dict(zip(features, np.nanmean(drops, axis=0).tolist())), (
-        f"permutation importance: drop of the validation macro AUC on the {len(folds)} CV folds of the training "
-        f"part, {config.permutation_repeats} shuffles per feature and fold")

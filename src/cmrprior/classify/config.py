@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from cmrprior.classify.pooling import POOLINGS
 from cmrprior.errors import ConfigError
@@ -126,6 +126,10 @@ def _checked_modes(modes: object) -> dict[str, str]:
 
 ANATOMY_FAMILIES: tuple[str, ...] = ("logistic", "forest", "sparse_logistic")
 ANATOMY_SELECTIONS: tuple[str, ...] = ("auc", "log_loss", "brier")
+# The right ventricle by the clinical definition of ACDC's RV class (RV volume index > 110 ml/m2 or RVEF < 40 %):
+# its volumes indexed to BSA, its EF, and its size against the LV's (volumes at both phases, mid-ventricular area).
+RV_MEASURES: tuple[str, ...] = ("rv_edv_ml_m2", "rv_esv_ml_m2", "rvef", "rv_lv_edv_ratio", "rv_lv_esv_ratio",
+                                "rv_lv_area_mid_ed_ratio")
 
 
 @dataclass(frozen=True)
@@ -148,6 +152,12 @@ class AnatomyConfig:
     groups: classes grouped for a model in stages (`cmrprior.classify.staged`): first the group, then the class
     within it, each stage with its own CV choice among the same candidates; empty: one model over all classes.
     Used where every class of the cohort is in a group and two groups or more hold one (`stage_groups`).
+    pairs, pair_measures: pairs of classes that one model over all classes confuses, each split again by a
+    model of that pair alone on its own measures (`pair_measures[i]` for `pairs[i]`,
+    `cmrprior.classify.staged.PairSplitClassifier`): the pair's probability stays the main model's, the
+    share between its two classes is the pair model's. Used where both classes are in the cohort, on the
+    pair's measures known for every training patient. Default: NOR and RV on the RV's measures (`RV_MEASURES`),
+    chosen by nested CV on ACDC with development seeds (`src/cmrprior/weights/MODEL_CARD.md`).
     hybrid: also combine every image cell with the anatomy model (`cmrprior.classify.hybrid`).
     workers: processes measuring the cohort (the measures are identical for any number).
     """
@@ -164,8 +174,22 @@ class AnatomyConfig:
     permutation_repeats: int = 5
     selection: str = "brier"
     groups: tuple[tuple[str, ...], ...] = ()
+    pairs: tuple[tuple[str, ...], ...] = (("NOR", "RV"),)
+    pair_measures: tuple[tuple[str, ...], ...] = (RV_MEASURES,)
 
     def __post_init__(self) -> None:
+        from cmrprior.anatomy.measure import AnatomyMeasures
+
+        named = [c for p in self.pairs for c in p]
+        if len(self.pairs) != len(self.pair_measures) or any(len(p) != 2 for p in self.pairs) \
+                or len(named) != len(set(named)) or any(not m for m in self.pair_measures):
+            raise ConfigError(f"anatomy.pairs: pairs of two different class names, each class in one pair at most, "
+                              f"with one non-empty list of measures each in anatomy.pair_measures; got pairs "
+                              f"{[list(p) for p in self.pairs]} and {len(self.pair_measures)} measure list(s)")
+        bad = unknown_names("anatomy.pair_measures", sorted({m for ms in self.pair_measures for m in ms}),
+                            [f.name for f in fields(AnatomyMeasures)])
+        if bad:
+            raise ConfigError(bad)
         named = [c for g in self.groups for c in g]
         if any(not g for g in self.groups) or len(named) != len(set(named)):
             raise ConfigError(f"anatomy.groups: non-empty groups of class names, each class in one group at most, "
