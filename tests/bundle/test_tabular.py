@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from cmrprior.bundle.tabular import TabularPredictor, to_arrays
-from cmrprior.classify.anatomy import Candidate, SoftVote, _estimator
+from cmrprior.classify.anatomy import Candidate, _estimator
 
 
 def _data(n_classes: int, seed: int = 0, n: int = 90, f: int = 6):
