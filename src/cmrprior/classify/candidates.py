@@ -10,6 +10,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from cmrprior.classify.config import AnatomyConfig
+# `_proba(estimator, x, n_classes)`: the same placing of a fitted model's probabilities in their class columns as the
+# stages' (a class absent from the fit gets 0), one function for both
+from cmrprior.classify.staged import group_probabilities as _proba
 from cmrprior.evaluate.metrics import macro_auc
 
 VOTE = "vote"
@@ -76,14 +79,6 @@ def candidates(config: AnatomyConfig) -> list[Candidate]:
 
 def signed_log(x: np.ndarray) -> np.ndarray:
     return np.sign(x) * np.log1p(np.abs(x))
-
-
-def _proba(estimator, x: np.ndarray, n_classes: int) -> np.ndarray:
-    """`(P, n_classes)` probabilities; a class absent from the fit gets probability 0."""
-    p = estimator.predict_proba(x)
-    out = np.zeros((x.shape[0], n_classes))
-    out[:, np.asarray(estimator.classes_, dtype=np.int64)] = p
-    return out
 
 
 def _nanmean(xs: Sequence[float]) -> float:
