@@ -60,10 +60,17 @@ def _boxes(lv_ed: int, lv_es: int, rv_ed: int, rv_es: int, myo: int) -> tuple[np
     return ed, es
 
 
+def _box_measures(lv_ed: int, lv_es: int, rv_ed: int, rv_es: int, myo: int, **body: float):
+    """`measure_patient` of `_boxes` on 10 x 2 x 2 mm voxels (0.04 ml each); `body`: height_cm and weight_kg."""
+    return measure_patient(*_boxes(lv_ed, lv_es, rv_ed, rv_es, myo), (10.0, 2.0, 2.0), **body)
+
+
+ADULT = {"height_cm": 180.0, "weight_kg": 80.0}  # BSA 2.0 m^2 (Mosteller)
+
+
 def test_definition_measures_by_hand():
     # 10 x 2 x 2 mm voxels: 0.04 ml each; BSA of 180 cm and 80 kg is 2.0 m^2 (Mosteller)
-    ed, es = _boxes(lv_ed=6000, lv_es=4500, rv_ed=1000, rv_es=300, myo=200)
-    m = measure_patient(ed, es, (10.0, 2.0, 2.0), height_cm=180.0, weight_kg=80.0)
+    m = _box_measures(lv_ed=6000, lv_es=4500, rv_ed=1000, rv_es=300, myo=200, **ADULT)
     # LV: EDV 240 ml, ESV 180 ml -> EF 25 %, 15 points below 40; EDV index 120 ml/m^2 -> 20 above 100
     assert m.lvef_below_40_percent == pytest.approx(15.0)
     assert m.lv_edv_index_above_100_ml_m2 == pytest.approx(20.0)
@@ -74,24 +81,22 @@ def test_definition_measures_by_hand():
 
 
 def test_definition_measures_of_a_dilated_failing_rv_and_a_heavy_myocardium():
-    ed, es = _boxes(lv_ed=1000, lv_es=400, rv_ed=6000, rv_es=4800, myo=3000)
-    m = measure_patient(ed, es, (10.0, 2.0, 2.0), height_cm=180.0, weight_kg=80.0)
+    m = _box_measures(lv_ed=1000, lv_es=400, rv_ed=6000, rv_es=4800, myo=3000, **ADULT)
     # RV: EDV 240 ml, ESV 192 ml -> EF 20 %, 20 points below 40; index 120 -> 10 above 110
     assert m.rvef_below_40_percent == pytest.approx(20.0)
     assert m.rv_edv_index_above_110_ml_m2 == pytest.approx(10.0)
     # myocardium 3000 voxels = 120 ml = 126 g, 63 g/m^2: inside; LV EF 60 %: inside
     assert m.myo_mass_index_above_110_g_m2 == 0.0 and m.lvef_below_40_percent == 0.0
-    heavy_myo = _boxes(1000, 400, 100, 50, 5000)  # 5000 voxels = 200 ml = 210 g
-    heavy = measure_patient(*heavy_myo, (10.0, 2.0, 2.0), height_cm=180.0, weight_kg=80.0)
+    heavy_myo = (1000, 400, 100, 50, 5000)  # 5000 myocardium voxels = 200 ml = 210 g
+    heavy = _box_measures(*heavy_myo, **ADULT)
     assert heavy.myo_mass_index_above_110_g_m2 == 0.0  # 105 g/m^2 on 2.0 m^2: inside
-    light_patient = measure_patient(*heavy_myo, (10.0, 2.0, 2.0), height_cm=150.0,
-                                    weight_kg=54.0)  # BSA sqrt(150 * 54 / 3600) = 1.5 m^2: 140 g/m^2
+    light_patient = _box_measures(*heavy_myo, height_cm=150.0,
+                                  weight_kg=54.0)  # BSA sqrt(150 * 54 / 3600) = 1.5 m^2: 140 g/m^2
     assert light_patient.myo_mass_index_above_110_g_m2 == pytest.approx(210.0 / 1.5 - 110.0)
 
 
 def test_indexed_definition_measures_need_height_and_weight():
-    ed, es = _boxes(lv_ed=6000, lv_es=4500, rv_ed=1000, rv_es=300, myo=200)
-    m = measure_patient(ed, es, (10.0, 2.0, 2.0))
+    m = _box_measures(lv_ed=6000, lv_es=4500, rv_ed=1000, rv_es=300, myo=200)
     assert m.lv_edv_index_above_100_ml_m2 is None and m.rv_edv_index_above_110_ml_m2 is None
     assert m.myo_mass_index_above_110_g_m2 is None
     assert m.lvef_below_40_percent == pytest.approx(15.0)
