@@ -126,10 +126,11 @@ def _checked_modes(modes: object) -> dict[str, str]:
 
 ANATOMY_FAMILIES: tuple[str, ...] = ("logistic", "forest", "sparse_logistic")
 ANATOMY_SELECTIONS: tuple[str, ...] = ("auc", "log_loss", "brier")
-# The right ventricle by the clinical definition of ACDC's RV class (RV volume index > 110 ml/m2 or RVEF < 40 %):
-# its volumes indexed to BSA, its EF, and its size against the LV's (volumes at both phases, mid-ventricular area).
-RV_MEASURES: tuple[str, ...] = ("rv_edv_ml_m2", "rv_esv_ml_m2", "rvef", "rv_lv_edv_ratio", "rv_lv_esv_ratio",
-                                "rv_lv_area_mid_ed_ratio")
+# The right ventricle by the clinical definition of ACDC's RV class (RV volume index > 110 ml/m2 or RVEF < 40 %),
+# read where the segmenter is surest: its cavity area against the LV's over the mid-ventricular slices at ED and
+# ES (a segmenter that misses basal or apical RV slices moves the whole-volume measures, not these), its EF and
+# its ES volume index.
+RV_MEASURES: tuple[str, ...] = ("rv_lv_area_mid_ed_ratio", "rv_lv_area_mid_es_ratio", "rvef", "rv_esv_ml_m2")
 
 
 @dataclass(frozen=True)
@@ -156,7 +157,7 @@ class AnatomyConfig:
     model of that pair alone on its own measures (`pair_measures[i]` for `pairs[i]`,
     `cmrprior.classify.staged.PairSplitClassifier`): the pair's probability stays the main model's, the
     share between its two classes is the pair model's. Used where both classes are in the cohort, on the
-    pair's measures known for every training patient. Default: NOR and RV on the RV's measures (`RV_MEASURES`),
+    pair's measures known for every training patient. Default: NOR and RV on four RV measures (`RV_MEASURES`),
     chosen by nested CV on ACDC with development seeds (`src/cmrprior/weights/MODEL_CARD.md`).
     hybrid: also combine every image cell with the anatomy model (`cmrprior.classify.hybrid`).
     workers: processes measuring the cohort (the measures are identical for any number).
