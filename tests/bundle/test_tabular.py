@@ -101,3 +101,16 @@ def test_pair_split_predictor_equals_sklearn(main, within):
     spec["columns"] = []
     with pytest.raises(Exception, match="one list of columns and one model per pair"):
         TabularPredictor.from_arrays(spec, arrays, 5)
+
+
+def test_two_pair_splits_predictor_equals_sklearn():
+    x, y = _data(5)
+    cand = Candidate("pairs", {}, (CANDIDATES[0], CANDIDATES[1], CANDIDATES[0]), ((3, 4), (1, 2)),
+                     ("NOR/RV", "HCM/MINF"), ((1, 3, 5), (0, 2)))
+    est = _estimator(cand, seed=3).fit(x, y)
+    spec, arrays = to_arrays(est)
+    assert spec["pairs"] == [[3, 4], [1, 2]] and spec["columns"] == [[1, 3, 5], [0, 2]]
+    pred = TabularPredictor.from_arrays(spec, arrays, 5)
+    xt, _ = _data(5, seed=1, n=200)
+    np.testing.assert_allclose(pred.predict_proba(xt), est.predict_proba(xt), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(pred.predict_proba(xt).sum(axis=1), 1.0)

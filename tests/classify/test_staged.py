@@ -155,6 +155,25 @@ def test_pair_split_probabilities_by_hand():
     np.testing.assert_allclose(p.sum(axis=1), 1.0)
 
 
+def test_two_pair_splits_by_hand():
+    # classes 0..4; P(1) + P(3) shared by a model reading column 1, P(0) + P(4) by one reading column 2
+    main = _Table({1.0: [0.1, 0.3, 0.2, 0.3, 0.1], 2.0: [0.4, 0.1, 0.1, 0.0, 0.4]}, [0, 1, 2, 3, 4])
+    pair_13 = _Table({7.0: [0.25, 0.75], 8.0: [0.9, 0.1]}, [0, 1])
+    pair_04 = _Table({5.0: [0.5, 0.5], 6.0: [0.2, 0.8]}, [0, 1])
+    split = PairSplitClassifier(main, [(1, 3), (0, 4)], [(1,), (2,)], [pair_13, pair_04])
+    p = split.predict_proba(np.array([[1.0, 7.0, 5.0], [2.0, 8.0, 6.0]]))
+    # row 1: (1, 3) mass 0.6 -> 0.15, 0.45; (0, 4) mass 0.2 -> 0.1, 0.1; class 2 keeps 0.2
+    # row 2: (1, 3) mass 0.1 -> 0.09, 0.01; (0, 4) mass 0.8 -> 0.16, 0.64; class 2 keeps 0.1
+    np.testing.assert_allclose(p, [[0.1, 0.15, 0.2, 0.45, 0.1], [0.16, 0.09, 0.1, 0.01, 0.64]], rtol=0, atol=1e-15)
+    y = np.array([0, 1, 2, 3, 4, 4, 3, 1])
+    x = np.arange(24, dtype=float).reshape(8, 3)
+    split.fit(x, y)
+    np.testing.assert_array_equal(pair_13.fitted_on[0], x[[1, 3, 6, 7]][:, [1]])
+    np.testing.assert_array_equal(pair_13.fitted_on[1], [0, 1, 1, 0])
+    np.testing.assert_array_equal(pair_04.fitted_on[0], x[[0, 4, 5]][:, [2]])
+    np.testing.assert_array_equal(pair_04.fitted_on[1], [0, 1, 1])
+
+
 def test_pair_split_fit_gives_the_pair_model_its_rows_columns_and_labels():
     main, pair = _Table({}, [0, 1, 2, 3]), _Table({}, [0, 1])
     x = np.arange(16, dtype=float).reshape(8, 2)
@@ -227,6 +246,27 @@ def test_fit_anatomy_with_a_pair_equals_the_main_and_pair_models_fitted_separate
         x[folds[0]]), atol=1e-12)
 
 
+def test_fit_anatomy_with_two_pairs_equals_the_models_fitted_separately():
+    values, y = _measures(75, 2)
+    cfg = AnatomyConfig(families=("logistic",), cs=(0.1, 1.0), pairs=(("NOR", "RV"), ("HCM", "MINF")),
+                        pair_measures=(("rv_edv_ml_m2", "rvef"), ("max_wall_thickness_mm", "lv_edv_ml_m2")))
+    model = fit_anatomy(values, y.tolist(), n_classes=5, config=cfg, cv_folds=3, seed=4, class_names=NAMES)
+    assert model.chosen.groups == ((3, 4), (1, 2)) and model.chosen.group_names == ("NOR/RV", "HCM/MINF")
+    assert "NOR/RV split by" in model.chosen.describe() and "; HCM/MINF split by" in model.chosen.describe()
+    flat_cfg = AnatomyConfig(families=("logistic",), cs=(0.1, 1.0), pairs=(), pair_measures=())
+    main = fit_anatomy(values, y.tolist(), n_classes=5, config=flat_cfg, cv_folds=3, seed=4, class_names=NAMES)
+    test, _ = _measures(40, 3)
+    expected = main.predict_proba(test)
+    for (a, b), keys in (((3, 4), ("rv_edv_ml_m2", "rvef")), ((1, 2), ("max_wall_thickness_mm", "lv_edv_ml_m2"))):
+        rows = np.isin(y, (a, b))
+        pair = fit_anatomy([{k: v[k] for k in keys} for v, r in zip(values, rows) if r],
+                           (y[rows] == b).astype(int).tolist(), n_classes=2, config=flat_cfg, cv_folds=3, seed=4,
+                           train_ids=[str(i) for i in np.flatnonzero(rows)])
+        expected[:, [a, b]] = expected[:, [a, b]].sum(axis=1, keepdims=True) * pair.predict_proba(
+            [{k: v[k] for k in keys} for v in test])
+    np.testing.assert_allclose(model.predict_proba(test), expected, atol=1e-12)
+
+
 def test_pairs_apply_only_where_both_classes_and_a_measure_are_there(caplog):
     cfg = AnatomyConfig(**PAIR_CFG)
     features = ("lv_edv_ml_m2", "rvef", "rv_edv_ml_m2")
@@ -251,11 +291,12 @@ def test_bad_pair_config_is_refused(pairs, measures, match):
 
 
 def test_pairs_from_a_config_mapping():
-    from cmrprior.classify.config import RV_MEASURES
+    from cmrprior.classify.config import HCM_MINF_MEASURES, RV_MEASURES
     from cmrprior.experiments.config import StudyConfig
 
     cfg = StudyConfig.from_dict({"anatomy": {"pairs": [["DCM", "MINF"]], "pair_measures": [["lvef", "lv_edv_ml_m2"]]}})
     assert cfg.anatomy.pairs == (("DCM", "MINF"),) and cfg.anatomy.pair_measures == (("lvef", "lv_edv_ml_m2"),)
     default = StudyConfig.from_dict({}).anatomy
-    assert default.pairs == (("NOR", "RV"),) and default.pair_measures == (RV_MEASURES,)
+    assert default.pairs == (("NOR", "RV"), ("HCM", "MINF"))
+    assert default.pair_measures == (RV_MEASURES, HCM_MINF_MEASURES)
     assert StudyConfig.from_dict({"anatomy": {"pairs": [], "pair_measures": []}}).anatomy.pairs == ()

@@ -131,6 +131,11 @@ ANATOMY_SELECTIONS: tuple[str, ...] = ("auc", "log_loss", "brier")
 # ES (a segmenter that misses basal or apical RV slices moves the whole-volume measures, not these), its EF and
 # its ES volume index.
 RV_MEASURES: tuple[str, ...] = ("rv_lv_area_mid_ed_ratio", "rv_lv_area_mid_es_ratio", "rvef", "rv_esv_ml_m2")
+# HCM against MINF by their definitions (HCM: thick walls, a heavy LV, normal EF; MINF: low EF with regional loss of
+# thickening): EF and ES volume index, wall thickness, mass index, thickening and its spread over the segments.
+HCM_MINF_MEASURES: tuple[str, ...] = ("lvef", "lv_esv_ml_m2", "max_wall_thickness_mm", "mean_wall_thickness_mm",
+                                      "myo_mass_g_m2", "systolic_thickening_percent", "sector_thickening_sd_percent",
+                                      "sectors_akinetic_count", "sectors_hypokinetic_count")
 
 
 @dataclass(frozen=True)
@@ -158,6 +163,7 @@ class AnatomyConfig:
     `cmrprior.classify.staged.PairSplitClassifier`): the pair's probability stays the main model's, the
     share between its two classes is the pair model's. Used where both classes are in the cohort, on the
     pair's measures known for every training patient. Default: NOR and RV on four RV measures (`RV_MEASURES`),
+    HCM and MINF on nine LV measures (`HCM_MINF_MEASURES`),
     chosen by nested CV on ACDC with development seeds (`src/cmrprior/weights/MODEL_CARD.md`).
     hybrid: also combine every image cell with the anatomy model (`cmrprior.classify.hybrid`).
     workers: processes measuring the cohort (the measures are identical for any number).
@@ -175,8 +181,8 @@ class AnatomyConfig:
     permutation_repeats: int = 5
     selection: str = "brier"
     groups: tuple[tuple[str, ...], ...] = ()
-    pairs: tuple[tuple[str, ...], ...] = (("NOR", "RV"),)
-    pair_measures: tuple[tuple[str, ...], ...] = (RV_MEASURES,)
+    pairs: tuple[tuple[str, ...], ...] = (("NOR", "RV"), ("HCM", "MINF"))
+    pair_measures: tuple[tuple[str, ...], ...] = (RV_MEASURES, HCM_MINF_MEASURES)
 
     def __post_init__(self) -> None:
         from cmrprior.anatomy.measure import AnatomyMeasures
