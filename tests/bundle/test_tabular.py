@@ -20,18 +20,24 @@ CANDIDATES = [Candidate("logistic", {"C": 0.5}), Candidate("forest", {"max_depth
 SPARSE = Candidate("sparse_logistic", {"C": 0.1})
 
 
-@pytest.mark.parametrize("n_classes", [2, 3, 5])
-@pytest.mark.parametrize("cand", CANDIDATES + [SPARSE, Candidate("vote", {}, (CANDIDATES[0], CANDIDATES[1]))],
-                         ids=lambda c: c.describe() if isinstance(c, Candidate) else str(c))
-def test_predictor_equals_sklearn(cand, n_classes):
+def _exported_equals_sklearn(cand: Candidate, n_classes: int):
+    """Fit `cand` on `_data`, export it, and check the NumPy predictor against scikit-learn's predict_proba on
+    200 other rows (to 1e-12, rows summing to 1); returns the exported spec and arrays."""
     x, y = _data(n_classes)
     est = _estimator(cand, seed=3).fit(x, y)
     spec, arrays = to_arrays(est)
     pred = TabularPredictor.from_arrays(spec, arrays, n_classes)
     xt, _ = _data(n_classes, seed=1, n=200)
-    ref = est.predict_proba(xt)
-    np.testing.assert_allclose(pred.predict_proba(xt), ref, rtol=0, atol=1e-12)
-    assert np.allclose(pred.predict_proba(xt).sum(axis=1), 1.0)
+    np.testing.assert_allclose(pred.predict_proba(xt), est.predict_proba(xt), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(pred.predict_proba(xt).sum(axis=1), 1.0)
+    return spec, arrays
+
+
+@pytest.mark.parametrize("n_classes", [2, 3, 5])
+@pytest.mark.parametrize("cand", CANDIDATES + [SPARSE, Candidate("vote", {}, (CANDIDATES[0], CANDIDATES[1]))],
+                         ids=lambda c: c.describe() if isinstance(c, Candidate) else str(c))
+def test_predictor_equals_sklearn(cand, n_classes):
+    _exported_equals_sklearn(cand, n_classes)
 
 
 def test_class_absent_from_the_fit_gets_zero():
@@ -74,43 +80,25 @@ def test_missing_array_names_the_bundle():
 @pytest.mark.parametrize("within", [CANDIDATES[0], CANDIDATES[1], Candidate("vote", {}, (CANDIDATES[0], CANDIDATES[2]))],
                          ids=lambda c: c.describe())
 def test_staged_predictor_equals_sklearn(within):
-    x, y = _data(5)
     cand = Candidate("staged", {}, (CANDIDATES[0], within), ((3,), (4,), (0, 1, 2)), ("NOR", "RV", "DCM + HCM + MINF"))
-    est = _estimator(cand, seed=3).fit(x, y)
-    spec, arrays = to_arrays(est)
+    spec, _ = _exported_equals_sklearn(cand, 5)
     assert spec["family"] == "staged" and spec["within"][:2] == [None, None]
-    pred = TabularPredictor.from_arrays(spec, arrays, 5)
-    xt, _ = _data(5, seed=1, n=200)
-    np.testing.assert_allclose(pred.predict_proba(xt), est.predict_proba(xt), rtol=0, atol=1e-12)
-    np.testing.assert_allclose(pred.predict_proba(xt).sum(axis=1), 1.0)
 
 
 @pytest.mark.parametrize("main, within", [(CANDIDATES[0], CANDIDATES[1]),
                                           (Candidate("vote", {}, (CANDIDATES[0], CANDIDATES[2])), CANDIDATES[0])],
                          ids=lambda c: c.describe())
 def test_pair_split_predictor_equals_sklearn(main, within):
-    x, y = _data(5)
     cand = Candidate("pairs", {}, (main, within), ((3, 4),), ("NOR/RV",), ((1, 3, 5),))
-    est = _estimator(cand, seed=3).fit(x, y)
-    spec, arrays = to_arrays(est)
+    spec, arrays = _exported_equals_sklearn(cand, 5)
     assert spec["family"] == "pairs" and spec["pairs"] == [[3, 4]] and spec["columns"] == [[1, 3, 5]]
-    pred = TabularPredictor.from_arrays(spec, arrays, 5)
-    xt, _ = _data(5, seed=1, n=200)
-    np.testing.assert_allclose(pred.predict_proba(xt), est.predict_proba(xt), rtol=0, atol=1e-12)
-    np.testing.assert_allclose(pred.predict_proba(xt).sum(axis=1), 1.0)
     spec["columns"] = []
     with pytest.raises(Exception, match="one list of columns and one model per pair"):
         TabularPredictor.from_arrays(spec, arrays, 5)
 
 
 def test_two_pair_splits_predictor_equals_sklearn():
-    x, y = _data(5)
     cand = Candidate("pairs", {}, (CANDIDATES[0], CANDIDATES[1], CANDIDATES[0]), ((3, 4), (1, 2)),
                      ("NOR/RV", "HCM/MINF"), ((1, 3, 5), (0, 2)))
-    est = _estimator(cand, seed=3).fit(x, y)
-    spec, arrays = to_arrays(est)
+    spec, _ = _exported_equals_sklearn(cand, 5)
     assert spec["pairs"] == [[3, 4], [1, 2]] and spec["columns"] == [[1, 3, 5], [0, 2]]
-    pred = TabularPredictor.from_arrays(spec, arrays, 5)
-    xt, _ = _data(5, seed=1, n=200)
-    np.testing.assert_allclose(pred.predict_proba(xt), est.predict_proba(xt), rtol=0, atol=1e-12)
-    np.testing.assert_allclose(pred.predict_proba(xt).sum(axis=1), 1.0)

@@ -204,6 +204,15 @@ def _measures(n: int, seed: int):
     return out, y
 
 
+def _pair_alone(values, y, pair, keys, config):
+    """The model of classes `pair` fitted as `fit_anatomy` fits a pair model: on their rows and `keys` only, label
+    1 for the pair's second class, train ids the rows' positions."""
+    rows = np.isin(y, pair)
+    return fit_anatomy([{k: v[k] for k in keys} for v, r in zip(values, rows) if r],
+                       (y[rows] == pair[1]).astype(int).tolist(), n_classes=2, config=config, cv_folds=3, seed=4,
+                       train_ids=[str(i) for i in np.flatnonzero(rows)])
+
+
 def test_fit_anatomy_with_a_pair_equals_the_main_and_pair_models_fitted_separately():
     values, y = _measures(75, 0)
     model = fit_anatomy(values, y.tolist(), n_classes=5, config=AnatomyConfig(**PAIR_CFG), cv_folds=3, seed=4,
@@ -215,9 +224,7 @@ def test_fit_anatomy_with_a_pair_equals_the_main_and_pair_models_fitted_separate
     flat_cfg = AnatomyConfig(families=("logistic",), cs=(0.1, 1.0), pairs=(), pair_measures=())
     main = fit_anatomy(values, y.tolist(), n_classes=5, config=flat_cfg, cv_folds=3, seed=4, class_names=NAMES)
     rows = np.isin(y, (3, 4))
-    pair_values = [{k: v[k] for k in ("rv_edv_ml_m2", "rvef")} for v, r in zip(values, rows) if r]
-    pair = fit_anatomy(pair_values, (y[rows] == 4).astype(int).tolist(), n_classes=2, config=flat_cfg, cv_folds=3,
-                       seed=4, train_ids=[str(i) for i in np.flatnonzero(rows)])
+    pair = _pair_alone(values, y, (3, 4), ("rv_edv_ml_m2", "rvef"), flat_cfg)
     assert model.chosen.members == (main.chosen, pair.chosen)
     test, _ = _measures(40, 1)
     p, pm = model.predict_proba(test), main.predict_proba(test)
@@ -258,10 +265,7 @@ def test_fit_anatomy_with_two_pairs_equals_the_models_fitted_separately():
     test, _ = _measures(40, 3)
     expected = main.predict_proba(test)
     for (a, b), keys in (((3, 4), ("rv_edv_ml_m2", "rvef")), ((1, 2), ("max_wall_thickness_mm", "lv_edv_ml_m2"))):
-        rows = np.isin(y, (a, b))
-        pair = fit_anatomy([{k: v[k] for k in keys} for v, r in zip(values, rows) if r],
-                           (y[rows] == b).astype(int).tolist(), n_classes=2, config=flat_cfg, cv_folds=3, seed=4,
-                           train_ids=[str(i) for i in np.flatnonzero(rows)])
+        pair = _pair_alone(values, y, (a, b), keys, flat_cfg)
         expected[:, [a, b]] = expected[:, [a, b]].sum(axis=1, keepdims=True) * pair.predict_proba(
             [{k: v[k] for k in keys} for v in test])
     np.testing.assert_allclose(model.predict_proba(test), expected, atol=1e-12)
