@@ -89,18 +89,20 @@ def test_a_finished_fold_of_another_recipe_is_refused_and_bad_fold_numbers_too(f
 
 
 def test_a_fold_from_before_a_setting_existed_counts_as_its_default(full_run, tmp_path):
-    """A fold trained before `dice_over` was a setting (its stored config lacks the key) is the default recipe's
-    fold: reused under the default, refused under per-slice Dice."""
+    """A fold trained before `dice_over` and `ce_boundary` were settings (its stored config lacks the keys) is the
+    default recipe's fold: reused under the defaults, refused under per-slice Dice or boundary weights."""
     cohort = make_cohort(n_patients=8)
     fold = tmp_path / "cv" / "fold_0"
     shutil.copytree(full_run / "fold_0", fold)
     meta = json.loads((fold / "model.json").read_text())
-    assert meta["config"].pop("dice_over") == "batch"
+    assert meta["config"].pop("dice_over") == "batch" and meta["config"].pop("ce_boundary") == 0.0
     (fold / "model.json").write_text(json.dumps(meta))
     cross_validate(cohort, CFG, tmp_path / "cv", folds=3, only_fold=1)  # fold 0 checked and kept, fold 1 trained
     assert _same_weights(fold / "model.safetensors", full_run / "fold_0" / "model.safetensors")
     with pytest.raises(ConfigError, match=r"fold_0/model.json.*\(dice_over\)"):
         cross_validate(cohort, dataclasses.replace(CFG, dice_over="slice"), tmp_path / "cv", folds=3, only_fold=2)
+    with pytest.raises(ConfigError, match=r"fold_0/model.json.*\(ce_boundary\)"):
+        cross_validate(cohort, dataclasses.replace(CFG, ce_boundary=2.0), tmp_path / "cv", folds=3, only_fold=2)
 
 
 def test_segment_train_only_fold_command(tmp_path, capsys):
@@ -119,3 +121,26 @@ def test_segment_train_only_fold_command(tmp_path, capsys):
     assert not (run / "cv" / "fold_0").exists() and not (run / "final").exists()
     assert main([*args, "--out", str(tmp_path / "bad"), "--only-fold", "2"]) == 2
     assert "--only-fold 2 is not a fold of --folds 2" in capsys.readouterr().err
+
+
+def test_segment_train_boundary_weight_reaches_the_config():
+    from cmrprior.cli import build_parser
+    from cmrprior.segmentation.commands import _config
+
+    base = ["segment", "train", "--data", "D", "--out", "R"]
+    args = build_parser().parse_args([*base, "--ce-boundary", "2.5"])
+    assert _config(args, 60).ce_boundary == 2.5
+    assert _config(build_parser().parse_args(base), 60).ce_boundary == SegTrainConfig().ce_boundary == 0.0
+
+
+def test_training_uses_the_boundary_weight(tmp_path):
+    """The same one-epoch run with and without boundary weights: same split and steps, a larger training loss
+    (boundary pixels count more in its cross-entropy), and the weight stored with the model."""
+    from cmrprior.segmentation.train import train_segmenter
+
+    cohort = make_cohort(n_patients=4)
+    plain = train_segmenter(cohort, CFG, tmp_path / "plain")
+    weighted = train_segmenter(cohort, dataclasses.replace(CFG, ce_boundary=3.0), tmp_path / "weighted")
+    loss = lambda run: json.loads((run.parent / "log.jsonl").read_text().splitlines()[0])["train_loss"]  # noqa: E731
+    assert loss(weighted) > loss(plain) + 1e-3
+    assert json.loads(weighted.with_suffix(".json").read_text())["config"]["ce_boundary"] == 3.0

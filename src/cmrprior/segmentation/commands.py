@@ -40,6 +40,9 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--dice-over", choices=DICE_OVER, default=_DEFAULT.dice_over,
                     help="the loss's Dice term: pooled over the batch, or per slice then averaged (small structures "
                          "weigh as much as large ones)")
+    tr.add_argument("--ce-boundary", type=float, default=_DEFAULT.ce_boundary, metavar="W",
+                    help="the cross-entropy of pixels on a boundary between labels counts 1 + W times (0: every "
+                         "pixel alike)")
     tr.add_argument("--train-crop", type=int, default=_DEFAULT.train_crop or 0,
                     help="random square crop in pixels; 0 (default) = the whole prepared window")
     tr.add_argument("--channels", type=str, default=",".join(map(str, UNetArgs().channels)),
@@ -155,6 +158,7 @@ def _config(args: argparse.Namespace, epochs: int) -> SegTrainConfig:
                     in_channels=args.context_slices)
     return SegTrainConfig(seed=args.seed, unet=unet, augment=SegAugmentConfig(), max_epochs=epochs,
                           batch_size=args.batch_size, lr=args.lr, dice_over=args.dice_over, patience=args.patience,
+                          ce_boundary=args.ce_boundary,
                           train_crop=args.train_crop or None, bf16=args.bf16, max_steps=args.max_steps,
                           num_threads=args.threads)
 

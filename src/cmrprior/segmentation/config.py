@@ -23,6 +23,9 @@ N_CLASSES = 4
 RUN_SETTINGS = frozenset({"max_steps", "num_threads"})
 # how the loss's Dice term pools (`losses.make_seg_loss`): over the whole batch, or per slice then averaged
 DICE_OVER: tuple[str, ...] = ("batch", "slice")
+# SegTrainConfig fields added after models were shipped, with the value that computes what a run did before them:
+# a checkpoint without the field resumes under it, and the recipe digest leaves the field out at that value
+ADDED_LATER: dict[str, object] = {"dice_over": "batch", "ce_boundary": 0.0}
 
 
 @dataclass(frozen=True)
@@ -137,6 +140,8 @@ class SegTrainConfig:
     lr: float = 2e-3
     # Dice + CE loss; "slice": each slice's Dice counts alike, so small structures (an end-systolic cavity) weigh more
     dice_over: str = "batch"
+    # the cross-entropy of pixels on a boundary between labels counts 1 + ce_boundary times (`losses`)
+    ce_boundary: float = 0.0
     weight_decay: float = 1e-4
     warmup_steps: int = 50
     val_fraction: float = 0.1
@@ -160,6 +165,8 @@ class SegTrainConfig:
             raise ConfigError("lr must be > 0")
         if self.dice_over not in DICE_OVER:
             raise ConfigError(f"dice_over must be one of {list(DICE_OVER)}, got {self.dice_over!r}")
+        if not self.ce_boundary >= 0:
+            raise ConfigError(f"ce_boundary must be >= 0, got {self.ce_boundary}")
         if (self.init is None) != (self.init_sha256 is None):
             raise ConfigError("init and init_sha256 go together (use `with_init`)")
 
@@ -191,9 +198,10 @@ class SegTrainConfig:
 
 def recipe_digest(config_json: dict) -> str:
     """sha256 naming a training recipe: `config_json` (a `SegTrainConfig.to_json()`, as stored in a model's JSON)
-    without its `RUN_SETTINGS`, and with its initial weights reduced to whether there were any (each fold of an
+    without its `RUN_SETTINGS` and its `ADDED_LATER` fields at their earlier value, and with its initial weights reduced to whether there were any (each fold of an
     `--init-cv` run starts from another file under the same recipe). Models of one recipe and one code version
     differ only by their training patients."""
-    recipe = {k: v for k, v in config_json.items() if k not in RUN_SETTINGS | {"init", "init_sha256"}}
+    recipe = {k: v for k, v in config_json.items() if k not in RUN_SETTINGS | {"init", "init_sha256"}
+              and not (k in ADDED_LATER and v == ADDED_LATER[k])}
     recipe["init"] = config_json.get("init") is not None
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()

@@ -36,7 +36,7 @@ from torch import nn
 from cmrprior.data.prepared import PreparedCohort
 from cmrprior.data.splits import stratified_split
 from cmrprior.errors import ConfigError, DataError
-from cmrprior.segmentation.config import RUN_SETTINGS, SegAugmentConfig, SegTrainConfig, UNetArgs  # noqa: F401 - re-exported
+from cmrprior.segmentation.config import ADDED_LATER, RUN_SETTINGS, SegAugmentConfig, SegTrainConfig, UNetArgs  # noqa: F401 - re-exported
 from cmrprior.segmentation.augment import augment_batch, normalise_slices
 from cmrprior.segmentation.losses import make_seg_loss
 from cmrprior.segmentation.network import build_unet, load_segmenter, save_segmenter
@@ -214,11 +214,11 @@ def train_segmenter(prepared: PreparedCohort, config: SegTrainConfig, out_dir: s
     seed_everything(derive_seed(config.seed, "init"))
     model = build_unet(config.unet)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    loss_fn = make_seg_loss(dice_over=config.dice_over)
+    loss_fn = make_seg_loss(dice_over=config.dice_over, boundary_weight=config.ce_boundary)
     run = TrainingRun(out_dir, config=config.to_json(), may_change=_RESUMABLE_CHANGES, what="segmenter",
                       checkpoint="checkpoint.pt", metrics="log.jsonl",
                       stopping=EarlyStopping(config.patience, mode="max", keys=("best_score", "bad_epochs", "done")),
-                      defaults={"dice_over": SegTrainConfig().dice_over})
+                      defaults=dict(ADDED_LATER))
 
     def load(ckpt: dict) -> None:
         model.load_state_dict(ckpt["model"])
