@@ -60,8 +60,9 @@ class TeacherConfig:
     decoder_blocks: int = 3
     # the model and its inputs in channels-last memory format (oneDNN's NHWC convolutions): the same computation up
     # to float rounding, and an epoch of the tiny CNN's teacher at 64 px took 3.9-4.2 CPU s instead of 6.3 (AVX2).
-    # Off by default: on the seed-1 development splits the rounding alone moved the Seg-teacher cells by -0.015
-    # (segmented) and -0.049 (full images), past the rule fixed before the row ran (README, the seed-1 rows)
+    # Off by default: over development seeds 1, 4 and 5 the Seg-teacher cell on full images fell by 0.025 on average,
+    # past the rule fixed before the runs (README, the seed-1 rows); PyTorch's CPU batch norm is less precise in
+    # this layout (`bench/teacher_layout.py`)
     channels_last: bool = False
     shift_px: int = 4  # random translation of image and mask together, in pixels at the input size
     intensity_jitter: float = 0.2  # intensity x U(1 - j, 1 + j) + U(-j / 2, j / 2), image only
