@@ -2,10 +2,13 @@
 batched views, both views in one forward, NT-Xent, backward, Adam), with the step's share of the matmul peak.
 
     PYTHONPATH=src .venv/bin/python bench/simclr_profile.py [--backbone resnet18] [--size 128] [--batch 64] [--rows 25]
+        [--per-layer]
 
 Prints the fp32 matmul peak measured in the same process, the median of 3 timed steps (after 2 warm-up steps) as
-GFLOP/s and as a share of that peak, then the profiler's table of one more step by self CPU time. Figures are
-printed, never asserted.
+GFLOP/s and as a share of that peak, then the profiler's table of one more step by self CPU time. `--per-layer`:
+then each convolution of the encoder alone, at the shape the step gives it (both views, channels-last), its forward
+and its backward (input and weight gradients) as GFLOP/s and share of the peak, median of 3: which layers and which
+direction keep the step from the peak. Figures are printed, never asserted.
 """
 
 from __future__ import annotations
@@ -21,17 +24,61 @@ from torch.profiler import ProfilerActivity, profile
 from pretrain_throughput import blobs, cmrprior_stepper, flops, matmul_peak
 
 
+def _median_s(fn, reps: int = 3) -> float:
+    fn()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def per_layer(model: torch.nn.Module, n: int, size: int, peak: float) -> None:
+    """Each Conv2d of `model` alone on `n` random inputs of the shape it meets, channels-last, fp32."""
+    shapes: list[tuple[torch.nn.Conv2d, tuple[int, ...]]] = []
+    hooks = [m.register_forward_hook(lambda m, i, o: shapes.append((m, tuple(i[0].shape))))
+             for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    with torch.no_grad():
+        model.eval()
+        model(torch.zeros(1, 1, size, size).contiguous(memory_format=torch.channels_last))
+    for h in hooks:
+        h.remove()
+    cl = torch.channels_last
+    total = {"forward": [0.0, 0.0], "backward": [0.0, 0.0]}
+    print(f"each convolution alone, {n} inputs, channels-last fp32 (share of the {peak:.1f} GFLOP/s peak):")
+    for m, shape in shapes:
+        conv = torch.nn.Conv2d(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, bias=False).to(memory_format=cl)
+        x = torch.randn(n, *shape[1:]).contiguous(memory_format=cl).requires_grad_(m.in_channels > 1)
+        with torch.no_grad():
+            y = conv(x)
+        g = torch.randn_like(y)
+        flop = 2 * y.numel() * m.in_channels * m.kernel_size[0] * m.kernel_size[1] // m.groups
+        bw_flop = flop * (2 if m.in_channels > 1 else 1)  # the input's gradient is not needed for the image
+        with torch.no_grad():
+            tf = _median_s(lambda: conv(x))
+        tb = max(_median_s(lambda: conv(x).backward(g)) - tf, 1e-9)  # forward with its graph, then backward
+        total["forward"][0] += flop; total["forward"][1] += tf
+        total["backward"][0] += bw_flop; total["backward"][1] += tb
+        print(f"  {m.in_channels:4d} -> {m.out_channels:4d}, {m.kernel_size[0]}x{m.kernel_size[1]} stride {m.stride[0]}, "
+              f"input {shape[2]}x{shape[3]}: forward {tf * 1e3:7.1f} ms {flop / tf / 1e9 / peak:6.1%}, "
+              f"backward {tb * 1e3:7.1f} ms {bw_flop / tb / 1e9 / peak:6.1%}")
+    for k, (f, t) in total.items():
+        print(f"  all convolutions, {k}: {t:.2f} s, {f / 1e9:.0f} GFLOP, {f / t / 1e9:.1f} GFLOP/s = {f / t / 1e9 / peak:.1%}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--backbone", default="resnet18")
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--rows", type=int, default=25)
+    ap.add_argument("--per-layer", action="store_true", help="time each convolution alone, forward and backward")
     a = ap.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average before: {os.getloadavg()[0]:.2f}")
     peak, _ = matmul_peak(torch.float32)
     _, train = flops(a.backbone, a.size)
-    _, step = cmrprior_stepper(a.backbone, blobs(max(4 * a.batch, 256), a.size), a.batch, "fp32", True, False)
+    model, step = cmrprior_stepper(a.backbone, blobs(max(4 * a.batch, 256), a.size), a.batch, "fp32", True, False)
     step()
     step()
     times = []
@@ -46,6 +93,8 @@ def main() -> None:
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         step()
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=a.rows))
+    if a.per_layer:
+        per_layer(model, 2 * a.batch, a.size, peak)
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 
