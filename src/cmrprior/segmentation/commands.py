@@ -31,6 +31,9 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
                          "is written by the run that finds every fold finished in RUN/cv")
     tr.add_argument("--cache", type=Path, default=None, help="prepared-cohort cache (default RUN/cache)")
     tr.add_argument("--seed", type=int, default=_DEFAULT.seed, help="seed of the split, initialisation and augmentation")
+    tr.add_argument("--draw-seed", type=int, default=None, metavar="S",
+                    help="another training draw (initialisation, augmentation, batch order) on the folds and "
+                         "validation patients of --seed: how much one recipe's results move between trainings")
     tr.add_argument("--epochs", type=int, default=_DEFAULT.max_epochs, help="maximum epochs")
     tr.add_argument("--final-epochs", type=int, default=None, help="maximum epochs of the final model (default --epochs)")
     tr.add_argument("--patience", type=int, default=_DEFAULT.patience,
@@ -156,7 +159,7 @@ def _config(args: argparse.Namespace, epochs: int) -> SegTrainConfig:
     check_context(args.context_slices)
     unet = UNetArgs(channels=channels, strides=(2,) * (len(channels) - 1), num_res_units=args.res_units,
                     in_channels=args.context_slices)
-    return SegTrainConfig(seed=args.seed, unet=unet, augment=SegAugmentConfig(), max_epochs=epochs,
+    return SegTrainConfig(seed=args.seed, draw_seed=args.draw_seed, unet=unet, augment=SegAugmentConfig(), max_epochs=epochs,
                           batch_size=args.batch_size, lr=args.lr, dice_over=args.dice_over, patience=args.patience,
                           ce_boundary=args.ce_boundary,
                           train_crop=args.train_crop or None, bf16=args.bf16, max_steps=args.max_steps,

@@ -25,7 +25,7 @@ RUN_SETTINGS = frozenset({"max_steps", "num_threads"})
 DICE_OVER: tuple[str, ...] = ("batch", "slice")
 # SegTrainConfig fields added after models were shipped, with the value that computes what a run did before them:
 # a checkpoint without the field resumes under it, and the recipe digest leaves the field out at that value
-ADDED_LATER: dict[str, object] = {"dice_over": "batch", "ce_boundary": 0.0}
+ADDED_LATER: dict[str, object] = {"dice_over": "batch", "ce_boundary": 0.0, "draw_seed": None}
 
 
 @dataclass(frozen=True)
@@ -130,6 +130,9 @@ class SegTrainConfig:
     """Everything that defines a segmenter training run (stored in every checkpoint)."""
 
     seed: int = 0
+    # another draw of the same training (initialisation, augmentation, batch order) on the same folds and validation
+    # patients, which `seed` alone decides; None: `seed` draws them too (one training per fold, as shipped)
+    draw_seed: int | None = None
     unet: UNetArgs = field(default_factory=UNetArgs)
     augment: SegAugmentConfig = field(default_factory=SegAugmentConfig)
     max_epochs: int = 60
@@ -169,6 +172,11 @@ class SegTrainConfig:
             raise ConfigError(f"ce_boundary must be >= 0, got {self.ce_boundary}")
         if (self.init is None) != (self.init_sha256 is None):
             raise ConfigError("init and init_sha256 go together (use `with_init`)")
+
+    @property
+    def training_seed(self) -> int:
+        """The seed of the initialisation, augmentation and batch order (`draw_seed`, else `seed`)."""
+        return self.seed if self.draw_seed is None else int(self.draw_seed)
 
     def with_init(self, weights: str | Path | None) -> "SegTrainConfig":
         """This config starting from `weights` (None: from a random initialisation), with their sha256.

@@ -6,9 +6,9 @@ epoch the validation Dice (MONAI `DiceMetric`, 3D per patient and phase, mean ov
 early stopping. A run starts from random weights, or from trained ones (`SegTrainConfig.init`: fine-tuning, or
 a further cosine cycle). Checkpoints (`checkpoint.pt`, atomic) hold the model arguments, the full config, the
 optimizer, the epoch/step, the early-stopping state and the epoch records (resume, early stopping, seeding and
-the records are the shared `cmrprior.utils.training` helpers); every random value derives from
-`config.seed` and the step or epoch number, so a killed run resumed from its checkpoint continues exactly
-as an uninterrupted run would.
+the records are the shared `cmrprior.utils.training` helpers); the validation patients derive from `config.seed`,
+every random value of the training from `config.training_seed` and the step or epoch number, so a killed run
+resumed from its checkpoint continues exactly as an uninterrupted run would.
 
 Run folder (`out_dir`):
     checkpoint.pt       latest state (resume from here)
@@ -152,8 +152,8 @@ def _train_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.
     their centre slices `masks[i]` (`(b, H, W)`) of global step `step`; returns the loss."""
     x = normalise_slices(torch.from_numpy(images))
     y = torch.from_numpy(masks.astype(np.int64))
-    x, y = augment_batch(x, y, config.augment, torch_generator(derive_seed(config.seed, "aug", step)), out_size=crop)
-    torch.manual_seed(derive_seed(config.seed, "step", step))  # dropout, if any
+    x, y = augment_batch(x, y, config.augment, torch_generator(derive_seed(config.training_seed, "aug", step)), out_size=crop)
+    torch.manual_seed(derive_seed(config.training_seed, "step", step))  # dropout, if any
     for group in optimizer.param_groups:
         group["lr"] = lr
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
@@ -211,7 +211,7 @@ def train_segmenter(prepared: PreparedCohort, config: SegTrainConfig, out_dir: s
     steps_per_epoch = math.ceil(n / config.batch_size)
     total_steps = steps_per_epoch * config.max_epochs
 
-    seed_everything(derive_seed(config.seed, "init"))
+    seed_everything(derive_seed(config.training_seed, "init"))
     model = build_unet(config.unet)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     loss_fn = make_seg_loss(dice_over=config.dice_over, boundary_weight=config.ce_boundary)
@@ -235,7 +235,7 @@ def train_segmenter(prepared: PreparedCohort, config: SegTrainConfig, out_dir: s
     with run:
         while not run.should_stop() and state["epoch"] < config.max_epochs:
             epoch = state["epoch"]
-            perm = torch.randperm(n, generator=order_generator(config.seed, "perm", epoch)).numpy()
+            perm = torch.randperm(n, generator=order_generator(config.training_seed, "perm", epoch)).numpy()
             model.train()
             t0 = time.perf_counter()
             for s in range(state["step_in_epoch"], steps_per_epoch):
