@@ -79,14 +79,8 @@ def main() -> None:
     peak, _ = matmul_peak(torch.float32)
     _, train = flops(a.backbone, a.size)
     model, step = cmrprior_stepper(a.backbone, blobs(max(4 * a.batch, 256), a.size), a.batch, "fp32", True, False)
-    step()
-    step()
-    times = []
-    for _ in range(3):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    sec = float(np.median(times))
+    step()  # the second warm-up step is `_median_s`'s
+    sec = _median_s(step)
     rate = a.batch * train / 1e9 / sec
     print(f"{a.backbone} @ {a.size} px, batch {a.batch}, fp32 channels-last: fp32 matmul peak {peak:.1f} GFLOP/s; "
           f"step {sec:.2f} s (median of 3) = {rate:.1f} GFLOP/s = {rate / peak:.1%} of the peak")

@@ -159,9 +159,9 @@ def _config(args: argparse.Namespace, epochs: int) -> SegTrainConfig:
     check_context(args.context_slices)
     unet = UNetArgs(channels=channels, strides=(2,) * (len(channels) - 1), num_res_units=args.res_units,
                     in_channels=args.context_slices)
-    return SegTrainConfig(seed=args.seed, draw_seed=args.draw_seed, unet=unet, augment=SegAugmentConfig(), max_epochs=epochs,
-                          batch_size=args.batch_size, lr=args.lr, dice_over=args.dice_over, patience=args.patience,
-                          ce_boundary=args.ce_boundary,
+    return SegTrainConfig(seed=args.seed, draw_seed=args.draw_seed, unet=unet, augment=SegAugmentConfig(),
+                          max_epochs=epochs, batch_size=args.batch_size, lr=args.lr, dice_over=args.dice_over,
+                          ce_boundary=args.ce_boundary, patience=args.patience,
                           train_crop=args.train_crop or None, bf16=args.bf16, max_steps=args.max_steps,
                           num_threads=args.threads)
 

@@ -206,8 +206,9 @@ class SegTrainConfig:
 
 def recipe_digest(config_json: dict) -> str:
     """sha256 naming a training recipe: `config_json` (a `SegTrainConfig.to_json()`, as stored in a model's JSON)
-    without its `RUN_SETTINGS` and its `ADDED_LATER` fields at their earlier value, and with its initial weights reduced to whether there were any (each fold of an
-    `--init-cv` run starts from another file under the same recipe). Models of one recipe and one code version
+    without its `RUN_SETTINGS` and its `ADDED_LATER` fields at their earlier value, and with its initial weights
+    reduced to whether there were any (each fold of an `--init-cv` run starts from another file under the same
+    recipe). Models of one recipe and one code version
     differ only by their training patients."""
     recipe = {k: v for k, v in config_json.items() if k not in RUN_SETTINGS | {"init", "init_sha256"}
               and not (k in ADDED_LATER and v == ADDED_LATER[k])}

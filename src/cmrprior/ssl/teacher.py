@@ -58,8 +58,8 @@ class TeacherConfig:
     # resized to the input). The blocks at the highest resolution cost most: with the tiny CNN at 64 px a forward
     # pass is 24 MFLOP with 1 block, 62 with 2, 100 with 3.
     decoder_blocks: int = 3
-    # the model and its inputs in channels-last memory format (oneDNN's NHWC convolutions): the same computation up
-    # to float rounding, and an epoch of the tiny CNN's teacher at 64 px took 3.9-4.2 CPU s instead of 6.3 (AVX2).
+    # the model and its inputs in channels-last memory format (oneDNN's NHWC convolutions): the same computation in
+    # another order, its batch norms less precise, and an epoch of the tiny CNN's teacher at 64 px took 3.9-4.2 CPU s instead of 6.3 (AVX2).
     # Off by default: over development seeds 1, 4 and 5 the Seg-teacher cell on full images fell by 0.025 on average,
     # past the rule fixed before the runs (README, the seed-1 rows); PyTorch's CPU batch norm is less precise in
     # this layout (`bench/teacher_layout.py`)
