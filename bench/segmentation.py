@@ -13,6 +13,11 @@
         `set/fold_K.safetensors`): OTHER segments the fold's held-out patients exactly as `cross_validate` scored
         the fold (prepared grid, ED+ES, `RUN/cv/fold_K/metrics.csv`), then both are printed per structure and
         phase with the paired difference (fold minus OTHER) per patient-phase.
+    .venv/bin/python bench/segmentation.py paired-sets CANDIDATE_SET OTHER_SET --folds 1 2 3 4 [--data ACDC] [--threads 2]
+        two segmenter sets (folders with `folds.json`) fold by fold: each fold's held-out patients (those its
+        model was not trained on; both sets' fold K must have the same training patients) segmented by both
+        sets' fold K as `paired` does, the paired differences pooled over the folds; the candidate's figures are
+        also checked against its shipped `fold_K.metrics.csv` when the set has one.
     .venv/bin/python bench/segmentation.py native RUN [--data ACDC]
         the same held-out patients scored as a user meets them: each fold model segments the raw ED and ES
         frames in their own geometry with `predict_volume` (it finds the heart itself on the whole field of
@@ -244,6 +249,55 @@ def paired(fold_dir: Path, other: Path, data: Path) -> None:
             print(f"| {phase or 'ED+ES'} | {s} | {a.mean():.4f} | {b.mean():.4f} | {mean:+.4f} [{lo:+.4f}, {hi:+.4f}] |")
 
 
+def paired_sets(candidate: Path, other: Path, folds: list[int], data: Path) -> None:
+    import csv
+
+    from cmrprior.data.prepare import PrepareConfig, prepare_cohort
+    from cmrprior.io.cohort import open_cohort
+    from cmrprior.segmentation import qc
+    from cmrprior.segmentation.folds import load_segmenter_set
+    from cmrprior.segmentation.predict import segment_prepared
+
+    sets = {"candidate": load_segmenter_set(candidate), "other": load_segmenter_set(other)}
+    prepared = prepare_cohort(open_cohort(data), PrepareConfig())
+    ids = [p.patient_id for p in prepared.patients]
+    rows: dict[str, dict[tuple[str, str], dict]] = {"candidate": {}, "other": {}}
+    for k in folds:
+        models = {name: s.folds[k] for name, s in sets.items()}
+        if models["candidate"].patients != models["other"].patients:
+            sys.exit(f"fold {k}: the two sets' models were trained on different patients")
+        test_ids = [pid for pid in ids if pid not in models["candidate"].patients]
+        test = prepared.select_patients(test_ids)
+        for name, m in models.items():
+            scored = qc.evaluate_prepared(segment_prepared(test, m.weights), test)
+            rows[name].update({(r["patient_id"], r["phase"]): r for r in scored})
+            print(f"fold {k} {name}: {m.weights} ({m.lineage}), {len(test_ids)} held-out patients")
+        shipped = Path(candidate) / f"fold_{k}.metrics.csv"
+        if shipped.exists():
+            ref = {(r["patient_id"], r["phase"]): r for r in csv.DictReader(open(shipped))}
+            keys = [key for key in ref if key[0] in test_ids]
+            if set(keys) != {key for key in rows["candidate"] if key[0] in test_ids}:
+                sys.exit(f"{shipped} does not hold fold {k}'s held-out patients")
+            diff = max(abs(float(ref[key][f"dice_{s}"]) - float(rows["candidate"][key][f"dice_{s}"]))
+                       for key in keys for s in ("LV", "MYO", "RV"))
+            print(f"fold {k}: candidate's Dice against its {shipped.name}: max difference {diff:.2e}")
+    keys_all = sorted(rows["candidate"])
+    print(f"{candidate} against {other}: folds {folds}, {len({k[0] for k in keys_all})} held-out patients, "
+          "prepared grid, no basal correction")
+    print("| phase | structure | candidate | other | paired difference (candidate - other) [95% t] |")
+    for phase in ("ED", "ES", None):
+        keys = [k for k in keys_all if phase is None or k[1] == phase]
+        diffs = []
+        for s in ("LV", "MYO", "RV"):
+            a = np.array([float(rows["candidate"][k][f"dice_{s}"]) for k in keys])
+            b = np.array([float(rows["other"][k][f"dice_{s}"]) for k in keys])
+            mean, lo, hi, _ = qc.mean_ci(a - b)
+            diffs.append(a - b)
+            print(f"| {phase or 'ED+ES'} | {s} | {a.mean():.4f} | {b.mean():.4f} | {mean:+.4f} [{lo:+.4f}, {hi:+.4f}] |")
+        mean, lo, hi, _ = qc.mean_ci(np.mean(diffs, axis=0))
+        print(f"| {phase or 'ED+ES'} | mean of the three | | | {mean:+.4f} [{lo:+.4f}, {hi:+.4f}] |")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="what", required=True)
@@ -264,6 +318,12 @@ def main() -> None:
     pr.add_argument("other", type=Path)
     pr.add_argument("--data", type=Path, default=ACDC)
     pr.add_argument("--threads", type=int, default=None)
+    ps = sub.add_parser("paired-sets")
+    ps.add_argument("candidate", type=Path)
+    ps.add_argument("other", type=Path)
+    ps.add_argument("--folds", type=int, nargs="+", required=True)
+    ps.add_argument("--data", type=Path, default=ACDC)
+    ps.add_argument("--threads", type=int, default=None)
     a = p.parse_args()
     if a.what == "speed":
         speed(a.threads, a.steps, a.crop, a.batch)
@@ -271,6 +331,10 @@ def main() -> None:
         if a.threads:
             torch.set_num_threads(a.threads)
         paired(a.fold, a.other, a.data)
+    elif a.what == "paired-sets":
+        if a.threads:
+            torch.set_num_threads(a.threads)
+        paired_sets(a.candidate, a.other, a.folds, a.data)
     elif a.what == "native":
         if a.threads:
             torch.set_num_threads(a.threads)
