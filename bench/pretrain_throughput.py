@@ -215,12 +215,17 @@ def main() -> None:
         print(f"bf16 steps skipped: bf16 matmul peak is {peak16 / peak32:.1%} of fp32 on this CPU (no native bf16)",
               flush=True)
     images = blobs(max(args.batch * (args.warmup + args.steps), 256), args.size)
-    default = resolve_auto(PretrainConfig(), torch.device("cpu"))
 
     for name in args.backbones.split(","):
         fwd, train = flops(name, args.size)
         print(f"\n{name} @ {args.size}px, batch {args.batch}: forward {fwd / 1e9:.2f} GFLOP/image, training step "
               f"{train / 1e9:.2f} GFLOP/image (2 views, fwd+bwd)", flush=True)
+        # what `cmrprior pretrain` resolves "auto" to here, timing this network's step as it does
+        check = {p: cmrprior_stepper(name, images, args.batch, p, True, False)[1] for p in ("fp32", "bf16")[:1 + do_bf16]}
+        default, why = resolve_auto(PretrainConfig(backbone=name, batch_size=args.batch), torch.device("cpu"),
+                                    (lambda p: check[p]()) if do_bf16 else None)
+        del check
+        print(f"  cmrprior's 'auto' precision here: {why}", flush=True)
         # (label, library, precision, channels-last, compile); "default" = what `cmrprior pretrain` picks here
         settings = [(f"cmrprior default ({default.precision}{', channels-last' if default.channels_last else ''})",
                      "cmrprior", default.precision, default.channels_last, default.compile),
@@ -229,8 +234,9 @@ def main() -> None:
         if args.compile_too:
             settings.append(("cmrprior fp32 channels-last compiled", "cmrprior", "fp32", True, True))
         if do_bf16:
-            settings += [("cmrprior bf16 channels-last", "cmrprior", "bf16", True, False),
-                         ("lightly  bf16", "lightly", "bf16", None, None)]
+            if default.precision != "bf16":
+                settings.append(("cmrprior bf16 channels-last", "cmrprior", "bf16", True, False))
+            settings.append(("lightly  bf16", "lightly", "bf16", None, None))
         steppers = {}
         for label, lib, prec, cl, comp in settings:
             if lib == "cmrprior":

@@ -19,6 +19,7 @@ Prints figures; resumes pre-training when run again with the same arguments.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -134,7 +135,9 @@ def main() -> None:
     last = args.out / "pretrain" / "last.pt"
     final = build_model(init_model_args)
     final.load_state_dict(torch.load(last, weights_only=True)["model"])
-    rcfg = resolve_auto(cfg, torch.device("cpu"))
+    # the precision the pre-training resolved (its "auto" may have timed bf16 faster on this CPU)
+    ran = dataclasses.replace(cfg, precision=torch.load(last, weights_only=True)["config"]["precision"])
+    rcfg, _ = resolve_auto(ran, torch.device("cpu"))
     val_init, val_final = heldout_loss(init_model, val_t, rcfg, torch.device("cpu")), heldout_loss(final, val_t, rcfg, torch.device("cpu"))
     print(f"held-out NT-Xent (batch statistics): untrained {val_init:.4f} -> after {len(result.history)} epochs {val_final:.4f}",
           flush=True)

@@ -12,6 +12,15 @@ def pytest_configure(config):
         torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // int(workers)))
 
 
+@pytest.fixture(autouse=True)
+def cpu_without_native_bf16(monkeypatch):
+    """Every test sees a CPU without native bf16, so "auto" precision is float32 without timing anything and a
+    test's numbers do not depend on the machine's flags or load; the tests of that choice give their own flags."""
+    from cmrprior.utils import cpu_precision
+
+    monkeypatch.setattr(cpu_precision, "cpu_flags", lambda *a, **k: frozenset({"sse2", "avx2", "fma"}))
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """Tiny models on the shared 2-core machine: one intra-op thread is many times faster than two

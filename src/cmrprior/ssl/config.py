@@ -12,6 +12,7 @@ step computes.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -91,8 +92,9 @@ class PretrainConfig:
     proj_batch_norm: bool = False
     augment: ViewAugmentConfig = field(default_factory=ViewAugmentConfig)
     val_batch_size: int = 64  # fixed, so held-out losses compare across training batch sizes
-    # "auto": bf16 autocast on CUDA, fp32 on CPU (measured: on a CPU without native bf16 (AVX2 only)
-    # bf16 convolutions are ~70x slower than fp32; see bench/pretrain_throughput.py) | "bf16" | "fp32".
+    # "auto": bf16 autocast on CUDA; on a CPU, float32 unless the CPU has native bf16 and a measured training step
+    # of this network is faster in bf16 (`cmrprior.utils.cpu_precision`: without native bf16, e.g. AVX2 only, bf16
+    # convolutions are ~70x slower; see bench/pretrain_throughput.py) | "bf16" | "fp32".
     precision: str = "auto"
     # None = auto = on, CPU and CUDA. Measured on this 2-core AVX2 CPU (bench/pretrain_throughput.py,
     # round-robin against NCHW): resnet18 1.22-1.25x, densenet121 1.20x, tiny 1.19x, vgg16 1.02x faster;
@@ -154,13 +156,28 @@ def resolve_device(name: str, info: DistInfo) -> torch.device:
     return torch.device("cpu")
 
 
-def resolve_auto(config: PretrainConfig, device: torch.device) -> PretrainConfig:
-    """Replace the "auto" precision / channels-last settings by the choice for `device`."""
+def resolve_auto(config: PretrainConfig, device: torch.device,
+                 cpu_step: Callable[[str], None] | None = None) -> tuple[PretrainConfig, str]:
+    """Replace the "auto" precision / channels-last settings by the choice for `device`, and say why.
+
+    On a CPU, "auto" precision times `cpu_step(precision)` (one training step of the run's network) in both
+    precisions when the CPU has native bf16 (`cmrprior.utils.cpu_precision`); without `cpu_step` there it stays
+    float32, said so in the reason."""
     import torch
 
+    from cmrprior.utils.cpu_precision import choose_cpu_precision, cpu_flags, native_bf16
+
     cuda = device.type == "cuda"
-    precision = config.precision
-    if precision == "auto":
-        precision = "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
+    precision, reason = config.precision, f"precision {config.precision} (set)"
+    if precision == "auto" and cuda:
+        precision = "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+        reason = f"{precision} on CUDA"
+    elif precision == "auto" and cpu_step is None:
+        found = native_bf16(cpu_flags())
+        precision, reason = "fp32", ("float32: no training step given to time against bf16" if found
+                                     else "float32: no native bf16 on this CPU")
+    elif precision == "auto":
+        choice = choose_cpu_precision(cpu_step)
+        precision, reason = choice.precision, choice.reason
     channels_last = True if config.channels_last is None else config.channels_last
-    return dataclasses.replace(config, precision=precision, channels_last=channels_last)
+    return dataclasses.replace(config, precision=precision, channels_last=channels_last), reason

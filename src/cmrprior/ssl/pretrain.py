@@ -23,7 +23,7 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,7 +42,7 @@ from cmrprior.ssl.config import RESUMABLE_CHANGES, PretrainConfig, resolve_auto,
 from cmrprior.ssl.model import build_model, model_args_of, simclr_loss
 from cmrprior.utils import timing
 from cmrprior.utils.seeding import derive_seed, seed_everything, torch_generator
-from cmrprior.utils.training import EarlyStopping, TrainingRun, order_generator
+from cmrprior.utils.training import EarlyStopping, TrainingRun, order_generator, saved_config
 
 log = logging.getLogger(__name__)
 
@@ -213,6 +213,30 @@ def _network(config: PretrainConfig, device: torch.device) -> tuple[dict[str, An
     return model_args, raw_model
 
 
+def _precision_step(config: PretrainConfig, device: torch.device, shape: tuple[int, ...]) -> Callable[[str], None]:
+    """One SimCLR training step (forward of both views, NT-Xent, backward) of a throwaway copy of `config`'s network
+    at its batch size, in a given precision: what "auto" precision times on a CPU. Built on first use, from random
+    numbers of its own, so the run's initialisation and draws are those of a run that does not measure."""
+    parts: dict[str, Any] = {}
+
+    def step(precision: str) -> None:
+        if not parts:
+            with torch.random.fork_rng(devices=[]):
+                g = torch.Generator().manual_seed(0)
+                model = build_model(model_args_of(config)).to(device)
+                x = torch.rand((2 * config.batch_size, *shape), generator=g).to(device)
+            if config.channels_last is not False:
+                model.to(memory_format=torch.channels_last)
+                x = x.contiguous(memory_format=torch.channels_last)
+            parts.update(model=model.train(), x=x)
+        model, x = parts["model"], parts["x"]
+        model.zero_grad(set_to_none=True)
+        b = len(x) // 2
+        simclr_loss(model, x[:b], x[b:], temperature=config.temperature, precision=precision).backward()
+
+    return step
+
+
 def pretrain(
     train_images: np.ndarray,
     config: PretrainConfig,
@@ -236,8 +260,18 @@ def pretrain(
     out_dir = Path(out_dir)
     info = D.init_distributed(None if config.device == "auto" else config.device)
     device = resolve_device(config.device, info)
-    config = resolve_auto(config, device)
     data, val = _training_tensors(train_images, val_images, extra_unlabeled)
+    saved = saved_config(out_dir / "last.pt") if config.precision == "auto" else None
+    if saved is not None and saved.get("precision") in ("fp32", "bf16"):  # a resumed run keeps what it chose
+        config = dataclasses.replace(config, precision=saved["precision"])
+    measured = config.precision == "auto" and device.type == "cpu"
+    config, why = resolve_auto(config, device, _precision_step(config, device, tuple(data.shape[1:])))
+    if saved is not None and not measured:
+        why = f"{config.precision}, as chosen when the run being resumed started"
+    if measured and info.enabled:  # one precision for all processes: bf16 only where every one timed it faster
+        everyone = D.all_reduce_mean(float(config.precision == "bf16"), device) == 1.0
+        if config.precision == "bf16" and not everyone:
+            config, why = dataclasses.replace(config, precision="fp32"), why + "; float32: another process timed it faster"
     batches = _Batches.of(data, config.batch_size, info)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = torch.backends.cudnn.benchmark = True
@@ -252,6 +286,8 @@ def pretrain(
                       stopping=EarlyStopping(config.patience, config.min_delta), main=info.is_main)
     state = run.resume(checkpoint.new_state(), lambda ckpt: checkpoint.check_and_load(
         ckpt, run.path, raw_model, optimizer, data_print, objective_info))
+    if info.is_main:
+        log.info("pre-training precision: %s", why)
     model = torch.compile(raw_model) if config.compile else raw_model
     model = D.wrap_ddp(model, sync_batchnorm=config.sync_batchnorm, device=device)
 

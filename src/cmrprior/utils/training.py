@@ -102,6 +102,20 @@ def _better(value: float, best: float | None, min_delta: float, mode: str) -> bo
     return value < best - min_delta if mode == "min" else value > best + min_delta
 
 
+def saved_config(checkpoint: str | Path) -> dict[str, Any] | None:
+    """The config saved in a loop's checkpoint, or None when there is none or it cannot be read (resuming it then
+    reports why: `TrainingRun.resume`)."""
+    path = Path(checkpoint)
+    if not path.exists():
+        return None
+    import torch
+
+    try:
+        return dict(torch.load(path, map_location="cpu", weights_only=True)["config"])
+    except Exception:  # torch.load raises many types; resume names the file and the error
+        return None
+
+
 class TrainingRun:
     """The bookkeeping of one training loop in its run `folder` (None: in memory, nothing written).
 
