@@ -215,3 +215,52 @@ def test_channels_last_is_the_same_teacher_up_to_rounding_and_its_encoder_loads(
     enc = load_encoder(runs[True].checkpoint)
     with torch.no_grad():
         assert torch.isfinite(enc.forward_features(torch.from_numpy(xv[:2])[:, None])).all()
+
+
+def test_a_bf16_teacher_computes_close_to_float32_learns_and_keeps_float32_weights(tmp_path):
+    """`precision: bf16`: the forward under bf16 autocast, the loss and the weights in float32. Its first epoch's
+    loss is float32's to bf16 rounding (far looser than channels-last's); it learns the labels as well."""
+    torch.set_num_threads(1)
+    x, y = _discs(64, seed=2)
+    xv, yv = _discs(16, seed=3)
+    cfg = TeacherConfig(epochs=10, batch_size=16, lr=1e-2, patience=0, decoder_width=16, shift_px=2)
+    runs = {p: pretrain_teacher(x, y, dataclasses.replace(cfg, precision=p), tmp_path / p, backbone="tiny", seed=5,
+                                val=(xv, yv)) for p in ("fp32", "bf16")}
+    first = {p: runs[p].history[0] for p in runs}
+    assert first["bf16"]["train_loss"] == pytest.approx(first["fp32"]["train_loss"], rel=3e-2)
+    assert first["bf16"]["train_loss"] != first["fp32"]["train_loss"]  # it did compute in bf16
+    freq = np.bincount(yv.ravel(), minlength=4) / yv.size
+    prior_ce = -(freq[freq > 0] * np.log(freq[freq > 0])).sum()
+    # both learn (well under guessing from the label frequencies), bf16 as far as float32
+    assert runs["fp32"].best_val_loss < 0.7 * prior_ce
+    assert runs["bf16"].best_val_loss < 1.1 * runs["fp32"].best_val_loss
+    saved = torch.load(tmp_path / "bf16" / "last.pt", weights_only=True)
+    assert saved["config"]["precision"] == "bf16"
+    assert all(v.dtype == torch.float32 for v in saved["model"].values() if v.is_floating_point())
+    with pytest.raises(ConfigError, match="teacher.precision"):
+        TeacherConfig(precision="fp16")
+
+
+def test_auto_precision_times_the_teacher_step_and_a_resumed_run_keeps_its_choice(tmp_path, monkeypatch):
+    from cmrprior.utils import cpu_precision
+
+    torch.set_num_threads(1)
+    x, y = _discs(16, seed=2)
+    monkeypatch.setattr(cpu_precision, "cpu_flags", lambda *a, **k: frozenset({"avx2", "avx512_bf16"}))
+    real = cpu_precision.choose_cpu_precision
+    seen = []
+
+    def prefer_bf16(step, **kw):  # the real steps are timed; the choice is made bf16 whatever the timings
+        return real(lambda p: (seen.append(p), step(p))[1], margin=0.0, **kw)
+
+    monkeypatch.setattr(cpu_precision, "choose_cpu_precision", prefer_bf16)
+    cfg = TeacherConfig(epochs=1, batch_size=8, patience=0, decoder_width=8, precision="auto")
+    pretrain_teacher(x, y, cfg, tmp_path / "auto", backbone="tiny", seed=5)
+    pretrain_teacher(x, y, dataclasses.replace(cfg, precision="bf16"), tmp_path / "bf16", backbone="tiny", seed=5)
+    assert seen == ["fp32", "bf16"] + ["fp32", "bf16"] * 3
+    a, b = (torch.load(tmp_path / n / "last.pt", weights_only=True) for n in ("auto", "bf16"))
+    assert a["config"]["precision"] == "bf16"
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])  # the timing left the run alone
+    monkeypatch.setattr(cpu_precision, "choose_cpu_precision", lambda *a, **k: pytest.fail("timed again on resume"))
+    res = pretrain_teacher(x, y, dataclasses.replace(cfg, epochs=2), tmp_path / "auto", backbone="tiny", seed=5)
+    assert len(res.history) == 2

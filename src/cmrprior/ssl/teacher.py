@@ -35,13 +35,14 @@ from torch import nn
 
 from cmrprior.errors import ConfigError, InputError
 from cmrprior.models.registry import create_backbone
-from cmrprior.utils import atomic, timing
+from cmrprior.utils import atomic, cpu_precision, timing
 from cmrprior.utils.seeding import seed_everything
-from cmrprior.utils.training import EarlyStopping, TrainingRun, order_generator
+from cmrprior.utils.training import EarlyStopping, TrainingRun, order_generator, saved_config
 
 log = logging.getLogger(__name__)
 
 N_LABELS = 4  # background, RV, myocardium, LV cavity (ACDC labels)
+PRECISIONS = ("fp32", "bf16", "auto")
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,11 @@ class TeacherConfig:
     # past the rule fixed before the runs (README, the seed-1 rows); PyTorch's CPU batch norm is less precise in
     # this layout (`bench/teacher_layout.py`)
     channels_last: bool = False
+    # "fp32"; "bf16": forward under bf16 autocast (the loss in float32), on a CPU with native bf16 several times
+    # faster in channels-last (`channels_last`); "auto": bf16 when the CPU has native bf16 and a timed teacher step is
+    # faster in it (`cmrprior.utils.cpu_precision`), else float32. Off by default: judged by the three-draw rule
+    # (README, the teacher rows)
+    precision: str = "fp32"
     shift_px: int = 4  # random translation of image and mask together, in pixels at the input size
     intensity_jitter: float = 0.2  # intensity x U(1 - j, 1 + j) + U(-j / 2, j / 2), image only
 
@@ -75,6 +81,8 @@ class TeacherConfig:
             raise ConfigError(f"teacher.lr must be > 0 and weight_decay >= 0, got {self.lr}, {self.weight_decay}")
         if int(self.decoder_blocks) not in (1, 2, 3):
             raise ConfigError(f"teacher.decoder_blocks must be 1, 2 or 3, got {self.decoder_blocks}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"teacher.precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
         if self.patience < 0 or self.shift_px < 0 or not 0 <= self.intensity_jitter < 1:
             raise ConfigError("teacher.patience and shift_px must be >= 0, intensity_jitter in [0, 1)")
 
@@ -158,17 +166,25 @@ def _shift_and_jitter(x: torch.Tensor, y: torch.Tensor, config: TeacherConfig, g
     return x, y
 
 
-def _val_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> float:
+def _logits(model: nn.Module, x: torch.Tensor, precision: str) -> torch.Tensor:
+    """The model's logits for `x`, computed under bf16 autocast when `precision` is "bf16", in float32."""
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        out = model(x)
+    return out.float()
+
+
+def _val_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, precision: str) -> float:
     model.eval()
     total = 0.0
     with torch.no_grad():
         for i in range(0, len(x), batch_size):
-            total += float(F.cross_entropy(model(x[i:i + batch_size]), y[i:i + batch_size], reduction="sum"))
+            total += float(F.cross_entropy(_logits(model, x[i:i + batch_size], precision), y[i:i + batch_size],
+                                           reduction="sum"))
     return total / y.numel()
 
 
 def _train_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
-                 config: TeacherConfig, g: torch.Generator) -> float:
+                 config: TeacherConfig, g: torch.Generator, precision: str) -> float:
     """One pass over (x, y) in the order and with the augmentation that `g` draws; the mean training loss."""
     model.train()
     order = torch.randperm(len(x), generator=g)
@@ -182,7 +198,7 @@ def _train_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, 
             if config.channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
         with timing.phase("forward", items=len(idx)):
-            loss = F.cross_entropy(model(xb), yb)
+            loss = F.cross_entropy(_logits(model, xb, precision), yb)
         with timing.phase("backward", items=len(idx)):
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -190,6 +206,37 @@ def _train_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, 
             opt.step()
         loss_sum += loss.item() * len(idx)
     return loss_sum / len(x)
+
+
+def _resolve_precision(config: TeacherConfig, backbone: str, size: int, saved: dict[str, Any] | None
+                       ) -> tuple[str, str]:
+    """The precision the run computes in ("fp32" | "bf16") and why: the configured one, the one a resumed "auto"
+    run chose, or for "auto" the faster of one timed teacher step (a throwaway model at the run's batch size and
+    layout, from random numbers of its own) in each precision on a CPU with native bf16."""
+    if config.precision != "auto":
+        return config.precision, f"{config.precision} (set)"
+    if saved is not None and saved.get("precision") in ("fp32", "bf16"):
+        return saved["precision"], f"{saved['precision']}, as chosen when the run being resumed started"
+    parts: dict[str, Any] = {}
+
+    def step(precision: str) -> None:
+        if not parts:
+            with torch.random.fork_rng(devices=[]):
+                g = torch.Generator().manual_seed(0)
+                model = SegmentationPretext(create_backbone(backbone, in_chans=1, weights=None),
+                                            width=config.decoder_width, blocks=config.decoder_blocks).train()
+                x = torch.rand((config.batch_size, 1, size, size), generator=g)
+                y = torch.randint(0, N_LABELS, (config.batch_size, size, size), generator=g)
+            if config.channels_last:
+                model.to(memory_format=torch.channels_last)
+                x = x.contiguous(memory_format=torch.channels_last)
+            parts.update(model=model, x=x, y=y)
+        model = parts["model"]
+        model.zero_grad(set_to_none=True)
+        F.cross_entropy(_logits(model, parts["x"], precision), parts["y"]).backward()
+
+    choice = cpu_precision.choose_cpu_precision(step)
+    return choice.precision, choice.reason
 
 
 def pretrain_teacher(
@@ -219,7 +266,9 @@ def pretrain_teacher(
         _check_pairs(*val, "validation")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    run_config = {**config.to_dict(), "backbone": backbone, "seed": int(seed), "image_size": int(images.shape[-1])}
+    precision, why = _resolve_precision(config, backbone, int(images.shape[-1]), saved_config(out / "last.pt"))
+    run_config = {**config.to_dict(), "precision": precision, "backbone": backbone, "seed": int(seed),
+                  "image_size": int(images.shape[-1])}
     seed_everything(seed)
     encoder = create_backbone(backbone, in_chans=1, weights=None)
     model = SegmentationPretext(encoder, width=config.decoder_width, blocks=config.decoder_blocks)
@@ -234,6 +283,8 @@ def pretrain_teacher(
         opt.load_state_dict(ckpt["optimizer"])
 
     state = run.resume({"best_val_loss": None, "bad_epochs": 0, "stopped_early": False}, load)
+    if precision != "fp32" or config.precision != "fp32":
+        log.info("teacher precision: %s", why)
     x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))[:, None]
     y = torch.from_numpy(np.asarray(masks, dtype=np.int64))
     xv = yv = None
@@ -246,9 +297,9 @@ def pretrain_teacher(
         while state["epoch"] < config.epochs and not run.should_stop():
             t0 = time.time()
             epoch = state["epoch"] + 1
-            train_loss = _train_epoch(model, opt, x, y, config, order_generator(int(seed) * 100_003 + epoch))
+            train_loss = _train_epoch(model, opt, x, y, config, order_generator(int(seed) * 100_003 + epoch), precision)
             with timing.phase("evaluation", items=0 if xv is None else len(xv)):
-                vl = None if xv is None else _val_loss(model, xv, yv, 2 * config.batch_size)
+                vl = None if xv is None else _val_loss(model, xv, yv, 2 * config.batch_size, precision)
             row = {"epoch": epoch, "train_loss": train_loss, "val_loss": vl, "seconds": round(time.time() - t0, 2)}
             if run.improved(vl):
                 atomic.save_torch(out / "best.pt", {"model_args": encoder.model_args, "encoder": encoder.state_dict(),
