@@ -25,6 +25,7 @@ The CPU is shared: the 1-minute load average is printed before and after.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import time
 
@@ -229,14 +230,19 @@ def main() -> None:
         # (label, library, precision, channels-last, compile); "default" = what `cmrprior pretrain` picks here
         settings = [(f"cmrprior default ({default.precision}{', channels-last' if default.channels_last else ''})",
                      "cmrprior", default.precision, default.channels_last, default.compile),
-                    ("cmrprior fp32 NCHW", "cmrprior", "fp32", False, False),
-                    ("lightly  fp32 (its default)", "lightly", "fp32", None, None)]
+                    ("cmrprior fp32 NCHW", "cmrprior", "fp32", False, False)]
+        if default.precision == "bf16":
+            settings.append(("cmrprior fp32 channels-last", "cmrprior", "fp32", True, False))
+        lightly = hasattr(importlib.import_module("torchvision.models"), name)  # lightly's recipe takes a torchvision backbone
+        if lightly:
+            settings.append(("lightly  fp32 (its default)", "lightly", "fp32", None, None))
         if args.compile_too:
             settings.append(("cmrprior fp32 channels-last compiled", "cmrprior", "fp32", True, True))
         if do_bf16:
             if default.precision != "bf16":
                 settings.append(("cmrprior bf16 channels-last", "cmrprior", "bf16", True, False))
-            settings.append(("lightly  bf16", "lightly", "bf16", None, None))
+            if lightly:
+                settings.append(("lightly  bf16", "lightly", "bf16", None, None))
         steppers = {}
         for label, lib, prec, cl, comp in settings:
             if lib == "cmrprior":
@@ -264,9 +270,9 @@ def main() -> None:
                   f"min {min(times[label]):.1f})  {achieved:6.1f} GFLOP/s = {achieved / peak:5.1%} of {prec} matmul peak",
                   flush=True)
         del steppers
-        base = rates["lightly  fp32 (its default)"]
+        base = rates.get("lightly  fp32 (its default)")
         for label, ips in rates.items():
-            if label.startswith("cmrprior"):
+            if label.startswith("cmrprior") and base:
                 print(f"  {label} / lightly fp32: {ips / base:.2f}x", flush=True)
     again32, _ = matmul_peak(torch.float32)
     print(f"\nfp32 matmul peak measured again at the end: {again32:.1f} GFLOP/s (start: {peak32:.1f}; fractions above use "
