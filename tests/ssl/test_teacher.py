@@ -235,7 +235,9 @@ def test_a_bf16_teacher_computes_close_to_float32_learns_and_keeps_float32_weigh
     assert runs["fp32"].best_val_loss < 0.7 * prior_ce
     assert runs["bf16"].best_val_loss < 1.1 * runs["fp32"].best_val_loss
     saved = torch.load(tmp_path / "bf16" / "last.pt", weights_only=True)
-    assert saved["config"]["precision"] == "bf16"
+    # the layout left to the precision: channels-last with bf16, the default layout with float32
+    assert saved["config"]["precision"] == "bf16" and saved["config"]["channels_last"] is True
+    assert torch.load(tmp_path / "fp32" / "last.pt", weights_only=True)["config"]["channels_last"] is False
     assert all(v.dtype == torch.float32 for v in saved["model"].values() if v.is_floating_point())
     with pytest.raises(ConfigError, match="teacher.precision"):
         TeacherConfig(precision="fp16")

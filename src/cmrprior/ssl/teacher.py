@@ -59,15 +59,16 @@ class TeacherConfig:
     # resized to the input). The blocks at the highest resolution cost most: with the tiny CNN at 64 px a forward
     # pass is 24 MFLOP with 1 block, 62 with 2, 100 with 3.
     decoder_blocks: int = 3
-    # the model and its inputs in channels-last memory format (oneDNN's NHWC convolutions): the same computation in
-    # another order, its batch norms less precise, and an epoch of the tiny CNN's teacher at 64 px took 3.9-4.2 CPU s instead of 6.3 (AVX2).
-    # Off by default: over development seeds 1, 4 and 5 the Seg-teacher cell on full images fell by 0.025 on average,
-    # past the rule fixed before the runs (README, the seed-1 rows); PyTorch's CPU batch norm is less precise in
-    # this layout (`bench/teacher_layout.py`)
-    channels_last: bool = False
-    # "fp32"; "bf16": forward under bf16 autocast (the loss in float32), on a CPU with native bf16 several times
-    # faster in channels-last (`channels_last`); "auto": bf16 when the CPU has native bf16 and a timed teacher step is
-    # faster in it (`cmrprior.utils.cpu_precision`), else float32. Off by default: judged by the three-draw rule
+    # the model and its inputs in channels-last memory format (oneDNN's NHWC convolutions); None: channels-last when the
+    # teacher computes in bf16, where oneDNN's bf16 kernels are fast in it, the default layout in float32. In float32
+    # it is the same computation in another order, its batch norms less precise, and an epoch of the tiny CNN's
+    # teacher at 64 px took 3.9-4.2 CPU s instead of 6.3 (AVX2); not the float32 default: over development seeds
+    # 1, 4 and 5 the Seg-teacher cell on full images fell by 0.025 on average, past the rule fixed before the runs
+    # (README, the seed-1 rows); PyTorch's CPU batch norm is less precise in this layout (`bench/teacher_layout.py`)
+    channels_last: bool | None = None
+    # "fp32"; "bf16": forward under bf16 autocast (the loss and the weights in float32); "auto": bf16 when the CPU has
+    # native bf16 and a timed teacher step (in the layout each precision takes) is faster in it
+    # (`cmrprior.utils.cpu_precision`), else float32. float32 by default: bf16 is judged by the three-draw rule
     # (README, the teacher rows)
     precision: str = "fp32"
     shift_px: int = 4  # random translation of image and mask together, in pixels at the input size
@@ -88,6 +89,10 @@ class TeacherConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+# what a setting missing from an older checkpoint's config was: its default as resolved in float32
+_BEFORE_SETTINGS = {**TeacherConfig().to_dict(), "channels_last": False}
 
 
 @dataclass(frozen=True)
@@ -184,7 +189,7 @@ def _val_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: in
 
 
 def _train_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
-                 config: TeacherConfig, g: torch.Generator, precision: str) -> float:
+                 config: TeacherConfig, g: torch.Generator) -> float:
     """One pass over (x, y) in the order and with the augmentation that `g` draws; the mean training loss."""
     model.train()
     order = torch.randperm(len(x), generator=g)
@@ -198,7 +203,7 @@ def _train_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, 
             if config.channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
         with timing.phase("forward", items=len(idx)):
-            loss = F.cross_entropy(_logits(model, xb, precision), yb)
+            loss = F.cross_entropy(_logits(model, xb, config.precision), yb)
         with timing.phase("backward", items=len(idx)):
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -208,35 +213,42 @@ def _train_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, 
     return loss_sum / len(x)
 
 
-def _resolve_precision(config: TeacherConfig, backbone: str, size: int, saved: dict[str, Any] | None
-                       ) -> tuple[str, str]:
-    """The precision the run computes in ("fp32" | "bf16") and why: the configured one, the one a resumed "auto"
-    run chose, or for "auto" the faster of one timed teacher step (a throwaway model at the run's batch size and
-    layout, from random numbers of its own) in each precision on a CPU with native bf16."""
+def _resolve(config: TeacherConfig, backbone: str, size: int, saved: dict[str, Any] | None
+             ) -> tuple[TeacherConfig, str]:
+    """`config` with the precision the run computes in ("fp32" | "bf16") and its layout, and why the precision: the
+    configured one, the one a resumed "auto" run chose, or for "auto" the faster of one timed teacher step (a
+    throwaway model at the run's batch size, in each precision's layout, from random numbers of its own) on a CPU
+    with native bf16."""
+    def layout(precision: str) -> bool:
+        return precision == "bf16" if config.channels_last is None else bool(config.channels_last)
+
+    def resolved(precision: str, why: str) -> tuple[TeacherConfig, str]:
+        return dataclasses.replace(config, precision=precision, channels_last=layout(precision)), why
+
     if config.precision != "auto":
-        return config.precision, f"{config.precision} (set)"
+        return resolved(config.precision, f"{config.precision} (set)")
     if saved is not None and saved.get("precision") in ("fp32", "bf16"):
-        return saved["precision"], f"{saved['precision']}, as chosen when the run being resumed started"
+        return resolved(saved["precision"], f"{saved['precision']}, as chosen when the run being resumed started")
     parts: dict[str, Any] = {}
 
     def step(precision: str) -> None:
-        if not parts:
+        if precision not in parts:
             with torch.random.fork_rng(devices=[]):
                 g = torch.Generator().manual_seed(0)
                 model = SegmentationPretext(create_backbone(backbone, in_chans=1, weights=None),
                                             width=config.decoder_width, blocks=config.decoder_blocks).train()
                 x = torch.rand((config.batch_size, 1, size, size), generator=g)
                 y = torch.randint(0, N_LABELS, (config.batch_size, size, size), generator=g)
-            if config.channels_last:
+            if layout(precision):
                 model.to(memory_format=torch.channels_last)
                 x = x.contiguous(memory_format=torch.channels_last)
-            parts.update(model=model, x=x, y=y)
-        model = parts["model"]
+            parts[precision] = (model, x, y)
+        model, x, y = parts[precision]
         model.zero_grad(set_to_none=True)
-        F.cross_entropy(_logits(model, parts["x"], precision), parts["y"]).backward()
+        F.cross_entropy(_logits(model, x, precision), y).backward()
 
     choice = cpu_precision.choose_cpu_precision(step)
-    return choice.precision, choice.reason
+    return resolved(choice.precision, choice.reason)
 
 
 def pretrain_teacher(
@@ -266,9 +278,9 @@ def pretrain_teacher(
         _check_pairs(*val, "validation")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    precision, why = _resolve_precision(config, backbone, int(images.shape[-1]), saved_config(out / "last.pt"))
-    run_config = {**config.to_dict(), "precision": precision, "backbone": backbone, "seed": int(seed),
-                  "image_size": int(images.shape[-1])}
+    asked = config.precision
+    config, why = _resolve(config, backbone, int(images.shape[-1]), saved_config(out / "last.pt"))
+    run_config = {**config.to_dict(), "backbone": backbone, "seed": int(seed), "image_size": int(images.shape[-1])}
     seed_everything(seed)
     encoder = create_backbone(backbone, in_chans=1, weights=None)
     model = SegmentationPretext(encoder, width=config.decoder_width, blocks=config.decoder_blocks)
@@ -276,15 +288,15 @@ def pretrain_teacher(
         model.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     run = TrainingRun(out, config=run_config, may_change=("epochs",), what="teacher", trackers=trackers,
-                      stopping=EarlyStopping(config.patience), defaults=TeacherConfig().to_dict())
+                      stopping=EarlyStopping(config.patience), defaults=_BEFORE_SETTINGS)
 
     def load(ckpt: dict[str, Any]) -> None:
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
 
     state = run.resume({"best_val_loss": None, "bad_epochs": 0, "stopped_early": False}, load)
-    if precision != "fp32" or config.precision != "fp32":
-        log.info("teacher precision: %s", why)
+    if config.precision != "fp32" or asked != "fp32":
+        log.info("teacher precision: %s%s", why, ", channels-last" if config.channels_last else "")
     x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))[:, None]
     y = torch.from_numpy(np.asarray(masks, dtype=np.int64))
     xv = yv = None
@@ -297,9 +309,9 @@ def pretrain_teacher(
         while state["epoch"] < config.epochs and not run.should_stop():
             t0 = time.time()
             epoch = state["epoch"] + 1
-            train_loss = _train_epoch(model, opt, x, y, config, order_generator(int(seed) * 100_003 + epoch), precision)
+            train_loss = _train_epoch(model, opt, x, y, config, order_generator(int(seed) * 100_003 + epoch))
             with timing.phase("evaluation", items=0 if xv is None else len(xv)):
-                vl = None if xv is None else _val_loss(model, xv, yv, 2 * config.batch_size, precision)
+                vl = None if xv is None else _val_loss(model, xv, yv, 2 * config.batch_size, config.precision)
             row = {"epoch": epoch, "train_loss": train_loss, "val_loss": vl, "seconds": round(time.time() - t0, 2)}
             if run.improved(vl):
                 atomic.save_torch(out / "best.pt", {"model_args": encoder.model_args, "encoder": encoder.state_dict(),
