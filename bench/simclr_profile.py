@@ -4,7 +4,8 @@ batched views, both views in one forward, NT-Xent, backward, Adam), with the ste
     PYTHONPATH=src .venv/bin/python bench/simclr_profile.py [--backbone resnet18] [--size 128] [--batch 64] [--rows 25]
         [--per-layer]
 
-Prints the fp32 matmul peak measured in the same process, the median of 3 timed steps (after 2 warm-up steps) as
+Prints the fp32 matrix-product peak measured in the same process (the higher of torch.matmul and a oneDNN 1x1
+convolution, `pretrain_throughput.gemm_peak`), the median of 3 timed steps (after 2 warm-up steps) as
 GFLOP/s and as a share of that peak, then the profiler's table of one more step by self CPU time. `--per-layer`:
 then each convolution of the encoder alone, at the shape the step gives it (both views, channels-last), its forward
 and its backward (input and weight gradients) as GFLOP/s and share of the peak, median of 3: which layers and which
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from pretrain_throughput import blobs, cmrprior_stepper, flops, matmul_peak
+from pretrain_throughput import blobs, cmrprior_stepper, flops, gemm_peak
 
 
 def _median_s(fn, reps: int = 3) -> float:
@@ -76,13 +77,13 @@ def main() -> None:
     ap.add_argument("--per-layer", action="store_true", help="time each convolution alone, forward and backward")
     a = ap.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average before: {os.getloadavg()[0]:.2f}")
-    peak, _ = matmul_peak(torch.float32)
+    peak, _ = gemm_peak(torch.float32)
     _, train = flops(a.backbone, a.size)
     model, step = cmrprior_stepper(a.backbone, blobs(max(4 * a.batch, 256), a.size), a.batch, "fp32", True, False)
     step()  # the second warm-up step is `_median_s`'s
     sec = _median_s(step)
     rate = a.batch * train / 1e9 / sec
-    print(f"{a.backbone} @ {a.size} px, batch {a.batch}, fp32 channels-last: fp32 matmul peak {peak:.1f} GFLOP/s; "
+    print(f"{a.backbone} @ {a.size} px, batch {a.batch}, fp32 channels-last: fp32 matrix-product peak {peak:.1f} GFLOP/s; "
           f"step {sec:.2f} s (median of 3) = {rate:.1f} GFLOP/s = {rate / peak:.1%} of the peak")
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         step()

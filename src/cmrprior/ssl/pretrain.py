@@ -237,6 +237,24 @@ def _precision_step(config: PretrainConfig, device: torch.device, shape: tuple[i
     return step
 
 
+def _resolved(config: PretrainConfig, device: torch.device, info: D.DistInfo, shape: tuple[int, ...],
+              last: Path) -> tuple[PretrainConfig, str]:
+    """`resolve_auto` for this run, and why its precision: a resumed run keeps what it chose; on a CPU "auto" times
+    `_precision_step`; the processes of a distributed run agree (bf16 only where every one timed it faster)."""
+    saved = saved_config(last) if config.precision == "auto" else None
+    if saved is not None and saved.get("precision") in ("fp32", "bf16"):
+        config = dataclasses.replace(config, precision=saved["precision"])
+    measured = config.precision == "auto" and device.type == "cpu"
+    config, why = resolve_auto(config, device, _precision_step(config, device, shape))
+    if saved is not None and not measured:
+        why = f"{config.precision}, as chosen when the run being resumed started"
+    if measured and info.enabled:
+        everyone = D.all_reduce_mean(float(config.precision == "bf16"), device) == 1.0
+        if config.precision == "bf16" and not everyone:
+            config, why = dataclasses.replace(config, precision="fp32"), why + "; float32: another process timed it faster"
+    return config, why
+
+
 def pretrain(
     train_images: np.ndarray,
     config: PretrainConfig,
@@ -261,17 +279,7 @@ def pretrain(
     info = D.init_distributed(None if config.device == "auto" else config.device)
     device = resolve_device(config.device, info)
     data, val = _training_tensors(train_images, val_images, extra_unlabeled)
-    saved = saved_config(out_dir / "last.pt") if config.precision == "auto" else None
-    if saved is not None and saved.get("precision") in ("fp32", "bf16"):  # a resumed run keeps what it chose
-        config = dataclasses.replace(config, precision=saved["precision"])
-    measured = config.precision == "auto" and device.type == "cpu"
-    config, why = resolve_auto(config, device, _precision_step(config, device, tuple(data.shape[1:])))
-    if saved is not None and not measured:
-        why = f"{config.precision}, as chosen when the run being resumed started"
-    if measured and info.enabled:  # one precision for all processes: bf16 only where every one timed it faster
-        everyone = D.all_reduce_mean(float(config.precision == "bf16"), device) == 1.0
-        if config.precision == "bf16" and not everyone:
-            config, why = dataclasses.replace(config, precision="fp32"), why + "; float32: another process timed it faster"
+    config, why = _resolved(config, device, info, tuple(data.shape[1:]), out_dir / "last.pt")
     batches = _Batches.of(data, config.batch_size, info)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = torch.backends.cudnn.benchmark = True
