@@ -17,8 +17,8 @@ a load change hits all alike, and the median step is reported.
 Printed per backbone and setting: images/s (median step after warm-up), FLOPs per image (model forward, and the
 whole training step: 2 views, forward + backward; counted with torch.utils.flop_counter.FlopCounterMode), the
 achieved FLOP rate and its fraction of this machine's matrix-product peak (the higher of large torch.matmul products
-and a large oneDNN 1x1 convolution, in fp32 and bf16, measured at the start of the same run). bf16 steps are skipped under `--bf16 auto` when the bf16 matmul peak is under a quarter
-of the fp32 one (a CPU without AVX512-BF16/AMX emulates bf16; a step would take many minutes); the peaks say why.
+and a large oneDNN 1x1 convolution, in fp32 and bf16, measured at the start of the same run). bf16 steps are skipped
+under `--bf16 auto` when the bf16 peak is under a quarter of the fp32 one (a CPU without AVX512-BF16/AMX emulates bf16; a step would take many minutes); the peaks say why.
 The CPU is shared: the 1-minute load average is printed before and after.
 """
 
@@ -60,7 +60,7 @@ def matmul_peak(dtype: torch.dtype, max_n: int = 2048, budget_s: float = 20.0) -
 def conv_gemm_peak(dtype: torch.dtype, reps: int = 5) -> float:
     """GFLOP/s of a 1x1 convolution in channels-last, a (4096 x 1024) x (1024 x 1024) matrix product run by oneDNN,
     the library that runs the networks' convolutions: best of `reps`. On some CPUs torch.matmul's float32 library
-    reaches less than oneDNN does (an AVX512 EPYC: 181 against about 300 GFLOP/s), and a share of that lower figure
+    reaches less than oneDNN does (an AVX512 EPYC, 2 threads: 182 against 427 GFLOP/s), and a share of that lower figure
     would overstate how close a network comes to the machine's peak."""
     x = torch.randn(4, 1024, 32, 32, dtype=dtype).contiguous(memory_format=torch.channels_last)
     w = torch.randn(1024, 1024, 1, 1, dtype=dtype).contiguous(memory_format=torch.channels_last)

@@ -239,14 +239,29 @@ def paired(fold_dir: Path, other: Path, data: Path) -> None:
     if set(ours) != set(theirs):
         sys.exit(f"{fold_dir}/metrics.csv does not hold the fold's held-out patients")
     print(f"{fold_dir} against {other}: {len(test_ids)} held-out patients, prepared grid, no basal correction")
-    print("| phase | structure | fold | other | paired difference (fold - other) [95% t] |")
+    print_paired(ours, theirs, "fold")
+
+
+def print_paired(ours: dict[tuple[str, str], dict], theirs: dict[tuple[str, str], dict], name: str,
+                 mean_of_three: bool = False) -> None:
+    """The Dice table of two models' QC rows on the same (patient, phase) keys: per phase (ED, ES, both) and structure
+    the two means and the paired difference (ours - theirs) with its 95 % t-interval; `mean_of_three`: also the
+    paired difference of the mean of LV, MYO and RV."""
+    from cmrprior.segmentation import qc
+
+    print(f"| phase | structure | {name} | other | paired difference ({name} - other) [95% t] |")
     for phase in ("ED", "ES", None):
-        keys = [k for k in ours if phase is None or k[1] == phase]
+        keys = [k for k in sorted(ours) if phase is None or k[1] == phase]
+        diffs = []
         for s in ("LV", "MYO", "RV"):
             a = np.array([float(ours[k][f"dice_{s}"]) for k in keys])
             b = np.array([float(theirs[k][f"dice_{s}"]) for k in keys])
             mean, lo, hi, _ = qc.mean_ci(a - b)
+            diffs.append(a - b)
             print(f"| {phase or 'ED+ES'} | {s} | {a.mean():.4f} | {b.mean():.4f} | {mean:+.4f} [{lo:+.4f}, {hi:+.4f}] |")
+        if mean_of_three:
+            mean, lo, hi, _ = qc.mean_ci(np.mean(diffs, axis=0))
+            print(f"| {phase or 'ED+ES'} | mean of the three | | | {mean:+.4f} [{lo:+.4f}, {hi:+.4f}] |")
 
 
 def paired_sets(candidate: Path, other: Path, folds: list[int], data: Path) -> None:
@@ -281,21 +296,9 @@ def paired_sets(candidate: Path, other: Path, folds: list[int], data: Path) -> N
             diff = max(abs(float(ref[key][f"dice_{s}"]) - float(rows["candidate"][key][f"dice_{s}"]))
                        for key in keys for s in ("LV", "MYO", "RV"))
             print(f"fold {k}: candidate's Dice against its {shipped.name}: max difference {diff:.2e}")
-    keys_all = sorted(rows["candidate"])
-    print(f"{candidate} against {other}: folds {folds}, {len({k[0] for k in keys_all})} held-out patients, "
+    print(f"{candidate} against {other}: folds {folds}, {len({k[0] for k in rows['candidate']})} held-out patients, "
           "prepared grid, no basal correction")
-    print("| phase | structure | candidate | other | paired difference (candidate - other) [95% t] |")
-    for phase in ("ED", "ES", None):
-        keys = [k for k in keys_all if phase is None or k[1] == phase]
-        diffs = []
-        for s in ("LV", "MYO", "RV"):
-            a = np.array([float(rows["candidate"][k][f"dice_{s}"]) for k in keys])
-            b = np.array([float(rows["other"][k][f"dice_{s}"]) for k in keys])
-            mean, lo, hi, _ = qc.mean_ci(a - b)
-            diffs.append(a - b)
-            print(f"| {phase or 'ED+ES'} | {s} | {a.mean():.4f} | {b.mean():.4f} | {mean:+.4f} [{lo:+.4f}, {hi:+.4f}] |")
-        mean, lo, hi, _ = qc.mean_ci(np.mean(diffs, axis=0))
-        print(f"| {phase or 'ED+ES'} | mean of the three | | | {mean:+.4f} [{lo:+.4f}, {hi:+.4f}] |")
+    print_paired(rows["candidate"], rows["other"], "candidate", mean_of_three=True)
 
 
 def main() -> None:

@@ -279,7 +279,8 @@ def pretrain_teacher(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     asked = config.precision
-    config, why = _resolve(config, backbone, int(images.shape[-1]), saved_config(out / "last.pt"))
+    saved = saved_config(out / "last.pt") if asked == "auto" else None  # only "auto" needs the earlier choice
+    config, why = _resolve(config, backbone, int(images.shape[-1]), saved)
     run_config = {**config.to_dict(), "backbone": backbone, "seed": int(seed), "image_size": int(images.shape[-1])}
     seed_everything(seed)
     encoder = create_backbone(backbone, in_chans=1, weights=None)
