@@ -70,6 +70,8 @@ class FakePretrainResult:
     checkpoint: Path
     best_val_loss: float
     history: tuple = ()
+    precision: str = "fp32"
+    channels_last: bool = False
     stopped_early: bool = False
     finished: bool = True
 

@@ -162,6 +162,7 @@ def test_with_real_simclr_pretraining(tmp_path, monkeypatch):
     assert r["status"] == "ok", r.get("reason")
     done = json.loads(next((tmp_path / "run").glob("splits/split_0/pretrain/segmented/tiny/simclr_bs16/done.json")).read_text())
     assert Path(done["checkpoint"]).exists() and r["pretrain_checkpoint"] == done["checkpoint"]
+    assert (done["precision"], done["channels_last"]) == ("fp32", True)  # the CPU default layout, recorded
     assert not set(done["patient_ids"] + done["val_patient_ids"]) & set(r["test"]["patient_ids"])
 
 

@@ -36,6 +36,7 @@ def test_teacher_sees_training_patients_and_their_study_masks_only(tmp_path, mon
     for split, call in zip(splits, calls):
         done = json.loads((run / f"splits/split_{split['index']}/pretrain/segmented/tiny/teacher/done.json").read_text())
         assert not set(done["patient_ids"] + done["val_patient_ids"]) & set(split["test"])
+        assert (done["precision"], done["channels_last"]) == ("fp32", False)  # how it computed, for the report
         # exactly the segmented images and study masks of the inner training patients, ED then ES
         sub = reference.subset_patients(done["patient_ids"])
         np.testing.assert_array_equal(call["images"], np.concatenate([sub.ed, sub.es]))

@@ -104,3 +104,39 @@ def test_compact_dice_and_flag_tables(tmp_path):
     assert "<tr><td>No heart label on any slice</td><td>0 / 2</td><td>1 / 2</td><td>a ES</td></tr>" in f
     assert "<tr><td>Heart area jumps between neighbouring slices</td><td>2 / 2</td><td>0 / 2</td><td>a ED, b ED</td></tr>" in f
     assert flags_table(tmp_path / "absent.csv") is None
+
+
+def test_pretraining_section_says_how_each_encoder_was_computed(tmp_path):
+    """Runs found in every layout the folder uses (the grid's `simclr_bs<B>`, an older study's `bs<B>`, the
+    teacher's, the held-out model's), grouped with their precision; a record from before records held it says so."""
+    from cmrprior.report.sections import pretraining_section
+
+    folder = runs.RunFolder(tmp_path)
+
+    def write(split, pretext, batch, wall, epochs, precision=None, channels_last=None, name=None):
+        path = folder.pretrain_dir(split, "segmented", "tiny", pretext, batch)
+        path = path.parent / name if name else path
+        path.mkdir(parents=True)
+        folder.write_pretrain(path, runs.PretrainRecord(
+            checkpoint="x.pt", backbone="tiny", batch_size=batch or 8, images="segmented", patient_ids=[],
+            val_patient_ids=[], n_train_images=0, n_val_images=0, seed=0, wall_s=wall, epochs_run=epochs,
+            precision=precision, channels_last=channels_last), {})
+
+    write("0", "simclr", 16, 60.0, 5, "bf16", True)
+    write("1", "simclr", 16, 120.0, 7, "bf16", True)
+    write("holdout", "simclr", 16, 30.0, 6, "fp32", True)
+    write("0", "simclr", 32, 6.0, 2, name="bs32")  # an older study's folder, and record
+    write("0", "masks", None, 90.0, 3, "fp32", False)
+    found = sorted((p, r.batch_size, r.wall_s) for p, r in folder.pretrain_runs())
+    assert found == [("masks", 8, 90.0), ("simclr", 16, 30.0), ("simclr", 16, 60.0), ("simclr", 16, 120.0),
+                     ("simclr", 32, 6.0)]
+    section = pretraining_section(folder)
+    assert section.missing is None
+    rows = section.body.split("<tbody>")[1].split("</tr>")
+    assert "<td>SimCLR</td><td>segmented</td><td>tiny</td><td>16</td><td>2</td><td>bf16, channels-last</td>" \
+           "<td>5-7</td><td>3.0</td>" in section.body  # two splits: 60 + 120 s
+    assert "<td>16</td><td>1</td><td>float32, channels-last</td><td>6</td><td>0.5</td>" in section.body
+    assert "<td>32</td><td>1</td><td>not recorded</td><td>2</td><td>0.1</td>" in section.body
+    assert "<td>1</td><td>float32</td><td>3</td><td>1.5</td>" in section.body
+    assert len(rows) == 5  # four groups and the closing tag
+    assert pretraining_section(runs.RunFolder(tmp_path / "empty")).missing

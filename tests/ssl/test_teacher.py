@@ -257,12 +257,13 @@ def test_auto_precision_times_the_teacher_step_and_a_resumed_run_keeps_its_choic
 
     monkeypatch.setattr(cpu_precision, "choose_cpu_precision", prefer_bf16)
     cfg = TeacherConfig(epochs=1, batch_size=8, patience=0, decoder_width=8, precision="auto")
-    pretrain_teacher(x, y, cfg, tmp_path / "auto", backbone="tiny", seed=5)
+    chose = pretrain_teacher(x, y, cfg, tmp_path / "auto", backbone="tiny", seed=5)
     pretrain_teacher(x, y, dataclasses.replace(cfg, precision="bf16"), tmp_path / "bf16", backbone="tiny", seed=5)
     assert seen == ["fp32", "bf16"] + ["fp32", "bf16"] * 3
+    assert (chose.precision, chose.channels_last) == ("bf16", True)  # the result says what "auto" became
     a, b = (torch.load(tmp_path / n / "last.pt", weights_only=True) for n in ("auto", "bf16"))
     assert a["config"]["precision"] == "bf16"
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])  # the timing left the run alone
     monkeypatch.setattr(cpu_precision, "choose_cpu_precision", lambda *a, **k: pytest.fail("timed again on resume"))
     res = pretrain_teacher(x, y, dataclasses.replace(cfg, epochs=2), tmp_path / "auto", backbone="tiny", seed=5)
-    assert len(res.history) == 2
+    assert len(res.history) == 2 and res.precision == "bf16"

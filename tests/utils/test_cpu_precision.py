@@ -93,8 +93,9 @@ def test_pretrain_auto_times_its_own_step_without_changing_the_run(tmp_path, mon
     monkeypatch.setattr(cpu_precision, "choose_cpu_precision", choose)
     cfg = PretrainConfig(backbone="tiny", backbone_kwargs={"widths": (8, 16)}, image_size=32, batch_size=8, epochs=1,
                          device="cpu", proj_hidden_dim=16, proj_dim=8, lr=1e-3, progress=False, seed=3)
-    pretrain(_blobs(16), cfg, tmp_path / "auto")
+    chose = pretrain(_blobs(16), cfg, tmp_path / "auto")
     assert seen == ["fp32", "bf16"] + ["fp32", "bf16"] * 3
+    assert (chose.precision, chose.channels_last) == ("fp32", True)  # the result says what "auto" became
     pretrain(_blobs(16), dataclasses.replace(cfg, precision="fp32"), tmp_path / "fp32")
     a, b = (torch.load(tmp_path / n / "last.pt", weights_only=True) for n in ("auto", "fp32"))
     assert a["config"]["precision"] == "fp32"
@@ -104,4 +105,4 @@ def test_pretrain_auto_times_its_own_step_without_changing_the_run(tmp_path, mon
     seen.clear()
     monkeypatch.setattr(cpu_precision, "choose_cpu_precision", lambda *a, **k: pytest.fail("timed again on resume"))
     res = pretrain(_blobs(16), dataclasses.replace(cfg, epochs=2), tmp_path / "auto")
-    assert len(res.history) == 2 and seen == []
+    assert len(res.history) == 2 and seen == [] and res.precision == "fp32"

@@ -126,7 +126,8 @@ def pretrain_piece(
         checkpoint=str(result.checkpoint), backbone=config.backbone, batch_size=config.batch_size, images=images,
         patient_ids=sorted(train_ids), val_patient_ids=sorted(val_ids), n_train_images=int(len(train)),
         n_val_images=0 if val is None else int(len(val)), seed=config.seed, wall_s=time.time() - t0,
-        best_val_loss=result.best_val_loss, epochs_run=len(result.history),
+        best_val_loss=result.best_val_loss, epochs_run=len(result.history), precision=result.precision,
+        channels_last=result.channels_last,
     )
     run.write_pretrain(folder, record, {"stopped_early": result.stopped_early, "finished": result.finished})
     return record
@@ -177,7 +178,8 @@ def teacher_piece(
         checkpoint=str(result.checkpoint), backbone=backbone, batch_size=config.batch_size, images=images,
         patient_ids=sorted(train_ids), val_patient_ids=sorted(val_ids), n_train_images=int(len(train[0])),
         n_val_images=0 if val is None else int(len(val[0])), seed=seed, wall_s=time.time() - t0,
-        best_val_loss=result.best_val_loss, epochs_run=len(result.history),
+        best_val_loss=result.best_val_loss, epochs_run=len(result.history), precision=result.precision,
+        channels_last=result.channels_last,
     )
     run.write_pretrain(folder, record, {"stopped_early": result.stopped_early, "finished": True})
     return record

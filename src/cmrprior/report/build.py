@@ -28,8 +28,9 @@ from cmrprior.report.anatomy import anatomy_section
 from cmrprior.report.full_vs_segmented import full_vs_segmented_section
 from cmrprior.report.html import render_page
 from cmrprior.report.qc import segmentation_section
-from cmrprior.report.sections import (config_section, cohort_section, confusion_section, figure1_section, roc_section,
-                                      saliency_grid_section, saliency_table_section, software_versions, tables_section)
+from cmrprior.report.sections import (config_section, cohort_section, confusion_section, figure1_section,
+                                      pretraining_section, roc_section, saliency_grid_section, saliency_table_section,
+                                      software_versions, tables_section)
 from cmrprior.report.summary import summary_section
 from cmrprior.runs import CellResult, RunFolder, RunInfo
 from cmrprior.utils import atomic
@@ -85,6 +86,7 @@ def build_report(run_dir: str | Path) -> Path:
         saliency_grid_section(run),
         tables_section(run, HOLDOUT_TABLES, "holdout", "Held-out cohort (--test)",
                        optional_note="the study was run without --test"),
+        pretraining_section(run),
         config_section(run, inputs.study),
     ]
     root = run.root.resolve()

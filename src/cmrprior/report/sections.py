@@ -9,11 +9,12 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 
 from cmrprior.data.prepared import PreparedCohort
+from cmrprior.errors import ConfigError
 from cmrprior.report.html import Section, esc, figure, markdown_to_html, table_html
 from cmrprior.report.qc import masks_source_label
 from cmrprior.report.summary import label_keys
 from cmrprior.runs import CellResult, RunFolder, RunInfo, TestOutputs
-from cmrprior.vocab import init_label, method_label, method_rank
+from cmrprior.vocab import get_pretext, init_label, method_label, method_rank
 
 MAX_SALIENCY_GRIDS = 4  # each ~50 kB embedded; all grids stay in saliency/grids/
 # study.json keys shown to readers, with their labels (classes and masks come from run.json)
@@ -155,6 +156,41 @@ def saliency_grid_section(run: RunFolder) -> Section:
     if shown < len(grids):
         body.append(f"<p>{shown} of {len(grids)} grids shown; all are in saliency/grids/ and saliency/overlays/.</p>")
     return Section("saliency-overlays", title, "\n".join(body))
+
+
+def computed_in(precision: str | None, channels_last: bool | None) -> str:
+    """How a pre-training run computed, in words ("bf16, channels-last"); records from before they held it say so."""
+    if precision is None:
+        return "not recorded"
+    return {"fp32": "float32", "bf16": "bf16", "fp16": "float16"}.get(precision, precision) + (
+        ", channels-last" if channels_last else "")
+
+
+def pretraining_section(run: RunFolder) -> Section:
+    """The finished pre-training runs, one row per pretext, images, backbone, batch size and way of computing
+    ("auto" precision is decided by a timing on each machine, and a bf16 encoder is not a float32 one's)."""
+    groups: dict[tuple, list] = defaultdict(list)
+    for pretext, r in run.pretrain_runs():
+        groups[(pretext, r.images, r.backbone, r.batch_size, computed_in(r.precision, r.channels_last))].append(r)
+    rows = []
+    for (pretext, images, backbone, batch, how), records in sorted(groups.items()):
+        epochs = sorted(r.epochs_run for r in records if r.epochs_run is not None)
+        rows.append([_pretext_label(pretext), images, backbone, batch, len(records), how,
+                     "n/a" if not epochs else (f"{epochs[0]}" if epochs[0] == epochs[-1] else f"{epochs[0]}-{epochs[-1]}"),
+                     f"{sum(r.wall_s for r in records) / 60:.1f}"])
+    if not rows:
+        return Section("pretraining", "Pre-training runs", missing="no finished pre-training run in the folder")
+    body = table_html(["Pretext", "Images", "Backbone", "Batch size", "Runs", "Computed in", "Epochs run",
+                       "Wall time (min, all runs)"], rows,
+                      caption="Pre-training runs (each split's and the held-out model's); wall time as each run measured it")
+    return Section("pretraining", "Pre-training runs", body)
+
+
+def _pretext_label(name: str) -> str:
+    try:
+        return get_pretext(name).label
+    except ConfigError:  # a pretext registered when the study ran but not now
+        return name
 
 
 def config_section(run: RunFolder, study: dict | None) -> Section:

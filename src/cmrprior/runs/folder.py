@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict
 from pathlib import Path
 from typing import Iterator
@@ -22,7 +23,7 @@ from cmrprior.runs.records import (
 from cmrprior.utils import atomic
 from cmrprior.utils.filenames import patient_filename
 from cmrprior.utils.runfolder_checks import FINGERPRINT_PREFIX
-from cmrprior.vocab import ANATOMY, get_pretext, hybrid_base
+from cmrprior.vocab import ANATOMY, get_pretext, hybrid_base, pretexts
 
 
 def _at(name: str) -> property:
@@ -165,6 +166,16 @@ class RunFolder:
         path = folder / "done.json"
         return PretrainRecord.from_json(read_json(path), path) if path.exists() else None
 
+    def pretrain_runs(self) -> list[tuple[str, PretrainRecord]]:
+        """Every finished pre-training run on disk (the repeated splits' and the held-out model's), as (the name of
+        its registered pretext, its record), in path order; a folder no registered pretext names keeps its
+        folder's name."""
+        out = []
+        for path in sorted(self.root.glob(f"{HOLDOUT}/pretrain/*/*/*/done.json")) + sorted(
+                self.root.glob("splits/split_*/pretrain/*/*/*/done.json")):
+            out.append((_pretext_of(path.parent.name), PretrainRecord.from_json(read_json(path), path)))
+        return out
+
     # cells
     def write_cell(self, result: CellResult) -> Path:
         return atomic.write_json(self.cell_dir(result.key) / "result.json", result.to_json())
@@ -237,3 +248,12 @@ class RunFolder:
                 for p in sorted(self.saliency.glob("grids/*/*/split_*__*.png"))]
 
 
+def _pretext_of(folder: str) -> str:
+    """The registered pretext whose runs are named `folder` (`RunFolder.pretrain_dir`), else `folder`."""
+    for p in pretexts():
+        names = [re.escape(p.folder) + (r"_bs\d+" if p.batch_grid else "")]
+        if p.legacy_folder is not None:
+            names.append(re.escape(p.legacy_folder).replace(re.escape("{batch_size}"), r"\d+"))
+        if any(re.fullmatch(n, folder) for n in names):
+            return p.name
+    return folder

@@ -265,6 +265,11 @@ class PretrainRecord:
     wall_s: float
     best_val_loss: float | None = None
     epochs_run: int | None = None
+    # what the run computed in ("fp32" | "bf16" | "fp16") and whether in channels-last layout; None in a record
+    # written before records held them. "auto" may choose differently on another CPU, and a bf16 run's encoder
+    # differs from a float32 one's, so the report says which.
+    precision: str | None = None
+    channels_last: bool | None = None
 
     @property
     def seen(self) -> list[str]:

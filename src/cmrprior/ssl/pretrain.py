@@ -55,6 +55,8 @@ class PretrainResult:
     checkpoint: Path  # best.pt when held-out images were given, else last.pt
     history: list[dict[str, Any]]
     best_val_loss: float | None
+    precision: str  # what the run computed in ("fp32" | "bf16" | "fp16"), "auto" resolved
+    channels_last: bool
     stopped_early: bool = False
     finished: bool = True  # False when max_steps ended the run before the last epoch
 
@@ -332,8 +334,8 @@ def pretrain(
         checkpoint.save_best(best_path, config=config, model_args=model_args, encoder=raw_model.encoder,
                              epoch=state["epoch"], val_loss=None)
     return PretrainResult(checkpoint=best_path if best_path.exists() else run.path, history=list(state["history"]),
-                          best_val_loss=state["best_val_loss"], stopped_early=run.should_stop(),
-                          finished=finished)
+                          best_val_loss=state["best_val_loss"], precision=config.precision,
+                          channels_last=bool(config.channels_last), stopped_early=run.should_stop(), finished=finished)
 
 
 def select_batch_size(

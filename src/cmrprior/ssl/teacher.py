@@ -101,6 +101,8 @@ class TeacherResult:
     history: list[dict[str, Any]]
     best_val_loss: float | None
     stopped_early: bool
+    precision: str  # what the run computed in ("fp32" | "bf16"), "auto" resolved
+    channels_last: bool
 
 
 class SegmentationPretext(nn.Module):
@@ -323,4 +325,5 @@ def pretrain_teacher(
             state["epoch"] = epoch
             run.save({"model": model.state_dict(), "optimizer": opt.state_dict()})
     return TeacherResult(checkpoint=out / "best.pt", history=list(state["history"]),
-                         best_val_loss=state["best_val_loss"], stopped_early=run.should_stop())
+                         best_val_loss=state["best_val_loss"], stopped_early=run.should_stop(),
+                         precision=config.precision, channels_last=bool(config.channels_last))
