@@ -229,7 +229,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--bf16", choices=("auto", "force", "off"), default="auto")
-    ap.add_argument("--compile-too", action="store_true", help="also time cmrprior fp32 channels-last with torch.compile")
+    ap.add_argument("--compile-too", action="store_true", help="also time cmrprior channels-last with torch.compile (fp32, and bf16 where timed)")
     args = ap.parse_args()
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
@@ -265,6 +265,8 @@ def main() -> None:
             settings.append(("lightly  fp32 (its default)", "lightly", "fp32", None, None))
         if args.compile_too:
             settings.append(("cmrprior fp32 channels-last compiled", "cmrprior", "fp32", True, True))
+            if do_bf16:
+                settings.append(("cmrprior bf16 channels-last compiled", "cmrprior", "bf16", True, True))
         if do_bf16:
             if default.precision != "bf16":
                 settings.append(("cmrprior bf16 channels-last", "cmrprior", "bf16", True, False))

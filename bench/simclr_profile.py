@@ -2,9 +2,9 @@
 batched views, both views in one forward, NT-Xent, backward, Adam), with the step's share of the matmul peak.
 
     PYTHONPATH=src .venv/bin/python bench/simclr_profile.py [--backbone resnet18] [--size 128] [--batch 64] [--rows 25]
-        [--per-layer]
+        [--per-layer] [--precision fp32|bf16]
 
-Prints the fp32 matrix-product peak measured in the same process (the higher of torch.matmul and a oneDNN 1x1
+Prints the matrix-product peak of the step's precision (`--precision`; bf16: autocast, as `cmrprior pretrain`) measured in the same process (the higher of torch.matmul and a oneDNN 1x1
 convolution, `pretrain_throughput.gemm_peak`), the median of 3 timed steps (after 2 warm-up steps) as
 GFLOP/s and as a share of that peak, then the profiler's table of one more step by self CPU time. `--per-layer`:
 then each convolution of the encoder alone, at the shape the step gives it (both views, channels-last), its forward
@@ -35,8 +35,9 @@ def _median_s(fn, reps: int = 3) -> float:
     return float(np.median(times))
 
 
-def per_layer(model: torch.nn.Module, n: int, size: int, peak: float) -> None:
-    """Each Conv2d of `model` alone on `n` random inputs of the shape it meets, channels-last, fp32."""
+def per_layer(model: torch.nn.Module, n: int, size: int, peak: float, precision: str) -> None:
+    """Each Conv2d of `model` alone on `n` random inputs of the shape it meets, channels-last, in `precision`
+    (bf16: the input and weights in bf16, as autocast gives them to a convolution)."""
     shapes: list[tuple[torch.nn.Conv2d, tuple[int, ...]]] = []
     hooks = [m.register_forward_hook(lambda m, i, o: shapes.append((m, tuple(i[0].shape))))
              for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
@@ -47,10 +48,12 @@ def per_layer(model: torch.nn.Module, n: int, size: int, peak: float) -> None:
         h.remove()
     cl = torch.channels_last
     total = {"forward": [0.0, 0.0], "backward": [0.0, 0.0]}
-    print(f"each convolution alone, {n} inputs, channels-last fp32 (share of the {peak:.1f} GFLOP/s peak):")
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    print(f"each convolution alone, {n} inputs, channels-last {precision} (share of the {peak:.1f} GFLOP/s peak):")
     for m, shape in shapes:
-        conv = torch.nn.Conv2d(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, bias=False).to(memory_format=cl)
-        x = torch.randn(n, *shape[1:]).contiguous(memory_format=cl).requires_grad_(m.in_channels > 1)
+        conv = torch.nn.Conv2d(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, bias=False).to(
+            dtype=dtype, memory_format=cl)
+        x = torch.randn(n, *shape[1:], dtype=dtype).contiguous(memory_format=cl).requires_grad_(m.in_channels > 1)
         with torch.no_grad():
             y = conv(x)
         g = torch.randn_like(y)
@@ -75,21 +78,22 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--rows", type=int, default=25)
     ap.add_argument("--per-layer", action="store_true", help="time each convolution alone, forward and backward")
+    ap.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     a = ap.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average before: {os.getloadavg()[0]:.2f}")
-    peak, _ = gemm_peak(torch.float32)
+    peak, _ = gemm_peak(torch.bfloat16 if a.precision == "bf16" else torch.float32)
     _, train = flops(a.backbone, a.size)
-    model, step = cmrprior_stepper(a.backbone, blobs(max(4 * a.batch, 256), a.size), a.batch, "fp32", True, False)
+    model, step = cmrprior_stepper(a.backbone, blobs(max(4 * a.batch, 256), a.size), a.batch, a.precision, True, False)
     step()  # the second warm-up step is `_median_s`'s
     sec = _median_s(step)
     rate = a.batch * train / 1e9 / sec
-    print(f"{a.backbone} @ {a.size} px, batch {a.batch}, fp32 channels-last: fp32 matrix-product peak {peak:.1f} GFLOP/s; "
+    print(f"{a.backbone} @ {a.size} px, batch {a.batch}, {a.precision} channels-last: {a.precision} matrix-product peak {peak:.1f} GFLOP/s; "
           f"step {sec:.2f} s (median of 3) = {rate:.1f} GFLOP/s = {rate / peak:.1%} of the peak")
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         step()
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=a.rows))
     if a.per_layer:
-        per_layer(model, 2 * a.batch, a.size, peak)
+        per_layer(model, 2 * a.batch, a.size, peak, a.precision)
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 
