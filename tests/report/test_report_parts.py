@@ -139,4 +139,7 @@ def test_pretraining_section_says_how_each_encoder_was_computed(tmp_path):
     assert "<td>32</td><td>1</td><td>not recorded</td><td>2</td><td>0.1</td>" in section.body
     assert "<td>1</td><td>float32</td><td>3</td><td>1.5</td>" in section.body
     assert len(rows) == 5  # four groups and the closing tag
+    assert "Computed in more than one way:</strong> SimCLR on segmented images (tiny, batch 16)." in section.body
+    write("2", "masks", None, 80.0, 3, "fp32", False)  # the same way as the other teacher run: nothing said of it
+    assert "Seg-teacher" not in pretraining_section(folder).body.split("more than one way")[1]
     assert pretraining_section(runs.RunFolder(tmp_path / "empty")).missing

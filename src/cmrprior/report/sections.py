@@ -183,6 +183,11 @@ def pretraining_section(run: RunFolder) -> Section:
     body = table_html(["Pretext", "Images", "Backbone", "Batch size", "Runs", "Computed in", "Epochs run",
                        "Wall time (min, all runs)"], rows,
                       caption="Pre-training runs (each split's and the held-out model's); wall time as each run measured it")
+    mixed = Counter(key[:4] for key in groups)
+    mixed_rows = [f"{_pretext_label(k[0])} on {k[1]} images ({k[2]}, batch {k[3]})" for k, n in sorted(mixed.items()) if n > 1]
+    if mixed_rows:  # "auto" timed near its margin, or the runs ran on different machines: the splits differ
+        body += ("<p><strong>Computed in more than one way:</strong> " + esc("; ".join(mixed_rows)) + ". Their splits' "
+                 "encoders differ by more than their data; set the precision in the config to compute them alike.</p>")
     return Section("pretraining", "Pre-training runs", body)
 
 
