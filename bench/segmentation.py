@@ -17,7 +17,9 @@
         two segmenter sets (folders with `folds.json`) fold by fold: each fold's held-out patients (those its
         model was not trained on; both sets' fold K must have the same training patients) segmented by both
         sets' fold K as `paired` does, the paired differences pooled over the folds; the candidate's figures are
-        also checked against its shipped `fold_K.metrics.csv` when the set has one.
+        also checked against its shipped `fold_K.metrics.csv` when the set has one. CANDIDATE_SET may instead
+        name one model file per fold with `{k}` (e.g. `ENS/fold_{k}.safetensors`, ensembles from `cmrprior segment
+        combine`): each is scored on the held-out patients of OTHER_SET's fold k.
     .venv/bin/python bench/segmentation.py native RUN [--data ACDC]
         the same held-out patients scored as a user meets them: each fold model segments the raw ED and ES
         frames in their own geometry with `predict_volume` (it finds the heart itself on the whole field of
@@ -264,7 +266,7 @@ def print_paired(ours: dict[tuple[str, str], dict], theirs: dict[tuple[str, str]
             print(f"| {phase or 'ED+ES'} | mean of the three | | | {mean:+.4f} [{lo:+.4f}, {hi:+.4f}] |")
 
 
-def paired_sets(candidate: Path, other: Path, folds: list[int], data: Path) -> None:
+def paired_sets(candidate: str, other: Path, folds: list[int], data: Path) -> None:
     import csv
 
     from cmrprior.data.prepare import PrepareConfig, prepare_cohort
@@ -273,22 +275,29 @@ def paired_sets(candidate: Path, other: Path, folds: list[int], data: Path) -> N
     from cmrprior.segmentation.folds import load_segmenter_set
     from cmrprior.segmentation.predict import segment_prepared
 
-    sets = {"candidate": load_segmenter_set(candidate), "other": load_segmenter_set(other)}
+    files = "{k}" in candidate  # one model file per fold, trained on the other set's fold's patients
+    sets = {"other": load_segmenter_set(other)}
+    if not files:
+        sets["candidate"] = load_segmenter_set(Path(candidate))
     prepared = prepare_cohort(open_cohort(data), PrepareConfig())
     ids = [p.patient_id for p in prepared.patients]
     rows: dict[str, dict[tuple[str, str], dict]] = {"candidate": {}, "other": {}}
     for k in folds:
         models = {name: s.folds[k] for name, s in sets.items()}
-        if models["candidate"].patients != models["other"].patients:
+        if not files and models["candidate"].patients != models["other"].patients:
             sys.exit(f"fold {k}: the two sets' models were trained on different patients")
-        test_ids = [pid for pid in ids if pid not in models["candidate"].patients]
+        test_ids = [pid for pid in ids if pid not in models["other"].patients]
         test = prepared.select_patients(test_ids)
-        for name, m in models.items():
-            scored = qc.evaluate_prepared(segment_prepared(test, m.weights), test)
+        weights = {name: (m.weights, m.lineage) for name, m in models.items()}
+        if files:
+            weights["candidate"] = (Path(candidate.format(k=k)), "a model file")
+        for name in ("candidate", "other"):
+            path, lineage = weights[name]
+            scored = qc.evaluate_prepared(segment_prepared(test, path), test)
             rows[name].update({(r["patient_id"], r["phase"]): r for r in scored})
-            print(f"fold {k} {name}: {m.weights} ({m.lineage}), {len(test_ids)} held-out patients")
+            print(f"fold {k} {name}: {path} ({lineage}), {len(test_ids)} held-out patients")
         shipped = Path(candidate) / f"fold_{k}.metrics.csv"
-        if shipped.exists():
+        if not files and shipped.exists():
             ref = {(r["patient_id"], r["phase"]): r for r in csv.DictReader(open(shipped))}
             keys = [key for key in ref if key[0] in test_ids]
             if set(keys) != {key for key in rows["candidate"] if key[0] in test_ids}:
@@ -322,7 +331,7 @@ def main() -> None:
     pr.add_argument("--data", type=Path, default=ACDC)
     pr.add_argument("--threads", type=int, default=None)
     ps = sub.add_parser("paired-sets")
-    ps.add_argument("candidate", type=Path)
+    ps.add_argument("candidate", help="a set folder, or model files per fold named with {k}")
     ps.add_argument("other", type=Path)
     ps.add_argument("--folds", type=int, nargs="+", required=True)
     ps.add_argument("--data", type=Path, default=ACDC)
