@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict
 from pathlib import Path
 from typing import Iterator
@@ -23,7 +22,7 @@ from cmrprior.runs.records import (
 from cmrprior.utils import atomic
 from cmrprior.utils.filenames import patient_filename
 from cmrprior.utils.runfolder_checks import FINGERPRINT_PREFIX
-from cmrprior.vocab import ANATOMY, get_pretext, hybrid_base, pretexts
+from cmrprior.vocab import ANATOMY, Pretext, get_pretext, hybrid_base, pretexts
 
 
 def _at(name: str) -> property:
@@ -86,11 +85,10 @@ class RunFolder:
             raise ConfigError(f"pretext {pretext!r}: " + ("a batch size of its grid is needed" if p.batch_grid else
                                                           "it has no batch-size grid"))
         base = self.split_dir(split) / "pretrain" / images / backbone
-        folder = base / (f"{p.folder}_bs{batch_size}" if p.batch_grid else p.folder)
-        if p.legacy_folder is not None and not folder.exists():
-            legacy = base / p.legacy_folder.format(batch_size=batch_size)
-            if legacy.exists():
-                return legacy
+        name, legacy = _run_folder_names(p, batch_size)
+        folder = base / name
+        if legacy is not None and not folder.exists() and (base / legacy).exists():
+            return base / legacy
         return folder
 
     def cell_dir(self, key: CellKey) -> Path:
@@ -173,7 +171,8 @@ class RunFolder:
         out = []
         for path in sorted(self.root.glob(f"{HOLDOUT}/pretrain/*/*/*/done.json")) + sorted(
                 self.root.glob("splits/split_*/pretrain/*/*/*/done.json")):
-            out.append((_pretext_of(path.parent.name), PretrainRecord.from_json(read_json(path), path)))
+            record = PretrainRecord.from_json(read_json(path), path)
+            out.append((_pretext_of(path.parent.name, record.batch_size), record))
         return out
 
     # cells
@@ -248,12 +247,16 @@ class RunFolder:
                 for p in sorted(self.saliency.glob("grids/*/*/split_*__*.png"))]
 
 
-def _pretext_of(folder: str) -> str:
-    """The registered pretext whose runs are named `folder` (`RunFolder.pretrain_dir`), else `folder`."""
+def _run_folder_names(p: Pretext, batch_size: int | None) -> tuple[str, str | None]:
+    """The folder name of pretext `p`'s run at `batch_size` (None for a pretext without a batch-size grid), and its
+    older name (`legacy_folder`), None when it has none."""
+    name = f"{p.folder}_bs{batch_size}" if p.batch_grid else p.folder
+    return name, None if p.legacy_folder is None else p.legacy_folder.format(batch_size=batch_size)
+
+
+def _pretext_of(folder: str, batch_size: int) -> str:
+    """The registered pretext whose run at `batch_size` (its record's) is named `folder`, else `folder`."""
     for p in pretexts():
-        names = [re.escape(p.folder) + (r"_bs\d+" if p.batch_grid else "")]
-        if p.legacy_folder is not None:
-            names.append(re.escape(p.legacy_folder).replace(re.escape("{batch_size}"), r"\d+"))
-        if any(re.fullmatch(n, folder) for n in names):
+        if folder in _run_folder_names(p, batch_size if p.batch_grid else None):
             return p.name
     return folder
